@@ -1,0 +1,1 @@
+//! rvmm-arch

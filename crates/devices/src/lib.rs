@@ -1,0 +1,21 @@
+//! Emulated devices and the buses they sit on.
+
+pub mod bus;
+
+pub use bus::{Bus, BusDevice, BusError};
+
+/// What a device can ask of the VM as a whole (debug-exit, reset, power-off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmRequest {
+    /// Stop the VM and exit the process with this status (isa-debug-exit).
+    Exit(i32),
+    /// Reset the machine (i8042 0xFE, ACPI reset register, triple fault).
+    Reset,
+    /// Power off (ACPI S5).
+    PowerOff,
+}
+
+/// Handed to devices that can stop or reset the VM; implemented by the VMM.
+pub trait VmControl: Send + Sync {
+    fn request(&self, req: VmRequest);
+}
