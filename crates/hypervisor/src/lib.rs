@@ -1,1 +1,138 @@
-//! rvmm-hypervisor
+//! A thin layer over KVM: open and check `/dev/kvm`, create the VM, its memory, irqchip and vCPUs,
+//! and turn `KVM_RUN` results into a neutral [`VcpuExit`] that the VMM dispatches to its buses.
+
+mod cpuid;
+mod vcpu;
+mod vm;
+
+pub use cpuid::vcpu_cpuid;
+pub use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
+pub use vcpu::{install_kick_handler, kick_signal, EmulationFailure, Vcpu, VcpuExit};
+pub use vm::Vm;
+
+use kvm_ioctls::Kvm;
+use std::path::Path;
+
+/// The KVM API version every KVM since Linux 2.6.22 reports (api.rst, KVM_GET_API_VERSION).
+pub const KVM_API_VERSION: i32 = 12;
+
+/// Errors from the KVM layer. Each names the ioctl or resource that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HvError {
+    #[error("{path}: no such device; is the kvm module loaded and is this an x86_64 host with virtualization enabled?")]
+    KvmMissing { path: String },
+    #[error("{path}: permission denied; add yourself to the 'kvm' group or run as root")]
+    KvmPermission { path: String },
+    #[error("{path}: cannot open: {source}")]
+    KvmOpen {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: KVM API version {found}, rvmm needs version {KVM_API_VERSION}")]
+    ApiVersion { path: String, found: i32 },
+    #[error("{path}: not a KVM device (KVM_GET_API_VERSION failed)")]
+    NotKvm { path: String },
+    #[error("KVM does not support {0}, which rvmm needs")]
+    MissingCapability(&'static str),
+    #[error("{op} failed: {source}")]
+    Ioctl {
+        op: &'static str,
+        #[source]
+        source: vmm_sys_util::errno::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, HvError>;
+
+pub(crate) fn ioctl_err(op: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> HvError {
+    move |source| HvError::Ioctl { op, source }
+}
+
+/// The system-wide KVM handle (`/dev/kvm`).
+pub struct Hypervisor {
+    kvm: Kvm,
+}
+
+impl Hypervisor {
+    /// Open `/dev/kvm` and check its API version.
+    pub fn open() -> Result<Self> {
+        Self::open_path(Path::new("/dev/kvm"))
+    }
+
+    /// Open a KVM device node at `path` and check its API version.
+    pub fn open_path(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        use std::os::unix::ffi::OsStrExt;
+        let cpath =
+            std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| HvError::KvmOpen {
+                path: shown.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            })?;
+        let fd = Kvm::open_with_cloexec_at(&cpath, true).map_err(|e| {
+            let io = std::io::Error::from_raw_os_error(e.errno());
+            match io.kind() {
+                std::io::ErrorKind::NotFound => HvError::KvmMissing {
+                    path: shown.clone(),
+                },
+                std::io::ErrorKind::PermissionDenied => HvError::KvmPermission {
+                    path: shown.clone(),
+                },
+                _ => HvError::KvmOpen {
+                    path: shown.clone(),
+                    source: io,
+                },
+            }
+        })?;
+        // SAFETY: `fd` was just opened by us and is owned by nobody else.
+        let kvm = unsafe { <Kvm as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let found = kvm.get_api_version();
+        if found < 0 {
+            return Err(HvError::NotKvm { path: shown });
+        }
+        if found != KVM_API_VERSION {
+            return Err(HvError::ApiVersion { path: shown, found });
+        }
+        Ok(Self { kvm })
+    }
+
+    /// The most vCPUs one VM may have (KVM_CAP_MAX_VCPUS).
+    pub fn max_vcpus(&self) -> usize {
+        self.kvm.get_max_vcpus()
+    }
+
+    /// The CPUID leaves KVM can present to guests, as a base for each vCPU's table.
+    pub fn supported_cpuid(&self) -> Result<CpuId> {
+        self.kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))
+    }
+
+    /// `KVM_CREATE_VM`.
+    pub fn create_vm(&self) -> Result<Vm> {
+        let fd = self.kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
+        Ok(Vm::new(fd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_device_is_named() {
+        let err = Hypervisor::open_path(Path::new("/nonexistent/kvm"))
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains("/nonexistent/kvm"), "{msg}");
+        assert!(matches!(err, HvError::KvmMissing { .. }));
+    }
+
+    #[test]
+    fn non_kvm_node_fails_version_check() {
+        // /dev/null opens fine but KVM_GET_API_VERSION on it fails.
+        let err = Hypervisor::open_path(Path::new("/dev/null")).err().unwrap();
+        assert!(matches!(err, HvError::NotKvm { .. }), "{err}");
+    }
+}

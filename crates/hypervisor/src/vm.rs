@@ -1,0 +1,81 @@
+//! The VM file descriptor: memory slots, the in-kernel irqchip and PIT, vCPU creation.
+
+use crate::{ioctl_err, Result, Vcpu};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::VmFd;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Where KVM keeps the three pages of its real-mode TSS on Intel (below the 4 GiB boundary, inside
+/// the MMIO gap, as QEMU and Firecracker place it).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// One KVM virtual machine.
+pub struct Vm {
+    fd: VmFd,
+}
+
+impl Vm {
+    pub(crate) fn new(fd: VmFd) -> Self {
+        Self { fd }
+    }
+
+    /// Map `size` bytes of host memory at `host_addr` into the guest at `guest_addr` as `slot`.
+    ///
+    /// # Safety
+    /// `host_addr..host_addr + size` must stay a valid mapping for as long as the VM exists.
+    pub unsafe fn set_memory_region(
+        &self,
+        slot: u32,
+        guest_addr: u64,
+        size: u64,
+        host_addr: u64,
+    ) -> Result<()> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: guest_addr,
+            memory_size: size,
+            userspace_addr: host_addr,
+        };
+        // SAFETY: the caller guarantees the host range outlives the VM.
+        unsafe { self.fd.set_user_memory_region(region) }
+            .map_err(ioctl_err("KVM_SET_USER_MEMORY_REGION"))
+    }
+
+    /// Create the in-kernel PIC, IOAPIC and LAPICs. Must come before any vCPU is created.
+    pub fn create_irqchip(&self) -> Result<()> {
+        self.fd
+            .set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(ioctl_err("KVM_SET_TSS_ADDR"))?;
+        self.fd
+            .create_irq_chip()
+            .map_err(ioctl_err("KVM_CREATE_IRQCHIP"))
+    }
+
+    /// Create the in-kernel i8254 PIT.
+    pub fn create_pit(&self) -> Result<()> {
+        let config = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.fd
+            .create_pit2(config)
+            .map_err(ioctl_err("KVM_CREATE_PIT2"))
+    }
+
+    /// Deliver interrupts on GSI `gsi` whenever `fd` is written (KVM_IRQFD).
+    pub fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {
+        self.fd
+            .register_irqfd(fd, gsi)
+            .map_err(ioctl_err("KVM_IRQFD"))
+    }
+
+    /// `KVM_CREATE_VCPU` with the given APIC ID.
+    pub fn create_vcpu(&self, id: u32) -> Result<Vcpu> {
+        let fd = self
+            .fd
+            .create_vcpu(u64::from(id))
+            .map_err(ioctl_err("KVM_CREATE_VCPU"))?;
+        Ok(Vcpu::new(fd, id))
+    }
+}
