@@ -1,1 +1,413 @@
-//! rvmm-cli
+//! rvmm-cli: QEMU-compatible command line -> [`VmConfig`].
+//!
+//! Like QEMU's `qemu_init`, parsing runs in two passes: the first checks every option name
+//! and argument presence (so `-foo` is reported before any semantic error), the second
+//! interprets the options in order. Options QEMU has but rvmm lacks are refused by name.
+
+mod config;
+mod options;
+pub mod opts;
+pub mod size;
+mod smp;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+pub use config::{
+    check_memory_size, ConfigError, DeviceConfig, MachineKind, SerialConfig, SmpConfig, VmConfig,
+    DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
+};
+pub use options::{help_text, version_text};
+pub use opts::{OptsError, QemuOpts};
+pub use size::SizeError;
+pub use smp::{SmpArgs, SmpError};
+
+use options::OptionKind;
+use size::{parse_size, MIB};
+
+/// What the command line asks rvmm to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Run(VmConfig),
+    Version,
+    Help,
+}
+
+/// A command-line error; `main` prints it after `rvmm: `.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CliError {
+    #[error("{0}: invalid option")]
+    InvalidOption(String),
+    #[error("{0} requires an argument")]
+    MissingArgument(String),
+    #[error("{0} is not supported")]
+    UnsupportedOption(String),
+    #[error("'{0}': disk image arguments are not supported (boot a kernel with -kernel)")]
+    Positional(String),
+    #[error("{option}: {source}")]
+    Opts {
+        option: String,
+        #[source]
+        source: OptsError,
+    },
+    #[error("{option}: {source}")]
+    Size {
+        option: &'static str,
+        #[source]
+        source: SizeError,
+    },
+    #[error("{option}: {source}")]
+    Config {
+        option: &'static str,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("-smp: {0}")]
+    Smp(#[source] SmpError),
+    #[error("-machine: machine type '{0}' is not supported (supported: pc, q35, microvm)")]
+    Machine(String),
+    #[error("{option}: accelerator '{name}' is not supported (rvmm only supports kvm)")]
+    Accelerator { option: &'static str, name: String },
+    #[error("-cpu: CPU model '{0}' is not supported (supported: host, max)")]
+    CpuModel(String),
+    #[error("-cpu: CPU properties are not supported: '{0}'")]
+    CpuProperties(String),
+    #[error("-display: display type '{0}' is not supported (supported: none)")]
+    Display(String),
+    #[error("-serial: backend '{0}' is not supported (supported: stdio, mon:stdio, none, null, file:PATH)")]
+    SerialBackend(String),
+    #[error("-serial: only one serial port (COM1) is supported")]
+    SerialCount,
+    #[error("-serial: file: needs a path")]
+    SerialPath,
+    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev)")]
+    Device(String),
+    #[error("-device: parameter 'driver' is missing")]
+    DeviceDriverMissing,
+    #[error("-initrd: empty file name in '{0}'")]
+    InitrdEmpty(String),
+    #[error("{0}")]
+    Invalid(#[source] ConfigError),
+}
+
+/// One command-line item after the first pass.
+enum Item {
+    Opt {
+        kind: OptionKind,
+        arg: Option<String>,
+    },
+    Positional(String),
+}
+
+/// First pass: split argv into options with their arguments, rejecting unknown names and
+/// missing arguments.
+fn tokenize(args: impl IntoIterator<Item = String>) -> Result<Vec<Item>, CliError> {
+    let mut items = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(stripped) = arg.strip_prefix('-') else {
+            items.push(Item::Positional(arg));
+            continue;
+        };
+        // QEMU accepts "--opt" as "-opt".
+        let name = stripped.strip_prefix('-').unwrap_or(stripped);
+        let kind =
+            options::lookup(name).ok_or_else(|| CliError::InvalidOption(format!("-{name}")))?;
+        let arg = if kind.takes_arg {
+            let value = args
+                .next()
+                .ok_or_else(|| CliError::MissingArgument(format!("-{}", kind.name)))?;
+            Some(value)
+        } else {
+            None
+        };
+        items.push(Item::Opt { kind, arg });
+    }
+    Ok(items)
+}
+
+/// Options whose meaning depends on the whole command line, resolved after the second pass.
+#[derive(Default)]
+struct Pending {
+    config: VmConfig,
+    smp: SmpArgs,
+    serial: Option<SerialConfig>,
+}
+
+/// Parses QEMU-style arguments (without argv[0]).
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, CliError> {
+    let mut state = Pending::default();
+    for item in tokenize(args)? {
+        let (kind, arg) = match item {
+            Item::Positional(p) => return Err(CliError::Positional(p)),
+            Item::Opt { kind, arg } => (kind, arg.unwrap_or_default()),
+        };
+        if !kind.supported {
+            return Err(CliError::UnsupportedOption(format!("-{}", kind.name)));
+        }
+        if let Some(action) = state.apply(kind.name, &arg)? {
+            return Ok(action);
+        }
+    }
+    state.finish().map(Action::Run)
+}
+
+/// Wraps a QemuOpts error with the option it came from.
+fn opts_err(option: &str) -> impl FnOnce(OptsError) -> CliError + '_ {
+    move |source| CliError::Opts {
+        option: option.to_string(),
+        source,
+    }
+}
+
+impl Pending {
+    /// Second pass for one option; returns an action that ends parsing (help, version).
+    fn apply(&mut self, name: &str, arg: &str) -> Result<Option<Action>, CliError> {
+        let c = &mut self.config;
+        match name {
+            "help" => return Ok(Some(Action::Help)),
+            "version" => return Ok(Some(Action::Version)),
+            "machine" => return self.machine(arg),
+            "accel" => return accel(arg),
+            "cpu" => return cpu(arg),
+            "display" => return display(arg),
+            "device" => return self.device(arg),
+            "serial" => return self.serial(arg),
+            // rvmm always runs on KVM and never has a graphical console.
+            "enable-kvm" | "nographic" => {}
+            "smp" => {
+                let opts = QemuOpts::parse(arg, Some("cpus")).map_err(opts_err("-smp"))?;
+                self.smp.merge(&opts).map_err(opts_err("-smp"))?;
+            }
+            "m" => c.memory_bytes = memory(arg)?,
+            "name" => {
+                let opts = QemuOpts::parse(arg, Some("guest")).map_err(opts_err("-name"))?;
+                opts.check_unsupported(&["process", "debug-threads"])
+                    .and_then(|()| opts.check_known(&["guest"]))
+                    .map_err(opts_err("-name"))?;
+                c.name = opts.get("guest").map(str::to_string);
+            }
+            "kernel" => c.kernel = Some(PathBuf::from(arg)),
+            "initrd" => c.initrd = split_initrd(arg)?,
+            "append" => c.append = Some(arg.to_string()),
+            "nodefaults" => c.nodefaults = true,
+            "no-reboot" => c.no_reboot = true,
+            _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
+        }
+        Ok(None)
+    }
+
+    /// `-machine [type=]name[,accel=kvm][,kernel=,initrd=,append=]`.
+    fn machine(&mut self, arg: &str) -> Result<Option<Action>, CliError> {
+        let opts = QemuOpts::parse(arg, Some("type")).map_err(opts_err("-machine"))?;
+        if opts.wants_help() {
+            return Ok(Some(Action::Help));
+        }
+        for (key, value) in opts.params() {
+            match key.as_str() {
+                "type" => {
+                    self.config.machine = MachineKind::from_qemu_name(value)
+                        .ok_or_else(|| CliError::Machine(value.clone()))?;
+                }
+                "accel" => check_accel_list("-machine", value)?,
+                "kernel" => self.config.kernel = Some(PathBuf::from(value)),
+                "initrd" => self.config.initrd = split_initrd(value)?,
+                "append" => self.config.append = Some(value.clone()),
+                _ => {
+                    return Err(CliError::Opts {
+                        option: "-machine".into(),
+                        source: OptsError::UnsupportedParameter { key: key.clone() },
+                    })
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// `-device driver[,prop=value...]`.
+    fn device(&mut self, arg: &str) -> Result<Option<Action>, CliError> {
+        let opts = QemuOpts::parse(arg, Some("driver")).map_err(opts_err("-device"))?;
+        if opts.wants_help() {
+            return Ok(Some(Action::Help));
+        }
+        let driver = opts.get("driver").unwrap_or_default();
+        let option = format!("-device {driver}");
+        let device = match driver {
+            "" => return Err(CliError::DeviceDriverMissing),
+            "isa-debug-exit" => {
+                opts.check_known(&["driver", "id", "iobase", "iosize"])
+                    .map_err(opts_err(&option))?;
+                let iobase = opts.get_u16("iobase").map_err(opts_err(&option))?;
+                let iosize = opts.get_u16("iosize").map_err(opts_err(&option))?;
+                DeviceConfig::IsaDebugExit {
+                    iobase: iobase.unwrap_or(DeviceConfig::ISA_DEBUG_EXIT_IOBASE),
+                    iosize: iosize.unwrap_or(DeviceConfig::ISA_DEBUG_EXIT_IOSIZE),
+                }
+            }
+            "pc-testdev" => {
+                opts.check_known(&["driver", "id"])
+                    .map_err(opts_err(&option))?;
+                DeviceConfig::PcTestdev
+            }
+            other => return Err(CliError::Device(other.to_string())),
+        };
+        self.config.devices.push(device);
+        Ok(None)
+    }
+
+    /// `-serial stdio|mon:stdio|none|null|file:PATH` for COM1.
+    fn serial(&mut self, arg: &str) -> Result<Option<Action>, CliError> {
+        let serial = match arg {
+            "help" => return Ok(Some(Action::Help)),
+            "stdio" | "mon:stdio" => SerialConfig::Stdio,
+            "none" => SerialConfig::None,
+            "null" => SerialConfig::File(PathBuf::from("/dev/null")),
+            _ => match arg.strip_prefix("file:") {
+                Some("") => return Err(CliError::SerialPath),
+                Some(path) => SerialConfig::File(PathBuf::from(path)),
+                None => {
+                    // Name the backend, not its parameters (e.g. "tcp" for "tcp:host:port").
+                    let backend = arg.split(':').next().unwrap_or(arg);
+                    return Err(CliError::SerialBackend(backend.to_string()));
+                }
+            },
+        };
+        if self.serial.is_some() {
+            return Err(CliError::SerialCount);
+        }
+        self.serial = Some(serial);
+        Ok(None)
+    }
+
+    /// Resolves defaults that depend on several options and validates the result.
+    fn finish(self) -> Result<VmConfig, CliError> {
+        let mut config = self.config;
+        config.smp = self.smp.resolve(config.machine).map_err(CliError::Smp)?;
+        // rvmm has no graphical console: the terminal is the default console, like -nographic.
+        config.serial = match self.serial {
+            Some(serial) => serial,
+            None if config.nodefaults => SerialConfig::None,
+            None => SerialConfig::Stdio,
+        };
+        config.validate().map_err(|source| match source {
+            ConfigError::DebugExitEmpty
+            | ConfigError::DebugExitRange { .. }
+            | ConfigError::DuplicateTestdev => CliError::Config {
+                option: "-device",
+                source,
+            },
+            other => CliError::Invalid(other),
+        })?;
+        Ok(config)
+    }
+}
+
+/// Accepts an accelerator list (`kvm`, or QEMU's `kvm:tcg` fallback form) that includes KVM.
+fn check_accel_list(option: &'static str, value: &str) -> Result<(), CliError> {
+    if value.split(':').any(|a| a == "kvm") {
+        Ok(())
+    } else {
+        Err(CliError::Accelerator {
+            option,
+            name: value.to_string(),
+        })
+    }
+}
+
+/// `-accel kvm`: only KVM, with no accelerator properties.
+fn accel(arg: &str) -> Result<Option<Action>, CliError> {
+    let opts = QemuOpts::parse(arg, Some("accel")).map_err(opts_err("-accel"))?;
+    if opts.wants_help() {
+        return Ok(Some(Action::Help));
+    }
+    let name = opts.get("accel").unwrap_or_default();
+    if name != "kvm" {
+        return Err(CliError::Accelerator {
+            option: "-accel",
+            name: name.to_string(),
+        });
+    }
+    opts.check_unsupported(&[
+        "kernel-irqchip",
+        "kvm-shadow-mem",
+        "dirty-ring-size",
+        "thread",
+    ])
+    .and_then(|()| opts.check_known(&["accel"]))
+    .map_err(opts_err("-accel"))?;
+    Ok(None)
+}
+
+/// `-cpu host|max`: under KVM both pass the host CPU through.
+fn cpu(arg: &str) -> Result<Option<Action>, CliError> {
+    let (model, props) = match arg.split_once(',') {
+        Some((model, props)) => (model, Some(props)),
+        None => (arg, None),
+    };
+    match model {
+        "help" | "?" => Ok(Some(Action::Help)),
+        "host" | "max" if props.is_some() => Err(CliError::CpuProperties(arg.to_string())),
+        "host" | "max" => Ok(None),
+        _ => Err(CliError::CpuModel(model.to_string())),
+    }
+}
+
+/// `-display none`.
+fn display(arg: &str) -> Result<Option<Action>, CliError> {
+    let opts = QemuOpts::parse(arg, Some("type")).map_err(opts_err("-display"))?;
+    if opts.wants_help() {
+        return Ok(Some(Action::Help));
+    }
+    match opts.get("type").unwrap_or_default() {
+        "none" => {
+            opts.check_known(&["type"]).map_err(opts_err("-display"))?;
+            Ok(None)
+        }
+        other => Err(CliError::Display(other.to_string())),
+    }
+}
+
+/// `-m [size=]SIZE`: bare numbers are MiB; rounded up to QEMU's 8 KiB granularity.
+fn memory(arg: &str) -> Result<u64, CliError> {
+    let opts = QemuOpts::parse(arg, Some("size")).map_err(opts_err("-m"))?;
+    opts.check_unsupported(&["slots", "maxmem"])
+        .and_then(|()| opts.check_known(&["size"]))
+        .map_err(opts_err("-m"))?;
+    let text = opts.get("size").unwrap_or_default();
+    let bytes = parse_size(text, MIB).map_err(|source| CliError::Size {
+        option: "-m",
+        source,
+    })?;
+    check_memory_size(bytes).map_err(|source| CliError::Config {
+        option: "-m",
+        source,
+    })?;
+    // Cannot overflow: bytes is at most MAX_MEMORY_BYTES.
+    Ok(bytes.div_ceil(MEMORY_ALIGNMENT) * MEMORY_ALIGNMENT)
+}
+
+/// Splits `-initrd a,b` into files; `,,` is a literal comma (QEMU's multiboot module list).
+fn split_initrd(arg: &str) -> Result<Vec<PathBuf>, CliError> {
+    let mut files = Vec::new();
+    let mut current = String::new();
+    let mut chars = arg.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != ',' {
+            current.push(c);
+        } else if chars.peek() == Some(&',') {
+            chars.next();
+            current.push(',');
+        } else {
+            files.push(std::mem::take(&mut current));
+        }
+    }
+    files.push(current);
+    if files.iter().any(String::is_empty) {
+        return Err(CliError::InitrdEmpty(arg.to_string()));
+    }
+    Ok(files.into_iter().map(PathBuf::from).collect())
+}
+
+#[cfg(test)]
+mod tests;

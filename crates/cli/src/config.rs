@@ -1,0 +1,387 @@
+//! The validated VM configuration that the command line produces.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::size::{format_size, MIB, TIB};
+
+/// Guest RAM when `-m` is absent (QEMU's x86 default).
+pub const DEFAULT_MEMORY_BYTES: u64 = 128 * MIB;
+/// Smallest accepted guest RAM: below this no x86 boot protocol has room to work.
+pub const MIN_MEMORY_BYTES: u64 = MIB;
+/// Largest accepted guest RAM; beyond this is a typo, not a VM this VMM can back.
+pub const MAX_MEMORY_BYTES: u64 = TIB;
+/// QEMU rounds `-m` up to this granularity (`QEMU_ALIGN_UP(sz, 8192)` in `vl.c`).
+pub const MEMORY_ALIGNMENT: u64 = 8192;
+/// x86 I/O port space is 64 KiB.
+const IO_PORT_SPACE: u32 = 0x1_0000;
+
+/// Why a configuration is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("memory size {} is below the minimum of {}", format_size(*.0), format_size(MIN_MEMORY_BYTES))]
+    MemoryTooSmall(u64),
+    #[error("memory size {} exceeds the maximum of {}", format_size(*.0), format_size(MAX_MEMORY_BYTES))]
+    MemoryTooLarge(u64),
+    #[error("invalid CPU topology {0:?}")]
+    Topology(SmpConfig),
+    #[error("too many CPUs: {maxcpus} (machine '{machine}' supports at most {max})")]
+    TooManyCpus {
+        maxcpus: u32,
+        machine: &'static str,
+        max: u32,
+    },
+    #[error("isa-debug-exit: iosize must be at least 1")]
+    DebugExitEmpty,
+    #[error("isa-debug-exit: ports {iobase:#x}+{iosize} extend past the I/O port space (0xffff)")]
+    DebugExitRange { iobase: u16, iosize: u16 },
+    #[error("pc-testdev: only one instance is supported")]
+    DuplicateTestdev,
+}
+
+/// The board model (`-machine type=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MachineKind {
+    /// Minimal virtio-mmio machine without PCI or ACPI firmware.
+    Microvm,
+    /// i440FX + PIIX, QEMU's x86 default.
+    #[default]
+    Pc,
+    /// Q35 + ICH9.
+    Q35,
+}
+
+impl MachineKind {
+    /// The short machine name as QEMU spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MachineKind::Microvm => "microvm",
+            MachineKind::Pc => "pc",
+            MachineKind::Q35 => "q35",
+        }
+    }
+
+    /// Largest `maxcpus` the machine accepts (QEMU 7.2 `mc->max_cpus`).
+    pub fn max_cpus(self) -> u32 {
+        match self {
+            MachineKind::Pc => 255,
+            MachineKind::Q35 | MachineKind::Microvm => 288,
+        }
+    }
+
+    /// Maps a QEMU machine name, including versioned ones, to a machine kind.
+    pub fn from_qemu_name(name: &str) -> Option<MachineKind> {
+        match name {
+            "microvm" => Some(MachineKind::Microvm),
+            "pc" | "pc-i440fx" => Some(MachineKind::Pc),
+            "q35" | "pc-q35" => Some(MachineKind::Q35),
+            _ => {
+                if is_versioned(name, "pc-i440fx-") {
+                    Some(MachineKind::Pc)
+                } else if is_versioned(name, "pc-q35-") {
+                    Some(MachineKind::Q35)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// True for `prefix` followed by a dotted version such as `7.2` or `2.12`.
+fn is_versioned(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|v| {
+        !v.is_empty()
+            && v.split('.')
+                .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// The guest CPU topology after `-smp` defaults are filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SmpConfig {
+    /// vCPUs present at boot.
+    pub cpus: u32,
+    pub sockets: u32,
+    pub dies: u32,
+    pub cores: u32,
+    pub threads: u32,
+    /// vCPUs possible with hotplug; equals sockets * dies * cores * threads.
+    pub maxcpus: u32,
+}
+
+impl Default for SmpConfig {
+    fn default() -> Self {
+        SmpConfig {
+            cpus: 1,
+            sockets: 1,
+            dies: 1,
+            cores: 1,
+            threads: 1,
+            maxcpus: 1,
+        }
+    }
+}
+
+impl SmpConfig {
+    /// Checks the invariants that the `-smp` parser establishes.
+    pub fn validate(&self, machine: MachineKind) -> Result<(), ConfigError> {
+        let product = [self.sockets, self.dies, self.cores, self.threads]
+            .iter()
+            .try_fold(1u32, |acc, &l| acc.checked_mul(l));
+        if self.cpus == 0 || self.cpus > self.maxcpus || product != Some(self.maxcpus) {
+            return Err(ConfigError::Topology(*self));
+        }
+        if self.maxcpus > machine.max_cpus() {
+            return Err(ConfigError::TooManyCpus {
+                maxcpus: self.maxcpus,
+                machine: machine.name(),
+                max: machine.max_cpus(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Where COM1 (the first 16550 UART) sends its output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialConfig {
+    /// The terminal rvmm runs in.
+    Stdio,
+    /// No serial port at all.
+    None,
+    /// Output appended to a file (`-serial null` is `/dev/null`: the port exists, output is dropped).
+    File(PathBuf),
+}
+
+/// Devices added with `-device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceConfig {
+    /// Writing value `v` to `iobase` exits rvmm with status `(v << 1) | 1`.
+    IsaDebugExit { iobase: u16, iosize: u16 },
+    /// QEMU's `pc-testdev` used by kvm-unit-tests.
+    PcTestdev,
+}
+
+impl DeviceConfig {
+    /// QEMU's default `isa-debug-exit` base port (`hw/misc/debugexit.c`).
+    pub const ISA_DEBUG_EXIT_IOBASE: u16 = 0x501;
+    /// QEMU's default `isa-debug-exit` port count.
+    pub const ISA_DEBUG_EXIT_IOSIZE: u16 = 2;
+    /// `-device isa-debug-exit` with QEMU's defaults.
+    pub const ISA_DEBUG_EXIT_DEFAULT: DeviceConfig = DeviceConfig::IsaDebugExit {
+        iobase: Self::ISA_DEBUG_EXIT_IOBASE,
+        iosize: Self::ISA_DEBUG_EXIT_IOSIZE,
+    };
+
+    /// The `-device` driver name.
+    pub fn driver(&self) -> &'static str {
+        match self {
+            DeviceConfig::IsaDebugExit { .. } => "isa-debug-exit",
+            DeviceConfig::PcTestdev => "pc-testdev",
+        }
+    }
+}
+
+/// Everything rvmm needs to build and run a VM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmConfig {
+    pub machine: MachineKind,
+    pub smp: SmpConfig,
+    /// Guest RAM in bytes, a multiple of [`MEMORY_ALIGNMENT`].
+    pub memory_bytes: u64,
+    pub name: Option<String>,
+    pub kernel: Option<PathBuf>,
+    /// Multiboot modules or a single initrd, in command-line order.
+    pub initrd: Vec<PathBuf>,
+    pub append: Option<String>,
+    pub serial: SerialConfig,
+    pub no_reboot: bool,
+    pub devices: Vec<DeviceConfig>,
+    pub nodefaults: bool,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            machine: MachineKind::default(),
+            smp: SmpConfig::default(),
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            name: None,
+            kernel: None,
+            initrd: Vec::new(),
+            append: None,
+            serial: SerialConfig::Stdio,
+            no_reboot: false,
+            devices: Vec::new(),
+            nodefaults: false,
+        }
+    }
+}
+
+/// Checks a guest RAM size against rvmm's limits.
+pub fn check_memory_size(bytes: u64) -> Result<(), ConfigError> {
+    if bytes < MIN_MEMORY_BYTES {
+        return Err(ConfigError::MemoryTooSmall(bytes));
+    }
+    if bytes > MAX_MEMORY_BYTES {
+        return Err(ConfigError::MemoryTooLarge(bytes));
+    }
+    Ok(())
+}
+
+impl VmConfig {
+    /// Checks the whole configuration; `parse_args` only returns configs that pass.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_memory_size(self.memory_bytes)?;
+        self.smp.validate(self.machine)?;
+        let mut testdevs = 0;
+        for device in &self.devices {
+            match *device {
+                DeviceConfig::IsaDebugExit { iobase, iosize } => {
+                    if iosize == 0 {
+                        return Err(ConfigError::DebugExitEmpty);
+                    }
+                    if u32::from(iobase) + u32::from(iosize) > IO_PORT_SPACE {
+                        return Err(ConfigError::DebugExitRange { iobase, iosize });
+                    }
+                }
+                DeviceConfig::PcTestdev => {
+                    testdevs += 1;
+                    if testdevs > 1 {
+                        return Err(ConfigError::DuplicateTestdev);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_qemu() {
+        let c = VmConfig::default();
+        assert_eq!(c.machine, MachineKind::Pc);
+        assert_eq!(c.memory_bytes, 128 * MIB);
+        assert_eq!(c.smp, SmpConfig::default());
+        assert_eq!(c.serial, SerialConfig::Stdio);
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn machine_names() {
+        assert_eq!(MachineKind::from_qemu_name("pc"), Some(MachineKind::Pc));
+        assert_eq!(MachineKind::from_qemu_name("q35"), Some(MachineKind::Q35));
+        assert_eq!(
+            MachineKind::from_qemu_name("microvm"),
+            Some(MachineKind::Microvm)
+        );
+        assert_eq!(
+            MachineKind::from_qemu_name("pc-q35-7.2"),
+            Some(MachineKind::Q35)
+        );
+        assert_eq!(
+            MachineKind::from_qemu_name("pc-i440fx-2.12"),
+            Some(MachineKind::Pc)
+        );
+        assert_eq!(MachineKind::from_qemu_name("pc-i440fx-"), None);
+        assert_eq!(MachineKind::from_qemu_name("pc-q35-7..2"), None);
+        assert_eq!(MachineKind::from_qemu_name("pc-q35-x"), None);
+        assert_eq!(MachineKind::from_qemu_name("isapc"), None);
+        assert_eq!(MachineKind::from_qemu_name("PC"), None);
+        for m in [MachineKind::Pc, MachineKind::Q35, MachineKind::Microvm] {
+            assert_eq!(MachineKind::from_qemu_name(m.name()), Some(m));
+        }
+    }
+
+    #[test]
+    fn memory_limits() {
+        assert_eq!(check_memory_size(MIB), Ok(()));
+        assert_eq!(check_memory_size(TIB), Ok(()));
+        assert_eq!(
+            check_memory_size(MIB - 1),
+            Err(ConfigError::MemoryTooSmall(MIB - 1))
+        );
+        assert_eq!(
+            check_memory_size(512 * 1024).unwrap_err().to_string(),
+            "memory size 512 KiB is below the minimum of 1 MiB"
+        );
+        assert_eq!(
+            check_memory_size(2 * TIB).unwrap_err().to_string(),
+            "memory size 2 TiB exceeds the maximum of 1 TiB"
+        );
+    }
+
+    #[test]
+    fn smp_validation() {
+        let ok = SmpConfig {
+            cpus: 2,
+            sockets: 2,
+            dies: 1,
+            cores: 2,
+            threads: 1,
+            maxcpus: 4,
+        };
+        assert_eq!(ok.validate(MachineKind::Pc), Ok(()));
+        for bad in [
+            SmpConfig { cpus: 0, ..ok },
+            SmpConfig { cpus: 5, ..ok },
+            SmpConfig { maxcpus: 3, ..ok },
+            SmpConfig {
+                threads: u32::MAX,
+                ..ok
+            },
+        ] {
+            assert_eq!(
+                bad.validate(MachineKind::Pc),
+                Err(ConfigError::Topology(bad))
+            );
+        }
+        let big = SmpConfig {
+            cpus: 256,
+            cores: 256,
+            maxcpus: 256,
+            ..SmpConfig::default()
+        };
+        assert!(matches!(
+            big.validate(MachineKind::Pc),
+            Err(ConfigError::TooManyCpus { max: 255, .. })
+        ));
+        assert_eq!(big.validate(MachineKind::Q35), Ok(()));
+    }
+
+    #[test]
+    fn device_validation() {
+        let mut c = VmConfig::default();
+        c.devices.push(DeviceConfig::ISA_DEBUG_EXIT_DEFAULT);
+        c.devices.push(DeviceConfig::IsaDebugExit {
+            iobase: 0xfffc,
+            iosize: 4,
+        });
+        c.devices.push(DeviceConfig::PcTestdev);
+        assert_eq!(c.validate(), Ok(()));
+
+        c.devices.push(DeviceConfig::PcTestdev);
+        assert_eq!(c.validate(), Err(ConfigError::DuplicateTestdev));
+
+        c.devices = vec![DeviceConfig::IsaDebugExit {
+            iobase: 0xfffd,
+            iosize: 4,
+        }];
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "isa-debug-exit: ports 0xfffd+4 extend past the I/O port space (0xffff)"
+        );
+        c.devices = vec![DeviceConfig::IsaDebugExit {
+            iobase: 0xf4,
+            iosize: 0,
+        }];
+        assert_eq!(c.validate(), Err(ConfigError::DebugExitEmpty));
+        assert_eq!(DeviceConfig::PcTestdev.driver(), "pc-testdev");
+    }
+}

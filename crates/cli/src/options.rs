@@ -1,0 +1,287 @@
+//! The table of QEMU x86 command-line options: the ones rvmm implements, with their help
+//! lines, and the ones it recognises only to refuse by name.
+
+/// An option rvmm implements.
+pub(crate) struct SupportedOption {
+    /// Spellings without the leading dash; the first is the canonical one.
+    pub names: &'static [&'static str],
+    /// Argument syntax for the help text; `None` for flags.
+    pub arg: Option<&'static str>,
+    pub help: &'static str,
+}
+
+/// Options rvmm implements, in help-text order.
+pub(crate) const SUPPORTED: &[SupportedOption] = &[
+    SupportedOption {
+        names: &["help", "h"],
+        arg: None,
+        help: "display this help and exit",
+    },
+    SupportedOption {
+        names: &["version"],
+        arg: None,
+        help: "display version information and exit",
+    },
+    SupportedOption {
+        names: &["machine", "M"],
+        arg: Some("[type=]pc|q35|microvm[,accel=kvm]"),
+        help: "select the machine (default pc; pc-i440fx-X.Y and pc-q35-X.Y also accepted)",
+    },
+    SupportedOption {
+        names: &["accel"],
+        arg: Some("kvm"),
+        help: "select the accelerator (only kvm)",
+    },
+    SupportedOption {
+        names: &["enable-kvm"],
+        arg: None,
+        help: "use KVM (always on in rvmm)",
+    },
+    SupportedOption {
+        names: &["cpu"],
+        arg: Some("host|max"),
+        help: "CPU model (both pass the host CPU through)",
+    },
+    SupportedOption {
+        names: &["smp"],
+        arg: Some("[cpus=]n[,sockets=,dies=,cores=,threads=,maxcpus=]"),
+        help: "number of vCPUs and their topology",
+    },
+    SupportedOption {
+        names: &["m"],
+        arg: Some("[size=]n[B|K|M|G|T]"),
+        help: "guest RAM (default 128M; a bare number is MiB)",
+    },
+    SupportedOption {
+        names: &["name"],
+        arg: Some("[guest=]string"),
+        help: "name of the guest",
+    },
+    SupportedOption {
+        names: &["kernel"],
+        arg: Some("file"),
+        help: "boot this kernel (bzImage, ELF vmlinux, PVH or multiboot)",
+    },
+    SupportedOption {
+        names: &["initrd"],
+        arg: Some("file[,file...]"),
+        help: "initial ramdisk, or multiboot modules separated by ',' (',,' is a literal comma)",
+    },
+    SupportedOption {
+        names: &["append"],
+        arg: Some("cmdline"),
+        help: "kernel command line",
+    },
+    SupportedOption {
+        names: &["nographic"],
+        arg: None,
+        help: "no graphical output (rvmm never has any)",
+    },
+    SupportedOption {
+        names: &["display"],
+        arg: Some("none"),
+        help: "display backend (only none)",
+    },
+    SupportedOption {
+        names: &["serial"],
+        arg: Some("stdio|mon:stdio|none|null|file:path"),
+        help: "COM1 backend (default stdio; none with -nodefaults)",
+    },
+    SupportedOption {
+        names: &["nodefaults"],
+        arg: None,
+        help: "create no default devices (no COM1 unless -serial)",
+    },
+    SupportedOption {
+        names: &["no-reboot"],
+        arg: None,
+        help: "exit instead of rebooting the guest",
+    },
+    SupportedOption {
+        names: &["device"],
+        arg: Some("driver[,prop=value...]"),
+        help: "add a device (see the list below; -device help)",
+    },
+];
+
+/// QEMU x86 options rvmm does not implement: `(name, takes an argument)`.
+#[rustfmt::skip]
+pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
+    ("acpitable", true), ("action", true), ("add-fd", true), ("alt-grab", false),
+    ("async-teardown", false), ("audio", true), ("audiodev", true), ("bios", true),
+    ("blockdev", true), ("boot", true), ("cdrom", true), ("chardev", true), ("chroot", true),
+    ("compat", true), ("ctrl-grab", false), ("curses", false), ("D", true), ("d", true),
+    ("daemonize", false), ("debugcon", true), ("drive", true), ("dtb", true),
+    ("dump-vmstate", true), ("echr", true), ("enable-fips", false),
+    ("enable-sync-profile", false), ("fda", true), ("fdb", true), ("fsdev", true),
+    ("full-screen", false), ("fw_cfg", true), ("g", true), ("gdb", true), ("global", true),
+    ("hda", true), ("hdb", true), ("hdc", true), ("hdd", true), ("icount", true),
+    ("incoming", true), ("iscsi", true), ("k", true), ("L", true), ("loadvm", true),
+    ("mem-path", true), ("mem-prealloc", false), ("mon", true), ("monitor", true),
+    ("msg", true), ("mtdblock", true), ("net", true), ("netdev", true), ("nic", true),
+    ("no-acpi", false), ("no-fd-bootchk", false), ("no-hpet", false), ("no-quit", false),
+    ("no-shutdown", false), ("no-user-config", false), ("numa", true), ("object", true),
+    ("only-migratable", false), ("option-rom", true), ("overcommit", true),
+    ("parallel", true), ("pflash", true), ("pidfile", true), ("plugin", true),
+    ("portrait", false), ("preconfig", false), ("qmp", true), ("qmp-pretty", true),
+    ("qtest", true), ("qtest-log", true), ("readconfig", true), ("rotate", true),
+    ("rtc", true), ("run-with", true), ("runas", true), ("S", false), ("s", false),
+    ("sandbox", true), ("sd", true), ("sdl", false), ("seed", true), ("set", true),
+    ("show-cursor", false), ("singlestep", false), ("smbios", true), ("snapshot", false),
+    ("soundhw", true), ("spice", true), ("tpmdev", true), ("trace", true), ("usb", false),
+    ("usbdevice", true), ("uuid", true), ("vga", true), ("virtfs", true), ("vnc", true),
+    ("watchdog", true), ("watchdog-action", true), ("win2k-hack", false),
+    ("xen-attach", false), ("xen-domid", true),
+];
+
+/// What the command line names: an implemented option (by canonical name) or a refused one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OptionKind {
+    /// Canonical name without the dash.
+    pub name: &'static str,
+    pub takes_arg: bool,
+    pub supported: bool,
+}
+
+/// Looks an option name (without dashes) up in both tables.
+pub(crate) fn lookup(name: &str) -> Option<OptionKind> {
+    if let Some(opt) = SUPPORTED.iter().find(|o| o.names.contains(&name)) {
+        return Some(OptionKind {
+            name: opt.names[0],
+            takes_arg: opt.arg.is_some(),
+            supported: true,
+        });
+    }
+    UNSUPPORTED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(name, takes_arg)| OptionKind {
+            name,
+            takes_arg,
+            supported: false,
+        })
+}
+
+/// Usage text listing every implemented option with a one-line explanation.
+pub fn help_text() -> String {
+    let mut out = String::from(
+        "usage: rvmm [options]\n\n\
+         rvmm is a virtual machine monitor with a QEMU-compatible command line; it always uses KVM.\n\
+         An option's argument is the next word; '--opt' is the same as '-opt'.\n\
+         Arguments of the form key=value,... follow QEMU's syntax (',,' is a literal comma).\n\n\
+         Options:\n",
+    );
+    for opt in SUPPORTED {
+        let names: Vec<String> = opt.names.iter().map(|n| format!("-{n}")).collect();
+        let mut left = names.join(", ");
+        if let Some(arg) = opt.arg {
+            left.push(' ');
+            left.push_str(arg);
+        }
+        if left.len() > 30 {
+            out.push_str(&format!("  {left}\n  {:30}  {}\n", "", opt.help));
+        } else {
+            out.push_str(&format!("  {left:30}  {}\n", opt.help));
+        }
+    }
+    out.push_str(
+        "\nMachines (-machine): pc (default), q35, microvm\n\
+         CPU models (-cpu): host, max\n\
+         Devices (-device):\n  \
+         isa-debug-exit[,iobase=0x501][,iosize=2]  writing v to iobase exits with status (v << 1) | 1\n  \
+         pc-testdev                                test device used by kvm-unit-tests\n\
+         \nOther QEMU options are recognised and refused as not supported.\n",
+    );
+    out
+}
+
+/// One-line version banner.
+pub fn version_text() -> String {
+    format!(
+        "rvmm version {} (QEMU-compatible command line, KVM only)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_have_no_duplicates_or_overlap() {
+        let mut all: Vec<&str> = SUPPORTED
+            .iter()
+            .flat_map(|o| o.names.iter().copied())
+            .collect();
+        all.extend(UNSUPPORTED.iter().map(|(n, _)| *n));
+        let total = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), total, "an option name is listed twice");
+        assert!(all.iter().all(|n| !n.starts_with('-') && !n.is_empty()));
+    }
+
+    #[test]
+    fn lookup_finds_aliases_and_refused_options() {
+        assert_eq!(
+            lookup("M"),
+            Some(OptionKind {
+                name: "machine",
+                takes_arg: true,
+                supported: true
+            })
+        );
+        assert_eq!(
+            lookup("h"),
+            Some(OptionKind {
+                name: "help",
+                takes_arg: false,
+                supported: true
+            })
+        );
+        assert_eq!(
+            lookup("vga"),
+            Some(OptionKind {
+                name: "vga",
+                takes_arg: true,
+                supported: false
+            })
+        );
+        assert_eq!(
+            lookup("S"),
+            Some(OptionKind {
+                name: "S",
+                takes_arg: false,
+                supported: false
+            })
+        );
+        assert_eq!(lookup("foo"), None);
+        assert_eq!(lookup("m=512"), None);
+        assert_eq!(lookup(""), None);
+    }
+
+    #[test]
+    fn help_lists_every_supported_option() {
+        let help = help_text();
+        assert!(help.starts_with("usage: rvmm"));
+        for opt in SUPPORTED {
+            for name in opt.names {
+                assert!(
+                    help.contains(&format!("-{name}")),
+                    "-{name} missing from help"
+                );
+            }
+            assert!(help.contains(opt.help));
+        }
+        assert!(help.contains("isa-debug-exit"));
+        assert!(help.contains("pc-testdev"));
+    }
+
+    #[test]
+    fn version_banner() {
+        let v = version_text();
+        assert!(v.starts_with("rvmm version "));
+        assert!(v.contains(env!("CARGO_PKG_VERSION")));
+        assert!(v.contains("KVM only"));
+    }
+}

@@ -1,0 +1,525 @@
+//! Command-line tests: every option, error wording, and QEMU ordering rules.
+
+use super::*;
+use crate::size::GIB;
+
+fn parse(args: &[&str]) -> Result<Action, CliError> {
+    parse_args(args.iter().map(|s| s.to_string()))
+}
+
+fn run(args: &[&str]) -> VmConfig {
+    match parse(args) {
+        Ok(Action::Run(config)) => config,
+        other => panic!("{args:?} gave {other:?}"),
+    }
+}
+
+fn err(args: &[&str]) -> String {
+    match parse(args) {
+        Err(e) => e.to_string(),
+        Ok(other) => panic!("{args:?} unexpectedly gave {other:?}"),
+    }
+}
+
+#[test]
+fn empty_command_line_gives_qemu_defaults() {
+    assert_eq!(run(&[]), VmConfig::default());
+}
+
+#[test]
+fn help_and_version() {
+    for h in ["-h", "-help", "--help", "--h"] {
+        assert_eq!(parse(&[h]), Ok(Action::Help), "{h}");
+    }
+    assert_eq!(parse(&["-version"]), Ok(Action::Version));
+    assert_eq!(parse(&["--version"]), Ok(Action::Version));
+    // Processed in order, like QEMU: later errors are not reached...
+    assert_eq!(parse(&["-version", "-vga", "std"]), Ok(Action::Version));
+    assert_eq!(
+        parse(&["-m", "12Q", "-h"]),
+        Err(CliError::Size {
+            option: "-m",
+            source: SizeError::Suffix("12Q".into(), "Q".into()),
+        })
+    );
+    // ...but invalid option names are found in the first pass.
+    assert_eq!(err(&["-version", "-foo"]), "-foo: invalid option");
+}
+
+#[test]
+fn help_queries() {
+    for args in [
+        &["-device", "help"][..],
+        &["-device", "?"],
+        &["-device", "isa-debug-exit,help"],
+        &["-machine", "help"],
+        &["-M", "?"],
+        &["-cpu", "help"],
+        &["-accel", "help"],
+        &["-display", "help"],
+        &["-serial", "help"],
+    ] {
+        assert_eq!(parse(args), Ok(Action::Help), "{args:?}");
+    }
+}
+
+#[test]
+fn double_dash_is_single_dash() {
+    let c = run(&[
+        "--m",
+        "256",
+        "--smp",
+        "2",
+        "--machine",
+        "q35",
+        "--no-reboot",
+    ]);
+    assert_eq!(c.memory_bytes, 256 * MIB);
+    assert_eq!(c.smp.cpus, 2);
+    assert_eq!(c.machine, MachineKind::Q35);
+    assert!(c.no_reboot);
+}
+
+#[test]
+fn invalid_and_unsupported_options() {
+    assert_eq!(err(&["-foo"]), "-foo: invalid option");
+    assert_eq!(err(&["--foo"]), "-foo: invalid option");
+    assert_eq!(err(&["-m=512"]), "-m=512: invalid option");
+    assert_eq!(err(&["-"]), "-: invalid option");
+    assert_eq!(err(&["-vga", "std"]), "-vga is not supported");
+    assert_eq!(err(&["--vga", "std"]), "-vga is not supported");
+    for (opt, arg) in [
+        ("-drive", Some("file=x.img")),
+        ("-netdev", Some("user,id=n0")),
+        ("-hda", Some("x.img")),
+        ("-cdrom", Some("x.iso")),
+        ("-boot", Some("c")),
+        ("-bios", Some("bios.bin")),
+        ("-monitor", Some("stdio")),
+        ("-qmp", Some("unix:/tmp/q,server")),
+        ("-chardev", Some("stdio,id=c0")),
+        ("-S", None),
+        ("-s", None),
+        ("-gdb", Some("tcp::1234")),
+        ("-object", Some("rng-random,id=r")),
+        ("-usb", None),
+        ("-soundhw", Some("all")),
+        ("-rtc", Some("base=utc")),
+        ("-global", Some("a.b=c")),
+        ("-fw_cfg", Some("name=x,file=y")),
+        ("-pidfile", Some("p")),
+        ("-daemonize", None),
+        ("-snapshot", None),
+        ("-icount", Some("1")),
+        ("-d", Some("int")),
+        ("-D", Some("log")),
+        ("-trace", Some("x")),
+        ("-k", Some("en-us")),
+        ("-vnc", Some(":0")),
+        ("-spice", Some("port=5900")),
+        ("-incoming", Some("defer")),
+        ("-no-shutdown", None),
+    ] {
+        let mut args = vec![opt];
+        args.extend(arg);
+        assert_eq!(err(&args), format!("{opt} is not supported"), "{args:?}");
+    }
+}
+
+#[test]
+fn missing_arguments() {
+    assert_eq!(err(&["-m"]), "-m requires an argument");
+    assert_eq!(err(&["-M"]), "-machine requires an argument");
+    assert_eq!(
+        err(&["-smp", "2", "-kernel"]),
+        "-kernel requires an argument"
+    );
+    // Refused options still need their argument, as in QEMU's first pass.
+    assert_eq!(err(&["-vga"]), "-vga requires an argument");
+    // The next word is the argument even if it looks like an option.
+    assert_eq!(run(&["-append", "-v"]).append.as_deref(), Some("-v"));
+}
+
+#[test]
+fn positional_disk_image_is_refused() {
+    assert_eq!(
+        err(&["disk.img"]),
+        "'disk.img': disk image arguments are not supported (boot a kernel with -kernel)"
+    );
+    assert!(matches!(parse(&["-m", "64", "x"]), Err(CliError::Positional(p)) if p == "x"));
+}
+
+#[test]
+fn accelerator() {
+    run(&["-enable-kvm"]);
+    run(&["-accel", "kvm"]);
+    run(&["-accel", "accel=kvm"]);
+    run(&["-machine", "pc,accel=kvm"]);
+    run(&["-machine", "accel=kvm:tcg"]);
+    assert_eq!(
+        err(&["-accel", "tcg"]),
+        "-accel: accelerator 'tcg' is not supported (rvmm only supports kvm)"
+    );
+    assert_eq!(
+        err(&["-machine", "q35,accel=tcg"]),
+        "-machine: accelerator 'tcg' is not supported (rvmm only supports kvm)"
+    );
+    assert_eq!(
+        err(&["-accel", "kvm,kernel-irqchip=split"]),
+        "-accel: parameter 'kernel-irqchip' is not supported"
+    );
+    assert_eq!(
+        err(&["-accel", "kvm,foo=1"]),
+        "-accel: unknown parameter 'foo'"
+    );
+}
+
+#[test]
+fn machine_types() {
+    assert_eq!(run(&["-machine", "microvm"]).machine, MachineKind::Microvm);
+    assert_eq!(run(&["-M", "q35"]).machine, MachineKind::Q35);
+    assert_eq!(run(&["-M", "pc"]).machine, MachineKind::Pc);
+    assert_eq!(run(&["-M", "type=q35"]).machine, MachineKind::Q35);
+    assert_eq!(run(&["-M", "pc-q35-7.2"]).machine, MachineKind::Q35);
+    assert_eq!(run(&["-M", "pc-i440fx-8.0"]).machine, MachineKind::Pc);
+    assert_eq!(
+        run(&["-M", "q35", "-M", "microvm"]).machine,
+        MachineKind::Microvm
+    );
+    assert_eq!(
+        err(&["-M", "isapc"]),
+        "-machine: machine type 'isapc' is not supported (supported: pc, q35, microvm)"
+    );
+    assert_eq!(
+        err(&["-M", "q35,smm=off"]),
+        "-machine: parameter 'smm' is not supported"
+    );
+    let c = run(&[
+        "-M",
+        "microvm,kernel=vmlinux,append=console=ttyS0,,quiet,initrd=a,,b",
+    ]);
+    assert_eq!(c.kernel, Some(PathBuf::from("vmlinux")));
+    assert_eq!(c.append.as_deref(), Some("console=ttyS0,quiet"));
+    assert_eq!(c.initrd, [PathBuf::from("a"), PathBuf::from("b")]);
+    assert!(err(&["-M", "microvm,kernel=k,c"]).contains("parameter 'c' is not supported"));
+}
+
+#[test]
+fn cpu_models() {
+    run(&["-cpu", "host"]);
+    run(&["-cpu", "max"]);
+    assert_eq!(
+        err(&["-cpu", "qemu64"]),
+        "-cpu: CPU model 'qemu64' is not supported (supported: host, max)"
+    );
+    assert_eq!(
+        err(&["-cpu", "host,+x2apic"]),
+        "-cpu: CPU properties are not supported: 'host,+x2apic'"
+    );
+}
+
+#[test]
+fn smp() {
+    let c = run(&["-smp", "4"]);
+    assert_eq!((c.smp.cpus, c.smp.cores, c.smp.maxcpus), (4, 4, 4));
+    let c = run(&["-smp", "cpus=4,sockets=2"]);
+    assert_eq!((c.smp.sockets, c.smp.cores), (2, 2));
+    let c = run(&["-smp", "2,maxcpus=4"]);
+    assert_eq!((c.smp.cpus, c.smp.maxcpus), (2, 4));
+    assert_eq!(err(&["-smp", "4,foo=1"]), "-smp: unknown parameter 'foo'");
+    assert_eq!(
+        err(&["-smp", "x"]),
+        "-smp: parameter 'cpus' expects a number, got 'x'"
+    );
+    assert!(err(&["-smp", "5,sockets=2"])
+        .starts_with("-smp: Invalid CPU topology: product of the hierarchy must match"));
+    assert!(err(&["-smp", "0"]).starts_with("-smp: Invalid CPU topology"));
+    // The machine limit applies whatever the option order.
+    assert_eq!(
+        err(&["-smp", "256", "-M", "pc"]),
+        "-smp: Invalid SMP CPUs 256. The max CPUs supported by machine 'pc' is 255"
+    );
+    assert_eq!(run(&["-smp", "256", "-M", "q35"]).smp.cpus, 256);
+    assert_eq!(
+        err(&["-M", "microvm", "-smp", "4,dies=2"]),
+        "-smp: dies > 1 not supported by this machine's CPU topology"
+    );
+}
+
+#[test]
+fn memory() {
+    assert_eq!(run(&["-m", "512"]).memory_bytes, 512 * MIB);
+    assert_eq!(run(&["-m", "2G"]).memory_bytes, 2 * GIB);
+    assert_eq!(run(&["-m", "size=1G"]).memory_bytes, GIB);
+    assert_eq!(run(&["-m", "1048576B"]).memory_bytes, MIB);
+    assert_eq!(run(&["-m", "2048k"]).memory_bytes, 2 * MIB);
+    assert_eq!(run(&["-m", "1T"]).memory_bytes, 1 << 40);
+    // Rounded up to QEMU's 8 KiB granularity.
+    assert_eq!(run(&["-m", "1048577B"]).memory_bytes, MIB + 8192);
+    assert_eq!(run(&["-m", "64", "-m", "256"]).memory_bytes, 256 * MIB);
+    assert!(err(&["-m", "12Q"]).starts_with("-m: invalid size '12Q'"));
+    assert!(err(&["-m", ""]).starts_with("-m: invalid size ''"));
+    assert!(err(&["-m", "99999999999999999999"]).starts_with("-m: invalid size"));
+    assert!(err(&["-m", "16E"]).contains("does not fit in 64 bits"));
+    assert_eq!(
+        err(&["-m", "0"]),
+        "-m: memory size 0 bytes is below the minimum of 1 MiB"
+    );
+    assert_eq!(
+        err(&["-m", "512K"]),
+        "-m: memory size 512 KiB is below the minimum of 1 MiB"
+    );
+    assert_eq!(
+        err(&["-m", "2T"]),
+        "-m: memory size 2 TiB exceeds the maximum of 1 TiB"
+    );
+    assert_eq!(
+        err(&["-m", "1G,slots=2"]),
+        "-m: parameter 'slots' is not supported"
+    );
+    assert_eq!(
+        err(&["-m", "1G,maxmem=4G"]),
+        "-m: parameter 'maxmem' is not supported"
+    );
+    assert_eq!(err(&["-m", "1G,foo=1"]), "-m: unknown parameter 'foo'");
+}
+
+#[test]
+fn name_kernel_initrd_append() {
+    let c = run(&[
+        "-name",
+        "guest=vm,,1",
+        "-kernel",
+        "/boot/vmlinuz",
+        "-initrd",
+        "/boot/initrd.img",
+        "-append",
+        "console=ttyS0 root=/dev/vda",
+    ]);
+    assert_eq!(c.name.as_deref(), Some("vm,1"));
+    assert_eq!(c.kernel, Some(PathBuf::from("/boot/vmlinuz")));
+    assert_eq!(c.initrd, [PathBuf::from("/boot/initrd.img")]);
+    assert_eq!(c.append.as_deref(), Some("console=ttyS0 root=/dev/vda"));
+    assert_eq!(run(&["-name", "foo"]).name.as_deref(), Some("foo"));
+    assert_eq!(
+        err(&["-name", "foo,process=x"]),
+        "-name: parameter 'process' is not supported"
+    );
+    assert_eq!(
+        err(&["-name", "foo,bar=x"]),
+        "-name: unknown parameter 'bar'"
+    );
+    // Last one wins, as in QEMU.
+    assert_eq!(
+        run(&["-append", "a", "-append", "b"]).append.as_deref(),
+        Some("b")
+    );
+}
+
+#[test]
+fn initrd_lists() {
+    assert_eq!(
+        run(&["-initrd", "mod1 arg,mod2,,x,mod3"]).initrd,
+        [
+            PathBuf::from("mod1 arg"),
+            PathBuf::from("mod2,x"),
+            PathBuf::from("mod3")
+        ]
+    );
+    assert_eq!(run(&["-initrd", "a,,"]).initrd, [PathBuf::from("a,")]);
+    assert_eq!(err(&["-initrd", "a,"]), "-initrd: empty file name in 'a,'");
+    assert_eq!(err(&["-initrd", ""]), "-initrd: empty file name in ''");
+    assert_eq!(
+        err(&["-initrd", "a,,,,,"]),
+        "-initrd: empty file name in 'a,,,,,'"
+    );
+}
+
+#[test]
+fn display() {
+    run(&["-nographic"]);
+    run(&["-display", "none"]);
+    run(&["-display", "type=none"]);
+    assert_eq!(
+        err(&["-display", "gtk"]),
+        "-display: display type 'gtk' is not supported (supported: none)"
+    );
+    assert_eq!(
+        err(&["-display", "none,gl=on"]),
+        "-display: unknown parameter 'gl'"
+    );
+}
+
+#[test]
+fn serial() {
+    assert_eq!(run(&[]).serial, SerialConfig::Stdio);
+    assert_eq!(run(&["-nographic"]).serial, SerialConfig::Stdio);
+    assert_eq!(run(&["-nodefaults"]).serial, SerialConfig::None);
+    let c = run(&["-nodefaults", "-serial", "stdio"]);
+    assert!(c.nodefaults);
+    assert_eq!(c.serial, SerialConfig::Stdio);
+    assert_eq!(run(&["-serial", "mon:stdio"]).serial, SerialConfig::Stdio);
+    assert_eq!(run(&["-serial", "none"]).serial, SerialConfig::None);
+    assert_eq!(
+        run(&["-serial", "null"]).serial,
+        SerialConfig::File(PathBuf::from("/dev/null"))
+    );
+    assert_eq!(
+        run(&["-serial", "file:/tmp/a:b.log"]).serial,
+        SerialConfig::File(PathBuf::from("/tmp/a:b.log"))
+    );
+    assert_eq!(err(&["-serial", "file:"]), "-serial: file: needs a path");
+    assert_eq!(
+        err(&["-serial", "tcp:localhost:4444,server"]),
+        "-serial: backend 'tcp' is not supported (supported: stdio, mon:stdio, none, null, file:PATH)"
+    );
+    assert!(err(&["-serial", "pty"]).contains("backend 'pty'"));
+    assert!(err(&["-serial", "mon:vc"]).contains("backend 'mon'"));
+    assert_eq!(
+        err(&["-serial", "stdio", "-serial", "null"]),
+        "-serial: only one serial port (COM1) is supported"
+    );
+}
+
+#[test]
+fn flags() {
+    let c = run(&["-no-reboot", "-nodefaults", "-enable-kvm"]);
+    assert!(c.no_reboot && c.nodefaults);
+    assert!(!run(&[]).no_reboot);
+}
+
+#[test]
+fn devices() {
+    let c = run(&["-device", "isa-debug-exit"]);
+    assert_eq!(
+        c.devices,
+        [DeviceConfig::IsaDebugExit {
+            iobase: 0x501,
+            iosize: 2
+        }]
+    );
+    let c = run(&[
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-device",
+        "pc-testdev",
+        "-device",
+        "driver=isa-debug-exit,id=exit2,iobase=1280,iosize=1",
+    ]);
+    assert_eq!(
+        c.devices,
+        [
+            DeviceConfig::IsaDebugExit {
+                iobase: 0xf4,
+                iosize: 4
+            },
+            DeviceConfig::PcTestdev,
+            DeviceConfig::IsaDebugExit {
+                iobase: 0x500,
+                iosize: 1
+            },
+        ]
+    );
+    assert_eq!(
+        err(&["-device", "virtio-blk-device"]),
+        "-device virtio-blk-device: device is not supported (supported: isa-debug-exit, pc-testdev)"
+    );
+    assert_eq!(
+        err(&["-device", "isa-debug-exit,foo=1"]),
+        "-device isa-debug-exit: unknown parameter 'foo'"
+    );
+    assert_eq!(
+        err(&["-device", "isa-debug-exit,iobase=0x10000"]),
+        "-device isa-debug-exit: parameter 'iobase' value '0x10000' is out of range (maximum 65535)"
+    );
+    assert_eq!(
+        err(&["-device", "isa-debug-exit,iosize=two"]),
+        "-device isa-debug-exit: parameter 'iosize' expects a number, got 'two'"
+    );
+    assert_eq!(
+        err(&["-device", "isa-debug-exit,iobase=0xffff,iosize=4"]),
+        "-device: isa-debug-exit: ports 0xffff+4 extend past the I/O port space (0xffff)"
+    );
+    assert_eq!(
+        err(&["-device", "isa-debug-exit,iosize=0"]),
+        "-device: isa-debug-exit: iosize must be at least 1"
+    );
+    assert_eq!(
+        err(&["-device", "pc-testdev", "-device", "pc-testdev"]),
+        "-device: pc-testdev: only one instance is supported"
+    );
+    assert_eq!(
+        err(&["-device", "pc-testdev,iobase=1"]),
+        "-device pc-testdev: unknown parameter 'iobase'"
+    );
+    assert_eq!(
+        err(&["-device", ""]),
+        "-device: parameter 'driver' is missing"
+    );
+    assert_eq!(
+        err(&["-device", "id=x"]),
+        "-device: parameter 'driver' is missing"
+    );
+}
+
+#[test]
+fn typical_qemu_command_line() {
+    let c = run(&[
+        "-machine",
+        "q35,accel=kvm",
+        "-cpu",
+        "host",
+        "-smp",
+        "2",
+        "-m",
+        "1G",
+        "-nographic",
+        "-nodefaults",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        "bzImage",
+        "-append",
+        "console=ttyS0 panic=-1",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-name",
+        "test",
+    ]);
+    assert_eq!(
+        c,
+        VmConfig {
+            machine: MachineKind::Q35,
+            smp: SmpConfig {
+                cpus: 2,
+                sockets: 1,
+                dies: 1,
+                cores: 2,
+                threads: 1,
+                maxcpus: 2
+            },
+            memory_bytes: GIB,
+            name: Some("test".into()),
+            kernel: Some(PathBuf::from("bzImage")),
+            initrd: Vec::new(),
+            append: Some("console=ttyS0 panic=-1".into()),
+            serial: SerialConfig::Stdio,
+            no_reboot: true,
+            devices: vec![DeviceConfig::IsaDebugExit {
+                iobase: 0xf4,
+                iosize: 4
+            }],
+            nodefaults: true,
+        }
+    );
+}
+
+#[test]
+fn errors_have_sources() {
+    use std::error::Error as _;
+    let e = parse(&["-smp", "4,foo=1"]).unwrap_err();
+    assert!(e.source().is_some());
+    let e = parse(&["-foo"]).unwrap_err();
+    assert!(e.source().is_none());
+}
