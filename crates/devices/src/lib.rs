@@ -1,6 +1,9 @@
 //! Emulated devices and the buses they sit on.
 
 pub mod bus;
+pub mod legacy;
+#[cfg(test)]
+mod test_utils;
 
 pub use bus::{Bus, BusDevice, BusError};
 

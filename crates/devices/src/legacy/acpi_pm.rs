@@ -1,0 +1,306 @@
+//! ACPI power-management I/O registers of the ICH9 LPC bridge, at the PMBASE QEMU's q35
+//! firmware and ACPI tables use (hw/isa/lpc_ich9.c, hw/acpi/ich9.c, hw/acpi/core.c).
+//!
+//! Layout (ACPI 6.5 section 4.8.3, ICH9 datasheet 13.8.3):
+//! - `PM_BASE + 0x0` PM1a_STS (u16, write 1 to clear), `+ 0x2` PM1a_EN (u16),
+//! - `PM_BASE + 0x4` PM1a_CNT (u16), `+ 0x8` PM_TMR (u32 read-only, 24-bit counter at
+//!   3.579545 MHz from the host's CLOCK_MONOTONIC, which `std::time::Instant` reads on Linux);
+//! - the rest of the 128-byte block (GPE0, SMI, TCO) reads 0 and ignores writes.
+//!
+//! Sleep: a PM1a_CNT write with SLP_EN (bit 13) and SLP_TYP (bits 10-12) = 0 requests
+//! [`VmRequest::PowerOff`], as QEMU's `acpi_pm_cnt_write` does for "soft power off"; our ACPI
+//! tables only describe \_S5 with type 0. Other sleep types (QEMU: 1 = S3 suspend, s4_val =
+//! S4) are ignored and the guest keeps running. SLP_EN always reads back as 0.
+//!
+//! There is no SMM, so like QEMU's "acpi_only" mode PM1a_CNT starts with SCI_EN set: the
+//! machine is already in ACPI mode and the guest never needs an SMI_CMD handshake.
+//!
+//! Any access width works: each byte goes to the register byte it covers, and a partial write
+//! of a 16-bit register is merged with its other byte before the register semantics apply
+//! (QEMU does the same for PM1a_CNT since 8.1). No SCI is raised yet (needs an irqchip).
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use crate::{BusDevice, VmControl, VmRequest};
+
+/// PMBASE on QEMU q35 (ICH9), as programmed by SeaBIOS/OVMF and described in QEMU's FADT.
+pub const PM_BASE: u64 = 0x600;
+/// ICH9 PMIO block size.
+pub const PM_LEN: u64 = 0x80;
+/// PM1a event block (STS + EN) offset.
+pub const PM1A_EVT_OFFSET: u64 = 0x0;
+/// PM1a control block offset.
+pub const PM1A_CNT_OFFSET: u64 = 0x4;
+/// PM timer offset.
+pub const PM_TMR_OFFSET: u64 = 0x8;
+/// ACPI PM timer frequency (ACPI 6.5 section 4.8.3.3).
+pub const PM_TIMER_HZ: u64 = 3_579_545;
+
+const PM1A_STS: u64 = 0x0;
+const PM1A_EN: u64 = 0x2;
+const PM1A_CNT: u64 = 0x4;
+
+/// PM1_STS.TMR_STS: bit 23 of the timer changed.
+const TMR_STS: u16 = 1 << 0;
+/// PM1_CNT.SCI_EN.
+const SCI_EN: u16 = 1 << 0;
+/// PM1_CNT.SLP_EN.
+const SLP_EN: u16 = 1 << 13;
+const SLP_TYP_SHIFT: u16 = 10;
+const SLP_TYP_MASK: u16 = 0x7;
+/// SLP_TYP value of \_S5 (soft off) in QEMU's and our DSDT.
+const SLP_TYP_SOFT_OFF: u16 = 0;
+const TIMER_MASK: u64 = 0xff_ffff;
+
+struct Regs {
+    sts: u16,
+    en: u16,
+    cnt: u16,
+    /// `ticks >> 23` when TMR_STS was last cleared; TMR_STS is set while it differs.
+    tmr_epoch: u64,
+}
+
+/// The PM1a event/control registers and the PM timer.
+pub struct AcpiPm {
+    regs: Mutex<Regs>,
+    start: Instant,
+    control: Arc<dyn VmControl>,
+}
+
+impl AcpiPm {
+    pub fn new(control: Arc<dyn VmControl>) -> Self {
+        Self {
+            regs: Mutex::new(Regs {
+                sts: 0,
+                en: 0,
+                cnt: SCI_EN,
+                tmr_epoch: 0,
+            }),
+            start: Instant::now(),
+            control,
+        }
+    }
+
+    /// Timer ticks since the device was created, not truncated to 24 bits.
+    fn ticks(&self) -> u64 {
+        let ns = self.start.elapsed().as_nanos();
+        (ns * u128::from(PM_TIMER_HZ) / 1_000_000_000) as u64
+    }
+
+    /// The current 24-bit PM_TMR value.
+    pub fn timer(&self) -> u32 {
+        (self.ticks() & TIMER_MASK) as u32
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Regs> {
+        self.regs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sts(&self, regs: &Regs) -> u16 {
+        let overflowed = self.ticks() >> 23 != regs.tmr_epoch;
+        regs.sts | if overflowed { TMR_STS } else { 0 }
+    }
+
+    /// Apply a write of `value` to the bytes of the 16-bit register at `reg` selected by `mask`.
+    /// Returns true if the guest asked for soft power off.
+    fn write_reg(&self, regs: &mut Regs, reg: u64, value: u16, mask: u16) -> bool {
+        let value = value & mask;
+        match reg {
+            PM1A_STS => {
+                regs.sts &= !value;
+                if value & TMR_STS != 0 {
+                    regs.tmr_epoch = self.ticks() >> 23;
+                }
+                false
+            }
+            PM1A_EN => {
+                regs.en = (regs.en & !mask) | value;
+                false
+            }
+            PM1A_CNT => {
+                let cnt = (regs.cnt & !mask) | value;
+                regs.cnt = cnt & !SLP_EN;
+                cnt & SLP_EN != 0 && (cnt >> SLP_TYP_SHIFT) & SLP_TYP_MASK == SLP_TYP_SOFT_OFF
+            }
+            _ => false,
+        }
+    }
+}
+
+impl BusDevice for AcpiPm {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        // PM_TMR is polled often (acpi_pm clocksource): reads at or past it take no lock.
+        let (sts, en, cnt) = if offset < PM_TMR_OFFSET {
+            let regs = self.lock();
+            (self.sts(&regs), regs.en, regs.cnt)
+        } else {
+            (0, 0, 0)
+        };
+        let tmr = self.timer();
+        for (i, byte) in data.iter_mut().enumerate() {
+            let Some(addr) = offset.checked_add(i as u64) else {
+                *byte = 0;
+                continue;
+            };
+            let shift = 8 * (addr & 1);
+            *byte = match addr {
+                0..=1 => (sts >> shift) as u8,
+                2..=3 => (en >> shift) as u8,
+                4..=5 => (cnt >> shift) as u8,
+                8..=11 => (tmr >> (8 * (addr - PM_TMR_OFFSET))) as u8,
+                _ => 0,
+            };
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        let power_off = {
+            let mut regs = self.lock();
+            let mut power_off = false;
+            for reg in [PM1A_STS, PM1A_EN, PM1A_CNT] {
+                let (mut value, mut mask) = (0u16, 0u16);
+                for (i, &b) in data.iter().enumerate() {
+                    match offset
+                        .checked_add(i as u64)
+                        .and_then(|a| a.checked_sub(reg))
+                    {
+                        Some(0) => (value, mask) = (value | u16::from(b), mask | 0x00ff),
+                        Some(1) => (value, mask) = (value | (u16::from(b) << 8), mask | 0xff00),
+                        _ => {}
+                    }
+                }
+                if mask != 0 {
+                    power_off |= self.write_reg(&mut regs, reg, value, mask);
+                }
+            }
+            power_off
+        };
+        if power_off {
+            self.control.request(VmRequest::PowerOff);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::RecordingVmControl;
+    use std::time::Duration;
+
+    fn setup() -> (Arc<RecordingVmControl>, AcpiPm) {
+        let ctl = Arc::new(RecordingVmControl::default());
+        let pm = AcpiPm::new(ctl.clone());
+        (ctl, pm)
+    }
+
+    fn inw(pm: &AcpiPm, off: u64) -> u16 {
+        let mut d = [0u8; 2];
+        pm.read(off, &mut d);
+        u16::from_le_bytes(d)
+    }
+
+    fn inl(pm: &AcpiPm, off: u64) -> u32 {
+        let mut d = [0u8; 4];
+        pm.read(off, &mut d);
+        u32::from_le_bytes(d)
+    }
+
+    #[test]
+    fn outw_0x2000_to_cnt_powers_off() {
+        let (ctl, pm) = setup();
+        pm.write(PM1A_CNT_OFFSET, &0x2000u16.to_le_bytes());
+        assert_eq!(ctl.requests(), vec![VmRequest::PowerOff]);
+        assert_eq!(inw(&pm, PM1A_CNT_OFFSET) & SLP_EN, 0, "SLP_EN reads back 0");
+    }
+
+    #[test]
+    fn other_sleep_types_are_ignored() {
+        let (ctl, pm) = setup();
+        // S3 (type 1) and S4 (type 2) with SLP_EN; type 0 without SLP_EN.
+        pm.write(PM1A_CNT_OFFSET, &(SLP_EN | (1 << 10)).to_le_bytes());
+        pm.write(PM1A_CNT_OFFSET, &(SLP_EN | (2 << 10)).to_le_bytes());
+        pm.write(PM1A_CNT_OFFSET, &SCI_EN.to_le_bytes());
+        assert!(ctl.requests().is_empty());
+        assert_eq!(inw(&pm, PM1A_CNT_OFFSET), SCI_EN);
+    }
+
+    #[test]
+    fn byte_write_to_cnt_high_byte_merges() {
+        let (ctl, pm) = setup();
+        assert_eq!(
+            inw(&pm, PM1A_CNT_OFFSET),
+            SCI_EN,
+            "ACPI mode from the start"
+        );
+        // Firmware style: the high byte alone, SLP_TYP=0, SLP_EN=1.
+        pm.write(PM1A_CNT_OFFSET + 1, &[0x20]);
+        assert_eq!(ctl.requests(), vec![VmRequest::PowerOff]);
+        assert_eq!(inw(&pm, PM1A_CNT_OFFSET), SCI_EN, "low byte kept");
+        // A 32-bit write at PM1a_EVT reaches STS and EN; at CNT it powers off too.
+        pm.write(PM1A_EVT_OFFSET, &0x0100_0000u32.to_le_bytes());
+        assert_eq!(inw(&pm, PM1A_EN), 0x0100);
+        pm.write(PM1A_CNT_OFFSET, &0x0000_2001u32.to_le_bytes());
+        assert_eq!(
+            ctl.requests(),
+            vec![VmRequest::PowerOff, VmRequest::PowerOff]
+        );
+    }
+
+    #[test]
+    fn timer_counts_at_3_58_mhz_and_is_24_bit() {
+        let (_, pm) = setup();
+        let a = inl(&pm, PM_TMR_OFFSET);
+        std::thread::sleep(Duration::from_millis(20));
+        let b = inl(&pm, PM_TMR_OFFSET);
+        assert!(b <= 0xff_ffff);
+        let delta = b.wrapping_sub(a) & 0xff_ffff;
+        // 20 ms is 71,591 ticks; allow a slow scheduler.
+        assert!((71_000..3_579_545).contains(&delta), "delta {delta}");
+        // Writes to the timer are ignored; byte reads see the same counter.
+        pm.write(PM_TMR_OFFSET, &[0xff; 4]);
+        let mut hi = [0xffu8; 1];
+        pm.read(PM_TMR_OFFSET + 3, &mut hi);
+        assert_eq!(hi, [0]);
+    }
+
+    #[test]
+    fn status_is_write_one_to_clear() {
+        let (_, pm) = setup();
+        pm.lock().sts = 0x8100;
+        pm.write(PM1A_STS, &0x0100u16.to_le_bytes());
+        assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, 0x8000);
+        pm.write(PM1A_STS + 1, &[0x80]);
+        assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, 0);
+    }
+
+    #[test]
+    fn tmr_sts_follows_bit_23() {
+        let (_, pm) = setup();
+        assert_eq!(inw(&pm, PM1A_STS) & TMR_STS, 0);
+        // Pretend the timer's bit 23 toggled since the last clear.
+        pm.lock().tmr_epoch = u64::MAX;
+        assert_eq!(inw(&pm, PM1A_STS) & TMR_STS, TMR_STS);
+        pm.write(PM1A_STS, &TMR_STS.to_le_bytes());
+        assert_eq!(inw(&pm, PM1A_STS) & TMR_STS, 0);
+    }
+
+    #[test]
+    fn enable_register_and_unmodelled_space() {
+        let (ctl, pm) = setup();
+        pm.write(PM1A_EN, &0x0121u16.to_le_bytes());
+        assert_eq!(inw(&pm, PM1A_EN), 0x0121);
+        pm.write(PM1A_EN + 1, &[0x03]);
+        assert_eq!(inw(&pm, PM1A_EN), 0x0321);
+        for off in [0xc, 0x20, 0x7f, PM_LEN, u64::MAX - 1, u64::MAX] {
+            pm.write(off, &[0xff; 8]);
+            let mut d = [0xaau8; 3];
+            pm.read(off, &mut d);
+            assert_eq!(d, [0; 3]);
+        }
+        pm.read(0, &mut []);
+        pm.write(0, &[]);
+        assert_eq!(inw(&pm, PM1A_EN), 0x0321);
+        assert!(ctl.requests().is_empty());
+    }
+}
