@@ -1,1 +1,202 @@
-fn main() {}
+//! Assembles the test guests in `src/*.S` with the system toolchain (GNU as
+//! through `gcc -c`, `ld`, `objcopy`) into `$OUT_DIR`.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Object format a guest is assembled and linked as.
+#[derive(Clone, Copy)]
+enum Class {
+    /// ELF32 i386 (`gcc -m32`, `ld -m elf_i386`).
+    Elf32,
+    /// ELF64 x86-64; 32-bit code sections are still allowed (`.code32`).
+    Elf64,
+}
+
+/// One guest image: which source, how it is built, what file it becomes.
+struct Guest {
+    /// File name in `$OUT_DIR`.
+    out: &'static str,
+    /// Source file under `src/`.
+    src: &'static str,
+    class: Class,
+    /// Extra preprocessor definitions.
+    defines: &'static [&'static str],
+    /// Linker script under `ld/`.
+    script: &'static str,
+    /// Convert the linked ELF to a flat binary.
+    flat: bool,
+}
+
+const fn guest(out: &'static str, src: &'static str, class: Class, script: &'static str) -> Guest {
+    Guest {
+        out,
+        src,
+        class,
+        defines: &[],
+        script,
+        flat: false,
+    }
+}
+
+// Keep in sync with `ALL` in src/lib.rs (a unit test there checks every file exists).
+const GUESTS: &[Guest] = &[
+    guest("default.elf", "default.S", Class::Elf32, "pvh.ld"),
+    guest("pvh32.elf", "pvh.S", Class::Elf32, "pvh.ld"),
+    guest("pvh64.elf", "pvh.S", Class::Elf64, "pvh.ld"),
+    guest("multiboot.elf", "multiboot.S", Class::Elf32, "elf.ld"),
+    Guest {
+        defines: &["MULTIBOOT_AOUT"],
+        flat: true,
+        ..guest("multiboot_aout.bin", "multiboot.S", Class::Elf32, "elf.ld")
+    },
+    Guest {
+        flat: true,
+        ..guest("bzimage.bin", "bzimage.S", Class::Elf64, "bzimage.ld")
+    },
+    guest("vmlinux64.elf", "vmlinux64.S", Class::Elf64, "elf.ld"),
+    guest("pio_mmio.elf", "pio_mmio.S", Class::Elf64, "pvh.ld"),
+    guest("exitcode.elf", "exitcode.S", Class::Elf32, "pvh.ld"),
+    guest("reset.elf", "reset.S", Class::Elf32, "pvh.ld"),
+    guest("triplefault.elf", "triplefault.S", Class::Elf32, "pvh.ld"),
+    guest("hlt.elf", "hlt.S", Class::Elf32, "pvh.ld"),
+    guest("int3.elf", "int3.S", Class::Elf32, "pvh.ld"),
+    guest("badinsn.elf", "badinsn.S", Class::Elf32, "pvh.ld"),
+    guest("smp.elf", "smp.S", Class::Elf32, "pvh.ld"),
+];
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let src = manifest.join("src");
+    let scripts = manifest.join("ld");
+
+    println!("cargo:rerun-if-changed=build.rs");
+    for dir in [&src, &src.join("include"), &scripts] {
+        rerun_if_changed_dir(dir);
+    }
+
+    for tool in ["gcc", "ld", "objcopy"] {
+        require_tool(tool);
+    }
+    let ld_quiet = ld_supports("--no-warn-rwx-segments");
+
+    for g in GUESTS {
+        build_guest(g, &src, &scripts, &out_dir, ld_quiet);
+    }
+}
+
+/// Emits `rerun-if-changed` for every file in `dir` (not recursive).
+fn rerun_if_changed_dir(dir: &Path) {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let entries = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list guest sources in {}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry
+            .unwrap_or_else(|e| panic!("cannot list guest sources in {}: {e}", dir.display()))
+            .path();
+        if path.is_file() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+}
+
+/// Fails the build with an actionable message when `tool` cannot be run.
+fn require_tool(tool: &str) {
+    match Command::new(tool).arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "rvmm-guests: `{tool} --version` failed ({}); the test guests need gcc, ld and \
+             objcopy (Debian/Ubuntu: apt-get install gcc binutils)",
+            out.status
+        ),
+        Err(e) => panic!(
+            "rvmm-guests: cannot run `{tool}` ({e}); the test guests need gcc, ld and objcopy \
+             (Debian/Ubuntu: apt-get install gcc binutils)"
+        ),
+    }
+}
+
+/// Whether `ld` knows `flag` (binutils 2.39 added the RWX segment warnings).
+fn ld_supports(flag: &str) -> bool {
+    Command::new("ld")
+        .arg("--help")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).contains(flag))
+        .unwrap_or(false)
+}
+
+fn build_guest(g: &Guest, src: &Path, scripts: &Path, out_dir: &Path, ld_quiet: bool) {
+    let stem = g.out.replace('.', "_");
+    let obj = out_dir.join(format!("{stem}.o"));
+    let (gcc_mode, ld_mode) = match g.class {
+        Class::Elf32 => ("-m32", "elf_i386"),
+        Class::Elf64 => ("-m64", "elf_x86_64"),
+    };
+
+    let mut gcc = Command::new("gcc");
+    gcc.args([
+        gcc_mode,
+        "-c",
+        "-nostdlib",
+        "-ffreestanding",
+        "-Wa,--fatal-warnings",
+    ])
+    .arg("-I")
+    .arg(src);
+    for d in g.defines {
+        gcc.arg(format!("-D{d}"));
+    }
+    gcc.arg(src.join(g.src)).arg("-o").arg(&obj);
+    run(gcc, g.out);
+
+    let linked = if g.flat {
+        out_dir.join(format!("{stem}.linked.elf"))
+    } else {
+        out_dir.join(g.out)
+    };
+    let mut ld = Command::new("ld");
+    ld.args([
+        "-m",
+        ld_mode,
+        "-z",
+        "max-page-size=4096",
+        "-z",
+        "noexecstack",
+    ]);
+    if ld_quiet {
+        ld.arg("--no-warn-rwx-segments");
+    }
+    ld.arg("-T")
+        .arg(scripts.join(g.script))
+        .arg(&obj)
+        .arg("-o")
+        .arg(&linked);
+    run(ld, g.out);
+
+    if g.flat {
+        let mut objcopy = Command::new("objcopy");
+        objcopy
+            .args(["-O", "binary"])
+            .arg(&linked)
+            .arg(out_dir.join(g.out));
+        run(objcopy, g.out);
+    }
+}
+
+/// Runs one toolchain step, failing the build with its command line and output.
+fn run(mut cmd: Command, guest: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("rvmm-guests: building {guest}: cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "rvmm-guests: building {guest}: {cmd:?} failed ({})\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
