@@ -258,3 +258,66 @@ fn fuzz_like_inputs_never_panic() {
         err.get()
     );
 }
+
+#[test]
+fn empty_initrds_load_everywhere() {
+    let mem = guest_mem(32 << 20);
+    let empty = [KernelImage {
+        name: "empty.img",
+        bytes: &[],
+    }];
+    let params = BootParams {
+        initrds: &empty,
+        cmdline: "",
+        mem_size: 32 << 20,
+    };
+    for img in [
+        build_bzimage(0x020f, 1, &[0; 64]),
+        multiboot_elf(false, 0),
+        pvh_elf32(),
+        vmlinux(),
+    ] {
+        load_kernel(
+            &mem,
+            &KernelImage {
+                name: "k",
+                bytes: &img,
+            },
+            &params,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn initrds_stay_below_the_mmio_gap() {
+    use crate::layout::MMIO_GAP_START;
+    let (a, b) = (vec![0u8; 0x1800], vec![0u8; 0x10]);
+    let images = [
+        KernelImage {
+            name: "a",
+            bytes: &a,
+        },
+        KernelImage {
+            name: "b",
+            bytes: &b,
+        },
+    ];
+    let mem_size = 8 << 30;
+    let addrs = crate::place_high(
+        &images,
+        crate::layout::low_ram_end(mem_size),
+        0x200_0000,
+        mem_size,
+    )
+    .unwrap();
+    assert_eq!(
+        addrs,
+        vec![MMIO_GAP_START - 0x2000, MMIO_GAP_START - 0x3000]
+    );
+    let err = crate::place_high(&images, 0x200_1000, 0x200_0000, mem_size).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a: 6144 bytes do not fit in RAM between 0x2000000 and 0x2001000 (8192 MiB of RAM)"
+    );
+}
