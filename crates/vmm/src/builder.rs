@@ -1,0 +1,400 @@
+//! Builds the VM in one straight line, then runs the VMM loop: wait for a request from a device or
+//! vCPU (stop, reset) or a terminating signal, act on it, and join every vCPU thread at the end.
+
+use crate::control::{Command, Control};
+use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
+use crate::{VcpuBoot, VmmError};
+use rvmm_arch::{BootParams, KernelImage};
+use rvmm_cli::{DeviceConfig, SerialConfig, VmConfig};
+use rvmm_devices::legacy::{
+    self, AcpiPm, DebugExit, FwCfg, PcTestdev, Port80Sink, SerialDevice, I8042,
+};
+use rvmm_devices::{Bus, BusDevice, VmControl};
+use rvmm_hypervisor::{install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor, Vm};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// Name used in messages for the guest built into the binary.
+const BUILTIN_GUEST: &str = "<built-in guest>";
+
+/// The guest's kernel and initrds, kept for reloading at reset (QEMU reloads them too).
+struct Images {
+    kernel_name: String,
+    kernel: Vec<u8>,
+    initrds: Vec<(String, Vec<u8>)>,
+    cmdline: String,
+    mem_size: u64,
+}
+
+impl Images {
+    fn read(config: &VmConfig) -> Result<Self, VmmError> {
+        let (kernel_name, kernel) = match &config.kernel {
+            Some(path) => {
+                let name = path.display().to_string();
+                let bytes = std::fs::read(path).map_err(|source| VmmError::KernelRead {
+                    path: name.clone(),
+                    source,
+                })?;
+                (name, bytes)
+            }
+            None => (
+                BUILTIN_GUEST.to_string(),
+                rvmm_guests::DEFAULT_GUEST.to_vec(),
+            ),
+        };
+        let initrds = config
+            .initrd
+            .iter()
+            .map(|p| {
+                let name = p.display().to_string();
+                std::fs::read(p)
+                    .map(|b| (name.clone(), b))
+                    .map_err(|source| VmmError::InitrdRead { path: name, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            kernel_name,
+            kernel,
+            initrds,
+            cmdline: config.append.clone().unwrap_or_default(),
+            mem_size: config.memory_bytes,
+        })
+    }
+
+    fn load(&self, mem: &GuestMemoryMmap) -> Result<rvmm_arch::BootEntry, VmmError> {
+        let initrds: Vec<KernelImage> = self
+            .initrds
+            .iter()
+            .map(|(name, bytes)| KernelImage { name, bytes })
+            .collect();
+        let kernel = KernelImage {
+            name: &self.kernel_name,
+            bytes: &self.kernel,
+        };
+        let params = BootParams {
+            initrds: &initrds,
+            cmdline: &self.cmdline,
+            mem_size: self.mem_size,
+        };
+        Ok(rvmm_arch::load_kernel(mem, &kernel, &params)?)
+    }
+}
+
+fn create_memory(vm: &Vm, size: u64) -> Result<GuestMemoryMmap, VmmError> {
+    let regions = rvmm_arch::guest_memory_regions(size);
+    let mem = GuestMemoryMmap::from_ranges(&regions)
+        .map_err(|source| VmmError::Memory { size, source })?;
+    for (slot, region) in mem.iter().enumerate() {
+        // SAFETY: the mapping is owned by `mem`, which the VMM keeps alive (in an Arc shared with the
+        // vCPU threads) until every vCPU thread has been joined, i.e. for as long as the VM runs.
+        unsafe {
+            vm.set_memory_region(
+                slot as u32,
+                region.start_addr().raw_value(),
+                region.len(),
+                region.as_ptr() as u64,
+            )
+        }?;
+    }
+    Ok(mem)
+}
+
+fn insert(
+    bus: &mut Bus,
+    what: &'static str,
+    base: u64,
+    len: u64,
+    dev: Arc<dyn BusDevice>,
+) -> Result<(), VmmError> {
+    bus.insert(base, len, dev)
+        .map_err(|source| VmmError::Bus { what, source })
+}
+
+/// The stage-1 PC devices, on the port and MMIO buses.
+fn attach_devices(
+    config: &VmConfig,
+    control: &Arc<Control>,
+) -> Result<(Bus, Bus, Option<Arc<SerialDevice>>), VmmError> {
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let ctl: Arc<dyn VmControl> = control.clone();
+
+    let out: Option<Box<dyn std::io::Write + Send>> = match &config.serial {
+        SerialConfig::None => None,
+        SerialConfig::Stdio => Some(Box::new(std::io::stdout())),
+        SerialConfig::File(path) => {
+            Some(Box::new(std::fs::File::create(path).map_err(|source| {
+                VmmError::SerialFile {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?))
+        }
+    };
+    let serial = match out {
+        Some(out) => {
+            let dev = SerialDevice::new(out).map_err(|e| VmmError::Device {
+                what: "COM1",
+                msg: e.to_string(),
+            })?;
+            let dev = Arc::new(dev);
+            insert(
+                &mut pio,
+                "COM1",
+                legacy::COM1_BASE,
+                legacy::SERIAL_PORT_LEN,
+                dev.clone(),
+            )?;
+            Some(dev)
+        }
+        None => None,
+    };
+    let i8042 = I8042::new(ctl.clone());
+    insert(
+        &mut pio,
+        "i8042 data",
+        legacy::I8042_DATA_PORT,
+        legacy::I8042_PORT_LEN,
+        i8042.data_port(),
+    )?;
+    insert(
+        &mut pio,
+        "i8042 command",
+        legacy::I8042_COMMAND_PORT,
+        legacy::I8042_PORT_LEN,
+        i8042.command_port(),
+    )?;
+    insert(
+        &mut pio,
+        "POST port",
+        legacy::PORT80_BASE,
+        legacy::PORT80_LEN,
+        Arc::new(Port80Sink::new()),
+    )?;
+    insert(
+        &mut pio,
+        "ACPI PM",
+        legacy::PM_BASE,
+        legacy::PM_LEN,
+        Arc::new(AcpiPm::new(ctl.clone())),
+    )?;
+
+    let mut fw_cfg = FwCfg::new();
+    fw_cfg.set_ram_size(config.memory_bytes);
+    fw_cfg.set_cpus(config.smp.cpus as u16, config.smp.maxcpus as u16);
+    insert(
+        &mut pio,
+        "fw_cfg",
+        legacy::FW_CFG_PORT_BASE,
+        legacy::FW_CFG_PORT_LEN,
+        Arc::new(fw_cfg),
+    )?;
+
+    for dev in &config.devices {
+        match dev {
+            DeviceConfig::IsaDebugExit { iobase, iosize } => {
+                let d = Arc::new(DebugExit::with_iosize(ctl.clone(), u64::from(*iosize)));
+                insert(
+                    &mut pio,
+                    "isa-debug-exit",
+                    u64::from(*iobase),
+                    d.iosize(),
+                    d,
+                )?;
+            }
+            DeviceConfig::PcTestdev => {
+                let t = PcTestdev::new();
+                insert(
+                    &mut pio,
+                    "pc-testdev",
+                    legacy::PC_TESTDEV_PORT_BASE,
+                    legacy::PC_TESTDEV_PORT_LEN,
+                    t.ports,
+                )?;
+                insert(
+                    &mut pio,
+                    "pc-testdev irq",
+                    legacy::PC_TESTDEV_IRQ_BASE,
+                    legacy::PC_TESTDEV_IRQ_LEN,
+                    t.irq,
+                )?;
+                insert(
+                    &mut mmio,
+                    "pc-testdev iomem",
+                    legacy::PC_TESTDEV_IOMEM_BASE,
+                    legacy::PC_TESTDEV_IOMEM_LEN,
+                    t.iomem,
+                )?;
+            }
+        }
+    }
+    Ok((pio, mmio, serial))
+}
+
+/// Block the terminating signals in every thread and turn them into a clean stop, handled by a
+/// thread of their own (QEMU: "terminating on signal N", status 0).
+fn spawn_signal_thread(control: Arc<Control>) -> Result<(), VmmError> {
+    let signals = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+    // SAFETY: sigset_t is plain data, initialized by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+    }
+    // SAFETY: `set` is initialized; blocking happens before any other thread exists, so every
+    // thread created afterwards inherits the mask and only the signal thread receives them.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(VmmError::Io {
+            what: "pthread_sigmask",
+            source: std::io::Error::from_raw_os_error(rc),
+        });
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` and `sig` are valid for the call.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                eprintln!("rvmm: terminating on signal {sig}");
+                control.stop(0);
+            }
+        })
+        .map_err(|source| VmmError::Io {
+            what: "spawn signal thread",
+            source,
+        })?;
+    Ok(())
+}
+
+pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
+    let hv = Hypervisor::open()?;
+    let cpus = config.smp.cpus;
+    if cpus as usize > hv.max_vcpus() {
+        return Err(VmmError::TooManyCpus {
+            requested: cpus,
+            max: hv.max_vcpus(),
+        });
+    }
+    let images = Images::read(config)?;
+    let vm = hv.create_vm()?;
+    vm.create_irqchip()?;
+    vm.create_pit()?;
+    let mem = Arc::new(create_memory(&vm, config.memory_bytes)?);
+    let entry = images.load(&mem)?;
+    tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
+
+    let control = Arc::new(Control::new(config.no_reboot));
+    let (pio, mmio, serial) = attach_devices(config, &control)?;
+    let boot = Arc::new(VcpuBoot { entry });
+
+    let base_cpuid = hv.supported_cpuid()?;
+    let mut vcpus = Vec::with_capacity(cpus as usize);
+    for id in 0..cpus {
+        let vcpu = vm.create_vcpu(id)?;
+        vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, id, cpus))?;
+        boot.reset_vcpu(&vcpu, &mem)?;
+        vcpus.push(vcpu);
+    }
+
+    spawn_signal_thread(control.clone())?;
+    install_kick_handler()?;
+    let ctx = VcpuContext {
+        control: control.clone(),
+        pio: Arc::new(pio),
+        mmio: Arc::new(mmio),
+        mem: mem.clone(),
+        counters: Arc::new(ExitCounters::default()),
+        boot,
+    };
+    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
+    for vcpu in vcpus {
+        let ctx = ctx.clone();
+        let name = format!("vcpu{}", vcpu.id());
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || run_vcpu(vcpu, ctx))
+            .map_err(|source| VmmError::Io {
+                what: "spawn vCPU thread",
+                source,
+            });
+        match handle {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                control.stop(crate::FATAL_STATUS);
+                finish(&control, threads);
+                return Err(e);
+            }
+        }
+    }
+
+    let status = vmm_loop(&control, &threads, &images, &mem);
+    finish(&control, threads);
+    // vm-superio flushes the writer after every byte, so nothing is left to flush here.
+    drop(serial);
+    let c = &ctx.counters;
+    tracing::debug!(
+        unclaimed_pio = c.unclaimed_pio.load(std::sync::atomic::Ordering::Relaxed),
+        unclaimed_mmio = c.unclaimed_mmio.load(std::sync::atomic::Ordering::Relaxed),
+        int3_recoveries = c.int3_recoveries.load(std::sync::atomic::Ordering::Relaxed),
+        "VM stopped"
+    );
+    Ok(status)
+}
+
+fn kick_all(threads: &[JoinHandle<()>]) {
+    use vmm_sys_util::signal::Killable;
+    for t in threads {
+        // A thread that already left its loop may be gone; nothing to kick then.
+        let _ = t.kill(kick_signal());
+    }
+}
+
+/// Wait for requests and carry them out until the VM stops; returns the exit status.
+fn vmm_loop(
+    control: &Control,
+    threads: &[JoinHandle<()>],
+    images: &Images,
+    mem: &GuestMemoryMmap,
+) -> i32 {
+    let mut st = control.lock();
+    loop {
+        match st.command {
+            Command::Run => st = control.wait(st),
+            Command::Stop(status) => return status,
+            Command::Reset => {
+                drop(st);
+                kick_all(threads);
+                st = control.lock();
+                while st.command == Command::Reset && st.parked < threads.len() {
+                    st = control.wait(st);
+                }
+                if st.command != Command::Reset {
+                    continue;
+                }
+                tracing::debug!("system reset");
+                if let Err(e) = images.load(mem) {
+                    eprintln!("rvmm: reset: {e}");
+                    st.command = Command::Stop(crate::FATAL_STATUS);
+                    control.notify();
+                    continue;
+                }
+                control.resume_after_reset(&mut st);
+            }
+        }
+    }
+}
+
+/// Make every vCPU thread leave KVM_RUN and join it.
+fn finish(control: &Control, threads: Vec<JoinHandle<()>>) {
+    debug_assert!(matches!(control.lock().command, Command::Stop(_)));
+    kick_all(&threads);
+    for t in threads {
+        let _ = t.join();
+    }
+}

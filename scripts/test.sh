@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up what rvmm's tests need on a fresh Debian machine of this kind, then run them.
+# Usage: scripts/test.sh            (README's test command; .ci/run calls exactly this)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v gcc >/dev/null || need_apt+=(gcc)
+command -v ld >/dev/null || need_apt+=(binutils)
+command -v objcopy >/dev/null || need_apt+=(binutils)
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: missing ${need_apt[*]}; install them with apt-get (needs root)" >&2
+    exit 1
+  fi
+fi
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+  echo "scripts/test.sh: /dev/kvm is missing or not accessible; the guest tests need KVM" >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
