@@ -18,6 +18,7 @@ pub struct ExitCounters {
     pub unclaimed_pio: AtomicU64,
     pub unclaimed_mmio: AtomicU64,
     pub int3_recoveries: AtomicU64,
+    pub iret_recoveries: AtomicU64,
 }
 
 /// Everything a vCPU thread needs besides its vCPU.
