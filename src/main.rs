@@ -24,6 +24,7 @@ fn init_logging() {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
         .init();
 }
 

@@ -184,10 +184,24 @@ impl DeviceConfig {
     }
 }
 
+/// QEMU's `kernel-irqchip=`: which interrupt controllers live in KVM.
+///
+/// `Split` (the default) keeps only the LAPICs in the kernel, as Cloud Hypervisor does: on hosts
+/// like this project's, a full in-kernel irqchip adds a 5-20 ms RCU wait to VM set-up or teardown
+/// (docs/PERFORMANCE.md). `Kernel` adds the in-kernel PIC, IOAPIC and PIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IrqchipMode {
+    Kernel,
+    #[default]
+    Split,
+}
+
 /// Everything rvmm needs to build and run a VM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmConfig {
     pub machine: MachineKind,
+    /// Which interrupt controllers KVM emulates (`kernel-irqchip=`).
+    pub irqchip: IrqchipMode,
     pub smp: SmpConfig,
     /// Guest RAM in bytes, a multiple of [`MEMORY_ALIGNMENT`].
     pub memory_bytes: u64,
@@ -206,6 +220,7 @@ impl Default for VmConfig {
     fn default() -> Self {
         VmConfig {
             machine: MachineKind::default(),
+            irqchip: IrqchipMode::default(),
             smp: SmpConfig::default(),
             memory_bytes: DEFAULT_MEMORY_BYTES,
             name: None,

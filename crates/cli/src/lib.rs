@@ -15,8 +15,9 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use config::{
-    check_memory_size, ConfigError, DeviceConfig, MachineKind, SerialConfig, SmpConfig, VmConfig,
-    DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
+    check_memory_size, ConfigError, DeviceConfig, IrqchipMode, MachineKind, SerialConfig,
+    SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT,
+    MIN_MEMORY_BYTES,
 };
 pub use options::{help_text, version_text};
 pub use opts::{OptsError, QemuOpts};
@@ -169,7 +170,7 @@ impl Pending {
             "help" => return Ok(Some(Action::Help)),
             "version" => return Ok(Some(Action::Version)),
             "machine" => return self.machine(arg),
-            "accel" => return accel(arg),
+            "accel" => return accel(&mut self.config, arg),
             "cpu" => return cpu(arg),
             "display" => return display(arg),
             "device" => return self.device(arg),
@@ -211,6 +212,9 @@ impl Pending {
                         .ok_or_else(|| CliError::Machine(value.clone()))?;
                 }
                 "accel" => check_accel_list("-machine", value)?,
+                "kernel-irqchip" | "kernel_irqchip" => {
+                    self.config.irqchip = irqchip_mode("-machine", value)?
+                }
                 "kernel" => self.config.kernel = Some(PathBuf::from(value)),
                 "initrd" => self.config.initrd = split_initrd(value)?,
                 "append" => self.config.append = Some(value.clone()),
@@ -315,8 +319,23 @@ fn check_accel_list(option: &'static str, value: &str) -> Result<(), CliError> {
     }
 }
 
-/// `-accel kvm`: only KVM, with no accelerator properties.
-fn accel(arg: &str) -> Result<Option<Action>, CliError> {
+/// `kernel-irqchip=on|split` (`off` would leave vCPUs without the in-kernel LAPIC rvmm relies on).
+fn irqchip_mode(option: &'static str, value: &str) -> Result<IrqchipMode, CliError> {
+    match value {
+        "on" | "yes" | "true" => Ok(IrqchipMode::Kernel),
+        "split" => Ok(IrqchipMode::Split),
+        _ => Err(CliError::Opts {
+            option: option.into(),
+            source: OptsError::UnsupportedValue {
+                key: "kernel-irqchip".into(),
+                value: value.into(),
+            },
+        }),
+    }
+}
+
+/// `-accel kvm[,kernel-irqchip=on|split]`.
+fn accel(config: &mut VmConfig, arg: &str) -> Result<Option<Action>, CliError> {
     let opts = QemuOpts::parse(arg, Some("accel")).map_err(opts_err("-accel"))?;
     if opts.wants_help() {
         return Ok(Some(Action::Help));
@@ -328,14 +347,12 @@ fn accel(arg: &str) -> Result<Option<Action>, CliError> {
             name: name.to_string(),
         });
     }
-    opts.check_unsupported(&[
-        "kernel-irqchip",
-        "kvm-shadow-mem",
-        "dirty-ring-size",
-        "thread",
-    ])
-    .and_then(|()| opts.check_known(&["accel"]))
-    .map_err(opts_err("-accel"))?;
+    opts.check_unsupported(&["kvm-shadow-mem", "dirty-ring-size", "thread"])
+        .and_then(|()| opts.check_known(&["accel", "kernel-irqchip"]))
+        .map_err(opts_err("-accel"))?;
+    if let Some(v) = opts.get("kernel-irqchip") {
+        config.irqchip = irqchip_mode("-accel", v)?;
+    }
     Ok(None)
 }
 

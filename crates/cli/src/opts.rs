@@ -25,6 +25,8 @@ pub enum OptsError {
     UnsupportedParameter { key: String },
     #[error("parameter '{key}' expects 'on' or 'off', got '{value}'")]
     InvalidBool { key: String, value: String },
+    #[error("parameter '{key}': value '{value}' is not supported")]
+    UnsupportedValue { key: String, value: String },
     #[error("parameter '{key}' expects a number, got '{value}'")]
     InvalidNumber { key: String, value: String },
     #[error("parameter '{key}' value '{value}' is out of range (maximum {max})")]

@@ -165,8 +165,8 @@ fn accelerator() {
         "-machine: accelerator 'tcg' is not supported (rvmm only supports kvm)"
     );
     assert_eq!(
-        err(&["-accel", "kvm,kernel-irqchip=split"]),
-        "-accel: parameter 'kernel-irqchip' is not supported"
+        err(&["-accel", "kvm,thread=multi"]),
+        "-accel: parameter 'thread' is not supported"
     );
     assert_eq!(
         err(&["-accel", "kvm,foo=1"]),
@@ -491,6 +491,7 @@ fn typical_qemu_command_line() {
         c,
         VmConfig {
             machine: MachineKind::Q35,
+            irqchip: IrqchipMode::Split,
             smp: SmpConfig {
                 cpus: 2,
                 sockets: 1,
@@ -522,4 +523,30 @@ fn errors_have_sources() {
     assert!(e.source().is_some());
     let e = parse(&["-foo"]).unwrap_err();
     assert!(e.source().is_none());
+}
+
+#[test]
+fn kernel_irqchip_modes() {
+    let cfg = |args: &[&str]| match parse_args(args.iter().map(|s| s.to_string())).unwrap() {
+        Action::Run(c) => c,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(cfg(&[]).irqchip, IrqchipMode::Split);
+    assert_eq!(
+        cfg(&["-M", "microvm,kernel-irqchip=on"]).irqchip,
+        IrqchipMode::Kernel
+    );
+    assert_eq!(
+        cfg(&["-machine", "q35,kernel_irqchip=split"]).irqchip,
+        IrqchipMode::Split
+    );
+    assert_eq!(
+        cfg(&["-accel", "kvm,kernel-irqchip=on"]).irqchip,
+        IrqchipMode::Kernel
+    );
+    let err = parse_args(["-accel".to_string(), "kvm,kernel-irqchip=off".to_string()]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "-accel: parameter 'kernel-irqchip': value 'off' is not supported"
+    );
 }

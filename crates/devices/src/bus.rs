@@ -40,8 +40,16 @@ impl Bus {
     }
 
     /// Map `device` at `[base, base + len)`.
-    pub fn insert(&mut self, base: u64, len: u64, device: Arc<dyn BusDevice>) -> Result<(), BusError> {
-        let end = base.checked_add(len).filter(|_| len > 0).ok_or(BusError::BadRange { base, len })?;
+    pub fn insert(
+        &mut self,
+        base: u64,
+        len: u64,
+        device: Arc<dyn BusDevice>,
+    ) -> Result<(), BusError> {
+        let end = base
+            .checked_add(len)
+            .filter(|_| len > 0)
+            .ok_or(BusError::BadRange { base, len })?;
         let idx = self.entries.partition_point(|e| e.base < base);
         let overlaps_prev = idx > 0 && {
             let p = &self.entries[idx - 1];

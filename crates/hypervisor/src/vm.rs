@@ -1,7 +1,10 @@
 //! The VM file descriptor: memory slots, the in-kernel irqchip and PIT, vCPU creation.
 
 use crate::{ioctl_err, Result, Vcpu};
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_CAP_SPLIT_IRQCHIP,
+    KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -50,6 +53,19 @@ impl Vm {
         self.fd
             .create_irq_chip()
             .map_err(ioctl_err("KVM_CREATE_IRQCHIP"))
+    }
+
+    /// Keep only the LAPICs in the kernel (KVM_CAP_SPLIT_IRQCHIP); the IOAPIC and PIC, if any, are
+    /// the VMM's, reached through `ioapic_pins` MSI routes. Must come before any vCPU is created.
+    pub fn create_split_irqchip(&self, ioapic_pins: u32) -> Result<()> {
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_SPLIT_IRQCHIP,
+            args: [u64::from(ioapic_pins), 0, 0, 0],
+            ..Default::default()
+        };
+        self.fd
+            .enable_cap(&cap)
+            .map_err(ioctl_err("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))
     }
 
     /// Create the in-kernel i8254 PIT.

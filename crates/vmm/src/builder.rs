@@ -5,7 +5,7 @@ use crate::control::{Command, Control};
 use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
 use crate::{VcpuBoot, VmmError};
 use rvmm_arch::{BootParams, KernelImage};
-use rvmm_cli::{DeviceConfig, SerialConfig, VmConfig};
+use rvmm_cli::{DeviceConfig, IrqchipMode, SerialConfig, VmConfig};
 use rvmm_devices::legacy::{
     self, AcpiPm, DebugExit, FwCfg, PcTestdev, Port80Sink, SerialDevice, I8042,
 };
@@ -14,6 +14,9 @@ use rvmm_hypervisor::{install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor,
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// IOAPIC inputs routed through KVM under a split irqchip (one IOAPIC, as on a PC).
+const IOAPIC_PINS: u32 = 24;
 
 /// Name used in messages for the guest built into the binary.
 const BUILTIN_GUEST: &str = "<built-in guest>";
@@ -282,10 +285,19 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         });
     }
     let images = Images::read(config)?;
+    tracing::debug!("images read");
     let vm = hv.create_vm()?;
-    vm.create_irqchip()?;
-    vm.create_pit()?;
+    tracing::debug!("KVM_CREATE_VM done");
     let mem = Arc::new(create_memory(&vm, config.memory_bytes)?);
+    tracing::debug!("guest memory registered");
+    match config.irqchip {
+        IrqchipMode::Split => vm.create_split_irqchip(IOAPIC_PINS)?,
+        IrqchipMode::Kernel => {
+            vm.create_irqchip()?;
+            vm.create_pit()?;
+        }
+    }
+    tracing::debug!(mode = ?config.irqchip, "irqchip created");
     let entry = images.load(&mem)?;
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
 
@@ -302,6 +314,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vcpus.push(vcpu);
     }
 
+    tracing::debug!("vCPUs created");
     spawn_signal_thread(control.clone())?;
     install_kick_handler()?;
     let ctx = VcpuContext {
@@ -333,8 +346,11 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         }
     }
 
+    tracing::debug!("vCPU threads started");
     let status = vmm_loop(&control, &threads, &images, &mem);
+    tracing::debug!(status, "VM stop requested");
     finish(&control, threads);
+    tracing::debug!("vCPU threads joined");
     // vm-superio flushes the writer after every byte, so nothing is left to flush here.
     drop(serial);
     let c = &ctx.counters;
