@@ -9,7 +9,7 @@ For each run, both VMMs boot the same guest with the same QEMU command line, in 
 * first line time:  wall time from exec to the guest's first serial line on stdout;
 * idle VmRSS:       resident memory of the VMM process while the guest sits in `cli; hlt`.
 
-Usage: benches/startup.py [--runs N] [--rvmm PATH] [--qemu PATH] [--markdown]
+Usage: benches/startup.py [--runs N] [--rvmm PATH] [--qemu PATH] [--machine microvm[,props]]
 The guests come from the rvmm-guests build (target/*/build/rvmm-guests-*/out).
 """
 
@@ -34,8 +34,11 @@ def find_guest(name):
     return hits[-1]
 
 
+MACHINE = "microvm"
+
+
 def qemu_args(kernel):
-    return ["-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-reboot",
+    return ["-M", MACHINE, "-enable-kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-reboot",
             "-display", "none", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
             "-kernel", kernel]
 
@@ -101,9 +104,13 @@ def main():
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rvmm", default=os.path.join(ROOT, "target", "release", "rvmm"))
     ap.add_argument("--qemu", default="qemu-system-x86_64")
+    ap.add_argument("--machine", default="microvm",
+                    help="-M value for both VMMs, e.g. microvm,kernel-irqchip=on")
     ap.add_argument("--exit-guest", default=None)
     ap.add_argument("--idle-guest", default=None)
     args = ap.parse_args()
+    global MACHINE
+    MACHINE = args.machine
     exit_guest = args.exit_guest or find_guest("pvh32.elf")
     idle_guest = args.idle_guest or find_guest("hlt.elf")
     vmms = {"rvmm": args.rvmm, "qemu": args.qemu}
@@ -124,6 +131,7 @@ def main():
     def med(name, key):
         return statistics.median(res[name][key])
 
+    print(f"command: VMM {' '.join(qemu_args('GUEST'))}")
     print(f"guest (exit/first line): {os.path.basename(exit_guest)}; guest (idle): {os.path.basename(idle_guest)}")
     print(f"runs: {args.runs} alternating; exit statuses: rvmm {sorted(statuses['rvmm'])}, qemu {sorted(statuses['qemu'])}")
     print()

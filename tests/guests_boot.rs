@@ -299,6 +299,55 @@ fn unemulatable_instruction_is_reported() {
     );
 }
 
+/// Names of the threads of a running process (/proc/PID/task/*/comm).
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| {
+            dir.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn smp4_runs_one_thread_per_vcpu_and_all_end_with_the_vm() {
+    if skip_on_qemu("checks rvmm's vCPU thread names") {
+        return;
+    }
+    let mut vm = VmCommand::guest("smp.elf").arg("-smp").arg("4").spawn();
+    vm.expect_stdout("smp bsp\n");
+    let names = thread_names(vm.pid());
+    let vcpus: Vec<&String> = names.iter().filter(|n| n.starts_with("vcpu")).collect();
+    assert_eq!(vcpus, ["vcpu0", "vcpu1", "vcpu2", "vcpu3"], "threads: {names:?}");
+    // The secondary vCPUs wait for INIT/SIPI and the BSP is halted: nobody spins.
+    std::thread::sleep(Duration::from_millis(300));
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", vm.pid())).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    assert!(ticks < 50, "a halted 4-vCPU VM used {ticks} clock ticks of CPU");
+    vm.signal("TERM");
+    let out = vm.wait(Duration::from_secs(5));
+    out.assert_status(0);
+
+    // A guest that exits on its own ends every vCPU thread too: rvmm returns promptly.
+    let start = std::time::Instant::now();
+    let out = VmCommand::guest("pvh32.elf").arg("-smp").arg("4").run();
+    out.assert_status(33);
+    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn microvm_machine_boots_pvh_and_multiboot() {
+    for guest in ["pvh32.elf", "multiboot.elf"] {
+        let out = VmCommand::guest(guest).arg("-M").arg("microvm").run();
+        out.assert_status(33);
+        out.assert_stdout_contains(" ok");
+    }
+}
+
 #[test]
 fn smp_guest_gets_one_thread_per_vcpu() {
     let mut vm = VmCommand::guest("smp.elf").arg("-smp").arg("2").spawn();
