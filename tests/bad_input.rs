@@ -8,13 +8,34 @@ use std::process::Command;
 
 /// Runs rvmm with `args` and checks the error contract; returns stderr.
 fn expect_error(args: &[&str], needle: &str) -> String {
-    let out = Command::new(binary()).args(args).output().expect("run rvmm");
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run rvmm");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "args {args:?}: status {:?}, stderr:\n{stderr}", out.status);
-    assert!(stderr.starts_with("rvmm: "), "args {args:?}: message lacks the 'rvmm: ' prefix:\n{stderr}");
-    assert!(stderr.contains(needle), "args {args:?}: message lacks {needle:?}:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "args {args:?}: rvmm panicked:\n{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "args {args:?}: expected a one-line message:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "args {args:?}: status {:?}, stderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.starts_with("rvmm: "),
+        "args {args:?}: message lacks the 'rvmm: ' prefix:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "args {args:?}: message lacks {needle:?}:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "args {args:?}: rvmm panicked:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "args {args:?}: expected a one-line message:\n{stderr}"
+    );
     stderr
 }
 
@@ -47,11 +68,20 @@ fn missing_kernel_and_initrd_files_are_named() {
     if skip_on_qemu("rvmm's own messages") {
         return;
     }
-    expect_error(&["-kernel", "/nonexistent/vmlinuz"], "could not load kernel '/nonexistent/vmlinuz'");
+    expect_error(
+        &["-kernel", "/nonexistent/vmlinuz"],
+        "could not load kernel '/nonexistent/vmlinuz'",
+    );
     let pvh = common::guest("pvh32.elf");
     let pvh = pvh.to_str().unwrap();
-    expect_error(&["-kernel", pvh, "-initrd", "/nonexistent/initrd"], "could not load initrd '/nonexistent/initrd'");
-    expect_error(&["-kernel", pvh, "-serial", "file:/nonexistent/dir/log"], "/nonexistent/dir/log");
+    expect_error(
+        &["-kernel", pvh, "-initrd", "/nonexistent/initrd"],
+        "could not load initrd '/nonexistent/initrd'",
+    );
+    expect_error(
+        &["-kernel", pvh, "-serial", "file:/nonexistent/dir/log"],
+        "/nonexistent/dir/log",
+    );
 }
 
 #[test]
@@ -72,7 +102,10 @@ fn random_empty_and_truncated_kernels_are_refused() {
         .collect();
     let rand = dir.file("random.bin", &random);
     let msg = expect_error(&["-kernel", rand.to_str().unwrap()], "random.bin");
-    assert!(msg.contains("not a multiboot, PVH ELF, bzImage or ELF64"), "{msg}");
+    assert!(
+        msg.contains("not a multiboot, PVH ELF, bzImage or ELF64"),
+        "{msg}"
+    );
 
     let empty = dir.file("empty.bin", b"");
     expect_error(&["-kernel", empty.to_str().unwrap()], "empty.bin");
@@ -80,8 +113,14 @@ fn random_empty_and_truncated_kernels_are_refused() {
     for name in ["pvh32.elf", "pvh64.elf", "vmlinux64.elf", "multiboot.elf"] {
         let full = std::fs::read(common::guest(name)).unwrap();
         for len in [3, 20, 60, 100, full.len() / 2] {
-            let f = dir.file(&format!("trunc-{len}-{name}"), &full[..len.min(full.len() - 1)]);
-            let msg = expect_error(&["-kernel", f.to_str().unwrap()], &format!("trunc-{len}-{name}"));
+            let f = dir.file(
+                &format!("trunc-{len}-{name}"),
+                &full[..len.min(full.len() - 1)],
+            );
+            let msg = expect_error(
+                &["-kernel", f.to_str().unwrap()],
+                &format!("trunc-{len}-{name}"),
+            );
             assert!(
                 msg.contains("truncated") || msg.contains("not a") || msg.contains("cannot boot"),
                 "{name} cut to {len}: {msg}"
@@ -108,7 +147,9 @@ fn oversized_command_line_is_refused() {
     if skip_on_qemu("rvmm's own messages") {
         return;
     }
-    let out = VmCommand::guest("pvh32.elf").append(&"x".repeat(5000)).run();
+    let out = VmCommand::guest("pvh32.elf")
+        .append(&"x".repeat(5000))
+        .run();
     out.assert_status(2);
     assert!(out.stderr.contains("5000"), "{}", out.stderr);
 }

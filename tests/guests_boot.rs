@@ -321,13 +321,25 @@ fn smp4_runs_one_thread_per_vcpu_and_all_end_with_the_vm() {
     vm.expect_stdout("smp bsp\n");
     let names = thread_names(vm.pid());
     let vcpus: Vec<&String> = names.iter().filter(|n| n.starts_with("vcpu")).collect();
-    assert_eq!(vcpus, ["vcpu0", "vcpu1", "vcpu2", "vcpu3"], "threads: {names:?}");
+    assert_eq!(
+        vcpus,
+        ["vcpu0", "vcpu1", "vcpu2", "vcpu3"],
+        "threads: {names:?}"
+    );
     // The secondary vCPUs wait for INIT/SIPI and the BSP is halted: nobody spins.
     std::thread::sleep(Duration::from_millis(300));
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", vm.pid())).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    assert!(ticks < 50, "a halted 4-vCPU VM used {ticks} clock ticks of CPU");
+    assert!(
+        ticks < 50,
+        "a halted 4-vCPU VM used {ticks} clock ticks of CPU"
+    );
     vm.signal("TERM");
     let out = vm.wait(Duration::from_secs(5));
     out.assert_status(0);
@@ -336,7 +348,11 @@ fn smp4_runs_one_thread_per_vcpu_and_all_end_with_the_vm() {
     let start = std::time::Instant::now();
     let out = VmCommand::guest("pvh32.elf").arg("-smp").arg("4").run();
     out.assert_status(33);
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
