@@ -7,12 +7,15 @@
 //! One deviation: a file with both "HdrS" and a multiboot header whose bzImage header rvmm
 //! cannot boot (no 64-bit entry) falls back to multiboot instead of failing.
 
+pub mod acpi;
 pub mod bzimage;
 pub mod cpu_mode;
 pub mod elf;
 pub mod layout;
+pub mod mptable;
 pub mod multiboot;
 pub mod pvh;
+pub mod topology;
 pub mod vmlinux;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};

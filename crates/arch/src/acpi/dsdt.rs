@@ -1,0 +1,74 @@
+//! The DSDT (ACPI 6.5 section 5.2.11.1): COM1, the PCI root bridge, and the \_S5 sleep
+//! package that matches the PM1a_CNT device (SLP_TYP 0 powers off, as QEMU's \_S5).
+
+use acpi_tables::aml::{
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Name, Package, Path,
+    ResourceTemplate, Scope, IO,
+};
+use acpi_tables::Aml;
+
+use super::{sdt, AcpiConfig, PciHostBridge, IOAPIC_ADDR};
+use crate::layout::MMIO_GAP_START;
+
+/// COM1's ports and ISA IRQ.
+const COM1_BASE: u16 = 0x3f8;
+const COM1_IRQ: u32 = 4;
+/// PCI configuration mechanism #1 ports (0xCF8 address, 0xCFC data).
+const PCI_CONFIG_PORT: u16 = 0xcf8;
+
+/// The DSDT AML for `config`.
+pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
+    let mut aml = Vec::new();
+    // \_S5: {PM1a SLP_TYP, PM1b SLP_TYP}; the PM device powers off on type 0.
+    Name::new("_S5_".into(), &Package::new(vec![&0u8, &0u8])).to_aml_bytes(&mut aml);
+
+    let com1_io = IO::new(COM1_BASE, COM1_BASE, 1, 8);
+    let com1_irq = Interrupt::new(true, true, false, false, COM1_IRQ);
+    let com1_crs = ResourceTemplate::new(vec![&com1_io, &com1_irq]);
+    let com1_hid = Name::new("_HID".into(), &EISAName::new("PNP0501"));
+    let com1_uid = Name::new("_UID".into(), &1u8);
+    let com1_crs = Name::new("_CRS".into(), &com1_crs);
+    let com1 = Device::new("COM1".into(), vec![&com1_hid, &com1_uid, &com1_crs]);
+
+    let hid = EISAName::new(match config.pci {
+        PciHostBridge::Pcie => "PNP0A08",
+        _ => "PNP0A03",
+    });
+    let cid = EISAName::new("PNP0A03");
+    // Bus 0-255, the config ports, the I/O space around them and the 32-bit MMIO window
+    // from the gap up to the IOAPIC.
+    let bus = AddressSpace::new_bus_number(0u16, 0xffu16);
+    let cfg_ports = IO::new(PCI_CONFIG_PORT, PCI_CONFIG_PORT, 1, 8);
+    let io_low = AddressSpace::new_io(0u16, PCI_CONFIG_PORT - 1, None);
+    let io_high = AddressSpace::new_io(0x0d00u16, 0xffffu16, None);
+    let mem32 = AddressSpace::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        MMIO_GAP_START as u32,
+        IOAPIC_ADDR - 1,
+        None,
+    );
+    let pci_crs = ResourceTemplate::new(vec![&bus, &cfg_ports, &io_low, &io_high, &mem32]);
+    let names = [
+        Name::new("_HID".into(), &hid),
+        Name::new("_CID".into(), &cid),
+        Name::new("_UID".into(), &0u8),
+        Name::new("_SEG".into(), &0u8),
+        Name::new("_BBN".into(), &0u8),
+        Name::new("_CRS".into(), &pci_crs),
+    ];
+    let pci0 = Device::new("PCI0".into(), names.iter().map(|n| n as &dyn Aml).collect());
+
+    let mut children: Vec<&dyn Aml> = Vec::new();
+    if config.com1 {
+        children.push(&com1);
+    }
+    if config.pci != PciHostBridge::None {
+        children.push(&pci0);
+    }
+    Scope::new(Path::new("\\_SB_"), children).to_aml_bytes(&mut aml);
+
+    let mut t = sdt(b"DSDT", 2);
+    t.append_slice(&aml);
+    t.as_slice().to_vec()
+}
