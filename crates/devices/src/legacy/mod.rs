@@ -5,14 +5,17 @@
 //! panicking.
 
 pub mod acpi_pm;
+pub mod cmos;
 pub mod debug_exit;
 pub mod fw_cfg;
 pub mod i8042;
 pub mod pc_testdev;
 pub mod port80;
+pub mod reset_control;
 pub mod serial;
 
 pub use acpi_pm::{AcpiPm, PM1A_CNT_OFFSET, PM1A_EVT_OFFSET, PM_BASE, PM_LEN, PM_TMR_OFFSET};
+pub use cmos::{Cmos, CmosMemory, CMOS_PORT_BASE, CMOS_PORT_LEN};
 pub use debug_exit::{DebugExit, DEBUG_EXIT_DEFAULT_IOBASE, DEBUG_EXIT_DEFAULT_IOSIZE};
 pub use fw_cfg::{FwCfg, FwCfgError, FW_CFG_PORT_BASE, FW_CFG_PORT_LEN};
 pub use i8042::{
@@ -24,6 +27,7 @@ pub use pc_testdev::{
     PC_TESTDEV_PORT_LEN,
 };
 pub use port80::{Port80Sink, PORT80_BASE, PORT80_LEN};
+pub use reset_control::{ResetControl, RESET_CONTROL_LEN, RESET_CONTROL_PORT};
 pub use serial::{SerialDevice, SerialError, COM1_BASE, COM1_IRQ, SERIAL_PORT_LEN};
 
 /// The little-endian value of the first (up to) 8 bytes of `data`; missing high bytes are zero.
