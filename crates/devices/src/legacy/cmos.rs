@@ -181,7 +181,10 @@ impl Cmos {
         set16(0x17, ext);
         set16(0x30, ext);
         // Memory between 16 MiB and 4 GiB in 64 KiB units, capped at 65535.
-        set16(0x34, (mem.below_4g.saturating_sub(16 * MIB) / (64 * KIB)).min(0xffff));
+        set16(
+            0x34,
+            (mem.below_4g.saturating_sub(16 * MIB) / (64 * KIB)).min(0xffff),
+        );
         // Memory above 4 GiB in 64 KiB units, 24 bits.
         let high = mem.above_4g / (64 * KIB);
         nvram[0x5b] = high as u8;
@@ -270,8 +273,7 @@ impl Cmos {
             REG_A => {
                 let a = st.nvram[usize::from(REG_A)] & !REG_A_UIP;
                 let (_, frac) = self.now(st);
-                let updating = b & REG_B_SET == 0
-                    && frac >= Duration::from_secs(1) - UIP_WINDOW;
+                let updating = b & REG_B_SET == 0 && frac >= Duration::from_secs(1) - UIP_WINDOW;
                 a | if updating { REG_A_UIP } else { 0 }
             }
             REG_C => 0,
@@ -284,7 +286,13 @@ impl Cmos {
         let b = st.nvram[usize::from(REG_B)];
         let is_time = matches!(
             reg,
-            REG_SECONDS | REG_MINUTES | REG_HOURS | REG_WEEKDAY | REG_DAY | REG_MONTH | REG_YEAR
+            REG_SECONDS
+                | REG_MINUTES
+                | REG_HOURS
+                | REG_WEEKDAY
+                | REG_DAY
+                | REG_MONTH
+                | REG_YEAR
                 | REG_CENTURY
         );
         if is_time {
@@ -296,7 +304,9 @@ impl Cmos {
                 REG_WEEKDAY => {} // derived from the date
                 REG_DAY => t.day = Self::decode(b, v).clamp(1, 31),
                 REG_MONTH => t.month = Self::decode(b, v).clamp(1, 12),
-                REG_YEAR => t.year = t.year.div_euclid(100) * 100 + i64::from(Self::decode(b, v) % 100),
+                REG_YEAR => {
+                    t.year = t.year.div_euclid(100) * 100 + i64::from(Self::decode(b, v) % 100)
+                }
                 _ => t.year = i64::from(Self::decode(b, v) % 100) * 100 + t.year.rem_euclid(100),
             }
             if b & REG_B_SET != 0 {
@@ -412,7 +422,10 @@ mod tests {
             assert_eq!(days_from_civil(y, m, dd), d);
         }
         let t = DateTime::from_unix(T0 as i64);
-        assert_eq!((t.year, t.month, t.day, t.hour, t.minute, t.second), (2024, 2, 29, 13, 45, 30));
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second),
+            (2024, 2, 29, 13, 45, 30)
+        );
         assert_eq!(t.weekday, 4);
         assert_eq!(t.to_unix(), T0 as i64);
     }
@@ -490,7 +503,7 @@ mod tests {
     fn memory_registers_like_qemu() {
         let c = cmos_at(Arc::new(AtomicU64::new(0)), mem(256 * MIB, 0));
         assert_eq!((rd(&c, 0x15), rd(&c, 0x16)), (0x80, 0x02)); // 640
-        // (256 - 1) MiB in KiB = 261120 -> capped 65535.
+                                                                // (256 - 1) MiB in KiB = 261120 -> capped 65535.
         assert_eq!((rd(&c, 0x17), rd(&c, 0x18)), (0xff, 0xff));
         assert_eq!((rd(&c, 0x30), rd(&c, 0x31)), (0xff, 0xff));
         // (256 - 16) MiB / 64 KiB = 3840.
@@ -501,7 +514,10 @@ mod tests {
         // (3 GiB - 16 MiB) / 64 KiB = 48896 = 0xbf00.
         assert_eq!((rd(&c, 0x34), rd(&c, 0x35)), (0x00, 0xbf));
         // 5 GiB / 64 KiB = 81920 = 0x014000.
-        assert_eq!((rd(&c, 0x5b), rd(&c, 0x5c), rd(&c, 0x5d)), (0x00, 0x40, 0x01));
+        assert_eq!(
+            (rd(&c, 0x5b), rd(&c, 0x5c), rd(&c, 0x5d)),
+            (0x00, 0x40, 0x01)
+        );
         let c = cmos_at(Arc::new(AtomicU64::new(0)), mem(2 * MIB, 0));
         // 1 MiB of extended memory = 1024 KiB.
         assert_eq!((rd(&c, 0x17), rd(&c, 0x18)), (0x00, 0x04));

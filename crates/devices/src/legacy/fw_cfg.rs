@@ -1,5 +1,5 @@
-//! QEMU firmware configuration device, traditional port I/O interface (QEMU
-//! docs/specs/fw_cfg.rst, "Traditional Interface"). The DMA interface comes later.
+//! QEMU firmware configuration device (QEMU docs/specs/fw_cfg.rst): the traditional port I/O
+//! interface and the DMA interface.
 //!
 //! Port mapping (one bus device at [`FW_CFG_PORT_BASE`], [`FW_CFG_PORT_LEN`] ports), as QEMU's
 //! combined x86 region (`fw_cfg_comb_valid`): a 16-bit write at offset 0 (port 0x510) selects
@@ -7,12 +7,22 @@
 //! byte of the selected item. Data writes are ignored (the spec deprecates them) and so are
 //! accesses of other sizes; QEMU rejects those, and invalid reads return 0 there and here.
 //!
+//! DMA ([`FW_CFG_DMA_PORT`], 8 ports, [`FwCfg::dma_port`]): the guest writes the guest-physical
+//! address of a `FWCfgDmaAccess` (be32 control, be32 length, be64 address) big-endian, as two
+//! 32-bit writes (high half at 0x514, low half at 0x518, which starts the transfer) or one
+//! 64-bit write; reading the port returns the "QEMU CFG" signature. Every guest address is
+//! checked against guest memory: a bad one sets the error bit (or, for the descriptor itself,
+//! is ignored), never more. Reading past the end of an item or from an unknown one fills zeros,
+//! as QEMU does; DMA writes to items are refused with the error bit (no item is writable).
+//!
 //! Items are added while the VM is built (`&mut self`); at run time only the selector and offset
 //! change, behind one small lock. Reading an unknown selector or past the end of an item
 //! returns 0.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::BusDevice;
 
@@ -20,6 +30,13 @@ use crate::BusDevice;
 pub const FW_CFG_PORT_BASE: u64 = 0x510;
 /// Selector (16-bit at 0x510) and data (8-bit at 0x511).
 pub const FW_CFG_PORT_LEN: u64 = 2;
+
+/// The DMA address register (x86 `FW_CFG_IO_BASE + 4`).
+pub const FW_CFG_DMA_PORT: u64 = 0x514;
+/// 64-bit DMA address register.
+pub const FW_CFG_DMA_PORT_LEN: u64 = 8;
+/// What reading the DMA register returns: "QEMU CFG", big-endian.
+pub const FW_CFG_DMA_SIGNATURE: [u8; 8] = *b"QEMU CFG";
 
 /// "QEMU" signature.
 pub const FW_CFG_SIGNATURE: u16 = 0x0000;
@@ -29,6 +46,34 @@ pub const FW_CFG_ID: u16 = 0x0001;
 pub const FW_CFG_RAM_SIZE: u16 = 0x0003;
 /// Number of boot CPUs, u16 LE.
 pub const FW_CFG_NB_CPUS: u16 = 0x0005;
+/// Where the loader puts the kernel's protected-mode part, u32 LE.
+pub const FW_CFG_KERNEL_ADDR: u16 = 0x0007;
+/// Size of `FW_CFG_KERNEL_DATA`, u32 LE.
+pub const FW_CFG_KERNEL_SIZE: u16 = 0x0008;
+/// Address of the initrd, u32 LE.
+pub const FW_CFG_INITRD_ADDR: u16 = 0x000a;
+/// Size of `FW_CFG_INITRD_DATA`, u32 LE.
+pub const FW_CFG_INITRD_SIZE: u16 = 0x000b;
+/// Boot menu enabled (`-boot menu=on`), u16 LE.
+pub const FW_CFG_BOOT_MENU: u16 = 0x000e;
+/// Kernel entry point, u32 LE (PVH and multiboot).
+pub const FW_CFG_KERNEL_ENTRY: u16 = 0x0010;
+/// The kernel (for bzImage: the protected-mode part after the setup sectors).
+pub const FW_CFG_KERNEL_DATA: u16 = 0x0011;
+/// The initrd.
+pub const FW_CFG_INITRD_DATA: u16 = 0x0012;
+/// Where the command line goes, u32 LE.
+pub const FW_CFG_CMDLINE_ADDR: u16 = 0x0013;
+/// Size of `FW_CFG_CMDLINE_DATA` including the NUL, u32 LE.
+pub const FW_CFG_CMDLINE_SIZE: u16 = 0x0014;
+/// The NUL-terminated command line.
+pub const FW_CFG_CMDLINE_DATA: u16 = 0x0015;
+/// Where the bzImage setup sectors go, u32 LE.
+pub const FW_CFG_SETUP_ADDR: u16 = 0x0016;
+/// Size of `FW_CFG_SETUP_DATA`, u32 LE.
+pub const FW_CFG_SETUP_SIZE: u16 = 0x0017;
+/// The bzImage setup sectors (boot sector and real-mode code with the setup header).
+pub const FW_CFG_SETUP_DATA: u16 = 0x0018;
 /// Maximum number of CPUs, u16 LE.
 pub const FW_CFG_MAX_CPUS: u16 = 0x000f;
 /// The file directory.
@@ -42,6 +87,18 @@ pub const FW_CFG_MAX_FILE_NAME: usize = 56;
 
 /// `FW_CFG_ID` bit 0: the traditional interface is supported.
 const FEATURE_TRADITIONAL: u32 = 1;
+/// `FW_CFG_ID` bit 1: the DMA interface is supported.
+const FEATURE_DMA: u32 = 2;
+/// `FWCfgDmaAccess.control` bits (fw_cfg.rst, "DMA interface").
+const DMA_CTL_ERROR: u32 = 0x01;
+const DMA_CTL_READ: u32 = 0x02;
+const DMA_CTL_SKIP: u32 = 0x04;
+const DMA_CTL_SELECT: u32 = 0x08;
+const DMA_CTL_WRITE: u32 = 0x10;
+/// Bytes of a `FWCfgDmaAccess`.
+const DMA_ACCESS_LEN: usize = 16;
+/// Zero-fill chunk for reads past the end of an item.
+const ZERO_CHUNK: usize = 4096;
 /// Selector bit 14: write channel. Reads through it reach the same item, as in QEMU.
 const WRITE_CHANNEL: u16 = 0x4000;
 /// Bytes of one directory entry: size, select, reserved, name.
@@ -67,6 +124,8 @@ struct Cursor {
     /// The selected item's key, None after selecting an unknown one.
     key: Option<u16>,
     offset: usize,
+    /// High half of the DMA address, written first.
+    dma_high: u32,
 }
 
 struct File {
@@ -80,6 +139,8 @@ pub struct FwCfg {
     items: BTreeMap<u16, Vec<u8>>,
     files: Vec<File>,
     cursor: Mutex<Cursor>,
+    /// Guest memory for DMA; without it the DMA interface is not offered.
+    mem: Option<GuestMemoryMmap>,
 }
 
 impl Default for FwCfg {
@@ -95,12 +156,27 @@ impl FwCfg {
             items: BTreeMap::new(),
             files: Vec::new(),
             cursor: Mutex::new(Cursor::default()),
+            mem: None,
         };
         fw.items.insert(FW_CFG_SIGNATURE, b"QEMU".to_vec());
         fw.items
             .insert(FW_CFG_ID, FEATURE_TRADITIONAL.to_le_bytes().to_vec());
         fw.rebuild_directory();
         fw
+    }
+
+    /// Offer the DMA interface, transferring to and from `mem`; sets the DMA bit in `FW_CFG_ID`.
+    pub fn enable_dma(&mut self, mem: GuestMemoryMmap) {
+        self.mem = Some(mem);
+        self.items.insert(
+            FW_CFG_ID,
+            (FEATURE_TRADITIONAL | FEATURE_DMA).to_le_bytes().to_vec(),
+        );
+    }
+
+    /// The bus device for the DMA register at [`FW_CFG_DMA_PORT`].
+    pub fn dma_port(self: &Arc<Self>) -> Arc<FwCfgDmaPort> {
+        Arc::new(FwCfgDmaPort(self.clone()))
     }
 
     /// Add or replace the item at `selector` (for example `FW_CFG_RAM_SIZE`). The file directory
@@ -126,6 +202,16 @@ impl FwCfg {
     pub fn set_ram_size(&mut self, bytes: u64) {
         self.items
             .insert(FW_CFG_RAM_SIZE, bytes.to_le_bytes().to_vec());
+    }
+
+    /// Add a u32 item, little-endian like every fw_cfg scalar.
+    pub fn add_u32(&mut self, selector: u16, value: u32) -> Result<(), FwCfgError> {
+        self.add_item(selector, value.to_le_bytes().to_vec())
+    }
+
+    /// Add a u16 item (e.g. `FW_CFG_BOOT_MENU`).
+    pub fn add_u16(&mut self, selector: u16, value: u16) -> Result<(), FwCfgError> {
+        self.add_item(selector, value.to_le_bytes().to_vec())
     }
 
     /// Set `FW_CFG_NB_CPUS` and `FW_CFG_MAX_CPUS`.
@@ -206,6 +292,117 @@ impl FwCfg {
             }
             None => 0,
         }
+    }
+
+    /// Runs the DMA request whose `FWCfgDmaAccess` is at `addr` (fw_cfg.rst, "DMA interface").
+    fn dma(&self, addr: u64) {
+        let Some(mem) = &self.mem else { return };
+        let mut desc = [0u8; DMA_ACCESS_LEN];
+        // A descriptor outside guest memory cannot even report an error: ignore it like QEMU.
+        if mem.read_slice(&mut desc, GuestAddress(addr)).is_err() {
+            return;
+        }
+        let control = u32::from_be_bytes([desc[0], desc[1], desc[2], desc[3]]);
+        let length = u32::from_be_bytes([desc[4], desc[5], desc[6], desc[7]]);
+        let target = u64::from_be_bytes([
+            desc[8], desc[9], desc[10], desc[11], desc[12], desc[13], desc[14], desc[15],
+        ]);
+        if control & DMA_CTL_SELECT != 0 {
+            self.select((control >> 16) as u16);
+        }
+        let ok = if control & DMA_CTL_READ != 0 {
+            self.dma_read(mem, target, length, true)
+        } else if control & DMA_CTL_WRITE != 0 {
+            false
+        } else if control & DMA_CTL_SKIP != 0 {
+            self.dma_read(mem, target, length, false)
+        } else {
+            true
+        };
+        let status = if ok { 0 } else { DMA_CTL_ERROR };
+        // The guest polls control for 0 (done) or the error bit. If this write fails the
+        // descriptor vanished from guest memory meanwhile; nothing more can be reported.
+        let _ = mem.write_slice(&status.to_be_bytes(), GuestAddress(addr));
+    }
+
+    /// Copies (or, for a skip, only advances over) `len` bytes of the selected item to `target`,
+    /// zero-filling past its end. Returns false if guest memory rejects the target range.
+    fn dma_read(&self, mem: &GuestMemoryMmap, target: u64, len: u32, copy: bool) -> bool {
+        let mut c = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
+        let item: &[u8] = c
+            .key
+            .and_then(|k| self.items.get(&k))
+            .map_or(&[], Vec::as_slice);
+        let len = len as usize;
+        let avail = item.len().saturating_sub(c.offset).min(len);
+        if copy {
+            if target.checked_add(len as u64).is_none() {
+                return false;
+            }
+            let data = &item[c.offset.min(item.len())..][..avail];
+            if mem.write_slice(data, GuestAddress(target)).is_err() {
+                return false;
+            }
+            let zeros = [0u8; ZERO_CHUNK];
+            let mut done = avail;
+            while done < len {
+                let n = (len - done).min(ZERO_CHUNK);
+                if mem
+                    .write_slice(&zeros[..n], GuestAddress(target + done as u64))
+                    .is_err()
+                {
+                    return false;
+                }
+                done += n;
+            }
+        }
+        c.offset += avail;
+        true
+    }
+
+    fn dma_register_write(&self, offset: u64, data: &[u8]) {
+        let addr = match (offset, data.len()) {
+            (0, 8) => u64::from_be_bytes(data.try_into().unwrap_or_default()),
+            (0, 4) => {
+                let mut c = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
+                c.dma_high = u32::from_be_bytes(data.try_into().unwrap_or_default());
+                return;
+            }
+            (4, 4) => {
+                let mut c = self.cursor.lock().unwrap_or_else(PoisonError::into_inner);
+                let high = std::mem::take(&mut c.dma_high);
+                drop(c);
+                (u64::from(high) << 32)
+                    | u64::from(u32::from_be_bytes(data.try_into().unwrap_or_default()))
+            }
+            _ => return,
+        };
+        self.dma(addr);
+    }
+}
+
+/// The DMA address register of an [`FwCfg`], mapped at [`FW_CFG_DMA_PORT`].
+pub struct FwCfgDmaPort(Arc<FwCfg>);
+
+impl BusDevice for FwCfgDmaPort {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if self.0.mem.is_none() {
+            return;
+        }
+        // Big-endian register: byte i of the port is byte i of the signature.
+        for (i, b) in data.iter_mut().enumerate() {
+            let pos = offset
+                .checked_add(i as u64)
+                .and_then(|p| usize::try_from(p).ok());
+            if let Some(&s) = pos.and_then(|p| FW_CFG_DMA_SIGNATURE.get(p)) {
+                *b = s;
+            }
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        self.0.dma_register_write(offset, data);
     }
 }
 
@@ -373,5 +570,149 @@ mod tests {
         fw.add_item(FW_CFG_SIGNATURE, b"XXXX".to_vec()).unwrap();
         select(&fw, 0x8003);
         assert_eq!(read_n(&fw, 3), [7, 8, 0]);
+    }
+
+    fn dma_fw(mem_size: usize) -> (Arc<FwCfg>, Arc<FwCfgDmaPort>, GuestMemoryMmap) {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), mem_size)]).unwrap();
+        let mut fw = FwCfg::new();
+        fw.enable_dma(mem.clone());
+        fw.add_file("opt/test", b"hello dma".to_vec()).unwrap();
+        let fw = Arc::new(fw);
+        let port = fw.dma_port();
+        (fw, port, mem)
+    }
+
+    /// Writes a FWCfgDmaAccess at `desc` and starts it with two 32-bit big-endian writes.
+    fn run_dma(
+        port: &FwCfgDmaPort,
+        mem: &GuestMemoryMmap,
+        desc: u64,
+        control: u32,
+        len: u32,
+        addr: u64,
+    ) -> u32 {
+        let mut d = Vec::new();
+        d.extend_from_slice(&control.to_be_bytes());
+        d.extend_from_slice(&len.to_be_bytes());
+        d.extend_from_slice(&addr.to_be_bytes());
+        mem.write_slice(&d, GuestAddress(desc)).unwrap();
+        port.write(0, &((desc >> 32) as u32).to_be_bytes());
+        port.write(4, &(desc as u32).to_be_bytes());
+        let mut c = [0u8; 4];
+        mem.read_slice(&mut c, GuestAddress(desc)).unwrap();
+        u32::from_be_bytes(c)
+    }
+
+    fn guest_bytes(mem: &GuestMemoryMmap, addr: u64, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+        v
+    }
+
+    #[test]
+    fn dma_signature_and_feature_bit() {
+        let (fw, port, _) = dma_fw(0x10000);
+        let mut sig = [0u8; 8];
+        port.read(0, &mut sig[..4]);
+        port.read(4, &mut sig[4..]);
+        assert_eq!(&sig, b"QEMU CFG");
+        let mut b = [0u8; 1];
+        port.read(2, &mut b);
+        assert_eq!(&b, b"M");
+        select(&fw, FW_CFG_ID);
+        assert_eq!(read_n(&fw, 4), [3, 0, 0, 0]);
+        // Without guest memory there is no DMA: the port reads zeros, ID has only bit 0.
+        let plain = Arc::new(FwCfg::new());
+        plain.dma_port().read(0, &mut sig);
+        assert_eq!(sig, [0; 8]);
+    }
+
+    #[test]
+    fn dma_select_read_skip_and_past_the_end() {
+        let (_fw, port, mem) = dma_fw(0x10000);
+        mem.write_slice(&[0xaa; 64], GuestAddress(0x2000)).unwrap();
+        let ctl = (0x20u32 << 16) | DMA_CTL_SELECT | DMA_CTL_READ;
+        assert_eq!(run_dma(&port, &mem, 0x1000, ctl, 5, 0x2000), 0);
+        assert_eq!(guest_bytes(&mem, 0x2000, 6), b"hello\xaa");
+        // Skip one byte, then read past the end: the rest is zero-filled.
+        assert_eq!(run_dma(&port, &mem, 0x1000, DMA_CTL_SKIP, 1, 0), 0);
+        assert_eq!(run_dma(&port, &mem, 0x1000, DMA_CTL_READ, 8, 0x2000), 0);
+        assert_eq!(guest_bytes(&mem, 0x2000, 9), b"dma\0\0\0\0\0\xaa");
+        // The file directory through DMA, one 64-bit write to start it.
+        let desc = 0x1100u64;
+        let mut d = Vec::new();
+        d.extend_from_slice(
+            &((u32::from(FW_CFG_FILE_DIR) << 16) | DMA_CTL_SELECT | DMA_CTL_READ).to_be_bytes(),
+        );
+        d.extend_from_slice(&4u32.to_be_bytes());
+        d.extend_from_slice(&0x3000u64.to_be_bytes());
+        mem.write_slice(&d, GuestAddress(desc)).unwrap();
+        port.write(0, &desc.to_be_bytes());
+        assert_eq!(guest_bytes(&mem, desc, 4), [0; 4]);
+        assert_eq!(guest_bytes(&mem, 0x3000, 4), 1u32.to_be_bytes());
+        // Unknown selector: zeros, no error.
+        assert_eq!(
+            run_dma(
+                &port,
+                &mem,
+                0x1000,
+                (0x1234 << 16) | DMA_CTL_SELECT | DMA_CTL_READ,
+                4,
+                0x2000
+            ),
+            0
+        );
+        assert_eq!(guest_bytes(&mem, 0x2000, 4), [0; 4]);
+    }
+
+    #[test]
+    fn dma_errors_never_escape_guest_memory() {
+        let (fw, port, mem) = dma_fw(0x10000);
+        let ctl = (0x20u32 << 16) | DMA_CTL_SELECT | DMA_CTL_READ;
+        // Target outside guest memory, straddling its end, and wrapping around.
+        assert_eq!(
+            run_dma(&port, &mem, 0x1000, ctl, 4, 0x10_0000),
+            DMA_CTL_ERROR
+        );
+        assert_eq!(
+            run_dma(&port, &mem, 0x1000, ctl, 0x100, 0xfff0),
+            DMA_CTL_ERROR
+        );
+        assert_eq!(
+            run_dma(&port, &mem, 0x1000, ctl, 0x100, u64::MAX - 4),
+            DMA_CTL_ERROR
+        );
+        // A huge length is zero-filled only while memory lasts.
+        assert_eq!(
+            run_dma(&port, &mem, 0x1000, ctl, u32::MAX, 0x8000),
+            DMA_CTL_ERROR
+        );
+        // Writes are refused.
+        assert_eq!(
+            run_dma(&port, &mem, 0x1000, DMA_CTL_WRITE, 4, 0x2000),
+            DMA_CTL_ERROR
+        );
+        // No operation bits: nothing happens, success.
+        assert_eq!(run_dma(&port, &mem, 0x1000, 0, 4, 0x2000), 0);
+        // A descriptor outside memory is ignored; odd register accesses too.
+        port.write(0, &0u32.to_be_bytes());
+        port.write(4, &0x20_0000u32.to_be_bytes());
+        port.write(2, &[1, 2]);
+        port.write(0, &[1]);
+        port.write(7, &[1; 8]);
+        // The traditional interface still works afterwards.
+        select(&fw, FW_CFG_SIGNATURE);
+        assert_eq!(read_n(&fw, 4), b"QEMU");
+    }
+
+    #[test]
+    fn typed_items() {
+        let mut fw = FwCfg::new();
+        fw.add_u32(FW_CFG_KERNEL_SIZE, 0x1234_5678).unwrap();
+        fw.add_u16(FW_CFG_BOOT_MENU, 1).unwrap();
+        select(&fw, FW_CFG_KERNEL_SIZE);
+        assert_eq!(read_n(&fw, 5), [0x78, 0x56, 0x34, 0x12, 0]);
+        select(&fw, FW_CFG_BOOT_MENU);
+        assert_eq!(read_n(&fw, 2), [1, 0]);
     }
 }
