@@ -196,6 +196,30 @@ pub enum IrqchipMode {
     Split,
 }
 
+/// Where a `-fw_cfg` item's contents come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FwCfgData {
+    /// `file=PATH`: the file's bytes, read when the VM is built.
+    File(PathBuf),
+    /// `string=S`: the string's bytes, without a terminating NUL (as QEMU).
+    String(String),
+}
+
+/// A user fw_cfg file from `-fw_cfg [name=]NAME,file=PATH|string=S`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FwCfgFile {
+    /// The fw_cfg file name, e.g. `opt/org.example/config` (at most 55 bytes).
+    pub name: String,
+    pub data: FwCfgData,
+}
+
+impl FwCfgFile {
+    /// QEMU warns about (but accepts) user items outside the "opt/" namespace.
+    pub fn outside_opt(&self) -> bool {
+        !self.name.starts_with("opt/")
+    }
+}
+
 /// Everything rvmm needs to build and run a VM.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmConfig {
@@ -214,6 +238,10 @@ pub struct VmConfig {
     pub no_reboot: bool,
     pub devices: Vec<DeviceConfig>,
     pub nodefaults: bool,
+    /// ACPI tables for the guest (`-machine acpi=on|off|auto`); without them only the MP table.
+    pub acpi: bool,
+    /// User fw_cfg files (`-fw_cfg`), in command-line order.
+    pub fw_cfg: Vec<FwCfgFile>,
 }
 
 impl Default for VmConfig {
@@ -231,6 +259,8 @@ impl Default for VmConfig {
             no_reboot: false,
             devices: Vec::new(),
             nodefaults: false,
+            acpi: true,
+            fw_cfg: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use config::{
-    check_memory_size, ConfigError, DeviceConfig, IrqchipMode, MachineKind, SerialConfig,
+    check_memory_size, ConfigError, DeviceConfig, FwCfgData, FwCfgFile, IrqchipMode, MachineKind, SerialConfig,
     SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT,
     MIN_MEMORY_BYTES,
 };
@@ -88,6 +88,10 @@ pub enum CliError {
     DeviceDriverMissing,
     #[error("-initrd: empty file name in '{0}'")]
     InitrdEmpty(String),
+    #[error("-fw_cfg: invalid argument(s): give name= and one of file= or string=")]
+    FwCfgArguments,
+    #[error("-fw_cfg: name '{0}' too long (max. 55 char)")]
+    FwCfgNameTooLong(String),
     #[error("{0}")]
     Invalid(#[source] ConfigError),
 }
@@ -174,6 +178,7 @@ impl Pending {
             "cpu" => return cpu(arg),
             "display" => return display(arg),
             "device" => return self.device(arg),
+            "fw_cfg" => c.fw_cfg.push(fw_cfg(arg)?),
             "serial" => return self.serial(arg),
             // rvmm always runs on KVM and never has a graphical console.
             "enable-kvm" | "nographic" => {}
@@ -214,6 +219,12 @@ impl Pending {
                 "accel" => check_accel_list("-machine", value)?,
                 "kernel-irqchip" | "kernel_irqchip" => {
                     self.config.irqchip = irqchip_mode("-machine", value)?
+                }
+                "acpi" => {
+                    self.config.acpi = match value.as_str() {
+                        "auto" => true,
+                        v => opts::parse_bool("acpi", v).map_err(opts_err("-machine"))?,
+                    }
                 }
                 "kernel" => self.config.kernel = Some(PathBuf::from(value)),
                 "initrd" => self.config.initrd = split_initrd(value)?,
@@ -368,6 +379,29 @@ fn cpu(arg: &str) -> Result<Option<Action>, CliError> {
         "host" | "max" => Ok(None),
         _ => Err(CliError::CpuModel(model.to_string())),
     }
+}
+
+/// `-fw_cfg [name=]NAME,file=PATH|string=STR` (QEMU vl.c `parse_fw_cfg`).
+fn fw_cfg(arg: &str) -> Result<FwCfgFile, CliError> {
+    let opts = QemuOpts::parse(arg, Some("name")).map_err(opts_err("-fw_cfg"))?;
+    opts.check_unsupported(&["gen_id"])
+        .and_then(|()| opts.check_known(&["name", "file", "string"]))
+        .map_err(opts_err("-fw_cfg"))?;
+    let nonempty = |k| opts.get(k).filter(|v| !v.is_empty());
+    let name = nonempty("name").ok_or(CliError::FwCfgArguments)?;
+    let data = match (nonempty("file"), nonempty("string")) {
+        (Some(file), None) => FwCfgData::File(PathBuf::from(file)),
+        (None, Some(s)) => FwCfgData::String(s.to_string()),
+        _ => return Err(CliError::FwCfgArguments),
+    };
+    // FW_CFG_MAX_FILE_PATH is 56 bytes with the NUL.
+    if name.len() > 55 {
+        return Err(CliError::FwCfgNameTooLong(name.to_string()));
+    }
+    Ok(FwCfgFile {
+        name: name.to_string(),
+        data,
+    })
 }
 
 /// `-display none`.

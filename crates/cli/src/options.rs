@@ -24,7 +24,7 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
     },
     SupportedOption {
         names: &["machine", "M"],
-        arg: Some("[type=]pc|q35|microvm[,accel=kvm]"),
+        arg: Some("[type=]pc|q35|microvm[,accel=kvm][,acpi=on|off]"),
         help: "select the machine (default pc; pc-i440fx-X.Y and pc-q35-X.Y also accepted)",
     },
     SupportedOption {
@@ -98,6 +98,11 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         help: "exit instead of rebooting the guest",
     },
     SupportedOption {
+        names: &["fw_cfg"],
+        arg: Some("[name=]opt/NAME,file=PATH|string=STR"),
+        help: "add a file to the fw_cfg device (names should start with opt/)",
+    },
+    SupportedOption {
         names: &["device"],
         arg: Some("driver[,prop=value...]"),
         help: "add a device (see the list below; -device help)",
@@ -114,7 +119,7 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("daemonize", false), ("debugcon", true), ("drive", true), ("dtb", true),
     ("dump-vmstate", true), ("echr", true), ("enable-fips", false),
     ("enable-sync-profile", false), ("fda", true), ("fdb", true), ("fsdev", true),
-    ("full-screen", false), ("fw_cfg", true), ("g", true), ("gdb", true), ("global", true),
+    ("full-screen", false), ("g", true), ("gdb", true), ("global", true),
     ("hda", true), ("hdb", true), ("hdc", true), ("hdd", true), ("icount", true),
     ("incoming", true), ("iscsi", true), ("k", true), ("L", true), ("loadvm", true),
     ("mem-path", true), ("mem-prealloc", false), ("mon", true), ("monitor", true),

@@ -106,7 +106,6 @@ fn invalid_and_unsupported_options() {
         ("-soundhw", Some("all")),
         ("-rtc", Some("base=utc")),
         ("-global", Some("a.b=c")),
-        ("-fw_cfg", Some("name=x,file=y")),
         ("-pidfile", Some("p")),
         ("-daemonize", None),
         ("-snapshot", None),
@@ -512,6 +511,8 @@ fn typical_qemu_command_line() {
                 iosize: 4
             }],
             nodefaults: true,
+            acpi: true,
+            fw_cfg: Vec::new(),
         }
     );
 }
@@ -549,4 +550,50 @@ fn kernel_irqchip_modes() {
         err.to_string(),
         "-accel: parameter 'kernel-irqchip': value 'off' is not supported"
     );
+}
+
+#[test]
+fn fw_cfg_user_files() {
+    let c = run(&[
+        "-fw_cfg",
+        "name=opt/a,string=hello",
+        "-fw_cfg",
+        "opt/b,file=/tmp/x",
+    ]);
+    assert_eq!(
+        c.fw_cfg,
+        vec![
+            FwCfgFile {
+                name: "opt/a".into(),
+                data: FwCfgData::String("hello".into()),
+            },
+            FwCfgFile {
+                name: "opt/b".into(),
+                data: FwCfgData::File("/tmp/x".into()),
+            },
+        ]
+    );
+    assert!(!c.fw_cfg[0].outside_opt());
+    let c = run(&["-fw_cfg", "name=etc/x,string=1"]);
+    assert!(c.fw_cfg[0].outside_opt(), "accepted, with a warning at start-up");
+    let both = "-fw_cfg: invalid argument(s): give name= and one of file= or string=";
+    assert_eq!(err(&["-fw_cfg", "name=opt/a,string=x,file=y"]), both);
+    assert_eq!(err(&["-fw_cfg", "name=opt/a"]), both);
+    assert_eq!(err(&["-fw_cfg", "string=x"]), both);
+    assert_eq!(err(&["-fw_cfg", "name=opt/a,string="]), both);
+    let long = format!("name=opt/{},string=x", "y".repeat(52));
+    assert!(err(&["-fw_cfg", &long]).contains("too long"));
+    let ok = format!("name=opt/{},string=x", "y".repeat(51));
+    assert_eq!(run(&["-fw_cfg", &ok]).fw_cfg[0].name.len(), 55);
+    assert!(err(&["-fw_cfg", "name=opt/a,gen_id=x"]).contains("gen_id"));
+    assert!(err(&["-fw_cfg", "name=opt/a,bogus=x"]).contains("bogus"));
+}
+
+#[test]
+fn machine_acpi_property() {
+    assert!(run(&[]).acpi);
+    assert!(!run(&["-M", "q35,acpi=off"]).acpi);
+    assert!(run(&["-machine", "pc,acpi=on"]).acpi);
+    assert!(run(&["-machine", "acpi=auto"]).acpi);
+    assert!(err(&["-machine", "acpi=maybe"]).contains("maybe"));
 }
