@@ -2,12 +2,13 @@
 //! vCPU (stop, reset) or a terminating signal, act on it, and join every vCPU thread at the end.
 
 use crate::control::{Command, Control};
+use crate::firmware::{attach_firmware, FirmwareTables, KernelFiles};
 use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
 use crate::{VcpuBoot, VmmError};
 use rvmm_arch::{BootParams, KernelImage};
 use rvmm_cli::{DeviceConfig, IrqchipMode, SerialConfig, VmConfig};
 use rvmm_devices::legacy::{
-    self, AcpiPm, DebugExit, FwCfg, PcTestdev, Port80Sink, SerialDevice, I8042,
+    self, AcpiPm, DebugExit, PcTestdev, Port80Sink, SerialDevice, I8042,
 };
 use rvmm_devices::{Bus, BusDevice, VmControl};
 use rvmm_hypervisor::{install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor, Vm};
@@ -28,6 +29,10 @@ struct Images {
     initrds: Vec<(String, Vec<u8>)>,
     cmdline: String,
     mem_size: u64,
+    /// Rewritten with the kernel at every boot.
+    firmware: FirmwareTables,
+    /// Whether the kernel came from -kernel (fw_cfg kernel items) or is the built-in guest.
+    from_cli: bool,
 }
 
 impl Images {
@@ -62,6 +67,8 @@ impl Images {
             initrds,
             cmdline: config.append.clone().unwrap_or_default(),
             mem_size: config.memory_bytes,
+            firmware: FirmwareTables::new(config),
+            from_cli: config.kernel.is_some(),
         })
     }
 
@@ -80,7 +87,19 @@ impl Images {
             cmdline: &self.cmdline,
             mem_size: self.mem_size,
         };
-        Ok(rvmm_arch::load_kernel(mem, &kernel, &params)?)
+        let entry = rvmm_arch::load_kernel(mem, &kernel, &params)?;
+        self.firmware.write(mem, &entry)?;
+        Ok(entry)
+    }
+
+    /// The -kernel files for fw_cfg, None for the built-in guest.
+    fn kernel_files<'a>(&'a self, entry: &'a rvmm_arch::BootEntry) -> Option<KernelFiles<'a>> {
+        self.from_cli.then(|| KernelFiles {
+            kernel: &self.kernel,
+            initrd: self.initrds.first().map(|(_, b)| b.as_slice()),
+            cmdline: &self.cmdline,
+            entry,
+        })
     }
 }
 
@@ -181,17 +200,6 @@ fn attach_devices(
         legacy::PM_BASE,
         legacy::PM_LEN,
         Arc::new(AcpiPm::new(ctl.clone())),
-    )?;
-
-    let mut fw_cfg = FwCfg::new();
-    fw_cfg.set_ram_size(config.memory_bytes);
-    fw_cfg.set_cpus(config.smp.cpus as u16, config.smp.maxcpus as u16);
-    insert(
-        &mut pio,
-        "fw_cfg",
-        legacy::FW_CFG_PORT_BASE,
-        legacy::FW_CFG_PORT_LEN,
-        Arc::new(fw_cfg),
     )?;
 
     for dev in &config.devices {
@@ -302,14 +310,18 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
 
     let control = Arc::new(Control::new(config.no_reboot));
-    let (pio, mmio, serial) = attach_devices(config, &control)?;
+    let (mut pio, mmio, serial) = attach_devices(config, &control)?;
+    let ctl: Arc<dyn rvmm_devices::VmControl> = control.clone();
+    let kernel_files = images.kernel_files(&entry);
+    attach_firmware(config, &mem, kernel_files.as_ref(), &mut pio, &ctl)?;
     let boot = Arc::new(VcpuBoot { entry });
 
     let base_cpuid = hv.supported_cpuid()?;
     let mut vcpus = Vec::with_capacity(cpus as usize);
-    for id in 0..cpus {
-        let vcpu = vm.create_vcpu(id)?;
-        vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, id, cpus))?;
+    // KVM's vCPU ID is the APIC ID: use the -smp topology's, as the firmware tables do.
+    for apic_id in crate::firmware::apic_ids(config) {
+        let vcpu = vm.create_vcpu(apic_id)?;
+        vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, apic_id, cpus))?;
         boot.reset_vcpu(&vcpu, &mem)?;
         vcpus.push(vcpu);
     }

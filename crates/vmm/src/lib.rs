@@ -8,6 +8,7 @@
 mod builder;
 mod control;
 mod emulation;
+mod firmware;
 mod vcpu;
 
 pub use control::FATAL_STATUS;

@@ -233,5 +233,32 @@ pub fn write_acpi_tables<M: GuestMemoryBackend>(
     Ok(RSDP_ADDR)
 }
 
+/// Offset of `rsdp_paddr` in `struct hvm_start_info` (Xen start_info.h, all versions).
+const PVH_RSDP_OFFSET: u64 = 32;
+/// Offset of `acpi_rsdp_addr` in `struct boot_params` (Linux zero-page.rst, protocol 2.14+).
+const ZERO_PAGE_RSDP_OFFSET: u64 = 0x70;
+
+/// Tells a kernel booted through `entry` where the RSDP is: PVH `hvm_start_info.rsdp_paddr`
+/// or Linux `boot_params.acpi_rsdp_addr`. Multiboot has no field: those guests scan.
+pub fn publish_rsdp<M: GuestMemoryBackend>(
+    mem: &M,
+    entry: &crate::BootEntry,
+    rsdp: u64,
+) -> Result<(), AcpiError> {
+    let addr = match entry.protocol {
+        crate::BootProtocol::Pvh => entry.rbx + PVH_RSDP_OFFSET,
+        crate::BootProtocol::BzImage | crate::BootProtocol::Elf64Linux => {
+            entry.rsi + ZERO_PAGE_RSDP_OFFSET
+        }
+        crate::BootProtocol::Multiboot => return Ok(()),
+    };
+    mem.write_obj(rsdp, GuestAddress(addr))
+        .map_err(|source| AcpiError::GuestMemory {
+            table: "RSDP address".into(),
+            addr,
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests;

@@ -264,3 +264,36 @@ fn iasl_disassembles_every_table_without_errors() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn rsdp_address_reaches_pvh_and_linux_boot_structures() {
+    use crate::tests::{guest_mem, read_obj};
+    use crate::{BootEntry, BootProtocol, CpuMode};
+    use linux_loader::loader::bootparam::boot_params;
+    use linux_loader::loader::elf::start_info::hvm_start_info;
+    let mem = guest_mem(4 << 20);
+    let entry = |protocol| BootEntry {
+        protocol,
+        mode: CpuMode::Protected32,
+        rip: 0,
+        rsp: 0,
+        rax: 0,
+        rbx: 0x6000,
+        rsi: 0x7000,
+    };
+    publish_rsdp(&mem, &entry(BootProtocol::Pvh), RSDP_ADDR).unwrap();
+    let si: hvm_start_info = read_obj(&mem, 0x6000);
+    assert_eq!({ si.rsdp_paddr }, RSDP_ADDR);
+    for p in [BootProtocol::BzImage, BootProtocol::Elf64Linux] {
+        publish_rsdp(&mem, &entry(p), 0xe0010).unwrap();
+        let zp: boot_params = read_obj(&mem, 0x7000);
+        assert_eq!({ zp.acpi_rsdp_addr }, 0xe0010);
+    }
+    // Multiboot writes nothing.
+    publish_rsdp(&mem, &entry(BootProtocol::Multiboot), 0x1234).unwrap();
+    let si: hvm_start_info = read_obj(&mem, 0x6000);
+    assert_eq!({ si.rsdp_paddr }, RSDP_ADDR);
+    let written = write_acpi_tables(&mem, &config(vec![0])).unwrap();
+    let sig: [u8; 8] = read_obj(&mem, written);
+    assert_eq!(&sig, b"RSD PTR ");
+}

@@ -1,0 +1,248 @@
+//! What a PC guest finds instead of a BIOS: ACPI and MP tables in the BIOS area, the fw_cfg
+//! items QEMU provides, the CMOS RTC and the reset control register at 0xCF9.
+
+use std::sync::Arc;
+
+use rvmm_arch::acpi::{AcpiConfig, PciHostBridge};
+use rvmm_arch::layout::{low_ram_end, CMDLINE_START, HIMEM_START, MMIO_GAP_END};
+use rvmm_arch::topology::CpuTopology;
+use rvmm_arch::{BootEntry, BootProtocol};
+use rvmm_cli::{FwCfgData, MachineKind, SerialConfig, VmConfig};
+use rvmm_devices::legacy::{self, fw_cfg as fc, Cmos, CmosMemory, FwCfg, ResetControl};
+use rvmm_devices::{Bus, BusDevice, VmControl};
+use vm_memory::GuestMemoryMmap;
+
+use crate::VmmError;
+
+/// e820 type of RAM in `etc/e820`.
+const E820_RAM: u32 = 1;
+/// QEMU loads the bzImage setup code here (`real_addr` for boot protocol 2.00+).
+const BZIMAGE_SETUP_ADDR: u32 = 0x1_0000;
+
+/// The APIC IDs of the boot CPUs, from the `-smp` topology as QEMU assigns them.
+pub(crate) fn apic_ids(config: &VmConfig) -> Vec<u32> {
+    let topo = CpuTopology {
+        sockets: config.smp.sockets,
+        dies: config.smp.dies,
+        cores: config.smp.cores,
+        threads: config.smp.threads,
+    };
+    topo.apic_ids(config.smp.cpus)
+}
+
+/// The firmware tables of one VM, rewritten at every boot (a reset may have clobbered them).
+pub(crate) struct FirmwareTables {
+    acpi: Option<AcpiConfig>,
+    apic_ids: Vec<u32>,
+}
+
+impl FirmwareTables {
+    pub(crate) fn new(config: &VmConfig) -> Self {
+        let apic_ids = apic_ids(config);
+        let acpi = config.acpi.then(|| AcpiConfig {
+            apic_ids: apic_ids.clone(),
+            com1: config.serial != SerialConfig::None,
+            pci: match config.machine {
+                MachineKind::Q35 => PciHostBridge::Pcie,
+                MachineKind::Pc => PciHostBridge::Pci,
+                MachineKind::Microvm => PciHostBridge::None,
+            },
+        });
+        Self { acpi, apic_ids }
+    }
+
+    /// Writes the MP table and (unless `acpi=off`) the ACPI tables, and hands the kernel the
+    /// RSDP address.
+    pub(crate) fn write(&self, mem: &GuestMemoryMmap, entry: &BootEntry) -> Result<(), VmmError> {
+        let err = |e: &dyn std::fmt::Display| VmmError::Device {
+            what: "firmware tables",
+            msg: e.to_string(),
+        };
+        rvmm_arch::mptable::write_mptable(mem, &self.apic_ids).map_err(|e| err(&e))?;
+        if let Some(acpi) = &self.acpi {
+            let rsdp = rvmm_arch::acpi::write_acpi_tables(mem, acpi).map_err(|e| err(&e))?;
+            rvmm_arch::acpi::publish_rsdp(mem, entry, rsdp).map_err(|e| err(&e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel, initrd and command line given with `-kernel`, for the fw_cfg kernel items.
+pub(crate) struct KernelFiles<'a> {
+    pub kernel: &'a [u8],
+    pub initrd: Option<&'a [u8]>,
+    pub cmdline: &'a str,
+    pub entry: &'a BootEntry,
+}
+
+fn insert(
+    bus: &mut Bus,
+    what: &'static str,
+    base: u64,
+    len: u64,
+    dev: Arc<dyn BusDevice>,
+) -> Result<(), VmmError> {
+    bus.insert(base, len, dev)
+        .map_err(|source| VmmError::Bus { what, source })
+}
+
+fn fw_err(e: fc::FwCfgError) -> VmmError {
+    VmmError::Device {
+        what: "fw_cfg",
+        msg: e.to_string(),
+    }
+}
+
+/// QEMU's `etc/e820`: packed {u64 address, u64 length, u32 type} little-endian entries, RAM
+/// below the PCI hole from 0 and RAM above 4 GiB (hw/i386/e820_memory_layout.h).
+fn e820_file(mem_size: u64) -> Vec<u8> {
+    let low = low_ram_end(mem_size);
+    let mut out = Vec::new();
+    for (addr, len) in [(0, low), (MMIO_GAP_END, mem_size - low)] {
+        if len > 0 {
+            out.extend_from_slice(&addr.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&E820_RAM.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// The kernel items QEMU's `x86_load_linux` sets for `-kernel`: a bzImage is split into its
+/// setup sectors and protected-mode part; other formats are given whole with their entry.
+fn add_kernel_items(fw: &mut FwCfg, k: &KernelFiles) -> Result<(), fc::FwCfgError> {
+    let len32 = |b: &[u8]| u32::try_from(b.len()).unwrap_or(u32::MAX);
+    let kernel = if k.entry.protocol == BootProtocol::BzImage && k.kernel.len() > 0x1f1 {
+        // Boot protocol: setup_sects at 0x1f1, 0 meaning 4.
+        let sects = match k.kernel[0x1f1] {
+            0 => 4,
+            n => usize::from(n),
+        };
+        let setup_len = ((sects + 1) * 512).min(k.kernel.len());
+        let (setup, rest) = k.kernel.split_at(setup_len);
+        fw.add_u32(fc::FW_CFG_SETUP_ADDR, BZIMAGE_SETUP_ADDR)?;
+        fw.add_u32(fc::FW_CFG_SETUP_SIZE, len32(setup))?;
+        fw.add_item(fc::FW_CFG_SETUP_DATA, setup.to_vec())?;
+        rest
+    } else {
+        fw.add_u32(fc::FW_CFG_KERNEL_ENTRY, k.entry.rip as u32)?;
+        k.kernel
+    };
+    fw.add_u32(fc::FW_CFG_KERNEL_ADDR, HIMEM_START as u32)?;
+    fw.add_u32(fc::FW_CFG_KERNEL_SIZE, len32(kernel))?;
+    fw.add_item(fc::FW_CFG_KERNEL_DATA, kernel.to_vec())?;
+    let mut cmdline = k.cmdline.as_bytes().to_vec();
+    cmdline.push(0);
+    fw.add_u32(fc::FW_CFG_CMDLINE_ADDR, CMDLINE_START as u32)?;
+    fw.add_u32(fc::FW_CFG_CMDLINE_SIZE, len32(&cmdline))?;
+    fw.add_item(fc::FW_CFG_CMDLINE_DATA, cmdline)?;
+    if let Some(initrd) = k.initrd {
+        fw.add_u32(fc::FW_CFG_INITRD_SIZE, len32(initrd))?;
+        fw.add_item(fc::FW_CFG_INITRD_DATA, initrd.to_vec())?;
+    }
+    Ok(())
+}
+
+/// Builds fw_cfg (both interfaces), the CMOS RTC and the reset control register and puts them
+/// on the port bus.
+pub(crate) fn attach_firmware(
+    config: &VmConfig,
+    mem: &GuestMemoryMmap,
+    kernel: Option<&KernelFiles>,
+    pio: &mut Bus,
+    control: &Arc<dyn VmControl>,
+) -> Result<(), VmmError> {
+    let mut fw = FwCfg::new();
+    fw.enable_dma(mem.clone());
+    fw.set_ram_size(config.memory_bytes);
+    fw.set_cpus(config.smp.cpus as u16, config.smp.maxcpus as u16);
+    fw.add_u16(fc::FW_CFG_BOOT_MENU, 0).map_err(fw_err)?;
+    // Empty boot order: rvmm has no boot devices yet, only -kernel.
+    fw.add_file("bootorder", Vec::new()).map_err(fw_err)?;
+    fw.add_file("etc/e820", e820_file(config.memory_bytes))
+        .map_err(fw_err)?;
+    if let Some(k) = kernel {
+        add_kernel_items(&mut fw, k).map_err(fw_err)?;
+    }
+    for item in &config.fw_cfg {
+        if item.outside_opt() {
+            eprintln!(
+                "rvmm: -fw_cfg name={}: warning: externally provided fw_cfg item names should be prefixed with \"opt/\"",
+                item.name
+            );
+        }
+        let data = match &item.data {
+            FwCfgData::String(s) => s.as_bytes().to_vec(),
+            FwCfgData::File(path) => std::fs::read(path).map_err(|e| VmmError::Device {
+                what: "-fw_cfg",
+                msg: format!("can't load {}: {e}", path.display()),
+            })?,
+        };
+        fw.add_file(&item.name, data).map_err(fw_err)?;
+    }
+    let fw = Arc::new(fw);
+    insert(
+        pio,
+        "fw_cfg",
+        legacy::FW_CFG_PORT_BASE,
+        legacy::FW_CFG_PORT_LEN,
+        fw.clone(),
+    )?;
+    insert(
+        pio,
+        "fw_cfg DMA",
+        fc::FW_CFG_DMA_PORT,
+        fc::FW_CFG_DMA_PORT_LEN,
+        fw.dma_port(),
+    )?;
+
+    let below_4g = low_ram_end(config.memory_bytes);
+    let cmos = Cmos::new(CmosMemory {
+        below_4g,
+        above_4g: config.memory_bytes - below_4g,
+        cpus: config.smp.cpus,
+    });
+    insert(
+        pio,
+        "CMOS RTC",
+        legacy::CMOS_PORT_BASE,
+        legacy::CMOS_PORT_LEN,
+        Arc::new(cmos),
+    )?;
+    insert(
+        pio,
+        "reset control",
+        legacy::RESET_CONTROL_PORT,
+        legacy::RESET_CONTROL_LEN,
+        Arc::new(ResetControl::new(control.clone())),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e820_file_matches_qemus_layout() {
+        let f = e820_file(256 << 20);
+        assert_eq!(f.len(), 20);
+        assert_eq!(f[0..8], 0u64.to_le_bytes());
+        assert_eq!(f[8..16], (256u64 << 20).to_le_bytes());
+        assert_eq!(f[16..20], 1u32.to_le_bytes());
+        let f = e820_file(5 << 30);
+        assert_eq!(f.len(), 40);
+        assert_eq!(f[20..28], (4u64 << 30).to_le_bytes());
+        assert_eq!(f[28..36], (2u64 << 30).to_le_bytes());
+    }
+
+    #[test]
+    fn apic_ids_follow_the_topology() {
+        let mut c = VmConfig::default();
+        c.smp.cpus = 6;
+        c.smp.sockets = 2;
+        c.smp.cores = 3;
+        c.smp.maxcpus = 6;
+        assert_eq!(apic_ids(&c), vec![0, 1, 2, 4, 5, 6]);
+    }
+}
