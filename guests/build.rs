@@ -65,6 +65,9 @@ const GUESTS: &[Guest] = &[
     guest("int3.elf", "int3.S", Class::Elf32, "pvh.ld"),
     guest("badinsn.elf", "badinsn.S", Class::Elf32, "pvh.ld"),
     guest("smp.elf", "smp.S", Class::Elf32, "pvh.ld"),
+    guest("acpi.elf", "acpi.S", Class::Elf32, "pvh.ld"),
+    guest("fwcfg.elf", "fwcfg.S", Class::Elf32, "pvh.ld"),
+    guest("cmos.elf", "cmos.S", Class::Elf32, "pvh.ld"),
 ];
 
 fn main() {

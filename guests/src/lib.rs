@@ -26,6 +26,9 @@ pub const ALL: &[&str] = &[
     "int3.elf",
     "badinsn.elf",
     "smp.elf",
+    "acpi.elf",
+    "fwcfg.elf",
+    "cmos.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

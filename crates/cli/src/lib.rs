@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use config::{
-    check_memory_size, ConfigError, DeviceConfig, FwCfgData, FwCfgFile, IrqchipMode, MachineKind, SerialConfig,
-    SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT,
+    check_memory_size, ConfigError, DeviceConfig, FwCfgData, FwCfgFile, IrqchipMode, MachineKind,
+    SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT,
     MIN_MEMORY_BYTES,
 };
 pub use options::{help_text, version_text};
@@ -29,6 +29,8 @@ use size::{parse_size, MIB};
 
 /// What the command line asks rvmm to do.
 #[derive(Debug, Clone, PartialEq)]
+// Built once per process: the size of the Run variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Action {
     Run(VmConfig),
     Version,

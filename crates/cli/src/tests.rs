@@ -575,7 +575,10 @@ fn fw_cfg_user_files() {
     );
     assert!(!c.fw_cfg[0].outside_opt());
     let c = run(&["-fw_cfg", "name=etc/x,string=1"]);
-    assert!(c.fw_cfg[0].outside_opt(), "accepted, with a warning at start-up");
+    assert!(
+        c.fw_cfg[0].outside_opt(),
+        "accepted, with a warning at start-up"
+    );
     let both = "-fw_cfg: invalid argument(s): give name= and one of file= or string=";
     assert_eq!(err(&["-fw_cfg", "name=opt/a,string=x,file=y"]), both);
     assert_eq!(err(&["-fw_cfg", "name=opt/a"]), both);

@@ -7,9 +7,7 @@ use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
 use crate::{VcpuBoot, VmmError};
 use rvmm_arch::{BootParams, KernelImage};
 use rvmm_cli::{DeviceConfig, IrqchipMode, SerialConfig, VmConfig};
-use rvmm_devices::legacy::{
-    self, AcpiPm, DebugExit, PcTestdev, Port80Sink, SerialDevice, I8042,
-};
+use rvmm_devices::legacy::{self, AcpiPm, DebugExit, PcTestdev, Port80Sink, SerialDevice, I8042};
 use rvmm_devices::{Bus, BusDevice, VmControl};
 use rvmm_hypervisor::{install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor, Vm};
 use std::sync::Arc;
