@@ -213,6 +213,8 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     pub no_reboot: bool,
     pub devices: Vec<DeviceConfig>,
+    /// virtio-mmio devices, in command-line order.
+    pub virtio: Vec<crate::VirtioDeviceConfig>,
     pub nodefaults: bool,
 }
 
@@ -230,6 +232,7 @@ impl Default for VmConfig {
             serial: SerialConfig::Stdio,
             no_reboot: false,
             devices: Vec::new(),
+            virtio: Vec::new(),
             nodefaults: false,
         }
     }

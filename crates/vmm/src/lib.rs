@@ -9,6 +9,7 @@ mod builder;
 mod control;
 mod emulation;
 mod vcpu;
+pub mod virtio;
 
 pub use control::FATAL_STATUS;
 
