@@ -3,10 +3,12 @@
 
 use crate::VmmError;
 use rvmm_block::{Disk, DiskOptions, ImageFormat};
-use rvmm_cli::{IrqchipMode, VirtioDeviceConfig, VmConfig};
+use rvmm_cli::{IrqchipMode, TapConfig, VirtioDeviceConfig, VmConfig};
 use rvmm_devices::virtio::block::BlockDevice;
 use rvmm_devices::virtio::mmio::QUEUE_NOTIFY;
+use rvmm_devices::virtio::net::NetDevice;
 use rvmm_devices::virtio::rng::RngDevice;
+use rvmm_devices::virtio::tap::Tap;
 use rvmm_devices::virtio::{MmioSlot, MmioTransport, VirtioDevice, VIRTIO_MMIO_SIZE};
 use rvmm_devices::Bus;
 use rvmm_hypervisor::Vm;
@@ -80,7 +82,10 @@ fn device_err(what: &'static str) -> impl FnOnce(String) -> VmmError {
     move |msg| VmmError::Device { what, msg }
 }
 
-fn build_device(cfg: &VirtioDeviceConfig) -> Result<Box<dyn VirtioDevice>, VmmError> {
+fn build_device(
+    cfg: &VirtioDeviceConfig,
+    nic_index: &mut u8,
+) -> Result<Box<dyn VirtioDevice>, VmmError> {
     Ok(match cfg {
         VirtioDeviceConfig::Rng => Box::new(RngDevice::new()),
         VirtioDeviceConfig::Block(d) => {
@@ -97,10 +102,28 @@ fn build_device(cfg: &VirtioDeviceConfig) -> Result<Box<dyn VirtioDevice>, VmmEr
             }
             Box::new(BlockDevice::new(disk, d.serial.as_deref()))
         }
-        VirtioDeviceConfig::Net { .. } => {
-            return Err(device_err("virtio-net")(
-                "virtio-net-device is not implemented yet".into(),
-            ))
+        VirtioDeviceConfig::Net { tap, mac } => {
+            let (what, tap) = match tap {
+                TapConfig::Name(name) => (format!("tap '{name}'"), Tap::open(name)),
+                TapConfig::Fd(fd) => (
+                    format!("tap fd {fd}"),
+                    // SAFETY: `fd=` hands rvmm an inherited descriptor that nothing else in this
+                    // process uses (QEMU's contract for -netdev tap,fd=).
+                    unsafe { Tap::from_raw_fd(*fd) },
+                ),
+            };
+            let tap = tap.map_err(|e| device_err("virtio-net")(format!("{what}: {e}")))?;
+            // QEMU's default: 52:54:00:12:34:56, the last byte counting NICs.
+            let mac = mac.unwrap_or([
+                0x52,
+                0x54,
+                0x00,
+                0x12,
+                0x34,
+                0x56u8.wrapping_add(*nic_index),
+            ]);
+            *nic_index = nic_index.wrapping_add(1);
+            Box::new(NetDevice::new(tap, mac))
         }
     })
 }
@@ -112,6 +135,7 @@ pub fn attach(
     mem: &Arc<GuestMemoryMmap>,
 ) -> Result<VirtioDevices, VmmError> {
     let mut out = VirtioDevices::default();
+    let mut nic_index = 0u8;
     if config.virtio.len() > VIRTIO_MAX_DEVICES {
         return Err(device_err("virtio-mmio")(format!(
             "{} virtio devices requested; at most {VIRTIO_MAX_DEVICES} are supported",
@@ -124,7 +148,7 @@ pub fn attach(
             size: VIRTIO_MMIO_SIZE,
             irq: VIRTIO_IRQ_BASE + i as u32,
         };
-        let device = build_device(cfg)?;
+        let device = build_device(cfg, &mut nic_index)?;
         let name = device.name();
         let t = MmioTransport::new(device, mem.clone()).map_err(|source| VmmError::Io {
             what: "virtio-mmio eventfds",

@@ -8,8 +8,9 @@
 pub mod block;
 pub mod chain;
 pub mod mmio;
-// pub mod net;
+pub mod net;
 pub mod rng;
+pub mod tap;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod worker;
@@ -248,5 +249,7 @@ pub(crate) fn queue_fault(name: &str, q: usize, e: QueueFault, interrupt: &Virti
 }
 #[cfg(test)]
 mod block_tests;
+#[cfg(test)]
+mod net_tests;
 #[cfg(test)]
 mod tests;
