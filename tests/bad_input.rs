@@ -45,7 +45,15 @@ fn unsupported_and_unknown_options_are_named() {
         return;
     }
     expect_error(&["-vga", "std"], "-vga is not supported");
-    expect_error(&["-drive", "file=x.img"], "-drive is not supported");
+    expect_error(&["-blockdev", "driver=file"], "-blockdev is not supported");
+    expect_error(
+        &["-drive", "file=/nonexistent/x.img,format=raw"],
+        "could not open disk image '/nonexistent/x.img'",
+    );
+    expect_error(
+        &["-device", "virtio-blk-device,drive=nope"],
+        "-device virtio-blk-device: drive 'nope' not found",
+    );
     expect_error(&["-frobnicate"], "-frobnicate: invalid option");
     expect_error(&["--frobnicate"], "-frobnicate: invalid option");
     expect_error(&["-m"], "-m requires an argument");

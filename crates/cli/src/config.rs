@@ -237,6 +237,8 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     pub no_reboot: bool,
     pub devices: Vec<DeviceConfig>,
+    /// virtio-mmio devices, in command-line order.
+    pub virtio: Vec<crate::VirtioDeviceConfig>,
     pub nodefaults: bool,
     /// ACPI tables for the guest (`-machine acpi=on|off|auto`); without them only the MP table.
     pub acpi: bool,
@@ -258,6 +260,7 @@ impl Default for VmConfig {
             serial: SerialConfig::Stdio,
             no_reboot: false,
             devices: Vec::new(),
+            virtio: Vec::new(),
             nodefaults: false,
             acpi: true,
             fw_cfg: Vec::new(),

@@ -9,6 +9,7 @@ mod options;
 pub mod opts;
 pub mod size;
 mod smp;
+mod virtio;
 
 use std::path::PathBuf;
 
@@ -23,14 +24,14 @@ pub use options::{help_text, version_text};
 pub use opts::{OptsError, QemuOpts};
 pub use size::SizeError;
 pub use smp::{SmpArgs, SmpError};
+pub use virtio::{DriveConfig, TapConfig, VirtioArgError, VirtioDeviceConfig};
 
 use options::OptionKind;
 use size::{parse_size, MIB};
 
 /// What the command line asks rvmm to do.
 #[derive(Debug, Clone, PartialEq)]
-// Built once per process: the size of the Run variant costs nothing.
-#[allow(clippy::large_enum_variant)]
+#[allow(clippy::large_enum_variant)] // built once per process; boxing buys nothing
 pub enum Action {
     Run(VmConfig),
     Version,
@@ -84,7 +85,7 @@ pub enum CliError {
     SerialCount,
     #[error("-serial: file: needs a path")]
     SerialPath,
-    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev)")]
+    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)")]
     Device(String),
     #[error("-device: parameter 'driver' is missing")]
     DeviceDriverMissing,
@@ -96,6 +97,8 @@ pub enum CliError {
     FwCfgNameTooLong(String),
     #[error("{0}")]
     Invalid(#[source] ConfigError),
+    #[error(transparent)]
+    Virtio(#[from] VirtioArgError),
 }
 
 /// One command-line item after the first pass.
@@ -140,6 +143,7 @@ struct Pending {
     config: VmConfig,
     smp: SmpArgs,
     serial: Option<SerialConfig>,
+    virtio: virtio::VirtioArgs,
 }
 
 /// Parses QEMU-style arguments (without argv[0]).
@@ -182,6 +186,7 @@ impl Pending {
             "device" => return self.device(arg),
             "fw_cfg" => c.fw_cfg.push(fw_cfg(arg)?),
             "serial" => return self.serial(arg),
+            "drive" | "hda" | "netdev" | "object" => self.virtio.option(name, arg)?,
             // rvmm always runs on KVM and never has a graphical console.
             "enable-kvm" | "nographic" => {}
             "smp" => {
@@ -267,6 +272,10 @@ impl Pending {
                     .map_err(opts_err(&option))?;
                 DeviceConfig::PcTestdev
             }
+            d if virtio::is_virtio_driver(d) => {
+                self.virtio.device(&opts)?;
+                return Ok(None);
+            }
             other => return Err(CliError::Device(other.to_string())),
         };
         self.config.devices.push(device);
@@ -301,6 +310,7 @@ impl Pending {
     fn finish(self) -> Result<VmConfig, CliError> {
         let mut config = self.config;
         config.smp = self.smp.resolve(config.machine).map_err(CliError::Smp)?;
+        config.virtio = self.virtio.resolve()?;
         // rvmm has no graphical console: the terminal is the default console, like -nographic.
         config.serial = match self.serial {
             Some(serial) => serial,

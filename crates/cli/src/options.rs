@@ -107,6 +107,26 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         arg: Some("driver[,prop=value...]"),
         help: "add a device (see the list below; -device help)",
     },
+    SupportedOption {
+        names: &["drive"],
+        arg: Some("file=F[,format=raw|qcow2][,if=none|virtio][,id=][,readonly=on][,cache=none]"),
+        help: "disk image; if=none pairs it with -device virtio-blk-device,drive=ID, any other drive is virtio-blk",
+    },
+    SupportedOption {
+        names: &["hda"],
+        arg: Some("file"),
+        help: "disk image as a virtio-blk device (rvmm has no IDE)",
+    },
+    SupportedOption {
+        names: &["netdev"],
+        arg: Some("tap,id=ID,ifname=NAME|fd=N[,script=no,downscript=no]"),
+        help: "tap network backend for -device virtio-net-device,netdev=ID",
+    },
+    SupportedOption {
+        names: &["object"],
+        arg: Some("rng-random,id=ID[,filename=/dev/urandom]"),
+        help: "entropy backend for -device virtio-rng-device,rng=ID (rvmm uses getrandom)",
+    },
 ];
 
 /// QEMU x86 options rvmm does not implement: `(name, takes an argument)`.
@@ -116,16 +136,16 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("async-teardown", false), ("audio", true), ("audiodev", true), ("bios", true),
     ("blockdev", true), ("boot", true), ("cdrom", true), ("chardev", true), ("chroot", true),
     ("compat", true), ("ctrl-grab", false), ("curses", false), ("D", true), ("d", true),
-    ("daemonize", false), ("debugcon", true), ("drive", true), ("dtb", true),
+    ("daemonize", false), ("debugcon", true), ("dtb", true),
     ("dump-vmstate", true), ("echr", true), ("enable-fips", false),
     ("enable-sync-profile", false), ("fda", true), ("fdb", true), ("fsdev", true),
     ("full-screen", false), ("g", true), ("gdb", true), ("global", true),
-    ("hda", true), ("hdb", true), ("hdc", true), ("hdd", true), ("icount", true),
+    ("hdb", true), ("hdc", true), ("hdd", true), ("icount", true),
     ("incoming", true), ("iscsi", true), ("k", true), ("L", true), ("loadvm", true),
     ("mem-path", true), ("mem-prealloc", false), ("mon", true), ("monitor", true),
-    ("msg", true), ("mtdblock", true), ("net", true), ("netdev", true), ("nic", true),
+    ("msg", true), ("mtdblock", true), ("net", true), ("nic", true),
     ("no-acpi", false), ("no-fd-bootchk", false), ("no-hpet", false), ("no-quit", false),
-    ("no-shutdown", false), ("no-user-config", false), ("numa", true), ("object", true),
+    ("no-shutdown", false), ("no-user-config", false), ("numa", true), 
     ("only-migratable", false), ("option-rom", true), ("overcommit", true),
     ("parallel", true), ("pflash", true), ("pidfile", true), ("plugin", true),
     ("portrait", false), ("preconfig", false), ("qmp", true), ("qmp-pretty", true),
@@ -194,7 +214,13 @@ pub fn help_text() -> String {
          CPU models (-cpu): host, max\n\
          Devices (-device):\n  \
          isa-debug-exit[,iobase=0x501][,iosize=2]  writing v to iobase exits with status (v << 1) | 1\n  \
-         pc-testdev                                test device used by kvm-unit-tests\n\
+         pc-testdev                                test device used by kvm-unit-tests\n  \
+         virtio-blk-device,drive=ID                virtio-blk over virtio-mmio (raw or qcow2)\n  \
+         virtio-net-device,netdev=ID[,mac=]        virtio-net on a tap device\n  \
+         virtio-rng-device[,rng=ID]                virtio-rng fed by the host's getrandom\n\
+         virtio-mmio devices sit at 0xfeb00000 + 512 * n (QEMU microvm's layout) and are added to the\n\
+         kernel command line as virtio_mmio.device=512@ADDR:IRQ. -hda and -drive without if=none\n\
+         are virtio-blk devices (rvmm has no IDE/SCSI).\n\
          \nOther QEMU options are recognised and refused as not supported.\n",
     );
     out

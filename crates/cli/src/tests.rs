@@ -89,9 +89,6 @@ fn invalid_and_unsupported_options() {
     assert_eq!(err(&["-vga", "std"]), "-vga is not supported");
     assert_eq!(err(&["--vga", "std"]), "-vga is not supported");
     for (opt, arg) in [
-        ("-drive", Some("file=x.img")),
-        ("-netdev", Some("user,id=n0")),
-        ("-hda", Some("x.img")),
         ("-cdrom", Some("x.iso")),
         ("-boot", Some("c")),
         ("-bios", Some("bios.bin")),
@@ -101,7 +98,6 @@ fn invalid_and_unsupported_options() {
         ("-S", None),
         ("-s", None),
         ("-gdb", Some("tcp::1234")),
-        ("-object", Some("rng-random,id=r")),
         ("-usb", None),
         ("-soundhw", Some("all")),
         ("-rtc", Some("base=utc")),
@@ -421,7 +417,11 @@ fn devices() {
     );
     assert_eq!(
         err(&["-device", "virtio-blk-device"]),
-        "-device virtio-blk-device: device is not supported (supported: isa-debug-exit, pc-testdev)"
+        "-device virtio-blk-device: parameter 'drive' is missing"
+    );
+    assert_eq!(
+        err(&["-device", "virtio-gpu-device"]),
+        "-device virtio-gpu-device: device is not supported (supported: isa-debug-exit, pc-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)"
     );
     assert_eq!(
         err(&["-device", "isa-debug-exit,foo=1"]),
@@ -510,6 +510,7 @@ fn typical_qemu_command_line() {
                 iobase: 0xf4,
                 iosize: 4
             }],
+            virtio: Vec::new(),
             nodefaults: true,
             acpi: true,
             fw_cfg: Vec::new(),

@@ -4,6 +4,7 @@ pub mod bus;
 pub mod legacy;
 #[cfg(test)]
 mod test_utils;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};
 

@@ -86,6 +86,14 @@ impl Vm {
             .map_err(ioctl_err("KVM_IRQFD"))
     }
 
+    /// Signal `fd` instead of exiting when the guest writes the 32-bit value `value` to MMIO
+    /// address `addr` (KVM_IOEVENTFD; virtio-mmio QueueNotify).
+    pub fn register_ioevent(&self, fd: &EventFd, addr: u64, value: u32) -> Result<()> {
+        self.fd
+            .register_ioevent(fd, &kvm_ioctls::IoEventAddress::Mmio(addr), value)
+            .map_err(ioctl_err("KVM_IOEVENTFD"))
+    }
+
     /// `KVM_CREATE_VCPU` with the given APIC ID.
     pub fn create_vcpu(&self, id: u32) -> Result<Vcpu> {
         let fd = self

@@ -290,7 +290,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             max: hv.max_vcpus(),
         });
     }
-    let images = Images::read(config)?;
+    let mut images = Images::read(config)?;
     tracing::debug!("images read");
     let vm = hv.create_vm()?;
     tracing::debug!("KVM_CREATE_VM done");
@@ -304,11 +304,16 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         }
     }
     tracing::debug!(mode = ?config.irqchip, "irqchip created");
+    let virtio = crate::virtio::attach(config, &vm, &mem)?;
+    images.cmdline = format!("{}{}", images.cmdline, virtio.cmdline_suffix())
+        .trim_start()
+        .to_string();
     let entry = images.load(&mem)?;
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
 
     let control = Arc::new(Control::new(config.no_reboot));
-    let (mut pio, mmio, serial) = attach_devices(config, &control)?;
+    let (mut pio, mut mmio, serial) = attach_devices(config, &control)?;
+    virtio.insert_into(&mut mmio)?;
     let ctl: Arc<dyn rvmm_devices::VmControl> = control.clone();
     let kernel_files = images.kernel_files(&entry);
     attach_firmware(config, &mem, kernel_files.as_ref(), &mut pio, &ctl)?;
@@ -351,16 +356,19 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             Err(e) => {
                 control.stop(crate::FATAL_STATUS);
                 finish(&control, threads);
+                virtio.shutdown();
                 return Err(e);
             }
         }
     }
 
     tracing::debug!("vCPU threads started");
-    let status = vmm_loop(&control, &threads, &images, &mem);
+    let status = vmm_loop(&control, &threads, &images, &mem, &virtio);
     tracing::debug!(status, "VM stop requested");
     finish(&control, threads);
     tracing::debug!("vCPU threads joined");
+    // Every clean stop (power-off, -no-reboot reset, SIGTERM/SIGINT) ends here: flush the disks.
+    virtio.shutdown();
     // vm-superio flushes the writer after every byte, so nothing is left to flush here.
     drop(serial);
     let c = &ctx.counters;
@@ -387,6 +395,7 @@ fn vmm_loop(
     threads: &[JoinHandle<()>],
     images: &Images,
     mem: &GuestMemoryMmap,
+    virtio: &crate::virtio::VirtioDevices,
 ) -> i32 {
     let mut st = control.lock();
     loop {
@@ -404,6 +413,7 @@ fn vmm_loop(
                     continue;
                 }
                 tracing::debug!("system reset");
+                virtio.reset();
                 if let Err(e) = images.load(mem) {
                     eprintln!("rvmm: reset: {e}");
                     st.command = Command::Stop(crate::FATAL_STATUS);

@@ -10,6 +10,7 @@ mod control;
 mod emulation;
 mod firmware;
 mod vcpu;
+pub mod virtio;
 
 pub use control::FATAL_STATUS;
 

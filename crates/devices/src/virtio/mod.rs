@@ -1,0 +1,255 @@
+//! Virtio devices (virtio 1.2) and their MMIO transport (§4.2).
+//!
+//! A device ([`VirtioDevice`]) knows nothing of its transport: it offers features and a config
+//! space, and receives its runtime resources (guest memory, queues with their notification
+//! eventfds, the interrupt) in `activate`, where it starts a worker thread so that device work
+//! never runs on a vCPU thread.
+
+pub mod block;
+pub mod chain;
+pub mod mmio;
+pub mod net;
+pub mod rng;
+pub mod tap;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod worker;
+
+pub use chain::{ChainError, DescChain};
+pub use mmio::{MmioSlot, MmioTransport, VIRTIO_MMIO_SIZE};
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Guest memory as devices hold it: shared with the vCPUs, alive for the VM's lifetime.
+pub type GuestMemory = Arc<GuestMemoryMmap>;
+
+/// Device IDs (§5).
+pub const TYPE_NET: u32 = 1;
+pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_RNG: u32 = 4;
+
+/// Reserved feature bits (§6).
+pub const VIRTIO_F_RING_INDIRECT_DESC: u32 = 28;
+pub const VIRTIO_F_RING_EVENT_IDX: u32 = 29;
+pub const VIRTIO_F_VERSION_1: u32 = 32;
+
+/// Device status bits (§2.1).
+pub const STATUS_ACKNOWLEDGE: u32 = 1;
+pub const STATUS_DRIVER: u32 = 2;
+pub const STATUS_DRIVER_OK: u32 = 4;
+pub const STATUS_FEATURES_OK: u32 = 8;
+pub const STATUS_DEVICE_NEEDS_RESET: u32 = 0x40;
+pub const STATUS_FAILED: u32 = 0x80;
+
+/// InterruptStatus bits (§4.2.2).
+pub const INT_USED_RING: u32 = 1;
+pub const INT_CONFIG: u32 = 2;
+
+/// Features every rvmm device offers on top of its own.
+pub const COMMON_FEATURES: u64 =
+    (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_F_RING_INDIRECT_DESC) | (1 << VIRTIO_F_RING_EVENT_IDX);
+
+/// Errors starting a device.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioError {
+    #[error("{device}: expected {expected} queues, got {got}")]
+    QueueCount {
+        device: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{device}: {what}: {source}")]
+    Io {
+        device: &'static str,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The interrupt line of one virtio device, shared by the transport and the device worker.
+///
+/// `evt` is written to raise the line; the VMM turns it into a KVM irqfd on the device's GSI.
+pub struct VirtioInterrupt {
+    evt: EventFd,
+    status: AtomicU32,
+    needs_reset: AtomicBool,
+    config_generation: AtomicU32,
+}
+
+impl VirtioInterrupt {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            evt: EventFd::new(libc::EFD_NONBLOCK)?,
+            status: AtomicU32::new(0),
+            needs_reset: AtomicBool::new(false),
+            config_generation: AtomicU32::new(0),
+        })
+    }
+
+    /// The eventfd that raises this line (to register as an irqfd).
+    pub fn eventfd(&self) -> &EventFd {
+        &self.evt
+    }
+
+    fn raise(&self, bit: u32) {
+        self.status.fetch_or(bit, Ordering::AcqRel);
+        // A full eventfd counter still means "raised"; nothing to do on EAGAIN.
+        let _ = self.evt.write(1);
+    }
+
+    /// Tell the driver that a used ring changed.
+    pub fn signal_used_queue(&self) {
+        self.raise(INT_USED_RING);
+    }
+
+    /// Tell the driver that the config space changed (§4.2.2: bumps ConfigGeneration).
+    pub fn signal_config_change(&self) {
+        self.config_generation.fetch_add(1, Ordering::AcqRel);
+        self.raise(INT_CONFIG);
+    }
+
+    /// The device hit an error it cannot recover from without a reset (§2.1.1).
+    pub fn set_needs_reset(&self) {
+        if !self.needs_reset.swap(true, Ordering::AcqRel) {
+            self.raise(INT_CONFIG);
+        }
+    }
+
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset.load(Ordering::Acquire)
+    }
+
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::Acquire)
+    }
+
+    pub fn config_generation(&self) -> u32 {
+        self.config_generation.load(Ordering::Acquire)
+    }
+
+    fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::AcqRel);
+    }
+
+    fn reset(&self) {
+        self.status.store(0, Ordering::Release);
+        self.needs_reset.store(false, Ordering::Release);
+        // Drain a pending edge so a reset device starts quiet.
+        let _ = self.evt.read();
+    }
+}
+
+/// One queue handed to a device at activation, with the eventfd the driver's notifications
+/// arrive on (a KVM ioeventfd on QueueNotify).
+pub struct ActiveQueue {
+    pub queue: Queue,
+    pub notify: EventFd,
+}
+
+/// What a device receives when the driver sets DRIVER_OK.
+pub struct ActivateContext {
+    pub mem: GuestMemory,
+    pub queues: Vec<ActiveQueue>,
+    pub interrupt: Arc<VirtioInterrupt>,
+    /// The features the driver accepted.
+    pub acked_features: u64,
+}
+
+/// A virtio device, independent of its transport.
+pub trait VirtioDevice: Send {
+    /// Device ID (§5).
+    fn device_type(&self) -> u32;
+    /// A short name for messages and thread names.
+    fn name(&self) -> &'static str;
+    /// Largest size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits the device offers, including [`COMMON_FEATURES`].
+    fn features(&self) -> u64;
+    /// Read from the device-specific config space; bytes past its end read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Write to the config space; read-only fields ignore writes.
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// Start processing the queues (on a worker thread).
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError>;
+    /// Stop the worker and drop the queues (device reset, §2.4).
+    fn reset(&mut self);
+    /// Write any cached data to stable storage (clean VM shutdown).
+    fn flush(&self) {}
+}
+
+/// Copy `data` out of a config-space byte image at `offset`, zero-filling past its end.
+pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
+
+/// Why a queue stopped being usable; the device then enters NEEDS_RESET (§2.1.1).
+#[derive(Debug, thiserror::Error)]
+pub enum QueueFault {
+    #[error("available ring: {0:?}")]
+    Avail(virtio_queue::Error),
+    #[error("used ring: {0:?}")]
+    Used(virtio_queue::Error),
+}
+
+/// Take every available chain of `queue`, hand it (checked) to `handle`, and put it on the used
+/// ring with the length `handle` returns; then interrupt the driver if it asked for one
+/// (EVENT_IDX, §2.7.10). A malformed chain reaches `handle` as `Err`, with its head index, so the
+/// device can complete it with an error status.
+pub(crate) fn process_queue(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    interrupt: &VirtioInterrupt,
+    mut handle: impl FnMut(Result<DescChain, ChainError>) -> u32,
+) -> Result<(), QueueFault> {
+    use virtio_queue::{QueueOwnedT, QueueT};
+    if !queue.ready() {
+        return Ok(());
+    }
+    let mut used_any = false;
+    loop {
+        queue.disable_notification(mem).map_err(QueueFault::Used)?;
+        loop {
+            let chain = match queue.iter(mem) {
+                Ok(mut it) => it.next(),
+                Err(e) => return Err(QueueFault::Avail(e)),
+            };
+            let Some(chain) = chain else { break };
+            let head = chain.head_index();
+            let len = handle(DescChain::parse(chain, mem));
+            queue.add_used(mem, head, len).map_err(QueueFault::Used)?;
+            used_any = true;
+        }
+        // Re-enable, then look again: a chain added in between would otherwise wait (§2.7.10).
+        if !queue.enable_notification(mem).map_err(QueueFault::Used)? {
+            break;
+        }
+    }
+    if used_any && queue.needs_notification(mem).map_err(QueueFault::Used)? {
+        interrupt.signal_used_queue();
+    }
+    Ok(())
+}
+
+/// The device-wide reaction to a queue fault: log it and enter NEEDS_RESET.
+pub(crate) fn queue_fault(name: &str, q: usize, e: QueueFault, interrupt: &VirtioInterrupt) {
+    tracing::warn!("{name}: queue {q}: {e}; device needs reset");
+    interrupt.set_needs_reset();
+}
+#[cfg(test)]
+mod block_tests;
+#[cfg(test)]
+mod net_tests;
+#[cfg(test)]
+mod tests;

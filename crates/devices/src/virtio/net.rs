@@ -1,0 +1,290 @@
+//! virtio-net (virtio 1.2 §5.1) on a tap: one RX and one TX queue, the 12-byte virtio-net header
+//! passed through to the tap (so checksum and TSO offloads go straight to the host kernel), the
+//! MAC and the link status in the config space.
+
+use super::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
+use super::worker::{self, Flow, Worker, WorkerEvent};
+use super::{
+    process_queue, queue_fault, ActivateContext, DescChain, QueueFault, VirtioDevice, VirtioError,
+    VirtioInterrupt, COMMON_FEATURES, TYPE_NET,
+};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
+
+const QUEUE_SIZE: u16 = 256;
+const RX: usize = 0;
+const TX: usize = 1;
+
+// Feature bits (§5.1.3).
+const F_CSUM: u32 = 0;
+const F_GUEST_CSUM: u32 = 1;
+const F_MAC: u32 = 5;
+const F_GUEST_TSO4: u32 = 7;
+const F_GUEST_TSO6: u32 = 8;
+const F_HOST_TSO4: u32 = 11;
+const F_HOST_TSO6: u32 = 12;
+const F_STATUS: u32 = 16;
+/// Config `status`: link up (§5.1.4).
+const S_LINK_UP: u16 = 1;
+/// Largest frame plus header either way: a 64 KiB TSO frame, its Ethernet header and ours.
+pub const MAX_FRAME: usize = VNET_HDR_LEN + 14 + 65535;
+
+/// The network device.
+pub struct NetDevice {
+    tap: Arc<Tap>,
+    mac: [u8; 6],
+    worker: Option<Worker>,
+}
+
+impl NetDevice {
+    pub fn new(tap: Tap, mac: [u8; 6]) -> Self {
+        Self {
+            tap: Arc::new(tap),
+            mac,
+            worker: None,
+        }
+    }
+}
+
+/// The guest-visible offloads the tap must apply to frames it hands us (TUNSETOFFLOAD).
+fn tap_offloads(acked: u64) -> u32 {
+    let mut f = 0;
+    if acked & (1 << F_GUEST_CSUM) != 0 {
+        f |= TUN_F_CSUM;
+        if acked & (1 << F_GUEST_TSO4) != 0 {
+            f |= TUN_F_TSO4;
+        }
+        if acked & (1 << F_GUEST_TSO6) != 0 {
+            f |= TUN_F_TSO6;
+        }
+    }
+    f
+}
+
+/// Send one TX chain to the tap; returns the used length (always 0: TX buffers are read-only).
+pub(crate) fn transmit(
+    mem: &GuestMemoryMmap,
+    tap: &Tap,
+    chain: Result<DescChain, super::ChainError>,
+) -> u32 {
+    let chain = match chain {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("virtio-net tx: {e}");
+            return 0;
+        }
+    };
+    // §5.1.6.2: TX buffers are device-readable only, header first.
+    let len = chain.readable_len();
+    if !chain.writable().is_empty() || len < VNET_HDR_LEN as u64 || len > MAX_FRAME as u64 {
+        tracing::debug!(
+            "virtio-net tx: chain {} malformed ({len} readable bytes)",
+            chain.head
+        );
+        return 0;
+    }
+    let mut frame = vec![0u8; len as usize];
+    if let Err(e) = chain.read_at(mem, 0, &mut frame) {
+        tracing::debug!("virtio-net tx: {e}");
+        return 0;
+    }
+    if let Err(e) = tap.write_frame(&frame) {
+        tracing::debug!("virtio-net tx: tap write failed: {e}");
+    }
+    0
+}
+
+/// The RX side: frames read from the tap wait here until the driver posts a buffer.
+struct Rx {
+    frame: Vec<u8>,
+    pending: Option<usize>,
+}
+
+impl Rx {
+    /// Move frames from the tap into RX buffers until either runs out.
+    fn pump(
+        &mut self,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+        tap: &Tap,
+        interrupt: &VirtioInterrupt,
+    ) -> Result<(), QueueFault> {
+        if !queue.ready() {
+            return Ok(());
+        }
+        let mut used_any = false;
+        loop {
+            let len = match self.pending {
+                Some(n) => n,
+                None => match tap.read_frame(&mut self.frame) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::warn!("virtio-net rx: tap read failed: {e}");
+                        break;
+                    }
+                },
+            };
+            self.pending = Some(len);
+            if len < VNET_HDR_LEN {
+                self.pending = None;
+                continue;
+            }
+            let chain = match queue.iter(mem) {
+                Ok(mut it) => it.next(),
+                Err(e) => return Err(QueueFault::Avail(e)),
+            };
+            let Some(chain) = chain else {
+                // No buffer: keep the frame, and ask to be told when buffers arrive.
+                if queue.enable_notification(mem).map_err(QueueFault::Used)? {
+                    continue;
+                }
+                break;
+            };
+            let head = chain.head_index();
+            let used = match DescChain::parse(chain, mem) {
+                Ok(c) if c.readable().is_empty() && c.writable_len() >= len as u64 => {
+                    // num_buffers = 1 (§5.1.6.4: present in the v1 header even without MRG_RXBUF).
+                    self.frame[10..12].copy_from_slice(&1u16.to_le_bytes());
+                    match c.write_at(mem, 0, &self.frame[..len]) {
+                        Ok(()) => {
+                            self.pending = None;
+                            len as u32
+                        }
+                        Err(e) => {
+                            tracing::debug!("virtio-net rx: {e}");
+                            0
+                        }
+                    }
+                }
+                Ok(c) => {
+                    // Too small or wrong direction: the buffer is returned empty and the frame dropped.
+                    tracing::debug!(
+                        "virtio-net rx: chain {} unusable for a {len}-byte frame",
+                        c.head
+                    );
+                    self.pending = None;
+                    0
+                }
+                Err(e) => {
+                    tracing::debug!("virtio-net rx: {e}");
+                    0
+                }
+            };
+            queue.add_used(mem, head, used).map_err(QueueFault::Used)?;
+            used_any = true;
+        }
+        if used_any && queue.needs_notification(mem).map_err(QueueFault::Used)? {
+            interrupt.signal_used_queue();
+        }
+        Ok(())
+    }
+}
+
+impl VirtioDevice for NetDevice {
+    fn device_type(&self) -> u32 {
+        TYPE_NET
+    }
+
+    fn name(&self) -> &'static str {
+        "virtio-net"
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        COMMON_FEATURES
+            | [
+                F_CSUM,
+                F_GUEST_CSUM,
+                F_MAC,
+                F_GUEST_TSO4,
+                F_GUEST_TSO6,
+                F_HOST_TSO4,
+                F_HOST_TSO6,
+                F_STATUS,
+            ]
+            .iter()
+            .fold(0u64, |f, b| f | (1 << b))
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        // struct virtio_net_config: mac[6], status, max_virtqueue_pairs (§5.1.4).
+        let mut config = [0u8; 10];
+        config[..6].copy_from_slice(&self.mac);
+        config[6..8].copy_from_slice(&S_LINK_UP.to_le_bytes());
+        config[8..10].copy_from_slice(&1u16.to_le_bytes());
+        super::read_config_bytes(&config, offset, data);
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
+        let ActivateContext {
+            mem,
+            queues,
+            interrupt,
+            acked_features,
+        } = ctx;
+        if queues.len() != 2 {
+            return Err(VirtioError::QueueCount {
+                device: "virtio-net",
+                expected: 2,
+                got: queues.len(),
+            });
+        }
+        self.tap
+            .set_offload(tap_offloads(acked_features))
+            .map_err(|source| VirtioError::Io {
+                device: "virtio-net",
+                what: "TUNSETOFFLOAD",
+                source,
+            })?;
+        let mut notify = Vec::new();
+        let mut qs = Vec::new();
+        for q in queues {
+            notify.push(q.notify);
+            qs.push(q.queue);
+        }
+        let tap = self.tap.clone();
+        let mut rx = Rx {
+            frame: vec![0u8; MAX_FRAME],
+            pending: None,
+        };
+        let fds = vec![(self.tap.as_raw_fd(), EventSet::IN)];
+        let w = worker::spawn("virtio-net".into(), notify, fds, move |ev| {
+            let res = match ev {
+                WorkerEvent::Queue(TX) => {
+                    process_queue(&mut qs[TX], &mem, &interrupt, |c| transmit(&mem, &tap, c))
+                        .map_err(|e| (TX, e))
+                }
+                WorkerEvent::Queue(_) | WorkerEvent::Fd(..) => rx
+                    .pump(&mut qs[RX], &mem, &tap, &interrupt)
+                    .map_err(|e| (RX, e)),
+            };
+            match res {
+                Ok(()) => Flow::Continue,
+                Err((q, e)) => {
+                    queue_fault("virtio-net", q, e, &interrupt);
+                    Flow::Stop
+                }
+            }
+        })
+        .map_err(|source| VirtioError::Io {
+            device: "virtio-net",
+            what: "spawn worker",
+            source,
+        })?;
+        self.worker = Some(w);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! virtio-rng (virtio 1.2 §5.4): fills the driver's buffers from the host's getrandom(2).
+
+use super::worker::{self, Flow, Worker, WorkerEvent};
+use super::{
+    process_queue, queue_fault, ActivateContext, ChainError, DescChain, GuestMemory, VirtioDevice,
+    VirtioError, COMMON_FEATURES, TYPE_RNG,
+};
+use vm_memory::GuestMemoryMmap;
+
+const QUEUE_SIZE: u16 = 256;
+/// Largest amount handed out per request, so one huge buffer cannot keep the worker busy.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// The entropy device; it has one request queue and no config space.
+#[derive(Default)]
+pub struct RngDevice {
+    worker: Option<Worker>,
+}
+
+impl RngDevice {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// Fill `buf` with random bytes from the kernel's CSPRNG.
+fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is a valid, writable buffer of `rest.len()` bytes.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Serve one request; returns the number of bytes written for the used ring.
+pub(crate) fn handle_request(mem: &GuestMemoryMmap, chain: Result<DescChain, ChainError>) -> u32 {
+    let chain = match chain {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!("virtio-rng: {e}");
+            return 0;
+        }
+    };
+    // §5.4.6.1: the device writes; a request with device-readable buffers is malformed.
+    if !chain.readable().is_empty() {
+        tracing::debug!(
+            "virtio-rng: request {} has device-readable buffers",
+            chain.head
+        );
+        return 0;
+    }
+    let len = (chain.writable_len() as usize).min(MAX_REQUEST);
+    let mut buf = vec![0u8; len];
+    if let Err(e) = getrandom(&mut buf) {
+        tracing::error!("virtio-rng: getrandom failed: {e}");
+        return 0;
+    }
+    match chain.write_at(mem, 0, &buf) {
+        Ok(()) => len as u32,
+        Err(e) => {
+            tracing::debug!("virtio-rng: {e}");
+            0
+        }
+    }
+}
+
+impl VirtioDevice for RngDevice {
+    fn device_type(&self) -> u32 {
+        TYPE_RNG
+    }
+
+    fn name(&self) -> &'static str {
+        "virtio-rng"
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        COMMON_FEATURES
+    }
+
+    fn read_config(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
+        let ActivateContext {
+            mem,
+            mut queues,
+            interrupt,
+            ..
+        } = ctx;
+        if queues.len() != 1 {
+            return Err(VirtioError::QueueCount {
+                device: "virtio-rng",
+                expected: 1,
+                got: queues.len(),
+            });
+        }
+        let q = queues.remove(0);
+        let mut queue = q.queue;
+        let mem: GuestMemory = mem;
+        let w = worker::spawn("virtio-rng".into(), vec![q.notify], Vec::new(), move |ev| {
+            if let WorkerEvent::Queue(0) = ev {
+                if let Err(e) =
+                    process_queue(&mut queue, &mem, &interrupt, |c| handle_request(&mem, c))
+                {
+                    queue_fault("virtio-rng", 0, e, &interrupt);
+                    return Flow::Stop;
+                }
+            }
+            Flow::Continue
+        })
+        .map_err(|source| VirtioError::Io {
+            device: "virtio-rng",
+            what: "spawn worker",
+            source,
+        })?;
+        self.worker = Some(w);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+    }
+}
