@@ -215,6 +215,10 @@ impl Pending {
                 "kernel-irqchip" | "kernel_irqchip" => {
                     self.config.irqchip = irqchip_mode("-machine", value)?
                 }
+                "pit" => {
+                    self.config.pit =
+                        crate::opts::parse_bool(key, value).map_err(opts_err("-machine"))?
+                }
                 "kernel" => self.config.kernel = Some(PathBuf::from(value)),
                 "initrd" => self.config.initrd = split_initrd(value)?,
                 "append" => self.config.append = Some(value.clone()),

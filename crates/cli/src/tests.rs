@@ -492,6 +492,7 @@ fn typical_qemu_command_line() {
         VmConfig {
             machine: MachineKind::Q35,
             irqchip: IrqchipMode::Split,
+            pit: true,
             smp: SmpConfig {
                 cpus: 2,
                 sockets: 1,
@@ -549,4 +550,17 @@ fn kernel_irqchip_modes() {
         err.to_string(),
         "-accel: parameter 'kernel-irqchip': value 'off' is not supported"
     );
+}
+
+#[test]
+fn machine_pit_switch() {
+    let cfg = |args: &[&str]| match parse_args(args.iter().map(|s| s.to_string())).unwrap() {
+        Action::Run(c) => c,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(cfg(&["-M", "q35"]).pit);
+    assert!(!cfg(&["-M", "q35,pit=off"]).pit);
+    assert!(cfg(&["-machine", "pc,pit=on,kernel-irqchip=on"]).pit);
+    let err = parse_args(["-M".to_string(), "q35,pit=maybe".to_string()]).unwrap_err();
+    assert!(err.to_string().contains("pit"), "{err}");
 }

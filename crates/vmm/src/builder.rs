@@ -286,7 +286,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
     let images = Images::read(config)?;
     tracing::debug!("images read");
-    let vm = hv.create_vm()?;
+    let vm = Arc::new(hv.create_vm()?);
     tracing::debug!("KVM_CREATE_VM done");
     let mem = Arc::new(create_memory(&vm, config.memory_bytes)?);
     tracing::debug!("guest memory registered");
@@ -294,7 +294,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         IrqchipMode::Split => vm.create_split_irqchip(IOAPIC_PINS)?,
         IrqchipMode::Kernel => {
             vm.create_irqchip()?;
-            vm.create_pit()?;
+            if config.pit {
+                vm.create_pit()?;
+            }
         }
     }
     tracing::debug!(mode = ?config.irqchip, "irqchip created");
@@ -302,7 +304,18 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
 
     let control = Arc::new(Control::new(config.no_reboot));
-    let (pio, mmio, serial) = attach_devices(config, &control)?;
+    // First, so every thread created after it (irq, stdin, vCPUs) has the signals blocked.
+    spawn_signal_thread(control.clone())?;
+    let (mut pio, mut mmio, serial) = attach_devices(config, &control)?;
+    let ioapic = crate::platform::attach_interrupts(&vm, config, &mut mmio, serial.as_deref())?;
+    let _pci = crate::platform::attach_pci(config, &control, &mut pio, &mut mmio)?;
+    // Raw terminal until this function returns, on success and on error.
+    let _console = match (&config.serial, &serial) {
+        (SerialConfig::Stdio, Some(serial)) => {
+            Some(crate::console::start(serial.clone(), control.clone()))
+        }
+        _ => None,
+    };
     let boot = Arc::new(VcpuBoot { entry });
 
     let base_cpuid = hv.supported_cpuid()?;
@@ -315,7 +328,6 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
 
     tracing::debug!("vCPUs created");
-    spawn_signal_thread(control.clone())?;
     install_kick_handler()?;
     let ctx = VcpuContext {
         control: control.clone(),
@@ -324,6 +336,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         mem: mem.clone(),
         counters: Arc::new(ExitCounters::default()),
         boot,
+        ioapic,
     };
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {

@@ -6,8 +6,11 @@
 //! ```
 
 mod builder;
+mod console;
 mod control;
 mod emulation;
+mod interrupts;
+mod platform;
 mod vcpu;
 
 pub use control::FATAL_STATUS;
