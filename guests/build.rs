@@ -65,6 +65,10 @@ const GUESTS: &[Guest] = &[
     guest("int3.elf", "int3.S", Class::Elf32, "pvh.ld"),
     guest("badinsn.elf", "badinsn.S", Class::Elf32, "pvh.ld"),
     guest("smp.elf", "smp.S", Class::Elf32, "pvh.ld"),
+    guest("smp_ipi.elf", "smp_ipi.S", Class::Elf32, "pvh.ld"),
+    guest("timer.elf", "timer.S", Class::Elf32, "pvh.ld"),
+    guest("serial_irq.elf", "serial_irq.S", Class::Elf32, "pvh.ld"),
+    guest("pci_scan.elf", "pci_scan.S", Class::Elf32, "pvh.ld"),
 ];
 
 fn main() {

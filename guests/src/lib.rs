@@ -26,6 +26,10 @@ pub const ALL: &[&str] = &[
     "int3.elf",
     "badinsn.elf",
     "smp.elf",
+    "smp_ipi.elf",
+    "timer.elf",
+    "serial_irq.elf",
+    "pci_scan.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

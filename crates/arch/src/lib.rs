@@ -13,6 +13,7 @@ pub mod elf;
 pub mod layout;
 pub mod multiboot;
 pub mod pvh;
+pub mod topology;
 pub mod vmlinux;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};

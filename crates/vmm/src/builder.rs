@@ -299,6 +299,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             }
         }
     }
+    if crate::platform::needs_x2apic_api(config) {
+        vm.enable_x2apic_api()?;
+    }
     tracing::debug!(mode = ?config.irqchip, "irqchip created");
     let entry = images.load(&mem)?;
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
@@ -319,10 +322,13 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let boot = Arc::new(VcpuBoot { entry });
 
     let base_cpuid = hv.supported_cpuid()?;
+    let topo = crate::platform::topology(config);
     let mut vcpus = Vec::with_capacity(cpus as usize);
-    for id in 0..cpus {
-        let vcpu = vm.create_vcpu(id)?;
-        vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, id, cpus))?;
+    for index in 0..cpus {
+        // The KVM vCPU ID is the APIC ID, as in QEMU.
+        let apic_id = topo.apic_id(index);
+        let vcpu = vm.create_vcpu(apic_id)?;
+        vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, apic_id, &topo))?;
         boot.reset_vcpu(&vcpu, &mem)?;
         vcpus.push(vcpu);
     }

@@ -14,6 +14,24 @@ use rvmm_devices::{Bus, IrqLine, VmControl};
 use rvmm_hypervisor::Vm;
 use std::sync::{Arc, RwLock};
 
+/// The `-smp` topology, for APIC IDs and CPUID.
+pub fn topology(config: &VmConfig) -> rvmm_arch::topology::CpuTopology {
+    let s = &config.smp;
+    rvmm_arch::topology::CpuTopology {
+        sockets: s.sockets,
+        dies: s.dies,
+        cores: s.cores,
+        threads: s.threads,
+    }
+}
+
+/// APIC IDs above 254 need x2APIC mode and 32-bit IDs in the in-kernel LAPICs (255 is the
+/// xAPIC broadcast ID).
+pub fn needs_x2apic_api(config: &VmConfig) -> bool {
+    let topo = topology(config);
+    config.smp.cpus > 0 && topo.apic_id(config.smp.cpus - 1) > 254
+}
+
 fn device_err(what: &'static str) -> impl FnOnce(rvmm_devices::InterruptError) -> VmmError {
     move |e| VmmError::Device {
         what,

@@ -99,6 +99,7 @@ fn run_once(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Result<(), String> {
         VcpuExit::Hlt => std::thread::yield_now(),
         VcpuExit::Interrupted => vcpu.clear_immediate_exit(),
         VcpuExit::IoapicEoi { vector } => {
+            tracing::trace!(vector, "IOAPIC EOI");
             if let Some(ioapic) = &ctx.ioapic {
                 ioapic.end_of_interrupt(vector);
             }
