@@ -30,6 +30,7 @@ pub const ALL: &[&str] = &[
     "timer.elf",
     "serial_irq.elf",
     "pci_scan.elf",
+    "pio_bench.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).
