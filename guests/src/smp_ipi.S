@@ -13,7 +13,7 @@
 #define SIPI_VECTOR     (TRAMPOLINE >> 12)
 #define ICR_INIT        0x000c4500   /* all excluding self, assert, INIT */
 #define ICR_SIPI        0x000c4600   /* all excluding self, assert, start-up */
-#define MAX_APS         64
+#define MAX_APS         320
 #define AP_STACK        512
 
     PVH_NOTE _start
