@@ -68,6 +68,11 @@ const GUESTS: &[Guest] = &[
     guest("acpi.elf", "acpi.S", Class::Elf32, "pvh.ld"),
     guest("fwcfg.elf", "fwcfg.S", Class::Elf32, "pvh.ld"),
     guest("cmos.elf", "cmos.S", Class::Elf32, "pvh.ld"),
+    guest("smp_ipi.elf", "smp_ipi.S", Class::Elf32, "pvh.ld"),
+    guest("timer.elf", "timer.S", Class::Elf32, "pvh.ld"),
+    guest("serial_irq.elf", "serial_irq.S", Class::Elf32, "pvh.ld"),
+    guest("pci_scan.elf", "pci_scan.S", Class::Elf32, "pvh.ld"),
+    guest("pio_bench.elf", "pio_bench.S", Class::Elf32, "pvh.ld"),
 ];
 
 fn main() {

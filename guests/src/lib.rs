@@ -29,6 +29,11 @@ pub const ALL: &[&str] = &[
     "acpi.elf",
     "fwcfg.elf",
     "cmos.elf",
+    "smp_ipi.elf",
+    "timer.elf",
+    "serial_irq.elf",
+    "pci_scan.elf",
+    "pio_bench.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

@@ -57,6 +57,8 @@ pub fn guest(name: &str) -> PathBuf {
 pub struct VmCommand {
     args: Vec<OsString>,
     timeout: Duration,
+    /// Give the VMM a pipe as stdin (for [`RunningVm::write_stdin`]) instead of /dev/null.
+    stdin_pipe: bool,
 }
 
 impl VmCommand {
@@ -88,12 +90,19 @@ impl VmCommand {
         VmCommand {
             args: args.iter().map(OsString::from).collect(),
             timeout: TIMEOUT,
+            stdin_pipe: false,
         }
     }
 
     /// Adds one argument.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Connects the VMM's stdin to a pipe the test writes with [`RunningVm::write_stdin`].
+    pub fn stdin_pipe(mut self) -> Self {
+        self.stdin_pipe = true;
         self
     }
 
@@ -119,7 +128,11 @@ impl VmCommand {
         let bin = binary();
         let mut child = Command::new(&bin)
             .args(&self.args)
-            .stdin(Stdio::null())
+            .stdin(if self.stdin_pipe {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -179,6 +192,18 @@ pub struct RunningVm {
 impl RunningVm {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Writes `bytes` to the VMM's stdin (needs [`VmCommand::stdin_pipe`]).
+    pub fn write_stdin(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .expect("VmCommand::stdin_pipe() was not set");
+        stdin.write_all(bytes).expect("write to the VMM's stdin");
+        stdin.flush().expect("flush the VMM's stdin");
     }
 
     /// Serial output so far.

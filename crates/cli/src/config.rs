@@ -226,6 +226,8 @@ pub struct VmConfig {
     pub machine: MachineKind,
     /// Which interrupt controllers KVM emulates (`kernel-irqchip=`).
     pub irqchip: IrqchipMode,
+    /// The i8254 PIT (`-machine pit=on|off`); only the in-kernel irqchip has one.
+    pub pit: bool,
     pub smp: SmpConfig,
     /// Guest RAM in bytes, a multiple of [`MEMORY_ALIGNMENT`].
     pub memory_bytes: u64,
@@ -251,6 +253,7 @@ impl Default for VmConfig {
         VmConfig {
             machine: MachineKind::default(),
             irqchip: IrqchipMode::default(),
+            pit: true,
             smp: SmpConfig::default(),
             memory_bytes: DEFAULT_MEMORY_BYTES,
             name: None,

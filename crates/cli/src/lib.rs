@@ -233,6 +233,10 @@ impl Pending {
                         v => opts::parse_bool("acpi", v).map_err(opts_err("-machine"))?,
                     }
                 }
+                "pit" => {
+                    self.config.pit =
+                        crate::opts::parse_bool(key, value).map_err(opts_err("-machine"))?
+                }
                 "kernel" => self.config.kernel = Some(PathBuf::from(value)),
                 "initrd" => self.config.initrd = split_initrd(value)?,
                 "append" => self.config.append = Some(value.clone()),

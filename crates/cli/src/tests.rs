@@ -491,6 +491,7 @@ fn typical_qemu_command_line() {
         VmConfig {
             machine: MachineKind::Q35,
             irqchip: IrqchipMode::Split,
+            pit: true,
             smp: SmpConfig {
                 cpus: 2,
                 sockets: 1,
@@ -600,4 +601,17 @@ fn machine_acpi_property() {
     assert!(run(&["-machine", "pc,acpi=on"]).acpi);
     assert!(run(&["-machine", "acpi=auto"]).acpi);
     assert!(err(&["-machine", "acpi=maybe"]).contains("maybe"));
+}
+
+#[test]
+fn machine_pit_switch() {
+    let cfg = |args: &[&str]| match parse_args(args.iter().map(|s| s.to_string())).unwrap() {
+        Action::Run(c) => c,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(cfg(&["-M", "q35"]).pit);
+    assert!(!cfg(&["-M", "q35,pit=off"]).pit);
+    assert!(cfg(&["-machine", "pc,pit=on,kernel-irqchip=on"]).pit);
+    let err = parse_args(["-M".to_string(), "q35,pit=maybe".to_string()]).unwrap_err();
+    assert!(err.to_string().contains("pit"), "{err}");
 }

@@ -1,12 +1,15 @@
 //! Emulated devices and the buses they sit on.
 
 pub mod bus;
+pub mod interrupt;
 pub mod legacy;
+pub mod pci;
 #[cfg(test)]
 mod test_utils;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};
+pub use interrupt::{InterruptError, IrqLine, MsiController, MsiMessage};
 
 /// What a device can ask of the VM as a whole (debug-exit, reset, power-off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use crate::{ioctl_err, HvError, Result};
 use kvm_bindings::{
     kvm_fpu, kvm_mp_state, kvm_regs, kvm_run, kvm_sregs, kvm_vcpu_events, CpuId,
     KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO,
-    KVM_EXIT_IO_IN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT,
+    KVM_EXIT_IOAPIC_EOI, KVM_EXIT_IO_IN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT,
     KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
     KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
 };
@@ -56,6 +56,10 @@ pub enum VcpuExit<'a> {
         data: &'a [u8],
     },
     Hlt,
+    /// The guest's LAPIC EOI'd `vector`, which a level-triggered IOAPIC route uses (split irqchip).
+    IoapicEoi {
+        vector: u8,
+    },
     /// Triple fault or other shutdown condition.
     Shutdown,
     /// A signal or `immediate_exit` made KVM_RUN return before or after running guest code.
@@ -198,6 +202,11 @@ impl Vcpu {
                 }
             }
             KVM_EXIT_HLT => VcpuExit::Hlt,
+            KVM_EXIT_IOAPIC_EOI => {
+                // SAFETY: exit_reason KVM_EXIT_IOAPIC_EOI says `eoi` is the live union member.
+                let vector = unsafe { run.__bindgen_anon_1.eoi.vector };
+                VcpuExit::IoapicEoi { vector }
+            }
             KVM_EXIT_SHUTDOWN => VcpuExit::Shutdown,
             KVM_EXIT_INTR => VcpuExit::Interrupted,
             KVM_EXIT_INTERNAL_ERROR => {

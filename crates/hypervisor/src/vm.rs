@@ -1,9 +1,10 @@
 //! The VM file descriptor: memory slots, the in-kernel irqchip and PIT, vCPU creation.
 
-use crate::{ioctl_err, Result, Vcpu};
+use crate::{ioctl_err, HvError, Result, Vcpu};
 use kvm_bindings::{
-    kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_CAP_SPLIT_IRQCHIP,
-    KVM_PIT_SPEAKER_DUMMY,
+    kvm_enable_cap, kvm_irq_routing_entry, kvm_msi, kvm_pit_config, kvm_userspace_memory_region,
+    KvmIrqRouting, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API, KVM_IRQ_ROUTING_MSI,
+    KVM_PIT_SPEAKER_DUMMY, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS,
 };
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
@@ -92,6 +93,75 @@ impl Vm {
         self.fd
             .register_ioevent(fd, &kvm_ioctls::IoEventAddress::Mmio(addr), value)
             .map_err(ioctl_err("KVM_IOEVENTFD"))
+    }
+
+    /// Deliver interrupts on GSI `gsi` whenever `fd` is written, treating the GSI as a level
+    /// that stays asserted until the guest's EOI, when KVM writes `resample` (KVM_IRQFD_FLAG_RESAMPLE).
+    pub fn register_irqfd_with_resample(
+        &self,
+        fd: &EventFd,
+        resample: &EventFd,
+        gsi: u32,
+    ) -> Result<()> {
+        self.fd
+            .register_irqfd_with_resample(fd, resample, gsi)
+            .map_err(ioctl_err("KVM_IRQFD(KVM_IRQFD_FLAG_RESAMPLE)"))
+    }
+
+    /// Inject one MSI (KVM_SIGNAL_MSI). Returns whether some LAPIC accepted it.
+    pub fn signal_msi(&self, address: u64, data: u32) -> Result<bool> {
+        let msi = kvm_msi {
+            address_lo: address as u32,
+            address_hi: (address >> 32) as u32,
+            data,
+            ..Default::default()
+        };
+        self.fd
+            .signal_msi(msi)
+            .map(|delivered| delivered > 0)
+            .map_err(ioctl_err("KVM_SIGNAL_MSI"))
+    }
+
+    /// Replace the GSI routing table with MSI routes `(gsi, address, data)` (KVM_SET_GSI_ROUTING).
+    /// Under the split irqchip, KVM also derives from these routes (for GSIs below the reserved
+    /// IOAPIC pin count) which vectors make the LAPIC exit with KVM_EXIT_IOAPIC_EOI.
+    pub fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<()> {
+        let mut table =
+            KvmIrqRouting::new(0).map_err(|_| HvError::MissingCapability("GSI routing"))?;
+        for &(gsi, address, data) in routes {
+            let mut entry = kvm_irq_routing_entry {
+                gsi,
+                type_: KVM_IRQ_ROUTING_MSI,
+                ..Default::default()
+            };
+            entry.u.msi.address_lo = address as u32;
+            entry.u.msi.address_hi = (address >> 32) as u32;
+            entry.u.msi.data = data;
+            table
+                .push(entry)
+                .map_err(|_| HvError::MissingCapability("more GSI routes"))?;
+        }
+        self.fd
+            .set_gsi_routing(&table)
+            .map_err(ioctl_err("KVM_SET_GSI_ROUTING"))
+    }
+
+    /// Let APIC IDs above 255 reach the in-kernel LAPICs (x2APIC, KVM_CAP_X2APIC_API), as QEMU
+    /// does for more than 255 vCPUs. Must come before any vCPU is created.
+    pub fn enable_x2apic_api(&self) -> Result<()> {
+        let cap = kvm_enable_cap {
+            cap: KVM_CAP_X2APIC_API,
+            args: [
+                u64::from(KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK),
+                0,
+                0,
+                0,
+            ],
+            ..Default::default()
+        };
+        self.fd
+            .enable_cap(&cap)
+            .map_err(ioctl_err("KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)"))
     }
 
     /// `KVM_CREATE_VCPU` with the given APIC ID.

@@ -292,7 +292,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
     let mut images = Images::read(config)?;
     tracing::debug!("images read");
-    let vm = hv.create_vm()?;
+    let vm = Arc::new(hv.create_vm()?);
     tracing::debug!("KVM_CREATE_VM done");
     let mem = Arc::new(create_memory(&vm, config.memory_bytes)?);
     tracing::debug!("guest memory registered");
@@ -300,8 +300,13 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         IrqchipMode::Split => vm.create_split_irqchip(IOAPIC_PINS)?,
         IrqchipMode::Kernel => {
             vm.create_irqchip()?;
-            vm.create_pit()?;
+            if config.pit {
+                vm.create_pit()?;
+            }
         }
+    }
+    if crate::platform::needs_x2apic_api(config) {
+        vm.enable_x2apic_api()?;
     }
     tracing::debug!(mode = ?config.irqchip, "irqchip created");
     let virtio = crate::virtio::attach(config, &vm, &mem)?;
@@ -312,25 +317,37 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
 
     let control = Arc::new(Control::new(config.no_reboot));
+    // First, so every thread created after it (irq, stdin, vCPUs) has the signals blocked.
+    spawn_signal_thread(control.clone())?;
     let (mut pio, mut mmio, serial) = attach_devices(config, &control)?;
     virtio.insert_into(&mut mmio)?;
     let ctl: Arc<dyn rvmm_devices::VmControl> = control.clone();
     let kernel_files = images.kernel_files(&entry);
     attach_firmware(config, &mem, kernel_files.as_ref(), &mut pio, &ctl)?;
+    let ioapic = crate::platform::attach_interrupts(&vm, config, &mut mmio, serial.as_deref())?;
+    let _pci = crate::platform::attach_pci(config, &control, &mut pio, &mut mmio)?;
+    // Raw terminal until this function returns, on success and on error.
+    let _console = match (&config.serial, &serial) {
+        (SerialConfig::Stdio, Some(serial)) => {
+            Some(crate::console::start(serial.clone(), control.clone()))
+        }
+        _ => None,
+    };
     let boot = Arc::new(VcpuBoot { entry });
 
     let base_cpuid = hv.supported_cpuid()?;
+    let topo = crate::platform::topology(config);
     let mut vcpus = Vec::with_capacity(cpus as usize);
-    // KVM's vCPU ID is the APIC ID: use the -smp topology's, as the firmware tables do.
-    for apic_id in crate::firmware::apic_ids(config) {
+    for index in 0..cpus {
+        // The KVM vCPU ID is the APIC ID, as in QEMU.
+        let apic_id = topo.apic_id(index);
         let vcpu = vm.create_vcpu(apic_id)?;
-        vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, apic_id, cpus))?;
+        vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, apic_id, &topo))?;
         boot.reset_vcpu(&vcpu, &mem)?;
         vcpus.push(vcpu);
     }
 
     tracing::debug!("vCPUs created");
-    spawn_signal_thread(control.clone())?;
     install_kick_handler()?;
     let ctx = VcpuContext {
         control: control.clone(),
@@ -339,6 +356,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         mem: mem.clone(),
         counters: Arc::new(ExitCounters::default()),
         boot,
+        ioapic,
     };
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {

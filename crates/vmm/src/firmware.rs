@@ -209,13 +209,17 @@ pub(crate) fn attach_firmware(
         legacy::CMOS_PORT_LEN,
         Arc::new(cmos),
     )?;
-    insert(
-        pio,
-        "reset control",
-        legacy::RESET_CONTROL_PORT,
-        legacy::RESET_CONTROL_LEN,
-        Arc::new(ResetControl::new(control.clone())),
-    )?;
+    // On pc and q35 the PCI configuration ports (0xCF8-0xCFF) include the reset control
+    // register; microvm has no PCI, so it gets the register on its own.
+    if config.machine == rvmm_cli::MachineKind::Microvm {
+        insert(
+            pio,
+            "reset control",
+            legacy::RESET_CONTROL_PORT,
+            legacy::RESET_CONTROL_LEN,
+            Arc::new(ResetControl::new(control.clone())),
+        )?;
+    }
     Ok(())
 }
 

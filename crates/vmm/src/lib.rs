@@ -6,9 +6,12 @@
 //! ```
 
 mod builder;
+mod console;
 mod control;
 mod emulation;
 mod firmware;
+mod interrupts;
+mod platform;
 mod vcpu;
 pub mod virtio;
 

@@ -30,6 +30,8 @@ pub struct VcpuContext {
     pub mem: Arc<GuestMemoryMmap>,
     pub counters: Arc<ExitCounters>,
     pub boot: Arc<VcpuBoot>,
+    /// The user-space IOAPIC under the split irqchip.
+    pub ioapic: Option<Arc<rvmm_devices::legacy::Ioapic>>,
 }
 
 enum Next {
@@ -96,6 +98,12 @@ fn run_once(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Result<(), String> {
         // Only reached without an in-kernel LAPIC; with one, HLT waits in the kernel.
         VcpuExit::Hlt => std::thread::yield_now(),
         VcpuExit::Interrupted => vcpu.clear_immediate_exit(),
+        VcpuExit::IoapicEoi { vector } => {
+            tracing::trace!(vector, "IOAPIC EOI");
+            if let Some(ioapic) = &ctx.ioapic {
+                ioapic.end_of_interrupt(vector);
+            }
+        }
         // A triple fault: reset, or stop under -no-reboot, as QEMU does.
         VcpuExit::Shutdown => {
             tracing::debug!(vcpu = vcpu.id(), "triple fault");

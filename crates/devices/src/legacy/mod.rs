@@ -9,6 +9,7 @@ pub mod cmos;
 pub mod debug_exit;
 pub mod fw_cfg;
 pub mod i8042;
+pub mod ioapic;
 pub mod pc_testdev;
 pub mod port80;
 pub mod reset_control;
@@ -21,6 +22,7 @@ pub use fw_cfg::{FwCfg, FwCfgError, FW_CFG_PORT_BASE, FW_CFG_PORT_LEN};
 pub use i8042::{
     I8042CommandPort, I8042DataPort, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_PORT_LEN,
 };
+pub use ioapic::{Ioapic, IOAPIC_BASE, IOAPIC_LEN, IOAPIC_PINS};
 pub use pc_testdev::{
     PcTestdev, PcTestdevIomem, PcTestdevIrq, PcTestdevPorts, PC_TESTDEV_IOMEM_BASE,
     PC_TESTDEV_IOMEM_LEN, PC_TESTDEV_IRQ_BASE, PC_TESTDEV_IRQ_LEN, PC_TESTDEV_PORT_BASE,
