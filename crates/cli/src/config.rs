@@ -214,6 +214,14 @@ pub struct VmConfig {
     pub no_reboot: bool,
     pub devices: Vec<DeviceConfig>,
     pub nodefaults: bool,
+    /// QMP monitors (`-qmp`, `-chardev socket` + `-mon mode=control`), in command-line order.
+    pub qmp: Vec<crate::QmpConfig>,
+    /// `-S`: create the vCPUs stopped; a QMP `cont` starts them.
+    pub start_paused: bool,
+    /// `-pidfile`: written once the VM is set up, removed at exit.
+    pub pidfile: Option<PathBuf>,
+    /// `-daemonize`: detach once the VM is set up (the parent exits 0 when the child is ready).
+    pub daemonize: bool,
 }
 
 impl Default for VmConfig {
@@ -231,6 +239,10 @@ impl Default for VmConfig {
             no_reboot: false,
             devices: Vec::new(),
             nodefaults: false,
+            qmp: Vec::new(),
+            start_paused: false,
+            pidfile: None,
+            daemonize: false,
         }
     }
 }
