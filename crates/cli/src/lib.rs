@@ -30,6 +30,8 @@ use options::OptionKind;
 use size::{parse_size, MIB};
 
 /// What the command line asks rvmm to do.
+// Built once per process; boxing the config would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Run(VmConfig),

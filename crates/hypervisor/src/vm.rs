@@ -2,8 +2,8 @@
 
 use crate::{ioctl_err, Result, Vcpu};
 use kvm_bindings::{
-    kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_CAP_SPLIT_IRQCHIP,
-    KVM_PIT_SPEAKER_DUMMY,
+    kvm_clock_data, kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region,
+    KVM_CAP_SPLIT_IRQCHIP, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
@@ -84,6 +84,22 @@ impl Vm {
         self.fd
             .register_irqfd(fd, gsi)
             .map_err(ioctl_err("KVM_IRQFD"))
+    }
+
+    /// The VM's kvmclock value in nanoseconds (KVM_GET_CLOCK), saved when the VM is paused.
+    pub fn clock(&self) -> Result<u64> {
+        let data = self.fd.get_clock().map_err(ioctl_err("KVM_GET_CLOCK"))?;
+        Ok(data.clock)
+    }
+
+    /// Set the kvmclock to `ns` (KVM_SET_CLOCK), so that time stands still across a pause as in
+    /// QEMU's kvmclock device (`kvmclock_vm_state_change`).
+    pub fn set_clock(&self, ns: u64) -> Result<()> {
+        let data = kvm_clock_data {
+            clock: ns,
+            ..Default::default()
+        };
+        self.fd.set_clock(&data).map_err(ioctl_err("KVM_SET_CLOCK"))
     }
 
     /// `KVM_CREATE_VCPU` with the given APIC ID.

@@ -1,7 +1,9 @@
 //! Builds the VM in one straight line, then runs the VMM loop: wait for a request from a device or
 //! vCPU (stop, reset) or a terminating signal, act on it, and join every vCPU thread at the end.
 
-use crate::control::{Command, Control};
+use crate::control::{Cause, Command, Control};
+use crate::daemon::{self, Pidfile};
+use crate::qmp::{self, Events, QmpServer};
 use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
 use crate::{VcpuBoot, VmmError};
 use rvmm_arch::{BootParams, KernelImage};
@@ -11,6 +13,7 @@ use rvmm_devices::legacy::{
 };
 use rvmm_devices::{Bus, BusDevice, VmControl};
 use rvmm_hypervisor::{install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor, Vm};
+use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -118,6 +121,7 @@ fn insert(
 fn attach_devices(
     config: &VmConfig,
     control: &Arc<Control>,
+    acpi_pm: Arc<AcpiPm>,
 ) -> Result<(Bus, Bus, Option<Arc<SerialDevice>>), VmmError> {
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
@@ -180,7 +184,7 @@ fn attach_devices(
         "ACPI PM",
         legacy::PM_BASE,
         legacy::PM_LEN,
-        Arc::new(AcpiPm::new(ctl.clone())),
+        acpi_pm,
     )?;
 
     let mut fw_cfg = FwCfg::new();
@@ -265,7 +269,7 @@ fn spawn_signal_thread(control: Arc<Control>) -> Result<(), VmmError> {
             // SAFETY: `set` and `sig` are valid for the call.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
                 eprintln!("rvmm: terminating on signal {sig}");
-                control.stop(0);
+                control.shutdown(Cause::HostSignal);
             }
         })
         .map_err(|source| VmmError::Io {
@@ -276,6 +280,9 @@ fn spawn_signal_thread(control: Arc<Control>) -> Result<(), VmmError> {
 }
 
 pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
+    // Before anything else: KVM VMs and threads do not survive fork.
+    let daemon = config.daemonize.then(daemon::daemonize).transpose()?;
+    let _pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
     let hv = Hypervisor::open()?;
     let cpus = config.smp.cpus;
     if cpus as usize > hv.max_vcpus() {
@@ -301,8 +308,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let entry = images.load(&mem)?;
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
 
-    let control = Arc::new(Control::new(config.no_reboot));
-    let (pio, mmio, serial) = attach_devices(config, &control)?;
+    let control = Arc::new(Control::new(config.no_reboot, config.start_paused));
+    let acpi_pm = Arc::new(AcpiPm::new(control.clone()));
+    let (pio, mmio, serial) = attach_devices(config, &control, acpi_pm.clone())?;
     let boot = Arc::new(VcpuBoot { entry });
 
     let base_cpuid = hv.supported_cpuid()?;
@@ -315,6 +323,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
 
     tracing::debug!("vCPUs created");
+    let qmp_server = QmpServer::bind(&config.qmp)?;
+    let events = Arc::new(Events::default());
+    let thread_ids: Arc<[AtomicI32]> = (0..cpus).map(|_| AtomicI32::new(0)).collect();
     spawn_signal_thread(control.clone())?;
     install_kick_handler()?;
     let ctx = VcpuContext {
@@ -324,6 +335,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         mem: mem.clone(),
         counters: Arc::new(ExitCounters::default()),
         boot,
+        thread_ids: thread_ids.clone(),
     };
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
@@ -347,9 +359,36 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
 
     tracing::debug!("vCPU threads started");
-    let status = vmm_loop(&control, &threads, &images, &mem);
+    let machine = qmp::Machine {
+        control: control.clone(),
+        events: events.clone(),
+        acpi_pm,
+        thread_ids,
+        name: config.name.clone(),
+        smp: config.smp,
+    };
+    let started = qmp_server
+        .start(Arc::new(machine))
+        .and_then(|paths| Ok((paths, daemon.map(daemon::Daemon::ready).transpose()?)));
+    let socket_paths = match started {
+        Ok((paths, _)) => paths,
+        Err(e) => {
+            control.stop(crate::FATAL_STATUS);
+            finish(&control, threads);
+            return Err(e);
+        }
+    };
+    let status = vmm_loop(&control, &threads, &images, &mem, &vm, &events);
     tracing::debug!(status, "VM stop requested");
+    let cause = control.lock().shutdown_cause;
+    if let Some(cause) = cause {
+        events.emit_cause("SHUTDOWN", cause);
+    }
     finish(&control, threads);
+    for path in socket_paths {
+        // Already gone is fine; QEMU removes its listening sockets at exit too.
+        let _ = std::fs::remove_file(path);
+    }
     tracing::debug!("vCPU threads joined");
     // vm-superio flushes the writer after every byte, so nothing is left to flush here.
     drop(serial);
@@ -377,10 +416,40 @@ fn vmm_loop(
     threads: &[JoinHandle<()>],
     images: &Images,
     mem: &GuestMemoryMmap,
+    vm: &Vm,
+    events: &Events,
 ) -> i32 {
+    // kvmclock value saved at pause, restored at resume (QEMU's kvmclock_vm_state_change).
+    let mut clock = None;
     let mut st = control.lock();
     loop {
         match st.command {
+            Command::Run if st.pause_requested && !st.paused => {
+                drop(st);
+                kick_all(threads);
+                st = control.lock();
+                while st.command == Command::Run && st.pause_requested && st.parked < threads.len()
+                {
+                    st = control.wait(st);
+                }
+                if st.command == Command::Run && st.pause_requested {
+                    clock = vm.clock().map_err(|e| tracing::warn!("pause: {e}")).ok();
+                    st.paused = true;
+                    tracing::debug!(?clock, "vCPUs paused");
+                    control.notify();
+                }
+            }
+            Command::Run if !st.pause_requested && st.paused => {
+                if let Some(ns) = clock.take() {
+                    if let Err(e) = vm.set_clock(ns) {
+                        tracing::warn!("resume: {e}");
+                    }
+                }
+                st.paused = false;
+                control.update_pending(&st);
+                control.notify();
+                tracing::debug!("vCPUs resumed");
+            }
             Command::Run => st = control.wait(st),
             Command::Stop(status) => return status,
             Command::Reset => {
@@ -401,6 +470,10 @@ fn vmm_loop(
                     continue;
                 }
                 control.resume_after_reset(&mut st);
+                let cause = st.reset_cause;
+                drop(st);
+                events.emit_cause("RESET", cause);
+                st = control.lock();
             }
         }
     }

@@ -7,7 +7,9 @@
 
 mod builder;
 mod control;
+mod daemon;
 mod emulation;
+pub mod qmp;
 mod vcpu;
 
 pub use control::FATAL_STATUS;
@@ -58,6 +60,18 @@ pub enum VmmError {
     },
     #[error("{what}: {msg}")]
     Device { what: &'static str, msg: String },
+    #[error("QMP socket {what}: {source}")]
+    Qmp {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("-pidfile {path}: {source}")]
+    Pidfile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

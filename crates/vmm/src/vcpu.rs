@@ -3,12 +3,12 @@
 //! The exit path allocates nothing and takes no global lock: the buses are immutable after build
 //! (binary search), devices lock only their own state, and the run state is one atomic flag.
 
-use crate::control::{Command, Control, FATAL_STATUS};
+use crate::control::{Cause, Command, Control, FATAL_STATUS};
 use crate::emulation;
 use crate::VcpuBoot;
 use rvmm_devices::Bus;
 use rvmm_hypervisor::{Vcpu, VcpuExit};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
@@ -30,6 +30,8 @@ pub struct VcpuContext {
     pub mem: Arc<GuestMemoryMmap>,
     pub counters: Arc<ExitCounters>,
     pub boot: Arc<VcpuBoot>,
+    /// Linux thread id of each vCPU thread, by vCPU index (QMP query-cpus-fast `thread-id`).
+    pub thread_ids: Arc<[AtomicI32]>,
 }
 
 enum Next {
@@ -39,6 +41,10 @@ enum Next {
 
 /// The body of a vCPU thread.
 pub fn run_vcpu(mut vcpu: Vcpu, ctx: VcpuContext) {
+    if let Some(tid) = ctx.thread_ids.get(vcpu.id() as usize) {
+        // SAFETY: gettid has no preconditions.
+        tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    }
     vcpu.bind_to_thread();
     let mut epoch = 0;
     loop {
@@ -102,7 +108,7 @@ fn run_once(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Result<(), String> {
             ctx.control.reset();
         }
         VcpuExit::SystemEvent { kind } => match kind {
-            kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => ctx.control.stop(0),
+            kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => ctx.control.shutdown(Cause::GuestShutdown),
             kvm_bindings::KVM_SYSTEM_EVENT_RESET => ctx.control.reset(),
             other => return Err(format!("guest system event {other} (crash)")),
         },
@@ -131,7 +137,8 @@ fn run_once(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Result<(), String> {
     Ok(())
 }
 
-/// Something was requested: stop, or park until a reset completes and then reload registers.
+/// Something was requested: stop, or park until a reset completes (then reload registers) or
+/// until a pause ends (then continue exactly where KVM_RUN left off).
 #[cold]
 fn park(ctx: &VcpuContext, vcpu: &mut Vcpu, epoch: &mut u64) -> Next {
     let control = &ctx.control;
@@ -139,11 +146,11 @@ fn park(ctx: &VcpuContext, vcpu: &mut Vcpu, epoch: &mut u64) -> Next {
     loop {
         match st.command {
             Command::Stop(_) => return Next::Stop,
-            Command::Run => break,
-            Command::Reset => {
+            Command::Run if !st.held() => break,
+            Command::Run | Command::Reset => {
                 st.parked += 1;
                 control.notify();
-                while st.command == Command::Reset {
+                while st.command == Command::Reset || (st.command == Command::Run && st.held()) {
                     st = control.wait(st);
                 }
                 st.parked -= 1;
