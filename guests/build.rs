@@ -65,6 +65,8 @@ const GUESTS: &[Guest] = &[
     guest("int3.elf", "int3.S", Class::Elf32, "pvh.ld"),
     guest("badinsn.elf", "badinsn.S", Class::Elf32, "pvh.ld"),
     guest("smp.elf", "smp.S", Class::Elf32, "pvh.ld"),
+    guest("heartbeat.elf", "heartbeat.S", Class::Elf32, "pvh.ld"),
+    guest("powerbutton.elf", "powerbutton.S", Class::Elf32, "pvh.ld"),
 ];
 
 fn main() {

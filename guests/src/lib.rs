@@ -26,6 +26,8 @@ pub const ALL: &[&str] = &[
     "int3.elf",
     "badinsn.elf",
     "smp.elf",
+    "heartbeat.elf",
+    "powerbutton.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

@@ -384,6 +384,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     if let Some(cause) = cause {
         events.emit_cause("SHUTDOWN", cause);
     }
+    // Every command returns promptly once the VM is stopping; let its reply reach the client.
+    events.wait_for_commands();
     finish(&control, threads);
     for path in socket_paths {
         // Already gone is fine; QEMU removes its listening sockets at exit too.
@@ -434,17 +436,29 @@ fn vmm_loop(
                 }
                 if st.command == Command::Run && st.pause_requested {
                     clock = vm.clock().map_err(|e| tracing::warn!("pause: {e}")).ok();
-                    st.paused = true;
                     tracing::debug!(?clock, "vCPUs paused");
+                    // STOP before `stop` returns, as QEMU; -S starts paused without one. The
+                    // vCPUs stay parked meanwhile, and QMP commands are serialized, so no `cont`
+                    // can slip in.
+                    if !st.prelaunch {
+                        drop(st);
+                        events.emit("STOP", None);
+                        st = control.lock();
+                    }
+                    st.paused = true;
                     control.notify();
                 }
             }
             Command::Run if !st.pause_requested && st.paused => {
+                // RESUME before any guest code runs again (QEMU's vm_prepare_start).
+                drop(st);
+                events.emit("RESUME", None);
                 if let Some(ns) = clock.take() {
                     if let Err(e) = vm.set_clock(ns) {
                         tracing::warn!("resume: {e}");
                     }
                 }
+                st = control.lock();
                 st.paused = false;
                 control.update_pending(&st);
                 control.notify();

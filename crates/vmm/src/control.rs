@@ -205,9 +205,10 @@ impl Control {
         while !st.paused && !matches!(st.command, Command::Stop(_)) {
             st = self.wait(st);
         }
-        match st.command {
-            Command::Stop(_) => Err(Stopped),
-            _ => Ok(newly),
+        if st.paused {
+            Ok(newly)
+        } else {
+            Err(Stopped)
         }
     }
 
@@ -215,6 +216,11 @@ impl Control {
     /// was paused (the caller then emits RESUME).
     pub fn resume(&self) -> Result<bool, Stopped> {
         let mut st = self.lock();
+        // A pause still under way (e.g. -S right at start-up) completes first, so the VMM thread
+        // goes through its resume path and emits RESUME.
+        while st.pause_requested && !st.paused && !matches!(st.command, Command::Stop(_)) {
+            st = self.wait(st);
+        }
         let was_paused = st.pause_requested;
         st.pause_requested = false;
         st.prelaunch = false;
@@ -223,9 +229,11 @@ impl Control {
         while st.paused && !matches!(st.command, Command::Stop(_)) {
             st = self.wait(st);
         }
-        match st.command {
-            Command::Stop(_) => Err(Stopped),
-            _ => Ok(was_paused),
+        // Released counts even if the guest shut down right after (it ran, so RESUME is due).
+        if st.paused {
+            Err(Stopped)
+        } else {
+            Ok(was_paused)
         }
     }
 }
@@ -319,6 +327,7 @@ mod tests {
         c.shutdown(Cause::HostQmpQuit);
         vmm.join().unwrap();
         assert_eq!(c.pause(), Err(Stopped));
+        assert_eq!(c.resume(), Ok(true), "released before the stop");
     }
 
     #[test]

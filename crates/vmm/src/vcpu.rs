@@ -137,6 +137,26 @@ fn run_once(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Result<(), String> {
     Ok(())
 }
 
+/// Finish the instruction of the last I/O or MMIO exit without running more guest code: KVM
+/// completes it (writing RAX and RIP) only on the next KVM_RUN (api.rst, "KVM_RUN"), which would
+/// otherwise clobber the registers a reset just loaded. Bounded: a `rep ins` may take a few rounds.
+fn complete_pending_exit(vcpu: &mut Vcpu, ctx: &VcpuContext) {
+    for _ in 0..16 {
+        vcpu.set_immediate_exit();
+        if let Err(report) = run_once(vcpu, ctx) {
+            tracing::debug!(
+                vcpu = vcpu.id(),
+                "completing an exit before reset: {report}"
+            );
+            return;
+        }
+        // The Interrupted arm of run_once clears immediate_exit: nothing was pending any more.
+        if !vcpu.immediate_exit() {
+            return;
+        }
+    }
+}
+
 /// Something was requested: stop, or park until a reset completes (then reload registers) or
 /// until a pause ends (then continue exactly where KVM_RUN left off).
 #[cold]
@@ -162,6 +182,7 @@ fn park(ctx: &VcpuContext, vcpu: &mut Vcpu, epoch: &mut u64) -> Next {
     *epoch = st.epoch;
     drop(st);
     if reset {
+        complete_pending_exit(vcpu, ctx);
         if let Err(e) = ctx.boot.reset_vcpu(vcpu, &ctx.mem) {
             eprintln!("rvmm: vCPU {}: reset failed: {e}", vcpu.id());
             control.stop(FATAL_STATUS);

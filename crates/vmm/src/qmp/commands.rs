@@ -115,17 +115,15 @@ fn query_cpus_fast(m: &Machine, args: &Args) -> Result<Value, QmpError> {
 
 fn stop(m: &Machine, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
-    if m.control.pause().map_err(shutting_down)? {
-        m.events.emit("STOP", None);
-    }
+    // The VMM thread emits STOP once every vCPU is parked (not when already paused).
+    m.control.pause().map_err(shutting_down)?;
     Ok(json!({}))
 }
 
 fn cont(m: &Machine, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
-    if m.control.resume().map_err(shutting_down)? {
-        m.events.emit("RESUME", None);
-    }
+    // The VMM thread emits RESUME before releasing the vCPUs (not when already running).
+    m.control.resume().map_err(shutting_down)?;
     Ok(json!({}))
 }
 

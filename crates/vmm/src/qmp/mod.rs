@@ -86,29 +86,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The write half of a client connection, shared by its QMP thread and event emitters.
 type ClientWriter = Arc<Mutex<Stream>>;
 
-/// Write one message; on failure the connection is shut down so its reader ends the session.
+/// Write one message; false if the client is gone or stopped reading.
 fn send(writer: &ClientWriter, msg: &Value) -> bool {
-    let bytes = protocol::encode(msg);
-    let mut w = lock(writer);
-    if w.write_all(&bytes).is_ok() {
-        return true;
-    }
-    w.shutdown();
-    false
+    lock(writer).write_all(&protocol::encode(msg)).is_ok()
 }
 
-/// The clients that receive events (those past capabilities negotiation).
+/// The clients that receive events (those past capabilities negotiation), and the lock that
+/// serializes command execution across monitors (as QEMU's main loop does).
 #[derive(Default)]
 pub struct Events {
     clients: Mutex<Vec<ClientWriter>>,
+    commands: Mutex<()>,
 }
 
 impl Events {
+    /// Wait until no command is executing, so a reply in flight (e.g. to `cont` right before the
+    /// guest powers off) is written before the process exits.
+    pub fn wait_for_commands(&self) {
+        drop(lock(&self.commands));
+    }
+
     /// Send event `name` with optional `data` to every negotiated client.
     pub fn emit(&self, name: &str, data: Option<Value>) {
         tracing::debug!(event = name, ?data, "QMP event");
         let msg = protocol::event(name, data);
-        lock(&self.clients).retain(|c| send(c, &msg));
+        lock(&self.clients).retain(|c| {
+            let ok = send(c, &msg);
+            if !ok {
+                // Make the session's reader see EOF, so a stuck client is dropped for good.
+                lock(c).shutdown();
+            }
+            ok
+        });
     }
 
     /// SHUTDOWN or RESET with QEMU's `guest` and `reason` members.
@@ -255,20 +264,20 @@ fn serve_client(mut reader: Stream, machine: &Machine) {
         negotiated: false,
         writer: writer.clone(),
     };
-    if send(&writer, &protocol::greeting()) {
-        let mut decoder = Decoder::default();
-        let mut buf = [0u8; 4096];
-        'conn: loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            decoder.push(&buf[..n]);
-            while let Some(item) = decoder.next_item() {
-                if !session.handle(item, machine) {
-                    break 'conn;
-                }
-            }
+    // A client that hangs up without reading replies (`socat` piping in qmp_capabilities and
+    // quit) still gets every request it sent executed (QEMU drops requests still queued when
+    // it notices the hang-up): replies that cannot be written are dropped, the session ends at EOF.
+    send(&writer, &protocol::greeting());
+    let mut decoder = Decoder::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        decoder.push(&buf[..n]);
+        while let Some(item) = decoder.next_item() {
+            session.handle(item, machine);
         }
     }
     machine.events.remove(&writer);
@@ -281,20 +290,25 @@ struct Session {
 }
 
 impl Session {
-    /// Handle one decoded input; false when the connection is gone.
-    fn handle(&mut self, item: Decoded, machine: &Machine) -> bool {
+    /// Handle one decoded input and send its reply.
+    fn handle(&mut self, item: Decoded, machine: &Machine) {
+        let _running = lock(&machine.events.commands);
         let value = match item {
             Decoded::Error(desc) => {
-                return send(
+                send(
                     &self.writer,
                     &protocol::error_reply(&QmpError::generic(desc), None),
-                )
+                );
+                return;
             }
             Decoded::Value(v) => v,
         };
         let req = match protocol::parse_request(value) {
             Ok(req) => req,
-            Err((id, err)) => return send(&self.writer, &protocol::error_reply(&err, id)),
+            Err((id, err)) => {
+                send(&self.writer, &protocol::error_reply(&err, id));
+                return;
+            }
         };
         let result = if req.command == "qmp_capabilities" {
             self.capabilities(&req.arguments, machine)
@@ -310,12 +324,11 @@ impl Session {
             Ok(ret) => protocol::reply(ret, req.id),
             Err(err) => protocol::error_reply(&err, req.id),
         };
-        let alive = send(&self.writer, &msg);
+        send(&self.writer, &msg);
         if ok && req.command == "quit" {
             // After the reply, as QEMU: the client sees {"return": {}} before the socket closes.
             machine.control.shutdown(Cause::HostQmpQuit);
         }
-        alive
     }
 
     /// `qmp_capabilities [enable: [...]]`: leave negotiation mode and start receiving events.
