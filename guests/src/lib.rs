@@ -34,6 +34,8 @@ pub const ALL: &[&str] = &[
     "serial_irq.elf",
     "pci_scan.elf",
     "pio_bench.elf",
+    "heartbeat.elf",
+    "powerbutton.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

@@ -246,6 +246,14 @@ pub struct VmConfig {
     pub acpi: bool,
     /// User fw_cfg files (`-fw_cfg`), in command-line order.
     pub fw_cfg: Vec<FwCfgFile>,
+    /// QMP monitors (`-qmp`, `-chardev socket` + `-mon mode=control`), in command-line order.
+    pub qmp: Vec<crate::QmpConfig>,
+    /// `-S`: create the vCPUs stopped; a QMP `cont` starts them.
+    pub start_paused: bool,
+    /// `-pidfile`: written once the VM is set up, removed at exit.
+    pub pidfile: Option<PathBuf>,
+    /// `-daemonize`: detach once the VM is set up (the parent exits 0 when the child is ready).
+    pub daemonize: bool,
 }
 
 impl Default for VmConfig {
@@ -267,6 +275,10 @@ impl Default for VmConfig {
             nodefaults: false,
             acpi: true,
             fw_cfg: Vec::new(),
+            qmp: Vec::new(),
+            start_paused: false,
+            pidfile: None,
+            daemonize: false,
         }
     }
 }

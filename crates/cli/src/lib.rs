@@ -5,6 +5,7 @@
 //! interprets the options in order. Options QEMU has but rvmm lacks are refused by name.
 
 mod config;
+pub mod monitor;
 mod options;
 pub mod opts;
 pub mod size;
@@ -20,6 +21,7 @@ pub use config::{
     SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT,
     MIN_MEMORY_BYTES,
 };
+pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use options::{help_text, version_text};
 pub use opts::{OptsError, QemuOpts};
 pub use size::SizeError;
@@ -30,8 +32,9 @@ use options::OptionKind;
 use size::{parse_size, MIB};
 
 /// What the command line asks rvmm to do.
+// Built once per process; boxing the config would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-#[allow(clippy::large_enum_variant)] // built once per process; boxing buys nothing
 pub enum Action {
     Run(VmConfig),
     Version,
@@ -99,6 +102,14 @@ pub enum CliError {
     Invalid(#[source] ConfigError),
     #[error(transparent)]
     Virtio(#[from] VirtioArgError),
+    #[error("{option}: {source}")]
+    Monitor {
+        option: &'static str,
+        #[source]
+        source: MonitorError,
+    },
+    #[error("-daemonize: -serial stdio cannot be used when rvmm detaches from the terminal")]
+    DaemonizeStdio,
 }
 
 /// One command-line item after the first pass.
@@ -144,6 +155,11 @@ struct Pending {
     smp: SmpArgs,
     serial: Option<SerialConfig>,
     virtio: virtio::VirtioArgs,
+    monitors: monitor::Monitors,
+}
+
+fn monitor_err(option: &'static str) -> impl FnOnce(MonitorError) -> CliError {
+    move |source| CliError::Monitor { option, source }
 }
 
 /// Parses QEMU-style arguments (without argv[0]).
@@ -206,6 +222,17 @@ impl Pending {
             "append" => c.append = Some(arg.to_string()),
             "nodefaults" => c.nodefaults = true,
             "no-reboot" => c.no_reboot = true,
+            "qmp" => c
+                .qmp
+                .push(monitor::parse_qmp(arg).map_err(monitor_err("-qmp"))?),
+            "chardev" => self
+                .monitors
+                .add_chardev(arg)
+                .map_err(monitor_err("-chardev"))?,
+            "mon" => self.monitors.add_mon(arg).map_err(monitor_err("-mon"))?,
+            "S" => c.start_paused = true,
+            "pidfile" => c.pidfile = Some(PathBuf::from(arg)),
+            "daemonize" => c.daemonize = true,
             _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
         }
         Ok(None)
@@ -315,12 +342,18 @@ impl Pending {
         let mut config = self.config;
         config.smp = self.smp.resolve(config.machine).map_err(CliError::Smp)?;
         config.virtio = self.virtio.resolve()?;
+        let mons = self.monitors.resolve().map_err(monitor_err("-mon"))?;
+        config.qmp.extend(mons);
         // rvmm has no graphical console: the terminal is the default console, like -nographic.
         config.serial = match self.serial {
             Some(serial) => serial,
             None if config.nodefaults => SerialConfig::None,
             None => SerialConfig::Stdio,
         };
+        // QEMU refuses stdio chardevs in daemon mode too: the terminal goes away.
+        if config.daemonize && config.serial == SerialConfig::Stdio {
+            return Err(CliError::DaemonizeStdio);
+        }
         config.validate().map_err(|source| match source {
             ConfigError::DebugExitEmpty
             | ConfigError::DebugExitRange { .. }

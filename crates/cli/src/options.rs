@@ -127,6 +127,36 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         arg: Some("rng-random,id=ID[,filename=/dev/urandom]"),
         help: "entropy backend for -device virtio-rng-device,rng=ID (rvmm uses getrandom)",
     },
+    SupportedOption {
+        names: &["qmp"],
+        arg: Some("unix:path|tcp:host:port,server=on[,wait=off]"),
+        help: "QMP monitor on a listening socket (also 'server,nowait')",
+    },
+    SupportedOption {
+        names: &["chardev"],
+        arg: Some("socket,id=id,path=p|host=h,port=n,server=on[,wait=off]"),
+        help: "socket for a QMP monitor (with -mon)",
+    },
+    SupportedOption {
+        names: &["mon"],
+        arg: Some("[chardev=]id,mode=control"),
+        help: "QMP monitor on a -chardev socket",
+    },
+    SupportedOption {
+        names: &["S"],
+        arg: None,
+        help: "start with the vCPUs stopped (QMP 'cont' starts them)",
+    },
+    SupportedOption {
+        names: &["pidfile"],
+        arg: Some("file"),
+        help: "write the process id to file (removed at exit)",
+    },
+    SupportedOption {
+        names: &["daemonize"],
+        arg: None,
+        help: "detach from the terminal once the VM is set up",
+    },
 ];
 
 /// QEMU x86 options rvmm does not implement: `(name, takes an argument)`.
@@ -134,23 +164,23 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
 pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("acpitable", true), ("action", true), ("add-fd", true), ("alt-grab", false),
     ("async-teardown", false), ("audio", true), ("audiodev", true), ("bios", true),
-    ("blockdev", true), ("boot", true), ("cdrom", true), ("chardev", true), ("chroot", true),
+    ("blockdev", true), ("boot", true), ("cdrom", true), ("chroot", true),
     ("compat", true), ("ctrl-grab", false), ("curses", false), ("D", true), ("d", true),
-    ("daemonize", false), ("debugcon", true), ("dtb", true),
+    ("debugcon", true), ("dtb", true),
     ("dump-vmstate", true), ("echr", true), ("enable-fips", false),
     ("enable-sync-profile", false), ("fda", true), ("fdb", true), ("fsdev", true),
     ("full-screen", false), ("g", true), ("gdb", true), ("global", true),
     ("hdb", true), ("hdc", true), ("hdd", true), ("icount", true),
     ("incoming", true), ("iscsi", true), ("k", true), ("L", true), ("loadvm", true),
-    ("mem-path", true), ("mem-prealloc", false), ("mon", true), ("monitor", true),
+    ("mem-path", true), ("mem-prealloc", false), ("monitor", true),
     ("msg", true), ("mtdblock", true), ("net", true), ("nic", true),
     ("no-acpi", false), ("no-fd-bootchk", false), ("no-hpet", false), ("no-quit", false),
     ("no-shutdown", false), ("no-user-config", false), ("numa", true), 
     ("only-migratable", false), ("option-rom", true), ("overcommit", true),
-    ("parallel", true), ("pflash", true), ("pidfile", true), ("plugin", true),
-    ("portrait", false), ("preconfig", false), ("qmp", true), ("qmp-pretty", true),
+    ("parallel", true), ("pflash", true), ("plugin", true),
+    ("portrait", false), ("preconfig", false), ("qmp-pretty", true),
     ("qtest", true), ("qtest-log", true), ("readconfig", true), ("rotate", true),
-    ("rtc", true), ("run-with", true), ("runas", true), ("S", false), ("s", false),
+    ("rtc", true), ("run-with", true), ("runas", true), ("s", false),
     ("sandbox", true), ("sd", true), ("sdl", false), ("seed", true), ("set", true),
     ("show-cursor", false), ("singlestep", false), ("smbios", true), ("snapshot", false),
     ("soundhw", true), ("spice", true), ("tpmdev", true), ("trace", true), ("usb", false),
@@ -279,9 +309,9 @@ mod tests {
             })
         );
         assert_eq!(
-            lookup("S"),
+            lookup("s"),
             Some(OptionKind {
-                name: "S",
+                name: "s",
                 takes_arg: false,
                 supported: false
             })

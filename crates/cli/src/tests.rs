@@ -93,17 +93,12 @@ fn invalid_and_unsupported_options() {
         ("-boot", Some("c")),
         ("-bios", Some("bios.bin")),
         ("-monitor", Some("stdio")),
-        ("-qmp", Some("unix:/tmp/q,server")),
-        ("-chardev", Some("stdio,id=c0")),
-        ("-S", None),
         ("-s", None),
         ("-gdb", Some("tcp::1234")),
         ("-usb", None),
         ("-soundhw", Some("all")),
         ("-rtc", Some("base=utc")),
         ("-global", Some("a.b=c")),
-        ("-pidfile", Some("p")),
-        ("-daemonize", None),
         ("-snapshot", None),
         ("-icount", Some("1")),
         ("-d", Some("int")),
@@ -513,10 +508,61 @@ fn typical_qemu_command_line() {
             }],
             virtio: Vec::new(),
             nodefaults: true,
-            acpi: true,
-            fw_cfg: Vec::new(),
+            ..VmConfig::default()
         }
     );
+}
+
+#[test]
+fn qmp_options() {
+    let c = run(&[
+        "-qmp",
+        "unix:/tmp/q.sock,server=on,wait=off",
+        "-chardev",
+        "socket,id=mon0,host=127.0.0.1,port=4444,server=on,wait=off",
+        "-mon",
+        "chardev=mon0,mode=control",
+        "-qmp",
+        "tcp:127.0.0.1:5555,server,nowait",
+        "-S",
+        "-pidfile",
+        "/tmp/rvmm.pid",
+    ]);
+    let tcp = |port| QmpConfig {
+        address: QmpAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        wait: false,
+    };
+    assert_eq!(
+        c.qmp,
+        vec![
+            QmpConfig {
+                address: QmpAddress::Unix("/tmp/q.sock".into()),
+                wait: false
+            },
+            tcp(5555),
+            tcp(4444),
+        ]
+    );
+    assert!(c.start_paused);
+    assert_eq!(c.pidfile, Some(PathBuf::from("/tmp/rvmm.pid")));
+    assert!(!c.daemonize);
+    assert_eq!(
+        err(&["-qmp", "unix:/tmp/q"]),
+        "-qmp: client mode (server=off) is not supported; rvmm only listens"
+    );
+    assert_eq!(
+        err(&["-mon", "chardev=x,mode=control"]),
+        "-mon: chardev 'x' not found"
+    );
+    assert_eq!(
+        err(&["-daemonize"]),
+        "-daemonize: -serial stdio cannot be used when rvmm detaches from the terminal"
+    );
+    let c = run(&["-daemonize", "-nodefaults"]);
+    assert!(c.daemonize);
 }
 
 #[test]

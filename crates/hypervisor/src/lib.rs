@@ -130,6 +130,22 @@ mod tests {
     }
 
     #[test]
+    fn kvm_clock_can_be_held_across_a_pause() {
+        let vm = Hypervisor::open().unwrap().create_vm().unwrap();
+        let before = vm.clock().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let later = vm.clock().unwrap();
+        assert!(later - before >= 50_000_000, "{before} -> {later}");
+        // Setting the clock back to the saved value hides the 50+ ms gap, as `cont` does.
+        vm.set_clock(before).unwrap();
+        let after = vm.clock().unwrap();
+        assert!(
+            after >= before && after - before < 20_000_000,
+            "{before} -> {after}"
+        );
+    }
+
+    #[test]
     fn non_kvm_node_fails_version_check() {
         // /dev/null opens fine but KVM_GET_API_VERSION on it fails.
         let err = Hypervisor::open_path(Path::new("/dev/null")).err().unwrap();

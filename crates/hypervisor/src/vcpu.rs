@@ -144,6 +144,17 @@ impl Vcpu {
         self.fd.set_kvm_immediate_exit(0);
     }
 
+    /// Make the next KVM_RUN return before running guest code (after finishing a pending I/O or
+    /// MMIO instruction, api.rst "KVM_RUN").
+    pub fn set_immediate_exit(&mut self) {
+        self.fd.set_kvm_immediate_exit(1);
+    }
+
+    /// Whether `immediate_exit` is still set (a kick or [`set_immediate_exit`](Self::set_immediate_exit)).
+    pub fn immediate_exit(&mut self) -> bool {
+        self.fd.get_kvm_run().immediate_exit != 0
+    }
+
     /// `KVM_RUN`, decoded.
     pub fn run(&mut self) -> Result<VcpuExit<'_>> {
         let reason = match self.fd.run() {

@@ -2,9 +2,10 @@
 
 use crate::{ioctl_err, HvError, Result, Vcpu};
 use kvm_bindings::{
-    kvm_enable_cap, kvm_irq_routing_entry, kvm_msi, kvm_pit_config, kvm_userspace_memory_region,
-    KvmIrqRouting, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API, KVM_IRQ_ROUTING_MSI,
-    KVM_PIT_SPEAKER_DUMMY, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS,
+    kvm_clock_data, kvm_enable_cap, kvm_irq_routing_entry, kvm_msi, kvm_pit_config,
+    kvm_userspace_memory_region, KvmIrqRouting, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API,
+    KVM_IRQ_ROUTING_MSI, KVM_PIT_SPEAKER_DUMMY, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+    KVM_X2APIC_API_USE_32BIT_IDS,
 };
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
@@ -162,6 +163,22 @@ impl Vm {
         self.fd
             .enable_cap(&cap)
             .map_err(ioctl_err("KVM_ENABLE_CAP(KVM_CAP_X2APIC_API)"))
+    }
+
+    /// The VM's kvmclock value in nanoseconds (KVM_GET_CLOCK), saved when the VM is paused.
+    pub fn clock(&self) -> Result<u64> {
+        let data = self.fd.get_clock().map_err(ioctl_err("KVM_GET_CLOCK"))?;
+        Ok(data.clock)
+    }
+
+    /// Set the kvmclock to `ns` (KVM_SET_CLOCK), so that time stands still across a pause as in
+    /// QEMU's kvmclock device (`kvmclock_vm_state_change`).
+    pub fn set_clock(&self, ns: u64) -> Result<()> {
+        let data = kvm_clock_data {
+            clock: ns,
+            ..Default::default()
+        };
+        self.fd.set_clock(&data).map_err(ioctl_err("KVM_SET_CLOCK"))
     }
 
     /// `KVM_CREATE_VCPU` with the given APIC ID.

@@ -1,8 +1,10 @@
 //! Builds the VM in one straight line, then runs the VMM loop: wait for a request from a device or
 //! vCPU (stop, reset) or a terminating signal, act on it, and join every vCPU thread at the end.
 
-use crate::control::{Command, Control};
+use crate::control::{Cause, Command, Control};
+use crate::daemon::{self, Pidfile};
 use crate::firmware::{attach_firmware, FirmwareTables, KernelFiles};
+use crate::qmp::{self, Events, QmpServer};
 use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
 use crate::{VcpuBoot, VmmError};
 use rvmm_arch::{BootParams, KernelImage};
@@ -10,6 +12,7 @@ use rvmm_cli::{DeviceConfig, IrqchipMode, SerialConfig, VmConfig};
 use rvmm_devices::legacy::{self, AcpiPm, DebugExit, PcTestdev, Port80Sink, SerialDevice, I8042};
 use rvmm_devices::{Bus, BusDevice, VmControl};
 use rvmm_hypervisor::{install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor, Vm};
+use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -135,6 +138,7 @@ fn insert(
 fn attach_devices(
     config: &VmConfig,
     control: &Arc<Control>,
+    acpi_pm: Arc<AcpiPm>,
 ) -> Result<(Bus, Bus, Option<Arc<SerialDevice>>), VmmError> {
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
@@ -197,7 +201,7 @@ fn attach_devices(
         "ACPI PM",
         legacy::PM_BASE,
         legacy::PM_LEN,
-        Arc::new(AcpiPm::new(ctl.clone())),
+        acpi_pm,
     )?;
 
     for dev in &config.devices {
@@ -271,7 +275,7 @@ fn spawn_signal_thread(control: Arc<Control>) -> Result<(), VmmError> {
             // SAFETY: `set` and `sig` are valid for the call.
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
                 eprintln!("rvmm: terminating on signal {sig}");
-                control.stop(0);
+                control.shutdown(Cause::HostSignal);
             }
         })
         .map_err(|source| VmmError::Io {
@@ -282,6 +286,9 @@ fn spawn_signal_thread(control: Arc<Control>) -> Result<(), VmmError> {
 }
 
 pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
+    // Before anything else: KVM VMs and threads do not survive fork.
+    let daemon = config.daemonize.then(daemon::daemonize).transpose()?;
+    let _pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
     let hv = Hypervisor::open()?;
     let cpus = config.smp.cpus;
     if cpus as usize > hv.max_vcpus() {
@@ -316,10 +323,11 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let entry = images.load(&mem)?;
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
 
-    let control = Arc::new(Control::new(config.no_reboot));
-    // First, so every thread created after it (irq, stdin, vCPUs) has the signals blocked.
+    let control = Arc::new(Control::new(config.no_reboot, config.start_paused));
+    // First, so every thread created after it (irq, stdin, vCPUs, QMP) has the signals blocked.
     spawn_signal_thread(control.clone())?;
-    let (mut pio, mut mmio, serial) = attach_devices(config, &control)?;
+    let acpi_pm = Arc::new(AcpiPm::new(control.clone()));
+    let (mut pio, mut mmio, serial) = attach_devices(config, &control, acpi_pm.clone())?;
     virtio.insert_into(&mut mmio)?;
     let ctl: Arc<dyn rvmm_devices::VmControl> = control.clone();
     let kernel_files = images.kernel_files(&entry);
@@ -348,6 +356,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
 
     tracing::debug!("vCPUs created");
+    let qmp_server = QmpServer::bind(&config.qmp)?;
+    let events = Arc::new(Events::default());
+    let thread_ids: Arc<[AtomicI32]> = (0..cpus).map(|_| AtomicI32::new(0)).collect();
     install_kick_handler()?;
     let ctx = VcpuContext {
         control: control.clone(),
@@ -357,6 +368,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         counters: Arc::new(ExitCounters::default()),
         boot,
         ioapic,
+        thread_ids: thread_ids.clone(),
     };
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
@@ -381,9 +393,39 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
 
     tracing::debug!("vCPU threads started");
-    let status = vmm_loop(&control, &threads, &images, &mem, &virtio);
+    let machine = qmp::Machine {
+        control: control.clone(),
+        events: events.clone(),
+        acpi_pm,
+        thread_ids,
+        name: config.name.clone(),
+        smp: config.smp,
+    };
+    let started = qmp_server
+        .start(Arc::new(machine))
+        .and_then(|paths| Ok((paths, daemon.map(daemon::Daemon::ready).transpose()?)));
+    let socket_paths = match started {
+        Ok((paths, _)) => paths,
+        Err(e) => {
+            control.stop(crate::FATAL_STATUS);
+            finish(&control, threads);
+            virtio.shutdown();
+            return Err(e);
+        }
+    };
+    let status = vmm_loop(&control, &threads, &images, &mem, &vm, &events, &virtio);
     tracing::debug!(status, "VM stop requested");
+    let cause = control.lock().shutdown_cause;
+    if let Some(cause) = cause {
+        events.emit_cause("SHUTDOWN", cause);
+    }
+    // Every command returns promptly once the VM is stopping; let its reply reach the client.
+    events.wait_for_commands();
     finish(&control, threads);
+    for path in socket_paths {
+        // Already gone is fine; QEMU removes its listening sockets at exit too.
+        let _ = std::fs::remove_file(path);
+    }
     tracing::debug!("vCPU threads joined");
     // Every clean stop (power-off, -no-reboot reset, SIGTERM/SIGINT) ends here: flush the disks.
     virtio.shutdown();
@@ -413,11 +455,53 @@ fn vmm_loop(
     threads: &[JoinHandle<()>],
     images: &Images,
     mem: &GuestMemoryMmap,
+    vm: &Vm,
+    events: &Events,
     virtio: &crate::virtio::VirtioDevices,
 ) -> i32 {
+    // kvmclock value saved at pause, restored at resume (QEMU's kvmclock_vm_state_change).
+    let mut clock = None;
     let mut st = control.lock();
     loop {
         match st.command {
+            Command::Run if st.pause_requested && !st.paused => {
+                drop(st);
+                kick_all(threads);
+                st = control.lock();
+                while st.command == Command::Run && st.pause_requested && st.parked < threads.len()
+                {
+                    st = control.wait(st);
+                }
+                if st.command == Command::Run && st.pause_requested {
+                    clock = vm.clock().map_err(|e| tracing::warn!("pause: {e}")).ok();
+                    tracing::debug!(?clock, "vCPUs paused");
+                    // STOP before `stop` returns, as QEMU; -S starts paused without one. The
+                    // vCPUs stay parked meanwhile, and QMP commands are serialized, so no `cont`
+                    // can slip in.
+                    if !st.prelaunch {
+                        drop(st);
+                        events.emit("STOP", None);
+                        st = control.lock();
+                    }
+                    st.paused = true;
+                    control.notify();
+                }
+            }
+            Command::Run if !st.pause_requested && st.paused => {
+                // RESUME before any guest code runs again (QEMU's vm_prepare_start).
+                drop(st);
+                events.emit("RESUME", None);
+                if let Some(ns) = clock.take() {
+                    if let Err(e) = vm.set_clock(ns) {
+                        tracing::warn!("resume: {e}");
+                    }
+                }
+                st = control.lock();
+                st.paused = false;
+                control.update_pending(&st);
+                control.notify();
+                tracing::debug!("vCPUs resumed");
+            }
             Command::Run => st = control.wait(st),
             Command::Stop(status) => return status,
             Command::Reset => {
@@ -439,6 +523,10 @@ fn vmm_loop(
                     continue;
                 }
                 control.resume_after_reset(&mut st);
+                let cause = st.reset_cause;
+                drop(st);
+                events.emit_cause("RESET", cause);
+                st = control.lock();
             }
         }
     }

@@ -8,10 +8,12 @@
 mod builder;
 mod console;
 mod control;
+mod daemon;
 mod emulation;
 mod firmware;
 mod interrupts;
 mod platform;
+pub mod qmp;
 mod vcpu;
 pub mod virtio;
 
@@ -63,6 +65,18 @@ pub enum VmmError {
     },
     #[error("{what}: {msg}")]
     Device { what: &'static str, msg: String },
+    #[error("QMP socket {what}: {source}")]
+    Qmp {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("-pidfile {path}: {source}")]
+    Pidfile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

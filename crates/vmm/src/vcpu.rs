@@ -3,12 +3,12 @@
 //! The exit path allocates nothing and takes no global lock: the buses are immutable after build
 //! (binary search), devices lock only their own state, and the run state is one atomic flag.
 
-use crate::control::{Command, Control, FATAL_STATUS};
+use crate::control::{Cause, Command, Control, FATAL_STATUS};
 use crate::emulation;
 use crate::VcpuBoot;
 use rvmm_devices::Bus;
 use rvmm_hypervisor::{Vcpu, VcpuExit};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
@@ -32,6 +32,8 @@ pub struct VcpuContext {
     pub boot: Arc<VcpuBoot>,
     /// The user-space IOAPIC under the split irqchip.
     pub ioapic: Option<Arc<rvmm_devices::legacy::Ioapic>>,
+    /// Linux thread id of each vCPU thread, by vCPU index (QMP query-cpus-fast `thread-id`).
+    pub thread_ids: Arc<[AtomicI32]>,
 }
 
 enum Next {
@@ -41,6 +43,10 @@ enum Next {
 
 /// The body of a vCPU thread.
 pub fn run_vcpu(mut vcpu: Vcpu, ctx: VcpuContext) {
+    if let Some(tid) = ctx.thread_ids.get(vcpu.id() as usize) {
+        // SAFETY: gettid has no preconditions.
+        tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    }
     vcpu.bind_to_thread();
     let mut epoch = 0;
     loop {
@@ -110,7 +116,7 @@ fn run_once(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Result<(), String> {
             ctx.control.reset();
         }
         VcpuExit::SystemEvent { kind } => match kind {
-            kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => ctx.control.stop(0),
+            kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => ctx.control.shutdown(Cause::GuestShutdown),
             kvm_bindings::KVM_SYSTEM_EVENT_RESET => ctx.control.reset(),
             other => return Err(format!("guest system event {other} (crash)")),
         },
@@ -139,7 +145,28 @@ fn run_once(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Result<(), String> {
     Ok(())
 }
 
-/// Something was requested: stop, or park until a reset completes and then reload registers.
+/// Finish the instruction of the last I/O or MMIO exit without running more guest code: KVM
+/// completes it (writing RAX and RIP) only on the next KVM_RUN (api.rst, "KVM_RUN"), which would
+/// otherwise clobber the registers a reset just loaded. Bounded: a `rep ins` may take a few rounds.
+fn complete_pending_exit(vcpu: &mut Vcpu, ctx: &VcpuContext) {
+    for _ in 0..16 {
+        vcpu.set_immediate_exit();
+        if let Err(report) = run_once(vcpu, ctx) {
+            tracing::debug!(
+                vcpu = vcpu.id(),
+                "completing an exit before reset: {report}"
+            );
+            return;
+        }
+        // The Interrupted arm of run_once clears immediate_exit: nothing was pending any more.
+        if !vcpu.immediate_exit() {
+            return;
+        }
+    }
+}
+
+/// Something was requested: stop, or park until a reset completes (then reload registers) or
+/// until a pause ends (then continue exactly where KVM_RUN left off).
 #[cold]
 fn park(ctx: &VcpuContext, vcpu: &mut Vcpu, epoch: &mut u64) -> Next {
     let control = &ctx.control;
@@ -147,11 +174,11 @@ fn park(ctx: &VcpuContext, vcpu: &mut Vcpu, epoch: &mut u64) -> Next {
     loop {
         match st.command {
             Command::Stop(_) => return Next::Stop,
-            Command::Run => break,
-            Command::Reset => {
+            Command::Run if !st.held() => break,
+            Command::Run | Command::Reset => {
                 st.parked += 1;
                 control.notify();
-                while st.command == Command::Reset {
+                while st.command == Command::Reset || (st.command == Command::Run && st.held()) {
                     st = control.wait(st);
                 }
                 st.parked -= 1;
@@ -163,6 +190,7 @@ fn park(ctx: &VcpuContext, vcpu: &mut Vcpu, epoch: &mut u64) -> Next {
     *epoch = st.epoch;
     drop(st);
     if reset {
+        complete_pending_exit(vcpu, ctx);
         if let Err(e) = ctx.boot.reset_vcpu(vcpu, &ctx.mem) {
             eprintln!("rvmm: vCPU {}: reset failed: {e}", vcpu.id());
             control.stop(FATAL_STATUS);

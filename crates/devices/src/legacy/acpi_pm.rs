@@ -43,6 +43,8 @@ const PM1A_CNT: u64 = 0x4;
 
 /// PM1_STS.TMR_STS: bit 23 of the timer changed.
 const TMR_STS: u16 = 1 << 0;
+/// PM1_STS.PWRBTN_STS and PM1_EN.PWRBTN_EN (ACPI 6.5 tables 4.11 and 4.12).
+pub const PWRBTN: u16 = 1 << 8;
 /// PM1_CNT.SCI_EN.
 const SCI_EN: u16 = 1 << 0;
 /// PM1_CNT.SLP_EN.
@@ -91,6 +93,19 @@ impl AcpiPm {
     /// The current 24-bit PM_TMR value.
     pub fn timer(&self) -> u32 {
         (self.ticks() & TIMER_MASK) as u32
+    }
+
+    /// A press of the power button (QMP `system_powerdown`): as QEMU's `acpi_pm1_evt_power_down`,
+    /// PWRBTN_STS is set only if the guest enabled the event with PWRBTN_EN. Returns whether it
+    /// was. The SCI that should accompany it needs the interrupt work (not wired yet), so for now
+    /// guests see it by polling PM1a_STS.
+    pub fn press_power_button(&self) -> bool {
+        let mut regs = self.lock();
+        if regs.en & PWRBTN == 0 {
+            return false;
+        }
+        regs.sts |= PWRBTN;
+        true
     }
 
     fn lock(&self) -> MutexGuard<'_, Regs> {
@@ -272,6 +287,22 @@ mod tests {
         assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, 0x8000);
         pm.write(PM1A_STS + 1, &[0x80]);
         assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, 0);
+    }
+
+    #[test]
+    fn power_button_needs_pwrbtn_en_and_clears_by_writing_one() {
+        let (ctl, pm) = setup();
+        assert!(!pm.press_power_button(), "PWRBTN_EN is off at reset");
+        assert_eq!(inw(&pm, PM1A_STS) & PWRBTN, 0);
+        pm.write(PM1A_EN, &PWRBTN.to_le_bytes());
+        assert!(pm.press_power_button());
+        assert_eq!(inw(&pm, PM1A_STS) & PWRBTN, PWRBTN);
+        pm.write(PM1A_STS, &PWRBTN.to_le_bytes());
+        assert_eq!(inw(&pm, PM1A_STS) & PWRBTN, 0);
+        assert!(
+            ctl.requests().is_empty(),
+            "pressing does not power off by itself"
+        );
     }
 
     #[test]

@@ -1,0 +1,347 @@
+//! QMP monitor options: `-qmp`, `-chardev socket,...` with `-mon chardev=...,mode=control`.
+//!
+//! Syntax follows QEMU's chardev parser (`chardev/char.c`, `qemu_chr_parse_compat`):
+//! `unix:PATH[,server=on|off][,wait=on|off]` and `tcp:HOST:PORT[,...]`, where the legacy flags
+//! `server` and `nowait` mean `server=on` and `wait=off`. As in QEMU, a server waits for its
+//! first client before the guest starts unless `wait=off` is given.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::opts::{OptsError, QemuOpts};
+
+/// Where a QMP server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QmpAddress {
+    Unix(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+/// One QMP monitor: a listening socket, one client at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QmpConfig {
+    pub address: QmpAddress,
+    /// Block start-up until the first client connects (QEMU's default for servers).
+    pub wait: bool,
+}
+
+/// Why a monitor option was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MonitorError {
+    #[error("{0}")]
+    Opts(#[from] OptsError),
+    #[error(
+        "backend '{0}' is not supported (supported: unix:PATH, tcp:HOST:PORT, with server=on)"
+    )]
+    Backend(String),
+    #[error("chardev backend '{0}' is not supported (supported: socket)")]
+    ChardevBackend(String),
+    #[error("'{0}': expected HOST:PORT")]
+    TcpAddress(String),
+    #[error("'{0}': port must be a number from 0 to 65535")]
+    Port(String),
+    #[error("client mode (server=off) is not supported; rvmm only listens")]
+    ClientMode,
+    #[error("socket needs path= or host= and port=")]
+    SocketAddress,
+    #[error("parameter 'id' is missing")]
+    MissingId,
+    #[error("duplicate chardev id '{0}'")]
+    DuplicateId(String),
+    #[error("parameter 'chardev' is missing")]
+    MissingChardev,
+    #[error("chardev '{0}' not found")]
+    UnknownChardev(String),
+    #[error("mode '{0}' is not supported (supported: control)")]
+    Mode(String),
+    #[error("pretty-printed QMP is not supported")]
+    Pretty,
+    #[error("chardev '{0}' is not used by any -mon (rvmm only supports chardevs for QMP)")]
+    UnusedChardev(String),
+    #[error("chardev '{0}' is used by more than one -mon")]
+    ChardevInUse(String),
+}
+
+fn bool_param(opts: &QemuOpts, key: &str) -> Result<Option<bool>, MonitorError> {
+    match opts.get(key) {
+        None => Ok(None),
+        Some("on" | "yes" | "true") => Ok(Some(true)),
+        Some("off" | "no" | "false") => Ok(Some(false)),
+        Some(v) => Err(OptsError::InvalidBool {
+            key: key.into(),
+            value: v.into(),
+        }
+        .into()),
+    }
+}
+
+/// `server`/`wait` in either spelling; only server mode is accepted.
+fn server_wait(opts: &QemuOpts) -> Result<bool, MonitorError> {
+    if bool_param(opts, "server")? != Some(true) {
+        return Err(MonitorError::ClientMode);
+    }
+    let nowait = bool_param(opts, "nowait")?.unwrap_or(false);
+    Ok(bool_param(opts, "wait")?.unwrap_or(!nowait))
+}
+
+fn parse_port(text: &str) -> Result<u16, MonitorError> {
+    text.parse().map_err(|_| MonitorError::Port(text.into()))
+}
+
+/// `-qmp unix:PATH,server=on,wait=off` or `-qmp tcp:HOST:PORT,server,nowait`.
+pub fn parse_qmp(arg: &str) -> Result<QmpConfig, MonitorError> {
+    let (backend, rest) = arg.split_once(':').unwrap_or((arg, ""));
+    let opts = QemuOpts::parse(rest, Some("addr"))?;
+    let address = match backend {
+        "unix" => {
+            opts.check_known(&["addr", "server", "wait", "nowait"])?;
+            let path = opts.get("addr").unwrap_or_default();
+            if path.is_empty() {
+                return Err(MonitorError::SocketAddress);
+            }
+            QmpAddress::Unix(PathBuf::from(path))
+        }
+        "tcp" => {
+            opts.check_known(&["addr", "server", "wait", "nowait"])?;
+            let addr = opts.get("addr").unwrap_or_default();
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| MonitorError::TcpAddress(addr.into()))?;
+            QmpAddress::Tcp {
+                // QEMU listens on all addresses for an empty host ("tcp::4444").
+                host: if host.is_empty() { "0.0.0.0" } else { host }.into(),
+                port: parse_port(port)?,
+            }
+        }
+        other => return Err(MonitorError::Backend(other.into())),
+    };
+    Ok(QmpConfig {
+        address,
+        wait: server_wait(&opts)?,
+    })
+}
+
+/// `-chardev socket,id=X,path=P|host=H,port=N,server=on,wait=off`: returns the id and monitor.
+pub fn parse_chardev(arg: &str) -> Result<(String, QmpConfig), MonitorError> {
+    let opts = QemuOpts::parse(arg, Some("backend"))?;
+    let backend = opts.get("backend").unwrap_or_default();
+    if backend != "socket" {
+        return Err(MonitorError::ChardevBackend(backend.into()));
+    }
+    opts.check_known(&[
+        "backend", "id", "path", "host", "port", "server", "wait", "nowait",
+    ])?;
+    let id = opts.get("id").ok_or(MonitorError::MissingId)?;
+    let address = match (opts.get("path"), opts.get("port")) {
+        (Some(path), None) if !path.is_empty() => QmpAddress::Unix(PathBuf::from(path)),
+        (None, Some(port)) => QmpAddress::Tcp {
+            host: match opts.get("host") {
+                Some(h) if !h.is_empty() => h.into(),
+                _ => "0.0.0.0".into(),
+            },
+            port: parse_port(port)?,
+        },
+        _ => return Err(MonitorError::SocketAddress),
+    };
+    Ok((
+        id.to_string(),
+        QmpConfig {
+            address,
+            wait: server_wait(&opts)?,
+        },
+    ))
+}
+
+/// `-mon [chardev=]X,mode=control`: returns the chardev id.
+pub fn parse_mon(arg: &str) -> Result<String, MonitorError> {
+    let opts = QemuOpts::parse(arg, Some("chardev"))?;
+    opts.check_known(&["chardev", "mode", "pretty", "id"])?;
+    // QEMU's -mon default mode is readline (HMP), which rvmm does not have.
+    match opts.get("mode").unwrap_or("readline") {
+        "control" => {}
+        other => return Err(MonitorError::Mode(other.into())),
+    }
+    if bool_param(&opts, "pretty")? == Some(true) {
+        return Err(MonitorError::Pretty);
+    }
+    opts.get("chardev")
+        .map(str::to_string)
+        .ok_or(MonitorError::MissingChardev)
+}
+
+/// Chardevs and `-mon` references, resolved once the whole command line is read.
+#[derive(Debug, Default)]
+pub(crate) struct Monitors {
+    chardevs: HashMap<String, QmpConfig>,
+    order: Vec<String>,
+    mons: Vec<String>,
+}
+
+impl Monitors {
+    pub fn add_chardev(&mut self, arg: &str) -> Result<(), MonitorError> {
+        let (id, qmp) = parse_chardev(arg)?;
+        if self.order.contains(&id) {
+            return Err(MonitorError::DuplicateId(id));
+        }
+        self.chardevs.insert(id.clone(), qmp);
+        self.order.push(id);
+        Ok(())
+    }
+
+    pub fn add_mon(&mut self, arg: &str) -> Result<(), MonitorError> {
+        self.mons.push(parse_mon(arg)?);
+        Ok(())
+    }
+
+    /// The monitors in `-mon` order; every chardev must be used exactly once.
+    pub fn resolve(mut self) -> Result<Vec<QmpConfig>, MonitorError> {
+        let mut out = Vec::new();
+        for id in &self.mons {
+            match self.chardevs.remove(id) {
+                Some(qmp) => out.push(qmp),
+                None if self.order.contains(id) => {
+                    return Err(MonitorError::ChardevInUse(id.clone()))
+                }
+                None => return Err(MonitorError::UnknownChardev(id.clone())),
+            }
+        }
+        if let Some(id) = self.order.iter().find(|id| self.chardevs.contains_key(*id)) {
+            return Err(MonitorError::UnusedChardev(id.clone()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix(p: &str, wait: bool) -> QmpConfig {
+        QmpConfig {
+            address: QmpAddress::Unix(p.into()),
+            wait,
+        }
+    }
+
+    #[test]
+    fn qmp_forms() {
+        assert_eq!(
+            parse_qmp("unix:/tmp/q.sock,server=on,wait=off"),
+            Ok(unix("/tmp/q.sock", false))
+        );
+        assert_eq!(
+            parse_qmp("unix:/tmp/q.sock,server,nowait"),
+            Ok(unix("/tmp/q.sock", false))
+        );
+        assert_eq!(
+            parse_qmp("unix:/tmp/a,,b,server"),
+            Ok(unix("/tmp/a,b", true))
+        );
+        assert_eq!(
+            parse_qmp("tcp:127.0.0.1:4444,server=on,wait=off"),
+            Ok(QmpConfig {
+                address: QmpAddress::Tcp {
+                    host: "127.0.0.1".into(),
+                    port: 4444
+                },
+                wait: false
+            })
+        );
+        assert_eq!(
+            parse_qmp("tcp::4444,server,nowait").unwrap().address,
+            QmpAddress::Tcp {
+                host: "0.0.0.0".into(),
+                port: 4444
+            }
+        );
+        assert_eq!(parse_qmp("unix:/x"), Err(MonitorError::ClientMode));
+        assert_eq!(
+            parse_qmp("stdio"),
+            Err(MonitorError::Backend("stdio".into()))
+        );
+        assert_eq!(
+            parse_qmp("tcp:4444,server"),
+            Err(MonitorError::TcpAddress("4444".into()))
+        );
+        assert_eq!(
+            parse_qmp("tcp:h:99999,server"),
+            Err(MonitorError::Port("99999".into()))
+        );
+        assert_eq!(parse_qmp("unix:,server"), Err(MonitorError::SocketAddress));
+        assert!(matches!(
+            parse_qmp("unix:/x,server,wait=maybe"),
+            Err(MonitorError::Opts(OptsError::InvalidBool { .. }))
+        ));
+        assert!(matches!(
+            parse_qmp("unix:/x,server,telnet=on"),
+            Err(MonitorError::Opts(OptsError::UnknownParameter(_)))
+        ));
+    }
+
+    #[test]
+    fn chardev_and_mon() {
+        let mut m = Monitors::default();
+        m.add_chardev("socket,id=m0,path=/tmp/m0,server=on,wait=off")
+            .unwrap();
+        m.add_chardev("socket,id=m1,host=127.0.0.1,port=5555,server,nowait")
+            .unwrap();
+        assert_eq!(
+            m.add_chardev("socket,id=m0,path=/y,server"),
+            Err(MonitorError::DuplicateId("m0".into()))
+        );
+        m.add_mon("chardev=m1,mode=control").unwrap();
+        m.add_mon("m0,mode=control").unwrap();
+        let got = m.resolve().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].address,
+            QmpAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port: 5555
+            }
+        );
+        assert_eq!(got[1], unix("/tmp/m0", false));
+    }
+
+    #[test]
+    fn chardev_and_mon_errors() {
+        assert_eq!(
+            parse_chardev("stdio,id=c"),
+            Err(MonitorError::ChardevBackend("stdio".into()))
+        );
+        assert_eq!(
+            parse_chardev("socket,path=/x,server"),
+            Err(MonitorError::MissingId)
+        );
+        assert_eq!(
+            parse_chardev("socket,id=c,server"),
+            Err(MonitorError::SocketAddress)
+        );
+        assert_eq!(
+            parse_mon("chardev=c"),
+            Err(MonitorError::Mode("readline".into()))
+        );
+        assert_eq!(
+            parse_mon("chardev=c,mode=control,pretty=on"),
+            Err(MonitorError::Pretty)
+        );
+        assert_eq!(parse_mon("mode=control"), Err(MonitorError::MissingChardev));
+
+        let mut m = Monitors::default();
+        m.add_mon("chardev=nope,mode=control").unwrap();
+        assert_eq!(
+            m.resolve(),
+            Err(MonitorError::UnknownChardev("nope".into()))
+        );
+        let mut m = Monitors::default();
+        m.add_chardev("socket,id=c,path=/x,server").unwrap();
+        assert_eq!(m.resolve(), Err(MonitorError::UnusedChardev("c".into())));
+        let mut m = Monitors::default();
+        m.add_chardev("socket,id=c,path=/x,server").unwrap();
+        m.add_mon("c,mode=control").unwrap();
+        m.add_mon("c,mode=control").unwrap();
+        assert_eq!(m.resolve(), Err(MonitorError::ChardevInUse("c".into())));
+    }
+}

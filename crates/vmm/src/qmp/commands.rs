@@ -1,0 +1,144 @@
+//! The QMP commands rvmm serves, with QEMU 7.2's reply shapes (qapi/*.json).
+
+use super::protocol::{self, QmpError};
+use super::Machine;
+use crate::control::{Cause, Command, Stopped};
+use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
+
+type Args = Map<String, Value>;
+type Handler = fn(&Machine, &Args) -> Result<Value, QmpError>;
+
+/// Every command after negotiation, in `query-commands` order. `qmp_capabilities` is handled by
+/// the session (it changes the session's mode) but listed, as QEMU lists it.
+const COMMANDS: &[(&str, Handler)] = &[
+    ("qmp_capabilities", |_, _| Ok(json!({}))),
+    ("query-version", query_version),
+    ("query-commands", query_commands),
+    ("query-status", query_status),
+    ("query-name", query_name),
+    ("query-kvm", query_kvm),
+    ("query-cpus-fast", query_cpus_fast),
+    ("stop", stop),
+    ("cont", cont),
+    ("system_reset", system_reset),
+    ("system_powerdown", system_powerdown),
+    // The session shuts the VM down after sending the reply.
+    ("quit", |_, _| Ok(json!({}))),
+];
+
+/// QEMU's error for an argument a command does not take.
+pub fn unexpected(key: &str) -> QmpError {
+    QmpError::generic(format!("Parameter '{key}' is unexpected"))
+}
+
+fn no_args(args: &Args) -> Result<(), QmpError> {
+    match args.keys().next() {
+        Some(key) => Err(unexpected(key)),
+        None => Ok(()),
+    }
+}
+
+fn shutting_down(_: Stopped) -> QmpError {
+    QmpError::generic("The VM is shutting down")
+}
+
+/// Run command `name`; `quit` only replies here (the caller shuts down after the reply).
+pub fn dispatch(machine: &Machine, name: &str, args: &Args) -> Result<Value, QmpError> {
+    let Some((_, handler)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
+        return Err(QmpError::not_found(format!(
+            "The command {name} has not been found"
+        )));
+    };
+    handler(machine, args)
+}
+
+fn query_version(_: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    Ok(protocol::version())
+}
+
+fn query_commands(_: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    Ok(COMMANDS.iter().map(|(n, _)| json!({"name": n})).collect())
+}
+
+fn query_status(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    let st = m.control.lock();
+    let status = match st.command {
+        Command::Stop(_) => "shutdown",
+        _ if st.prelaunch => "prelaunch",
+        _ if st.held() => "paused",
+        _ => "running",
+    };
+    Ok(json!({"status": status, "running": status == "running", "singlestep": false}))
+}
+
+fn query_name(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    Ok(match &m.name {
+        Some(name) => json!({"name": name}),
+        None => json!({}),
+    })
+}
+
+fn query_kvm(_: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    Ok(json!({"enabled": true, "present": true}))
+}
+
+/// One entry per vCPU; topology ids as QEMU's `x86_topo_ids_from_idx` derives them.
+fn query_cpus_fast(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    let smp = &m.smp;
+    let cpus = m.thread_ids.iter().enumerate().map(|(i, tid)| {
+        let i = i as u32;
+        let mut props = json!({
+            "socket-id": i / (smp.threads * smp.cores * smp.dies),
+            "core-id": (i / smp.threads) % smp.cores,
+            "thread-id": i % smp.threads,
+        });
+        if smp.dies > 1 {
+            props["die-id"] = json!((i / (smp.threads * smp.cores)) % smp.dies);
+        }
+        json!({
+            "cpu-index": i,
+            "qom-path": format!("/machine/unattached/device[{i}]"),
+            "thread-id": tid.load(Ordering::Relaxed),
+            "target": "x86_64",
+            "props": props,
+        })
+    });
+    Ok(cpus.collect())
+}
+
+fn stop(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    // The VMM thread emits STOP once every vCPU is parked (not when already paused).
+    m.control.pause().map_err(shutting_down)?;
+    Ok(json!({}))
+}
+
+fn cont(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    // The VMM thread emits RESUME before releasing the vCPUs (not when already running).
+    m.control.resume().map_err(shutting_down)?;
+    Ok(json!({}))
+}
+
+fn system_reset(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    // The VMM thread emits RESET (or SHUTDOWN under -no-reboot) when it carries the reset out.
+    m.control.reset_for(Cause::HostQmpSystemReset);
+    Ok(json!({}))
+}
+
+/// QEMU's ACPI power button: PWRBTN_STS if the guest enabled it; POWERDOWN either way.
+fn system_powerdown(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    let seen = m.acpi_pm.press_power_button();
+    tracing::debug!(seen, "power button pressed");
+    m.events.emit("POWERDOWN", None);
+    Ok(json!({}))
+}

@@ -1,0 +1,375 @@
+//! QMP server: QEMU's JSON control protocol on Unix or TCP sockets.
+//!
+//! Each `-qmp` / `-mon mode=control` socket gets one thread that serves one client at a time (a
+//! QEMU chardev accepts one connection at a time, so clients take turns). Commands act through
+//! [`Control`] like devices do; events are written by whichever thread causes them (QMP thread,
+//! VMM thread) to every client past capabilities negotiation, through [`Events`]. Nothing here
+//! runs on a vCPU thread.
+
+mod commands;
+pub mod protocol;
+
+use crate::control::{Cause, Control};
+use crate::VmmError;
+use protocol::{Decoded, Decoder, QmpError};
+use rvmm_cli::{QmpAddress, QmpConfig, SmpConfig};
+use rvmm_devices::legacy::AcpiPm;
+use serde_json::{json, Value};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicI32;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// A client that does not read its socket for this long is dropped, so it cannot stall the VMM
+/// thread that emits an event.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connected client's socket.
+pub enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+        })
+    }
+
+    fn set_write_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_write_timeout(Some(t)),
+            Stream::Tcp(s) => s.set_write_timeout(Some(t)),
+        }
+    }
+
+    fn shutdown(&self) {
+        // Already closed is fine: the point is that the reader sees EOF.
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The write half of a client connection, shared by its QMP thread and event emitters.
+type ClientWriter = Arc<Mutex<Stream>>;
+
+/// Write one message; false if the client is gone or stopped reading.
+fn send(writer: &ClientWriter, msg: &Value) -> bool {
+    lock(writer).write_all(&protocol::encode(msg)).is_ok()
+}
+
+/// The clients that receive events (those past capabilities negotiation), and the lock that
+/// serializes command execution across monitors (as QEMU's main loop does).
+#[derive(Default)]
+pub struct Events {
+    clients: Mutex<Vec<ClientWriter>>,
+    commands: Mutex<()>,
+}
+
+impl Events {
+    /// Wait until no command is executing, so a reply in flight (e.g. to `cont` right before the
+    /// guest powers off) is written before the process exits.
+    pub fn wait_for_commands(&self) {
+        drop(lock(&self.commands));
+    }
+
+    /// Send event `name` with optional `data` to every negotiated client.
+    pub fn emit(&self, name: &str, data: Option<Value>) {
+        tracing::debug!(event = name, ?data, "QMP event");
+        let msg = protocol::event(name, data);
+        lock(&self.clients).retain(|c| {
+            let ok = send(c, &msg);
+            if !ok {
+                // Make the session's reader see EOF, so a stuck client is dropped for good.
+                lock(c).shutdown();
+            }
+            ok
+        });
+    }
+
+    /// SHUTDOWN or RESET with QEMU's `guest` and `reason` members.
+    pub fn emit_cause(&self, name: &str, cause: Cause) {
+        self.emit(
+            name,
+            Some(json!({"guest": cause.by_guest(), "reason": cause.as_str()})),
+        );
+    }
+
+    fn add(&self, client: &ClientWriter) {
+        lock(&self.clients).push(client.clone());
+    }
+
+    fn remove(&self, client: &ClientWriter) {
+        lock(&self.clients).retain(|c| !Arc::ptr_eq(c, client));
+    }
+}
+
+/// What QMP commands can see and do.
+pub struct Machine {
+    pub control: Arc<Control>,
+    pub events: Arc<Events>,
+    pub acpi_pm: Arc<AcpiPm>,
+    pub thread_ids: Arc<[AtomicI32]>,
+    pub name: Option<String>,
+    pub smp: SmpConfig,
+}
+
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    fn accept(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Listener::Unix(l) => Stream::Unix(l.accept()?.0),
+            Listener::Tcp(l) => Stream::Tcp(l.accept()?.0),
+        })
+    }
+}
+
+fn describe(addr: &QmpAddress) -> String {
+    match addr {
+        QmpAddress::Unix(p) => format!("unix:{}", p.display()),
+        QmpAddress::Tcp { host, port } => format!("tcp:{host}:{port}"),
+    }
+}
+
+/// Bound QMP sockets, before the guest starts.
+pub struct QmpServer {
+    sockets: Vec<(Listener, Option<Stream>)>,
+    /// Unix socket paths to remove at exit, as QEMU does.
+    paths: Vec<PathBuf>,
+}
+
+impl QmpServer {
+    /// Bind every monitor socket. Monitors with `wait=on` block here until their first client
+    /// connects, as QEMU does before starting the guest.
+    pub fn bind(configs: &[QmpConfig]) -> Result<Self, VmmError> {
+        let mut server = QmpServer {
+            sockets: Vec::new(),
+            paths: Vec::new(),
+        };
+        for cfg in configs {
+            let what = describe(&cfg.address);
+            let err = |source| VmmError::Qmp {
+                what: what.clone(),
+                source,
+            };
+            let listener = match &cfg.address {
+                QmpAddress::Unix(path) => {
+                    // A stale socket from an earlier run would make bind fail (QEMU unlinks too).
+                    match std::fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(err(e)),
+                    }
+                    let l = UnixListener::bind(path).map_err(err)?;
+                    server.paths.push(std::path::absolute(path).map_err(err)?);
+                    Listener::Unix(l)
+                }
+                QmpAddress::Tcp { host, port } => {
+                    Listener::Tcp(TcpListener::bind((host.as_str(), *port)).map_err(err)?)
+                }
+            };
+            let first = if cfg.wait {
+                eprintln!("rvmm: waiting for connection on: {what},server=on");
+                Some(listener.accept().map_err(err)?)
+            } else {
+                None
+            };
+            server.sockets.push((listener, first));
+        }
+        Ok(server)
+    }
+
+    /// Serve every socket on its own thread; returns the socket paths to remove at exit.
+    pub fn start(self, machine: Arc<Machine>) -> Result<Vec<PathBuf>, VmmError> {
+        for (i, (listener, first)) in self.sockets.into_iter().enumerate() {
+            let machine = machine.clone();
+            std::thread::Builder::new()
+                .name(format!("qmp{i}"))
+                .spawn(move || serve_socket(listener, first, &machine))
+                .map_err(|source| VmmError::Io {
+                    what: "spawn QMP thread",
+                    source,
+                })?;
+        }
+        Ok(self.paths)
+    }
+}
+
+fn serve_socket(listener: Listener, first: Option<Stream>, machine: &Machine) {
+    if let Some(stream) = first {
+        serve_client(stream, machine);
+    }
+    loop {
+        match listener.accept() {
+            Ok(stream) => serve_client(stream, machine),
+            Err(e) => {
+                tracing::warn!("QMP accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// One client session: greeting, then requests until the client disconnects.
+fn serve_client(mut reader: Stream, machine: &Machine) {
+    let writer = match reader.try_clone() {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(e) => {
+            tracing::warn!("QMP: cannot clone client socket: {e}");
+            return;
+        }
+    };
+    if let Err(e) = lock(&writer).set_write_timeout(WRITE_TIMEOUT) {
+        tracing::warn!("QMP: cannot set write timeout: {e}");
+    }
+    tracing::debug!("QMP client connected");
+    let mut session = Session {
+        negotiated: false,
+        writer: writer.clone(),
+    };
+    // A client that hangs up without reading replies (`socat` piping in qmp_capabilities and
+    // quit) still gets every request it sent executed (QEMU drops requests still queued when
+    // it notices the hang-up): replies that cannot be written are dropped, the session ends at EOF.
+    send(&writer, &protocol::greeting());
+    let mut decoder = Decoder::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        decoder.push(&buf[..n]);
+        while let Some(item) = decoder.next_item() {
+            session.handle(item, machine);
+        }
+    }
+    machine.events.remove(&writer);
+    tracing::debug!("QMP client disconnected");
+}
+
+struct Session {
+    negotiated: bool,
+    writer: ClientWriter,
+}
+
+impl Session {
+    /// Handle one decoded input and send its reply.
+    fn handle(&mut self, item: Decoded, machine: &Machine) {
+        let _running = lock(&machine.events.commands);
+        let value = match item {
+            Decoded::Error(desc) => {
+                send(
+                    &self.writer,
+                    &protocol::error_reply(&QmpError::generic(desc), None),
+                );
+                return;
+            }
+            Decoded::Value(v) => v,
+        };
+        let req = match protocol::parse_request(value) {
+            Ok(req) => req,
+            Err((id, err)) => {
+                send(&self.writer, &protocol::error_reply(&err, id));
+                return;
+            }
+        };
+        let result = if req.command == "qmp_capabilities" {
+            self.capabilities(&req.arguments, machine)
+        } else if !self.negotiated {
+            Err(QmpError::not_found(
+                "Expecting capabilities negotiation with 'qmp_capabilities'",
+            ))
+        } else {
+            commands::dispatch(machine, &req.command, &req.arguments)
+        };
+        let ok = result.is_ok();
+        let msg = match result {
+            Ok(ret) => protocol::reply(ret, req.id),
+            Err(err) => protocol::error_reply(&err, req.id),
+        };
+        send(&self.writer, &msg);
+        if ok && req.command == "quit" {
+            // After the reply, as QEMU: the client sees {"return": {}} before the socket closes.
+            machine.control.shutdown(Cause::HostQmpQuit);
+        }
+    }
+
+    /// `qmp_capabilities [enable: [...]]`: leave negotiation mode and start receiving events.
+    fn capabilities(
+        &mut self,
+        args: &serde_json::Map<String, Value>,
+        machine: &Machine,
+    ) -> Result<Value, QmpError> {
+        if self.negotiated {
+            return Err(QmpError::not_found(
+                "Capabilities negotiation is already complete, command ignored",
+            ));
+        }
+        for (key, value) in args {
+            if key != "enable" {
+                return Err(commands::unexpected(key));
+            }
+            let Value::Array(caps) = value else {
+                return Err(QmpError::generic(
+                    "Invalid parameter type for 'enable', expected: array",
+                ));
+            };
+            // rvmm offers no capabilities, so any entry is refused.
+            if let Some(cap) = caps.first() {
+                match cap.as_str() {
+                    Some("oob") => return Err(QmpError::generic("Capability 'oob' not available")),
+                    Some(other) => {
+                        return Err(QmpError::generic(format!(
+                            "Parameter 'enable' does not accept value '{other}'"
+                        )))
+                    }
+                    None => {
+                        return Err(QmpError::generic(
+                            "Invalid parameter type for 'enable[0]', expected: string",
+                        ))
+                    }
+                }
+            }
+        }
+        self.negotiated = true;
+        machine.events.add(&self.writer);
+        Ok(json!({}))
+    }
+}
