@@ -214,6 +214,17 @@ pub struct VmConfig {
     pub no_reboot: bool,
     pub devices: Vec<DeviceConfig>,
     pub nodefaults: bool,
+    /// `-exit-stats`: collect per-vCPU exit statistics and report them at exit.
+    pub exit_stats: Option<ExitStatsConfig>,
+}
+
+/// Where `-exit-stats` reports go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitStatsConfig {
+    /// Print a table to stderr at exit.
+    pub table: bool,
+    /// Write the JSON document (docs/EXIT-STATS.md) to this file at exit.
+    pub json: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -231,6 +242,7 @@ impl Default for VmConfig {
             no_reboot: false,
             devices: Vec::new(),
             nodefaults: false,
+            exit_stats: None,
         }
     }
 }

@@ -5,7 +5,7 @@ pub mod legacy;
 #[cfg(test)]
 mod test_utils;
 
-pub use bus::{Bus, BusDevice, BusError};
+pub use bus::{Bus, BusDevice, BusError, BusRange};
 
 /// What a device can ask of the VM as a whole (debug-exit, reset, power-off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! vCPU (stop, reset) or a terminating signal, act on it, and join every vCPU thread at the end.
 
 use crate::control::{Command, Control};
+use crate::exit_stats::{write_reports, ExitStats};
 use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
 use crate::{VcpuBoot, VmmError};
 use rvmm_arch::{BootParams, KernelImage};
@@ -110,7 +111,8 @@ fn insert(
     len: u64,
     dev: Arc<dyn BusDevice>,
 ) -> Result<(), VmmError> {
-    bus.insert(base, len, dev)
+    bus.insert_named(base, len, what, dev)
+        .map(|_| ())
         .map_err(|source| VmmError::Bus { what, source })
 }
 
@@ -317,6 +319,10 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     tracing::debug!("vCPUs created");
     spawn_signal_thread(control.clone())?;
     install_kick_handler()?;
+    let stats = config
+        .exit_stats
+        .as_ref()
+        .map(|_| Arc::new(ExitStats::new(&pio, &mmio, cpus)));
     let ctx = VcpuContext {
         control: control.clone(),
         pio: Arc::new(pio),
@@ -324,6 +330,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         mem: mem.clone(),
         counters: Arc::new(ExitCounters::default()),
         boot,
+        stats: stats.clone(),
     };
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
@@ -353,6 +360,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     tracing::debug!("vCPU threads joined");
     // vm-superio flushes the writer after every byte, so nothing is left to flush here.
     drop(serial);
+    if let (Some(cfg), Some(stats)) = (&config.exit_stats, &stats) {
+        write_reports(cfg, &stats.snapshot())?;
+    }
     let c = &ctx.counters;
     tracing::debug!(
         unclaimed_pio = c.unclaimed_pio.load(std::sync::atomic::Ordering::Relaxed),

@@ -8,6 +8,7 @@
 mod builder;
 mod control;
 mod emulation;
+pub mod exit_stats;
 mod vcpu;
 
 pub use control::FATAL_STATUS;
@@ -56,6 +57,8 @@ pub enum VmmError {
         #[source]
         source: rvmm_devices::BusError,
     },
+    #[error(transparent)]
+    ExitStats(#[from] exit_stats::ExitStatsError),
     #[error("{what}: {msg}")]
     Device { what: &'static str, msg: String },
     #[error("{what}: {source}")]
