@@ -65,6 +65,7 @@ const GUESTS: &[Guest] = &[
     guest("int3.elf", "int3.S", Class::Elf32, "pvh.ld"),
     guest("badinsn.elf", "badinsn.S", Class::Elf32, "pvh.ld"),
     guest("smp.elf", "smp.S", Class::Elf32, "pvh.ld"),
+    guest("exits.elf", "exits.S", Class::Elf32, "pvh.ld"),
 ];
 
 fn main() {

@@ -26,6 +26,7 @@ pub const ALL: &[&str] = &[
     "int3.elf",
     "badinsn.elf",
     "smp.elf",
+    "exits.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

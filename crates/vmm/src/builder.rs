@@ -316,6 +316,10 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vcpus.push(vcpu);
     }
 
+    // Once every vCPU exists, so that KVM's APIC ID map includes them all (see reload_lapic).
+    for vcpu in &vcpus {
+        vcpu.reload_lapic()?;
+    }
     tracing::debug!("vCPUs created");
     spawn_signal_thread(control.clone())?;
     install_kick_handler()?;
