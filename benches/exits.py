@@ -88,7 +88,8 @@ def main():
     ap.add_argument("--machine", default="microvm")
     ap.add_argument("--guest", default="exits.elf")
     ap.add_argument("--rvmm-args", default="", help="extra rvmm arguments, e.g. '-exit-stats json=/tmp/s.json'")
-    ap.add_argument("--only", default="rvmm,qemu,floor", help="which VMMs to run")
+    ap.add_argument("--only", default="rvmm,qemu,floor",
+                    help="which VMMs to run: rvmm, qemu, floor, rvmm-stats (rvmm -exit-stats)")
     args = ap.parse_args()
     kernel = find_guest(args.guest)
     vmms = args.only.split(",")
@@ -99,6 +100,9 @@ def main():
             "rvmm": [args.rvmm] + qemu_style("microvm", kernel, cpus, cmdline) + args.rvmm_args.split(),
             "qemu": [args.qemu] + qemu_style(args.machine, kernel, cpus, cmdline),
             "floor": [args.floor, kernel, str(cpus), cmdline],
+            # rvmm with exit statistics on: the cost of collecting them.
+            "rvmm-stats": [args.rvmm] + qemu_style("microvm", kernel, cpus, cmdline)
+            + ["-exit-stats", "json=/dev/null"],
         }
         results = {v: {p: [] for p in PHASES} for v in vmms}
         for run in range(args.runs):
@@ -117,6 +121,8 @@ def main():
             extra.append("rvmm/QEMU")
         if "qemu" in vmms and "floor" in vmms:
             extra.append("QEMU/floor")
+        if "rvmm" in vmms and "rvmm-stats" in vmms:
+            extra.append("rvmm-stats/rvmm")
         print(header[:-1] + "".join(f"| {e} " for e in extra) + "|")
         print("|---" * (1 + len(vmms) + len(extra)) + "|")
         for p in PHASES:

@@ -66,6 +66,7 @@ const GUESTS: &[Guest] = &[
     guest("badinsn.elf", "badinsn.S", Class::Elf32, "pvh.ld"),
     guest("smp.elf", "smp.S", Class::Elf32, "pvh.ld"),
     guest("exits.elf", "exits.S", Class::Elf32, "pvh.ld"),
+    guest("exits64.elf", "exits64.S", Class::Elf64, "pvh.ld"),
 ];
 
 fn main() {

@@ -27,6 +27,7 @@ pub const ALL: &[&str] = &[
     "badinsn.elf",
     "smp.elf",
     "exits.elf",
+    "exits64.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

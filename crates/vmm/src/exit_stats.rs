@@ -514,7 +514,7 @@ impl ExitStatsReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "rvmm exit statistics: {} vCPU(s), {:.3} s; time is spent in rvmm per exit, KVM_RUN return to next KVM_RUN",
+            "rvmm exit statistics: {} vCPU(s), {:.3} s; times are rvmm's share of an exit (KVM_RUN return to dispatch done)",
             self.vcpus.len(),
             self.elapsed_ns as f64 / 1e9
         );
