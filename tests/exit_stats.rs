@@ -109,3 +109,27 @@ fn exits_guest_starts_the_second_vcpu_with_init_sipi() {
     out.assert_stdout_contains("exits: cpus 2\nP1\nP2\nP3\nP4\nend\n");
     out.assert_status(EXIT_OK);
 }
+
+#[test]
+fn exit_stats_counts_64bit_paged_ring3_exits() {
+    if skip_on_qemu("-exit-stats is an rvmm option") {
+        return;
+    }
+    let dir = TempDir::new("counts64");
+    let json = dir.file("stats.json", b"");
+    let out = VmCommand::guest("exits64.elf")
+        .arg("-device")
+        .arg("pc-testdev")
+        .append("pout=100 pin=50 mw=30 mr=20")
+        .arg("-exit-stats")
+        .arg(format!("json={}", json.display()))
+        .run();
+    out.assert_stdout_contains("exits: cpus 1\nP1\nP2\nP3\nP4\nend\n");
+    out.assert_status(EXIT_OK);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let total = &v["total"];
+    assert_eq!(count(total, "pio-out", "pc-testdev"), 100, "{v:#}");
+    assert_eq!(count(total, "pio-in", "pc-testdev"), 50);
+    assert_eq!(count(total, "mmio-write", "pc-testdev iomem"), 30);
+    assert_eq!(count(total, "mmio-read", "pc-testdev iomem"), 20);
+}
