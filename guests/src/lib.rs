@@ -36,6 +36,8 @@ pub const ALL: &[&str] = &[
     "pio_bench.elf",
     "heartbeat.elf",
     "powerbutton.elf",
+    "exits.elf",
+    "exits64.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

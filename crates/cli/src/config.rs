@@ -254,6 +254,17 @@ pub struct VmConfig {
     pub pidfile: Option<PathBuf>,
     /// `-daemonize`: detach once the VM is set up (the parent exits 0 when the child is ready).
     pub daemonize: bool,
+    /// `-exit-stats`: collect per-vCPU exit statistics and report them at exit.
+    pub exit_stats: Option<ExitStatsConfig>,
+}
+
+/// Where `-exit-stats` reports go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitStatsConfig {
+    /// Print a table to stderr at exit.
+    pub table: bool,
+    /// Write the JSON document (docs/EXIT-STATS.md) to this file at exit.
+    pub json: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -279,6 +290,7 @@ impl Default for VmConfig {
             start_paused: false,
             pidfile: None,
             daemonize: false,
+            exit_stats: None,
         }
     }
 }

@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use config::{
-    check_memory_size, ConfigError, DeviceConfig, FwCfgData, FwCfgFile, IrqchipMode, MachineKind,
-    SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT,
-    MIN_MEMORY_BYTES,
+    check_memory_size, ConfigError, DeviceConfig, ExitStatsConfig, FwCfgData, FwCfgFile,
+    IrqchipMode, MachineKind, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES,
+    MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use options::{help_text, version_text};
@@ -125,7 +125,7 @@ enum Item {
 /// missing arguments.
 fn tokenize(args: impl IntoIterator<Item = String>) -> Result<Vec<Item>, CliError> {
     let mut items = Vec::new();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
         let Some(stripped) = arg.strip_prefix('-') else {
             items.push(Item::Positional(arg));
@@ -135,7 +135,10 @@ fn tokenize(args: impl IntoIterator<Item = String>) -> Result<Vec<Item>, CliErro
         let name = stripped.strip_prefix('-').unwrap_or(stripped);
         let kind =
             options::lookup(name).ok_or_else(|| CliError::InvalidOption(format!("-{name}")))?;
-        let arg = if kind.takes_arg {
+        let arg = if options::OPTIONAL_ARG.contains(&kind.name) {
+            // The next word is the argument unless it is the next option.
+            args.next_if(|next| !next.starts_with('-'))
+        } else if kind.takes_arg {
             let value = args
                 .next()
                 .ok_or_else(|| CliError::MissingArgument(format!("-{}", kind.name)))?;
@@ -233,6 +236,7 @@ impl Pending {
             "S" => c.start_paused = true,
             "pidfile" => c.pidfile = Some(PathBuf::from(arg)),
             "daemonize" => c.daemonize = true,
+            "exit-stats" => c.exit_stats = Some(exit_stats(arg)?),
             _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
         }
         Ok(None)
@@ -485,6 +489,37 @@ fn memory(arg: &str) -> Result<u64, CliError> {
     })?;
     // Cannot overflow: bytes is at most MAX_MEMORY_BYTES.
     Ok(bytes.div_ceil(MEMORY_ALIGNMENT) * MEMORY_ALIGNMENT)
+}
+
+/// `-exit-stats [json=FILE][,table=on|off]`: the table alone by default, the JSON file alone
+/// when `json=` is given, both with `json=FILE,table=on`.
+fn exit_stats(arg: &str) -> Result<ExitStatsConfig, CliError> {
+    if arg.is_empty() {
+        return Ok(ExitStatsConfig {
+            table: true,
+            json: None,
+        });
+    }
+    let opts = QemuOpts::parse(arg, None).map_err(opts_err("-exit-stats"))?;
+    opts.check_known(&["json", "table"])
+        .map_err(opts_err("-exit-stats"))?;
+    let json = match opts.get("json") {
+        Some("") => {
+            return Err(CliError::Opts {
+                option: "-exit-stats".into(),
+                source: OptsError::UnsupportedValue {
+                    key: "json".into(),
+                    value: String::new(),
+                },
+            })
+        }
+        other => other.map(PathBuf::from),
+    };
+    let table = opts
+        .get_bool("table")
+        .map_err(opts_err("-exit-stats"))?
+        .unwrap_or(json.is_none());
+    Ok(ExitStatsConfig { table, json })
 }
 
 /// Splits `-initrd a,b` into files; `,,` is a literal comma (QEMU's multiboot module list).

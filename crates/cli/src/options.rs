@@ -157,7 +157,16 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         arg: None,
         help: "detach from the terminal once the VM is set up",
     },
+    SupportedOption {
+        names: &["exit-stats"],
+        arg: Some("[json=FILE][,table=on|off]"),
+        help: "count exits per vCPU, kind and device; table on stderr at exit, or JSON to FILE",
+    },
 ];
+
+/// Options whose argument may be left out (rvmm extensions): the next word is taken as the
+/// argument only if it does not start with '-'.
+pub(crate) const OPTIONAL_ARG: &[&str] = &["exit-stats"];
 
 /// QEMU x86 options rvmm does not implement: `(name, takes an argument)`.
 #[rustfmt::skip]

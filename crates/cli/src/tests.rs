@@ -661,3 +661,37 @@ fn machine_pit_switch() {
     let err = parse_args(["-M".to_string(), "q35,pit=maybe".to_string()]).unwrap_err();
     assert!(err.to_string().contains("pit"), "{err}");
 }
+
+#[test]
+fn exit_stats() {
+    assert_eq!(run(&[]).exit_stats, None);
+    let table = Some(ExitStatsConfig {
+        table: true,
+        json: None,
+    });
+    assert_eq!(run(&["-exit-stats"]).exit_stats, table);
+    // The optional argument is not taken from the next option.
+    let c = run(&["-exit-stats", "-m", "64"]);
+    assert_eq!(c.exit_stats, table);
+    assert_eq!(c.memory_bytes, 64 * 1024 * 1024);
+    assert_eq!(
+        run(&["-exit-stats", "json=/tmp/x.json"]).exit_stats,
+        Some(ExitStatsConfig {
+            table: false,
+            json: Some("/tmp/x.json".into())
+        })
+    );
+    assert_eq!(
+        run(&["--exit-stats", "json=a,,b.json,table=on"]).exit_stats,
+        Some(ExitStatsConfig {
+            table: true,
+            json: Some("a,b.json".into())
+        })
+    );
+    assert_eq!(
+        err(&["-exit-stats", "csv=x"]),
+        "-exit-stats: unknown parameter 'csv'"
+    );
+    assert!(err(&["-exit-stats", "json="]).starts_with("-exit-stats: "));
+    assert!(err(&["-exit-stats", "table=maybe"]).starts_with("-exit-stats: "));
+}

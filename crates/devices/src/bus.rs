@@ -2,6 +2,9 @@
 //!
 //! The bus is built before the vCPUs start and never changes afterwards, so a lookup is a binary
 //! search with no lock at all. Devices take `&self` and lock only what they need internally.
+//!
+//! Every entry has a name and a stable id (its insertion order), so exit statistics can say which
+//! device an access went to without a second lookup.
 
 use std::sync::Arc;
 
@@ -25,13 +28,26 @@ pub enum BusError {
 struct BusEntry {
     base: u64,
     len: u64,
+    /// Insertion order: an index into `names`, stable while entries are added.
+    id: usize,
     device: Arc<dyn BusDevice>,
+}
+
+/// A named range of a bus, as listed by [`Bus::ranges`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusRange {
+    pub id: usize,
+    pub base: u64,
+    pub len: u64,
+    pub name: String,
 }
 
 /// One address space (port I/O or MMIO).
 #[derive(Default)]
 pub struct Bus {
     entries: Vec<BusEntry>,
+    /// Entry names by id.
+    names: Vec<String>,
 }
 
 impl Bus {
@@ -39,13 +55,24 @@ impl Bus {
         Self::default()
     }
 
-    /// Map `device` at `[base, base + len)`.
+    /// Map `device` at `[base, base + len)`, unnamed.
     pub fn insert(
         &mut self,
         base: u64,
         len: u64,
         device: Arc<dyn BusDevice>,
     ) -> Result<(), BusError> {
+        self.insert_named(base, len, "", device).map(|_| ())
+    }
+
+    /// Map `device` at `[base, base + len)` under `name` (e.g. "COM1"); returns the entry's id.
+    pub fn insert_named(
+        &mut self,
+        base: u64,
+        len: u64,
+        name: &str,
+        device: Arc<dyn BusDevice>,
+    ) -> Result<usize, BusError> {
         let end = base
             .checked_add(len)
             .filter(|_| len > 0)
@@ -59,42 +86,84 @@ impl Bus {
         if overlaps_prev || overlaps_next {
             return Err(BusError::Overlap { base, len });
         }
-        self.entries.insert(idx, BusEntry { base, len, device });
-        Ok(())
+        let id = self.names.len();
+        self.entries.insert(
+            idx,
+            BusEntry {
+                base,
+                len,
+                id,
+                device,
+            },
+        );
+        self.names.push(name.to_string());
+        Ok(id)
+    }
+
+    /// Number of entries ever inserted: ids are below this.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Every range with its id and name, in address order.
+    pub fn ranges(&self) -> Vec<BusRange> {
+        self.entries
+            .iter()
+            .map(|e| BusRange {
+                id: e.id,
+                base: e.base,
+                len: e.len,
+                name: self.names[e.id].clone(),
+            })
+            .collect()
+    }
+
+    #[inline]
+    fn entry(&self, addr: u64) -> Option<(&BusEntry, u64)> {
+        let idx = self.entries.partition_point(|e| e.base <= addr);
+        let e = self.entries.get(idx.checked_sub(1)?)?;
+        let offset = addr - e.base;
+        (offset < e.len).then_some((e, offset))
     }
 
     /// The device covering `addr`, and the offset of `addr` inside its range.
     /// An access is routed by its first byte, as on real buses.
     #[inline]
     pub fn resolve(&self, addr: u64) -> Option<(&dyn BusDevice, u64)> {
-        let idx = self.entries.partition_point(|e| e.base <= addr);
-        let e = self.entries.get(idx.checked_sub(1)?)?;
-        let offset = addr - e.base;
-        (offset < e.len).then_some((e.device.as_ref(), offset))
+        self.entry(addr).map(|(e, off)| (e.device.as_ref(), off))
+    }
+
+    /// Dispatch a read; returns the id of the entry that handled it, or None (and leaves `data`
+    /// untouched) if no device claims `addr`.
+    #[inline]
+    pub fn read_id(&self, addr: u64, data: &mut [u8]) -> Option<usize> {
+        let (e, off) = self.entry(addr)?;
+        e.device.read(off, data);
+        Some(e.id)
+    }
+
+    /// Dispatch a write; returns the id of the entry that handled it, or None.
+    #[inline]
+    pub fn write_id(&self, addr: u64, data: &[u8]) -> Option<usize> {
+        let (e, off) = self.entry(addr)?;
+        e.device.write(off, data);
+        Some(e.id)
     }
 
     /// Dispatch a read. Returns false (and leaves `data` untouched) if no device claims `addr`.
     #[inline]
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
-        match self.resolve(addr) {
-            Some((dev, off)) => {
-                dev.read(off, data);
-                true
-            }
-            None => false,
-        }
+        self.read_id(addr, data).is_some()
     }
 
     /// Dispatch a write. Returns false if no device claims `addr`.
     #[inline]
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
-        match self.resolve(addr) {
-            Some((dev, off)) => {
-                dev.write(off, data);
-                true
-            }
-            None => false,
-        }
+        self.write_id(addr, data).is_some()
     }
 }
 
@@ -130,6 +199,32 @@ mod tests {
         assert!(!bus.read(0x400, &mut d));
         assert!(!bus.write(0x81, &[1]));
         assert!(a.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn names_and_stable_ids() {
+        let mut bus = Bus::new();
+        let d = Arc::new(Recorder::default());
+        assert_eq!(bus.insert_named(0x3f8, 8, "COM1", d.clone()), Ok(0));
+        assert_eq!(bus.insert_named(0xe0, 4, "pc-testdev", d.clone()), Ok(1));
+        assert!(bus.insert_named(0xe2, 1, "overlap", d.clone()).is_err());
+        bus.insert(0x80, 1, d.clone()).unwrap();
+        assert_eq!(bus.len(), 3);
+        let mut b = [0u8; 1];
+        assert_eq!(bus.read_id(0x3f9, &mut b), Some(0));
+        assert_eq!(bus.write_id(0xe3, &[1]), Some(1));
+        assert_eq!(bus.write_id(0x80, &[1]), Some(2));
+        assert_eq!(bus.write_id(0xe4, &[1]), None);
+        let names: Vec<(u64, String)> =
+            bus.ranges().into_iter().map(|r| (r.base, r.name)).collect();
+        assert_eq!(
+            names,
+            [
+                (0x80, String::new()),
+                (0xe0, "pc-testdev".into()),
+                (0x3f8, "COM1".into())
+            ]
+        );
     }
 
     #[test]

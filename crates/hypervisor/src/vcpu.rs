@@ -305,6 +305,17 @@ impl Vcpu {
             .map_err(ioctl_err("KVM_SET_VCPU_EVENTS"))
     }
 
+    /// Write the LAPIC state back as it is (KVM_GET_LAPIC + KVM_SET_LAPIC), as QEMU does at
+    /// every vCPU reset. Setting the state makes KVM rebuild its APIC ID map; without that, on
+    /// the development host, INIT and SIPI sent to APIC ID 1 were dropped (tracefs shows
+    /// kvm_apic_ipi with no kvm_apic_accept_irq) and secondary vCPUs never started.
+    pub fn reload_lapic(&self) -> Result<()> {
+        let lapic = self.fd.get_lapic().map_err(ioctl_err("KVM_GET_LAPIC"))?;
+        self.fd
+            .set_lapic(&lapic)
+            .map_err(ioctl_err("KVM_SET_LAPIC"))
+    }
+
     /// Put the vCPU in the wait-for-SIPI state (an application processor after reset) or make it
     /// runnable (the bootstrap processor).
     pub fn set_runnable(&self, runnable: bool) -> Result<()> {

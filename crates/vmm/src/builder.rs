@@ -3,6 +3,7 @@
 
 use crate::control::{Cause, Command, Control};
 use crate::daemon::{self, Pidfile};
+use crate::exit_stats::{write_reports, ExitStats};
 use crate::firmware::{attach_firmware, FirmwareTables, KernelFiles};
 use crate::qmp::{self, Events, QmpServer};
 use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
@@ -130,7 +131,8 @@ fn insert(
     len: u64,
     dev: Arc<dyn BusDevice>,
 ) -> Result<(), VmmError> {
-    bus.insert(base, len, dev)
+    bus.insert_named(base, len, what, dev)
+        .map(|_| ())
         .map_err(|source| VmmError::Bus { what, source })
 }
 
@@ -355,11 +357,19 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vcpus.push(vcpu);
     }
 
+    // Once every vCPU exists, so that KVM's APIC ID map includes them all (see reload_lapic).
+    for vcpu in &vcpus {
+        vcpu.reload_lapic()?;
+    }
     tracing::debug!("vCPUs created");
     let qmp_server = QmpServer::bind(&config.qmp)?;
     let events = Arc::new(Events::default());
     let thread_ids: Arc<[AtomicI32]> = (0..cpus).map(|_| AtomicI32::new(0)).collect();
     install_kick_handler()?;
+    let stats = config
+        .exit_stats
+        .as_ref()
+        .map(|_| Arc::new(ExitStats::new(&pio, &mmio, cpus)));
     let ctx = VcpuContext {
         control: control.clone(),
         pio: Arc::new(pio),
@@ -369,14 +379,15 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         boot,
         ioapic,
         thread_ids: thread_ids.clone(),
+        stats: stats.clone(),
     };
     let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
-    for vcpu in vcpus {
+    for (index, vcpu) in (0u32..).zip(vcpus) {
         let ctx = ctx.clone();
-        let name = format!("vcpu{}", vcpu.id());
+        let name = format!("vcpu{index}");
         let handle = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run_vcpu(vcpu, ctx))
+            .spawn(move || run_vcpu(vcpu, index, ctx))
             .map_err(|source| VmmError::Io {
                 what: "spawn vCPU thread",
                 source,
@@ -431,6 +442,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     virtio.shutdown();
     // vm-superio flushes the writer after every byte, so nothing is left to flush here.
     drop(serial);
+    if let (Some(cfg), Some(stats)) = (&config.exit_stats, &stats) {
+        write_reports(cfg, &stats.snapshot())?;
+    }
     let c = &ctx.counters;
     tracing::debug!(
         unclaimed_pio = c.unclaimed_pio.load(std::sync::atomic::Ordering::Relaxed),

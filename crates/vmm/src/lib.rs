@@ -10,6 +10,7 @@ mod console;
 mod control;
 mod daemon;
 mod emulation;
+pub mod exit_stats;
 mod firmware;
 mod interrupts;
 mod platform;
@@ -63,6 +64,8 @@ pub enum VmmError {
         #[source]
         source: rvmm_devices::BusError,
     },
+    #[error(transparent)]
+    ExitStats(#[from] exit_stats::ExitStatsError),
     #[error("{what}: {msg}")]
     Device { what: &'static str, msg: String },
     #[error("QMP socket {what}: {source}")]

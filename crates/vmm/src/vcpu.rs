@@ -5,6 +5,7 @@
 
 use crate::control::{Cause, Command, Control, FATAL_STATUS};
 use crate::emulation;
+use crate::exit_stats::{self, Access, ExitKind, ExitStats, VcpuExitStats};
 use crate::VcpuBoot;
 use rvmm_devices::Bus;
 use rvmm_hypervisor::{Vcpu, VcpuExit};
@@ -34,6 +35,8 @@ pub struct VcpuContext {
     pub ioapic: Option<Arc<rvmm_devices::legacy::Ioapic>>,
     /// Linux thread id of each vCPU thread, by vCPU index (QMP query-cpus-fast `thread-id`).
     pub thread_ids: Arc<[AtomicI32]>,
+    /// Set with `-exit-stats`.
+    pub stats: Option<Arc<ExitStats>>,
 }
 
 enum Next {
@@ -42,12 +45,15 @@ enum Next {
 }
 
 /// The body of a vCPU thread.
-pub fn run_vcpu(mut vcpu: Vcpu, ctx: VcpuContext) {
-    if let Some(tid) = ctx.thread_ids.get(vcpu.id() as usize) {
+/// `index` is the vCPU's position in -smp order (QMP's cpu-index); `vcpu.id()` is its APIC ID.
+pub fn run_vcpu(mut vcpu: Vcpu, index: u32, ctx: VcpuContext) {
+    if let Some(tid) = ctx.thread_ids.get(index as usize) {
         // SAFETY: gettid has no preconditions.
         tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     }
     vcpu.bind_to_thread();
+    let stats = ctx.stats.as_ref().and_then(|s| s.vcpu(index));
+    let stats = stats.as_deref();
     let mut epoch = 0;
     loop {
         if ctx.control.pending() {
@@ -56,93 +62,150 @@ pub fn run_vcpu(mut vcpu: Vcpu, ctx: VcpuContext) {
                 Next::Stop => return,
             }
         }
-        if let Err(report) = run_once(&mut vcpu, &ctx) {
+        if let Err(report) = run_once(&mut vcpu, &ctx, stats) {
             eprintln!("rvmm: vCPU {}: {report}", vcpu.id());
             ctx.control.stop(FATAL_STATUS);
         }
     }
 }
 
+/// What an exit was, for the statistics.
+#[derive(Clone, Copy)]
+enum Handled {
+    Kind(ExitKind),
+    /// A bus access and the id of the bus entry that took it (None: unclaimed).
+    Access(Access, Option<usize>),
+}
+
 /// One KVM_RUN and the dispatch of its exit. `Err` carries a report for a fatal condition.
 #[inline]
-fn run_once(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Result<(), String> {
+fn run_once(
+    vcpu: &mut Vcpu,
+    ctx: &VcpuContext,
+    stats: Option<&VcpuExitStats>,
+) -> Result<(), String> {
     let exit = match vcpu.run() {
         Ok(exit) => exit,
         Err(e) => return Err(e.to_string()),
     };
-    match exit {
+    // Time from KVM_RUN returning to the end of the dispatch (the loop back to KVM_RUN is a
+    // flag check); two rdtsc per exit when -exit-stats is on, one branch when it is off.
+    let start = if stats.is_some() {
+        exit_stats::now()
+    } else {
+        0
+    };
+    let (handled, result) = match exit {
         VcpuExit::IoOut { port, size, data } => {
+            let mut id = None;
             for chunk in data.chunks(size.max(1)) {
-                if !ctx.pio.write(u64::from(port), chunk) {
+                id = ctx.pio.write_id(u64::from(port), chunk);
+                if id.is_none() {
                     ctx.counters.unclaimed_pio.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(port, ?chunk, "write to unclaimed port dropped");
                 }
             }
+            (Handled::Access(Access::PioOut, id), Ok(()))
         }
         VcpuExit::IoIn { port, size, data } => {
+            let mut id = None;
             for chunk in data.chunks_mut(size.max(1)) {
-                if !ctx.pio.read(u64::from(port), chunk) {
+                id = ctx.pio.read_id(u64::from(port), chunk);
+                if id.is_none() {
                     chunk.fill(0xff);
                     ctx.counters.unclaimed_pio.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(port, "read from unclaimed port returns all-ones");
                 }
             }
+            (Handled::Access(Access::PioIn, id), Ok(()))
         }
         VcpuExit::MmioWrite { addr, data } => {
-            if !ctx.mmio.write(addr, data) {
+            let id = ctx.mmio.write_id(addr, data);
+            if id.is_none() {
                 ctx.counters.unclaimed_mmio.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(addr, ?data, "MMIO write to unclaimed address dropped");
             }
+            (Handled::Access(Access::MmioWrite, id), Ok(()))
         }
         VcpuExit::MmioRead { addr, data } => {
-            if !ctx.mmio.read(addr, data) {
+            let id = ctx.mmio.read_id(addr, data);
+            if id.is_none() {
                 data.fill(0xff);
                 ctx.counters.unclaimed_mmio.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(addr, "MMIO read from unclaimed address returns all-ones");
             }
+            (Handled::Access(Access::MmioRead, id), Ok(()))
         }
         // Only reached without an in-kernel LAPIC; with one, HLT waits in the kernel.
-        VcpuExit::Hlt => std::thread::yield_now(),
-        VcpuExit::Interrupted => vcpu.clear_immediate_exit(),
+        VcpuExit::Hlt => {
+            std::thread::yield_now();
+            (Handled::Kind(ExitKind::Hlt), Ok(()))
+        }
+        VcpuExit::Interrupted => {
+            vcpu.clear_immediate_exit();
+            (Handled::Kind(ExitKind::Interrupted), Ok(()))
+        }
         VcpuExit::IoapicEoi { vector } => {
             tracing::trace!(vector, "IOAPIC EOI");
             if let Some(ioapic) = &ctx.ioapic {
                 ioapic.end_of_interrupt(vector);
             }
+            (Handled::Kind(ExitKind::IoapicEoi), Ok(()))
         }
         // A triple fault: reset, or stop under -no-reboot, as QEMU does.
         VcpuExit::Shutdown => {
             tracing::debug!(vcpu = vcpu.id(), "triple fault");
             ctx.control.reset();
+            (Handled::Kind(ExitKind::Shutdown), Ok(()))
         }
-        VcpuExit::SystemEvent { kind } => match kind {
-            kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => ctx.control.shutdown(Cause::GuestShutdown),
-            kvm_bindings::KVM_SYSTEM_EVENT_RESET => ctx.control.reset(),
-            other => return Err(format!("guest system event {other} (crash)")),
-        },
+        VcpuExit::SystemEvent { kind } => {
+            let result = match kind {
+                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => {
+                    ctx.control.shutdown(Cause::GuestShutdown);
+                    Ok(())
+                }
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
+                    ctx.control.reset();
+                    Ok(())
+                }
+                other => Err(format!("guest system event {other} (crash)")),
+            };
+            (Handled::Kind(ExitKind::SystemEvent), result)
+        }
         VcpuExit::EmulationFailure(failure) => {
-            emulation::recover(vcpu, &ctx.mem, failure, &ctx.counters)?;
+            let result = emulation::recover(vcpu, &ctx.mem, failure, &ctx.counters);
+            (Handled::Kind(ExitKind::EmulationFallback), result)
         }
-        VcpuExit::InternalError { suberror, data } => {
-            return Err(format!(
+        VcpuExit::InternalError { suberror, data } => (
+            Handled::Kind(ExitKind::InternalError),
+            Err(format!(
                 "KVM internal error, suberror {suberror}, data {data:x?}\n{}",
                 emulation::dump_state(vcpu)
-            ));
-        }
-        VcpuExit::FailEntry { reason } => {
-            return Err(format!(
+            )),
+        ),
+        VcpuExit::FailEntry { reason } => (
+            Handled::Kind(ExitKind::FailEntry),
+            Err(format!(
                 "KVM could not enter the guest (hardware reason {reason:#x})\n{}",
                 emulation::dump_state(vcpu)
-            ));
-        }
-        VcpuExit::Unhandled { reason } => {
-            return Err(format!(
+            )),
+        ),
+        VcpuExit::Unhandled { reason } => (
+            Handled::Kind(ExitKind::Unhandled),
+            Err(format!(
                 "unhandled KVM exit reason {reason}\n{}",
                 emulation::dump_state(vcpu)
-            ));
+            )),
+        ),
+    };
+    if let Some(stats) = stats {
+        let ticks = exit_stats::now().wrapping_sub(start);
+        match handled {
+            Handled::Kind(kind) => stats.record(kind, ticks),
+            Handled::Access(access, id) => stats.record_access(access, id, ticks),
         }
     }
-    Ok(())
+    result
 }
 
 /// Finish the instruction of the last I/O or MMIO exit without running more guest code: KVM
@@ -151,7 +214,7 @@ fn run_once(vcpu: &mut Vcpu, ctx: &VcpuContext) -> Result<(), String> {
 fn complete_pending_exit(vcpu: &mut Vcpu, ctx: &VcpuContext) {
     for _ in 0..16 {
         vcpu.set_immediate_exit();
-        if let Err(report) = run_once(vcpu, ctx) {
+        if let Err(report) = run_once(vcpu, ctx, None) {
             tracing::debug!(
                 vcpu = vcpu.id(),
                 "completing an exit before reset: {report}"
