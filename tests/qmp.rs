@@ -57,6 +57,7 @@ cases!(
     several_clients_in_turn,
     quit_pidfile_and_cleanup,
     daemonize,
+    exit_stats,
 );
 
 /// Every case in the script has a Rust test above (and no test names a missing case).
@@ -78,5 +79,5 @@ fn every_python_case_is_run() {
             "case {case} has no Rust test"
         );
     }
-    assert_eq!(in_script.len(), 12, "update the cases! list: {in_script:?}");
+    assert_eq!(in_script.len(), 13, "update the cases! list: {in_script:?}");
 }

@@ -618,6 +618,33 @@ async def case_daemonize(tmp):
             os.kill(pid, signal.SIGKILL)
 
 
+async def case_exit_stats(tmp):
+    if is_qemu():
+        print("skip exit_stats: x-query-exit-stats is an rvmm extension")
+        return
+    # Off: a clear error, and the connection stays usable.
+    vm = Vm("hlt.elf", tmp=tmp)
+    try:
+        qmp = await vm.client()
+        await expect_error(qmp, "GenericError", "x-query-exit-stats")
+        check((await qmp.execute("query-status"))["status"] == "running", "connection unusable")
+        await quit_vm(vm, qmp)
+    finally:
+        vm.kill()
+    vm = Vm("hlt.elf", "-exit-stats", "json=" + os.path.join(tmp, "s.json"), tmp=tmp)
+    try:
+        qmp = await vm.client()
+        await vm.wait_serial("halting\n")
+        stats = await qmp.execute("x-query-exit-stats")
+        check(stats["schema"] == "rvmm-exit-stats/1", f"{stats.get('schema')}")
+        com1 = [e for e in stats["total"] if e.get("device") == "COM1" and e["kind"] == "pio-out"]
+        # "halting\n" is 8 bytes, one port write each.
+        check(len(com1) == 1 and com1[0]["count"] == 8, f"COM1 writes: {com1}")
+        await quit_vm(vm, qmp)
+    finally:
+        vm.kill()
+
+
 def is_zombie(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -411,6 +411,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         thread_ids,
         name: config.name.clone(),
         smp: config.smp,
+        exit_stats: stats.clone(),
     };
     let started = qmp_server
         .start(Arc::new(machine))

@@ -23,6 +23,7 @@ const COMMANDS: &[(&str, Handler)] = &[
     ("cont", cont),
     ("system_reset", system_reset),
     ("system_powerdown", system_powerdown),
+    ("x-query-exit-stats", x_query_exit_stats),
     // The session shuts the VM down after sending the reply.
     ("quit", |_, _| Ok(json!({}))),
 ];
@@ -81,6 +82,17 @@ fn query_name(m: &Machine, args: &Args) -> Result<Value, QmpError> {
         Some(name) => json!({"name": name}),
         None => json!({}),
     })
+}
+
+/// rvmm extension: the `-exit-stats` JSON document (docs/EXIT-STATS.md), live.
+fn x_query_exit_stats(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    match &m.exit_stats {
+        Some(stats) => Ok(stats.snapshot().to_json()),
+        None => Err(QmpError::generic(
+            "Exit statistics are off; start rvmm with -exit-stats",
+        )),
+    }
 }
 
 fn query_kvm(_: &Machine, args: &Args) -> Result<Value, QmpError> {

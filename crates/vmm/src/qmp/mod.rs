@@ -145,6 +145,8 @@ pub struct Machine {
     pub thread_ids: Arc<[AtomicI32]>,
     pub name: Option<String>,
     pub smp: SmpConfig,
+    /// Set with `-exit-stats`: served by `x-query-exit-stats`.
+    pub exit_stats: Option<Arc<crate::exit_stats::ExitStats>>,
 }
 
 enum Listener {
