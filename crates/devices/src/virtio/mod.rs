@@ -73,7 +73,8 @@ pub enum VirtioError {
 
 /// The interrupt line of one virtio device, shared by the transport and the device worker.
 ///
-/// `evt` is written to raise the line; the VMM turns it into a KVM irqfd on the device's GSI.
+/// `evt` is written to raise the line; the VMM connects it to the device's GSI (an irqfd, or the
+/// user-space IOAPIC) as an edge, or as a level line whose resamples call [`Self::resample`].
 pub struct VirtioInterrupt {
     evt: EventFd,
     status: AtomicU32,
@@ -117,6 +118,14 @@ impl VirtioInterrupt {
     pub fn set_needs_reset(&self) {
         if !self.needs_reset.swap(true, Ordering::AcqRel) {
             self.raise(INT_CONFIG);
+        }
+    }
+
+    /// The interrupt controller lowered the level-triggered line at the guest's EOI: raise it
+    /// again while InterruptStatus is non-zero (§4.2.2: the line follows that register).
+    pub fn resample(&self) {
+        if self.status() != 0 {
+            let _ = self.evt.write(1);
         }
     }
 
