@@ -73,6 +73,7 @@ const GUESTS: &[Guest] = &[
     guest("serial_irq.elf", "serial_irq.S", Class::Elf32, "pvh.ld"),
     guest("pci_scan.elf", "pci_scan.S", Class::Elf32, "pvh.ld"),
     guest("pio_bench.elf", "pio_bench.S", Class::Elf32, "pvh.ld"),
+    guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
 ];
 
 fn main() {

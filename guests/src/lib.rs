@@ -34,6 +34,7 @@ pub const ALL: &[&str] = &[
     "serial_irq.elf",
     "pci_scan.elf",
     "pio_bench.elf",
+    "virtio.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).
