@@ -10,6 +10,7 @@
  *               status 0x1"; the handler does not return (no iret at CPL0), it continues the
  *               program with interrupts off. Every other completion is polled from the used ring.
  *   end=poweroff|reset|hang   how to stop (default isa-debug-exit EXIT_OK, status 33)
+ *   wait        before stopping, wait for a byte on COM1 (the test attaches a tracer first)
  * Prints "virtio: done" before stopping; any failure prints "virtio: FAIL ..." and exits
  * EXIT_FAIL (status 35).
  */
@@ -38,6 +39,7 @@ k_noflush:  .asciz "noflush"
 k_poweroff: .asciz "end=poweroff"
 k_reset:    .asciz "end=reset"
 k_hang:     .asciz "end=hang"
+k_wait:     .asciz "wait"
 
     .section .bss
     .balign 4
@@ -301,6 +303,14 @@ _start:
     mov $.Lno_irq, %esi
     jmp fail
 4:  PUTS32 "virtio: done\n"
+    mov $k_wait, %edi
+    call has_key
+    jne 6f
+    mov $(COM1_THR + 5), %dx             /* LSR: bit 0 = data ready */
+5:  in %dx, %al
+    test $1, %al
+    jz 5b
+6:
     mov $k_poweroff, %edi
     call has_key
     je poweroff32
