@@ -74,6 +74,7 @@ const GUESTS: &[Guest] = &[
     guest("pci_scan.elf", "pci_scan.S", Class::Elf32, "pvh.ld"),
     guest("pio_bench.elf", "pio_bench.S", Class::Elf32, "pvh.ld"),
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
+    guest("virtio_bench.elf", "virtio_bench.S", Class::Elf32, "pvh.ld"),
 ];
 
 fn main() {

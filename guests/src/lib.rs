@@ -35,6 +35,7 @@ pub const ALL: &[&str] = &[
     "pci_scan.elf",
     "pio_bench.elf",
     "virtio.elf",
+    "virtio_bench.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).
