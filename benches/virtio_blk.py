@@ -9,6 +9,7 @@ rate = n / (t(n) - t(0)), medians of alternating runs. The image is a raw file o
 (page-cached after the first run, default cache mode on both VMMs).
 
 Usage: benches/virtio_blk.py [--runs R] [--image PATH] [--size-mib M] [--rvmm PATH] [--qemu PATH]
+       [--baseline OTHER_RVMM]
 """
 
 import argparse
@@ -44,7 +45,8 @@ def run(name, binary, kernel, image, guest_args):
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", kernel,
             "-drive", f"file={image},format=raw,if=none,id=d0", "-device", "virtio-blk-device,drive=d0",
             "-append", guest_args]
-    if name == "QEMU":
+    if "qemu" in os.path.basename(binary):
+        # QEMU's virtio-mmio is legacy (version 1) unless told otherwise; the guest is modern-only.
         args += ["-global", "virtio-mmio.force-legacy=false"]
     start = time.perf_counter()
     proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
@@ -63,6 +65,7 @@ def main():
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--rvmm", default=os.path.join(ROOT, "target", "release", "rvmm"))
     ap.add_argument("--qemu", default="qemu-system-x86_64")
+    ap.add_argument("--baseline", help="another rvmm binary to compare (e.g. before a change)")
     a = ap.parse_args()
     kernel = find_guest("virtio_bench.elf")
     if not os.path.exists(a.image) or os.path.getsize(a.image) != a.size_mib << 20:
@@ -70,9 +73,12 @@ def main():
             for _ in range(a.size_mib):
                 f.write(os.urandom(1 << 20))
     vmms = [("rvmm", a.rvmm), ("QEMU", a.qemu)]
+    if a.baseline:
+        vmms.append(("baseline", a.baseline))
+    extra = " | baseline | rvmm/baseline" if a.baseline else ""
     print(f"{a.size_mib} MiB raw image, {a.runs} alternating runs, medians of t(n) - t(0)")
-    print("| workload | rvmm | QEMU | rvmm/QEMU |")
-    print("|---|---|---|---|")
+    print(f"| workload | rvmm | QEMU | rvmm/QEMU{extra} |")
+    print("|---|---|---|---" + ("|---|---" if a.baseline else "") + "|")
     for label, guest_args, n, bs in WORKLOADS:
         times = {name: {0: [], n: []} for name, _ in vmms}
         for _ in range(a.runs):
@@ -87,8 +93,10 @@ def main():
             fmt = lambda r: f"{r * bs / (1 << 20):,.0f} MiB/s"
         else:
             fmt = lambda r: f"{r:,.0f} IOPS"
-        print(f"| {label} | {fmt(rate['rvmm'])} | {fmt(rate['QEMU'])} | {rate['rvmm'] / rate['QEMU']:.2f} |",
-              flush=True)
+        cols = f"| {label} | {fmt(rate['rvmm'])} | {fmt(rate['QEMU'])} | {rate['rvmm'] / rate['QEMU']:.2f} |"
+        if a.baseline:
+            cols += f" {fmt(rate['baseline'])} | {rate['rvmm'] / rate['baseline']:.2f} |"
+        print(cols, flush=True)
 
 
 if __name__ == "__main__":
