@@ -77,6 +77,8 @@ const GUESTS: &[Guest] = &[
     guest("powerbutton.elf", "powerbutton.S", Class::Elf32, "pvh.ld"),
     guest("exits.elf", "exits.S", Class::Elf32, "pvh.ld"),
     guest("exits64.elf", "exits64.S", Class::Elf64, "pvh.ld"),
+    guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
+    guest("virtio_bench.elf", "virtio_bench.S", Class::Elf32, "pvh.ld"),
 ];
 
 fn main() {

@@ -13,6 +13,7 @@ command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v qemu-io >/dev/null || need_apt+=(qemu-utils)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v strace >/dev/null || need_apt+=(strace)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq

@@ -38,6 +38,8 @@ pub const ALL: &[&str] = &[
     "powerbutton.elf",
     "exits.elf",
     "exits64.elf",
+    "virtio.elf",
+    "virtio_bench.elf",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

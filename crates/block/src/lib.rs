@@ -247,8 +247,10 @@ impl Disk {
         if self.readonly {
             return Ok(());
         }
+        // imago's flush writes its cached metadata back; sync is the fdatasync.
         self.access
             .flush()
+            .and_then(|()| self.access.sync())
             .map_err(Self::io_err("flush", 0, self.size))
     }
 }

@@ -47,6 +47,7 @@ impl FirmwareTables {
                 MachineKind::Pc => PciHostBridge::Pci,
                 MachineKind::Microvm => PciHostBridge::None,
             },
+            virtio_mmio: crate::virtio::acpi_devices(config),
         });
         Self { acpi, apic_ids }
     }

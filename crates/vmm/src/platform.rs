@@ -40,12 +40,14 @@ fn device_err(what: &'static str) -> impl FnOnce(rvmm_devices::InterruptError) -
 }
 
 /// Put the user-space IOAPIC on the MMIO bus (split irqchip) and connect the device interrupt
-/// lines (COM1 on IRQ 4) to whichever IOAPIC the mode has. Returns the user-space IOAPIC.
+/// lines (COM1 on IRQ 4, then `device_lines`, e.g. virtio's) to whichever IOAPIC the mode has.
+/// Returns the user-space IOAPIC.
 pub fn attach_interrupts(
     vm: &Arc<Vm>,
     config: &VmConfig,
     mmio: &mut Bus,
     serial: Option<&SerialDevice>,
+    device_lines: Vec<IrqLine>,
 ) -> Result<Option<Arc<Ioapic>>, VmmError> {
     let ioapic = match config.irqchip {
         IrqchipMode::Kernel => None,
@@ -66,6 +68,7 @@ pub fn attach_interrupts(
                 .map_err(device_err("COM1 interrupt"))?,
         );
     }
+    lines.extend(device_lines);
     connect_lines(vm, ioapic.as_ref(), lines)?;
     Ok(ioapic)
 }

@@ -1,24 +1,33 @@
 //! Attaching virtio devices over virtio-mmio: one transport per `-device`, at QEMU microvm's
-//! addresses, with KVM ioeventfds for queue notifications and irqfds for interrupts.
+//! addresses, with KVM ioeventfds for queue notifications and an interrupt line each.
+//!
+//! As QEMU microvm (hw/i386/microvm.c): with ACPI the transports are announced in the DSDT
+//! (LNRO0005, level-triggered GSIs from 16), without ACPI on the kernel command line
+//! (`virtio_mmio.device=`, ISA IRQs from 5, edge-triggered). QEMU puts the ACPI lines on a second
+//! IOAPIC (GSI 24+) unless `ioapic2=off`; rvmm has one IOAPIC and uses the `ioapic2=off` layout.
 
 use crate::VmmError;
 use rvmm_block::{Disk, DiskOptions, ImageFormat};
-use rvmm_cli::{IrqchipMode, TapConfig, VirtioDeviceConfig, VmConfig};
+use rvmm_cli::{TapConfig, VirtioDeviceConfig, VmConfig};
 use rvmm_devices::virtio::block::BlockDevice;
 use rvmm_devices::virtio::mmio::QUEUE_NOTIFY;
 use rvmm_devices::virtio::net::NetDevice;
 use rvmm_devices::virtio::rng::RngDevice;
 use rvmm_devices::virtio::tap::Tap;
+use rvmm_devices::virtio::VirtioInterrupt;
 use rvmm_devices::virtio::{MmioSlot, MmioTransport, VirtioDevice, VIRTIO_MMIO_SIZE};
-use rvmm_devices::Bus;
+use rvmm_devices::{Bus, IrqLine};
 use rvmm_hypervisor::Vm;
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// First transport (QEMU microvm: `VIRTIO_MMIO_BASE`).
 pub const VIRTIO_MMIO_BASE: u64 = 0xfeb0_0000;
-/// First interrupt line (QEMU microvm without ACPI: `virtio_irq_base = 5`).
+/// First interrupt line without ACPI (QEMU microvm: `virtio_irq_base = 5`).
 pub const VIRTIO_IRQ_BASE: u32 = 5;
+/// First interrupt line with ACPI and one IOAPIC (QEMU microvm: `virtio_irq_base = 16`).
+pub const VIRTIO_IRQ_BASE_ACPI: u32 = 16;
 /// Transports QEMU microvm creates with one IOAPIC.
 pub const VIRTIO_MAX_DEVICES: usize = 8;
 
@@ -26,6 +35,38 @@ pub const VIRTIO_MAX_DEVICES: usize = 8;
 #[derive(Default)]
 pub struct VirtioDevices {
     transports: Vec<(MmioSlot, Arc<MmioTransport>)>,
+    /// ACPI describes the devices (level-triggered lines); otherwise the command line does.
+    acpi: bool,
+}
+
+/// Where the transports of `config`'s devices sit, in `-device` order.
+pub fn slots(config: &VmConfig) -> Vec<MmioSlot> {
+    let irq_base = if config.acpi {
+        VIRTIO_IRQ_BASE_ACPI
+    } else {
+        VIRTIO_IRQ_BASE
+    };
+    (0..config.virtio.len().min(VIRTIO_MAX_DEVICES))
+        .map(|i| MmioSlot {
+            base: VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE,
+            size: VIRTIO_MMIO_SIZE,
+            irq: irq_base + i as u32,
+        })
+        .collect()
+}
+
+/// The transports as the DSDT announces them.
+pub fn acpi_devices(config: &VmConfig) -> Vec<rvmm_arch::acpi::VirtioMmioDevice> {
+    slots(config)
+        .iter()
+        .enumerate()
+        .map(|(i, s)| rvmm_arch::acpi::VirtioMmioDevice {
+            index: i as u8,
+            base: s.base as u32,
+            size: s.size as u32,
+            gsi: s.irq,
+        })
+        .collect()
 }
 
 impl VirtioDevices {
@@ -34,12 +75,51 @@ impl VirtioDevices {
         self.transports.iter().map(|(s, _)| *s).collect()
     }
 
-    /// ` virtio_mmio.device=512@0xfeb00000:5 ...` (empty without devices).
+    /// ` virtio_mmio.device=512@0xfeb00000:5 ...` (empty without devices, and with ACPI, where
+    /// the DSDT announces them: QEMU microvm's `microvm_machine_reset`).
     pub fn cmdline_suffix(&self) -> String {
+        if self.acpi {
+            return String::new();
+        }
         self.transports
             .iter()
             .map(|(s, _)| format!(" {}", s.cmdline_param()))
             .collect()
+    }
+
+    /// One interrupt line per transport, for the platform's interrupt controller: edge-triggered
+    /// ISA lines without ACPI; with ACPI level-triggered lines (as the DSDT says), whose
+    /// resamples a thread of their own turns back into a raise while InterruptStatus is set.
+    pub fn irq_lines(&self) -> Result<Vec<IrqLine>, VmmError> {
+        let io_err = |what| move |source| VmmError::Io { what, source };
+        let mut lines = Vec::new();
+        let mut resamples = Vec::new();
+        for (slot, t) in &self.transports {
+            let trigger = t
+                .interrupt()
+                .eventfd()
+                .try_clone()
+                .map_err(io_err("dup virtio interrupt eventfd"))?;
+            let resample = if self.acpi {
+                let evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("virtio resample eventfd"))?;
+                resamples.push((
+                    evt.try_clone().map_err(io_err("dup resample eventfd"))?,
+                    t.interrupt().clone(),
+                ));
+                Some(evt)
+            } else {
+                None
+            };
+            lines.push(IrqLine {
+                gsi: slot.irq,
+                trigger,
+                resample,
+            });
+        }
+        if !resamples.is_empty() {
+            spawn_resampler(resamples)?;
+        }
+        Ok(lines)
     }
 
     /// Put the transports on the MMIO bus.
@@ -134,7 +214,10 @@ pub fn attach(
     vm: &Vm,
     mem: &Arc<GuestMemoryMmap>,
 ) -> Result<VirtioDevices, VmmError> {
-    let mut out = VirtioDevices::default();
+    let mut out = VirtioDevices {
+        transports: Vec::new(),
+        acpi: config.acpi,
+    };
     let mut nic_index = 0u8;
     if config.virtio.len() > VIRTIO_MAX_DEVICES {
         return Err(device_err("virtio-mmio")(format!(
@@ -142,12 +225,7 @@ pub fn attach(
             config.virtio.len()
         )));
     }
-    for (i, cfg) in config.virtio.iter().enumerate() {
-        let slot = MmioSlot {
-            base: VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE,
-            size: VIRTIO_MMIO_SIZE,
-            irq: VIRTIO_IRQ_BASE + i as u32,
-        };
+    for (cfg, slot) in config.virtio.iter().zip(slots(config)) {
         let device = build_device(cfg, &mut nic_index)?;
         let name = device.name();
         let t = MmioTransport::new(device, mem.clone()).map_err(|source| VmmError::Io {
@@ -157,16 +235,52 @@ pub fn attach(
         for (q, evt) in t.queue_notify_fds().iter().enumerate() {
             vm.register_ioevent(evt, slot.base + QUEUE_NOTIFY, q as u32)?;
         }
-        match config.irqchip {
-            IrqchipMode::Kernel => vm.register_irqfd(t.interrupt().eventfd(), slot.irq)?,
-            // The user-space IOAPIC of the split irqchip connects these lines when it exists.
-            IrqchipMode::Split => tracing::warn!(
-                "{name}: interrupts are not delivered under kernel-irqchip=split yet; \
-                 use -machine kernel-irqchip=on"
-            ),
-        }
         tracing::debug!(name, base = slot.base, irq = slot.irq, "virtio-mmio device");
         out.transports.push((slot, Arc::new(t)));
     }
     Ok(out)
+}
+
+/// Wait on the level lines' resample eventfds (written at the guest's EOI, by KVM or the
+/// user-space IOAPIC) and re-raise a line whose device still has InterruptStatus bits set.
+fn spawn_resampler(lines: Vec<(EventFd, Arc<VirtioInterrupt>)>) -> Result<(), VmmError> {
+    use std::os::fd::AsRawFd;
+    use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+    let io_err = |what| move |source| VmmError::Io { what, source };
+    let epoll = Epoll::new().map_err(io_err("epoll_create"))?;
+    for (i, (evt, _)) in lines.iter().enumerate() {
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                evt.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, i as u64),
+            )
+            .map_err(io_err("epoll_ctl(virtio resample)"))?;
+    }
+    std::thread::Builder::new()
+        .name("virtio-irq".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut events = vec![EpollEvent::default(); lines.len()];
+            loop {
+                let n = match epoll.wait(-1, &mut events) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        eprintln!("rvmm: virtio interrupt thread: epoll_wait: {e}");
+                        return;
+                    }
+                };
+                for ev in &events[..n] {
+                    if let Some((evt, interrupt)) = lines.get(ev.data() as usize) {
+                        // Non-blocking: a spurious wake-up reads EAGAIN.
+                        if evt.read().is_ok() {
+                            interrupt.resample();
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(io_err("spawn virtio-irq thread"))?;
+    Ok(())
 }

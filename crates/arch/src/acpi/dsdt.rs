@@ -1,13 +1,14 @@
-//! The DSDT (ACPI 6.5 section 5.2.11.1): COM1, the PCI root bridge, and the \_S5 sleep
-//! package that matches the PM1a_CNT device (SLP_TYP 0 powers off, as QEMU's \_S5).
+//! The DSDT (ACPI 6.5 section 5.2.11.1): COM1, the PCI root bridge, the virtio-mmio
+//! transports, and the \_S5 sleep package that matches the PM1a_CNT device (SLP_TYP 0 powers
+//! off, as QEMU's \_S5).
 
 use acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Name, Package, Path,
-    ResourceTemplate, Scope, IO,
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Name, Package,
+    Path, ResourceTemplate, Scope, IO,
 };
 use acpi_tables::Aml;
 
-use super::{sdt, AcpiConfig, PciHostBridge, IOAPIC_ADDR};
+use super::{sdt, AcpiConfig, PciHostBridge, VirtioMmioDevice, IOAPIC_ADDR};
 use crate::layout::MMIO_GAP_START;
 
 /// COM1's ports and ISA IRQ.
@@ -59,6 +60,9 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
     ];
     let pci0 = Device::new("PCI0".into(), names.iter().map(|n| n as &dyn Aml).collect());
 
+    let virtio: Vec<Vec<u8>> = config.virtio_mmio.iter().map(virtio_mmio_aml).collect();
+    let virtio: Vec<RawAml> = virtio.iter().map(|b| RawAml(b)).collect();
+
     let mut children: Vec<&dyn Aml> = Vec::new();
     if config.com1 {
         children.push(&com1);
@@ -66,9 +70,38 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
     if config.pci != PciHostBridge::None {
         children.push(&pci0);
     }
+    children.extend(virtio.iter().map(|d| d as &dyn Aml));
     Scope::new(Path::new("\\_SB_"), children).to_aml_bytes(&mut aml);
 
     let mut t = sdt(b"DSDT", 2);
     t.append_slice(&aml);
     t.as_slice().to_vec()
+}
+
+/// AML already encoded (each virtio node is built on its own, as the tree borrows its parts).
+struct RawAml<'a>(&'a [u8]);
+
+impl Aml for RawAml<'_> {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        sink.vec(self.0);
+    }
+}
+
+/// One transport as QEMU's `virtio_acpi_dsdt_add` describes it: Linux's virtio_mmio driver
+/// binds to `_HID` "LNRO0005" and takes the window and the interrupt from `_CRS`.
+fn virtio_mmio_aml(d: &VirtioMmioDevice) -> Vec<u8> {
+    let window = Memory32Fixed::new(true, d.base, d.size);
+    // Consumer, level-triggered, active high, exclusive (virtio 1.2 §4.2.2: the line stays
+    // raised while InterruptStatus is non-zero).
+    let irq = Interrupt::new(true, false, false, false, d.gsi);
+    let crs = ResourceTemplate::new(vec![&window, &irq]);
+    let hid = Name::new("_HID".into(), &"LNRO0005");
+    let uid = Name::new("_UID".into(), &d.index);
+    // Cache-coherent DMA.
+    let cca = Name::new("_CCA".into(), &1u8);
+    let crs = Name::new("_CRS".into(), &crs);
+    let name = format!("VR{:02}", d.index % 100);
+    let mut out = Vec::new();
+    Device::new(name.as_str().into(), vec![&hid, &uid, &cca, &crs]).to_aml_bytes(&mut out);
+    out
 }

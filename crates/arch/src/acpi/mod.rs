@@ -62,6 +62,20 @@ pub struct AcpiConfig {
     pub com1: bool,
     /// The PCI host bridge to describe, if any.
     pub pci: PciHostBridge,
+    /// virtio-mmio transports with a device, announced as LNRO0005 devices.
+    pub virtio_mmio: Vec<VirtioMmioDevice>,
+}
+
+/// One virtio-mmio transport as the DSDT describes it (QEMU microvm: `VRnn`, `_HID`
+/// "LNRO0005", `_UID` = transport index, `_CRS` = register window and level interrupt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioMmioDevice {
+    /// Transport index (the nn of `VRnn` and the `_UID`).
+    pub index: u8,
+    pub base: u32,
+    pub size: u32,
+    /// GSI (level-triggered, active high).
+    pub gsi: u32,
 }
 
 /// The root PCI bridge the DSDT describes.

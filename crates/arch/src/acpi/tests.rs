@@ -6,6 +6,7 @@ fn config(apic_ids: Vec<u32>) -> AcpiConfig {
         apic_ids,
         com1: true,
         pci: PciHostBridge::Pcie,
+        virtio_mmio: Vec::new(),
     }
 }
 
@@ -182,6 +183,7 @@ fn dsdt_variants_and_s5() {
         apic_ids: vec![0],
         com1: false,
         pci: PciHostBridge::None,
+        virtio_mmio: Vec::new(),
     });
     let has = |t: &[u8], s: &[u8]| t.windows(s.len()).any(|w| w == s);
     for t in [&with, &without] {
@@ -196,6 +198,38 @@ fn dsdt_variants_and_s5() {
     // EISAID("PNP0501") and "PNP0A08" encodings.
     assert!(has(&with, &[0x0c, 0x41, 0xd0, 0x05, 0x01]));
     assert!(has(&with, &[0x0c, 0x41, 0xd0, 0x0a, 0x08]));
+}
+
+fn virtio_devices(n: u8) -> Vec<VirtioMmioDevice> {
+    (0..n)
+        .map(|index| VirtioMmioDevice {
+            index,
+            base: 0xfeb0_0000 + 0x200 * u32::from(index),
+            size: 0x200,
+            gsi: 16 + u32::from(index),
+        })
+        .collect()
+}
+
+#[test]
+fn dsdt_virtio_mmio_nodes() {
+    let has = |t: &[u8], s: &[u8]| t.windows(s.len()).any(|w| w == s);
+    let none = dsdt(&config(vec![0]));
+    assert!(!has(&none, b"LNRO0005"));
+    let t = dsdt(&AcpiConfig {
+        virtio_mmio: virtio_devices(3),
+        ..config(vec![0])
+    });
+    assert!(has(&t, b"VR00") && has(&t, b"VR02") && !has(&t, b"VR03"));
+    // StringOp "LNRO0005" NUL.
+    assert!(has(&t, b"\x0dLNRO0005\x00"));
+    // Memory32Fixed (0x86, length 9, read-write) at 0xfeb00400, 0x200 bytes.
+    assert!(has(
+        &t,
+        &[0x86, 0x09, 0x00, 0x01, 0x00, 0x04, 0xb0, 0xfe, 0x00, 0x02, 0x00, 0x00]
+    ));
+    // Extended interrupt (0x89, length 6): consumer, level, active high, exclusive; GSI 18.
+    assert!(has(&t, &[0x89, 0x06, 0x00, 0x01, 0x01, 18, 0, 0, 0]));
 }
 
 #[test]
@@ -222,6 +256,7 @@ fn iasl_disassembles_every_table_without_errors() {
             apic_ids: (0..cpus).collect(),
             com1: true,
             pci,
+            virtio_mmio: virtio_devices(2),
         };
         // iasl only takes description tables with a header; the RSDP is checked above.
         for t in build_tables(&cfg)
@@ -252,6 +287,13 @@ fn iasl_disassembles_every_table_without_errors() {
             let dsl = std::fs::read_to_string(file.with_extension("dsl")).unwrap();
             if t.name == "DSDT" {
                 assert!(dsl.contains("PNP0501"), "{dsl}");
+                assert!(dsl.contains("Device (VR01)"), "{dsl}");
+                assert!(dsl.contains("Name (_HID, \"LNRO0005\")"), "{dsl}");
+                assert!(dsl.contains("0xFEB00200"), "{dsl}");
+                assert!(
+                    dsl.contains("Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, )"),
+                    "{dsl}"
+                );
                 assert!(dsl.contains("Name (_S5, Package"), "{dsl}");
                 assert!(dsl.contains(if pci == PciHostBridge::Pcie {
                     "PNP0A08"

@@ -44,6 +44,12 @@ const CHUNK: usize = 1 << 20;
 /// Largest discard / write-zeroes range per segment we advertise (sectors).
 const MAX_DISCARD_SECTORS: u32 = u32::MAX / 512;
 
+thread_local! {
+    /// The worker's bounce buffer, kept between requests (a fresh 128 KiB allocation per
+    /// request is an mmap, page faults and a munmap).
+    static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The block device.
 pub struct BlockDevice {
     disk: Arc<Mutex<Disk>>,
@@ -180,23 +186,29 @@ fn execute(
                     "sector {sector} + {len} bytes is past the end of the disk"
                 )));
             }
-            let mut buf = vec![0u8; CHUNK.min(len as usize)];
-            let mut done = 0u64;
-            while done < len {
-                let n = (len - done).min(CHUNK as u64) as usize;
-                let b = &mut buf[..n];
-                if kind == T_IN {
-                    d.read(b, offset + done).map_err(|e| ioerr(&e))?;
-                    chain.write_at(mem, done, b).map_err(|e| ioerr(&e))?;
-                } else {
-                    chain
-                        .read_at(mem, HEADER_LEN + done, b)
-                        .map_err(|e| ioerr(&e))?;
-                    d.write(b, offset + done).map_err(|e| ioerr(&e))?;
+            BOUNCE.with_borrow_mut(|buf| {
+                let want = CHUNK.min(len as usize);
+                if buf.len() < want {
+                    buf.resize(want, 0);
                 }
-                done += n as u64;
-            }
-            Ok(if kind == T_IN { len } else { 0 })
+                let mut done = 0u64;
+                while done < len {
+                    let n = (len - done).min(CHUNK as u64) as usize;
+                    // Every byte of `b` is overwritten before it is used.
+                    let b = &mut buf[..n];
+                    if kind == T_IN {
+                        d.read(b, offset + done).map_err(|e| ioerr(&e))?;
+                        chain.write_at(mem, done, b).map_err(|e| ioerr(&e))?;
+                    } else {
+                        chain
+                            .read_at(mem, HEADER_LEN + done, b)
+                            .map_err(|e| ioerr(&e))?;
+                        d.write(b, offset + done).map_err(|e| ioerr(&e))?;
+                    }
+                    done += n as u64;
+                }
+                Ok(if kind == T_IN { len } else { 0 })
+            })
         }
         T_FLUSH => {
             lock(disk).flush().map_err(|e| ioerr(&e))?;

@@ -49,6 +49,9 @@ pub const STATUS_FAILED: u32 = 0x80;
 pub const INT_USED_RING: u32 = 1;
 pub const INT_CONFIG: u32 = 2;
 
+/// Avail ring flag: the driver does not want used-buffer interrupts (§2.7.6).
+pub const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
+
 /// Features every rvmm device offers on top of its own.
 pub const COMMON_FEATURES: u64 =
     (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_F_RING_INDIRECT_DESC) | (1 << VIRTIO_F_RING_EVENT_IDX);
@@ -73,7 +76,8 @@ pub enum VirtioError {
 
 /// The interrupt line of one virtio device, shared by the transport and the device worker.
 ///
-/// `evt` is written to raise the line; the VMM turns it into a KVM irqfd on the device's GSI.
+/// `evt` is written to raise the line; the VMM connects it to the device's GSI (an irqfd, or the
+/// user-space IOAPIC) as an edge, or as a level line whose resamples call [`Self::resample`].
 pub struct VirtioInterrupt {
     evt: EventFd,
     status: AtomicU32,
@@ -117,6 +121,14 @@ impl VirtioInterrupt {
     pub fn set_needs_reset(&self) {
         if !self.needs_reset.swap(true, Ordering::AcqRel) {
             self.raise(INT_CONFIG);
+        }
+    }
+
+    /// The interrupt controller lowered the level-triggered line at the guest's EOI: raise it
+    /// again while InterruptStatus is non-zero (§4.2.2: the line follows that register).
+    pub fn resample(&self) {
+        if self.status() != 0 {
+            let _ = self.evt.write(1);
         }
     }
 
@@ -236,10 +248,27 @@ pub(crate) fn process_queue(
             break;
         }
     }
-    if used_any && queue.needs_notification(mem).map_err(QueueFault::Used)? {
+    if used_any && driver_wants_interrupt(queue, mem)? {
         interrupt.signal_used_queue();
     }
     Ok(())
+}
+
+/// Whether the driver wants an interrupt for the chains just used: EVENT_IDX's used_event
+/// when negotiated (§2.7.10), else the avail ring's VRING_AVAIL_F_NO_INTERRUPT flag (§2.7.7.2:
+/// the device should not interrupt while it is set), which virtio-queue does not look at.
+fn driver_wants_interrupt(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, QueueFault> {
+    use virtio_queue::QueueT;
+    use vm_memory::{Bytes, GuestAddress};
+    if queue.event_idx_enabled() {
+        return queue.needs_notification(mem).map_err(QueueFault::Used);
+    }
+    // The used ring writes before the flags read (as needs_notification does).
+    std::sync::atomic::fence(Ordering::SeqCst);
+    let flags: u16 = mem
+        .load(GuestAddress(queue.avail_ring()), Ordering::Acquire)
+        .map_err(|e| QueueFault::Avail(virtio_queue::Error::GuestMemory(e)))?;
+    Ok(flags & VRING_AVAIL_F_NO_INTERRUPT == 0)
 }
 
 /// The device-wide reaction to a queue fault: log it and enter NEEDS_RESET.

@@ -154,6 +154,28 @@ fn event_idx_suppresses_interrupts() {
     );
 }
 
+#[test]
+fn avail_no_interrupt_flag_suppresses_interrupts_without_event_idx() {
+    let (t, mem) = rng();
+    let mut ring = Ring::new(0, 16);
+    init_device(&t, V1, std::slice::from_ref(&ring));
+    // VRING_AVAIL_F_NO_INTERRUPT (§2.7.7.2): a polling driver.
+    mem.write_obj(1u16, GuestAddress(ring.avail)).unwrap();
+    simple_request(&mem, &mut ring);
+    notify(&t, 0);
+    assert!(ring.wait_used(&mem, 1));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(rd(&t, 0x60), 0, "no interrupt while the flag is set");
+    assert!(t.interrupt().eventfd().read().is_err(), "line not raised");
+    // Flag cleared: the next completion interrupts.
+    mem.write_obj(0u16, GuestAddress(ring.avail)).unwrap();
+    simple_request(&mem, &mut ring);
+    notify(&t, 0);
+    assert!(ring.wait_used(&mem, 2));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(rd(&t, 0x60), 1);
+}
+
 /// Submit chain 0 as set up by `build` and return the used length; the buffer at 0x40000 must
 /// stay untouched (the request is refused, not half-done).
 fn malformed(build: impl FnOnce(&super::GuestMemory, &Ring)) -> u32 {
