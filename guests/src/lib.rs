@@ -34,6 +34,11 @@ pub const ALL: &[&str] = &[
     "serial_irq.elf",
     "pci_scan.elf",
     "pio_bench.elf",
+    "emulate_popcnt.elf",
+    "emulate_fwait.elf",
+    "emulate_mxcsr.elf",
+    "emulate_smap.elf",
+    "bzimage_gzip.bin",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

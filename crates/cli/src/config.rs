@@ -196,6 +196,17 @@ pub enum IrqchipMode {
     Split,
 }
 
+/// Who unpacks a bzImage's compressed kernel (`-machine bzimage-decompress=host|guest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BzImageDecompress {
+    /// rvmm, before the guest starts: the kernel's decompressor runs at CPL0, which some hosts
+    /// emulate (docs/EMULATED-KVM.md).
+    #[default]
+    Host,
+    /// The kernel's own decompressor, as QEMU boots it.
+    Guest,
+}
+
 /// Where a `-fw_cfg` item's contents come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FwCfgData {
@@ -246,6 +257,7 @@ pub struct VmConfig {
     pub acpi: bool,
     /// User fw_cfg files (`-fw_cfg`), in command-line order.
     pub fw_cfg: Vec<FwCfgFile>,
+    pub bzimage_decompress: BzImageDecompress,
 }
 
 impl Default for VmConfig {
@@ -267,6 +279,7 @@ impl Default for VmConfig {
             nodefaults: false,
             acpi: true,
             fw_cfg: Vec::new(),
+            bzimage_decompress: BzImageDecompress::default(),
         }
     }
 }

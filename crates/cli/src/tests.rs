@@ -515,8 +515,17 @@ fn typical_qemu_command_line() {
             nodefaults: true,
             acpi: true,
             fw_cfg: Vec::new(),
+            bzimage_decompress: crate::BzImageDecompress::Host,
         }
     );
+}
+
+#[test]
+fn bzimage_decompress_option() {
+    let c = run(&["-machine", "q35,bzimage-decompress=guest"]);
+    assert_eq!(c.bzimage_decompress, crate::BzImageDecompress::Guest);
+    let c = run(&["-M", "bzimage-decompress=host"]);
+    assert_eq!(c.bzimage_decompress, crate::BzImageDecompress::Host);
 }
 
 #[test]

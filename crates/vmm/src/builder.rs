@@ -31,6 +31,7 @@ struct Images {
     firmware: FirmwareTables,
     /// Whether the kernel came from -kernel (fw_cfg kernel items) or is the built-in guest.
     from_cli: bool,
+    decompress: rvmm_arch::BzImageDecompress,
 }
 
 impl Images {
@@ -67,6 +68,10 @@ impl Images {
             mem_size: config.memory_bytes,
             firmware: FirmwareTables::new(config),
             from_cli: config.kernel.is_some(),
+            decompress: match config.bzimage_decompress {
+                rvmm_cli::BzImageDecompress::Host => rvmm_arch::BzImageDecompress::Host,
+                rvmm_cli::BzImageDecompress::Guest => rvmm_arch::BzImageDecompress::Guest,
+            },
         })
     }
 
@@ -85,7 +90,7 @@ impl Images {
             cmdline: &self.cmdline,
             mem_size: self.mem_size,
         };
-        let entry = rvmm_arch::load_kernel(mem, &kernel, &params)?;
+        let entry = rvmm_arch::load_kernel_with(mem, &kernel, &params, self.decompress)?;
         self.firmware.write(mem, &entry)?;
         Ok(entry)
     }
@@ -348,6 +353,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
 
     tracing::debug!("vCPUs created");
+    // After every check that can fail, so an error stays a one-line message.
+    crate::host::announce();
     install_kick_handler()?;
     let ctx = VcpuContext {
         control: control.clone(),
@@ -393,7 +400,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     tracing::debug!(
         unclaimed_pio = c.unclaimed_pio.load(std::sync::atomic::Ordering::Relaxed),
         unclaimed_mmio = c.unclaimed_mmio.load(std::sync::atomic::Ordering::Relaxed),
-        int3_recoveries = c.int3_recoveries.load(std::sync::atomic::Ordering::Relaxed),
+        emulated = %c.emulated.summary(),
         "VM stopped"
     );
     Ok(status)

@@ -10,6 +10,7 @@ mod console;
 mod control;
 mod emulation;
 mod firmware;
+mod host;
 mod interrupts;
 mod platform;
 mod vcpu;
@@ -106,6 +107,8 @@ impl VcpuBoot {
             ..Default::default()
         };
         vcpu.set_fpu(&fpu)?;
+        // KVM_SET_FPU ignores `mxcsr`; the XSAVE area carries it.
+        vcpu.set_mxcsr(0x1f80)?;
         Ok(vcpu.set_runnable(true)?)
     }
 }
