@@ -79,6 +79,22 @@ const GUESTS: &[Guest] = &[
     guest("exits64.elf", "exits64.S", Class::Elf64, "pvh.ld"),
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
     guest("virtio_bench.elf", "virtio_bench.S", Class::Elf32, "pvh.ld"),
+    Guest {
+        defines: &["TEST_POPCNT"],
+        ..guest("emulate_popcnt.elf", "emulate.S", Class::Elf64, "pvh.ld")
+    },
+    Guest {
+        defines: &["TEST_FWAIT"],
+        ..guest("emulate_fwait.elf", "emulate.S", Class::Elf64, "pvh.ld")
+    },
+    Guest {
+        defines: &["TEST_MXCSR"],
+        ..guest("emulate_mxcsr.elf", "emulate.S", Class::Elf64, "pvh.ld")
+    },
+    Guest {
+        defines: &["TEST_SMAP"],
+        ..guest("emulate_smap.elf", "emulate.S", Class::Elf64, "pvh.ld")
+    },
 ];
 
 fn main() {
@@ -100,6 +116,39 @@ fn main() {
     for g in GUESTS {
         build_guest(g, &src, &scripts, &out_dir, ld_quiet);
     }
+    build_packed_bzimage(&out_dir);
+}
+
+/// `bzimage_gzip.bin`: bzimage.bin with vmlinux64.elf appended as a gzip payload, located by the
+/// setup header's payload_offset/payload_length (boot.rst) and ending with the uncompressed size
+/// (as the kernel build's `size_append`). rvmm unpacks it and enters vmlinux64 ("vmlinux64 ok");
+/// the kernel's own path enters bzimage.bin's 64-bit entry instead ("bzimage ok").
+fn build_packed_bzimage(out_dir: &Path) {
+    const PM_START: usize = 0x400; // setup_sects = 1: boot sector + one setup sector
+    let elf = fs::read(out_dir.join("vmlinux64.elf")).expect("vmlinux64.elf was just built");
+    let mut bz = fs::read(out_dir.join("bzimage.bin")).expect("bzimage.bin was just built");
+    require_tool("gzip");
+    let mut child = Command::new("gzip")
+        .args(["-9", "-n", "-c"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gzip");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("gzip stdin");
+        stdin.write_all(&elf).expect("feed gzip");
+    }
+    let out = child.wait_with_output().expect("gzip output");
+    assert!(out.status.success(), "gzip failed: {}", out.status);
+    let mut payload = out.stdout;
+    payload.extend_from_slice(&(elf.len() as u32).to_le_bytes());
+    let offset = bz.len() - PM_START;
+    bz[0x248..0x24c].copy_from_slice(&(offset as u32).to_le_bytes());
+    bz[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    bz.extend_from_slice(&payload);
+    let dst = out_dir.join("bzimage_gzip.bin");
+    fs::write(&dst, bz).unwrap_or_else(|e| panic!("cannot write {}: {e}", dst.display()));
 }
 
 /// Emits `rerun-if-changed` for every file in `dir` (not recursive).

@@ -36,3 +36,10 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+
+# Boot test 1: Debian's stock cloud kernel to "Run /init" (tests/linux_boot.rs). It is #[ignore]d
+# in plain `cargo test` because it takes minutes on hosts whose KVM emulates guest kernel code
+# (docs/EMULATED-KVM.md); here it runs explicitly.
+linux_dir="$(scripts/get-linux.sh)"
+echo "scripts/test.sh: stock Linux boot test (several minutes where KVM emulates CPL0) with $linux_dir"
+RVMM_LINUX_DIR="$linux_dir" cargo test --test linux_boot -- --ignored --nocapture

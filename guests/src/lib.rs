@@ -40,6 +40,11 @@ pub const ALL: &[&str] = &[
     "exits64.elf",
     "virtio.elf",
     "virtio_bench.elf",
+    "emulate_popcnt.elf",
+    "emulate_fwait.elf",
+    "emulate_mxcsr.elf",
+    "emulate_smap.elf",
+    "bzimage_gzip.bin",
 ];
 
 /// Path of the built guest `name` (one of [`ALL`], e.g. `"pvh32.elf"`).

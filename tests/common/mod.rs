@@ -59,6 +59,8 @@ pub struct VmCommand {
     timeout: Duration,
     /// Give the VMM a pipe as stdin (for [`RunningVm::write_stdin`]) instead of /dev/null.
     stdin_pipe: bool,
+    /// Extra environment variables for the VMM.
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl VmCommand {
@@ -91,12 +93,25 @@ impl VmCommand {
             args: args.iter().map(OsString::from).collect(),
             timeout: TIMEOUT,
             stdin_pipe: false,
+            envs: Vec::new(),
         }
     }
 
     /// Adds one argument.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the VMM (e.g. `RVMM_LOG`).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets how long [`VmCommand::run`] waits before killing the VMM.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 
@@ -128,6 +143,7 @@ impl VmCommand {
         let bin = binary();
         let mut child = Command::new(&bin)
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(if self.stdin_pipe {
                 Stdio::piped()
             } else {

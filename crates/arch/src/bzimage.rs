@@ -16,10 +16,12 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header
 use linux_loader::loader::{BzImage, KernelLoader};
 use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend};
 
+use crate::elf::{ElfError, ElfImage};
 use crate::layout::{
     e820_entries, fmt_size, low_ram_end, BOOT_STACK_POINTER, CMDLINE_MAX, CMDLINE_START,
     HIMEM_START, ZERO_PAGE_START,
 };
+use crate::payload::{Compression, PayloadError};
 use crate::{
     place_high, write_cmdline, BootEntry, BootParams, BootProtocol, CpuMode, KernelImage, LoadError,
 };
@@ -64,6 +66,10 @@ pub enum BzImageError {
     },
     #[error("linux-loader could not load the protected-mode kernel")]
     Loader(#[source] linux_loader::loader::Error),
+    #[error("unpacking the payload")]
+    Payload(#[source] PayloadError),
+    #[error("the unpacked payload is not a usable vmlinux")]
+    UnpackedElf(#[source] ElfError),
 }
 
 /// Whether the file has the "HdrS" setup header magic at 0x202.
@@ -189,6 +195,69 @@ pub fn load<M: GuestMemoryBackend>(
         rbx: 0,
         rsi: ZERO_PAGE_START,
     })
+}
+
+/// Unpacks the bzImage's compressed vmlinux in rvmm and loads it at its physical addresses, with
+/// the first initrd and a zero page built from the bzImage's own setup header; 64-bit entry at
+/// vmlinux's `startup_64` (boot.rst, "64-bit boot protocol": the same state the kernel's own
+/// decompressor leaves). Skips the decompressor, which runs at CPL0 and so is emulated on some
+/// hosts (docs/EMULATED-KVM.md). Returns `None`, having written nothing, when rvmm has no
+/// decompressor for the payload's format: the kernel's own decompressor must do it.
+pub fn load_unpacked<M: GuestMemoryBackend>(
+    mem: &M,
+    kernel: &KernelImage,
+    setup: &SetupHeader,
+    params: &BootParams,
+) -> Result<Option<(Compression, BootEntry)>, LoadError> {
+    let err = |reason| LoadError::BzImage {
+        name: kernel.name.to_string(),
+        reason,
+    };
+    let hdr = setup.hdr;
+    let protected = &kernel.bytes[setup.setup_size..];
+    let payload = crate::payload::locate(
+        protected,
+        hdr.version,
+        hdr.payload_offset,
+        hdr.payload_length,
+    )
+    .map_err(|e| err(BzImageError::Payload(e)))?;
+    let ram_end = low_ram_end(params.mem_size);
+    let (format, elf) = match crate::payload::unpack(payload, ram_end) {
+        Ok(v) => v,
+        Err(PayloadError::Unsupported(_) | PayloadError::UnknownFormat(_)) => return Ok(None),
+        Err(e) => return Err(err(BzImageError::Payload(e))),
+    };
+    let elf_err = |e| err(BzImageError::UnpackedElf(e));
+    let image = ElfImage::parse(&elf).map_err(elf_err)?;
+    let entry = image.physical_entry().map_err(elf_err)?;
+    let kernel_end = image
+        .load(mem, &elf, params.mem_size, false)
+        .map_err(elf_err)?;
+    let max_cmdline = match hdr.cmdline_size {
+        0 => CMDLINE_MAX - 1,
+        n => n as usize,
+    };
+    write_cmdline(mem, params.cmdline, max_cmdline)?;
+    let initrd_max = match hdr.initrd_addr_max {
+        0 => DEFAULT_INITRD_ADDR_MAX,
+        n => n,
+    };
+    let top = ram_end.min(u64::from(initrd_max) + 1);
+    let initrd = load_initrd(mem, params, top, kernel_end)?;
+    write_zero_page(mem, hdr, params, initrd)?;
+    Ok(Some((
+        format,
+        BootEntry {
+            protocol: BootProtocol::BzImage,
+            mode: CpuMode::Long64,
+            rip: entry,
+            rsp: BOOT_STACK_POINTER,
+            rax: 0,
+            rbx: 0,
+            rsi: ZERO_PAGE_START,
+        },
+    )))
 }
 
 /// Places the first initrd page-aligned as high as possible below `top` and above `floor`, and

@@ -14,6 +14,7 @@ pub mod elf;
 pub mod layout;
 pub mod mptable;
 pub mod multiboot;
+pub mod payload;
 pub mod pvh;
 pub mod topology;
 pub mod vmlinux;
@@ -130,13 +131,34 @@ pub enum LoadError {
     },
 }
 
+/// Who unpacks a bzImage's compressed kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BzImageDecompress {
+    /// rvmm, before the guest starts (the default; falls back to `Guest` for formats rvmm
+    /// cannot unpack).
+    #[default]
+    Host,
+    /// The kernel's own decompressor, entered at the bzImage's 64-bit entry point.
+    Guest,
+}
+
 /// Detects the boot protocol of `kernel`, loads it, its initrds/modules, command line and boot
 /// information into `mem`, and returns the entry state. Call `setup_cpu_mode` with
-/// `entry.mode` afterwards.
+/// `entry.mode` afterwards. bzImages are unpacked by rvmm.
 pub fn load_kernel<M: GuestMemoryBackend>(
     mem: &M,
     kernel: &KernelImage,
     params: &BootParams,
+) -> Result<BootEntry, LoadError> {
+    load_kernel_with(mem, kernel, params, BzImageDecompress::Host)
+}
+
+/// `load_kernel`, choosing who unpacks a bzImage.
+pub fn load_kernel_with<M: GuestMemoryBackend>(
+    mem: &M,
+    kernel: &KernelImage,
+    params: &BootParams,
+    decompress: BzImageDecompress,
 ) -> Result<BootEntry, LoadError> {
     let name = || kernel.name.to_string();
     let bytes = kernel.bytes;
@@ -146,7 +168,14 @@ pub fn load_kernel<M: GuestMemoryBackend>(
     let multiboot_header = multiboot::find_header(bytes);
     if bzimage::has_setup_header(bytes) {
         match bzimage::SetupHeader::parse(bytes) {
-            Ok(hdr) => return bzimage::load(mem, kernel, &hdr, params),
+            Ok(hdr) => {
+                if decompress == BzImageDecompress::Host {
+                    if let Some((_, entry)) = bzimage::load_unpacked(mem, kernel, &hdr, params)? {
+                        return Ok(entry);
+                    }
+                }
+                return bzimage::load(mem, kernel, &hdr, params);
+            }
             Err(reason) if multiboot_header.is_none() => {
                 return Err(LoadError::BzImage {
                     name: name(),

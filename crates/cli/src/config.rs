@@ -196,6 +196,17 @@ pub enum IrqchipMode {
     Split,
 }
 
+/// Who unpacks a bzImage's compressed kernel (`-machine bzimage-decompress=host|guest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BzImageDecompress {
+    /// rvmm, before the guest starts: the kernel's decompressor runs at CPL0, which some hosts
+    /// emulate (docs/EMULATED-KVM.md).
+    #[default]
+    Host,
+    /// The kernel's own decompressor, as QEMU boots it.
+    Guest,
+}
+
 /// Where a `-fw_cfg` item's contents come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FwCfgData {
@@ -254,6 +265,8 @@ pub struct VmConfig {
     pub pidfile: Option<PathBuf>,
     /// `-daemonize`: detach once the VM is set up (the parent exits 0 when the child is ready).
     pub daemonize: bool,
+    /// Who unpacks a bzImage payload (`-machine bzimage-decompress=host|guest`).
+    pub bzimage_decompress: BzImageDecompress,
     /// `-exit-stats`: collect per-vCPU exit statistics and report them at exit.
     pub exit_stats: Option<ExitStatsConfig>,
 }
@@ -291,6 +304,7 @@ impl Default for VmConfig {
             pidfile: None,
             daemonize: false,
             exit_stats: None,
+            bzimage_decompress: BzImageDecompress::default(),
         }
     }
 }

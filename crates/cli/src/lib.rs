@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use config::{
-    check_memory_size, ConfigError, DeviceConfig, ExitStatsConfig, FwCfgData, FwCfgFile,
-    IrqchipMode, MachineKind, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES,
+    check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, ExitStatsConfig, FwCfgData,
+    FwCfgFile, IrqchipMode, MachineKind, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES,
     MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
@@ -267,6 +267,21 @@ impl Pending {
                 "pit" => {
                     self.config.pit =
                         crate::opts::parse_bool(key, value).map_err(opts_err("-machine"))?
+                }
+                "bzimage-decompress" => {
+                    self.config.bzimage_decompress = match value.as_str() {
+                        "host" => BzImageDecompress::Host,
+                        "guest" => BzImageDecompress::Guest,
+                        _ => {
+                            return Err(CliError::Opts {
+                                option: "-machine".into(),
+                                source: OptsError::UnsupportedValue {
+                                    key: key.clone(),
+                                    value: value.clone(),
+                                },
+                            })
+                        }
+                    }
                 }
                 "kernel" => self.config.kernel = Some(PathBuf::from(value)),
                 "initrd" => self.config.initrd = split_initrd(value)?,

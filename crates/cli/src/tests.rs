@@ -566,6 +566,14 @@ fn qmp_options() {
 }
 
 #[test]
+fn bzimage_decompress_option() {
+    let c = run(&["-machine", "q35,bzimage-decompress=guest"]);
+    assert_eq!(c.bzimage_decompress, crate::BzImageDecompress::Guest);
+    let c = run(&["-M", "bzimage-decompress=host"]);
+    assert_eq!(c.bzimage_decompress, crate::BzImageDecompress::Host);
+}
+
+#[test]
 fn errors_have_sources() {
     use std::error::Error as _;
     let e = parse(&["-smp", "4,foo=1"]).unwrap_err();

@@ -268,9 +268,30 @@ impl Vcpu {
     pub fn set_sregs(&self, sregs: &kvm_sregs) -> Result<()> {
         self.fd.set_sregs(sregs).map_err(ioctl_err("KVM_SET_SREGS"))
     }
+    pub fn fpu(&self) -> Result<kvm_fpu> {
+        self.fd.get_fpu().map_err(ioctl_err("KVM_GET_FPU"))
+    }
     pub fn set_fpu(&self, fpu: &kvm_fpu) -> Result<()> {
         self.fd.set_fpu(fpu).map_err(ioctl_err("KVM_SET_FPU"))
     }
+    /// MXCSR, from the XSAVE area: KVM_GET_FPU does not report it.
+    pub fn mxcsr(&self) -> Result<u32> {
+        let xsave = self.fd.get_xsave().map_err(ioctl_err("KVM_GET_XSAVE"))?;
+        Ok(xsave.region[XSAVE_MXCSR_WORD])
+    }
+
+    /// Sets MXCSR through the XSAVE area: KVM_SET_FPU ignores its `mxcsr` field.
+    pub fn set_mxcsr(&self, value: u32) -> Result<()> {
+        let mut xsave = self.fd.get_xsave().map_err(ioctl_err("KVM_GET_XSAVE"))?;
+        xsave.region[XSAVE_MXCSR_WORD] = value;
+        // XSTATE_BV bit 1 (SSE): KVM loads MXCSR and the XMM registers from the buffer
+        // (SDM vol. 1, 13.4.2); the XMM registers are the ones just read.
+        xsave.region[XSAVE_XSTATE_BV_WORD] |= 1 << 1;
+        // SAFETY: the buffer is the fixed 4 KiB `kvm_xsave` KVM_GET_XSAVE filled; rvmm enables no
+        // dynamic XSTATE features (arch_prctl), so KVM reads no more than 4 KiB.
+        unsafe { self.fd.set_xsave(&xsave) }.map_err(ioctl_err("KVM_SET_XSAVE"))
+    }
+
     pub fn set_cpuid(&self, cpuid: &CpuId) -> Result<()> {
         self.fd
             .set_cpuid2(cpuid)
@@ -286,16 +307,30 @@ impl Vcpu {
             .map(|t| t.physical_address)
     }
 
+    /// Translate a guest virtual address: (physical address, whether the mapping is writable).
+    pub fn translate_access(&self, gva: u64) -> Option<(u64, bool)> {
+        self.fd
+            .translate_gva(gva)
+            .ok()
+            .filter(|t| t.valid != 0)
+            .map(|t| (t.physical_address, t.writeable != 0))
+    }
+
     /// Inject a hardware exception (vector `nr`, no error code) to be delivered on the next KVM_RUN.
     pub fn inject_exception(&self, nr: u8) -> Result<()> {
+        self.inject_exception_with_code(nr, None)
+    }
+
+    /// Inject a hardware exception with an optional error code (#GP, #PF, ...).
+    pub fn inject_exception_with_code(&self, nr: u8, error_code: Option<u32>) -> Result<()> {
         let mut events: kvm_vcpu_events = self
             .fd
             .get_vcpu_events()
             .map_err(ioctl_err("KVM_GET_VCPU_EVENTS"))?;
         events.exception.injected = 1;
         events.exception.nr = nr;
-        events.exception.has_error_code = 0;
-        events.exception.error_code = 0;
+        events.exception.has_error_code = u8::from(error_code.is_some());
+        events.exception.error_code = error_code.unwrap_or(0);
         events.exception.pending = 0;
         events.exception_has_payload = 0;
         // Only the exception state changes; flags left 0 keep NMI/SIPI/SMI state as it is.
@@ -329,6 +364,11 @@ impl Vcpu {
             .map_err(ioctl_err("KVM_SET_MP_STATE"))
     }
 }
+
+/// 32-bit word of `kvm_xsave.region` holding MXCSR (legacy region byte 24, SDM vol. 1, 10.5.1).
+const XSAVE_MXCSR_WORD: usize = 24 / 4;
+/// Low word of XSTATE_BV (XSAVE header at byte 512, SDM vol. 1, 13.4.2).
+const XSAVE_XSTATE_BV_WORD: usize = 512 / 4;
 
 impl Drop for Vcpu {
     fn drop(&mut self) {

@@ -35,6 +35,7 @@ struct Images {
     firmware: FirmwareTables,
     /// Whether the kernel came from -kernel (fw_cfg kernel items) or is the built-in guest.
     from_cli: bool,
+    decompress: rvmm_arch::BzImageDecompress,
 }
 
 impl Images {
@@ -71,6 +72,10 @@ impl Images {
             mem_size: config.memory_bytes,
             firmware: FirmwareTables::new(config),
             from_cli: config.kernel.is_some(),
+            decompress: match config.bzimage_decompress {
+                rvmm_cli::BzImageDecompress::Host => rvmm_arch::BzImageDecompress::Host,
+                rvmm_cli::BzImageDecompress::Guest => rvmm_arch::BzImageDecompress::Guest,
+            },
         })
     }
 
@@ -89,7 +94,7 @@ impl Images {
             cmdline: &self.cmdline,
             mem_size: self.mem_size,
         };
-        let entry = rvmm_arch::load_kernel(mem, &kernel, &params)?;
+        let entry = rvmm_arch::load_kernel_with(mem, &kernel, &params, self.decompress)?;
         self.firmware.write(mem, &entry)?;
         Ok(entry)
     }
@@ -368,6 +373,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vcpu.reload_lapic()?;
     }
     tracing::debug!("vCPUs created");
+    // After every check that can fail, so an error stays a one-line message.
+    crate::host::announce();
     let qmp_server = QmpServer::bind(&config.qmp)?;
     let events = Arc::new(Events::default());
     let thread_ids: Arc<[AtomicI32]> = (0..cpus).map(|_| AtomicI32::new(0)).collect();
@@ -456,7 +463,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     tracing::debug!(
         unclaimed_pio = c.unclaimed_pio.load(std::sync::atomic::Ordering::Relaxed),
         unclaimed_mmio = c.unclaimed_mmio.load(std::sync::atomic::Ordering::Relaxed),
-        int3_recoveries = c.int3_recoveries.load(std::sync::atomic::Ordering::Relaxed),
+        emulated = %c.emulated.summary(),
         "VM stopped"
     );
     Ok(status)

@@ -12,6 +12,7 @@ mod daemon;
 mod emulation;
 pub mod exit_stats;
 mod firmware;
+mod host;
 mod interrupts;
 mod platform;
 pub mod qmp;
@@ -123,6 +124,8 @@ impl VcpuBoot {
             ..Default::default()
         };
         vcpu.set_fpu(&fpu)?;
+        // KVM_SET_FPU ignores `mxcsr`; the XSAVE area carries it.
+        vcpu.set_mxcsr(0x1f80)?;
         Ok(vcpu.set_runnable(true)?)
     }
 }

@@ -18,8 +18,8 @@ use vm_memory::GuestMemoryMmap;
 pub struct ExitCounters {
     pub unclaimed_pio: AtomicU64,
     pub unclaimed_mmio: AtomicU64,
-    pub int3_recoveries: AtomicU64,
-    pub iret_recoveries: AtomicU64,
+    /// Instructions completed in user space after KVM could not emulate them.
+    pub emulated: crate::emulation::EmulationCounters,
 }
 
 /// Everything a vCPU thread needs besides its vCPU.

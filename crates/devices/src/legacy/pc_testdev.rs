@@ -90,7 +90,9 @@ pub struct PcTestdevIomem {
 impl Default for PcTestdevIomem {
     fn default() -> Self {
         Self {
-            buf: (0..PC_TESTDEV_IOMEM_LEN).map(|_| AtomicU8::new(0)).collect(),
+            buf: (0..PC_TESTDEV_IOMEM_LEN)
+                .map(|_| AtomicU8::new(0))
+                .collect(),
         }
     }
 }
