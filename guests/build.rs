@@ -75,6 +75,12 @@ const GUESTS: &[Guest] = &[
     guest("pio_bench.elf", "pio_bench.S", Class::Elf32, "pvh.ld"),
     guest("heartbeat.elf", "heartbeat.S", Class::Elf32, "pvh.ld"),
     guest("powerbutton.elf", "powerbutton.S", Class::Elf32, "pvh.ld"),
+    guest(
+        "powerbutton_irq.elf",
+        "powerbutton_irq.S",
+        Class::Elf32,
+        "pvh.ld",
+    ),
     guest("exits.elf", "exits.S", Class::Elf32, "pvh.ld"),
     guest("exits64.elf", "exits64.S", Class::Elf64, "pvh.ld"),
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),

@@ -52,6 +52,7 @@ cases!(
     stop_cont_heartbeat,
     system_reset,
     system_powerdown,
+    system_powerdown_sci,
     guest_poweroff_and_signal_events,
     client_disconnects_early,
     several_clients_in_turn,

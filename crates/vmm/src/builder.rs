@@ -339,12 +339,14 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let ctl: Arc<dyn rvmm_devices::VmControl> = control.clone();
     let kernel_files = images.kernel_files(&entry);
     attach_firmware(config, &mem, kernel_files.as_ref(), &mut pio, &ctl)?;
+    let mut device_lines = virtio.irq_lines()?;
+    device_lines.extend(crate::platform::sci_line(config, &acpi_pm)?);
     let ioapic = crate::platform::attach_interrupts(
         &vm,
         config,
         &mut mmio,
         serial.as_deref(),
-        virtio.irq_lines()?,
+        device_lines,
     )?;
     let _pci = crate::platform::attach_pci(config, &control, &mut pio, &mut mmio)?;
     // Raw terminal until this function returns, on success and on error.

@@ -5,7 +5,7 @@ use crate::control::Control;
 use crate::interrupts::{connect_lines, KvmMsi};
 use crate::VmmError;
 use rvmm_cli::{IrqchipMode, MachineKind, VmConfig};
-use rvmm_devices::legacy::{self, Ioapic, SerialDevice};
+use rvmm_devices::legacy::{self, AcpiPm, Ioapic, SerialDevice};
 use rvmm_devices::pci::{
     HostBridge, HostBridgeKind, PciBus, PciConfigIo, PciConfigMmio, PCI_CONFIG_IO_BASE,
     PCI_CONFIG_IO_LEN, Q35_ECAM_BASE, Q35_ECAM_LEN,
@@ -115,4 +115,47 @@ pub fn attach_pci(
         })?;
     }
     Ok(Some(bus))
+}
+
+/// The ACPI SCI (the FADT's SCI_INT, IRQ 9, level-triggered) of `acpi_pm`, with a thread that
+/// turns each resample (the guest's EOI) into [`AcpiPm::resample`]. None without ACPI, where IRQ 9
+/// may belong to a virtio-mmio device (`virtio_mmio.device=` lines start at IRQ 5).
+pub fn sci_line(config: &VmConfig, acpi_pm: &Arc<AcpiPm>) -> Result<Option<IrqLine>, VmmError> {
+    if !config.acpi {
+        return Ok(None);
+    }
+    let line = acpi_pm
+        .sci_line(u32::from(rvmm_arch::acpi::SCI_IRQ))
+        .map_err(device_err("ACPI SCI"))?;
+    let resample = line
+        .resample
+        .as_ref()
+        .map(|evt| evt.try_clone())
+        .transpose()
+        .map_err(|source| VmmError::Io {
+            what: "dup SCI resample eventfd",
+            source,
+        })?;
+    if let Some(resample) = resample {
+        let pm = acpi_pm.clone();
+        std::thread::Builder::new()
+            .name("acpi-sci".into())
+            .stack_size(64 * 1024)
+            .spawn(move || loop {
+                // Blocking read: one wake-up per EOI (or several EOIs counted together).
+                match resample.read() {
+                    Ok(_) => pm.resample(),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        eprintln!("rvmm: ACPI SCI thread: {e}");
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| VmmError::Io {
+                what: "spawn acpi-sci thread",
+                source,
+            })?;
+    }
+    Ok(Some(line))
 }

@@ -5,7 +5,18 @@
 //! - `PM_BASE + 0x0` PM1a_STS (u16, write 1 to clear), `+ 0x2` PM1a_EN (u16),
 //! - `PM_BASE + 0x4` PM1a_CNT (u16), `+ 0x8` PM_TMR (u32 read-only, 24-bit counter at
 //!   3.579545 MHz from the host's CLOCK_MONOTONIC, which `std::time::Instant` reads on Linux);
-//! - the rest of the 128-byte block (GPE0, SMI, TCO) reads 0 and ignores writes.
+//! - `PM_BASE + 0x20` GPE0_STS (8 bytes, write 1 to clear), `+ 0x28` GPE0_EN (8 bytes), the
+//!   GPE0_BLK the FADT declares (ICH9: 16 bytes, half status, half enable; ACPI 6.5 4.8.4.1);
+//! - the rest of the 128-byte block (SMI, TCO) reads 0 and ignores writes.
+//!
+//! SCI (ACPI 6.5 section 4.8.2.1, QEMU `acpi_update_sci`): the FADT's SCI_INT (IRQ 9, level,
+//! active high per the MADT override) is asserted while SCI_EN is set and an enabled event is
+//! pending: `PM1a_STS & PM1a_EN` (PWRBTN) or `GPE0_STS & GPE0_EN`. The line is an [`IrqLine`] with
+//! irqfd semantics: a raise asserts it until the guest's EOI, then the interrupt controller lowers
+//! it and signals the resample eventfd, and [`AcpiPm::resample`] asserts it again while the event
+//! is still pending. So a handler that clears the status before its EOI sees one interrupt, and
+//! one that does not is interrupted again. TMR_STS/TMR_EN raise no SCI (nothing watches bit 23
+//! toggling between accesses; Linux does not enable TMR_EN).
 //!
 //! Sleep: a PM1a_CNT write with SLP_EN (bit 13) and SLP_TYP (bits 10-12) = 0 requests
 //! [`VmRequest::PowerOff`], as QEMU's `acpi_pm_cnt_write` does for "soft power off"; our ACPI
@@ -17,12 +28,14 @@
 //!
 //! Any access width works: each byte goes to the register byte it covers, and a partial write
 //! of a 16-bit register is merged with its other byte before the register semantics apply
-//! (QEMU does the same for PM1a_CNT since 8.1). No SCI is raised yet (needs an irqchip).
+//! (QEMU does the same for PM1a_CNT since 8.1).
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
-use crate::{BusDevice, VmControl, VmRequest};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::{BusDevice, InterruptError, IrqLine, VmControl, VmRequest};
 
 /// PMBASE on QEMU q35 (ICH9), as programmed by SeaBIOS/OVMF and described in QEMU's FADT.
 pub const PM_BASE: u64 = 0x600;
@@ -54,6 +67,11 @@ const SLP_TYP_MASK: u16 = 0x7;
 /// SLP_TYP value of \_S5 (soft off) in QEMU's and our DSDT.
 const SLP_TYP_SOFT_OFF: u16 = 0;
 const TIMER_MASK: u64 = 0xff_ffff;
+/// GPE0_STS offset in the PM block (QEMU `ICH9_PMIO_GPE0_STS`).
+const GPE0_STS: u64 = 0x20;
+/// GPE0_EN offset: the second half of the 16-byte GPE0 block.
+const GPE0_EN: u64 = 0x28;
+const GPE0_HALF: usize = 8;
 
 struct Regs {
     sts: u16,
@@ -61,6 +79,20 @@ struct Regs {
     cnt: u16,
     /// `ticks >> 23` when TMR_STS was last cleared; TMR_STS is set while it differs.
     tmr_epoch: u64,
+    gpe_sts: [u8; GPE0_HALF],
+    gpe_en: [u8; GPE0_HALF],
+}
+
+impl Regs {
+    /// ACPI 6.5 4.8.2.1: SCI while SCI_EN and an enabled status bit is set.
+    fn sci_pending(&self) -> bool {
+        let gpe = self
+            .gpe_sts
+            .iter()
+            .zip(&self.gpe_en)
+            .any(|(s, e)| s & e != 0);
+        self.cnt & SCI_EN != 0 && (self.sts & self.en & PWRBTN != 0 || gpe)
+    }
 }
 
 /// The PM1a event/control registers and the PM timer.
@@ -68,6 +100,8 @@ pub struct AcpiPm {
     regs: Mutex<Regs>,
     start: Instant,
     control: Arc<dyn VmControl>,
+    /// The SCI's trigger eventfd, once [`AcpiPm::sci_line`] connected it.
+    sci: OnceLock<EventFd>,
 }
 
 impl AcpiPm {
@@ -78,9 +112,54 @@ impl AcpiPm {
                 en: 0,
                 cnt: SCI_EN,
                 tmr_epoch: 0,
+                gpe_sts: [0; GPE0_HALF],
+                gpe_en: [0; GPE0_HALF],
             }),
             start: Instant::now(),
             control,
+            sci: OnceLock::new(),
+        }
+    }
+
+    /// The SCI as a level-triggered interrupt line on `gsi` (the FADT's SCI_INT), for the
+    /// platform's interrupt controller. Its resample eventfd is blocking, for a thread that
+    /// waits on it and calls [`AcpiPm::resample`]. Only the first call connects the device.
+    pub fn sci_line(&self, gsi: u32) -> Result<IrqLine, InterruptError> {
+        let trigger = EventFd::new(EFD_NONBLOCK)
+            .map_err(|source| InterruptError::CreateEventFd { gsi, source })?;
+        let resample =
+            EventFd::new(0).map_err(|source| InterruptError::CreateEventFd { gsi, source })?;
+        let own = trigger
+            .try_clone()
+            .map_err(|source| InterruptError::CloneEventFd { gsi, source })?;
+        let _ = self.sci.set(own);
+        // An event may already be pending (e.g. a button pressed before the line existed).
+        self.update_sci(&self.lock());
+        Ok(IrqLine {
+            gsi,
+            trigger,
+            resample: Some(resample),
+        })
+    }
+
+    /// The guest acknowledged the SCI and the line went low: assert it again if an enabled event
+    /// is still pending (level semantics over irqfd, as VFIO INTx and QEMU's irqfd resampler).
+    pub fn resample(&self) {
+        self.update_sci(&self.lock());
+    }
+
+    /// Whether the SCI condition holds now (for tests and the QMP side).
+    pub fn sci_pending(&self) -> bool {
+        self.lock().sci_pending()
+    }
+
+    /// Assert the SCI if its condition holds. Asserting an already asserted line is harmless (the
+    /// IOAPIC delivers nothing while the pin's remote IRR is set); it can only be lowered by the
+    /// EOI, so a guest clearing the status takes effect at its EOI.
+    fn update_sci(&self, regs: &Regs) {
+        if let (true, Some(evt)) = (regs.sci_pending(), self.sci.get()) {
+            // A failed write (counter overflow, impossible at one per event) loses one raise.
+            let _ = evt.write(1);
         }
     }
 
@@ -97,14 +176,14 @@ impl AcpiPm {
 
     /// A press of the power button (QMP `system_powerdown`): as QEMU's `acpi_pm1_evt_power_down`,
     /// PWRBTN_STS is set only if the guest enabled the event with PWRBTN_EN. Returns whether it
-    /// was. The SCI that should accompany it needs the interrupt work (not wired yet), so for now
-    /// guests see it by polling PM1a_STS.
+    /// was; the SCI then fires if SCI_EN is set (guests may also poll PM1a_STS).
     pub fn press_power_button(&self) -> bool {
         let mut regs = self.lock();
         if regs.en & PWRBTN == 0 {
             return false;
         }
         regs.sts |= PWRBTN;
+        self.update_sci(&regs);
         true
     }
 
@@ -143,6 +222,34 @@ impl AcpiPm {
     }
 }
 
+/// Index of `addr` in the 8-byte GPE0 half at `base`, if it is in it.
+fn gpe_index(addr: u64, base: u64) -> Option<usize> {
+    let i = usize::try_from(addr.checked_sub(base)?).ok()?;
+    (i < GPE0_HALF).then_some(i)
+}
+
+impl AcpiPm {
+    fn gpe_byte(&self, addr: u64) -> u8 {
+        let regs = self.lock();
+        if let Some(i) = gpe_index(addr, GPE0_STS) {
+            regs.gpe_sts[i]
+        } else if let Some(i) = gpe_index(addr, GPE0_EN) {
+            regs.gpe_en[i]
+        } else {
+            0
+        }
+    }
+
+    /// Set GPE0 status bit `bit` (0-63), as a hot-plug or other general-purpose event would.
+    pub fn set_gpe(&self, bit: u8) {
+        let mut regs = self.lock();
+        if let Some(b) = regs.gpe_sts.get_mut(usize::from(bit / 8)) {
+            *b |= 1 << (bit % 8);
+        }
+        self.update_sci(&regs);
+    }
+}
+
 impl BusDevice for AcpiPm {
     fn read(&self, offset: u64, data: &mut [u8]) {
         // PM_TMR is polled often (acpi_pm clocksource): reads at or past it take no lock.
@@ -164,6 +271,7 @@ impl BusDevice for AcpiPm {
                 2..=3 => (en >> shift) as u8,
                 4..=5 => (cnt >> shift) as u8,
                 8..=11 => (tmr >> (8 * (addr - PM_TMR_OFFSET))) as u8,
+                0x20..=0x2f => self.gpe_byte(addr),
                 _ => 0,
             };
         }
@@ -173,6 +281,16 @@ impl BusDevice for AcpiPm {
         let power_off = {
             let mut regs = self.lock();
             let mut power_off = false;
+            for (i, &b) in data.iter().enumerate() {
+                let Some(addr) = offset.checked_add(i as u64) else {
+                    continue;
+                };
+                if let Some(j) = gpe_index(addr, GPE0_STS) {
+                    regs.gpe_sts[j] &= !b;
+                } else if let Some(j) = gpe_index(addr, GPE0_EN) {
+                    regs.gpe_en[j] = b;
+                }
+            }
             for reg in [PM1A_STS, PM1A_EN, PM1A_CNT] {
                 let (mut value, mut mask) = (0u16, 0u16);
                 for (i, &b) in data.iter().enumerate() {
@@ -189,6 +307,8 @@ impl BusDevice for AcpiPm {
                     power_off |= self.write_reg(&mut regs, reg, value, mask);
                 }
             }
+            // An enable or SCI_EN write may expose a pending event.
+            self.update_sci(&regs);
             power_off
         };
         if power_off {
@@ -333,5 +453,87 @@ mod tests {
         pm.write(0, &[]);
         assert_eq!(inw(&pm, PM1A_EN), 0x0321);
         assert!(ctl.requests().is_empty());
+    }
+
+    /// Raises counted on the trigger eventfd since the last call.
+    fn raises(line: &IrqLine) -> u64 {
+        line.trigger.read().unwrap_or(0)
+    }
+
+    #[test]
+    fn sci_follows_pwrbtn_and_resamples_while_pending() {
+        let (_, pm) = setup();
+        let line = pm.sci_line(9).unwrap();
+        assert_eq!(line.gsi, 9);
+        assert!(line.resample.is_some(), "level-triggered");
+        // Not enabled: no status, no SCI.
+        assert!(!pm.press_power_button());
+        assert_eq!(raises(&line), 0);
+        pm.write(PM1A_EN, &PWRBTN.to_le_bytes());
+        assert_eq!(raises(&line), 0, "enabling alone raises nothing");
+        assert!(pm.press_power_button());
+        assert_eq!(raises(&line), 1);
+        assert!(pm.sci_pending());
+        // EOI without clearing the status: asserted again.
+        pm.resample();
+        assert_eq!(raises(&line), 1);
+        // Write 1 to clear, then EOI: stays low.
+        pm.write(PM1A_STS, &PWRBTN.to_le_bytes());
+        assert!(!pm.sci_pending());
+        pm.resample();
+        assert_eq!(raises(&line), 0);
+    }
+
+    #[test]
+    fn sci_needs_sci_en_and_enable_exposes_pending_status() {
+        let (_, pm) = setup();
+        let line = pm.sci_line(9).unwrap();
+        pm.write(PM1A_EN, &PWRBTN.to_le_bytes());
+        pm.write(PM1A_CNT_OFFSET, &0u16.to_le_bytes());
+        assert!(pm.press_power_button());
+        assert_eq!(raises(&line), 0, "SCI_EN clear: legacy mode, no SCI");
+        pm.write(PM1A_CNT_OFFSET, &SCI_EN.to_le_bytes());
+        assert_eq!(raises(&line), 1, "setting SCI_EN raises the pending event");
+        pm.write(PM1A_STS, &PWRBTN.to_le_bytes());
+        // Status set while disabled, then enabled.
+        pm.write(PM1A_EN, &0u16.to_le_bytes());
+        pm.lock().sts |= PWRBTN;
+        pm.resample();
+        assert_eq!(raises(&line), 0);
+        pm.write(PM1A_EN, &PWRBTN.to_le_bytes());
+        assert_eq!(raises(&line), 1);
+    }
+
+    #[test]
+    fn gpe0_status_and_enable_drive_the_sci() {
+        let (_, pm) = setup();
+        let line = pm.sci_line(9).unwrap();
+        pm.set_gpe(10);
+        assert_eq!(raises(&line), 0, "GPE0_EN clear");
+        assert_eq!(inw(&pm, GPE0_STS), 0x0400);
+        pm.write(GPE0_EN + 1, &[0x04]);
+        assert_eq!(raises(&line), 1);
+        assert_eq!(inw(&pm, GPE0_EN), 0x0400);
+        // Write 1 to clear the status byte; other bits stay.
+        pm.set_gpe(63);
+        assert_eq!(
+            raises(&line),
+            1,
+            "bit 63 is not enabled, bit 10 is still pending"
+        );
+        pm.write(GPE0_STS, &0x0400u16.to_le_bytes());
+        assert_eq!(inl(&pm, GPE0_STS + 4), 0x8000_0000);
+        assert!(!pm.sci_pending());
+        pm.set_gpe(64);
+        assert_eq!(inl(&pm, GPE0_STS), 0, "bits past the block are ignored");
+    }
+
+    #[test]
+    fn press_before_the_line_exists_raises_on_connect() {
+        let (_, pm) = setup();
+        pm.write(PM1A_EN, &PWRBTN.to_le_bytes());
+        assert!(pm.press_power_button());
+        let line = pm.sci_line(9).unwrap();
+        assert_eq!(raises(&line), 1);
     }
 }
