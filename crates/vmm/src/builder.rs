@@ -503,6 +503,8 @@ fn vmm_loop(
                     st = control.wait(st);
                 }
                 if st.command == Command::Run && st.pause_requested {
+                    // vCPUs parked: no new notification can come; hold the device workers.
+                    virtio.pause();
                     clock = vm.clock().map_err(|e| tracing::warn!("pause: {e}")).ok();
                     tracing::debug!(?clock, "vCPUs paused");
                     // STOP before `stop` returns, as QEMU; -S starts paused without one. The
@@ -526,6 +528,8 @@ fn vmm_loop(
                         tracing::warn!("resume: {e}");
                     }
                 }
+                // Devices first, so they catch up before the guest runs again.
+                virtio.resume();
                 st = control.lock();
                 st.paused = false;
                 control.update_pending(&st);

@@ -142,6 +142,20 @@ impl VirtioDevices {
         }
     }
 
+    /// VM paused (QMP `stop`, `-S`): the device workers take no new request until `resume`.
+    pub fn pause(&self) {
+        for (_, t) in &self.transports {
+            t.pause();
+        }
+    }
+
+    /// VM resumed: the workers catch up on the notifications that arrived while paused.
+    pub fn resume(&self) {
+        for (_, t) in &self.transports {
+            t.resume();
+        }
+    }
+
     /// Flush and stop every device worker (VM teardown).
     pub fn shutdown(&self) {
         for (_, t) in &self.transports {

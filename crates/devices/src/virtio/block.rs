@@ -286,6 +286,7 @@ impl VirtioDevice for BlockDevice {
             mem,
             mut queues,
             interrupt,
+            pause,
             ..
         } = ctx;
         if queues.len() != 1 {
@@ -299,17 +300,23 @@ impl VirtioDevice for BlockDevice {
         let mut queue = q.queue;
         let disk = self.disk.clone();
         let id = self.id;
-        let w = worker::spawn("virtio-blk".into(), vec![q.notify], Vec::new(), move |ev| {
-            if let WorkerEvent::Queue(0) = ev {
-                if let Err(e) = process_queue(&mut queue, &mem, &interrupt, |c| {
-                    handle_request(&mem, &disk, &id, c)
-                }) {
-                    queue_fault("virtio-blk", 0, e, &interrupt);
-                    return Flow::Stop;
+        let w = worker::spawn(
+            "virtio-blk".into(),
+            vec![q.notify],
+            Vec::new(),
+            &pause,
+            move |ev| {
+                if let WorkerEvent::Queue(0) = ev {
+                    if let Err(e) = process_queue(&mut queue, &mem, &interrupt, |c| {
+                        handle_request(&mem, &disk, &id, c)
+                    }) {
+                        queue_fault("virtio-blk", 0, e, &interrupt);
+                        return Flow::Stop;
+                    }
                 }
-            }
-            Flow::Continue
-        })
+                Flow::Continue
+            },
+        )
         .map_err(|source| VirtioError::Io {
             device: "virtio-blk",
             what: "spawn worker",

@@ -4,6 +4,7 @@
 //! queue's eventfd as a KVM ioeventfd on QueueNotify, so the vCPU does not even exit. A
 //! QueueNotify write that does arrive here (no ioeventfd) signals the same eventfd.
 
+use super::worker::PauseGate;
 use super::{
     ActivateContext, ActiveQueue, GuestMemory, VirtioDevice, VirtioInterrupt,
     STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
@@ -100,6 +101,8 @@ pub struct MmioTransport {
     mem: GuestMemory,
     interrupt: Arc<VirtioInterrupt>,
     notify: Vec<EventFd>,
+    /// Holds the device's workers while the VM is paused.
+    pause: Arc<PauseGate>,
 }
 
 fn set_low(v: &mut u64, lo: u32) {
@@ -139,6 +142,7 @@ impl MmioTransport {
             mem,
             interrupt: Arc::new(VirtioInterrupt::new()?),
             notify,
+            pause: Arc::new(PauseGate::default()),
         })
     }
 
@@ -159,6 +163,17 @@ impl MmioTransport {
     /// Flush the device's cached data (clean shutdown).
     pub fn flush(&self) {
         self.lock().device.flush();
+    }
+
+    /// VM paused: the device's workers finish the request in hand and take no new one (queue
+    /// notifications stay pending) until [`MmioTransport::resume`].
+    pub fn pause(&self) {
+        self.pause.pause();
+    }
+
+    /// VM resumed: the workers process what the driver made available meanwhile.
+    pub fn resume(&self) {
+        self.pause.resume();
     }
 
     /// Stop the device's worker (VM teardown).
@@ -367,6 +382,7 @@ impl MmioTransport {
             queues,
             interrupt: self.interrupt.clone(),
             acked_features: st.driver_features,
+            pause: self.pause.clone(),
         };
         match st.device.activate(ctx) {
             Ok(()) => st.active = true,

@@ -170,6 +170,8 @@ pub struct ActivateContext {
     pub interrupt: Arc<VirtioInterrupt>,
     /// The features the driver accepted.
     pub acked_features: u64,
+    /// The transport's pause gate, for the device's workers ([`worker::spawn`]).
+    pub pause: Arc<worker::PauseGate>,
 }
 
 /// A virtio device, independent of its transport.

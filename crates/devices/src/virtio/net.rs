@@ -228,6 +228,7 @@ impl VirtioDevice for NetDevice {
             queues,
             interrupt,
             acked_features,
+            pause,
         } = ctx;
         if queues.len() != 2 {
             return Err(VirtioError::QueueCount {
@@ -255,7 +256,7 @@ impl VirtioDevice for NetDevice {
             pending: None,
         };
         let fds = vec![(self.tap.as_raw_fd(), EventSet::IN)];
-        let w = worker::spawn("virtio-net".into(), notify, fds, move |ev| {
+        let w = worker::spawn("virtio-net".into(), notify, fds, &pause, move |ev| {
             let res = match ev {
                 WorkerEvent::Queue(TX) => {
                     process_queue(&mut qs[TX], &mem, &interrupt, |c| transmit(&mem, &tap, c))

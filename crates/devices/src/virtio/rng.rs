@@ -100,6 +100,7 @@ impl VirtioDevice for RngDevice {
             mem,
             mut queues,
             interrupt,
+            pause,
             ..
         } = ctx;
         if queues.len() != 1 {
@@ -112,17 +113,23 @@ impl VirtioDevice for RngDevice {
         let q = queues.remove(0);
         let mut queue = q.queue;
         let mem: GuestMemory = mem;
-        let w = worker::spawn("virtio-rng".into(), vec![q.notify], Vec::new(), move |ev| {
-            if let WorkerEvent::Queue(0) = ev {
-                if let Err(e) =
-                    process_queue(&mut queue, &mem, &interrupt, |c| handle_request(&mem, c))
-                {
-                    queue_fault("virtio-rng", 0, e, &interrupt);
-                    return Flow::Stop;
+        let w = worker::spawn(
+            "virtio-rng".into(),
+            vec![q.notify],
+            Vec::new(),
+            &pause,
+            move |ev| {
+                if let WorkerEvent::Queue(0) = ev {
+                    if let Err(e) =
+                        process_queue(&mut queue, &mem, &interrupt, |c| handle_request(&mem, c))
+                    {
+                        queue_fault("virtio-rng", 0, e, &interrupt);
+                        return Flow::Stop;
+                    }
                 }
-            }
-            Flow::Continue
-        })
+                Flow::Continue
+            },
+        )
         .map_err(|source| VirtioError::Io {
             device: "virtio-rng",
             what: "spawn worker",

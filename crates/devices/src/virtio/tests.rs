@@ -339,3 +339,29 @@ fn bad_queue_setup_needs_reset() {
     let s = init_device(&t, V1, std::slice::from_ref(&ring));
     assert_ne!(s & STATUS_DEVICE_NEEDS_RESET, 0);
 }
+
+#[test]
+fn paused_transport_takes_no_request_until_resumed() {
+    let (t, mem) = rng();
+    let mut ring = Ring::new(0, 16);
+    init_device(&t, V1, std::slice::from_ref(&ring));
+    t.pause();
+    simple_request(&mem, &mut ring);
+    notify(&t, 0);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(ring.used_idx(&mem), 0, "request consumed while paused");
+    assert_eq!(rd(&t, 0x60), 0, "interrupt while paused");
+    t.resume();
+    assert!(ring.wait_used(&mem, 1), "the notification was lost");
+    assert_eq!(ring.used(&mem, 0), (0, 64));
+    // A reset while paused stops the worker, and the next activation stays paused.
+    t.pause();
+    let mut ring = Ring::new(1, 16);
+    init_device(&t, V1, std::slice::from_ref(&ring));
+    simple_request(&mem, &mut ring);
+    notify(&t, 0);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(ring.used_idx(&mem), 0);
+    t.resume();
+    assert!(ring.wait_used(&mem, 1));
+}

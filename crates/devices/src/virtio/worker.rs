@@ -1,7 +1,14 @@
 //! The thread a device's queue work runs on: it waits (epoll) on the queues' notification eventfds,
 //! any extra fds the device needs (a tap), and a stop eventfd, and calls the device's handler.
+//!
+//! Pausing (QMP `stop`, issue 6 "devices stop processing queues"): every worker of a transport
+//! passes a [`PauseGate`] before each handler call. While the gate is closed the worker calls no
+//! handler and leaves the queue notification eventfds unread, so notifications that arrive
+//! meanwhile stay counted and the worker catches up on them at [`PauseGate::resume`].
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -26,9 +33,78 @@ pub enum Flow {
 const STOP_TOKEN: u64 = u64::MAX;
 const FD_TOKEN_BASE: u64 = 1 << 32;
 
+#[derive(Default)]
+struct GateState {
+    paused: bool,
+    /// Handler calls under way.
+    busy: usize,
+}
+
+/// Lets the VMM hold a device's workers between handler calls (VM paused) and release them.
+#[derive(Default)]
+pub struct PauseGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+impl PauseGate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Close the gate and wait until no handler runs: once this returns, the workers consume no
+    /// descriptor and raise no interrupt until [`PauseGate::resume`].
+    pub fn pause(&self) {
+        let mut st = self.lock();
+        st.paused = true;
+        while st.busy > 0 {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Open the gate: the workers handle what arrived while paused.
+    pub fn resume(&self) {
+        self.lock().paused = false;
+        self.changed.notify_all();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Wait while paused, then count a handler call; false if `stopping` was set meanwhile.
+    fn enter(&self, stopping: &AtomicBool) -> bool {
+        let mut st = self.lock();
+        while st.paused && !stopping.load(Ordering::Acquire) {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        st.busy += 1;
+        true
+    }
+
+    fn leave(&self) {
+        let mut st = self.lock();
+        st.busy -= 1;
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Wake workers waiting in [`PauseGate::enter`] so they see their stop flag.
+    fn wake(&self) {
+        // Taking the lock orders the stop flag's store before a waiter's re-check.
+        drop(self.lock());
+        self.changed.notify_all();
+    }
+}
+
 /// A running worker thread; dropping it stops and joins the thread.
 pub struct Worker {
     stop: EventFd,
+    stopping: Arc<AtomicBool>,
+    gate: Arc<PauseGate>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -40,6 +116,8 @@ impl Worker {
 
     fn stop_inner(&mut self) {
         if let Some(t) = self.thread.take() {
+            self.stopping.store(true, Ordering::Release);
+            self.gate.wake();
             let _ = self.stop.write(1);
             let _ = t.join();
         }
@@ -53,13 +131,29 @@ impl Drop for Worker {
 }
 
 /// Start a worker named `name` over `queues` (notification eventfds) and `fds` (with the events
-/// to wait for). `handler` runs on the worker for each event.
+/// to wait for). `handler` runs on the worker for each event, whenever `gate` is open.
 pub fn spawn(
     name: String,
     queues: Vec<EventFd>,
     fds: Vec<(RawFd, EventSet)>,
+    gate: &Arc<PauseGate>,
     mut handler: impl FnMut(WorkerEvent) -> Flow + Send + 'static,
 ) -> std::io::Result<Worker> {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (thread_gate, thread_stopping) = (gate.clone(), stopping.clone());
+    // One handler call behind the gate; None when the worker is stopping.
+    let mut call = move |ev: WorkerEvent, queues: &[EventFd]| -> Option<Flow> {
+        if !thread_gate.enter(&thread_stopping) {
+            return None;
+        }
+        if let WorkerEvent::Queue(i) = ev {
+            // Consume the notification before looking at the ring, so none is lost.
+            let _ = queues[i].read();
+        }
+        let flow = handler(ev);
+        thread_gate.leave();
+        Some(flow)
+    };
     let epoll = Epoll::new()?;
     let stop = EventFd::new(libc::EFD_NONBLOCK)?;
     let stop_rx = stop.try_clone()?;
@@ -86,7 +180,9 @@ pub fn spawn(
         let mut events = vec![EpollEvent::default(); queues.len() + fds.len() + 1];
         // Edge-triggered fds may already be ready: give the handler one look at each first.
         for i in 0..fds.len() {
-            if handler(WorkerEvent::Fd(i, EventSet::IN | EventSet::OUT)) == Flow::Stop {
+            if call(WorkerEvent::Fd(i, EventSet::IN | EventSet::OUT), &queues)
+                != Some(Flow::Continue)
+            {
                 return;
             }
         }
@@ -101,20 +197,14 @@ pub fn spawn(
             };
             for ev in &events[..n] {
                 let token = ev.data();
-                let flow = if token == STOP_TOKEN {
+                let event = if token == STOP_TOKEN {
                     return;
                 } else if token >= FD_TOKEN_BASE {
-                    handler(WorkerEvent::Fd(
-                        (token - FD_TOKEN_BASE) as usize,
-                        ev.event_set(),
-                    ))
+                    WorkerEvent::Fd((token - FD_TOKEN_BASE) as usize, ev.event_set())
                 } else {
-                    let i = token as usize;
-                    // Consume the notification before looking at the ring, so none is lost.
-                    let _ = queues[i].read();
-                    handler(WorkerEvent::Queue(i))
+                    WorkerEvent::Queue(token as usize)
                 };
-                if flow == Flow::Stop {
+                if call(event, &queues) != Some(Flow::Continue) {
                     return;
                 }
             }
@@ -122,6 +212,98 @@ pub fn spawn(
     })?;
     Ok(Worker {
         stop,
+        stopping,
+        gate: gate.clone(),
         thread: Some(thread),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+
+    fn wait_for(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn counting_worker(
+        gate: &Arc<PauseGate>,
+        delay: Duration,
+    ) -> (EventFd, Arc<AtomicUsize>, Worker) {
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let w = spawn(
+            "test-worker".into(),
+            vec![notify.try_clone().unwrap()],
+            Vec::new(),
+            gate,
+            move |ev| {
+                assert_eq!(ev, WorkerEvent::Queue(0));
+                std::thread::sleep(delay);
+                c.fetch_add(1, Ordering::SeqCst);
+                Flow::Continue
+            },
+        )
+        .unwrap();
+        (notify, calls, w)
+    }
+
+    #[test]
+    fn notifications_while_paused_are_handled_at_resume() {
+        let gate = Arc::new(PauseGate::default());
+        let (notify, calls, w) = counting_worker(&gate, Duration::ZERO);
+        notify.write(1).unwrap();
+        wait_for("the first notification", || {
+            calls.load(Ordering::SeqCst) == 1
+        });
+        gate.pause();
+        assert!(gate.is_paused());
+        notify.write(1).unwrap();
+        notify.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "handled while paused");
+        gate.resume();
+        // Both writes are one eventfd count: one handler call processes the whole ring.
+        wait_for("the catch-up", || calls.load(Ordering::SeqCst) == 2);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        w.stop();
+    }
+
+    #[test]
+    fn pause_waits_for_the_running_handler() {
+        let gate = Arc::new(PauseGate::default());
+        let (notify, calls, w) = counting_worker(&gate, Duration::from_millis(200));
+        notify.write(1).unwrap();
+        // Let the handler start (it sleeps 200 ms), then pause: pause returns after it ended.
+        std::thread::sleep(Duration::from_millis(50));
+        gate.pause();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "pause returned mid-handler"
+        );
+        w.stop();
+    }
+
+    #[test]
+    fn a_paused_worker_still_stops() {
+        let gate = Arc::new(PauseGate::default());
+        let (notify, calls, w) = counting_worker(&gate, Duration::ZERO);
+        gate.pause();
+        notify.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // The worker waits in the gate with the event in hand; stop must still join it.
+        let t = Instant::now();
+        w.stop();
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
 }
