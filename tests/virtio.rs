@@ -4,8 +4,9 @@
 //! interrupt, in both irqchip modes and with ACPI (level-triggered GSI 16+, DSDT) or without
 //! (edge-triggered IRQ 5+, kernel command line). The images are checked afterwards from the
 //! host (bytes for raw, `qemu-io` and `qemu-img check` for qcow2). After SIGTERM, a reset under
-//! `-no-reboot` and a power-off, a write the guest never flushed must be in the image and the VMM
-//! must have synced it on the way out (seen with `strace -p`).
+//! `-no-reboot`, a power-off and QMP `quit`, a write the guest never flushed must be in the image
+//! and the VMM must have synced it on the way out (seen with `strace -p`). QMP stop/cont during
+//! the guest's I/O keeps the data right (the device workers pause with the VM).
 //!
 //! `RVMM_TEST_BIN=qemu-system-x86_64 cargo test --test virtio` runs the same guest on QEMU
 //! microvm (with `ioapic2=off` for rvmm's one-IOAPIC layout and modern virtio-mmio). QEMU puts
@@ -280,18 +281,31 @@ impl SyncTrace {
 /// VMM exits, and the VMM must have synced the image on the way out: the guest never asked for
 /// it, so each sync call seen comes from the VMM's own shutdown flush.
 fn unflushed_write_is_synced_at_exit(end: &str, stop: impl FnOnce(&mut common::RunningVm)) {
-    let dir = TempDir::new(&format!("virtio-noflush-{end}"));
+    synced_at_exit(end, false, |vm, _| stop(vm));
+}
+
+/// As [`unflushed_write_is_synced_at_exit`]; with `qmp`, the VMM serves QMP on a Unix socket
+/// whose path `stop` gets.
+fn synced_at_exit(end: &str, qmp: bool, stop: impl FnOnce(&mut common::RunningVm, &Path)) {
+    let dir = TempDir::new(&format!("virtio-noflush-{end}-{qmp}"));
     let (top, _) = qcow2_image(&dir, false);
-    let mut vm = virtio_vm(
+    let sock = dir.file("placeholder", b"").with_file_name("qmp.sock");
+    let mut cmd = virtio_vm(
         &machine(true, "split"),
         &format!("file={},format=qcow2", top.display()),
-    )
-    .append(&format!("blk noflush wait end={end}"))
-    .stdin_pipe()
-    .spawn();
+    );
+    if qmp {
+        cmd = cmd
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()));
+    }
+    let mut vm = cmd
+        .append(&format!("blk noflush wait end={end}"))
+        .stdin_pipe()
+        .spawn();
     vm.expect_stdout("virtio: done\n");
     let trace = SyncTrace::attach(vm.pid(), dir.file("strace.log", b""));
-    stop(&mut vm);
+    stop(&mut vm, &sock);
     let out = vm.wait(Duration::from_secs(30));
     let syncs = trace.finish();
     out.assert_status(0);
@@ -331,6 +345,108 @@ fn poweroff_flushes_the_disk() {
         return;
     }
     unflushed_write_is_synced_at_exit("poweroff", |vm| vm.write_stdin(b"g"));
+}
+
+/// A minimal QMP client over a Unix socket (raw JSON lines), capabilities negotiated.
+struct Qmp {
+    writer: std::os::unix::net::UnixStream,
+    lines: std::io::Lines<std::io::BufReader<std::os::unix::net::UnixStream>>,
+}
+
+impl Qmp {
+    /// Connect to `sock` (retrying until the VMM listens) and leave negotiation mode.
+    fn connect(sock: &Path) -> Self {
+        use std::io::BufRead;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(sock) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("connect to QMP at {}: {e}", sock.display())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut qmp = Qmp {
+            writer,
+            lines: std::io::BufReader::new(stream).lines(),
+        };
+        let greeting = qmp.line().expect("QMP greeting");
+        assert!(greeting.contains("\"QMP\""), "greeting: {greeting}");
+        qmp.execute("qmp_capabilities").unwrap();
+        qmp
+    }
+
+    fn line(&mut self) -> Option<String> {
+        self.lines.next().and_then(Result::ok)
+    }
+
+    /// Run `cmd` and return its reply; events before it are skipped. None if the connection
+    /// closed first (the VM ended).
+    fn execute(&mut self, cmd: &str) -> Option<String> {
+        use std::io::Write;
+        writeln!(self.writer, "{{\"execute\": \"{cmd}\"}}").ok()?;
+        loop {
+            let line = self.line()?;
+            assert!(!line.contains("\"error\""), "{cmd}: {line}");
+            if line.contains("\"return\"") {
+                return Some(line);
+            }
+        }
+    }
+}
+
+#[test]
+fn qmp_quit_flushes_the_disk() {
+    // The guest hangs after its unflushed write; QMP quit must flush and sync before exit 0.
+    synced_at_exit("hang", true, |_, sock| {
+        Qmp::connect(sock).execute("quit").expect("reply to quit");
+    });
+}
+
+/// QMP stop/cont in a tight loop while the guest drives virtio-rng and virtio-blk (one request
+/// completed by interrupt): the device workers pause and resume with the vCPUs, and every
+/// request completes once with the right data.
+#[test]
+fn stop_and_cont_during_virtio_io_keep_the_data_correct() {
+    let dir = TempDir::new("virtio-stop-cont");
+    let img = raw_image(&dir);
+    let sock = dir.file("placeholder", b"").with_file_name("qmp.sock");
+    let mut cmd = virtio_vm(
+        &machine(true, "split"),
+        &format!("file={},format=raw", img.display()),
+    )
+    .arg("-qmp")
+    .arg(format!("unix:{},server=on,wait=off", sock.display()))
+    .arg("-S");
+    cmd = cmd.append("rng=16 blk irqbase=16 level");
+    let vm = cmd.spawn();
+    let mut qmp = Qmp::connect(&sock);
+    let mut cycles = 0u32;
+    qmp.execute("cont").expect("cont after -S");
+    while !vm.stdout().contains("virtio: done") && cycles < 5000 {
+        if qmp.execute("stop").is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        if qmp.execute("cont").is_none() {
+            break;
+        }
+        cycles += 1;
+    }
+    let out = vm.wait(common::TIMEOUT);
+    out.assert_status(EXIT_OK);
+    assert_guest_ran(&out, std::str::from_utf8(PATTERN).unwrap());
+    check_raw(&img);
+    assert!(
+        cycles > 0,
+        "no stop/cont cycle ran before the guest finished\n{out}"
+    );
+    eprintln!("{cycles} stop/cont cycles during the guest's virtio I/O");
 }
 
 #[test]
