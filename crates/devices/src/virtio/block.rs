@@ -2,9 +2,9 @@
 //! write-zeroes. Every request is checked (sector range, data length, buffer directions) and a bad
 //! one is completed with VIRTIO_BLK_S_IOERR, never acted on in part.
 
-use super::worker::{self, Flow, Worker, WorkerEvent};
+use super::worker::Worker;
 use super::{
-    process_queue, queue_fault, ActivateContext, ChainError, DescChain, VirtioDevice, VirtioError,
+    activate_request_queue, ActivateContext, ChainError, DescChain, VirtioDevice, VirtioError,
     COMMON_FEATURES, TYPE_BLOCK,
 };
 use rvmm_block::Disk;
@@ -282,47 +282,10 @@ impl VirtioDevice for BlockDevice {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
-        let ActivateContext {
-            mem,
-            mut queues,
-            interrupt,
-            pause,
-            ..
-        } = ctx;
-        if queues.len() != 1 {
-            return Err(VirtioError::QueueCount {
-                device: "virtio-blk",
-                expected: 1,
-                got: queues.len(),
-            });
-        }
-        let q = queues.remove(0);
-        let mut queue = q.queue;
-        let disk = self.disk.clone();
-        let id = self.id;
-        let w = worker::spawn(
-            "virtio-blk".into(),
-            vec![q.notify],
-            Vec::new(),
-            &pause,
-            move |ev| {
-                if let WorkerEvent::Queue(0) = ev {
-                    if let Err(e) = process_queue(&mut queue, &mem, &interrupt, |c| {
-                        handle_request(&mem, &disk, &id, c)
-                    }) {
-                        queue_fault("virtio-blk", 0, e, &interrupt);
-                        return Flow::Stop;
-                    }
-                }
-                Flow::Continue
-            },
-        )
-        .map_err(|source| VirtioError::Io {
-            device: "virtio-blk",
-            what: "spawn worker",
-            source,
-        })?;
-        self.worker = Some(w);
+        let (disk, id) = (self.disk.clone(), self.id);
+        self.worker = Some(activate_request_queue("virtio-blk", ctx, move |mem, c| {
+            handle_request(mem, &disk, &id, c)
+        })?);
         Ok(())
     }
 

@@ -278,6 +278,52 @@ pub(crate) fn queue_fault(name: &str, q: usize, e: QueueFault, interrupt: &Virti
     tracing::warn!("{name}: queue {q}: {e}; device needs reset");
     interrupt.set_needs_reset();
 }
+
+/// Activate a device with one request queue (rng, blk): its worker drains the queue on every
+/// notification through `handle`, which returns the used length of a request; a queue the
+/// driver broke stops the worker and flags NEEDS_RESET.
+pub(crate) fn activate_request_queue(
+    device: &'static str,
+    ctx: ActivateContext,
+    mut handle: impl FnMut(&GuestMemoryMmap, Result<DescChain, ChainError>) -> u32 + Send + 'static,
+) -> Result<worker::Worker, VirtioError> {
+    let ActivateContext {
+        mem,
+        mut queues,
+        interrupt,
+        pause,
+        ..
+    } = ctx;
+    if queues.len() != 1 {
+        return Err(VirtioError::QueueCount {
+            device,
+            expected: 1,
+            got: queues.len(),
+        });
+    }
+    let q = queues.remove(0);
+    let mut queue = q.queue;
+    worker::spawn(
+        device.into(),
+        vec![q.notify],
+        Vec::new(),
+        &pause,
+        move |ev| {
+            if let worker::WorkerEvent::Queue(0) = ev {
+                if let Err(e) = process_queue(&mut queue, &mem, &interrupt, |c| handle(&mem, c)) {
+                    queue_fault(device, 0, e, &interrupt);
+                    return worker::Flow::Stop;
+                }
+            }
+            worker::Flow::Continue
+        },
+    )
+    .map_err(|source| VirtioError::Io {
+        device,
+        what: "spawn worker",
+        source,
+    })
+}
 #[cfg(test)]
 mod block_tests;
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! virtio-rng (virtio 1.2 §5.4): fills the driver's buffers from the host's getrandom(2).
 
-use super::worker::{self, Flow, Worker, WorkerEvent};
+use super::worker::Worker;
 use super::{
-    process_queue, queue_fault, ActivateContext, ChainError, DescChain, GuestMemory, VirtioDevice,
-    VirtioError, COMMON_FEATURES, TYPE_RNG,
+    activate_request_queue, ActivateContext, ChainError, DescChain, VirtioDevice, VirtioError,
+    COMMON_FEATURES, TYPE_RNG,
 };
 use vm_memory::GuestMemoryMmap;
 
@@ -96,46 +96,7 @@ impl VirtioDevice for RngDevice {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
-        let ActivateContext {
-            mem,
-            mut queues,
-            interrupt,
-            pause,
-            ..
-        } = ctx;
-        if queues.len() != 1 {
-            return Err(VirtioError::QueueCount {
-                device: "virtio-rng",
-                expected: 1,
-                got: queues.len(),
-            });
-        }
-        let q = queues.remove(0);
-        let mut queue = q.queue;
-        let mem: GuestMemory = mem;
-        let w = worker::spawn(
-            "virtio-rng".into(),
-            vec![q.notify],
-            Vec::new(),
-            &pause,
-            move |ev| {
-                if let WorkerEvent::Queue(0) = ev {
-                    if let Err(e) =
-                        process_queue(&mut queue, &mem, &interrupt, |c| handle_request(&mem, c))
-                    {
-                        queue_fault("virtio-rng", 0, e, &interrupt);
-                        return Flow::Stop;
-                    }
-                }
-                Flow::Continue
-            },
-        )
-        .map_err(|source| VirtioError::Io {
-            device: "virtio-rng",
-            what: "spawn worker",
-            source,
-        })?;
-        self.worker = Some(w);
+        self.worker = Some(activate_request_queue("virtio-rng", ctx, handle_request)?);
         Ok(())
     }
 
