@@ -3,7 +3,10 @@
 //! without user space (docs/LINUX-TEST-KERNEL.md). Its built-in self test
 //! (guests/linux/rvmm_selftest.c) checks the pattern this test writes into sector 0, writes and
 //! flushes sector 1, reads /dev/hwrng, and sends "PING" frames on eth0 until the answer this test
-//! writes to the tap arrives; it prints a PASS/FAIL line per device and restarts the machine.
+//! writes to the tap arrives; it prints a PASS/FAIL line per device. The boot then goes on and
+//! mounts a second virtio disk, an ext4 file system in a qcow2 image, as root (`root=/dev/vdb
+//! rw`); with no init on it the kernel panics and restarts. The host then sees the mount in the
+//! superblock (dumpe2fs: mount count 1) and `qemu-img check` is clean.
 //!
 //! #[ignore]d like linux_boot (it needs the built kernel and root for the tap in a network
 //! namespace); scripts/test.sh runs it explicitly. RVMM_TEST_KERNEL names the bzImage; without
@@ -31,7 +34,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The kernel parameters docs/EMULATED-KVM.md explains (as in linux_boot.rs); harmless on a
 /// normal KVM host. reboot=k: the self test restarts through the i8042, and -no-reboot exits.
-const CMDLINE: &str = "console=ttyS0 noxsave clearcpuid=141,308,137 reboot=k panic=-1";
+/// After the self test the kernel boots on (restart=0) to mount the ext4 disk as root.
+const CMDLINE: &str = "console=ttyS0 noxsave clearcpuid=141,308,137 reboot=k panic=-1 \
+                       rvmm_selftest.restart=0 root=/dev/vdb rw rootfstype=ext4";
 
 fn pattern_sector(magic: &[u8], mul: usize, add: usize) -> Vec<u8> {
     let mut s: Vec<u8> = (0..SECTOR).map(|i| (i * mul + add) as u8).collect();
@@ -53,6 +58,46 @@ fn test_kernel() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Runs a host tool and returns its stdout, failing the test if it fails.
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An empty 16 MiB ext4 file system in a qcow2 image.
+fn ext4_qcow2(dir: &TempDir) -> PathBuf {
+    let raw = dir.file("root.raw", &[]);
+    let qcow2 = raw.with_extension("qcow2");
+    let (r, q) = (raw.to_str().unwrap(), qcow2.to_str().unwrap());
+    tool("mkfs.ext4", &["-q", "-F", "-L", "rvmmroot", r, "16M"]);
+    tool("qemu-img", &["convert", "-f", "raw", "-O", "qcow2", r, q]);
+    qcow2
+}
+
+/// `dumpe2fs -h` of the file system in a qcow2 image.
+fn superblock(qcow2: &std::path::Path) -> String {
+    let raw = qcow2.with_extension("check.raw");
+    let (q, r) = (qcow2.to_str().unwrap(), raw.to_str().unwrap());
+    tool("qemu-img", &["convert", "-f", "qcow2", "-O", "raw", q, r]);
+    tool("dumpe2fs", &["-h", r])
+}
+
+fn sb_field<'a>(sb: &'a str, name: &str) -> &'a str {
+    sb.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("dumpe2fs shows no {name:?}\n{sb}"))
 }
 
 fn check(rc: libc::c_int, what: &str) {
@@ -169,6 +214,14 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
     let mut img = vec![0u8; 1 << 20];
     img[..SECTOR].copy_from_slice(&pattern_sector(DISK_MAGIC, 7, 3));
     let disk = dir.file("disk.raw", &img);
+    let root = ext4_qcow2(&dir);
+    let before = superblock(&root);
+    assert_eq!(
+        sb_field(&before, "Mount count:"),
+        "0",
+        "fresh ext4\n{before}"
+    );
+    let root_arg = root.clone();
 
     let disk_arg = disk.clone();
     // The network namespace belongs to this thread and so to the rvmm it starts.
@@ -199,6 +252,13 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
             ))
             .arg("-device")
             .arg("virtio-blk-device,drive=d0")
+            .arg("-drive")
+            .arg(format!(
+                "file={},format=qcow2,if=none,id=d1",
+                root_arg.display()
+            ))
+            .arg("-device")
+            .arg("virtio-blk-device,drive=d1")
             .arg("-netdev")
             .arg(format!("tap,id=n0,ifname={IFNAME},script=no,downscript=no"))
             .arg("-device")
@@ -209,7 +269,7 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
         let net = answer_pings(sock, || {
             Instant::now() >= deadline || vm.stdout().contains("rvmm-selftest: net ")
         });
-        let finished = vm.wait_for_stdout(", restarting", Duration::from_secs(60));
+        let finished = vm.wait_for_stdout("rvmm-selftest: all PASS", Duration::from_secs(60));
         let elapsed = start.elapsed();
         let out = vm.wait(Duration::from_secs(60));
         assert!(finished, "the self test did not finish\n{out}");
@@ -227,7 +287,9 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
     for dev in ["blk", "rng", "net"] {
         out.assert_stdout_contains(&format!("rvmm-selftest: {dev} PASS"));
     }
-    out.assert_stdout_contains("rvmm-selftest: all PASS, restarting");
+    out.assert_stdout_contains("rvmm-selftest: all PASS, booting on");
+    out.assert_stdout_contains("EXT4-fs (vdb): mounted filesystem");
+    out.assert_stdout_contains("No working init found");
     assert!(
         net.pings >= 1,
         "no PING frame from the guest on the tap\n{out}"
@@ -243,4 +305,13 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
         &pattern_sector(WRITE_MAGIC, 13, 1)[..],
         "sector 1 of the image is not what the guest wrote"
     );
+    // The read-write mount is recorded in the superblock: the guest's write reached the qcow2.
+    let after = superblock(&root);
+    assert_eq!(
+        sb_field(&after, "Mount count:"),
+        "1",
+        "after the boot\n{after}"
+    );
+    assert_ne!(sb_field(&after, "Last mount time:"), "n/a", "{after}");
+    tool("qemu-img", &["check", root.to_str().unwrap()]);
 }

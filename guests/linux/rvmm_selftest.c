@@ -3,7 +3,8 @@
  * rvmm boot test 2: proves virtio-blk, virtio-rng and virtio-net from inside Linux without user
  * space (user space cannot make system calls on paravirtual KVM hosts, docs/EMULATED-KVM.md).
  * Runs at late_initcall, prints one "rvmm-selftest: <dev> PASS|FAIL" line per device and a
- * summary line, then restarts the machine (boot with reboot=k; rvmm -no-reboot exits 0).
+ * summary line, then restarts the machine (boot with reboot=k; rvmm -no-reboot exits 0), or with
+ * rvmm_selftest.restart=0 lets the boot go on to mount root= (and panic without an init).
  * Copied into the kernel tree by scripts/build-test-kernel.sh; the host side is
  * tests/linux_devices.rs.
  */
@@ -18,6 +19,7 @@
 #include <linux/kthread.h>
 #include <linux/kdev_t.h>
 #include <linux/miscdevice.h>
+#include <linux/moduleparam.h>
 #include <linux/mman.h>
 #include <linux/mount.h>
 #include <linux/netdevice.h>
@@ -29,6 +31,10 @@
 #include <net/sch_generic.h>
 
 #define TAG "rvmm-selftest: "
+
+static bool restart = true;
+module_param(restart, bool, 0444);
+MODULE_PARM_DESC(restart, "restart the machine after the self test (default), else boot on");
 /* IEEE 802 "local experimental" EtherType: nothing else on the tap uses it. */
 #define SELFTEST_ETH_P 0x88b5
 
@@ -308,8 +314,10 @@ static int __init rvmm_selftest(void)
 	pr_info(TAG "blk %s\n", blk ? "PASS" : "FAIL");
 	pr_info(TAG "rng %s\n", rng ? "PASS" : "FAIL");
 	pr_info(TAG "net %s\n", net ? "PASS" : "FAIL");
-	pr_info(TAG "%s, restarting\n", blk && rng && net ? "all PASS" : "FAIL");
-	kernel_restart(NULL);
+	pr_info(TAG "%s, %s\n", blk && rng && net ? "all PASS" : "FAIL",
+		restart ? "restarting" : "booting on");
+	if (restart)
+		kernel_restart(NULL);
 	return 0;
 }
 late_initcall(rvmm_selftest);
