@@ -22,6 +22,7 @@ command -v bison >/dev/null || need_apt+=(bison)
 command -v bc >/dev/null || need_apt+=(bc)
 [ -e /usr/include/libelf.h ] || need_apt+=(libelf-dev)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq

@@ -6,7 +6,9 @@
 //! writes to the tap arrives; it prints a PASS/FAIL line per device. The boot then goes on and
 //! mounts a second virtio disk, an ext4 file system in a qcow2 image, as root (`root=/dev/vdb
 //! rw`); with no init on it the kernel panics and restarts. The host then sees the mount in the
-//! superblock (dumpe2fs: mount count 1) and `qemu-img check` is clean.
+//! superblock (dumpe2fs: mount count 1) and `qemu-img check` is clean. Before that the kernel
+//! configures eth0 with `ip=dhcp` from dnsmasq on the tap, and netconsole sends its log to a
+//! UDP socket of this test.
 //!
 //! #[ignore]d like linux_boot (it needs the built kernel and root for the tap in a network
 //! namespace); scripts/test.sh runs it explicitly. RVMM_TEST_KERNEL names the bzImage; without
@@ -36,7 +38,12 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// normal KVM host. reboot=k: the self test restarts through the i8042, and -no-reboot exits.
 /// After the self test the kernel boots on (restart=0) to mount the ext4 disk as root.
 const CMDLINE: &str = "console=ttyS0 noxsave clearcpuid=141,308,137 reboot=k panic=-1 \
-                       rvmm_selftest.restart=0 root=/dev/vdb rw rootfstype=ext4";
+                       rvmm_selftest.restart=0 root=/dev/vdb rw rootfstype=ext4 ip=dhcp \
+                       netconsole=6665@10.0.2.15/eth0,6666@10.0.2.1/";
+/// The tap's address in the namespace: dnsmasq's and the netconsole target.
+const HOST_IP: &str = "10.0.2.1";
+/// The one address dnsmasq hands out (also netconsole's source address).
+const GUEST_IP: &str = "10.0.2.15";
 
 fn pattern_sector(magic: &[u8], mul: usize, add: usize) -> Vec<u8> {
     let mut s: Vec<u8> = (0..SECTOR).map(|i| (i * mul + add) as u8).collect();
@@ -164,13 +171,28 @@ fn tap_socket(deadline: Instant) -> libc::c_int {
 struct NetLog {
     pings: usize,
     pongs: usize,
+    /// Everything netconsole sent to HOST_IP:6666.
+    netconsole: String,
+}
+
+/// Appends every datagram waiting on `udp` to `log`.
+fn drain_udp(udp: &std::net::UdpSocket, log: &mut String) {
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = udp.recv(&mut buf) {
+        log.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
 }
 
 /// Answers every PING frame from the guest with a PONG to its source MAC until `done` says stop.
-fn answer_pings(sock: libc::c_int, done: impl Fn() -> bool) -> NetLog {
-    let mut log = NetLog { pings: 0, pongs: 0 };
+fn answer_pings(sock: libc::c_int, udp: &std::net::UdpSocket, done: impl Fn() -> bool) -> NetLog {
+    let mut log = NetLog {
+        pings: 0,
+        pongs: 0,
+        netconsole: String::new(),
+    };
     let mut buf = [0u8; 2048];
     while !done() {
+        drain_udp(udp, &mut log.netconsole);
         // SAFETY: `buf` is writable for its length; the socket has a receive timeout.
         let n = unsafe { libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 14 + PING.len() as isize {
@@ -222,6 +244,7 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
         "fresh ext4\n{before}"
     );
     let root_arg = root.clone();
+    let leases = dir.file("dnsmasq.leases", &[]);
 
     let disk_arg = disk.clone();
     // The network namespace belongs to this thread and so to the rvmm it starts.
@@ -232,7 +255,7 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
             "unshare(CLONE_NEWNET)",
         );
         let start = Instant::now();
-        let mut vm = VmCommand::without_kernel()
+        let vm = VmCommand::without_kernel()
             // No ACPI in the test kernel (docs/LINUX-TEST-KERNEL.md); default split irqchip.
             .arg("-M")
             .arg("microvm,acpi=off")
@@ -265,23 +288,50 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
             .arg("virtio-net-device,netdev=n0")
             .spawn();
         let sock = tap_socket(start + Duration::from_secs(30));
+        tool(
+            "ip",
+            &["addr", "add", &format!("{HOST_IP}/24"), "dev", IFNAME],
+        );
+        let udp = std::net::UdpSocket::bind((HOST_IP, 6666)).expect("bind the netconsole port");
+        udp.set_nonblocking(true).unwrap();
+        let mut dnsmasq = Command::new("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--bind-interfaces",
+                &format!("--interface={IFNAME}"),
+                "--except-interface=lo",
+                &format!("--dhcp-range={GUEST_IP},{GUEST_IP},255.255.255.0,1h"),
+                &format!("--dhcp-leasefile={}", leases.display()),
+                "--pid-file=",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot start dnsmasq");
         let deadline = start + BOOT_TIMEOUT;
-        let net = answer_pings(sock, || {
-            Instant::now() >= deadline || vm.stdout().contains("rvmm-selftest: net ")
+        let mut net = answer_pings(sock, &udp, || {
+            Instant::now() >= deadline || vm.stdout().contains("No working init found")
         });
-        let finished = vm.wait_for_stdout("rvmm-selftest: all PASS", Duration::from_secs(60));
         let elapsed = start.elapsed();
         let out = vm.wait(Duration::from_secs(60));
-        assert!(finished, "the self test did not finish\n{out}");
+        std::thread::sleep(Duration::from_millis(200));
+        drain_udp(&udp, &mut net.netconsole);
+        // dnsmasq is this test's child: stop it by its handle.
+        let _ = dnsmasq.kill();
+        let _ = dnsmasq.wait();
         (out, net, elapsed)
     })
     .join()
     .unwrap();
     eprintln!(
-        "linux devices: start to the self test's verdict in {:.1} s; {} PING frames seen, {} PONG sent",
+        "linux devices: start to \"No working init found\" in {:.1} s; {} PING frames seen, \
+         {} PONG sent, {} bytes of netconsole",
         elapsed.as_secs_f64(),
         net.pings,
-        net.pongs
+        net.pongs,
+        net.netconsole.len()
     );
 
     for dev in ["blk", "rng", "net"] {
@@ -290,6 +340,15 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
     out.assert_stdout_contains("rvmm-selftest: all PASS, booting on");
     out.assert_stdout_contains("EXT4-fs (vdb): mounted filesystem");
     out.assert_stdout_contains("No working init found");
+    out.assert_stdout_contains(&format!("IP-Config: Got DHCP answer from {HOST_IP}"));
+    out.assert_stdout_contains(&format!("my address is {GUEST_IP}"));
+    // netconsole replays the log from the start: the self test's verdict came over UDP.
+    assert!(
+        net.netconsole.contains("rvmm-selftest: net PASS"),
+        "netconsole sent no self-test verdict ({} bytes):\n{}",
+        net.netconsole.len(),
+        net.netconsole
+    );
     assert!(
         net.pings >= 1,
         "no PING frame from the guest on the tap\n{out}"
