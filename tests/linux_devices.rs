@@ -107,6 +107,16 @@ fn sb_field<'a>(sb: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("dumpe2fs shows no {name:?}\n{sb}"))
 }
 
+/// A child process (dnsmasq) stopped by its handle when the test ends, also on a failure.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn check(rc: libc::c_int, what: &str) {
     assert!(rc >= 0, "{what}: {}", std::io::Error::last_os_error());
 }
@@ -294,22 +304,24 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
         );
         let udp = std::net::UdpSocket::bind((HOST_IP, 6666)).expect("bind the netconsole port");
         udp.set_nonblocking(true).unwrap();
-        let mut dnsmasq = Command::new("dnsmasq")
-            .args([
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--bind-interfaces",
-                &format!("--interface={IFNAME}"),
-                "--except-interface=lo",
-                &format!("--dhcp-range={GUEST_IP},{GUEST_IP},255.255.255.0,1h"),
-                &format!("--dhcp-leasefile={}", leases.display()),
-                "--pid-file=",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("cannot start dnsmasq");
+        let _dnsmasq = KillOnDrop(
+            Command::new("dnsmasq")
+                .args([
+                    "--no-daemon",
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--bind-interfaces",
+                    &format!("--interface={IFNAME}"),
+                    "--except-interface=lo",
+                    &format!("--dhcp-range={GUEST_IP},{GUEST_IP},255.255.255.0,1h"),
+                    &format!("--dhcp-leasefile={}", leases.display()),
+                    "--pid-file=",
+                ])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("cannot start dnsmasq"),
+        );
         let deadline = start + BOOT_TIMEOUT;
         let mut net = answer_pings(sock, &udp, || {
             Instant::now() >= deadline || vm.stdout().contains("No working init found")
@@ -318,9 +330,6 @@ fn test_kernel_proves_blk_rng_and_net_from_inside_linux() {
         let out = vm.wait(Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(200));
         drain_udp(&udp, &mut net.netconsole);
-        // dnsmasq is this test's child: stop it by its handle.
-        let _ = dnsmasq.kill();
-        let _ = dnsmasq.wait();
         (out, net, elapsed)
     })
     .join()
