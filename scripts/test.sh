@@ -14,6 +14,15 @@ command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v qemu-io >/dev/null || need_apt+=(qemu-utils)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v strace >/dev/null || need_apt+=(strace)
+# Boot test 2's kernel (scripts/build-test-kernel.sh): the source package and its build tools.
+ls /usr/src/linux-source-6.1.tar.* >/dev/null 2>&1 || need_apt+=(linux-source-6.1)
+command -v make >/dev/null || need_apt+=(make)
+command -v flex >/dev/null || need_apt+=(flex)
+command -v bison >/dev/null || need_apt+=(bison)
+command -v bc >/dev/null || need_apt+=(bc)
+[ -e /usr/include/libelf.h ] || need_apt+=(libelf-dev)
+command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq
@@ -43,3 +52,10 @@ cargo test --workspace
 linux_dir="$(scripts/get-linux.sh)"
 echo "scripts/test.sh: stock Linux boot test (several minutes where KVM emulates CPL0) with $linux_dir"
 RVMM_LINUX_DIR="$linux_dir" cargo test --test linux_boot -- --ignored --nocapture
+
+# Boot test 2: a small kernel built from linux-source-6.1 proves virtio-blk, -rng and -net from
+# inside Linux without user space (tests/linux_devices.rs, docs/LINUX-TEST-KERNEL.md). Building
+# it takes about 3 minutes on 2 cores the first time (cached by config hash), the boot seconds.
+test_kernel="$(scripts/build-test-kernel.sh)"
+echo "scripts/test.sh: Linux device test with $test_kernel"
+RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_devices -- --ignored --nocapture

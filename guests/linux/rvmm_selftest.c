@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * rvmm boot test 2: proves virtio-blk, virtio-rng and virtio-net from inside Linux without user
+ * space (user space cannot make system calls on paravirtual KVM hosts, docs/EMULATED-KVM.md).
+ * Runs at late_initcall, prints one "rvmm-selftest: <dev> PASS|FAIL" line per device and a
+ * summary line, then restarts the machine (boot with reboot=k; rvmm -no-reboot exits 0), or with
+ * rvmm_selftest.restart=0 lets the boot go on to mount root= (and panic without an init).
+ * Copied into the kernel tree by scripts/build-test-kernel.sh; the host side is
+ * tests/linux_devices.rs.
+ */
+#include <linux/bio.h>
+#include <linux/blkdev.h>
+#include <linux/completion.h>
+#include <linux/delay.h>
+#include <linux/etherdevice.h>
+#include <linux/fs.h>
+#include <linux/init.h>
+#include <linux/init_syscalls.h>
+#include <linux/kthread.h>
+#include <linux/kdev_t.h>
+#include <linux/miscdevice.h>
+#include <linux/moduleparam.h>
+#include <linux/mman.h>
+#include <linux/mount.h>
+#include <linux/netdevice.h>
+#include <linux/reboot.h>
+#include <linux/rtnetlink.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/uaccess.h>
+#include <net/sch_generic.h>
+
+#define TAG "rvmm-selftest: "
+
+static bool restart = true;
+module_param(restart, bool, 0444);
+MODULE_PARM_DESC(restart, "restart the machine after the self test (default), else boot on");
+/* IEEE 802 "local experimental" EtherType: nothing else on the tap uses it. */
+#define SELFTEST_ETH_P 0x88b5
+
+/* Sector 0 as written by tests/linux_devices.rs: this magic, then byte i = i * 7 + 3. */
+static const char disk_magic[] = "RVMM-LINUX-DISK-SECTOR0";
+/* Sector 1 as written here: this magic, then byte i = i * 13 + 1; the host checks it. */
+static const char write_magic[] = "RVMM-LINUX-WROTE-SECTOR1";
+static const char ping_magic[] = "RVMM-SELFTEST-PING";
+static const char pong_magic[] = "RVMM-SELFTEST-PONG";
+
+static bool check_pattern(const u8 *buf, const char *magic, u8 mul, u8 add)
+{
+	size_t n = strlen(magic), i;
+
+	if (memcmp(buf, magic, n))
+		return false;
+	for (i = n; i < SECTOR_SIZE; i++)
+		if (buf[i] != (u8)(i * mul + add))
+			return false;
+	return true;
+}
+
+static int sector_io(struct block_device *bdev, struct page *page, sector_t sector, blk_opf_t op)
+{
+	struct bio *bio = bio_alloc(bdev, 1, op, GFP_KERNEL);
+	int ret;
+
+	bio->bi_iter.bi_sector = sector;
+	if (bio_add_page(bio, page, SECTOR_SIZE, 0) != SECTOR_SIZE) {
+		bio_put(bio);
+		return -EIO;
+	}
+	ret = submit_bio_wait(bio);
+	bio_put(bio);
+	return ret;
+}
+
+static bool __init test_blk(void)
+{
+	const fmode_t mode = FMODE_READ | FMODE_WRITE;
+	struct block_device *bdev;
+	struct page *page;
+	dev_t devt = name_to_dev_t("/dev/vda");
+	bool ok = false;
+	u8 *buf;
+	size_t i;
+	int ret;
+
+	if (!devt) {
+		pr_err(TAG "blk: no /dev/vda\n");
+		return false;
+	}
+	bdev = blkdev_get_by_dev(devt, mode, NULL);
+	if (IS_ERR(bdev)) {
+		pr_err(TAG "blk: open vda: %ld\n", PTR_ERR(bdev));
+		return false;
+	}
+	page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	if (!page)
+		goto out_put;
+	buf = page_address(page);
+
+	ret = sector_io(bdev, page, 0, REQ_OP_READ);
+	if (ret || !check_pattern(buf, disk_magic, 7, 3)) {
+		pr_err(TAG "blk: sector 0 read %d, pattern %s (first bytes %*phN)\n", ret,
+		       ret ? "not checked" : "wrong", 16, buf);
+		goto out_free;
+	}
+	pr_info(TAG "blk: sector 0 pattern matches\n");
+
+	memset(buf, 0, SECTOR_SIZE);
+	memcpy(buf, write_magic, strlen(write_magic));
+	for (i = strlen(write_magic); i < SECTOR_SIZE; i++)
+		buf[i] = (u8)(i * 13 + 1);
+	ret = sector_io(bdev, page, 1, REQ_OP_WRITE | REQ_SYNC);
+	if (ret) {
+		pr_err(TAG "blk: sector 1 write: %d\n", ret);
+		goto out_free;
+	}
+	ret = blkdev_issue_flush(bdev);
+	if (ret) {
+		pr_err(TAG "blk: flush: %d\n", ret);
+		goto out_free;
+	}
+	memset(buf, 0, SECTOR_SIZE);
+	ret = sector_io(bdev, page, 1, REQ_OP_READ);
+	if (ret || !check_pattern(buf, write_magic, 13, 1)) {
+		pr_err(TAG "blk: sector 1 read back %d, pattern %s\n", ret,
+		       ret ? "not checked" : "wrong");
+		goto out_free;
+	}
+	pr_info(TAG "blk: sector 1 written, flushed and read back\n");
+	ok = true;
+out_free:
+	__free_page(page);
+out_put:
+	blkdev_put(bdev, mode);
+	return ok;
+}
+
+/*
+ * /dev/hwrng has only a .read that copies to user memory (kernel_read() refuses it), so a kthread
+ * borrows a fresh mm with one anonymous page and reads through vfs_read() into that page.
+ */
+struct rng_job {
+	u8 buf[64];
+	ssize_t na, nb;
+	long err;
+	struct completion done;
+};
+
+static struct rng_job rng_job;
+
+static int rng_reader(void *data)
+{
+	static const char path[] = "/dev/rvmm-hwrng";
+	struct rng_job *job = data;
+	struct mm_struct *mm = mm_alloc();
+	unsigned long addr;
+	struct file *f;
+	loff_t pos = 0;
+
+	if (!mm) {
+		job->err = -ENOMEM;
+		goto out;
+	}
+	arch_pick_mmap_layout(mm, &current->signal->rlim[RLIMIT_STACK]);
+	kthread_use_mm(mm);
+	addr = vm_mmap(NULL, 0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, 0);
+	if (IS_ERR_VALUE(addr)) {
+		job->err = (long)addr;
+		goto unuse;
+	}
+	f = filp_open(path, O_RDONLY, 0);
+	if (IS_ERR(f)) {
+		job->err = PTR_ERR(f);
+		goto unmap;
+	}
+	job->na = vfs_read(f, (char __user *)addr, 32, &pos);
+	job->nb = vfs_read(f, (char __user *)addr + 32, 32, &pos);
+	filp_close(f, NULL);
+	if (copy_from_user(job->buf, (const void __user *)addr, sizeof(job->buf)))
+		job->err = -EFAULT;
+unmap:
+	vm_munmap(addr, PAGE_SIZE);
+unuse:
+	kthread_unuse_mm(mm);
+	mmput(mm);
+out:
+	complete(&job->done);
+	return 0;
+}
+
+static bool __init test_rng(void)
+{
+	struct rng_job *job = &rng_job;
+	struct task_struct *t;
+	int ret;
+
+	/* No devtmpfs before the root mount: make the misc node in the initial rootfs. */
+	ret = init_mknod("/dev/rvmm-hwrng", S_IFCHR | 0600,
+			 new_encode_dev(MKDEV(MISC_MAJOR, HWRNG_MINOR)));
+	if (ret && ret != -EEXIST) {
+		pr_err(TAG "rng: mknod /dev/rvmm-hwrng: %d\n", ret);
+		return false;
+	}
+	init_completion(&job->done);
+	t = kthread_run(rng_reader, job, "rvmm-rng-test");
+	if (IS_ERR(t)) {
+		pr_err(TAG "rng: kthread: %ld\n", PTR_ERR(t));
+		return false;
+	}
+	if (!wait_for_completion_timeout(&job->done, 30 * HZ)) {
+		pr_err(TAG "rng: no answer from /dev/hwrng in 30 s\n");
+		return false;
+	}
+	if (job->err || job->na != 32 || job->nb != 32) {
+		pr_err(TAG "rng: error %ld, reads %zd and %zd of 32 bytes\n", job->err, job->na,
+		       job->nb);
+		return false;
+	}
+	if (!memcmp(job->buf, job->buf + 32, 32) || !memchr_inv(job->buf, 0, 32)) {
+		pr_err(TAG "rng: not random: %*phN\n", 64, job->buf);
+		return false;
+	}
+	pr_info(TAG "rng: read 64 bytes from /dev/hwrng (%*phN...)\n", 8, job->buf);
+	return true;
+}
+
+static DECLARE_COMPLETION(pong_done);
+
+static int selftest_rx(struct sk_buff *skb, struct net_device *dev, struct packet_type *pt,
+		       struct net_device *orig_dev)
+{
+	size_t n = strlen(pong_magic);
+
+	/* eth_type_trans() already pulled the Ethernet header. */
+	if (skb->len >= n && !memcmp(skb->data, pong_magic, n))
+		complete(&pong_done);
+	kfree_skb(skb);
+	return NET_RX_SUCCESS;
+}
+
+static struct packet_type selftest_pt = {
+	.type = cpu_to_be16(SELFTEST_ETH_P),
+	.func = selftest_rx,
+};
+
+static int send_ping(struct net_device *dev, int seq)
+{
+	struct sk_buff *skb = alloc_skb(ETH_ZLEN + 64, GFP_KERNEL);
+	struct ethhdr *eth;
+	char *payload;
+
+	if (!skb)
+		return -ENOMEM;
+	skb_reserve(skb, ETH_HLEN);
+	payload = skb_put_zero(skb, 64);
+	snprintf(payload, 64, "%s %d %pM", ping_magic, seq, dev->dev_addr);
+	eth = skb_push(skb, ETH_HLEN);
+	skb_reset_mac_header(skb);
+	eth_broadcast_addr(eth->h_dest);
+	ether_addr_copy(eth->h_source, dev->dev_addr);
+	eth->h_proto = cpu_to_be16(SELFTEST_ETH_P);
+	skb->dev = dev;
+	skb->protocol = eth->h_proto;
+	skb_reset_network_header(skb);
+	return dev_queue_xmit(skb);
+}
+
+static bool __init test_net(void)
+{
+	struct net_device *dev = dev_get_by_name(&init_net, "eth0");
+	bool ok = false;
+	int ret, i;
+
+	if (!dev) {
+		pr_err(TAG "net: no eth0\n");
+		return false;
+	}
+	rtnl_lock();
+	ret = dev_open(dev, NULL);
+	rtnl_unlock();
+	if (ret) {
+		pr_err(TAG "net: open eth0: %d\n", ret);
+		goto out;
+	}
+	/* The qdisc is attached once the carrier is up (linkwatch may defer it). */
+	for (i = 0; i < 100 && (!netif_carrier_ok(dev) || qdisc_tx_is_noop(dev)); i++)
+		msleep(50);
+	pr_info(TAG "net: eth0 %pM carrier %s\n", dev->dev_addr,
+		netif_carrier_ok(dev) ? "up" : "down");
+	dev_add_pack(&selftest_pt);
+	/* Resend once a second: the host answers the first ping it sees with a pong. */
+	for (i = 0; i < 30; i++) {
+		ret = send_ping(dev, i);
+		if (ret)
+			pr_err(TAG "net: xmit ping %d: %d\n", i, ret);
+		if (wait_for_completion_timeout(&pong_done, HZ)) {
+			pr_info(TAG "net: sent ping %d, received pong\n", i);
+			ok = true;
+			break;
+		}
+	}
+	dev_remove_pack(&selftest_pt);
+	if (!ok)
+		pr_err(TAG "net: no pong after %d pings\n", i);
+out:
+	dev_put(dev);
+	return ok;
+}
+
+static int __init rvmm_selftest(void)
+{
+	bool blk = test_blk(), rng = test_rng(), net = test_net();
+
+	pr_info(TAG "blk %s\n", blk ? "PASS" : "FAIL");
+	pr_info(TAG "rng %s\n", rng ? "PASS" : "FAIL");
+	pr_info(TAG "net %s\n", net ? "PASS" : "FAIL");
+	pr_info(TAG "%s, %s\n", blk && rng && net ? "all PASS" : "FAIL",
+		restart ? "restarting" : "booting on");
+	if (restart)
+		kernel_restart(NULL);
+	return 0;
+}
+late_initcall(rvmm_selftest);
