@@ -129,7 +129,8 @@ fn create_memory(vm: &Vm, size: u64) -> Result<GuestMemoryMmap, VmmError> {
     Ok(mem)
 }
 
-fn insert(
+/// Map `dev` on `bus` under the name `what` (error messages and `-exit-stats` use it).
+pub(crate) fn insert(
     bus: &mut Bus,
     what: &'static str,
     base: u64,

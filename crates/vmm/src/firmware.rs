@@ -9,9 +9,10 @@ use rvmm_arch::topology::CpuTopology;
 use rvmm_arch::{BootEntry, BootProtocol};
 use rvmm_cli::{FwCfgData, MachineKind, SerialConfig, VmConfig};
 use rvmm_devices::legacy::{self, fw_cfg as fc, Cmos, CmosMemory, FwCfg, ResetControl};
-use rvmm_devices::{Bus, BusDevice, VmControl};
+use rvmm_devices::{Bus, VmControl};
 use vm_memory::GuestMemoryMmap;
 
+use crate::builder::insert;
 use crate::VmmError;
 
 /// e820 type of RAM in `etc/e820`.
@@ -74,17 +75,6 @@ pub(crate) struct KernelFiles<'a> {
     pub initrd: Option<&'a [u8]>,
     pub cmdline: &'a str,
     pub entry: &'a BootEntry,
-}
-
-fn insert(
-    bus: &mut Bus,
-    what: &'static str,
-    base: u64,
-    len: u64,
-    dev: Arc<dyn BusDevice>,
-) -> Result<(), VmmError> {
-    bus.insert(base, len, dev)
-        .map_err(|source| VmmError::Bus { what, source })
 }
 
 fn fw_err(e: fc::FwCfgError) -> VmmError {

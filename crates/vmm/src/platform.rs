@@ -1,6 +1,7 @@
 //! The PC platform pieces the builder attaches after the legacy devices: the interrupt
 //! controller and device interrupt lines, and the PCI host bridge.
 
+use crate::builder::insert;
 use crate::control::Control;
 use crate::interrupts::{connect_lines, KvmMsi};
 use crate::VmmError;
@@ -53,11 +54,13 @@ pub fn attach_interrupts(
         IrqchipMode::Kernel => None,
         IrqchipMode::Split => {
             let ioapic = Arc::new(Ioapic::new(Arc::new(KvmMsi(vm.clone()))));
-            mmio.insert(legacy::IOAPIC_BASE, legacy::IOAPIC_LEN, ioapic.clone())
-                .map_err(|source| VmmError::Bus {
-                    what: "IOAPIC",
-                    source,
-                })?;
+            insert(
+                mmio,
+                "IOAPIC",
+                legacy::IOAPIC_BASE,
+                legacy::IOAPIC_LEN,
+                ioapic.clone(),
+            )?;
             Some(ioapic)
         }
     };
@@ -94,25 +97,21 @@ pub fn attach_pci(
         })?;
     let bus = Arc::new(RwLock::new(bus));
     let ctl: Arc<dyn VmControl> = control.clone();
-    pio.insert(
+    insert(
+        pio,
+        "PCI config ports",
         PCI_CONFIG_IO_BASE,
         PCI_CONFIG_IO_LEN,
         Arc::new(PciConfigIo::new(bus.clone(), ctl)),
-    )
-    .map_err(|source| VmmError::Bus {
-        what: "PCI config ports",
-        source,
-    })?;
+    )?;
     if kind == HostBridgeKind::Q35 {
-        mmio.insert(
+        insert(
+            mmio,
+            "PCI ECAM",
             Q35_ECAM_BASE,
             Q35_ECAM_LEN,
             Arc::new(PciConfigMmio::new(bus.clone())),
-        )
-        .map_err(|source| VmmError::Bus {
-            what: "PCI ECAM",
-            source,
-        })?;
+        )?;
     }
     Ok(Some(bus))
 }

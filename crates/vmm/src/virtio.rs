@@ -125,11 +125,7 @@ impl VirtioDevices {
     /// Put the transports on the MMIO bus.
     pub fn insert_into(&self, mmio: &mut Bus) -> Result<(), VmmError> {
         for (slot, t) in &self.transports {
-            mmio.insert(slot.base, slot.size, t.clone())
-                .map_err(|source| VmmError::Bus {
-                    what: "virtio-mmio",
-                    source,
-                })?;
+            crate::builder::insert(mmio, "virtio-mmio", slot.base, slot.size, t.clone())?;
         }
         Ok(())
     }
