@@ -214,6 +214,44 @@ fn rng_and_raw_blk_with_one_interrupt_in_every_irqchip_and_acpi_mode() {
     }
 }
 
+/// `-exit-stats json=` reports what each device served: the guest's one 16-byte rng request, and
+/// its sector read, sector write and flush.
+#[test]
+fn exit_stats_report_the_bytes_each_device_served() {
+    if skip_on_qemu("-exit-stats is an rvmm option") {
+        return;
+    }
+    let dir = TempDir::new("virtio-stats");
+    let img = raw_image(&dir);
+    let json = dir.file("stats.json", b"");
+    let out = virtio_vm(
+        &machine(true, "split"),
+        &format!("file={},format=raw", img.display()),
+    )
+    .append("rng=16 blk irqbase=16 level")
+    .arg("-exit-stats")
+    .arg(format!("json={}", json.display()))
+    .run();
+    out.assert_status(EXIT_OK);
+    assert_guest_ran(&out, std::str::from_utf8(PATTERN).unwrap());
+    let text = std::fs::read_to_string(&json).expect("JSON report written");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let devices = v["devices"].as_array().expect("a devices array");
+    let find = |name: &str| {
+        devices
+            .iter()
+            .find(|d| d["device"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let fields = |d: &serde_json::Value| {
+        ["requests", "errors", "bytes_to_guest", "bytes_from_guest"].map(|k| d[k].as_u64().unwrap())
+    };
+    let rng = find("virtio-rng");
+    assert_eq!(rng["at"], "virtio-mmio@0xfeb00000");
+    assert_eq!(fields(rng), [1, 0, 16, 0], "rng: {text}");
+    assert_eq!(fields(find("virtio-blk")), [3, 0, 512, 512], "blk: {text}");
+}
+
 #[test]
 fn qcow2_written_by_the_guest_reads_back_with_qemu_io() {
     for backing in [false, true] {

@@ -385,7 +385,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let stats = config
         .exit_stats
         .as_ref()
-        .map(|_| Arc::new(ExitStats::new(&pio, &mmio, cpus)));
+        .map(|_| Arc::new(ExitStats::new(&pio, &mmio, cpus, virtio.stats_sources())));
     let ctx = VcpuContext {
         control: control.clone(),
         pio: Arc::new(pio),
@@ -461,6 +461,18 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     drop(serial);
     if let (Some(cfg), Some(stats)) = (&config.exit_stats, &stats) {
         write_reports(cfg, &stats.snapshot())?;
+    }
+    for d in virtio.stats_sources() {
+        let c = d.counters.snapshot();
+        tracing::debug!(
+            device = d.device,
+            at = %d.at,
+            requests = c.requests,
+            errors = c.errors,
+            bytes_to_guest = c.bytes_to_guest,
+            bytes_from_guest = c.bytes_from_guest,
+            "device served"
+        );
     }
     let c = &ctx.counters;
     tracing::debug!(

@@ -13,6 +13,7 @@
 //! two (relative bucket width 12.5%); p50 and p99 are the midpoints of the buckets holding them.
 
 use rvmm_cli::ExitStatsConfig;
+use rvmm_devices::virtio::DeviceCounters;
 use rvmm_devices::Bus;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -295,11 +296,22 @@ pub struct ExitStats {
     vcpus: Vec<Arc<VcpuExitStats>>,
     start_tsc: u64,
     start: Instant,
+    devices: Vec<DeviceSource>,
+}
+
+/// A device whose counters the report includes (virtio devices: bytes and requests served).
+pub struct DeviceSource {
+    /// The device's name, e.g. `virtio-rng`.
+    pub device: &'static str,
+    /// Where the guest finds it, e.g. `virtio-mmio@0xfeb00000`.
+    pub at: String,
+    pub counters: Arc<DeviceCounters>,
 }
 
 impl ExitStats {
-    /// Lay out the tables from the finished buses (names and ids must not change afterwards).
-    pub fn new(pio: &Bus, mmio: &Bus, vcpus: u32) -> Self {
+    /// Lay out the tables from the finished buses (names and ids must not change afterwards);
+    /// `devices` are reported with their own counters.
+    pub fn new(pio: &Bus, mmio: &Bus, vcpus: u32, devices: Vec<DeviceSource>) -> Self {
         let layout = Layout {
             pio_devices: pio.len(),
             mmio_devices: mmio.len(),
@@ -311,6 +323,7 @@ impl ExitStats {
                 .collect(),
             start_tsc: now(),
             start: Instant::now(),
+            devices,
         }
     }
 
@@ -353,10 +366,26 @@ impl ExitStats {
             .filter(|(r, _)| r.count > 0)
             .map(|(r, l)| r.report(l, tick_ns))
             .collect();
+        let devices = self
+            .devices
+            .iter()
+            .map(|d| {
+                let c = d.counters.snapshot();
+                DeviceReport {
+                    device: d.device,
+                    at: d.at.clone(),
+                    requests: c.requests,
+                    errors: c.errors,
+                    bytes_to_guest: c.bytes_to_guest,
+                    bytes_from_guest: c.bytes_from_guest,
+                }
+            })
+            .collect();
         ExitStatsReport {
             schema: SCHEMA,
             elapsed_ns,
             tick_ns,
+            devices,
             vcpus,
             total,
         }
@@ -471,6 +500,22 @@ pub struct ExitStatsReport {
     pub vcpus: Vec<VcpuReport>,
     /// Every vCPU merged.
     pub total: Vec<ExitReport>,
+    /// What each virtio device served, in `-device` order.
+    pub devices: Vec<DeviceReport>,
+}
+
+/// One device's counters (see `rvmm_devices::virtio::DeviceCounters`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceReport {
+    pub device: &'static str,
+    pub at: String,
+    /// Requests (rng, blk) or frames (net), failed ones included.
+    pub requests: u64,
+    pub errors: u64,
+    /// Payload written into guest memory: random bytes, sectors read, frames received.
+    pub bytes_to_guest: u64,
+    /// Payload taken from guest memory: sectors written, frames sent.
+    pub bytes_from_guest: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -549,6 +594,20 @@ impl ExitStatsReport {
         if self.vcpus.len() > 1 {
             rows("all", &self.total);
         }
+        if !self.devices.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<12} {:<24} {:>10} {:>8} {:>16} {:>16}",
+                "device", "at", "requests", "errors", "bytes to guest", "bytes from guest"
+            );
+            for d in &self.devices {
+                let _ = writeln!(
+                    out,
+                    "{:<12} {:<24} {:>10} {:>8} {:>16} {:>16}",
+                    d.device, d.at, d.requests, d.errors, d.bytes_to_guest, d.bytes_from_guest
+                );
+            }
+        }
         out
     }
 }
@@ -612,7 +671,15 @@ mod tests {
             .unwrap();
         mmio.insert_named(0xff00_0000, 0x1_0000, "pc-testdev iomem", Arc::new(Nop))
             .unwrap();
-        let stats = ExitStats::new(&pio, &mmio, 2);
+        let counters = Arc::new(DeviceCounters::default());
+        counters.completed(64, 0);
+        counters.failed();
+        let device = DeviceSource {
+            device: "virtio-rng",
+            at: "virtio-mmio@0xfeb00000".into(),
+            counters,
+        };
+        let stats = ExitStats::new(&pio, &mmio, 2, vec![device]);
         let v0 = stats.vcpu(0).unwrap();
         let v1 = stats.vcpu(1).unwrap();
         assert!(stats.vcpu(2).is_none());
@@ -657,8 +724,13 @@ mod tests {
         let json = r.to_json();
         assert_eq!(json["schema"], SCHEMA);
         assert_eq!(json["total"].as_array().unwrap().len(), 5);
+        assert_eq!(json["devices"][0]["device"], "virtio-rng");
+        assert_eq!(json["devices"][0]["requests"], 2);
+        assert_eq!(json["devices"][0]["errors"], 1);
+        assert_eq!(json["devices"][0]["bytes_to_guest"], 64);
         let table = r.table();
         assert!(table.contains("pc-testdev"), "{table}");
         assert!(table.contains("all"), "{table}");
+        assert!(table.contains("virtio-mmio@0xfeb00000"), "{table}");
     }
 }

@@ -122,6 +122,18 @@ impl VirtioDevices {
         Ok(lines)
     }
 
+    /// Every device's counters, for the statistics report.
+    pub fn stats_sources(&self) -> Vec<crate::exit_stats::DeviceSource> {
+        self.transports
+            .iter()
+            .map(|(slot, t)| crate::exit_stats::DeviceSource {
+                device: t.device_name(),
+                at: format!("virtio-mmio@{:#x}", slot.base),
+                counters: t.counters().clone(),
+            })
+            .collect()
+    }
+
     /// Put the transports on the MMIO bus.
     pub fn insert_into(&self, mmio: &mut Bus) -> Result<(), VmmError> {
         for (slot, t) in &self.transports {

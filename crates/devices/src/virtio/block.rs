@@ -4,8 +4,8 @@
 
 use super::worker::Worker;
 use super::{
-    activate_request_queue, ActivateContext, ChainError, DescChain, VirtioDevice, VirtioError,
-    COMMON_FEATURES, TYPE_BLOCK,
+    activate_request_queue, ActivateContext, ChainError, DescChain, DeviceCounters, VirtioDevice,
+    VirtioError, COMMON_FEATURES, TYPE_BLOCK,
 };
 use rvmm_block::Disk;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -57,6 +57,7 @@ pub struct BlockDevice {
     features: u64,
     config: [u8; 60],
     worker: Option<Worker>,
+    counters: Arc<DeviceCounters>,
 }
 
 fn lock(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
@@ -98,6 +99,7 @@ impl BlockDevice {
             features,
             config,
             worker: None,
+            counters: Arc::default(),
         }
     }
 
@@ -107,11 +109,13 @@ impl BlockDevice {
     }
 }
 
-/// Serve one request; returns the used length (bytes written to the driver's buffers).
+/// Serve one request and count it; returns the used length (bytes written to the driver's
+/// buffers).
 pub(crate) fn handle_request(
     mem: &GuestMemoryMmap,
     disk: &Mutex<Disk>,
     id: &[u8; ID_LEN],
+    counters: &DeviceCounters,
     chain: Result<DescChain, ChainError>,
 ) -> u32 {
     let chain = match chain {
@@ -119,18 +123,26 @@ pub(crate) fn handle_request(
         Err(e) => {
             // The buffers cannot be trusted, so there is nowhere safe to put a status byte.
             tracing::debug!("virtio-blk: {e}");
+            counters.failed();
             return 0;
         }
     };
     let wlen = chain.writable_len();
     if wlen == 0 {
         tracing::debug!("virtio-blk: request {} has no status byte", chain.head);
+        counters.failed();
         return 0;
     }
     let status_at = wlen - 1;
     let (status, data_written) = match execute(mem, disk, id, &chain, status_at) {
-        Ok(n) => (S_OK, n),
-        Err(s) => (s, 0),
+        Ok((to_guest, from_guest)) => {
+            counters.completed(to_guest, from_guest);
+            (S_OK, to_guest)
+        }
+        Err(s) => {
+            counters.failed();
+            (s, 0)
+        }
     };
     if chain.write_at(mem, status_at, &[status]).is_err() {
         return 0;
@@ -139,14 +151,15 @@ pub(crate) fn handle_request(
     (data_written + 1).min(u64::from(u32::MAX)) as u32
 }
 
-/// Run the request; `Ok(bytes of data written)` or `Err(status)`.
+/// Run the request; `Ok((data bytes written to the guest, data bytes read from it))` or
+/// `Err(status)`.
 fn execute(
     mem: &GuestMemoryMmap,
     disk: &Mutex<Disk>,
     id: &[u8; ID_LEN],
     chain: &DescChain,
     data_in_len: u64,
-) -> Result<u64, u8> {
+) -> Result<(u64, u64), u8> {
     let mut header = [0u8; HEADER_LEN as usize];
     chain.read_at(mem, 0, &mut header).map_err(|e| {
         tracing::debug!("virtio-blk: short header: {e}");
@@ -207,17 +220,17 @@ fn execute(
                     }
                     done += n as u64;
                 }
-                Ok(if kind == T_IN { len } else { 0 })
+                Ok(if kind == T_IN { (len, 0) } else { (0, len) })
             })
         }
         T_FLUSH => {
             lock(disk).flush().map_err(|e| ioerr(&e))?;
-            Ok(0)
+            Ok((0, 0))
         }
         T_GET_ID => {
             let n = (data_in_len as usize).min(ID_LEN);
             chain.write_at(mem, 0, &id[..n]).map_err(|e| ioerr(&e))?;
-            Ok(n as u64)
+            Ok((n as u64, 0))
         }
         T_DISCARD | T_WRITE_ZEROES => {
             // max_discard_seg = max_write_zeroes_seg = 1: exactly one segment (§5.2.6.2).
@@ -251,7 +264,7 @@ fn execute(
             } else {
                 d.write_zeroes(offset, len, unmap).map_err(|e| ioerr(&e))?;
             }
-            Ok(0)
+            Ok((0, 0))
         }
         other => {
             tracing::debug!("virtio-blk: unsupported request type {other}");
@@ -282,9 +295,9 @@ impl VirtioDevice for BlockDevice {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
-        let (disk, id) = (self.disk.clone(), self.id);
+        let (disk, id, counters) = (self.disk.clone(), self.id, self.counters.clone());
         self.worker = Some(activate_request_queue("virtio-blk", ctx, move |mem, c| {
-            handle_request(mem, &disk, &id, c)
+            handle_request(mem, &disk, &id, &counters, c)
         })?);
         Ok(())
     }
@@ -293,6 +306,10 @@ impl VirtioDevice for BlockDevice {
         if let Some(w) = self.worker.take() {
             w.stop();
         }
+    }
+
+    fn counters(&self) -> Arc<DeviceCounters> {
+        self.counters.clone()
     }
 
     fn flush(&self) {

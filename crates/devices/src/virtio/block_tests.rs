@@ -160,6 +160,12 @@ fn raw_requests() {
     let (used, status, data) = d.read(8, 4096);
     assert_eq!((used, status), (4097, S_OK));
     assert_eq!(data, pattern);
+    let c = d.t.counters().snapshot();
+    assert_eq!(
+        (c.requests, c.errors, c.bytes_to_guest, c.bytes_from_guest),
+        (2, 0, 4096, 4096),
+        "one 4 KiB write and one 4 KiB read counted"
+    );
 
     // GET_ID: 20 bytes of serial.
     d.header(T_GET_ID, 0);
@@ -196,6 +202,11 @@ fn raw_requests() {
     // Unknown request type.
     d.header(99, 0);
     assert_eq!(d.submit(&[(HDR, 16, false), (STATUS, 1, true)]).1, S_UNSUPP);
+    let c = d.t.counters().snapshot();
+    assert_eq!(
+        c.errors, 5,
+        "the five refused requests above are counted as errors"
+    );
     d.shutdown();
     // The write reached the file.
     let file = std::fs::read(&p).unwrap();

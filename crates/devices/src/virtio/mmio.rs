@@ -6,7 +6,7 @@
 
 use super::worker::PauseGate;
 use super::{
-    ActivateContext, ActiveQueue, GuestMemory, VirtioDevice, VirtioInterrupt,
+    ActivateContext, ActiveQueue, DeviceCounters, GuestMemory, VirtioDevice, VirtioInterrupt,
     STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
     VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1,
 };
@@ -103,6 +103,9 @@ pub struct MmioTransport {
     notify: Vec<EventFd>,
     /// Holds the device's workers while the VM is paused.
     pause: Arc<PauseGate>,
+    /// The device's statistics, readable without the state lock.
+    counters: Arc<DeviceCounters>,
+    name: &'static str,
 }
 
 fn set_low(v: &mut u64, lo: u32) {
@@ -128,6 +131,7 @@ impl MmioTransport {
             .iter()
             .map(|_| EventFd::new(libc::EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()?;
+        let (counters, name) = (device.counters(), device.name());
         Ok(Self {
             state: Mutex::new(State {
                 device,
@@ -143,7 +147,19 @@ impl MmioTransport {
             interrupt: Arc::new(VirtioInterrupt::new()?),
             notify,
             pause: Arc::new(PauseGate::default()),
+            counters,
+            name,
         })
+    }
+
+    /// The device's statistics (bytes and requests served).
+    pub fn counters(&self) -> &Arc<DeviceCounters> {
+        &self.counters
+    }
+
+    /// The device's short name (`virtio-rng`, `virtio-blk`, `virtio-net`).
+    pub fn device_name(&self) -> &'static str {
+        self.name
     }
 
     /// The interrupt line (register its eventfd as an irqfd).

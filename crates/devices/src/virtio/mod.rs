@@ -18,7 +18,7 @@ pub mod worker;
 pub use chain::{ChainError, DescChain};
 pub use mmio::{MmioSlot, MmioTransport, VIRTIO_MMIO_SIZE};
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
@@ -156,6 +156,56 @@ impl VirtioInterrupt {
     }
 }
 
+/// What a device has moved, for rvmm's statistics (`-exit-stats`, QMP `x-query-exit-stats`).
+/// The device's worker updates it with relaxed atomics; any thread may read it at any time.
+/// Bytes are payload only: random bytes (rng), sector data (blk), Ethernet frames without the
+/// virtio-net header (net).
+#[derive(Debug, Default)]
+pub struct DeviceCounters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    bytes_to_guest: AtomicU64,
+    bytes_from_guest: AtomicU64,
+}
+
+/// A reading of [`DeviceCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCountersSnapshot {
+    /// Requests (rng, blk) or frames (net) completed, failed ones included.
+    pub requests: u64,
+    /// Requests completed with an error status, or dropped as malformed.
+    pub errors: u64,
+    /// Payload the device wrote into guest memory (rng output, blk reads, net RX).
+    pub bytes_to_guest: u64,
+    /// Payload the device took from guest memory (blk writes, net TX).
+    pub bytes_from_guest: u64,
+}
+
+impl DeviceCounters {
+    /// One request done: `to_guest` bytes written into the guest, `from_guest` read from it.
+    pub fn completed(&self, to_guest: u64, from_guest: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes_to_guest.fetch_add(to_guest, Ordering::Relaxed);
+        self.bytes_from_guest
+            .fetch_add(from_guest, Ordering::Relaxed);
+    }
+
+    /// One request failed or was malformed.
+    pub fn failed(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> DeviceCountersSnapshot {
+        DeviceCountersSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            bytes_to_guest: self.bytes_to_guest.load(Ordering::Relaxed),
+            bytes_from_guest: self.bytes_from_guest.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// One queue handed to a device at activation, with the eventfd the driver's notifications
 /// arrive on (a KVM ioeventfd on QueueNotify).
 pub struct ActiveQueue {
@@ -194,6 +244,8 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
     /// Write any cached data to stable storage (clean VM shutdown).
     fn flush(&self) {}
+    /// The device's statistics; the same counters for the device's whole life (resets keep them).
+    fn counters(&self) -> Arc<DeviceCounters>;
 }
 
 /// Copy `data` out of a config-space byte image at `offset`, zero-filling past its end.

@@ -5,8 +5,8 @@
 use super::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
 use super::worker::{self, Flow, Worker, WorkerEvent};
 use super::{
-    process_queue, queue_fault, ActivateContext, DescChain, QueueFault, VirtioDevice, VirtioError,
-    VirtioInterrupt, COMMON_FEATURES, TYPE_NET,
+    process_queue, queue_fault, ActivateContext, DescChain, DeviceCounters, QueueFault,
+    VirtioDevice, VirtioError, VirtioInterrupt, COMMON_FEATURES, TYPE_NET,
 };
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -37,6 +37,7 @@ pub struct NetDevice {
     tap: Arc<Tap>,
     mac: [u8; 6],
     worker: Option<Worker>,
+    counters: Arc<DeviceCounters>,
 }
 
 impl NetDevice {
@@ -45,6 +46,7 @@ impl NetDevice {
             tap: Arc::new(tap),
             mac,
             worker: None,
+            counters: Arc::default(),
         }
     }
 }
@@ -64,17 +66,32 @@ fn tap_offloads(acked: u64) -> u32 {
     f
 }
 
-/// Send one TX chain to the tap; returns the used length (always 0: TX buffers are read-only).
+/// Send one TX chain to the tap and count it; returns the used length (always 0: TX buffers
+/// are read-only).
 pub(crate) fn transmit(
     mem: &GuestMemoryMmap,
     tap: &Tap,
+    counters: &DeviceCounters,
     chain: Result<DescChain, super::ChainError>,
 ) -> u32 {
+    match send(mem, tap, chain) {
+        Some(n) => counters.completed(0, n as u64),
+        None => counters.failed(),
+    }
+    0
+}
+
+/// Write the chain's frame to the tap; `Some(Ethernet frame length)` once the tap took it.
+fn send(
+    mem: &GuestMemoryMmap,
+    tap: &Tap,
+    chain: Result<DescChain, super::ChainError>,
+) -> Option<usize> {
     let chain = match chain {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!("virtio-net tx: {e}");
-            return 0;
+            return None;
         }
     };
     // §5.1.6.2: TX buffers are device-readable only, header first.
@@ -84,23 +101,25 @@ pub(crate) fn transmit(
             "virtio-net tx: chain {} malformed ({len} readable bytes)",
             chain.head
         );
-        return 0;
+        return None;
     }
     let mut frame = vec![0u8; len as usize];
     if let Err(e) = chain.read_at(mem, 0, &mut frame) {
         tracing::debug!("virtio-net tx: {e}");
-        return 0;
+        return None;
     }
     if let Err(e) = tap.write_frame(&frame) {
         tracing::debug!("virtio-net tx: tap write failed: {e}");
+        return None;
     }
-    0
+    Some(frame.len() - VNET_HDR_LEN)
 }
 
 /// The RX side: frames read from the tap wait here until the driver posts a buffer.
 struct Rx {
     frame: Vec<u8>,
     pending: Option<usize>,
+    counters: Arc<DeviceCounters>,
 }
 
 impl Rx {
@@ -152,10 +171,12 @@ impl Rx {
                     match c.write_at(mem, 0, &self.frame[..len]) {
                         Ok(()) => {
                             self.pending = None;
+                            self.counters.completed((len - VNET_HDR_LEN) as u64, 0);
                             len as u32
                         }
                         Err(e) => {
                             tracing::debug!("virtio-net rx: {e}");
+                            self.counters.failed();
                             0
                         }
                     }
@@ -167,10 +188,12 @@ impl Rx {
                         c.head
                     );
                     self.pending = None;
+                    self.counters.failed();
                     0
                 }
                 Err(e) => {
                     tracing::debug!("virtio-net rx: {e}");
+                    self.counters.failed();
                     0
                 }
             };
@@ -250,18 +273,19 @@ impl VirtioDevice for NetDevice {
             notify.push(q.notify);
             qs.push(q.queue);
         }
-        let tap = self.tap.clone();
+        let (tap, counters) = (self.tap.clone(), self.counters.clone());
         let mut rx = Rx {
             frame: vec![0u8; MAX_FRAME],
             pending: None,
+            counters: counters.clone(),
         };
         let fds = vec![(self.tap.as_raw_fd(), EventSet::IN)];
         let w = worker::spawn("virtio-net".into(), notify, fds, &pause, move |ev| {
             let res = match ev {
-                WorkerEvent::Queue(TX) => {
-                    process_queue(&mut qs[TX], &mem, &interrupt, |c| transmit(&mem, &tap, c))
-                        .map_err(|e| (TX, e))
-                }
+                WorkerEvent::Queue(TX) => process_queue(&mut qs[TX], &mem, &interrupt, |c| {
+                    transmit(&mem, &tap, &counters, c)
+                })
+                .map_err(|e| (TX, e)),
                 WorkerEvent::Queue(_) | WorkerEvent::Fd(..) => rx
                     .pump(&mut qs[RX], &mem, &tap, &interrupt)
                     .map_err(|e| (RX, e)),
@@ -287,5 +311,9 @@ impl VirtioDevice for NetDevice {
         if let Some(w) = self.worker.take() {
             w.stop();
         }
+    }
+
+    fn counters(&self) -> Arc<DeviceCounters> {
+        self.counters.clone()
     }
 }

@@ -127,6 +127,12 @@ fn body() {
     }
     assert!(seen_good, "transmitted frame arrived on the tap");
     assert!(!seen_bad, "malformed TX chain was not sent");
+    let c = t.counters().snapshot();
+    assert_eq!(
+        (c.requests, c.errors, c.bytes_from_guest),
+        (2, 1, tx.len() as u64),
+        "one frame sent (Ethernet bytes, no virtio header), one malformed chain"
+    );
 
     // RX: a readable (wrong-direction) buffer first, then good 4 KiB buffers.
     rxr.set_desc(&mem, 0, 0x50000, 4096, 0, 0);
@@ -166,6 +172,12 @@ fn body() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(found, "frame sent to the tap arrived in the RX queue");
+    // The host's own frames (IPv6 router solicitations...) may arrive too: at least ours.
+    let c = t.counters().snapshot();
+    assert!(
+        c.bytes_to_guest >= rx.len() as u64 && c.errors >= 2,
+        "RX counted: {c:?}"
+    );
     t.shutdown();
     // SAFETY: closing the socket this test opened.
     unsafe { libc::close(psock) };

@@ -1,10 +1,12 @@
 //! virtio-rng (virtio 1.2 §5.4): fills the driver's buffers from the host's getrandom(2).
 
 use super::worker::Worker;
+use super::DeviceCounters;
 use super::{
     activate_request_queue, ActivateContext, ChainError, DescChain, VirtioDevice, VirtioError,
     COMMON_FEATURES, TYPE_RNG,
 };
+use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
 const QUEUE_SIZE: u16 = 256;
@@ -15,6 +17,7 @@ const MAX_REQUEST: usize = 64 * 1024;
 #[derive(Default)]
 pub struct RngDevice {
     worker: Option<Worker>,
+    counters: Arc<DeviceCounters>,
 }
 
 impl RngDevice {
@@ -42,13 +45,27 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Serve one request; returns the number of bytes written for the used ring.
-pub(crate) fn handle_request(mem: &GuestMemoryMmap, chain: Result<DescChain, ChainError>) -> u32 {
+/// Serve one request and count it; returns the number of bytes written for the used ring.
+pub(crate) fn handle_request(
+    mem: &GuestMemoryMmap,
+    counters: &DeviceCounters,
+    chain: Result<DescChain, ChainError>,
+) -> u32 {
+    let served = serve(mem, chain);
+    match served {
+        Some(n) => counters.completed(u64::from(n), 0),
+        None => counters.failed(),
+    }
+    served.unwrap_or(0)
+}
+
+/// Fill the request's buffers; `None` if it was malformed or failed.
+fn serve(mem: &GuestMemoryMmap, chain: Result<DescChain, ChainError>) -> Option<u32> {
     let chain = match chain {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!("virtio-rng: {e}");
-            return 0;
+            return None;
         }
     };
     // §5.4.6.1: the device writes; a request with device-readable buffers is malformed.
@@ -57,19 +74,19 @@ pub(crate) fn handle_request(mem: &GuestMemoryMmap, chain: Result<DescChain, Cha
             "virtio-rng: request {} has device-readable buffers",
             chain.head
         );
-        return 0;
+        return None;
     }
     let len = (chain.writable_len() as usize).min(MAX_REQUEST);
     let mut buf = vec![0u8; len];
     if let Err(e) = getrandom(&mut buf) {
         tracing::error!("virtio-rng: getrandom failed: {e}");
-        return 0;
+        return None;
     }
     match chain.write_at(mem, 0, &buf) {
-        Ok(()) => len as u32,
+        Ok(()) => Some(len as u32),
         Err(e) => {
             tracing::debug!("virtio-rng: {e}");
-            0
+            None
         }
     }
 }
@@ -96,7 +113,10 @@ impl VirtioDevice for RngDevice {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
-        self.worker = Some(activate_request_queue("virtio-rng", ctx, handle_request)?);
+        let counters = self.counters.clone();
+        self.worker = Some(activate_request_queue("virtio-rng", ctx, move |mem, c| {
+            handle_request(mem, &counters, c)
+        })?);
         Ok(())
     }
 
@@ -104,5 +124,9 @@ impl VirtioDevice for RngDevice {
         if let Some(w) = self.worker.take() {
             w.stop();
         }
+    }
+
+    fn counters(&self) -> Arc<DeviceCounters> {
+        self.counters.clone()
     }
 }

@@ -77,6 +77,12 @@ fn rng_request_interrupt_and_reset() {
     notify(&t, 0);
     assert!(ring.wait_used(&mem, 1));
     assert_eq!(ring.used(&mem, 0), (0, 64));
+    let c = t.counters().snapshot();
+    assert_eq!(
+        (c.requests, c.errors, c.bytes_to_guest, c.bytes_from_guest),
+        (1, 0, 64, 0),
+        "one 64-byte request counted"
+    );
     let mut buf = [0u8; 64];
     mem.read_slice(&mut buf, GuestAddress(0x40000)).unwrap();
     assert!(buf.iter().any(|&b| b != 0), "random bytes written");
@@ -200,6 +206,12 @@ fn malformed(build: impl FnOnce(&super::GuestMemory, &Ring)) -> u32 {
     notify(&t, 0);
     assert!(ring.wait_used(&mem, 2));
     assert_eq!(ring.used(&mem, 1), (5, 8));
+    let c = t.counters().snapshot();
+    assert_eq!(
+        (c.requests, c.errors, c.bytes_to_guest),
+        (2, 1, 8),
+        "the malformed chain counts as an error, the good one as 8 bytes served"
+    );
     ring.used(&mem, 0).1
 }
 
