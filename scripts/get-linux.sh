@@ -4,6 +4,7 @@
 # Prints the cache directory. It then holds:
 #   vmlinuz    the bzImage of linux-image-cloud-amd64's kernel package (its version in VERSION)
 #   initrd.img a newc cpio: /init (a busybox shell script), /bin/busybox (static)
+#   busybox    the same static busybox, for boot test 2's root file system (tests/linux_devices.rs)
 # Needs apt-get (Debian's package registry); runs unprivileged when the files are cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ cache="${1:-${RVMM_LINUX_CACHE:-$PWD/target/linux}}"
 mkdir -p "$cache"
 cache="$(cd "$cache" && pwd)"
 
-if [ -s "$cache/vmlinuz" ] && [ -s "$cache/initrd.img" ]; then
+if [ -s "$cache/vmlinuz" ] && [ -s "$cache/initrd.img" ] && [ -s "$cache/busybox" ]; then
   echo "$cache"
   exit 0
 fi
@@ -59,5 +60,7 @@ chmod 755 root/init root/bin/busybox
 cp boot/vmlinuz-* "$cache/vmlinuz.tmp"
 mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
 mv initrd.img "$cache/initrd.img"
+cp bb/bin/busybox "$cache/busybox.tmp"
+mv "$cache/busybox.tmp" "$cache/busybox"
 echo "${pkg#linux-image-}" >"$cache/VERSION"
 echo "$cache"

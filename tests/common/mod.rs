@@ -61,6 +61,8 @@ pub struct VmCommand {
     stdin_pipe: bool,
     /// Extra environment variables for the VMM.
     envs: Vec<(OsString, OsString)>,
+    /// The program to run instead of [`binary`].
+    program: Option<PathBuf>,
 }
 
 impl VmCommand {
@@ -94,7 +96,30 @@ impl VmCommand {
             timeout: TIMEOUT,
             stdin_pipe: false,
             envs: Vec::new(),
+            program: None,
         }
+    }
+
+    /// Runs `program` (e.g. QEMU for a cross-check) instead of the binary under test.
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// Replaces the value after every `flag` (e.g. `-accel`), or adds `flag value`.
+    pub fn set_option(mut self, flag: &str, value: &str) -> Self {
+        let mut found = false;
+        for i in 0..self.args.len().saturating_sub(1) {
+            if self.args[i] == flag {
+                self.args[i + 1] = value.into();
+                found = true;
+            }
+        }
+        if !found {
+            self.args.push(flag.into());
+            self.args.push(value.into());
+        }
+        self
     }
 
     /// Adds one argument.
@@ -140,7 +165,7 @@ impl VmCommand {
 
     /// Starts the VMM with stdout and stderr captured.
     pub fn spawn(self) -> RunningVm {
-        let bin = binary();
+        let bin = self.program.clone().unwrap_or_else(binary);
         let mut child = Command::new(&bin)
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
