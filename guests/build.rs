@@ -59,6 +59,7 @@ const GUESTS: &[Guest] = &[
     guest("vmlinux64.elf", "vmlinux64.S", Class::Elf64, "elf.ld"),
     guest("pio_mmio.elf", "pio_mmio.S", Class::Elf64, "pvh.ld"),
     guest("exitcode.elf", "exitcode.S", Class::Elf32, "pvh.ld"),
+    guest("kvmcpuid.elf", "kvmcpuid.S", Class::Elf32, "pvh.ld"),
     guest("reset.elf", "reset.S", Class::Elf32, "pvh.ld"),
     guest("triplefault.elf", "triplefault.S", Class::Elf32, "pvh.ld"),
     guest("hlt.elf", "hlt.S", Class::Elf32, "pvh.ld"),

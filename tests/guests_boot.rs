@@ -381,3 +381,45 @@ fn smp_guest_gets_one_thread_per_vcpu() {
     assert!(threads >= 3, "only {threads} threads for -smp 2");
     vm.kill();
 }
+
+/// KVM's paravirtual CPUID leaf as the guest kernel reads it: kvm-clock is always offered; the
+/// features whose guest side makes hypercalls (PV_UNHALT, PV_SEND_IPI, PV_SCHED_YIELD,
+/// HC_MAP_GPA_RANGE) only where KVM runs guest kernel code natively, because an emulated
+/// `vmcall` never completes on hosts whose KVM emulates CPL0 (docs/EMULATED-KVM.md).
+#[test]
+fn kvm_features_hide_hypercalls_only_where_kvm_emulates_kernel_mode() {
+    if skip_on_qemu("checks rvmm's CPUID policy") {
+        return;
+    }
+    let out = VmCommand::guest("kvmcpuid.elf").run();
+    out.assert_status(33);
+    out.assert_stdout_contains("kvm signature: KVMKVMKVM");
+    let line = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("kvm features: 0x"))
+        .unwrap_or_else(|| panic!("no features line\n{out}"));
+    let features = u32::from_str_radix(line.trim(), 16).unwrap();
+    assert_ne!(
+        features & (1 << 3),
+        0,
+        "kvm-clock (CLOCKSOURCE2) offered: {features:#x}"
+    );
+    let m = std::path::Path::new("/sys/module");
+    let emulated =
+        m.join("kvm_pvm").exists() && !m.join("kvm_intel").exists() && !m.join("kvm_amd").exists();
+    let hypercalls = (1 << 7) | (1 << 11) | (1 << 13) | (1 << 16);
+    if emulated {
+        assert_eq!(
+            features & hypercalls,
+            0,
+            "hypercall features offered: {features:#x}"
+        );
+    } else {
+        assert_ne!(
+            features & (1 << 11),
+            0,
+            "PV_SEND_IPI hidden on a normal KVM host: {features:#x}"
+        );
+    }
+}

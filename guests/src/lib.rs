@@ -20,6 +20,7 @@ pub const ALL: &[&str] = &[
     "vmlinux64.elf",
     "pio_mmio.elf",
     "exitcode.elf",
+    "kvmcpuid.elf",
     "reset.elf",
     "triplefault.elf",
     "hlt.elf",

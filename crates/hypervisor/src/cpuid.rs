@@ -14,6 +14,24 @@ const LEVEL_SMT: u32 = 1;
 const LEVEL_CORE: u32 = 2;
 const LEVEL_DIE: u32 = 5;
 
+/// KVM's paravirtual feature leaf (KVM_CPUID_FEATURES, Documentation/virt/kvm/x86/cpuid.rst).
+const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+/// The paravirtual features whose guest side makes hypercalls (`vmcall`/`vmmcall`):
+/// PV_UNHALT (bit 7, KVM_HC_KICK_CPU), PV_SEND_IPI (11, KVM_HC_SEND_IPI), PV_SCHED_YIELD (13,
+/// KVM_HC_SCHED_YIELD) and HC_MAP_GPA_RANGE (16).
+pub const KVM_HYPERCALL_FEATURES: u32 = (1 << 7) | (1 << 11) | (1 << 13) | (1 << 16);
+
+/// Stop offering the paravirtual features that need hypercalls. For hosts whose KVM emulates
+/// guest kernel code, where an emulated `vmcall` never completes (docs/EMULATED-KVM.md); the
+/// guest then uses the APIC for IPIs and plain spinning, as on hardware.
+pub fn hide_hypercall_features(cpuid: &mut CpuId) {
+    for entry in cpuid.as_mut_slice() {
+        if entry.function == KVM_CPUID_FEATURES {
+            entry.eax &= !KVM_HYPERCALL_FEATURES;
+        }
+    }
+}
+
 /// Copy `base` (from KVM_GET_SUPPORTED_CPUID) for the vCPU with `apic_id` in `topo`.
 pub fn vcpu_cpuid(base: &CpuId, apic_id: u32, topo: &CpuTopology) -> CpuId {
     let mut cpuid = base.clone();
@@ -99,6 +117,27 @@ mod tests {
             .iter()
             .find(|e| e.function == function && e.index == index)
             .unwrap_or_else(|| panic!("no leaf {function:#x}.{index}"))
+    }
+
+    #[test]
+    fn hides_only_the_hypercall_features() {
+        let mut c = CpuId::from_entries(&[
+            kvm_cpuid_entry2 {
+                function: 0x4000_0000,
+                eax: 0x4000_0001,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: KVM_CPUID_FEATURES,
+                eax: 0x0100_7efb,
+                ..Default::default()
+            },
+        ])
+        .unwrap();
+        hide_hypercall_features(&mut c);
+        // kvm-clock (0, 3), async PF (4), steal time (5), PV EOI (6), PV TLB flush (9) stay.
+        assert_eq!(find(&c, KVM_CPUID_FEATURES, 0).eax, 0x0100_7efb & !0x1_2880);
+        assert_eq!(find(&c, 0x4000_0000, 0).eax, 0x4000_0001);
     }
 
     #[test]

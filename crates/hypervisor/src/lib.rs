@@ -5,7 +5,7 @@ mod cpuid;
 mod vcpu;
 mod vm;
 
-pub use cpuid::vcpu_cpuid;
+pub use cpuid::{hide_hypercall_features, vcpu_cpuid};
 pub use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
 pub use vcpu::{install_kick_handler, kick_signal, EmulationFailure, Vcpu, VcpuExit};
 pub use vm::Vm;

@@ -12,7 +12,9 @@ use rvmm_arch::{BootParams, KernelImage};
 use rvmm_cli::{DeviceConfig, IrqchipMode, SerialConfig, VmConfig};
 use rvmm_devices::legacy::{self, AcpiPm, DebugExit, PcTestdev, Port80Sink, SerialDevice, I8042};
 use rvmm_devices::{Bus, BusDevice, VmControl};
-use rvmm_hypervisor::{install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor, Vm};
+use rvmm_hypervisor::{
+    hide_hypercall_features, install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor, Vm,
+};
 use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -359,7 +361,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     };
     let boot = Arc::new(VcpuBoot { entry });
 
-    let base_cpuid = hv.supported_cpuid()?;
+    let mut base_cpuid = hv.supported_cpuid()?;
+    if crate::host::kvm_emulates_kernel_mode() {
+        // An emulated vmcall never completes there (docs/EMULATED-KVM.md).
+        hide_hypercall_features(&mut base_cpuid);
+        tracing::debug!("hiding the paravirtual features that use hypercalls");
+    }
     let topo = crate::platform::topology(config);
     let mut vcpus = Vec::with_capacity(cpus as usize);
     for index in 0..cpus {
