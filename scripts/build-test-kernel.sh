@@ -57,13 +57,21 @@ cd "$src"
 make -s ARCH=x86_64 tinyconfig >&2
 scripts/kconfig/merge_config.sh -m .config "$repo/guests/linux/rvmm-test.config" >&2
 make -s ARCH=x86_64 olddefconfig >&2
-# merge_config.sh warns but goes on when a symbol does not stick: fail instead.
+# merge_config.sh warns but goes on when a symbol does not stick (set or unset): fail instead.
 missing=0
 while IFS= read -r line; do
   case "$line" in
   CONFIG_*=*)
     if ! grep -qx "$line" .config; then
       echo "build-test-kernel.sh: $line did not stick in .config" >&2
+      missing=1
+    fi
+    ;;
+  "# CONFIG_"*" is not set")
+    sym="${line#\# }"
+    sym="${sym%% *}"
+    if grep -q "^$sym=" .config; then
+      echo "build-test-kernel.sh: $sym is still set in .config" >&2
       missing=1
     fi
     ;;

@@ -413,17 +413,22 @@ fn boot(engine: Engine) -> Boot {
     })
     .join()
     .unwrap();
+    // The whole boot log, for reading after the fact (CI prints only the failures).
+    let log = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/linux-devices-{engine:?}.log"));
+    let _ = std::fs::write(&log, &out.stdout);
     let stats = (engine == Engine::Rvmm).then(|| {
         let text = std::fs::read_to_string(&stats_file).expect("read the -exit-stats report");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{text}"))
     });
     eprintln!(
         "linux devices ({engine:?}): start to the end of the boot in {:.1} s; {} PING frames \
-         seen, {} PONG sent, {} bytes of netconsole",
+         seen, {} PONG sent, {} bytes of netconsole; log in {}",
         elapsed.as_secs_f64(),
         net.pings,
         net.pongs,
-        net.netconsole.len()
+        net.netconsole.len(),
+        log.display()
     );
     Boot {
         out,
