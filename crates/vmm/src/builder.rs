@@ -427,6 +427,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
 
     tracing::debug!("vCPU threads started");
+    let acpi_pm_for_reset = acpi_pm.clone();
     let machine = qmp::Machine {
         control: control.clone(),
         events: events.clone(),
@@ -448,7 +449,11 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             return Err(e);
         }
     };
-    let status = vmm_loop(&control, &threads, &images, &mem, &vm, &events, &virtio);
+    let devices = ResetDevices {
+        virtio: &virtio,
+        acpi_pm: &acpi_pm_for_reset,
+    };
+    let status = vmm_loop(&control, &threads, &images, &mem, &vm, &events, &devices);
     tracing::debug!(status, "VM stop requested");
     let cause = control.lock().shutdown_cause;
     if let Some(cause) = cause {
@@ -500,6 +505,13 @@ fn kick_all(threads: &[JoinHandle<()>]) {
 }
 
 /// Wait for requests and carry them out until the VM stops; returns the exit status.
+/// The devices the VMM loop itself drives: virtio (pause, resume, reset) and the ACPI PM
+/// registers (reset).
+struct ResetDevices<'a> {
+    virtio: &'a crate::virtio::VirtioDevices,
+    acpi_pm: &'a AcpiPm,
+}
+
 fn vmm_loop(
     control: &Control,
     threads: &[JoinHandle<()>],
@@ -507,8 +519,9 @@ fn vmm_loop(
     mem: &GuestMemoryMmap,
     vm: &Vm,
     events: &Events,
-    virtio: &crate::virtio::VirtioDevices,
+    devices: &ResetDevices,
 ) -> i32 {
+    let ResetDevices { virtio, acpi_pm } = *devices;
     // kvmclock value saved at pause, restored at resume (QEMU's kvmclock_vm_state_change).
     let mut clock = None;
     let mut st = control.lock();
@@ -569,6 +582,7 @@ fn vmm_loop(
                     continue;
                 }
                 tracing::debug!("system reset");
+                acpi_pm.reset();
                 virtio.reset();
                 if let Err(e) = images.load(mem) {
                     eprintln!("rvmm: reset: {e}");

@@ -84,6 +84,19 @@ struct Regs {
 }
 
 impl Regs {
+    /// The registers at power-on and after a system reset: nothing pending or enabled, and
+    /// SCI_EN set (ACPI mode from the start: there is no firmware to switch it over).
+    fn power_on() -> Self {
+        Self {
+            sts: 0,
+            en: 0,
+            cnt: SCI_EN,
+            tmr_epoch: 0,
+            gpe_sts: [0; GPE0_HALF],
+            gpe_en: [0; GPE0_HALF],
+        }
+    }
+
     /// ACPI 6.5 4.8.2.1: SCI while SCI_EN and an enabled status bit is set.
     fn sci_pending(&self) -> bool {
         let gpe = self
@@ -107,14 +120,7 @@ pub struct AcpiPm {
 impl AcpiPm {
     pub fn new(control: Arc<dyn VmControl>) -> Self {
         Self {
-            regs: Mutex::new(Regs {
-                sts: 0,
-                en: 0,
-                cnt: SCI_EN,
-                tmr_epoch: 0,
-                gpe_sts: [0; GPE0_HALF],
-                gpe_en: [0; GPE0_HALF],
-            }),
+            regs: Mutex::new(Regs::power_on()),
             start: Instant::now(),
             control,
             sci: OnceLock::new(),
@@ -185,6 +191,14 @@ impl AcpiPm {
         regs.sts |= PWRBTN;
         self.update_sci(&regs);
         true
+    }
+
+    /// System reset: the registers return to their power-on values (a level SCI then stays
+    /// low at its next resample, since nothing is pending).
+    pub fn reset(&self) {
+        let mut regs = self.lock();
+        *regs = Regs::power_on();
+        regs.tmr_epoch = self.ticks() >> 23;
     }
 
     fn lock(&self) -> MutexGuard<'_, Regs> {
@@ -407,6 +421,19 @@ mod tests {
         assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, 0x8000);
         pm.write(PM1A_STS + 1, &[0x80]);
         assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, 0);
+    }
+
+    #[test]
+    fn system_reset_restores_the_power_on_registers() {
+        let (_, pm) = setup();
+        pm.write(PM1A_EN, &PWRBTN.to_le_bytes());
+        assert!(pm.press_power_button());
+        pm.write(PM1A_CNT_OFFSET, &0u16.to_le_bytes());
+        pm.reset();
+        assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, 0, "status cleared");
+        assert_eq!(inw(&pm, PM1A_EN), 0, "enables cleared");
+        assert_eq!(inw(&pm, PM1A_CNT_OFFSET), SCI_EN, "ACPI mode again");
+        assert!(!pm.press_power_button(), "PWRBTN_EN off after the reset");
     }
 
     #[test]
