@@ -156,7 +156,7 @@ def main():
                 got = ", ".join(f"{m!r} {t:.1f}" for m, t in seen.items())
                 print(f"run {i} {name}: exit {end:.1f} s (status {status}); {got}", file=sys.stderr)
         print(f"command: VMM -accel ... {' '.join(COMMON + vm)} -append \"{cmdline}\"")
-        print(f"(QEMU gets reboot=t: microvm has no i8042)")
+        print("(QEMU gets reboot=t instead of reboot=k: QEMU's microvm has no i8042)")
         print(f"runs: {args.runs} alternating")
         print()
         names = list(configs)
