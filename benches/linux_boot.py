@@ -57,7 +57,7 @@ def stock(args, work):
     fast = "" if args.baseline else FAST_BOOT
     cmdline = f"console=ttyS0 {EMULATED_KVM} {fast} {args.append_extra}".strip()
     milestones = ["Linux version", "smp: Brought up", "Freeing unused kernel image", "Run /init as init process"]
-    return vm, cmdline, milestones
+    return vm, cmdline, milestones, []
 
 
 def test_kernel(args, work):
@@ -68,10 +68,11 @@ def test_kernel(args, work):
         os.makedirs(os.path.join(tree, sub))
     shutil.copy(os.path.join(ROOT, "guests", "linux", "init.sh"), os.path.join(tree, "init"))
     shutil.copy(busybox, os.path.join(tree, "bin", "busybox"))
+    # Pristine copies: every boot gets fresh images (a boot leaves the ext4 root unclean).
     root = os.path.join(work, "root.raw")
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", tree, root, "16M"], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", tree, root + ".pristine", "16M"], check=True)
     disk = os.path.join(work, "disk.raw")
-    with open(disk, "wb") as f:
+    with open(disk + ".pristine", "wb") as f:
         f.truncate(1 << 20)
     vm = ["-M", "microvm,acpi=off", "-smp", "2", "-m", str(args.m or 128), "-kernel", kernel,
           "-object", "rng-random,id=r0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=r0",
@@ -81,7 +82,7 @@ def test_kernel(args, work):
     cmdline = (f"console=ttyS0 {EMULATED_KVM} {rodata}rvmm_selftest.restart=0 root=/dev/vdb rw "
                f"rootfstype=ext4 init=/init {args.append_extra}").strip()
     milestones = ["Linux version", "smp: Brought up", "rvmm-selftest: rng", "Run /init as init process"]
-    return vm, cmdline, milestones
+    return vm, cmdline, milestones, [root, disk]
 
 
 def boot(argv, milestones, timeout):
@@ -138,7 +139,7 @@ def main():
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rvmm-linux-boot-")
     try:
-        vm, cmdline, milestones = (stock if args.stock else test_kernel)(args, work)
+        vm, cmdline, milestones, images = (stock if args.stock else test_kernel)(args, work)
         configs = {
             "rvmm": [args.rvmm, "-accel", "kvm", "-cpu", "host"],
             "qemu-tcg": [args.qemu, "-accel", "tcg", "-cpu", "max"],
@@ -151,6 +152,8 @@ def main():
             for name in order:
                 cmdl = cmdline.replace("reboot=k", "reboot=t") if name.startswith("qemu") else cmdline
                 argv = configs[name] + COMMON + vm + ["-append", cmdl]
+                for img in images:
+                    shutil.copy(img + ".pristine", img)
                 seen, end, status, out, err = boot(argv, milestones, args.timeout)
                 res[name].append((seen, end, status, out, err))
                 got = ", ".join(f"{m!r} {t:.1f}" for m, t in seen.items())
@@ -166,13 +169,14 @@ def main():
             row = []
             meds = {}
             for n in names:
-                ts = [r[1] if m == "VMM exit" else r[0].get(m) for r in res[n]]
+                # A VMM exit only counts when the VMM ended by itself with status 0.
+                ts = [(r[1] if r[2] == 0 else None) if m == "VMM exit" else r[0].get(m) for r in res[n]]
                 ts = [t for t in ts if t is not None]
                 if len(ts) == len(res[n]):
                     meds[n] = statistics.median(ts)
                     row.append(f"{meds[n]:.1f}")
                 else:
-                    row.append(f"reached {len(ts)}/{len(res[n])}")
+                    row.append(f"{len(ts)}/{len(res[n])} ok")
             ratio = (f"{meds['rvmm'] / meds['qemu-tcg']:.1f}" if "rvmm" in meds and "qemu-tcg" in meds
                      and meds["qemu-tcg"] > 0 else "-")
             print(f"| {m} | " + " | ".join(row) + f" | {ratio} |")

@@ -10,7 +10,7 @@ echo "rvmm-guest: user space up"
 echo "rvmm-guest: cpus=$($bb grep -c ^processor /proc/cpuinfo)"
 # 512 bytes of 'U' (0x55) into sector 4 of /dev/vda, synced: the host reads them with qemu-io.
 if $bb yes U | $bb tr -d '\n' | $bb head -c 512 |
-  $bb dd of=/dev/vda bs=512 seek=4 count=1 conv=fsync 2>/dev/null; then
+  $bb dd of=/dev/vda bs=512 seek=4 count=1 iflag=fullblock conv=fsync 2>/dev/null; then
   echo "rvmm-guest: disk write done"
 fi
 echo "rvmm-guest: hwrng=$($bb dd if=/dev/hwrng bs=32 count=1 2>/dev/null | $bb od -An -tx1 | $bb tr -d ' \n')"

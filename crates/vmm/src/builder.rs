@@ -449,7 +449,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             return Err(e);
         }
     };
-    let devices = ResetDevices {
+    let devices = LoopDevices {
         virtio: &virtio,
         acpi_pm: &acpi_pm_for_reset,
     };
@@ -504,14 +504,14 @@ fn kick_all(threads: &[JoinHandle<()>]) {
     }
 }
 
-/// Wait for requests and carry them out until the VM stops; returns the exit status.
 /// The devices the VMM loop itself drives: virtio (pause, resume, reset) and the ACPI PM
 /// registers (reset).
-struct ResetDevices<'a> {
+struct LoopDevices<'a> {
     virtio: &'a crate::virtio::VirtioDevices,
     acpi_pm: &'a AcpiPm,
 }
 
+/// Wait for requests and carry them out until the VM stops; returns the exit status.
 fn vmm_loop(
     control: &Control,
     threads: &[JoinHandle<()>],
@@ -519,9 +519,9 @@ fn vmm_loop(
     mem: &GuestMemoryMmap,
     vm: &Vm,
     events: &Events,
-    devices: &ResetDevices,
+    devices: &LoopDevices,
 ) -> i32 {
-    let ResetDevices { virtio, acpi_pm } = *devices;
+    let LoopDevices { virtio, acpi_pm } = *devices;
     // kvmclock value saved at pause, restored at resume (QEMU's kvmclock_vm_state_change).
     let mut clock = None;
     let mut st = control.lock();

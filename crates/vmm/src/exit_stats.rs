@@ -305,6 +305,7 @@ pub struct DeviceSource {
     pub device: &'static str,
     /// Where the guest finds it, e.g. `virtio-mmio@0xfeb00000`.
     pub at: String,
+    /// The device's live counters (shared with its worker).
     pub counters: Arc<DeviceCounters>,
 }
 
@@ -507,10 +508,13 @@ pub struct ExitStatsReport {
 /// One device's counters (see `rvmm_devices::virtio::DeviceCounters`).
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceReport {
+    /// `virtio-rng`, `virtio-blk` or `virtio-net`.
     pub device: &'static str,
+    /// Its transport, e.g. `virtio-mmio@0xfeb00000`.
     pub at: String,
     /// Requests (rng, blk) or frames (net), failed ones included.
     pub requests: u64,
+    /// Failed requests, malformed chains, and RX buffers returned unused.
     pub errors: u64,
     /// Payload written into guest memory: random bytes, sectors read, frames received.
     pub bytes_to_guest: u64,

@@ -158,8 +158,8 @@ impl VirtioInterrupt {
 
 /// What a device has moved, for rvmm's statistics (`-exit-stats`, QMP `x-query-exit-stats`).
 /// The device's worker updates it with relaxed atomics; any thread may read it at any time.
-/// Bytes are payload only: random bytes (rng), sector data (blk), Ethernet frames without the
-/// virtio-net header (net).
+/// Bytes are payload only: random bytes (rng), sector data and the GET_ID serial (blk), Ethernet
+/// frames without the virtio-net header (net).
 #[derive(Debug, Default)]
 pub struct DeviceCounters {
     requests: AtomicU64,
@@ -173,9 +173,9 @@ pub struct DeviceCounters {
 pub struct DeviceCountersSnapshot {
     /// Requests (rng, blk) or frames (net) completed, failed ones included.
     pub requests: u64,
-    /// Requests completed with an error status, or dropped as malformed.
+    /// Requests completed with an error status, malformed chains, and RX buffers returned unused.
     pub errors: u64,
-    /// Payload the device wrote into guest memory (rng output, blk reads, net RX).
+    /// Payload the device wrote into guest memory (rng output, blk reads and serials, net RX).
     pub bytes_to_guest: u64,
     /// Payload the device took from guest memory (blk writes, net TX).
     pub bytes_from_guest: u64,
@@ -196,6 +196,13 @@ impl DeviceCounters {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A buffer was returned unused while its request goes on (net RX keeps the frame for the
+    /// next buffer): an error, but not a request of its own.
+    pub fn refused_buffer(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters now (each one read atomically, not all at one instant).
     pub fn snapshot(&self) -> DeviceCountersSnapshot {
         DeviceCountersSnapshot {
             requests: self.requests.load(Ordering::Relaxed),

@@ -175,8 +175,9 @@ impl Rx {
                             len as u32
                         }
                         Err(e) => {
+                            // The frame stays pending for the next buffer.
                             tracing::debug!("virtio-net rx: {e}");
-                            self.counters.failed();
+                            self.counters.refused_buffer();
                             0
                         }
                     }
@@ -192,8 +193,9 @@ impl Rx {
                     0
                 }
                 Err(e) => {
+                    // The frame stays pending for the next buffer.
                     tracing::debug!("virtio-net rx: {e}");
-                    self.counters.failed();
+                    self.counters.refused_buffer();
                     0
                 }
             };
