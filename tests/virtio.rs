@@ -423,13 +423,17 @@ impl Qmp {
         self.lines.next().and_then(Result::ok)
     }
 
-    /// Run `cmd` and return its reply; events before it are skipped. None if the connection
-    /// closed first (the VM ended).
+    /// Run `cmd` and return its reply; events before it are skipped. None if the VM ended
+    /// first: the connection closed, or rvmm refused the command because the guest has just
+    /// shut down (a race with the guest's own exit, not an error).
     fn execute(&mut self, cmd: &str) -> Option<String> {
         use std::io::Write;
         writeln!(self.writer, "{{\"execute\": \"{cmd}\"}}").ok()?;
         loop {
             let line = self.line()?;
+            if line.contains("The VM is shutting down") {
+                return None;
+            }
             assert!(!line.contains("\"error\""), "{cmd}: {line}");
             if line.contains("\"return\"") {
                 return Some(line);
