@@ -77,6 +77,19 @@ fn lapic_timer_interrupt_reaches_its_handler() {
     }
 }
 
+/// A guest written for a PC (8259A remapped, IRQ 0 unmasked, LINT0 in ExtINT mode, i8254 at
+/// 100 Hz) gets its timer interrupt on the default pc and q35 machines without any option, as in
+/// QEMU: their default irqchip is KVM's, with its PIC and PIT.
+#[test]
+fn pit_interrupt_through_the_8259_on_default_pc_and_q35() {
+    for machine in ["pc", "q35", "microvm,kernel-irqchip=on"] {
+        let out = VmCommand::guest("pit.elf").arg("-M").arg(machine).run();
+        out.assert_stdout_contains("pit: armed\n");
+        out.assert_stdout_contains("pit: interrupt on vector 0x20\n");
+        out.assert_status(EXIT_OK);
+    }
+}
+
 #[test]
 fn lapic_timer_works_without_the_pit() {
     let out = VmCommand::guest("timer.elf")

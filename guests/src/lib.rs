@@ -21,6 +21,7 @@ pub const ALL: &[&str] = &[
     "pio_mmio.elf",
     "exitcode.elf",
     "kvmcpuid.elf",
+    "pit.elf",
     "reset.elf",
     "triplefault.elf",
     "hlt.elf",

@@ -186,14 +186,24 @@ impl DeviceConfig {
 
 /// QEMU's `kernel-irqchip=`: which interrupt controllers live in KVM.
 ///
-/// `Split` (the default) keeps only the LAPICs in the kernel, as Cloud Hypervisor does: on hosts
-/// like this project's, a full in-kernel irqchip adds a 5-20 ms RCU wait to VM set-up or teardown
-/// (docs/PERFORMANCE.md). `Kernel` adds the in-kernel PIC, IOAPIC and PIT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `Split` keeps only the LAPICs in the kernel, as Cloud Hypervisor and QEMU's microvm do; on
+/// hosts like this project's, a full in-kernel irqchip adds a 5-20 ms RCU wait to VM set-up or
+/// teardown (docs/PERFORMANCE.md). `Kernel` adds the in-kernel PIC, IOAPIC and PIT, which guests
+/// written for a PC expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IrqchipMode {
     Kernel,
-    #[default]
     Split,
+}
+
+impl IrqchipMode {
+    /// QEMU's default for a machine type: split on microvm, in-kernel on pc and q35.
+    pub fn default_for(machine: MachineKind) -> Self {
+        match machine {
+            MachineKind::Microvm => Self::Split,
+            MachineKind::Pc | MachineKind::Q35 => Self::Kernel,
+        }
+    }
 }
 
 /// Who unpacks a bzImage's compressed kernel (`-machine bzimage-decompress=host|guest`).
@@ -284,7 +294,7 @@ impl Default for VmConfig {
     fn default() -> Self {
         VmConfig {
             machine: MachineKind::default(),
-            irqchip: IrqchipMode::default(),
+            irqchip: IrqchipMode::default_for(MachineKind::default()),
             pit: true,
             smp: SmpConfig::default(),
             memory_bytes: DEFAULT_MEMORY_BYTES,

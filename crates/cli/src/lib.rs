@@ -159,6 +159,8 @@ struct Pending {
     serial: Option<SerialConfig>,
     virtio: virtio::VirtioArgs,
     monitors: monitor::Monitors,
+    /// `kernel-irqchip=` as given (-machine or -accel); else the machine type's default.
+    irqchip: Option<IrqchipMode>,
 }
 
 fn monitor_err(option: &'static str) -> impl FnOnce(MonitorError) -> CliError {
@@ -199,7 +201,7 @@ impl Pending {
             "help" => return Ok(Some(Action::Help)),
             "version" => return Ok(Some(Action::Version)),
             "machine" => return self.machine(arg),
-            "accel" => return accel(&mut self.config, arg),
+            "accel" => return accel(&mut self.irqchip, arg),
             "cpu" => return cpu(arg),
             "display" => return display(arg),
             "device" => return self.device(arg),
@@ -256,7 +258,7 @@ impl Pending {
                 }
                 "accel" => check_accel_list("-machine", value)?,
                 "kernel-irqchip" | "kernel_irqchip" => {
-                    self.config.irqchip = irqchip_mode("-machine", value)?
+                    self.irqchip = Some(irqchip_mode("-machine", value)?)
                 }
                 "acpi" => {
                     self.config.acpi = match value.as_str() {
@@ -359,6 +361,9 @@ impl Pending {
     /// Resolves defaults that depend on several options and validates the result.
     fn finish(self) -> Result<VmConfig, CliError> {
         let mut config = self.config;
+        config.irqchip = self
+            .irqchip
+            .unwrap_or_else(|| IrqchipMode::default_for(config.machine));
         config.smp = self.smp.resolve(config.machine).map_err(CliError::Smp)?;
         config.virtio = self.virtio.resolve()?;
         let mons = self.monitors.resolve().map_err(monitor_err("-mon"))?;
@@ -414,7 +419,7 @@ fn irqchip_mode(option: &'static str, value: &str) -> Result<IrqchipMode, CliErr
 }
 
 /// `-accel kvm[,kernel-irqchip=on|split]`.
-fn accel(config: &mut VmConfig, arg: &str) -> Result<Option<Action>, CliError> {
+fn accel(irqchip: &mut Option<IrqchipMode>, arg: &str) -> Result<Option<Action>, CliError> {
     let opts = QemuOpts::parse(arg, Some("accel")).map_err(opts_err("-accel"))?;
     if opts.wants_help() {
         return Ok(Some(Action::Help));
@@ -430,7 +435,7 @@ fn accel(config: &mut VmConfig, arg: &str) -> Result<Option<Action>, CliError> {
         .and_then(|()| opts.check_known(&["accel", "kernel-irqchip"]))
         .map_err(opts_err("-accel"))?;
     if let Some(v) = opts.get("kernel-irqchip") {
-        config.irqchip = irqchip_mode("-accel", v)?;
+        *irqchip = Some(irqchip_mode("-accel", v)?);
     }
     Ok(None)
 }

@@ -485,7 +485,7 @@ fn typical_qemu_command_line() {
         c,
         VmConfig {
             machine: MachineKind::Q35,
-            irqchip: IrqchipMode::Split,
+            irqchip: IrqchipMode::Kernel,
             pit: true,
             smp: SmpConfig {
                 cpus: 2,
@@ -588,7 +588,15 @@ fn kernel_irqchip_modes() {
         Action::Run(c) => c,
         other => panic!("unexpected {other:?}"),
     };
-    assert_eq!(cfg(&[]).irqchip, IrqchipMode::Split);
+    // QEMU's defaults: in-kernel on pc and q35, split on microvm.
+    assert_eq!(cfg(&[]).irqchip, IrqchipMode::Kernel);
+    assert_eq!(cfg(&["-M", "q35"]).irqchip, IrqchipMode::Kernel);
+    assert_eq!(cfg(&["-M", "microvm"]).irqchip, IrqchipMode::Split);
+    // A machine type given after kernel-irqchip= does not override it.
+    assert_eq!(
+        cfg(&["-accel", "kvm,kernel-irqchip=split", "-M", "pc"]).irqchip,
+        IrqchipMode::Split
+    );
     assert_eq!(
         cfg(&["-M", "microvm,kernel-irqchip=on"]).irqchip,
         IrqchipMode::Kernel

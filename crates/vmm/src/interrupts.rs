@@ -1,7 +1,7 @@
 //! Connect device interrupt lines to the interrupt controller of the chosen irqchip mode.
 //!
 //! `kernel-irqchip=on`: each line's eventfd is an irqfd on its GSI (the in-kernel PIC/IOAPIC).
-//! Split (default): the user-space IOAPIC is on the MMIO bus, an "irq" thread waits on every
+//! Split (microvm's default): the user-space IOAPIC is on the MMIO bus, an "irq" thread waits on every
 //! line's eventfd and sets the IOAPIC pin, which delivers MSIs with KVM_SIGNAL_MSI; EOIs of
 //! level-triggered vectors come back as KVM_EXIT_IOAPIC_EOI on the vCPU threads.
 
