@@ -666,7 +666,9 @@ async def case_exit_stats(tmp):
         await quit_vm(vm, qmp)
     finally:
         vm.kill()
-    vm = Vm("hlt.elf", "-exit-stats", "json=" + os.path.join(tmp, "s.json"), tmp=tmp)
+    vm = Vm("hlt.elf", "-exit-stats", "json=" + os.path.join(tmp, "s.json"),
+            "-object", "rng-random,id=r0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=r0",
+            tmp=tmp)
     try:
         qmp = await vm.client()
         await vm.wait_serial("halting\n")
@@ -675,6 +677,10 @@ async def case_exit_stats(tmp):
         com1 = [e for e in stats["total"] if e.get("device") == "COM1" and e["kind"] == "pio-out"]
         # "halting\n" is 8 bytes, one port write each.
         check(len(com1) == 1 and com1[0]["count"] == 8, f"COM1 writes: {com1}")
+        # The device counters are in the live report too; hlt.elf never drives the rng.
+        want = {"device": "virtio-rng", "at": "virtio-mmio@0xfeb00000", "requests": 0, "errors": 0,
+                "bytes_to_guest": 0, "bytes_from_guest": 0}
+        check(stats["devices"] == [want], f"devices: {stats.get('devices')}")
         await quit_vm(vm, qmp)
     finally:
         vm.kill()
