@@ -9,10 +9,6 @@
 #include "include/pvh.inc"
 #include "include/apic.inc"
 
-#define TRAMPOLINE      0x30000
-#define SIPI_VECTOR     (TRAMPOLINE >> 12)
-#define ICR_INIT        0x000c4500
-#define ICR_SIPI        0x000c4600
 #define MAX_CPUS        64
 #define CPU_STACK       512
 #define MSR_SYSENTER_CS  0x174
@@ -47,21 +43,8 @@ remaining: .skip 4
 ticket:    .skip 4
 
     .text
-    .code16
-tramp_start:
-    cli
-    lgdtl %cs:(tramp_gdtdesc - tramp_start)
-    mov %cr0, %eax
-    or $1, %eax
-    mov %eax, %cr0
-    ljmpl $KERNEL_CS, $ap32
-    .balign 4
-tramp_gdtdesc:
-    .word gdt_end - gdt - 1
-    .long gdt
-tramp_end:
+    AP_STARTUP KERNEL_CS, ap32
 
-    .code32
 ap32:
     mov $0x10, %ax
     mov %ax, %ds
@@ -154,12 +137,5 @@ _start:
     call newline32
     cmpl $1, ncpus
     jbe 3f
-    mov $tramp_start, %esi
-    mov $TRAMPOLINE, %edi
-    mov $(tramp_end - tramp_start), %ecx
-    rep movsb
-    movl $0, LAPIC_ICR_HI
-    movl $ICR_INIT, LAPIC_ICR_LO
-    movl $(ICR_SIPI | SIPI_VECTOR), LAPIC_ICR_LO
-    movl $(ICR_SIPI | SIPI_VECTOR), LAPIC_ICR_LO
+    call start_aps32
 3:  jmp cpu_main

@@ -1,7 +1,8 @@
 /*
  * smp_ipi.S: the BSP starts every other vCPU with INIT, SIPI, SIPI (all-excluding-self
- * shorthand) into a real-mode trampoline at 0x30000; each AP switches to 32-bit protected
- * mode, reads its LAPIC ID and prints "ap apic id N" (under a spin lock), then halts.
+ * shorthand) into a real-mode trampoline at 0x30000 (AP_STARTUP, include/apic.inc); each AP
+ * switches to 32-bit protected mode, reads its LAPIC ID and prints "ap apic id N" (under a spin
+ * lock), then halts.
  * The BSP prints "bsp apic id N", waits until fw_cfg NB_CPUS - 1 APs have checked in and
  * prints "smp: N cpus up", exiting EXIT_OK (33); EXIT_FAIL (35) if they never all arrive.
  */
@@ -9,10 +10,6 @@
 #include "include/pvh.inc"
 #include "include/apic.inc"
 
-#define TRAMPOLINE      0x30000
-#define SIPI_VECTOR     (TRAMPOLINE >> 12)
-#define ICR_INIT        0x000c4500   /* all excluding self, assert, INIT */
-#define ICR_SIPI        0x000c4600   /* all excluding self, assert, start-up */
 #define MAX_APS         320
 #define AP_STACK        512
 
@@ -36,22 +33,8 @@ ticket:   .skip 4
 printlock: .skip 4
 
     .text
-    .code16
-/* Copied to TRAMPOLINE; runs with CS = TRAMPOLINE >> 4, IP = 0. */
-tramp_start:
-    cli
-    lgdtl %cs:(tramp_gdtdesc - tramp_start)
-    mov %cr0, %eax
-    or $1, %eax
-    mov %eax, %cr0
-    ljmpl $0x08, $ap32
-    .balign 4
-tramp_gdtdesc:
-    .word gdt_end - gdt - 1
-    .long gdt
-tramp_end:
+    AP_STARTUP 0x08, ap32
 
-    .code32
 ap32:
     mov $0x10, %ax
     mov %ax, %ds
@@ -98,14 +81,7 @@ _start:
     cmpl $1, ncpus
     jbe 4f
 
-    mov $tramp_start, %esi
-    mov $TRAMPOLINE, %edi
-    mov $(tramp_end - tramp_start), %ecx
-    rep movsb
-    movl $0, LAPIC_ICR_HI
-    movl $ICR_INIT, LAPIC_ICR_LO
-    movl $(ICR_SIPI | SIPI_VECTOR), LAPIC_ICR_LO
-    movl $(ICR_SIPI | SIPI_VECTOR), LAPIC_ICR_LO
+    call start_aps32
 
     mov $20000000, %ecx              /* seconds of emulated polling, then give up */
 3:  mov started, %eax

@@ -160,14 +160,19 @@ async def expect_error(qmp, cls, cmd, args=None, desc=None):
     raise AssertionError(f"{cmd} {args} succeeded, expected {cls}")
 
 
+async def expect_shutdown(vm, qmp, guest, reason):
+    """The SHUTDOWN event with this cause, then the VMM's exit with status 0."""
+    ev = await event(qmp, "SHUTDOWN")
+    check(ev["data"] == {"guest": guest, "reason": reason}, f"SHUTDOWN {ev}", vm)
+    await close(qmp)
+    status = await vm.wait_exit()
+    check(status == 0, f"exit status {status} after {reason}", vm)
+
+
 async def quit_vm(vm, qmp):
     """quit: reply, SHUTDOWN (host-qmp-quit), exit status 0."""
     check(await qmp.execute("quit") == {}, "quit reply")
-    ev = await event(qmp, "SHUTDOWN")
-    check(ev["data"] == {"guest": False, "reason": "host-qmp-quit"}, f"SHUTDOWN {ev}")
-    await close(qmp)
-    status = await vm.wait_exit()
-    check(status == 0, f"exit status {status} after quit", vm)
+    await expect_shutdown(vm, qmp, False, "host-qmp-quit")
 
 
 async def close(qmp):
@@ -443,11 +448,7 @@ async def case_system_reset(tmp):
         qmp = await vm.client()
         await vm.wait_serial("beat 1\n")
         await qmp.execute("system_reset")
-        ev = await event(qmp, "SHUTDOWN")
-        check(ev["data"] == {"guest": False, "reason": "host-qmp-system-reset"}, f"{ev}")
-        status = await vm.wait_exit()
-        await close(qmp)
-        check(status == 0, f"status {status}", vm)
+        await expect_shutdown(vm, qmp, False, "host-qmp-system-reset")
     finally:
         vm.kill()
 
@@ -462,11 +463,7 @@ async def case_system_powerdown(tmp):
         await qmp.execute("system_powerdown")
         await event(qmp, "POWERDOWN")
         await vm.wait_serial("powerbutton: pressed\n")
-        ev = await event(qmp, "SHUTDOWN")
-        check(ev["data"] == {"guest": True, "reason": "guest-shutdown"}, f"{ev}")
-        status = await vm.wait_exit()
-        await close(qmp)
-        check(status == 0, f"status {status}", vm)
+        await expect_shutdown(vm, qmp, True, "guest-shutdown")
     finally:
         vm.kill()
 
@@ -497,11 +494,7 @@ async def case_system_powerdown_sci(tmp):
             check("sci" not in vm.serial().replace("sci_en", ""), "SCI before system_powerdown", vm)
             await qmp.execute("system_powerdown")
             await event(qmp, "POWERDOWN")
-            ev = await event(qmp, "SHUTDOWN")
-            check(ev["data"] == {"guest": True, "reason": "guest-shutdown"}, f"{ev}", vm)
-            status = await vm.wait_exit()
-            await close(qmp)
-            check(status == 0, f"status {status}", vm)
+            await expect_shutdown(vm, qmp, True, "guest-shutdown")
             out = vm.serial()
             # PM1a_STS as each handler read it; only PWRBTN_STS (bit 8) matters (QEMU also shows
             # TMR_STS once the PM timer's bit 23 toggled).
@@ -525,11 +518,7 @@ async def case_guest_poweroff_and_signal_events(tmp):
         qmp = await vm.client()
         await qmp.execute("cont")
         await event(qmp, "RESUME")
-        ev = await event(qmp, "SHUTDOWN")
-        check(ev["data"] == {"guest": True, "reason": "guest-shutdown"}, f"{ev}")
-        status = await vm.wait_exit()
-        await close(qmp)
-        check(status == 0, f"status {status}", vm)
+        await expect_shutdown(vm, qmp, True, "guest-shutdown")
     finally:
         vm.kill()
 
@@ -538,11 +527,7 @@ async def case_guest_poweroff_and_signal_events(tmp):
         qmp = await vm.client()
         await vm.wait_serial("halting\n")
         vm.proc.send_signal(signal.SIGTERM)
-        ev = await event(qmp, "SHUTDOWN")
-        check(ev["data"] == {"guest": False, "reason": "host-signal"}, f"{ev}")
-        status = await vm.wait_exit()
-        await close(qmp)
-        check(status == 0, f"status {status}", vm)
+        await expect_shutdown(vm, qmp, False, "host-signal")
     finally:
         vm.kill()
 
