@@ -19,6 +19,14 @@ fn rng() -> (MmioTransport, super::GuestMemory) {
     (t, mem)
 }
 
+/// An rng driven to DRIVER_OK with `features` and one 16-entry queue at guest address 0.
+fn rng_ready(features: u64) -> (MmioTransport, super::GuestMemory, Ring) {
+    let (t, mem) = rng();
+    let ring = Ring::new(0, 16);
+    init_device(&t, features, std::slice::from_ref(&ring));
+    (t, mem, ring)
+}
+
 #[test]
 fn identity_registers() {
     let (t, _) = rng();
@@ -70,9 +78,7 @@ fn simple_request(mem: &super::GuestMemory, ring: &mut Ring) {
 
 #[test]
 fn rng_request_interrupt_and_reset() {
-    let (t, mem) = rng();
-    let mut ring = Ring::new(0, 16);
-    init_device(&t, V1, std::slice::from_ref(&ring));
+    let (t, mem, mut ring) = rng_ready(V1);
     simple_request(&mem, &mut ring);
     notify(&t, 0);
     assert!(ring.wait_used(&mem, 1));
@@ -110,13 +116,7 @@ fn rng_request_interrupt_and_reset() {
 
 #[test]
 fn indirect_descriptors() {
-    let (t, mem) = rng();
-    let mut ring = Ring::new(0, 16);
-    init_device(
-        &t,
-        V1 | (1 << VIRTIO_F_RING_INDIRECT_DESC),
-        std::slice::from_ref(&ring),
-    );
+    let (t, mem, mut ring) = rng_ready(V1 | (1 << VIRTIO_F_RING_INDIRECT_DESC));
     let table = 0x30000;
     ring.set_desc_at(&mem, table, 0, 0x40000, 16, F_WRITE | F_NEXT, 1);
     ring.set_desc_at(&mem, table, 1, 0x41000, 16, F_WRITE, 0);
@@ -129,13 +129,7 @@ fn indirect_descriptors() {
 
 #[test]
 fn event_idx_suppresses_interrupts() {
-    let (t, mem) = rng();
-    let mut ring = Ring::new(0, 16);
-    init_device(
-        &t,
-        V1 | (1 << VIRTIO_F_RING_EVENT_IDX),
-        std::slice::from_ref(&ring),
-    );
+    let (t, mem, mut ring) = rng_ready(V1 | (1 << VIRTIO_F_RING_EVENT_IDX));
     // used_event (after the avail ring) = 5: interrupt only once used idx passes 5 (§2.7.10).
     mem.write_obj(5u16, GuestAddress(ring.avail + 4 + 2 * 16))
         .unwrap();
@@ -162,9 +156,7 @@ fn event_idx_suppresses_interrupts() {
 
 #[test]
 fn avail_no_interrupt_flag_suppresses_interrupts_without_event_idx() {
-    let (t, mem) = rng();
-    let mut ring = Ring::new(0, 16);
-    init_device(&t, V1, std::slice::from_ref(&ring));
+    let (t, mem, mut ring) = rng_ready(V1);
     // VRING_AVAIL_F_NO_INTERRUPT (§2.7.7.2): a polling driver.
     mem.write_obj(1u16, GuestAddress(ring.avail)).unwrap();
     simple_request(&mem, &mut ring);
@@ -185,13 +177,7 @@ fn avail_no_interrupt_flag_suppresses_interrupts_without_event_idx() {
 /// Submit chain 0 as set up by `build` and return the used length; the buffer at 0x40000 must
 /// stay untouched (the request is refused, not half-done).
 fn malformed(build: impl FnOnce(&super::GuestMemory, &Ring)) -> u32 {
-    let (t, mem) = rng();
-    let mut ring = Ring::new(0, 16);
-    init_device(
-        &t,
-        V1 | (1 << VIRTIO_F_RING_INDIRECT_DESC),
-        std::slice::from_ref(&ring),
-    );
+    let (t, mem, mut ring) = rng_ready(V1 | (1 << VIRTIO_F_RING_INDIRECT_DESC));
     build(&mem, &ring);
     ring.push(&mem, 0);
     notify(&t, 0);
@@ -316,9 +302,7 @@ fn bad_indirect_tables_are_refused() {
 
 #[test]
 fn avail_index_jump_needs_reset() {
-    let (t, mem) = rng();
-    let mut ring = Ring::new(0, 16);
-    init_device(&t, V1, std::slice::from_ref(&ring));
+    let (t, mem, mut ring) = rng_ready(V1);
     // More chains "available" than the queue holds: a broken driver (§2.7.13.3).
     ring.set_avail_idx(&mem, 100);
     notify(&t, 0);
@@ -354,9 +338,7 @@ fn bad_queue_setup_needs_reset() {
 
 #[test]
 fn paused_transport_takes_no_request_until_resumed() {
-    let (t, mem) = rng();
-    let mut ring = Ring::new(0, 16);
-    init_device(&t, V1, std::slice::from_ref(&ring));
+    let (t, mem, mut ring) = rng_ready(V1);
     t.pause();
     simple_request(&mem, &mut ring);
     notify(&t, 0);
