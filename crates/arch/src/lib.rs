@@ -8,6 +8,7 @@
 //! cannot boot (no 64-bit entry) falls back to multiboot instead of failing.
 
 pub mod acpi;
+pub mod allocator;
 pub mod bzimage;
 pub mod cpu_mode;
 pub mod elf;

@@ -36,6 +36,8 @@ pub enum ConfigError {
     DebugExitEmpty,
     #[error("isa-debug-exit: ports {iobase:#x}+{iosize} extend past the I/O port space (0xffff)")]
     DebugExitRange { iobase: u16, iosize: u16 },
+    #[error("-device {0}: No 'PCI' bus found for device '{0}' (-machine microvm has no PCI; use pc or q35)")]
+    NoPciBus(&'static str),
     #[error("pc-testdev: only one instance is supported")]
     DuplicateTestdev,
 }
@@ -162,6 +164,8 @@ pub enum DeviceConfig {
     IsaDebugExit { iobase: u16, iosize: u16 },
     /// QEMU's `pc-testdev` used by kvm-unit-tests.
     PcTestdev,
+    /// QEMU's `pci-testdev` (1b36:0005), at `addr` (slot, function) or the first free slot.
+    PciTestdev { addr: Option<(u8, u8)> },
 }
 
 impl DeviceConfig {
@@ -180,6 +184,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::IsaDebugExit { .. } => "isa-debug-exit",
             DeviceConfig::PcTestdev => "pc-testdev",
+            DeviceConfig::PciTestdev { .. } => "pci-testdev",
         }
     }
 }
@@ -350,6 +355,11 @@ impl VmConfig {
                     testdevs += 1;
                     if testdevs > 1 {
                         return Err(ConfigError::DuplicateTestdev);
+                    }
+                }
+                DeviceConfig::PciTestdev { .. } => {
+                    if self.machine == MachineKind::Microvm {
+                        return Err(ConfigError::NoPciBus("pci-testdev"));
                     }
                 }
             }

@@ -88,8 +88,10 @@ pub enum CliError {
     SerialCount,
     #[error("-serial: file: needs a path")]
     SerialPath,
-    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)")]
+    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)")]
     Device(String),
+    #[error("-device: Property 'addr' doesn't take value '{0}' (expected SLOT[.FUNCTION], hex, slot < 0x20, function < 8)")]
+    PciAddr(String),
     #[error("-device: parameter 'driver' is missing")]
     DeviceDriverMissing,
     #[error("-initrd: empty file name in '{0}'")]
@@ -324,6 +326,15 @@ impl Pending {
                     .map_err(opts_err(&option))?;
                 DeviceConfig::PcTestdev
             }
+            "pci-testdev" => {
+                opts.check_known(&["driver", "id", "addr"])
+                    .map_err(opts_err(&option))?;
+                let addr = opts
+                    .get("addr")
+                    .map(|a| parse_pci_addr(a).ok_or_else(|| CliError::PciAddr(a.to_string())))
+                    .transpose()?;
+                DeviceConfig::PciTestdev { addr }
+            }
             d if virtio::is_virtio_driver(d) => {
                 self.virtio.device(&opts)?;
                 return Ok(None);
@@ -392,6 +403,22 @@ impl Pending {
 }
 
 /// Accepts an accelerator list (`kvm`, or QEMU's `kvm:tcg` fallback form) that includes KVM.
+/// QEMU's PCI `addr=` property: `SLOT[.FUNCTION]` in hex (`4`, `04.0`, `0x1f.7`).
+fn parse_pci_addr(s: &str) -> Option<(u8, u8)> {
+    let (slot, function) = match s.split_once('.') {
+        Some((slot, function)) => (slot, function),
+        None => (s, "0"),
+    };
+    let hex = |v: &str| {
+        let v = v.strip_prefix("0x").unwrap_or(v);
+        (!v.is_empty() && v.len() <= 2)
+            .then(|| u8::from_str_radix(v, 16).ok())
+            .flatten()
+    };
+    let (slot, function) = (hex(slot)?, hex(function)?);
+    (slot < 32 && function < 8).then_some((slot, function))
+}
+
 fn check_accel_list(option: &'static str, value: &str) -> Result<(), CliError> {
     if value.split(':').any(|a| a == "kvm") {
         Ok(())

@@ -254,10 +254,12 @@ pub fn help_text() -> String {
          Devices (-device):\n  \
          isa-debug-exit[,iobase=0x501][,iosize=2]  writing v to iobase exits with status (v << 1) | 1\n  \
          pc-testdev                                test device used by kvm-unit-tests\n  \
+         pci-testdev[,addr=SLOT[.FN]]              QEMU's PCI test device (pc, q35)\n  \
          virtio-blk-device,drive=ID                virtio-blk over virtio-mmio (raw or qcow2)\n  \
          virtio-net-device,netdev=ID[,mac=]        virtio-net on a tap device\n  \
          virtio-rng-device[,rng=ID]                virtio-rng fed by the host's getrandom\n\
-         virtio-mmio devices sit at 0xfeb00000 + 512 * n (QEMU microvm's layout) and are added to the\n\
+         virtio-mmio devices sit at 0xfeb00000 + 512 * n on microvm (QEMU's layout), 0xfef00000 + 512 * n\n\
+         on pc and q35 (outside the PCI window); without ACPI they are added to the\n\
          kernel command line as virtio_mmio.device=512@ADDR:IRQ. -hda and -drive without if=none\n\
          are virtio-blk devices (rvmm has no IDE/SCSI).\n\
          \nOther QEMU options are recognised and refused as not supported.\n",

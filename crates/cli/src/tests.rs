@@ -416,7 +416,7 @@ fn devices() {
     );
     assert_eq!(
         err(&["-device", "virtio-gpu-device"]),
-        "-device virtio-gpu-device: device is not supported (supported: isa-debug-exit, pc-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)"
+        "-device virtio-gpu-device: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)"
     );
     assert_eq!(
         err(&["-device", "isa-debug-exit,foo=1"]),
@@ -445,6 +445,40 @@ fn devices() {
     assert_eq!(
         err(&["-device", "pc-testdev,iobase=1"]),
         "-device pc-testdev: unknown parameter 'iobase'"
+    );
+    let c = run(&[
+        "-device",
+        "pci-testdev",
+        "-device",
+        "pci-testdev,addr=05.0",
+        "-device",
+        "pci-testdev,addr=0x1f.7",
+        "-device",
+        "pci-testdev,addr=a",
+    ]);
+    assert_eq!(
+        c.devices,
+        [
+            DeviceConfig::PciTestdev { addr: None },
+            DeviceConfig::PciTestdev { addr: Some((5, 0)) },
+            DeviceConfig::PciTestdev {
+                addr: Some((0x1f, 7))
+            },
+            DeviceConfig::PciTestdev {
+                addr: Some((0xa, 0))
+            },
+        ]
+    );
+    for bad in ["20.0", "1.8", "", "x", "1.", "123"] {
+        assert!(
+            err(&["-device", &format!("pci-testdev,addr={bad}")])
+                .contains("Property 'addr' doesn't take value"),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        err(&["-M", "microvm", "-device", "pci-testdev"]),
+        "-device pci-testdev: No 'PCI' bus found for device 'pci-testdev' (-machine microvm has no PCI; use pc or q35)"
     );
     assert_eq!(
         err(&["-device", ""]),

@@ -8,7 +8,10 @@ pub mod pci;
 mod test_utils;
 pub mod virtio;
 
-pub use bus::{Bus, BusDevice, BusError, BusRange};
+pub use bus::{
+    AddressSpace, Bus, BusDevice, BusError, BusMap, BusRange, BusReader, DeviceId, Mmio, MmioBus,
+    Pio, PioBus,
+};
 pub use interrupt::{InterruptError, IrqLine, MsiController, MsiMessage};
 
 /// What a device can ask of the VM as a whole (debug-exit, reset, power-off).

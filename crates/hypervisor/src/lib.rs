@@ -8,7 +8,7 @@ mod vm;
 pub use cpuid::{hide_hypercall_features, vcpu_cpuid};
 pub use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
 pub use vcpu::{install_kick_handler, kick_signal, EmulationFailure, Vcpu, VcpuExit};
-pub use vm::Vm;
+pub use vm::{IoEventAddr, MemoryFlags, MemorySlot, Vm};
 
 use kvm_ioctls::Kvm;
 use std::path::Path;
@@ -35,6 +35,53 @@ pub enum HvError {
     NotKvm { path: String },
     #[error("KVM does not support {0}, which rvmm needs")]
     MissingCapability(&'static str),
+    #[error("{op} for {addr} (len {len}, {}) failed: {source}", vm::datamatch_text(*.datamatch))]
+    IoEvent {
+        op: &'static str,
+        addr: IoEventAddr,
+        len: u32,
+        datamatch: Option<u64>,
+        #[source]
+        source: vmm_sys_util::errno::Error,
+    },
+    #[error("ioeventfd at {addr} (len {len}, {}): {reason}", vm::datamatch_text(*.datamatch))]
+    InvalidIoEvent {
+        addr: IoEventAddr,
+        len: u32,
+        datamatch: Option<u64>,
+        reason: &'static str,
+    },
+    #[error("{op} for slot {slot} (guest {guest_addr:#x}, size {size:#x}, host {host_addr:#x}, {flags}) failed: {source}")]
+    MemorySlot {
+        op: &'static str,
+        slot: u32,
+        guest_addr: u64,
+        size: u64,
+        host_addr: u64,
+        flags: MemoryFlags,
+        #[source]
+        source: vmm_sys_util::errno::Error,
+    },
+    #[error("memory slot at guest {guest_addr:#x}, size {size:#x}, host {host_addr:#x}: {reason}")]
+    InvalidMemorySlot {
+        guest_addr: u64,
+        size: u64,
+        host_addr: u64,
+        reason: &'static str,
+    },
+    #[error("memory slot {slot} at guest {guest_addr:#x}, size {size:#x}, overlaps slot {other} at {other_addr:#x}, size {other_size:#x}")]
+    SlotOverlap {
+        slot: u32,
+        guest_addr: u64,
+        size: u64,
+        other: u32,
+        other_addr: u64,
+        other_size: u64,
+    },
+    #[error("memory slot {slot} is not mapped")]
+    UnknownSlot { slot: u32 },
+    #[error("no free memory slot: KVM allows {limit} and all are in use")]
+    NoFreeSlot { limit: u32 },
     #[error("{op} failed: {source}")]
     Ioctl {
         op: &'static str,

@@ -1,13 +1,22 @@
-//! The VM file descriptor: memory slots, the in-kernel irqchip and PIT, vCPU creation.
+//! The VM file descriptor: memory slots, the in-kernel irqchip and PIT, ioeventfds and irqfds,
+//! vCPU creation.
+
+mod ioevent;
+mod memory;
+
+pub(crate) use ioevent::datamatch_text;
+pub use ioevent::IoEventAddr;
+pub use memory::{MemoryFlags, MemorySlot};
 
 use crate::{ioctl_err, HvError, Result, Vcpu};
 use kvm_bindings::{
-    kvm_clock_data, kvm_enable_cap, kvm_irq_routing_entry, kvm_msi, kvm_pit_config,
-    kvm_userspace_memory_region, KvmIrqRouting, KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API,
-    KVM_IRQ_ROUTING_MSI, KVM_PIT_SPEAKER_DUMMY, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
-    KVM_X2APIC_API_USE_32BIT_IDS,
+    kvm_clock_data, kvm_enable_cap, kvm_irq_routing_entry, kvm_msi, kvm_pit_config, KvmIrqRouting,
+    KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API, KVM_IRQ_ROUTING_MSI, KVM_PIT_SPEAKER_DUMMY,
+    KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS,
 };
-use kvm_ioctls::VmFd;
+use kvm_ioctls::{Cap, VmFd};
+use memory::SlotTable;
+use std::sync::Mutex;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Where KVM keeps the three pages of its real-mode TSS on Intel (below the 4 GiB boundary, inside
@@ -17,34 +26,17 @@ const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// One KVM virtual machine.
 pub struct Vm {
     fd: VmFd,
+    /// Memory slots by number; taken only to change the memory map, never on an exit path.
+    slots: Mutex<SlotTable>,
 }
 
 impl Vm {
     pub(crate) fn new(fd: VmFd) -> Self {
-        Self { fd }
-    }
-
-    /// Map `size` bytes of host memory at `host_addr` into the guest at `guest_addr` as `slot`.
-    ///
-    /// # Safety
-    /// `host_addr..host_addr + size` must stay a valid mapping for as long as the VM exists.
-    pub unsafe fn set_memory_region(
-        &self,
-        slot: u32,
-        guest_addr: u64,
-        size: u64,
-        host_addr: u64,
-    ) -> Result<()> {
-        let region = kvm_userspace_memory_region {
-            slot,
-            flags: 0,
-            guest_phys_addr: guest_addr,
-            memory_size: size,
-            userspace_addr: host_addr,
-        };
-        // SAFETY: the caller guarantees the host range outlives the VM.
-        unsafe { self.fd.set_user_memory_region(region) }
-            .map_err(ioctl_err("KVM_SET_USER_MEMORY_REGION"))
+        let slot_limit = fd.check_extension_int(Cap::NrMemslots);
+        Self {
+            fd,
+            slots: Mutex::new(SlotTable::new(slot_limit)),
+        }
     }
 
     /// Create the in-kernel PIC, IOAPIC and LAPICs. Must come before any vCPU is created.
@@ -86,14 +78,6 @@ impl Vm {
         self.fd
             .register_irqfd(fd, gsi)
             .map_err(ioctl_err("KVM_IRQFD"))
-    }
-
-    /// Signal `fd` instead of exiting when the guest writes the 32-bit value `value` to MMIO
-    /// address `addr` (KVM_IOEVENTFD; virtio-mmio QueueNotify).
-    pub fn register_ioevent(&self, fd: &EventFd, addr: u64, value: u32) -> Result<()> {
-        self.fd
-            .register_ioevent(fd, &kvm_ioctls::IoEventAddress::Mmio(addr), value)
-            .map_err(ioctl_err("KVM_IOEVENTFD"))
     }
 
     /// Deliver interrupts on GSI `gsi` whenever `fd` is written, treating the GSI as a level

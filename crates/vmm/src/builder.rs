@@ -3,15 +3,16 @@
 
 use crate::control::{Cause, Command, Control};
 use crate::daemon::{self, Pidfile};
+use crate::device_manager::pci::attach_pci;
+use crate::device_manager::{attach_chipset, attach_legacy, ChipsetConfig, DeviceManager};
 use crate::exit_stats::{write_reports, ExitStats};
-use crate::firmware::{attach_firmware, FirmwareTables, KernelFiles};
+use crate::firmware::{attach_fw_cfg, FirmwareTables, KernelFiles};
 use crate::qmp::{self, Events, QmpServer};
 use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
 use crate::{VcpuBoot, VmmError};
 use rvmm_arch::{BootParams, KernelImage};
-use rvmm_cli::{DeviceConfig, IrqchipMode, SerialConfig, VmConfig};
-use rvmm_devices::legacy::{self, AcpiPm, DebugExit, PcTestdev, Port80Sink, SerialDevice, I8042};
-use rvmm_devices::{Bus, BusDevice, VmControl};
+use rvmm_cli::{IrqchipMode, SerialConfig, VmConfig};
+use rvmm_devices::legacy::AcpiPm;
 use rvmm_hypervisor::{
     hide_hypercall_features, install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor, Vm,
 };
@@ -41,7 +42,8 @@ struct Images {
 }
 
 impl Images {
-    fn read(config: &VmConfig) -> Result<Self, VmmError> {
+    /// `firmware`: the tables written at every boot.
+    fn read(config: &VmConfig, firmware: FirmwareTables) -> Result<Self, VmmError> {
         let (kernel_name, kernel) = match &config.kernel {
             Some(path) => {
                 let name = path.display().to_string();
@@ -72,7 +74,7 @@ impl Images {
             initrds,
             cmdline: config.append.clone().unwrap_or_default(),
             mem_size: config.memory_bytes,
-            firmware: FirmwareTables::new(config),
+            firmware,
             from_cli: config.kernel.is_some(),
             decompress: match config.bzimage_decompress {
                 rvmm_cli::BzImageDecompress::Host => rvmm_arch::BzImageDecompress::Host,
@@ -131,130 +133,6 @@ fn create_memory(vm: &Vm, size: u64) -> Result<GuestMemoryMmap, VmmError> {
     Ok(mem)
 }
 
-/// Map `dev` on `bus` under the name `what` (error messages and `-exit-stats` use it).
-pub(crate) fn insert(
-    bus: &mut Bus,
-    what: &'static str,
-    base: u64,
-    len: u64,
-    dev: Arc<dyn BusDevice>,
-) -> Result<(), VmmError> {
-    bus.insert_named(base, len, what, dev)
-        .map(|_| ())
-        .map_err(|source| VmmError::Bus { what, source })
-}
-
-/// The stage-1 PC devices, on the port and MMIO buses.
-fn attach_devices(
-    config: &VmConfig,
-    control: &Arc<Control>,
-    acpi_pm: Arc<AcpiPm>,
-) -> Result<(Bus, Bus, Option<Arc<SerialDevice>>), VmmError> {
-    let mut pio = Bus::new();
-    let mut mmio = Bus::new();
-    let ctl: Arc<dyn VmControl> = control.clone();
-
-    let out: Option<Box<dyn std::io::Write + Send>> = match &config.serial {
-        SerialConfig::None => None,
-        SerialConfig::Stdio => Some(Box::new(std::io::stdout())),
-        SerialConfig::File(path) => {
-            Some(Box::new(std::fs::File::create(path).map_err(|source| {
-                VmmError::SerialFile {
-                    path: path.display().to_string(),
-                    source,
-                }
-            })?))
-        }
-    };
-    let serial = match out {
-        Some(out) => {
-            let dev = SerialDevice::new(out).map_err(|e| VmmError::Device {
-                what: "COM1",
-                msg: e.to_string(),
-            })?;
-            let dev = Arc::new(dev);
-            insert(
-                &mut pio,
-                "COM1",
-                legacy::COM1_BASE,
-                legacy::SERIAL_PORT_LEN,
-                dev.clone(),
-            )?;
-            Some(dev)
-        }
-        None => None,
-    };
-    let i8042 = I8042::new(ctl.clone());
-    insert(
-        &mut pio,
-        "i8042 data",
-        legacy::I8042_DATA_PORT,
-        legacy::I8042_PORT_LEN,
-        i8042.data_port(),
-    )?;
-    insert(
-        &mut pio,
-        "i8042 command",
-        legacy::I8042_COMMAND_PORT,
-        legacy::I8042_PORT_LEN,
-        i8042.command_port(),
-    )?;
-    insert(
-        &mut pio,
-        "POST port",
-        legacy::PORT80_BASE,
-        legacy::PORT80_LEN,
-        Arc::new(Port80Sink::new()),
-    )?;
-    insert(
-        &mut pio,
-        "ACPI PM",
-        legacy::PM_BASE,
-        legacy::PM_LEN,
-        acpi_pm,
-    )?;
-
-    for dev in &config.devices {
-        match dev {
-            DeviceConfig::IsaDebugExit { iobase, iosize } => {
-                let d = Arc::new(DebugExit::with_iosize(ctl.clone(), u64::from(*iosize)));
-                insert(
-                    &mut pio,
-                    "isa-debug-exit",
-                    u64::from(*iobase),
-                    d.iosize(),
-                    d,
-                )?;
-            }
-            DeviceConfig::PcTestdev => {
-                let t = PcTestdev::new();
-                insert(
-                    &mut pio,
-                    "pc-testdev",
-                    legacy::PC_TESTDEV_PORT_BASE,
-                    legacy::PC_TESTDEV_PORT_LEN,
-                    t.ports,
-                )?;
-                insert(
-                    &mut pio,
-                    "pc-testdev irq",
-                    legacy::PC_TESTDEV_IRQ_BASE,
-                    legacy::PC_TESTDEV_IRQ_LEN,
-                    t.irq,
-                )?;
-                insert(
-                    &mut mmio,
-                    "pc-testdev iomem",
-                    legacy::PC_TESTDEV_IOMEM_BASE,
-                    legacy::PC_TESTDEV_IOMEM_LEN,
-                    t.iomem,
-                )?;
-            }
-        }
-    }
-    Ok((pio, mmio, serial))
-}
-
 /// Block the terminating signals in every thread and turn them into a clean stop, handled by a
 /// thread of their own (QEMU: "terminating on signal N", status 0).
 fn spawn_signal_thread(control: Arc<Control>) -> Result<(), VmmError> {
@@ -307,8 +185,6 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             max: hv.max_vcpus(),
         });
     }
-    let mut images = Images::read(config)?;
-    tracing::debug!("images read");
     let vm = Arc::new(hv.create_vm()?);
     tracing::debug!("KVM_CREATE_VM done");
     let mem = Arc::new(create_memory(&vm, config.memory_bytes)?);
@@ -326,7 +202,10 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vm.enable_x2apic_api()?;
     }
     tracing::debug!(mode = ?config.irqchip, "irqchip created");
-    let virtio = crate::virtio::attach(config, &vm, &mem)?;
+    let dm = DeviceManager::new(vm.clone(), config.machine);
+    let virtio = crate::virtio::attach(config, &dm, &mem)?;
+    let mut images = Images::read(config, FirmwareTables::new(config, virtio.acpi_devices()))?;
+    tracing::debug!("images read");
     images.cmdline = format!("{}{}", images.cmdline, virtio.cmdline_suffix())
         .trim_start()
         .to_string();
@@ -336,22 +215,24 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let control = Arc::new(Control::new(config.no_reboot, config.start_paused));
     // First, so every thread created after it (irq, stdin, vCPUs, QMP) has the signals blocked.
     spawn_signal_thread(control.clone())?;
-    let acpi_pm = Arc::new(AcpiPm::new(control.clone()));
-    let (mut pio, mut mmio, serial) = attach_devices(config, &control, acpi_pm.clone())?;
-    virtio.insert_into(&mut mmio)?;
     let ctl: Arc<dyn rvmm_devices::VmControl> = control.clone();
+    let chipset = attach_chipset(
+        &dm,
+        &ChipsetConfig {
+            machine: config.machine,
+            memory_bytes: config.memory_bytes,
+            cpus: config.smp.cpus,
+        },
+        &ctl,
+    )?;
+    let acpi_pm = chipset.acpi_pm;
+    let serial = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?.serial;
     let kernel_files = images.kernel_files(&entry);
-    attach_firmware(config, &mem, kernel_files.as_ref(), &mut pio, &ctl)?;
+    attach_fw_cfg(config, &mem, kernel_files.as_ref(), &dm)?;
     let mut device_lines = virtio.irq_lines()?;
     device_lines.extend(crate::platform::sci_line(config, &acpi_pm)?);
-    let ioapic = crate::platform::attach_interrupts(
-        &vm,
-        config,
-        &mut mmio,
-        serial.as_deref(),
-        device_lines,
-    )?;
-    let _pci = crate::platform::attach_pci(config, &control, &mut pio, &mut mmio)?;
+    let ioapic = crate::platform::attach_interrupts(&dm, config, serial.as_deref(), device_lines)?;
+    let pci = attach_pci(&dm, config.machine, &config.devices, &ctl)?;
     // Raw terminal until this function returns, on success and on error.
     let _console = match (&config.serial, &serial) {
         (SerialConfig::Stdio, Some(serial)) => {
@@ -389,14 +270,18 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let events = Arc::new(Events::default());
     let thread_ids: Arc<[AtomicI32]> = (0..cpus).map(|_| AtomicI32::new(0)).collect();
     install_kick_handler()?;
-    let stats = config
-        .exit_stats
-        .as_ref()
-        .map(|_| Arc::new(ExitStats::new(&pio, &mmio, cpus, virtio.stats_sources())));
+    let stats = config.exit_stats.as_ref().map(|_| {
+        Arc::new(ExitStats::new(
+            dm.pio_bus().clone(),
+            dm.mmio_bus().clone(),
+            cpus,
+            virtio.stats_sources(),
+        ))
+    });
     let ctx = VcpuContext {
         control: control.clone(),
-        pio: Arc::new(pio),
-        mmio: Arc::new(mmio),
+        pio: dm.pio_bus().clone(),
+        mmio: dm.mmio_bus().clone(),
         mem: mem.clone(),
         counters: Arc::new(ExitCounters::default()),
         boot,
@@ -452,6 +337,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let devices = LoopDevices {
         virtio: &virtio,
         acpi_pm: &acpi_pm_for_reset,
+        pci: pci.as_ref(),
     };
     let status = vmm_loop(&control, &threads, &images, &mem, &vm, &events, &devices);
     tracing::debug!(status, "VM stop requested");
@@ -504,11 +390,12 @@ fn kick_all(threads: &[JoinHandle<()>]) {
     }
 }
 
-/// The devices the VMM loop itself drives: virtio (pause, resume, reset) and the ACPI PM
-/// registers (reset).
+/// The devices the VMM loop itself drives: virtio (pause, resume, reset), the ACPI PM
+/// registers and the PCI functions (reset).
 struct LoopDevices<'a> {
     virtio: &'a crate::virtio::VirtioDevices,
     acpi_pm: &'a AcpiPm,
+    pci: Option<&'a crate::device_manager::pci::PciRoot>,
 }
 
 /// Wait for requests and carry them out until the VM stops; returns the exit status.
@@ -521,7 +408,11 @@ fn vmm_loop(
     events: &Events,
     devices: &LoopDevices,
 ) -> i32 {
-    let LoopDevices { virtio, acpi_pm } = *devices;
+    let LoopDevices {
+        virtio,
+        acpi_pm,
+        pci,
+    } = *devices;
     // kvmclock value saved at pause, restored at resume (QEMU's kvmclock_vm_state_change).
     let mut clock = None;
     let mut st = control.lock();
@@ -584,7 +475,11 @@ fn vmm_loop(
                 tracing::debug!("system reset");
                 acpi_pm.reset();
                 virtio.reset();
-                if let Err(e) = images.load(mem) {
+                let pci_reset = pci.map_or(Ok(()), |pci| pci.reset());
+                if let Err(e) = pci_reset
+                    .map_err(VmmError::from)
+                    .and_then(|()| images.load(mem))
+                {
                     eprintln!("rvmm: reset: {e}");
                     st.command = Command::Stop(crate::FATAL_STATUS);
                     control.notify();

@@ -14,7 +14,7 @@
 
 use rvmm_cli::ExitStatsConfig;
 use rvmm_devices::virtio::DeviceCounters;
-use rvmm_devices::Bus;
+use rvmm_devices::{AddressSpace, Bus, DeviceId, MmioBus, PioBus};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,20 +127,23 @@ impl Layout {
         DEVICES_BASE + 2 * (self.pio_devices + self.mmio_devices)
     }
 
-    /// Slot of a bus access that went to entry `id`, or to no device. Ids beyond the layout
-    /// (a bus that grew after the stats were set up) count as unclaimed rather than panic.
+    /// Slot of a bus access that went to device `id`, or to no device. Ids beyond the layout
+    /// (a device registered after the stats were set up) count as unclaimed rather than panic.
     #[inline]
-    fn access(&self, access: Access, id: Option<usize>) -> usize {
+    fn access(&self, access: Access, id: Option<DeviceId>) -> usize {
+        id.and_then(|id| self.access_index(access, id.index()))
+            .unwrap_or(UNCLAIMED_BASE + access as usize)
+    }
+
+    /// Slot of device index `index` for `access`, if the layout has it.
+    fn access_index(&self, access: Access, index: usize) -> Option<usize> {
         let (devices, first, dir) = match access {
             Access::PioOut => (self.pio_devices, DEVICES_BASE, 0),
             Access::PioIn => (self.pio_devices, DEVICES_BASE, 1),
             Access::MmioWrite => (self.mmio_devices, DEVICES_BASE + 2 * self.pio_devices, 0),
             Access::MmioRead => (self.mmio_devices, DEVICES_BASE + 2 * self.pio_devices, 1),
         };
-        match id {
-            Some(id) if id < devices => first + 2 * id + dir,
-            _ => UNCLAIMED_BASE + access as usize,
-        }
+        (index < devices).then_some(first + 2 * index + dir)
     }
 }
 
@@ -153,7 +156,40 @@ struct SlotLabel {
     range: Option<String>,
 }
 
-fn labels(pio: &Bus, mmio: &Bus, layout: &Layout) -> Vec<SlotLabel> {
+/// The labels of one bus's devices: their names and where they are mapped now (a PCI BAR may
+/// have moved, or be unmapped, since the statistics were set up).
+fn device_labels<S: AddressSpace>(
+    bus: &Bus<S>,
+    layout: &Layout,
+    accesses: [Access; 2],
+    out: &mut [SlotLabel],
+) {
+    let ranges = bus.ranges();
+    for (index, name) in bus.names().into_iter().enumerate() {
+        let here: Vec<String> = ranges
+            .iter()
+            .filter(|r| r.id.index() == index)
+            .map(|r| format!("{:#x}-{:#x}", r.base, r.base + (r.len - 1)))
+            .collect();
+        let name = if name.is_empty() {
+            here.first().cloned().unwrap_or_default()
+        } else {
+            name
+        };
+        for a in accesses {
+            let slot = layout.access_index(a, index);
+            if let Some(label) = slot.and_then(|i| out.get_mut(i)) {
+                *label = SlotLabel {
+                    kind: a.name(),
+                    device: Some(name.clone()),
+                    range: (!here.is_empty()).then(|| here.join(",")),
+                };
+            }
+        }
+    }
+}
+
+fn labels(pio: &PioBus, mmio: &MmioBus, layout: &Layout) -> Vec<SlotLabel> {
     let mut out: Vec<SlotLabel> = FIXED_KINDS
         .iter()
         .map(|k| SlotLabel {
@@ -175,26 +211,13 @@ fn labels(pio: &Bus, mmio: &Bus, layout: &Layout) -> Vec<SlotLabel> {
         });
     }
     out.resize(layout.slots(), out[0].clone());
-    for (bus, accesses) in [
-        (pio, [Access::PioOut, Access::PioIn]),
-        (mmio, [Access::MmioWrite, Access::MmioRead]),
-    ] {
-        for r in bus.ranges() {
-            let name = if r.name.is_empty() {
-                format!("{:#x}", r.base)
-            } else {
-                r.name.clone()
-            };
-            let range = format!("{:#x}-{:#x}", r.base, r.base + (r.len - 1));
-            for a in accesses {
-                out[layout.access(a, Some(r.id))] = SlotLabel {
-                    kind: a.name(),
-                    device: Some(name.clone()),
-                    range: Some(range.clone()),
-                };
-            }
-        }
-    }
+    device_labels(pio, layout, [Access::PioOut, Access::PioIn], &mut out);
+    device_labels(
+        mmio,
+        layout,
+        [Access::MmioWrite, Access::MmioRead],
+        &mut out,
+    );
     out
 }
 
@@ -285,14 +308,16 @@ impl VcpuExitStats {
 
     /// Count one bus access exit; `id` is the bus entry that handled it, None if unclaimed.
     #[inline]
-    pub fn record_access(&self, access: Access, id: Option<usize>, ticks: u64) {
+    pub fn record_access(&self, access: Access, id: Option<DeviceId>, ticks: u64) {
         self.record_slot(self.layout.access(access, id), ticks);
     }
 }
 
 /// The statistics of every vCPU of a VM.
 pub struct ExitStats {
-    labels: Vec<SlotLabel>,
+    layout: Layout,
+    pio: Arc<PioBus>,
+    mmio: Arc<MmioBus>,
     vcpus: Vec<Arc<VcpuExitStats>>,
     start_tsc: u64,
     start: Instant,
@@ -310,21 +335,28 @@ pub struct DeviceSource {
 }
 
 impl ExitStats {
-    /// Lay out the tables from the finished buses (names and ids must not change afterwards);
-    /// `devices` are reported with their own counters.
-    pub fn new(pio: &Bus, mmio: &Bus, vcpus: u32, devices: Vec<DeviceSource>) -> Self {
+    /// Lay out the tables from the devices registered on the buses so far (one slot pair per
+    /// `DeviceId`; ranges may move later); `devices` are reported with their own counters.
+    pub fn new(
+        pio: Arc<PioBus>,
+        mmio: Arc<MmioBus>,
+        vcpus: u32,
+        devices: Vec<DeviceSource>,
+    ) -> Self {
         let layout = Layout {
-            pio_devices: pio.len(),
-            mmio_devices: mmio.len(),
+            pio_devices: pio.device_count(),
+            mmio_devices: mmio.device_count(),
         };
         Self {
-            labels: labels(pio, mmio, &layout),
+            pio,
+            mmio,
             vcpus: (0..vcpus)
                 .map(|_| Arc::new(VcpuExitStats::new(&layout)))
                 .collect(),
             start_tsc: now(),
             start: Instant::now(),
             devices,
+            layout,
         }
     }
 
@@ -343,7 +375,8 @@ impl ExitStats {
         } else {
             1.0
         };
-        let nslots = self.labels.len();
+        let labels = labels(&self.pio, &self.mmio, &self.layout);
+        let nslots = labels.len();
         let mut total = vec![RawSlot::default(); nslots];
         let mut vcpus = Vec::with_capacity(self.vcpus.len());
         for (id, v) in self.vcpus.iter().enumerate() {
@@ -354,7 +387,7 @@ impl ExitStats {
                     continue;
                 }
                 total[i].add(&raw);
-                exits.push(raw.report(&self.labels[i], tick_ns));
+                exits.push(raw.report(&labels[i], tick_ns));
             }
             vcpus.push(VcpuReport {
                 vcpu: id as u32,
@@ -363,7 +396,7 @@ impl ExitStats {
         }
         let total = total
             .iter()
-            .zip(&self.labels)
+            .zip(&labels)
             .filter(|(r, _)| r.count > 0)
             .map(|(r, l)| r.report(l, tick_ns))
             .collect();
@@ -668,13 +701,15 @@ mod tests {
 
     #[test]
     fn counts_per_device_and_quantiles() {
-        let mut pio = Bus::new();
-        let mut mmio = Bus::new();
-        pio.insert_named(0x3f8, 8, "COM1", Arc::new(Nop)).unwrap();
-        pio.insert_named(0xe0, 12, "pc-testdev", Arc::new(Nop))
+        let pio = Arc::new(PioBus::new());
+        let mmio = Arc::new(MmioBus::new());
+        pio.add("COM1", 0x3f8, 8, Arc::new(Nop)).unwrap();
+        let testdev = pio.add("pc-testdev", 0xe0, 12, Arc::new(Nop)).unwrap();
+        let iomem = mmio
+            .add("pc-testdev iomem", 0xff00_0000, 0x1_0000, Arc::new(Nop))
             .unwrap();
-        mmio.insert_named(0xff00_0000, 0x1_0000, "pc-testdev iomem", Arc::new(Nop))
-            .unwrap();
+        // Registered while the guest has not mapped it: counted, labelled without a range.
+        let bar = mmio.register("pci-testdev BAR0", Arc::new(Nop));
         let counters = Arc::new(DeviceCounters::default());
         counters.completed(64, 0);
         counters.failed();
@@ -683,21 +718,25 @@ mod tests {
             at: "virtio-mmio@0xfeb00000".into(),
             counters,
         };
-        let stats = ExitStats::new(&pio, &mmio, 2, vec![device]);
+        let stats = ExitStats::new(pio.clone(), mmio.clone(), 2, vec![device]);
         let v0 = stats.vcpu(0).unwrap();
         let v1 = stats.vcpu(1).unwrap();
         assert!(stats.vcpu(2).is_none());
         for i in 0..1000 {
-            v0.record_access(Access::PioOut, Some(1), 100 + (i % 2));
+            v0.record_access(Access::PioOut, Some(testdev), 100 + (i % 2));
         }
         for _ in 0..99 {
-            v1.record_access(Access::PioIn, Some(1), 1000);
+            v1.record_access(Access::PioIn, Some(testdev), 1000);
         }
-        v1.record_access(Access::PioIn, Some(1), 1_000_000);
-        v1.record_access(Access::MmioRead, Some(0), 50);
+        v1.record_access(Access::PioIn, Some(testdev), 1_000_000);
+        v1.record_access(Access::MmioRead, Some(iomem), 50);
         v1.record_access(Access::PioOut, None, 10);
-        // An id beyond the layout counts as unclaimed instead of panicking.
-        v1.record_access(Access::PioOut, Some(99), 10);
+        // A device registered after the layout counts as unclaimed instead of panicking.
+        let late = pio.register("late", Arc::new(Nop));
+        v1.record_access(Access::PioOut, Some(late), 10);
+        v0.record_access(Access::MmioWrite, Some(bar), 10);
+        mmio.insert(bar, 0xc000_0000, 0x1000).unwrap();
+        v0.record_access(Access::MmioWrite, Some(bar), 10);
         v0.record(ExitKind::Hlt, 7);
         let r = stats.snapshot();
         let find = |exits: &[ExitReport], kind: &str, dev: Option<&str>| {
@@ -718,7 +757,10 @@ mod tests {
             1
         );
         assert_eq!(find(&r.vcpus[0].exits, "hlt", None).count, 1);
-        assert_eq!(r.vcpus[0].exits.len(), 2);
+        let bar = find(&r.total, "mmio-write", Some("pci-testdev BAR0"));
+        assert_eq!(bar.count, 2);
+        assert_eq!(bar.range.as_deref(), Some("0xc0000000-0xc0000fff"));
+        assert_eq!(r.vcpus[0].exits.len(), 3);
         // p50 of 99 x 1000 ticks and one outlier sits at 1000, p99 too; quantiles are bucket
         // midpoints within 1/SUB of the value.
         let p50 = inn.p50_ns as f64 / r.tick_ns;
@@ -727,7 +769,7 @@ mod tests {
         assert_eq!(hist_total, 100);
         let json = r.to_json();
         assert_eq!(json["schema"], SCHEMA);
-        assert_eq!(json["total"].as_array().unwrap().len(), 5);
+        assert_eq!(json["total"].as_array().unwrap().len(), 6);
         assert_eq!(json["devices"][0]["device"], "virtio-rng");
         assert_eq!(json["devices"][0]["requests"], 2);
         assert_eq!(json["devices"][0]["errors"], 1);

@@ -8,11 +8,10 @@ use rvmm_arch::layout::{low_ram_end, CMDLINE_START, HIMEM_START, MMIO_GAP_END};
 use rvmm_arch::topology::CpuTopology;
 use rvmm_arch::{BootEntry, BootProtocol};
 use rvmm_cli::{FwCfgData, MachineKind, SerialConfig, VmConfig};
-use rvmm_devices::legacy::{self, fw_cfg as fc, Cmos, CmosMemory, FwCfg, ResetControl};
-use rvmm_devices::{Bus, VmControl};
+use rvmm_devices::legacy::{self, fw_cfg as fc, FwCfg};
 use vm_memory::GuestMemoryMmap;
 
-use crate::builder::insert;
+use crate::device_manager::DeviceManager;
 use crate::VmmError;
 
 /// e820 type of RAM in `etc/e820`.
@@ -38,7 +37,11 @@ pub(crate) struct FirmwareTables {
 }
 
 impl FirmwareTables {
-    pub(crate) fn new(config: &VmConfig) -> Self {
+    /// `virtio_mmio`: the transports the DSDT announces.
+    pub(crate) fn new(
+        config: &VmConfig,
+        virtio_mmio: Vec<rvmm_arch::acpi::VirtioMmioDevice>,
+    ) -> Self {
         let apic_ids = apic_ids(config);
         let acpi = config.acpi.then(|| AcpiConfig {
             apic_ids: apic_ids.clone(),
@@ -48,7 +51,7 @@ impl FirmwareTables {
                 MachineKind::Pc => PciHostBridge::Pci,
                 MachineKind::Microvm => PciHostBridge::None,
             },
-            virtio_mmio: crate::virtio::acpi_devices(config),
+            virtio_mmio,
         });
         Self { acpi, apic_ids }
     }
@@ -134,14 +137,12 @@ fn add_kernel_items(fw: &mut FwCfg, k: &KernelFiles) -> Result<(), fc::FwCfgErro
     Ok(())
 }
 
-/// Builds fw_cfg (both interfaces), the CMOS RTC and the reset control register and puts them
-/// on the port bus.
-pub(crate) fn attach_firmware(
+/// Builds fw_cfg (both interfaces) and puts it on the port bus.
+pub(crate) fn attach_fw_cfg(
     config: &VmConfig,
     mem: &GuestMemoryMmap,
     kernel: Option<&KernelFiles>,
-    pio: &mut Bus,
-    control: &Arc<dyn VmControl>,
+    dm: &DeviceManager,
 ) -> Result<(), VmmError> {
     let mut fw = FwCfg::new();
     fw.enable_dma(mem.clone());
@@ -172,45 +173,19 @@ pub(crate) fn attach_firmware(
         fw.add_file(&item.name, data).map_err(fw_err)?;
     }
     let fw = Arc::new(fw);
-    insert(
-        pio,
+    dm.add_pio(
         "fw_cfg",
         legacy::FW_CFG_PORT_BASE,
         legacy::FW_CFG_PORT_LEN,
         fw.clone(),
     )?;
-    insert(
-        pio,
+    dm.add_pio(
         "fw_cfg DMA",
         fc::FW_CFG_DMA_PORT,
         fc::FW_CFG_DMA_PORT_LEN,
         fw.dma_port(),
     )?;
 
-    let below_4g = low_ram_end(config.memory_bytes);
-    let cmos = Cmos::new(CmosMemory {
-        below_4g,
-        above_4g: config.memory_bytes - below_4g,
-        cpus: config.smp.cpus,
-    });
-    insert(
-        pio,
-        "CMOS RTC",
-        legacy::CMOS_PORT_BASE,
-        legacy::CMOS_PORT_LEN,
-        Arc::new(cmos),
-    )?;
-    // On pc and q35 the PCI configuration ports (0xCF8-0xCFF) include the reset control
-    // register; microvm has no PCI, so it gets the register on its own.
-    if config.machine == rvmm_cli::MachineKind::Microvm {
-        insert(
-            pio,
-            "reset control",
-            legacy::RESET_CONTROL_PORT,
-            legacy::RESET_CONTROL_LEN,
-            Arc::new(ResetControl::new(control.clone())),
-        )?;
-    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod builder;
 mod console;
 mod control;
 mod daemon;
+mod device_manager;
 mod emulation;
 pub mod exit_stats;
 mod firmware;
@@ -59,12 +60,8 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
-    #[error("device at {what}: {source}")]
-    Bus {
-        what: &'static str,
-        #[source]
-        source: rvmm_devices::BusError,
-    },
+    #[error(transparent)]
+    Devices(#[from] device_manager::DeviceManagerError),
     #[error(transparent)]
     ExitStats(#[from] exit_stats::ExitStatsError),
     #[error("{what}: {msg}")]

@@ -1,19 +1,13 @@
 //! The PC platform pieces the builder attaches after the legacy devices: the interrupt
-//! controller and device interrupt lines, and the PCI host bridge.
+//! controller and the device interrupt lines.
 
-use crate::builder::insert;
-use crate::control::Control;
+use crate::device_manager::{DeviceManager, DeviceManagerError};
 use crate::interrupts::{connect_lines, KvmMsi};
 use crate::VmmError;
-use rvmm_cli::{IrqchipMode, MachineKind, VmConfig};
+use rvmm_cli::{IrqchipMode, VmConfig};
 use rvmm_devices::legacy::{self, AcpiPm, Ioapic, SerialDevice};
-use rvmm_devices::pci::{
-    HostBridge, HostBridgeKind, PciBus, PciConfigIo, PciConfigMmio, PCI_CONFIG_IO_BASE,
-    PCI_CONFIG_IO_LEN, Q35_ECAM_BASE, Q35_ECAM_LEN,
-};
-use rvmm_devices::{Bus, IrqLine, VmControl};
-use rvmm_hypervisor::Vm;
-use std::sync::{Arc, RwLock};
+use rvmm_devices::IrqLine;
+use std::sync::Arc;
 
 /// The `-smp` topology, for APIC IDs and CPUID.
 pub fn topology(config: &VmConfig) -> rvmm_arch::topology::CpuTopology {
@@ -34,9 +28,11 @@ pub fn needs_x2apic_api(config: &VmConfig) -> bool {
 }
 
 fn device_err(what: &'static str) -> impl FnOnce(rvmm_devices::InterruptError) -> VmmError {
-    move |e| VmmError::Device {
-        what,
-        msg: e.to_string(),
+    move |source| {
+        VmmError::Devices(DeviceManagerError::Interrupt {
+            name: what.into(),
+            source,
+        })
     }
 }
 
@@ -44,18 +40,16 @@ fn device_err(what: &'static str) -> impl FnOnce(rvmm_devices::InterruptError) -
 /// lines (COM1 on IRQ 4, then `device_lines`, e.g. virtio's) to whichever IOAPIC the mode has.
 /// Returns the user-space IOAPIC.
 pub fn attach_interrupts(
-    vm: &Arc<Vm>,
+    dm: &DeviceManager,
     config: &VmConfig,
-    mmio: &mut Bus,
     serial: Option<&SerialDevice>,
     device_lines: Vec<IrqLine>,
 ) -> Result<Option<Arc<Ioapic>>, VmmError> {
     let ioapic = match config.irqchip {
         IrqchipMode::Kernel => None,
         IrqchipMode::Split => {
-            let ioapic = Arc::new(Ioapic::new(Arc::new(KvmMsi(vm.clone()))));
-            insert(
-                mmio,
+            let ioapic = Arc::new(Ioapic::new(Arc::new(KvmMsi(dm.vm().clone()))));
+            dm.add_mmio(
                 "IOAPIC",
                 legacy::IOAPIC_BASE,
                 legacy::IOAPIC_LEN,
@@ -72,48 +66,8 @@ pub fn attach_interrupts(
         );
     }
     lines.extend(device_lines);
-    connect_lines(vm, ioapic.as_ref(), lines)?;
+    connect_lines(dm.vm(), ioapic.as_ref(), lines)?;
     Ok(ioapic)
-}
-
-/// PCI bus 0 with its host bridge, reachable through ports 0xCF8/0xCFC (pc and q35) and ECAM
-/// (q35). microvm has no PCI. Returns the bus for devices attached later.
-pub fn attach_pci(
-    config: &VmConfig,
-    control: &Arc<Control>,
-    pio: &mut Bus,
-    mmio: &mut Bus,
-) -> Result<Option<Arc<RwLock<PciBus>>>, VmmError> {
-    let kind = match config.machine {
-        MachineKind::Microvm => return Ok(None),
-        MachineKind::Q35 => HostBridgeKind::Q35,
-        MachineKind::Pc => HostBridgeKind::I440fx,
-    };
-    let mut bus = PciBus::new();
-    bus.add_device(0, 0, Arc::new(HostBridge::new(kind)))
-        .map_err(|e| VmmError::Device {
-            what: "PCI host bridge",
-            msg: e.to_string(),
-        })?;
-    let bus = Arc::new(RwLock::new(bus));
-    let ctl: Arc<dyn VmControl> = control.clone();
-    insert(
-        pio,
-        "PCI config ports",
-        PCI_CONFIG_IO_BASE,
-        PCI_CONFIG_IO_LEN,
-        Arc::new(PciConfigIo::new(bus.clone(), ctl)),
-    )?;
-    if kind == HostBridgeKind::Q35 {
-        insert(
-            mmio,
-            "PCI ECAM",
-            Q35_ECAM_BASE,
-            Q35_ECAM_LEN,
-            Arc::new(PciConfigMmio::new(bus.clone())),
-        )?;
-    }
-    Ok(Some(bus))
 }
 
 /// The ACPI SCI (the FADT's SCI_INT, IRQ 9, level-triggered) of `acpi_pm`, with a thread that

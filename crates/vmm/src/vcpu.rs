@@ -1,13 +1,15 @@
 //! The vCPU threads: each owns one vCPU, loops on KVM_RUN and dispatches every exit.
 //!
-//! The exit path allocates nothing and takes no global lock: the buses are immutable after build
-//! (binary search), devices lock only their own state, and the run state is one atomic flag.
+//! The exit path allocates nothing and takes no global lock: each thread reads the buses through
+//! its own [`BusReader`] (an atomic generation check, then a binary search), devices lock only
+//! their own state, and the run state is one atomic flag.
 
 use crate::control::{Cause, Command, Control, FATAL_STATUS};
 use crate::emulation;
 use crate::exit_stats::{self, Access, ExitKind, ExitStats, VcpuExitStats};
 use crate::VcpuBoot;
-use rvmm_devices::Bus;
+use rvmm_devices::DeviceId;
+use rvmm_devices::{BusReader, Mmio, MmioBus, Pio, PioBus};
 use rvmm_hypervisor::{Vcpu, VcpuExit};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,8 +28,8 @@ pub struct ExitCounters {
 #[derive(Clone)]
 pub struct VcpuContext {
     pub control: Arc<Control>,
-    pub pio: Arc<Bus>,
-    pub mmio: Arc<Bus>,
+    pub pio: Arc<PioBus>,
+    pub mmio: Arc<MmioBus>,
     pub mem: Arc<GuestMemoryMmap>,
     pub counters: Arc<ExitCounters>,
     pub boot: Arc<VcpuBoot>,
@@ -37,6 +39,12 @@ pub struct VcpuContext {
     pub thread_ids: Arc<[AtomicI32]>,
     /// Set with `-exit-stats`.
     pub stats: Option<Arc<ExitStats>>,
+}
+
+/// One vCPU thread's view of the buses.
+struct Buses {
+    pio: BusReader<Pio>,
+    mmio: BusReader<Mmio>,
 }
 
 enum Next {
@@ -54,15 +62,19 @@ pub fn run_vcpu(mut vcpu: Vcpu, index: u32, ctx: VcpuContext) {
     vcpu.bind_to_thread();
     let stats = ctx.stats.as_ref().and_then(|s| s.vcpu(index));
     let stats = stats.as_deref();
+    let mut buses = Buses {
+        pio: ctx.pio.reader(),
+        mmio: ctx.mmio.reader(),
+    };
     let mut epoch = 0;
     loop {
         if ctx.control.pending() {
-            match park(&ctx, &mut vcpu, &mut epoch) {
+            match park(&ctx, &mut vcpu, &mut buses, &mut epoch) {
                 Next::Continue => vcpu.clear_immediate_exit(),
                 Next::Stop => return,
             }
         }
-        if let Err(report) = run_once(&mut vcpu, &ctx, stats) {
+        if let Err(report) = run_once(&mut vcpu, &ctx, &mut buses, stats) {
             eprintln!("rvmm: vCPU {}: {report}", vcpu.id());
             ctx.control.stop(FATAL_STATUS);
         }
@@ -73,8 +85,8 @@ pub fn run_vcpu(mut vcpu: Vcpu, index: u32, ctx: VcpuContext) {
 #[derive(Clone, Copy)]
 enum Handled {
     Kind(ExitKind),
-    /// A bus access and the id of the bus entry that took it (None: unclaimed).
-    Access(Access, Option<usize>),
+    /// A bus access and the device that took it (None: unclaimed).
+    Access(Access, Option<DeviceId>),
 }
 
 /// One KVM_RUN and the dispatch of its exit. `Err` carries a report for a fatal condition.
@@ -82,6 +94,7 @@ enum Handled {
 fn run_once(
     vcpu: &mut Vcpu,
     ctx: &VcpuContext,
+    buses: &mut Buses,
     stats: Option<&VcpuExitStats>,
 ) -> Result<(), String> {
     let exit = match vcpu.run() {
@@ -97,9 +110,10 @@ fn run_once(
     };
     let (handled, result) = match exit {
         VcpuExit::IoOut { port, size, data } => {
+            let pio = buses.pio.map();
             let mut id = None;
             for chunk in data.chunks(size.max(1)) {
-                id = ctx.pio.write_id(u64::from(port), chunk);
+                id = pio.write(u64::from(port), chunk);
                 if id.is_none() {
                     ctx.counters.unclaimed_pio.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(port, ?chunk, "write to unclaimed port dropped");
@@ -108,9 +122,10 @@ fn run_once(
             (Handled::Access(Access::PioOut, id), Ok(()))
         }
         VcpuExit::IoIn { port, size, data } => {
+            let pio = buses.pio.map();
             let mut id = None;
             for chunk in data.chunks_mut(size.max(1)) {
-                id = ctx.pio.read_id(u64::from(port), chunk);
+                id = pio.read(u64::from(port), chunk);
                 if id.is_none() {
                     chunk.fill(0xff);
                     ctx.counters.unclaimed_pio.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +135,7 @@ fn run_once(
             (Handled::Access(Access::PioIn, id), Ok(()))
         }
         VcpuExit::MmioWrite { addr, data } => {
-            let id = ctx.mmio.write_id(addr, data);
+            let id = buses.mmio.map().write(addr, data);
             if id.is_none() {
                 ctx.counters.unclaimed_mmio.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(addr, ?data, "MMIO write to unclaimed address dropped");
@@ -128,7 +143,7 @@ fn run_once(
             (Handled::Access(Access::MmioWrite, id), Ok(()))
         }
         VcpuExit::MmioRead { addr, data } => {
-            let id = ctx.mmio.read_id(addr, data);
+            let id = buses.mmio.map().read(addr, data);
             if id.is_none() {
                 data.fill(0xff);
                 ctx.counters.unclaimed_mmio.fetch_add(1, Ordering::Relaxed);
@@ -211,10 +226,10 @@ fn run_once(
 /// Finish the instruction of the last I/O or MMIO exit without running more guest code: KVM
 /// completes it (writing RAX and RIP) only on the next KVM_RUN (api.rst, "KVM_RUN"), which would
 /// otherwise clobber the registers a reset just loaded. Bounded: a `rep ins` may take a few rounds.
-fn complete_pending_exit(vcpu: &mut Vcpu, ctx: &VcpuContext) {
+fn complete_pending_exit(vcpu: &mut Vcpu, ctx: &VcpuContext, buses: &mut Buses) {
     for _ in 0..16 {
         vcpu.set_immediate_exit();
-        if let Err(report) = run_once(vcpu, ctx, None) {
+        if let Err(report) = run_once(vcpu, ctx, buses, None) {
             tracing::debug!(
                 vcpu = vcpu.id(),
                 "completing an exit before reset: {report}"
@@ -231,7 +246,7 @@ fn complete_pending_exit(vcpu: &mut Vcpu, ctx: &VcpuContext) {
 /// Something was requested: stop, or park until a reset completes (then reload registers) or
 /// until a pause ends (then continue exactly where KVM_RUN left off).
 #[cold]
-fn park(ctx: &VcpuContext, vcpu: &mut Vcpu, epoch: &mut u64) -> Next {
+fn park(ctx: &VcpuContext, vcpu: &mut Vcpu, buses: &mut Buses, epoch: &mut u64) -> Next {
     let control = &ctx.control;
     let mut st = control.lock();
     loop {
@@ -253,7 +268,7 @@ fn park(ctx: &VcpuContext, vcpu: &mut Vcpu, epoch: &mut u64) -> Next {
     *epoch = st.epoch;
     drop(st);
     if reset {
-        complete_pending_exit(vcpu, ctx);
+        complete_pending_exit(vcpu, ctx, buses);
         if let Err(e) = ctx.boot.reset_vcpu(vcpu, &ctx.mem) {
             eprintln!("rvmm: vCPU {}: reset failed: {e}", vcpu.id());
             control.stop(FATAL_STATUS);

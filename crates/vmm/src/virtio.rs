@@ -1,11 +1,14 @@
-//! Attaching virtio devices over virtio-mmio: one transport per `-device`, at QEMU microvm's
-//! addresses, with KVM ioeventfds for queue notifications and an interrupt line each.
+//! Attaching virtio devices over virtio-mmio: one transport per `-device`, allocated in the
+//! machine's virtio-mmio window (QEMU microvm's 0xfeb00000 on microvm; on pc and q35 0xfef00000,
+//! outside the 32-bit PCI window firmware assigns BARs from), with KVM ioeventfds for queue
+//! notifications and an interrupt line each.
 //!
 //! As QEMU microvm (hw/i386/microvm.c): with ACPI the transports are announced in the DSDT
 //! (LNRO0005, level-triggered GSIs from 16), without ACPI on the kernel command line
 //! (`virtio_mmio.device=`, ISA IRQs from 5, edge-triggered). QEMU puts the ACPI lines on a second
 //! IOAPIC (GSI 24+) unless `ioapic2=off`; rvmm has one IOAPIC and uses the `ioapic2=off` layout.
 
+use crate::device_manager::DeviceManager;
 use crate::VmmError;
 use rvmm_block::{Disk, DiskOptions, ImageFormat};
 use rvmm_cli::{TapConfig, VirtioDeviceConfig, VmConfig};
@@ -16,14 +19,11 @@ use rvmm_devices::virtio::rng::RngDevice;
 use rvmm_devices::virtio::tap::Tap;
 use rvmm_devices::virtio::VirtioInterrupt;
 use rvmm_devices::virtio::{MmioSlot, MmioTransport, VirtioDevice, VIRTIO_MMIO_SIZE};
-use rvmm_devices::{Bus, IrqLine};
-use rvmm_hypervisor::Vm;
+use rvmm_devices::IrqLine;
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-/// First transport (QEMU microvm: `VIRTIO_MMIO_BASE`).
-pub const VIRTIO_MMIO_BASE: u64 = 0xfeb0_0000;
 /// First interrupt line without ACPI (QEMU microvm: `virtio_irq_base = 5`).
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 /// First interrupt line with ACPI and one IOAPIC (QEMU microvm: `virtio_irq_base = 16`).
@@ -39,40 +39,19 @@ pub struct VirtioDevices {
     acpi: bool,
 }
 
-/// Where the transports of `config`'s devices sit, in `-device` order.
-pub fn slots(config: &VmConfig) -> Vec<MmioSlot> {
-    let irq_base = if config.acpi {
-        VIRTIO_IRQ_BASE_ACPI
-    } else {
-        VIRTIO_IRQ_BASE
-    };
-    (0..config.virtio.len().min(VIRTIO_MAX_DEVICES))
-        .map(|i| MmioSlot {
-            base: VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE,
-            size: VIRTIO_MMIO_SIZE,
-            irq: irq_base + i as u32,
-        })
-        .collect()
-}
-
-/// The transports as the DSDT announces them.
-pub fn acpi_devices(config: &VmConfig) -> Vec<rvmm_arch::acpi::VirtioMmioDevice> {
-    slots(config)
-        .iter()
-        .enumerate()
-        .map(|(i, s)| rvmm_arch::acpi::VirtioMmioDevice {
-            index: i as u8,
-            base: s.base as u32,
-            size: s.size as u32,
-            gsi: s.irq,
-        })
-        .collect()
-}
-
 impl VirtioDevices {
-    /// The windows and lines, for the kernel command line and the ACPI DSDT (LNRO0005 nodes).
-    pub fn slots(&self) -> Vec<MmioSlot> {
-        self.transports.iter().map(|(s, _)| *s).collect()
+    /// The transports as the DSDT announces them (LNRO0005 nodes).
+    pub fn acpi_devices(&self) -> Vec<rvmm_arch::acpi::VirtioMmioDevice> {
+        self.transports
+            .iter()
+            .enumerate()
+            .map(|(i, (s, _))| rvmm_arch::acpi::VirtioMmioDevice {
+                index: i as u8,
+                base: s.base as u32,
+                size: s.size as u32,
+                gsi: s.irq,
+            })
+            .collect()
     }
 
     /// ` virtio_mmio.device=512@0xfeb00000:5 ...` (empty without devices, and with ACPI, where
@@ -132,14 +111,6 @@ impl VirtioDevices {
                 counters: t.counters().clone(),
             })
             .collect()
-    }
-
-    /// Put the transports on the MMIO bus.
-    pub fn insert_into(&self, mmio: &mut Bus) -> Result<(), VmmError> {
-        for (slot, t) in &self.transports {
-            crate::builder::insert(mmio, "virtio-mmio", slot.base, slot.size, t.clone())?;
-        }
-        Ok(())
     }
 
     /// Flush every disk (the clean-shutdown hook: power-off, reset under -no-reboot, signals,
@@ -230,10 +201,11 @@ fn build_device(
     })
 }
 
-/// Create the configured devices and connect their notifications and interrupts to KVM.
+/// Create the configured devices, place their transports in the machine's virtio-mmio window
+/// and connect their notifications to KVM.
 pub fn attach(
     config: &VmConfig,
-    vm: &Vm,
+    dm: &DeviceManager,
     mem: &Arc<GuestMemoryMmap>,
 ) -> Result<VirtioDevices, VmmError> {
     let mut out = VirtioDevices {
@@ -247,18 +219,34 @@ pub fn attach(
             config.virtio.len()
         )));
     }
-    for (cfg, slot) in config.virtio.iter().zip(slots(config)) {
+    let irq_base = if config.acpi {
+        VIRTIO_IRQ_BASE_ACPI
+    } else {
+        VIRTIO_IRQ_BASE
+    };
+    for (i, cfg) in config.virtio.iter().enumerate() {
         let device = build_device(cfg, &mut nic_index)?;
         let name = device.name();
-        let t = MmioTransport::new(device, mem.clone()).map_err(|source| VmmError::Io {
-            what: "virtio-mmio eventfds",
-            source,
-        })?;
+        let base = dm.allocate_virtio_mmio(name, VIRTIO_MMIO_SIZE)?;
+        let slot = MmioSlot {
+            base,
+            size: VIRTIO_MMIO_SIZE,
+            irq: irq_base + i as u32,
+        };
+        let t =
+            Arc::new(
+                MmioTransport::new(device, mem.clone()).map_err(|source| VmmError::Io {
+                    what: "virtio-mmio eventfds",
+                    source,
+                })?,
+            );
         for (q, evt) in t.queue_notify_fds().iter().enumerate() {
-            vm.register_ioevent(evt, slot.base + QUEUE_NOTIFY, q as u32)?;
+            dm.vm()
+                .register_ioevent(evt, slot.base + QUEUE_NOTIFY, q as u32)?;
         }
+        dm.add_mmio("virtio-mmio", slot.base, slot.size, t.clone())?;
         tracing::debug!(name, base = slot.base, irq = slot.irq, "virtio-mmio device");
-        out.transports.push((slot, Arc::new(t)));
+        out.transports.push((slot, t));
     }
     Ok(out)
 }

@@ -44,61 +44,105 @@ pub(crate) fn le_value(data: &[u8]) -> u64 {
 mod tests {
     use super::*;
     use crate::test_utils::RecordingVmControl;
-    use crate::{Bus, VmRequest};
+    use crate::{MmioBus, PioBus, VmRequest};
     use std::sync::Arc;
 
     /// Every legacy device at its constant address, the way the VMM maps them.
     #[test]
     fn all_devices_fit_on_the_pc_buses() {
         let ctl = Arc::new(RecordingVmControl::default());
-        let mut pio = Bus::new();
-        let mut mmio = Bus::new();
+        let pio = PioBus::new();
+        let mmio = MmioBus::new();
         let serial = Arc::new(SerialDevice::new(Box::new(std::io::sink())).unwrap());
-        pio.insert(COM1_BASE, SERIAL_PORT_LEN, serial).unwrap();
+        pio.add("dev", COM1_BASE, SERIAL_PORT_LEN, serial).unwrap();
         let exit = Arc::new(DebugExit::new(ctl.clone()));
-        pio.insert(DEBUG_EXIT_DEFAULT_IOBASE, exit.iosize(), exit)
+        pio.add("dev", DEBUG_EXIT_DEFAULT_IOBASE, exit.iosize(), exit)
             .unwrap();
         let kbd = I8042::new(ctl.clone());
-        pio.insert(I8042_DATA_PORT, I8042_PORT_LEN, kbd.data_port())
+        pio.add("dev", I8042_DATA_PORT, I8042_PORT_LEN, kbd.data_port())
             .unwrap();
-        pio.insert(I8042_COMMAND_PORT, I8042_PORT_LEN, kbd.command_port())
-            .unwrap();
-        pio.insert(PORT80_BASE, PORT80_LEN, Arc::new(Port80Sink::new()))
+        pio.add(
+            "dev",
+            I8042_COMMAND_PORT,
+            I8042_PORT_LEN,
+            kbd.command_port(),
+        )
+        .unwrap();
+        pio.add("dev", PORT80_BASE, PORT80_LEN, Arc::new(Port80Sink::new()))
             .unwrap();
         let testdev = PcTestdev::new();
-        pio.insert(PC_TESTDEV_PORT_BASE, PC_TESTDEV_PORT_LEN, testdev.ports)
+        pio.add(
+            "dev",
+            PC_TESTDEV_PORT_BASE,
+            PC_TESTDEV_PORT_LEN,
+            testdev.ports,
+        )
+        .unwrap();
+        pio.add("dev", PC_TESTDEV_IRQ_BASE, PC_TESTDEV_IRQ_LEN, testdev.irq)
             .unwrap();
-        pio.insert(PC_TESTDEV_IRQ_BASE, PC_TESTDEV_IRQ_LEN, testdev.irq)
-            .unwrap();
-        mmio.insert(PC_TESTDEV_IOMEM_BASE, PC_TESTDEV_IOMEM_LEN, testdev.iomem)
-            .unwrap();
-        pio.insert(FW_CFG_PORT_BASE, FW_CFG_PORT_LEN, Arc::new(FwCfg::new()))
-            .unwrap();
-        pio.insert(PM_BASE, PM_LEN, Arc::new(AcpiPm::new(ctl.clone())))
+        mmio.add(
+            "dev",
+            PC_TESTDEV_IOMEM_BASE,
+            PC_TESTDEV_IOMEM_LEN,
+            testdev.iomem,
+        )
+        .unwrap();
+        pio.add(
+            "dev",
+            FW_CFG_PORT_BASE,
+            FW_CFG_PORT_LEN,
+            Arc::new(FwCfg::new()),
+        )
+        .unwrap();
+        pio.add("dev", PM_BASE, PM_LEN, Arc::new(AcpiPm::new(ctl.clone())))
             .unwrap();
 
-        assert!(pio.write(FW_CFG_PORT_BASE, &0u16.to_le_bytes()));
+        assert!(pio
+            .snapshot()
+            .write(FW_CFG_PORT_BASE, &0u16.to_le_bytes())
+            .is_some());
         let mut sig = [0u8; 4];
         for b in sig.iter_mut() {
-            assert!(pio.read(FW_CFG_PORT_BASE + 1, std::slice::from_mut(b)));
+            assert!(pio
+                .snapshot()
+                .read(FW_CFG_PORT_BASE + 1, std::slice::from_mut(b))
+                .is_some());
         }
         assert_eq!(&sig, b"QEMU");
-        assert!(pio.write(PC_TESTDEV_PORT_BASE, &[1, 2, 3, 4]));
+        assert!(pio
+            .snapshot()
+            .write(PC_TESTDEV_PORT_BASE, &[1, 2, 3, 4])
+            .is_some());
         let mut d = [0u8; 4];
-        assert!(pio.read(PC_TESTDEV_PORT_BASE + 8, &mut d));
+        assert!(pio
+            .snapshot()
+            .read(PC_TESTDEV_PORT_BASE + 8, &mut d)
+            .is_some());
         assert_eq!(d, [1, 2, 3, 4]);
-        assert!(mmio.write(PC_TESTDEV_IOMEM_BASE + 0x100, &[5, 6]));
-        assert!(mmio.read(PC_TESTDEV_IOMEM_BASE + 0x100, &mut d[..2]));
+        assert!(mmio
+            .snapshot()
+            .write(PC_TESTDEV_IOMEM_BASE + 0x100, &[5, 6])
+            .is_some());
+        assert!(mmio
+            .snapshot()
+            .read(PC_TESTDEV_IOMEM_BASE + 0x100, &mut d[..2])
+            .is_some());
         assert_eq!(d[..2], [5, 6]);
-        assert!(pio.write(I8042_COMMAND_PORT, &[0xfe]));
-        assert!(pio.write(PM_BASE + PM1A_CNT_OFFSET, &0x2000u16.to_le_bytes()));
-        assert!(pio.write(DEBUG_EXIT_DEFAULT_IOBASE, &[0x10]));
+        assert!(pio.snapshot().write(I8042_COMMAND_PORT, &[0xfe]).is_some());
+        assert!(pio
+            .snapshot()
+            .write(PM_BASE + PM1A_CNT_OFFSET, &0x2000u16.to_le_bytes())
+            .is_some());
+        assert!(pio
+            .snapshot()
+            .write(DEBUG_EXIT_DEFAULT_IOBASE, &[0x10])
+            .is_some());
         assert_eq!(
             ctl.requests(),
             vec![VmRequest::Reset, VmRequest::PowerOff, VmRequest::Exit(0x21)]
         );
         // Port 0x61 (PIT/speaker) stays free between the i8042 ports.
-        assert!(!pio.read(0x61, &mut d[..1]));
+        assert!(pio.snapshot().read(0x61, &mut d[..1]).is_none());
     }
 
     #[test]

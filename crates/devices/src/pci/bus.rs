@@ -1,13 +1,35 @@
 //! Bus 0: up to 32 devices of 8 functions each, addressed by devfn (device << 3 | function).
+//!
+//! Config writes can move BARs. The bus never maps anything itself: it hands the changes each
+//! write returns to a [`BarRelocation`] that the VMM's device manager installs.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use super::BarChange;
 
 /// A PCI function's configuration space (256 bytes for conventional PCI, 4 KiB for PCIe).
 pub trait PciDevice: Send + Sync {
     /// The 32-bit register at dword index `reg` (byte offset `reg * 4`).
     fn config_read(&self, reg: usize) -> u32;
-    /// Write `data` (1 to 4 bytes) at byte `offset` inside dword `reg`.
-    fn config_write(&self, reg: usize, offset: usize, data: &[u8]);
+    /// Write `data` (1 to 4 bytes) at byte `offset` inside dword `reg`; returns the regions
+    /// whose decoded address changed.
+    fn config_write(&self, reg: usize, offset: usize, data: &[u8]) -> Vec<BarChange>;
+    /// Power-on reset (RST#): returns the regions it unmapped.
+    fn reset(&self) -> Vec<BarChange> {
+        Vec::new()
+    }
+}
+
+/// Applies BAR changes: implemented by the VMM's device manager; the PCI code never touches
+/// buses or KVM.
+pub trait BarRelocation: Send + Sync {
+    /// Called synchronously from the guest's config write, before the vCPU resumes.
+    ///
+    /// It runs with the `PciBus` read lock held (the config access mechanisms reach the bus
+    /// through `RwLock<PciBus>`) and under the bus's config-write mutex, which keeps BAR changes
+    /// in the order the writes made them. So it may read config space but must not write it,
+    /// reset the bus, or take the bus's write lock.
+    fn relocate(&self, devfn: u8, changes: &[BarChange]);
 }
 
 /// Errors attaching devices to the bus.
@@ -24,12 +46,17 @@ const FUNCTIONS: usize = 256;
 /// PCI bus 0.
 pub struct PciBus {
     functions: Vec<Option<Arc<dyn PciDevice>>>,
+    relocation: Option<Arc<dyn BarRelocation>>,
+    /// Serialises a config write with the relocation of its BAR changes.
+    config_writes: Mutex<()>,
 }
 
 impl Default for PciBus {
     fn default() -> Self {
         Self {
             functions: vec![None; FUNCTIONS],
+            relocation: None,
+            config_writes: Mutex::new(()),
         }
     }
 }
@@ -77,10 +104,52 @@ impl PciBus {
         }
     }
 
-    /// Write to bus:devfn; dropped when nothing answers.
-    pub fn write(&self, bus: u8, devfn: u8, reg: usize, offset: usize, data: &[u8]) {
-        if let Some(dev) = self.function(bus, devfn) {
-            dev.config_write(reg, offset, data);
+    /// Write to bus:devfn; None when nothing answers, else the devfn and its BAR changes.
+    /// Nothing is relocated: see [`write_and_relocate`](Self::write_and_relocate).
+    pub fn write(
+        &self,
+        bus: u8,
+        devfn: u8,
+        reg: usize,
+        offset: usize,
+        data: &[u8],
+    ) -> Option<(u8, Vec<BarChange>)> {
+        let dev = self.function(bus, devfn)?;
+        Some((devfn, dev.config_write(reg, offset, data)))
+    }
+
+    /// Install what applies BAR changes from guest config writes and resets.
+    pub fn set_relocation(&mut self, relocation: Arc<dyn BarRelocation>) {
+        self.relocation = Some(relocation);
+    }
+
+    /// A guest config write: write to bus:devfn, then hand a non-empty change list to the
+    /// relocation, both under one mutex so concurrent writers apply changes in order.
+    pub fn write_and_relocate(&self, bus: u8, devfn: u8, reg: usize, offset: usize, data: &[u8]) {
+        let _serial = self.config_writes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((devfn, changes)) = self.write(bus, devfn, reg, offset, data) {
+            self.relocate(devfn, &changes);
+        }
+    }
+
+    /// Reset every function (machine reset) and relocate what each one unmapped.
+    pub fn reset_devices(&self) {
+        let _serial = self.config_writes.lock().unwrap_or_else(|e| e.into_inner());
+        for (devfn, dev) in self.functions.iter().enumerate() {
+            if let Some(dev) = dev {
+                // FUNCTIONS is 256, so devfn fits in a u8.
+                self.relocate(devfn as u8, &dev.reset());
+            }
+        }
+    }
+
+    fn relocate(&self, devfn: u8, changes: &[BarChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        match &self.relocation {
+            Some(r) => r.relocate(devfn, changes),
+            None => tracing::debug!(devfn, ?changes, "PCI BAR changes with no relocation"),
         }
     }
 }

@@ -3,6 +3,10 @@
 //!
 //! Port 0xCF9 inside the address register is the chipset's reset control register on both QEMU
 //! PC machines (ICH9 and PIIX3 RCR): a byte write with bit 2 (RST_CPU) set resets the machine.
+//!
+//! Data writes go through [`PciBus::write_and_relocate`]: BAR changes reach the VMM's
+//! [`BarRelocation`](super::BarRelocation) before the vCPU resumes, with the `PciBus` read lock
+//! held.
 
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -102,13 +106,10 @@ impl BusDevice for PciConfigIo {
                 let start = (offset - 4) as usize;
                 if let Some((bus, devfn, reg)) = self.target() {
                     let len = data.len().min(4 - start);
-                    self.bus.read().unwrap_or_else(|e| e.into_inner()).write(
-                        bus,
-                        devfn,
-                        reg,
-                        start,
-                        &data[..len],
-                    );
+                    self.bus
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .write_and_relocate(bus, devfn, reg, start, &data[..len]);
                 }
             }
             _ => {}
@@ -150,20 +151,19 @@ impl BusDevice for PciConfigMmio {
     fn write(&self, offset: u64, data: &[u8]) {
         let (bus, devfn, reg, start) = ecam_target(offset);
         let len = data.len().min(4 - start);
-        self.bus.read().unwrap_or_else(|e| e.into_inner()).write(
-            bus,
-            devfn,
-            reg,
-            start,
-            &data[..len],
-        );
+        self.bus
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_and_relocate(bus, devfn, reg, start, &data[..len]);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pci::{HostBridge, HostBridgeKind};
+    use crate::pci::{
+        BarChange, BarRelocation, HostBridge, HostBridgeKind, PciRegion, PciSpace, PciTestdev,
+    };
     use crate::test_utils::RecordingVmControl;
 
     fn bus() -> Arc<RwLock<PciBus>> {
@@ -276,5 +276,66 @@ mod tests {
         m.write(Q35_ECAM_LEN - 1, &[1, 2, 3, 4]);
         m.read(Q35_ECAM_LEN - 4, &mut d);
         assert_eq!(d, [0xff; 4]);
+    }
+
+    /// Records every relocation instead of moving anything.
+    #[derive(Default)]
+    struct RecordingRelocation(Mutex<Vec<(u8, Vec<BarChange>)>>);
+
+    impl BarRelocation for RecordingRelocation {
+        fn relocate(&self, devfn: u8, changes: &[BarChange]) {
+            self.0.lock().unwrap().push((devfn, changes.to_vec()));
+        }
+    }
+
+    impl RecordingRelocation {
+        fn take(&self) -> Vec<(u8, Vec<BarChange>)> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    #[test]
+    fn bar_changes_reach_the_relocation() {
+        let reloc = Arc::new(RecordingRelocation::default());
+        let bus = bus();
+        {
+            let mut b = bus.write().unwrap();
+            b.add_device(3, 0, Arc::new(PciTestdev::new())).unwrap();
+            b.set_relocation(reloc.clone());
+        }
+        let io = PciConfigIo::new(bus.clone(), Arc::new(RecordingVmControl::default()));
+        let ecam = PciConfigMmio::new(bus.clone());
+        let select = |reg: u32| {
+            io.write(0, &(CONFIG_ENABLE | 3 << 11 | reg).to_le_bytes());
+        };
+        // Sizing and programming BAR1 with decode off: nothing to relocate.
+        select(0x14);
+        io.write(4, &u32::MAX.to_le_bytes());
+        io.write(4, &0xc000u32.to_le_bytes());
+        assert!(reloc.take().is_empty());
+        // I/O decode on through a byte write to 0xCFC.
+        select(0x04);
+        io.write(4, &[0x01]);
+        let bar1 = |old, new| BarChange {
+            region: PciRegion::Bar(1),
+            space: PciSpace::Io,
+            size: 256,
+            old,
+            new,
+        };
+        assert_eq!(reloc.take(), vec![(3 << 3, vec![bar1(None, Some(0xc000))])]);
+        // Moving it through ECAM.
+        ecam.write(3 << 15 | 0x14, &0xc100u32.to_le_bytes());
+        assert_eq!(
+            reloc.take(),
+            vec![(3 << 3, vec![bar1(Some(0xc000), Some(0xc100))])]
+        );
+        // The host bridge has no BARs; writes there relocate nothing.
+        ecam.write(0x04, &[0x07]);
+        assert!(reloc.take().is_empty());
+        // Machine reset unmaps.
+        bus.read().unwrap().reset_devices();
+        assert_eq!(reloc.take(), vec![(3 << 3, vec![bar1(Some(0xc100), None)])]);
+        assert_eq!(cf8_read(&io, 0, 3, 0, 0x14), 1);
     }
 }

@@ -1,9 +1,16 @@
 //! The host bridge at 00:00.0 with QEMU's identities: the Q35 MCH (82G33 DRAM controller,
 //! 8086:29c0) or the i440FX PMC (8086:1237).
+//!
+//! It has no BARs; the guest can change only the generic header bits [`PciConfig`] makes
+//! writable (COMMAND, cache line size, interrupt line). The chipset registers QEMU implements
+//! past the header (PAM, SMRAM, PCIEXBAR) are not modelled and read as zero.
 
 use std::sync::Mutex;
 
-use super::PciDevice;
+use super::{
+    BarChange, PciConfig, PciDevice, PciIdentity, PCI_SUBDEVICE_ID_QEMU,
+    PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
+};
 
 /// Which chipset's host bridge to present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,61 +19,56 @@ pub enum HostBridgeKind {
     I440fx,
 }
 
-const CONFIG_DWORDS: usize = 64;
-const VENDOR_INTEL: u32 = 0x8086;
-/// Subsystem IDs QEMU gives its devices (Red Hat / QEMU).
-const SUBSYSTEM: u32 = 0x1100 << 16 | 0x1af4;
-/// Class 06 (bridge), subclass 00 (host bridge), prog-if 00.
-const CLASS_HOST_BRIDGE: u32 = 0x0600_0000;
-/// Command register bits the guest may change: I/O, memory, bus master, parity, SERR.
-const COMMAND_WRITABLE: u32 = 0x0147;
+const VENDOR_INTEL: u16 = 0x8086;
+/// Class 06 (bridge), subclass 00 (host bridge).
+const CLASS_BRIDGE: u8 = 0x06;
+const SUBCLASS_HOST: u8 = 0x00;
+/// STATUS: medium DEVSEL timing (bits 10:9 = 01).
+const STATUS_DEVSEL_MEDIUM: u16 = 0x0200;
 
 /// A conventional-PCI host bridge function: a read-only identity plus a writable command word.
 pub struct HostBridge {
-    config: Mutex<[u32; CONFIG_DWORDS]>,
+    config: Mutex<PciConfig>,
 }
 
 impl HostBridge {
     pub fn new(kind: HostBridgeKind) -> Self {
-        let mut c = [0u32; CONFIG_DWORDS];
         let (device, revision) = match kind {
             HostBridgeKind::Q35 => (0x29c0, 0x00),
             HostBridgeKind::I440fx => (0x1237, 0x02),
         };
-        c[0] = device << 16 | VENDOR_INTEL;
-        // Status: medium DEVSEL timing (bits 10:9 = 01), as QEMU's default status.
-        c[1] = 0x0200 << 16;
-        c[2] = CLASS_HOST_BRIDGE | revision;
-        // Header type 0, single function.
-        c[3] = 0;
-        c[11] = SUBSYSTEM;
+        let mut config = PciConfig::new(&PciIdentity {
+            vendor: VENDOR_INTEL,
+            device,
+            class: CLASS_BRIDGE,
+            subclass: SUBCLASS_HOST,
+            prog_if: 0,
+            revision,
+            subsystem_vendor: PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
+            subsystem: PCI_SUBDEVICE_ID_QEMU,
+        });
+        config.set_status(STATUS_DEVSEL_MEDIUM);
         Self {
-            config: Mutex::new(c),
+            config: Mutex::new(config),
         }
+    }
+
+    fn config(&self) -> std::sync::MutexGuard<'_, PciConfig> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl PciDevice for HostBridge {
     fn config_read(&self, reg: usize) -> u32 {
-        let c = self.config.lock().unwrap_or_else(|e| e.into_inner());
         // Registers past the 256-byte space (ECAM offsets up to 4 KiB) read as zero.
-        c.get(reg).copied().unwrap_or(0)
+        self.config().read(reg)
     }
 
-    fn config_write(&self, reg: usize, offset: usize, data: &[u8]) {
-        if reg != 1 {
-            return;
-        }
-        let mut c = self.config.lock().unwrap_or_else(|e| e.into_inner());
-        let mut value = c[1];
-        for (i, &b) in data.iter().enumerate() {
-            let shift = (offset + i) * 8;
-            if shift >= 32 {
-                break;
-            }
-            let mask = (0xffu32 << shift) & COMMAND_WRITABLE;
-            value = (value & !mask) | ((u32::from(b) << shift) & mask);
-        }
-        c[1] = value;
+    fn config_write(&self, reg: usize, offset: usize, data: &[u8]) -> Vec<BarChange> {
+        self.config().write(reg, offset, data)
+    }
+
+    fn reset(&self) -> Vec<BarChange> {
+        self.config().reset()
     }
 }

@@ -1,15 +1,29 @@
 //! PCI: the configuration-space access mechanisms (ports 0xCF8/0xCFC and ECAM), the bus that
-//! devices attach to, and the host bridge at 00:00.0.
+//! devices attach to, the configuration-space model every function uses, the host bridge at
+//! 00:00.0 and QEMU's pci-testdev.
 //!
-//! Only bus 0 exists. Absent functions, other buses and registers past a function's space read
-//! all-ones, as on real hardware (PCI Local Bus spec 3.0, 6.1: "master abort" returns all-ones).
+//! Only bus 0 exists. Absent functions and other buses read all-ones, as on real hardware (PCI
+//! Local Bus spec 3.0, 6.1: "master abort" returns all-ones); registers past a present
+//! function's space read zero.
 
 mod bus;
+mod config;
 mod config_io;
 mod host_bridge;
+mod testdev;
 
-pub use bus::{PciBus, PciBusError, PciDevice};
+pub use bus::{BarRelocation, PciBus, PciBusError, PciDevice};
+pub use config::{
+    BarChange, BarKind, BarSpec, PciConfig, PciConfigError, PciIdentity, PciRegion, PciSpace,
+    PCIE_CONFIG_SPACE_SIZE, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_IO, PCI_COMMAND_MASTER,
+    PCI_COMMAND_MEMORY, PCI_COMMAND_SERR, PCI_CONFIG_SPACE_SIZE, PCI_STATUS_CAP_LIST,
+    PCI_SUBDEVICE_ID_QEMU, PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
+};
 pub use config_io::{
     PciConfigIo, PciConfigMmio, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, Q35_ECAM_BASE, Q35_ECAM_LEN,
 };
 pub use host_bridge::{HostBridge, HostBridgeKind};
+pub use testdev::{
+    IoEvent, PciTestdev, PCI_DEVICE_ID_REDHAT_TEST, PCI_TESTDEV_MMIO_SIZE, PCI_TESTDEV_PORTIO_SIZE,
+    PCI_VENDOR_ID_REDHAT,
+};

@@ -1,0 +1,104 @@
+//! The ISA devices every machine type has at fixed ports: COM1, the i8042, the POST port, and
+//! the `-device` ISA extras (isa-debug-exit, pc-testdev).
+
+use super::{DeviceManager, DeviceManagerError};
+use rvmm_cli::{DeviceConfig, SerialConfig};
+use rvmm_devices::legacy::{self, DebugExit, PcTestdev, Port80Sink, SerialDevice, I8042};
+use rvmm_devices::VmControl;
+use std::sync::Arc;
+
+/// What the rest of the VMM keeps a handle on.
+pub struct LegacyDevices {
+    /// COM1, unless `-serial none` / `-nodefaults`.
+    pub serial: Option<Arc<SerialDevice>>,
+}
+
+fn serial_output(
+    serial: &SerialConfig,
+) -> Result<Option<Box<dyn std::io::Write + Send>>, DeviceManagerError> {
+    Ok(match serial {
+        SerialConfig::None => None,
+        SerialConfig::Stdio => Some(Box::new(std::io::stdout())),
+        SerialConfig::File(path) => {
+            Some(Box::new(std::fs::File::create(path).map_err(|source| {
+                DeviceManagerError::Io {
+                    name: format!("-serial file:{}", path.display()),
+                    source,
+                }
+            })?))
+        }
+    })
+}
+
+/// Attach COM1 (as `serial` says), the i8042, port 0x80 and the ISA `-device`s.
+pub fn attach_legacy(
+    dm: &DeviceManager,
+    serial: &SerialConfig,
+    devices: &[DeviceConfig],
+    control: &Arc<dyn VmControl>,
+) -> Result<LegacyDevices, DeviceManagerError> {
+    let serial = match serial_output(serial)? {
+        Some(out) => {
+            let dev = Arc::new(SerialDevice::new(out).map_err(DeviceManagerError::Serial)?);
+            dm.add_pio(
+                "COM1",
+                legacy::COM1_BASE,
+                legacy::SERIAL_PORT_LEN,
+                dev.clone(),
+            )?;
+            Some(dev)
+        }
+        None => None,
+    };
+    let i8042 = I8042::new(control.clone());
+    dm.add_pio(
+        "i8042 data",
+        legacy::I8042_DATA_PORT,
+        legacy::I8042_PORT_LEN,
+        i8042.data_port(),
+    )?;
+    dm.add_pio(
+        "i8042 command",
+        legacy::I8042_COMMAND_PORT,
+        legacy::I8042_PORT_LEN,
+        i8042.command_port(),
+    )?;
+    dm.add_pio(
+        "POST port",
+        legacy::PORT80_BASE,
+        legacy::PORT80_LEN,
+        Arc::new(Port80Sink::new()),
+    )?;
+    for dev in devices {
+        match dev {
+            DeviceConfig::IsaDebugExit { iobase, iosize } => {
+                let d = Arc::new(DebugExit::with_iosize(control.clone(), u64::from(*iosize)));
+                dm.add_pio("isa-debug-exit", u64::from(*iobase), d.iosize(), d)?;
+            }
+            DeviceConfig::PcTestdev => {
+                let t = PcTestdev::new();
+                dm.add_pio(
+                    "pc-testdev",
+                    legacy::PC_TESTDEV_PORT_BASE,
+                    legacy::PC_TESTDEV_PORT_LEN,
+                    t.ports,
+                )?;
+                dm.add_pio(
+                    "pc-testdev irq",
+                    legacy::PC_TESTDEV_IRQ_BASE,
+                    legacy::PC_TESTDEV_IRQ_LEN,
+                    t.irq,
+                )?;
+                dm.add_mmio(
+                    "pc-testdev iomem",
+                    legacy::PC_TESTDEV_IOMEM_BASE,
+                    legacy::PC_TESTDEV_IOMEM_LEN,
+                    t.iomem,
+                )?;
+            }
+            // On the PCI bus (device_manager::pci).
+            DeviceConfig::PciTestdev { .. } => {}
+        }
+    }
+    Ok(LegacyDevices { serial })
+}

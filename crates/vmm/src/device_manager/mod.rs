@@ -1,0 +1,155 @@
+//! The device manager: the only place that wires devices to the buses, the address allocators,
+//! the PCI bus and KVM (ioeventfds, memory slots).
+//!
+//! Devices are registered once and get a stable [`DeviceId`] per bus; PCI functions report BAR
+//! changes from their config writes and [`pci::PciRelocator`] applies them while the guest runs.
+//! The attach functions take the typed pieces of the configuration they need.
+
+mod chipset;
+mod legacy;
+pub mod pci;
+
+pub use chipset::{attach_chipset, ChipsetConfig};
+pub use legacy::attach_legacy;
+
+use rvmm_arch::allocator::{AddressMap, AllocError};
+use rvmm_cli::MachineKind;
+use rvmm_devices::{BusDevice, BusError, DeviceId, MmioBus, PioBus};
+use rvmm_hypervisor::{HvError, Vm};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Errors attaching or moving devices.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceManagerError {
+    #[error("cannot map {name}: {source}")]
+    Bus {
+        name: String,
+        #[source]
+        source: BusError,
+    },
+    #[error("cannot place {name}: {source}")]
+    Alloc {
+        name: String,
+        #[source]
+        source: AllocError,
+    },
+    #[error("{name}: {source}")]
+    Hypervisor {
+        name: String,
+        #[source]
+        source: HvError,
+    },
+    #[error("{name}: {source}")]
+    Pci {
+        name: String,
+        #[source]
+        source: rvmm_devices::pci::PciBusError,
+    },
+    #[error("{name}: {source}")]
+    PciConfig {
+        name: String,
+        #[source]
+        source: rvmm_devices::pci::PciConfigError,
+    },
+    #[error("{name}: {source}")]
+    Interrupt {
+        name: String,
+        #[source]
+        source: rvmm_devices::InterruptError,
+    },
+    #[error("COM1: {0}")]
+    Serial(#[source] rvmm_devices::legacy::SerialError),
+    #[error("{name}: {source}")]
+    Io {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name}: no PCI bus on this machine type")]
+    NoPciBus { name: String },
+    #[error("{name}: no free PCI slot on bus 0")]
+    NoPciSlot { name: String },
+}
+
+/// The VM's buses and what places devices on them.
+pub struct DeviceManager {
+    vm: Arc<Vm>,
+    pio: Arc<PioBus>,
+    mmio: Arc<MmioBus>,
+    /// The machine's address windows, shared with the PCI relocator.
+    map: Arc<Mutex<AddressMap>>,
+}
+
+impl DeviceManager {
+    pub fn new(vm: Arc<Vm>, machine: MachineKind) -> Self {
+        let map = match machine {
+            MachineKind::Microvm => AddressMap::microvm(),
+            MachineKind::Pc | MachineKind::Q35 => AddressMap::pc(),
+        };
+        Self {
+            vm,
+            pio: Arc::new(PioBus::new()),
+            mmio: Arc::new(MmioBus::new()),
+            map: Arc::new(Mutex::new(map)),
+        }
+    }
+
+    pub fn vm(&self) -> &Arc<Vm> {
+        &self.vm
+    }
+
+    pub fn pio_bus(&self) -> &Arc<PioBus> {
+        &self.pio
+    }
+
+    pub fn mmio_bus(&self) -> &Arc<MmioBus> {
+        &self.mmio
+    }
+
+    fn map(&self) -> MutexGuard<'_, AddressMap> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Put `device` at ports `[base, base + len)` under `name` (messages and `-exit-stats`).
+    pub fn add_pio(
+        &self,
+        name: &str,
+        base: u64,
+        len: u64,
+        device: Arc<dyn BusDevice>,
+    ) -> Result<DeviceId, DeviceManagerError> {
+        self.pio
+            .add(name, base, len, device)
+            .map_err(|source| DeviceManagerError::Bus {
+                name: name.into(),
+                source,
+            })
+    }
+
+    /// Put `device` at guest-physical `[base, base + len)` under `name`.
+    pub fn add_mmio(
+        &self,
+        name: &str,
+        base: u64,
+        len: u64,
+        device: Arc<dyn BusDevice>,
+    ) -> Result<DeviceId, DeviceManagerError> {
+        self.mmio
+            .add(name, base, len, device)
+            .map_err(|source| DeviceManagerError::Bus {
+                name: name.into(),
+                source,
+            })
+    }
+
+    /// Place a virtio-mmio transport of `len` bytes in the machine's virtio-mmio window.
+    pub fn allocate_virtio_mmio(&self, name: &str, len: u64) -> Result<u64, DeviceManagerError> {
+        self.map()
+            .virtio_mmio
+            .allocate(len, len.next_power_of_two())
+            .map_err(|source| DeviceManagerError::Alloc {
+                name: name.into(),
+                source,
+            })
+    }
+}

@@ -1,0 +1,442 @@
+//! PCI bus 0: the host bridge and the configuration mechanisms (ports 0xCF8/0xCFC on pc and q35,
+//! ECAM on q35), the PCI `-device`s, and [`PciRelocator`], which applies the BAR changes a
+//! function's config writes return.
+//!
+//! A BAR move runs on the vCPU thread that wrote the BAR, before that vCPU resumes: address
+//! allocator, bus range, KVM ioeventfds (memory slots once a device has RAM-backed BARs). A move
+//! the bus refuses (the new range overlaps another device) leaves everything where it was.
+//!
+//! Without firmware rvmm programs the BARs itself, through the same config writes a BIOS makes:
+//! each region gets an address from the machine's PCI windows, then COMMAND enables decoding.
+//!
+//! Lock order: PCI bus (read) -> relocator's function table -> address map -> bus writer lock.
+
+use super::{DeviceManager, DeviceManagerError};
+use rvmm_arch::allocator::{AddressAllocator, AddressMap};
+use rvmm_cli::{DeviceConfig, MachineKind};
+use rvmm_devices::pci::{
+    BarChange, BarRelocation, HostBridge, HostBridgeKind, IoEvent, PciBus, PciConfigIo,
+    PciConfigMmio, PciDevice, PciRegion, PciSpace, PciTestdev, PCI_CONFIG_IO_BASE,
+    PCI_CONFIG_IO_LEN, Q35_ECAM_BASE, Q35_ECAM_LEN,
+};
+use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, PioBus, VmControl};
+use rvmm_hypervisor::{IoEventAddr, Vm};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// COMMAND bits firmware sets to enable a function: I/O space, memory space.
+const COMMAND_DECODE: u16 = 0x3;
+/// Byte offset of COMMAND, of BAR 0 and of the expansion ROM BAR (PCI 3.0, 6.1).
+const COMMAND_REG: usize = 1;
+const BAR0_REG: usize = 4;
+const ROM_REG: usize = 12;
+
+/// One BAR or ROM of an attached function, as the device manager sees it.
+pub struct RegionParts {
+    pub region: PciRegion,
+    pub space: PciSpace,
+    pub size: u64,
+    /// Serves the guest's accesses, at offsets from the region's base.
+    pub device: Arc<dyn BusDevice>,
+    /// ioeventfds at offsets inside the region; they move with it.
+    pub ioevents: Vec<IoEvent>,
+}
+
+/// A PCI function to attach: its config space and its regions.
+pub struct PciFunctionParts {
+    pub name: String,
+    pub config: Arc<dyn PciDevice>,
+    pub regions: Vec<RegionParts>,
+}
+
+/// A region's identity: which one, where it decodes, how big.
+type RegionSpec = (PciRegion, PciSpace, u64);
+
+struct RegionState {
+    parts: RegionParts,
+    id: DeviceId,
+    /// Where the buses route the region now (None: unmapped).
+    mapped: Option<u64>,
+}
+
+struct FunctionState {
+    name: String,
+    regions: Vec<RegionState>,
+}
+
+/// Applies BAR changes: the `BarRelocation` the PCI bus calls.
+pub struct PciRelocator {
+    vm: Arc<Vm>,
+    pio: Arc<PioBus>,
+    mmio: Arc<MmioBus>,
+    map: Arc<Mutex<AddressMap>>,
+    functions: Mutex<BTreeMap<u8, FunctionState>>,
+}
+
+/// PCI bus 0 and its relocator, kept for the VM's lifetime.
+pub struct PciRoot {
+    pub bus: Arc<RwLock<PciBus>>,
+    pub relocator: Arc<PciRelocator>,
+}
+
+fn ioevent_addr(space: PciSpace, base: u64, offset: u64) -> Option<IoEventAddr> {
+    let addr = base.checked_add(offset)?;
+    Some(match space {
+        PciSpace::Io => IoEventAddr::Pio(u16::try_from(addr).ok()?),
+        PciSpace::Memory => IoEventAddr::Mmio(addr),
+    })
+}
+
+/// Map, move or unmap one range of `id` on `bus`.
+fn remap<S: AddressSpace>(
+    bus: &Bus<S>,
+    id: DeviceId,
+    size: u64,
+    old: Option<u64>,
+    new: Option<u64>,
+) -> Result<(), BusError> {
+    match (old, new) {
+        (Some(old), Some(new)) => bus.move_range(id, old, new),
+        (None, Some(new)) => bus.insert(id, new, size),
+        (Some(old), None) => bus.remove(id, old).map(|_| ()),
+        (None, None) => Ok(()),
+    }
+}
+
+impl PciRelocator {
+    fn functions(&self) -> MutexGuard<'_, BTreeMap<u8, FunctionState>> {
+        self.functions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn window(map: &mut AddressMap, space: PciSpace) -> Option<&mut AddressAllocator> {
+        match space {
+            PciSpace::Io => map.pci_io.as_mut(),
+            PciSpace::Memory => map.pci_mmio32.as_mut(),
+        }
+    }
+
+    /// Move a region's claim in its window (if it lies there) from `old` to `new`; on failure the
+    /// window is as it was.
+    fn reclaim(
+        &self,
+        space: PciSpace,
+        size: u64,
+        old: Option<u64>,
+        new: Option<u64>,
+    ) -> Result<(), rvmm_arch::allocator::AllocError> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(window) = Self::window(&mut map, space) else {
+            return Ok(());
+        };
+        let old = old.filter(|&o| window.contains(o, size));
+        if let Some(old) = old {
+            window.release(old);
+        }
+        // A BAR outside the window is the guest's choice (the DSDT only advertises the window);
+        // the bus still refuses overlaps.
+        let claimed = match new.filter(|&n| window.contains(n, size)) {
+            Some(n) => window.claim(n, size),
+            None => Ok(()),
+        };
+        if let (Err(_), Some(old)) = (&claimed, old) {
+            // Released a moment ago under the same lock: it is free.
+            let _ = window.claim(old, size);
+        }
+        claimed
+    }
+
+    fn bus_remap(
+        &self,
+        r: &RegionState,
+        old: Option<u64>,
+        new: Option<u64>,
+    ) -> Result<(), BusError> {
+        let (id, size) = (r.id, r.parts.size);
+        match r.parts.space {
+            PciSpace::Io => remap(&self.pio, id, size, old, new),
+            PciSpace::Memory => remap(&self.mmio, id, size, old, new),
+        }
+    }
+
+    /// Move the region's ioeventfds from `old` to `new`; on failure every fd is back at `old`.
+    fn move_ioevents(
+        &self,
+        r: &RegionState,
+        old: Option<u64>,
+        new: Option<u64>,
+    ) -> Result<(), rvmm_hypervisor::HvError> {
+        let space = r.parts.space;
+        let events = &r.parts.ioevents;
+        let at =
+            |base: Option<u64>, ev: &IoEvent| base.and_then(|b| ioevent_addr(space, b, ev.offset));
+        for ev in events {
+            if let Some(addr) = at(old, ev) {
+                self.vm
+                    .unregister_ioevent_at(&ev.fd, addr, ev.len, ev.datamatch)?;
+            }
+        }
+        for (done, ev) in events.iter().enumerate() {
+            let Some(addr) = at(new, ev) else { continue };
+            if let Err(e) = self
+                .vm
+                .register_ioevent_at(&ev.fd, addr, ev.len, ev.datamatch)
+            {
+                let placed = events[..done].iter().map(|ev| (ev, at(new, ev), false));
+                let restore = events.iter().map(|ev| (ev, at(old, ev), true));
+                for (ev, addr, register) in placed.chain(restore) {
+                    let Some(addr) = addr else { continue };
+                    let _ = if register {
+                        self.vm
+                            .register_ioevent_at(&ev.fd, addr, ev.len, ev.datamatch)
+                    } else {
+                        self.vm
+                            .unregister_ioevent_at(&ev.fd, addr, ev.len, ev.datamatch)
+                    };
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocator, bus, ioeventfds, in that order; each step undone if a later one fails.
+    fn apply(
+        &self,
+        name: &str,
+        r: &mut RegionState,
+        new: Option<u64>,
+    ) -> Result<(), DeviceManagerError> {
+        let old = r.mapped;
+        if old == new {
+            return Ok(());
+        }
+        let (space, size) = (r.parts.space, r.parts.size);
+        self.reclaim(space, size, old, new)
+            .map_err(|source| DeviceManagerError::Alloc {
+                name: name.into(),
+                source,
+            })?;
+        if let Err(source) = self.bus_remap(r, old, new) {
+            let _ = self.reclaim(space, size, new, old);
+            return Err(DeviceManagerError::Bus {
+                name: name.into(),
+                source,
+            });
+        }
+        if let Err(source) = self.move_ioevents(r, old, new) {
+            let _ = self.bus_remap(r, new, old);
+            let _ = self.reclaim(space, size, new, old);
+            return Err(DeviceManagerError::Hypervisor {
+                name: name.into(),
+                source,
+            });
+        }
+        r.mapped = new;
+        Ok(())
+    }
+}
+
+impl BarRelocation for PciRelocator {
+    fn relocate(&self, devfn: u8, changes: &[BarChange]) {
+        let mut fns = self.functions();
+        let Some(f) = fns.get_mut(&devfn) else {
+            return;
+        };
+        for c in changes {
+            let Some(r) = f.regions.iter_mut().find(|r| r.parts.region == c.region) else {
+                continue;
+            };
+            let name = format!("{} {:?}", f.name, c.region);
+            match self.apply(&name, r, c.new) {
+                Ok(()) => tracing::debug!(name, old = ?c.old, new = ?c.new, "PCI region moved"),
+                // The guest's choice is refused, as a real bus would make it unusable: say so.
+                Err(e) => tracing::warn!("PCI region not moved: {e}"),
+            }
+        }
+    }
+}
+
+/// The PCI `-device`s of `devices`, built.
+fn build_functions(devices: &[DeviceConfig]) -> Vec<(Option<(u8, u8)>, PciFunctionParts)> {
+    devices
+        .iter()
+        .filter_map(|d| match d {
+            DeviceConfig::PciTestdev { addr } => Some((*addr, testdev_parts())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn testdev_parts() -> PciFunctionParts {
+    let dev = Arc::new(PciTestdev::new());
+    let regions = dev
+        .regions()
+        .into_iter()
+        .filter_map(|(region, space, size)| {
+            Some(RegionParts {
+                region,
+                space,
+                size,
+                device: dev.region_device(region)?,
+                ioevents: dev.ioevents(region),
+            })
+        })
+        .collect();
+    PciFunctionParts {
+        name: "pci-testdev".into(),
+        config: dev,
+        regions,
+    }
+}
+
+impl PciRoot {
+    /// Program every function's regions as firmware would: an address for each from the
+    /// machine's windows, then decoding on. Goes through config space, so the relocator maps
+    /// them. At start-up and after each reset (no firmware runs under direct kernel boot).
+    pub fn program_bars(&self) -> Result<(), DeviceManagerError> {
+        let plan: Vec<(u8, String, Vec<RegionSpec>)> = self
+            .relocator
+            .functions()
+            .iter()
+            .map(|(devfn, f)| {
+                let regions = f
+                    .regions
+                    .iter()
+                    .map(|r| (r.parts.region, r.parts.space, r.parts.size))
+                    .collect();
+                (*devfn, f.name.clone(), regions)
+            })
+            .collect();
+        let bus = self.bus.read().unwrap_or_else(|e| e.into_inner());
+        for (devfn, name, regions) in plan {
+            for (region, space, size) in regions {
+                let addr = {
+                    let mut map = self.relocator.map.lock().unwrap_or_else(|e| e.into_inner());
+                    let window = PciRelocator::window(&mut map, space)
+                        .ok_or_else(|| DeviceManagerError::NoPciBus { name: name.clone() })?;
+                    let addr = window.allocate(size, size).map_err(|source| {
+                        DeviceManagerError::Alloc {
+                            name: format!("{name} {region:?}"),
+                            source,
+                        }
+                    })?;
+                    // The relocator claims it when decoding turns on.
+                    window.release(addr);
+                    addr
+                };
+                let (reg, value) = match region {
+                    PciRegion::Bar(i) => (BAR0_REG + usize::from(i), addr),
+                    // Bit 0 enables the ROM's decoder.
+                    PciRegion::Rom => (ROM_REG, addr | 1),
+                };
+                let low = (value as u32).to_le_bytes();
+                bus.write_and_relocate(0, devfn, reg, 0, &low);
+                if addr > u64::from(u32::MAX) {
+                    let high = ((addr >> 32) as u32).to_le_bytes();
+                    bus.write_and_relocate(0, devfn, reg + 1, 0, &high);
+                }
+            }
+            bus.write_and_relocate(0, devfn, COMMAND_REG, 0, &COMMAND_DECODE.to_le_bytes());
+            tracing::debug!(name, devfn, "PCI function programmed");
+        }
+        Ok(())
+    }
+
+    /// Machine reset: every function back to its power-on state (regions unmapped), then
+    /// programmed again.
+    pub fn reset(&self) -> Result<(), DeviceManagerError> {
+        self.bus
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset_devices();
+        self.program_bars()
+    }
+}
+
+/// PCI bus 0 with its host bridge, reachable through ports 0xCF8/0xCFC (pc and q35) and ECAM
+/// (q35), and the PCI `-device`s. microvm has no PCI.
+pub fn attach_pci(
+    dm: &DeviceManager,
+    machine: MachineKind,
+    devices: &[DeviceConfig],
+    control: &Arc<dyn VmControl>,
+) -> Result<Option<PciRoot>, DeviceManagerError> {
+    let kind = match machine {
+        MachineKind::Microvm => return Ok(None),
+        MachineKind::Q35 => HostBridgeKind::Q35,
+        MachineKind::Pc => HostBridgeKind::I440fx,
+    };
+    let pci_err = |name: &str| {
+        let name = name.to_string();
+        move |source| DeviceManagerError::Pci { name, source }
+    };
+    let relocator = Arc::new(PciRelocator {
+        vm: dm.vm.clone(),
+        pio: dm.pio.clone(),
+        mmio: dm.mmio.clone(),
+        map: dm.map.clone(),
+        functions: Mutex::new(BTreeMap::new()),
+    });
+    let mut bus = PciBus::new();
+    bus.set_relocation(relocator.clone());
+    bus.add_device(0, 0, Arc::new(HostBridge::new(kind)))
+        .map_err(pci_err("PCI host bridge"))?;
+    for (addr, f) in build_functions(devices) {
+        let PciFunctionParts {
+            name,
+            config,
+            regions,
+        } = f;
+        let (slot, function) = match addr {
+            Some(a) => a,
+            None => (
+                bus.free_slot()
+                    .ok_or_else(|| DeviceManagerError::NoPciSlot { name: name.clone() })?,
+                0,
+            ),
+        };
+        bus.add_device(slot, function, config)
+            .map_err(pci_err(&name))?;
+        // Registered now, mapped when the BARs are programmed (here or by the guest).
+        let regions = regions
+            .into_iter()
+            .map(|parts| {
+                let label = format!("{name} {:?}", parts.region);
+                let id = match parts.space {
+                    PciSpace::Io => dm.pio.register(&label, parts.device.clone()),
+                    PciSpace::Memory => dm.mmio.register(&label, parts.device.clone()),
+                };
+                RegionState {
+                    parts,
+                    id,
+                    mapped: None,
+                }
+            })
+            .collect();
+        let devfn = slot << 3 | function;
+        relocator
+            .functions()
+            .insert(devfn, FunctionState { name, regions });
+    }
+    let bus = Arc::new(RwLock::new(bus));
+    let root = PciRoot {
+        bus: bus.clone(),
+        relocator,
+    };
+    root.program_bars()?;
+    dm.add_pio(
+        "PCI config ports",
+        PCI_CONFIG_IO_BASE,
+        PCI_CONFIG_IO_LEN,
+        Arc::new(PciConfigIo::new(bus.clone(), control.clone())),
+    )?;
+    if kind == HostBridgeKind::Q35 {
+        dm.add_mmio(
+            "PCI ECAM",
+            Q35_ECAM_BASE,
+            Q35_ECAM_LEN,
+            Arc::new(PciConfigMmio::new(bus.clone())),
+        )?;
+    }
+    Ok(Some(root))
+}
