@@ -8,9 +8,35 @@ use std::process::ExitCode;
 
 const ERROR_STATUS: u8 = 2;
 
+/// Warnings and notices for the user ("rvmm: terminating on signal 15"), as QEMU prints them.
+struct Notice;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Notice
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "rvmm: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
 fn init_logging() {
-    // Logging costs start-up time, so it is only set up when asked for: RVMM_LOG=debug|info|...
+    // Without RVMM_LOG only warnings reach stderr, one "rvmm: ..." line each; RVMM_LOG=debug|
+    // info|... shows everything up to that level with timestamps.
     let Ok(level) = std::env::var("RVMM_LOG") else {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(std::io::stderr)
+            .event_format(Notice)
+            .init();
         return;
     };
     let level = match level.to_ascii_lowercase().as_str() {

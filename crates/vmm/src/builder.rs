@@ -1,24 +1,22 @@
-//! Builds the VM in one straight line, then runs the VMM loop: wait for a request from a device or
-//! vCPU (stop, reset) or a terminating signal, act on it, and join every vCPU thread at the end.
+//! Builds the VM in one straight line, then runs the event loop on this thread until the VM
+//! stops, and tears down: vCPU threads joined, disks flushed, sockets removed, reports written.
 
-use crate::control::{Cause, Command, Control};
+use crate::control::Control;
 use crate::daemon::{self, Pidfile};
 use crate::device_manager::pci::attach_pci;
 use crate::device_manager::{attach_chipset, attach_legacy, ChipsetConfig, DeviceManager};
+use crate::event_loop::{block_signals, EventLoop, Sources};
 use crate::exit_stats::{write_reports, ExitStats};
 use crate::firmware::{attach_fw_cfg, FirmwareTables, KernelFiles};
 use crate::qmp::{self, Events, QmpServer};
-use crate::vcpu::{run_vcpu, ExitCounters, VcpuContext};
-use crate::{VcpuBoot, VmmError};
+use crate::vcpu::{ExitCounters, VcpuBoot, VcpuContext, VcpuHandle};
+use crate::vm::{Reloader, VmDevices, Vmm, VmmParts};
+use crate::VmmError;
 use rvmm_arch::{BootParams, KernelImage};
 use rvmm_cli::{IrqchipMode, SerialConfig, VmConfig};
-use rvmm_devices::legacy::AcpiPm;
-use rvmm_hypervisor::{
-    hide_hypercall_features, install_kick_handler, kick_signal, vcpu_cpuid, Hypervisor, Vm,
-};
+use rvmm_hypervisor::{hide_hypercall_features, install_kick_handler, vcpu_cpuid, Hypervisor, Vm};
 use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// IOAPIC inputs routed through KVM under a split irqchip (one IOAPIC, as on a PC).
@@ -133,50 +131,24 @@ fn create_memory(vm: &Vm, size: u64) -> Result<GuestMemoryMmap, VmmError> {
     Ok(mem)
 }
 
-/// Block the terminating signals in every thread and turn them into a clean stop, handled by a
-/// thread of their own (QEMU: "terminating on signal N", status 0).
-fn spawn_signal_thread(control: Arc<Control>) -> Result<(), VmmError> {
-    let signals = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
-    // SAFETY: sigset_t is plain data, initialized by sigemptyset before use.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for s in signals {
-            libc::sigaddset(&mut set, s);
-        }
+/// Reloads the images at reset, into the VM's memory.
+struct ImageReloader {
+    images: Images,
+    mem: Arc<GuestMemoryMmap>,
+}
+
+impl Reloader for ImageReloader {
+    fn reload(&self) -> Result<(), VmmError> {
+        self.images.load(&self.mem).map(|_| ())
     }
-    // SAFETY: `set` is initialized; blocking happens before any other thread exists, so every
-    // thread created afterwards inherits the mask and only the signal thread receives them.
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(VmmError::Io {
-            what: "pthread_sigmask",
-            source: std::io::Error::from_raw_os_error(rc),
-        });
-    }
-    std::thread::Builder::new()
-        .name("signals".into())
-        .stack_size(64 * 1024)
-        .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` and `sig` are valid for the call.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                eprintln!("rvmm: terminating on signal {sig}");
-                control.shutdown(Cause::HostSignal);
-            }
-        })
-        .map_err(|source| VmmError::Io {
-            what: "spawn signal thread",
-            source,
-        })?;
-    Ok(())
 }
 
 pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     // Before anything else: KVM VMs and threads do not survive fork.
     let daemon = config.daemonize.then(daemon::daemonize).transpose()?;
     let _pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
+    // Before any thread exists, so every thread inherits the mask.
+    let signals = block_signals()?;
     let hv = Hypervisor::open()?;
     let cpus = config.smp.cpus;
     if cpus as usize > hv.max_vcpus() {
@@ -212,9 +184,10 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let entry = images.load(&mem)?;
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
 
-    let control = Arc::new(Control::new(config.no_reboot, config.start_paused));
-    // First, so every thread created after it (irq, stdin, vCPUs, QMP) has the signals blocked.
-    spawn_signal_thread(control.clone())?;
+    let control = Arc::new(Control::new().map_err(|source| VmmError::Io {
+        what: "control eventfd",
+        source,
+    })?);
     let ctl: Arc<dyn rvmm_devices::VmControl> = control.clone();
     let chipset = attach_chipset(
         &dm,
@@ -229,17 +202,14 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let serial = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?.serial;
     let kernel_files = images.kernel_files(&entry);
     attach_fw_cfg(config, &mem, kernel_files.as_ref(), &dm)?;
-    let mut device_lines = virtio.irq_lines()?;
-    device_lines.extend(crate::platform::sci_line(config, &acpi_pm)?);
-    let ioapic = crate::platform::attach_interrupts(&dm, config, serial.as_deref(), device_lines)?;
+    let (mut device_lines, mut resamplers) = virtio.irq_lines()?;
+    if let Some((line, resampler)) = crate::platform::sci_line(config, &acpi_pm)? {
+        device_lines.push(line);
+        resamplers.extend(resampler);
+    }
+    let (ioapic, ioapic_lines) =
+        crate::platform::attach_interrupts(&dm, config, serial.as_deref(), device_lines)?;
     let pci = attach_pci(&dm, config.machine, &config.devices, &ctl)?;
-    // Raw terminal until this function returns, on success and on error.
-    let _console = match (&config.serial, &serial) {
-        (SerialConfig::Stdio, Some(serial)) => {
-            Some(crate::console::start(serial.clone(), control.clone()))
-        }
-        _ => None,
-    };
     let boot = Arc::new(VcpuBoot { entry });
 
     let mut base_cpuid = hv.supported_cpuid()?;
@@ -258,7 +228,6 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         boot.reset_vcpu(&vcpu, &mem)?;
         vcpus.push(vcpu);
     }
-
     // Once every vCPU exists, so that KVM's APIC ID map includes them all (see reload_lapic).
     for vcpu in &vcpus {
         vcpu.reload_lapic()?;
@@ -278,89 +247,95 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             virtio.stats_sources(),
         ))
     });
+    let counters = Arc::new(ExitCounters::default());
     let ctx = VcpuContext {
         control: control.clone(),
         pio: dm.pio_bus().clone(),
         mmio: dm.mmio_bus().clone(),
         mem: mem.clone(),
-        counters: Arc::new(ExitCounters::default()),
+        counters: counters.clone(),
         boot,
         ioapic,
         thread_ids: thread_ids.clone(),
         stats: stats.clone(),
     };
-    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
-    for (index, vcpu) in (0u32..).zip(vcpus) {
-        let ctx = ctx.clone();
-        let name = format!("vcpu{index}");
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || run_vcpu(vcpu, index, ctx))
-            .map_err(|source| VmmError::Io {
-                what: "spawn vCPU thread",
-                source,
-            });
-        match handle {
-            Ok(h) => threads.push(h),
-            Err(e) => {
-                control.stop(crate::FATAL_STATUS);
-                finish(&control, threads);
-                virtio.shutdown();
-                return Err(e);
-            }
-        }
-    }
-
-    tracing::debug!("vCPU threads started");
-    let acpi_pm_for_reset = acpi_pm.clone();
-    let machine = qmp::Machine {
-        control: control.clone(),
+    let stats_sources = virtio.stats_sources();
+    let machine = Arc::new(qmp::Machine {
         events: events.clone(),
-        acpi_pm,
+        acpi_pm: acpi_pm.clone(),
         thread_ids,
         name: config.name.clone(),
         smp: config.smp,
         exit_stats: stats.clone(),
-    };
-    let started = qmp_server
-        .start(Arc::new(machine))
-        .and_then(|paths| Ok((paths, daemon.map(daemon::Daemon::ready).transpose()?)));
-    let socket_paths = match started {
-        Ok((paths, _)) => paths,
-        Err(e) => {
-            control.stop(crate::FATAL_STATUS);
-            finish(&control, threads);
-            virtio.shutdown();
-            return Err(e);
+    });
+    // From here on the vCPU threads exist: every path goes through Vmm::finish.
+    let mut handles = Vec::with_capacity(vcpus.len());
+    let mut spawn_error = None;
+    for (index, vcpu) in (0u32..).zip(vcpus) {
+        match VcpuHandle::spawn(vcpu, index, ctx.clone()) {
+            Ok(h) => handles.push(h),
+            Err(source) => {
+                spawn_error = Some(VmmError::Io {
+                    what: "spawn vCPU thread",
+                    source,
+                });
+                break;
+            }
         }
-    };
-    let devices = LoopDevices {
-        virtio: &virtio,
-        acpi_pm: &acpi_pm_for_reset,
-        pci: pci.as_ref(),
-    };
-    let status = vmm_loop(&control, &threads, &images, &mem, &vm, &events, &devices);
-    tracing::debug!(status, "VM stop requested");
-    let cause = control.lock().shutdown_cause;
-    if let Some(cause) = cause {
-        events.emit_cause("SHUTDOWN", cause);
     }
-    // Every command returns promptly once the VM is stopping; let its reply reach the client.
-    events.wait_for_commands();
-    finish(&control, threads);
-    for path in socket_paths {
-        // Already gone is fine; QEMU removes its listening sockets at exit too.
-        let _ = std::fs::remove_file(path);
+    tracing::debug!("vCPU threads started");
+    let mut vmm = Vmm::new(VmmParts {
+        vcpus: handles,
+        control: control.clone(),
+        vm,
+        devices: VmDevices {
+            virtio,
+            acpi_pm,
+            pci,
+        },
+        reloader: Box::new(ImageReloader {
+            images,
+            mem: mem.clone(),
+        }),
+        events,
+        no_reboot: config.no_reboot,
+    });
+    let console = match (&config.serial, &serial) {
+        (SerialConfig::Stdio, Some(serial)) => Some(crate::console::Console::new(serial.clone())),
+        _ => None,
+    };
+    let paths = qmp_server.paths().to_vec();
+    let ran = spawn_error.map_or(Ok(()), Err).and_then(|()| {
+        let mut event_loop = EventLoop::new(Sources {
+            control,
+            signals,
+            console,
+            qmp: qmp_server,
+            machine,
+            ioapic_lines,
+            resamplers,
+        })?;
+        event_loop.qmp_server().greet_waiting();
+        daemon.map(daemon::Daemon::ready).transpose()?;
+        vmm.start(config.start_paused);
+        event_loop.run(&mut vmm)
+        // The console leaves raw mode when the loop is dropped here.
+    });
+    if let Err(e) = ran {
+        vmm.exit(crate::FATAL_STATUS);
+        let _ = vmm.finish();
+        remove_sockets(&paths);
+        return Err(e);
     }
-    tracing::debug!("vCPU threads joined");
-    // Every clean stop (power-off, -no-reboot reset, SIGTERM/SIGINT) ends here: flush the disks.
-    virtio.shutdown();
+    let status = vmm.finish();
+    tracing::debug!(?status, "VM stopped");
+    remove_sockets(&paths);
     // vm-superio flushes the writer after every byte, so nothing is left to flush here.
     drop(serial);
     if let (Some(cfg), Some(stats)) = (&config.exit_stats, &stats) {
         write_reports(cfg, &stats.snapshot())?;
     }
-    for d in virtio.stats_sources() {
+    for d in stats_sources {
         let c = d.counters.snapshot();
         tracing::debug!(
             device = d.device,
@@ -372,134 +347,19 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             "device served"
         );
     }
-    let c = &ctx.counters;
     tracing::debug!(
-        unclaimed_pio = c.unclaimed_pio.load(std::sync::atomic::Ordering::Relaxed),
-        unclaimed_mmio = c.unclaimed_mmio.load(std::sync::atomic::Ordering::Relaxed),
-        emulated = %c.emulated.summary(),
+        unclaimed_pio = counters.unclaimed_pio.load(std::sync::atomic::Ordering::Relaxed),
+        unclaimed_mmio = counters.unclaimed_mmio.load(std::sync::atomic::Ordering::Relaxed),
+        emulated = %counters.emulated.summary(),
         "VM stopped"
     );
-    Ok(status)
+    status
 }
 
-fn kick_all(threads: &[JoinHandle<()>]) {
-    use vmm_sys_util::signal::Killable;
-    for t in threads {
-        // A thread that already left its loop may be gone; nothing to kick then.
-        let _ = t.kill(kick_signal());
-    }
-}
-
-/// The devices the VMM loop itself drives: virtio (pause, resume, reset), the ACPI PM
-/// registers and the PCI functions (reset).
-struct LoopDevices<'a> {
-    virtio: &'a crate::virtio::VirtioDevices,
-    acpi_pm: &'a AcpiPm,
-    pci: Option<&'a crate::device_manager::pci::PciRoot>,
-}
-
-/// Wait for requests and carry them out until the VM stops; returns the exit status.
-fn vmm_loop(
-    control: &Control,
-    threads: &[JoinHandle<()>],
-    images: &Images,
-    mem: &GuestMemoryMmap,
-    vm: &Vm,
-    events: &Events,
-    devices: &LoopDevices,
-) -> i32 {
-    let LoopDevices {
-        virtio,
-        acpi_pm,
-        pci,
-    } = *devices;
-    // kvmclock value saved at pause, restored at resume (QEMU's kvmclock_vm_state_change).
-    let mut clock = None;
-    let mut st = control.lock();
-    loop {
-        match st.command {
-            Command::Run if st.pause_requested && !st.paused => {
-                drop(st);
-                kick_all(threads);
-                st = control.lock();
-                while st.command == Command::Run && st.pause_requested && st.parked < threads.len()
-                {
-                    st = control.wait(st);
-                }
-                if st.command == Command::Run && st.pause_requested {
-                    // vCPUs parked: no new notification can come; hold the device workers.
-                    virtio.pause();
-                    clock = vm.clock().map_err(|e| tracing::warn!("pause: {e}")).ok();
-                    tracing::debug!(?clock, "vCPUs paused");
-                    // STOP before `stop` returns, as QEMU; -S starts paused without one. The
-                    // vCPUs stay parked meanwhile, and QMP commands are serialized, so no `cont`
-                    // can slip in.
-                    if !st.prelaunch {
-                        drop(st);
-                        events.emit("STOP", None);
-                        st = control.lock();
-                    }
-                    st.paused = true;
-                    control.notify();
-                }
-            }
-            Command::Run if !st.pause_requested && st.paused => {
-                // RESUME before any guest code runs again (QEMU's vm_prepare_start).
-                drop(st);
-                events.emit("RESUME", None);
-                if let Some(ns) = clock.take() {
-                    if let Err(e) = vm.set_clock(ns) {
-                        tracing::warn!("resume: {e}");
-                    }
-                }
-                // Devices first, so they catch up before the guest runs again.
-                virtio.resume();
-                st = control.lock();
-                st.paused = false;
-                control.update_pending(&st);
-                control.notify();
-                tracing::debug!("vCPUs resumed");
-            }
-            Command::Run => st = control.wait(st),
-            Command::Stop(status) => return status,
-            Command::Reset => {
-                drop(st);
-                kick_all(threads);
-                st = control.lock();
-                while st.command == Command::Reset && st.parked < threads.len() {
-                    st = control.wait(st);
-                }
-                if st.command != Command::Reset {
-                    continue;
-                }
-                tracing::debug!("system reset");
-                acpi_pm.reset();
-                virtio.reset();
-                let pci_reset = pci.map_or(Ok(()), |pci| pci.reset());
-                if let Err(e) = pci_reset
-                    .map_err(VmmError::from)
-                    .and_then(|()| images.load(mem))
-                {
-                    eprintln!("rvmm: reset: {e}");
-                    st.command = Command::Stop(crate::FATAL_STATUS);
-                    control.notify();
-                    continue;
-                }
-                control.resume_after_reset(&mut st);
-                let cause = st.reset_cause;
-                drop(st);
-                events.emit_cause("RESET", cause);
-                st = control.lock();
-            }
-        }
-    }
-}
-
-/// Make every vCPU thread leave KVM_RUN and join it.
-fn finish(control: &Control, threads: Vec<JoinHandle<()>>) {
-    debug_assert!(matches!(control.lock().command, Command::Stop(_)));
-    kick_all(&threads);
-    for t in threads {
-        let _ = t.join();
+/// QEMU removes its listening sockets at exit too.
+fn remove_sockets(paths: &[std::path::PathBuf]) {
+    for path in paths {
+        // Already gone is fine.
+        let _ = std::fs::remove_file(path);
     }
 }

@@ -1,16 +1,15 @@
-//! `-serial stdio` input: the terminal in raw mode (restored on every exit path), a thread that
-//! feeds stdin to COM1's receive FIFO, and QEMU's Ctrl-A escapes (`C-a x` quits, `C-a h` help,
+//! `-serial stdio` input: the terminal in raw mode (restored on every exit path), stdin fed to
+//! COM1's receive FIFO by the event loop, and QEMU's Ctrl-A escapes (`C-a x` quits, `C-a h` help,
 //! `C-a C-a` sends C-a).
 //!
 //! The raw mode is QEMU's (`qemu_chr_set_echo_stdio`): no echo, no line editing, no CR/LF or
 //! flow-control translation, output post-processing kept, and ISIG kept so Ctrl-C still stops
 //! the VM as it does with QEMU's default `signal=on`.
 
-use crate::control::Control;
 use rvmm_devices::legacy::SerialDevice;
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex, Once};
-use std::time::Duration;
 
 /// QEMU's escape character, Ctrl-A.
 const ESCAPE: u8 = 0x01;
@@ -113,70 +112,87 @@ impl Escapes {
     }
 }
 
-/// Raw mode (when stdin is a tty) and the stdin thread. Keep the returned guard alive until the
-/// VM has stopped.
-pub fn start(serial: Arc<SerialDevice>, control: Arc<Control>) -> RawTerminal {
-    let guard = enter_raw_mode();
-    let spawned = std::thread::Builder::new()
-        .name("stdin".into())
-        .stack_size(64 * 1024)
-        .spawn(move || stdin_loop(&serial, &control));
-    if let Err(e) = spawned {
-        // The guest still runs and prints; it only gets no input.
-        eprintln!("rvmm: cannot start the stdin thread: {e}");
-    }
-    guard
+/// `-serial stdio` input, served by the event loop: raw mode while it lives, escapes, and what
+/// COM1's receive FIFO could not take yet.
+pub struct Console {
+    serial: Arc<SerialDevice>,
+    escapes: Escapes,
+    /// Input waiting for room in the FIFO (the event loop stops reading stdin meanwhile).
+    backlog: VecDeque<u8>,
+    _raw: RawTerminal,
 }
 
-fn stdin_loop(serial: &SerialDevice, control: &Control) {
-    let mut esc = Escapes::default();
-    let mut buf = [0u8; 256];
-    let mut out = Vec::with_capacity(buf.len());
-    loop {
+/// What the event loop should do after stdin was readable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Keep reading stdin.
+    More,
+    /// Stop reading until the backlog drains (call [`Console::drain`] on a short timer).
+    Backlog,
+    /// End of input or an error: no more input, the guest keeps running (as QEMU).
+    Closed,
+    /// `C-a x`: the VM stops with status 0.
+    Quit,
+}
+
+impl Console {
+    /// Raw mode on, if stdin is a terminal.
+    pub fn new(serial: Arc<SerialDevice>) -> Self {
+        Self {
+            serial,
+            escapes: Escapes::default(),
+            backlog: VecDeque::new(),
+            _raw: enter_raw_mode(),
+        }
+    }
+
+    /// Stdin is readable: read once and queue the bytes for the guest.
+    pub fn readable(&mut self) -> Input {
+        let mut buf = [0u8; 256];
         // SAFETY: `buf` is valid for writes of its length.
         let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
+        if n < 0 {
+            return match std::io::Error::last_os_error().kind() {
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock => Input::More,
+                _ => Input::Closed,
+            };
         }
-        if n <= 0 {
-            // EOF or error: no more input, the guest keeps running (as QEMU).
-            return;
+        if n == 0 {
+            return Input::Closed;
         }
-        out.clear();
         for &b in &buf[..n as usize] {
-            match esc.feed(b) {
-                Key::Byte(b) => out.push(b),
+            match self.escapes.feed(b) {
+                Key::Byte(b) => self.backlog.push_back(b),
                 Key::None => {}
-                Key::Help => {
-                    let mut so = std::io::stdout();
-                    let _ = so.write_all(HELP.as_bytes());
-                    let _ = so.flush();
-                }
+                Key::Help => write_stdout(HELP.as_bytes()),
                 Key::Quit => {
-                    let mut so = std::io::stdout();
-                    let _ = so.write_all(b"rvmm: Terminated\r\n");
-                    let _ = so.flush();
-                    control.stop(0);
-                    return;
+                    write_stdout(b"rvmm: Terminated\r\n");
+                    return Input::Quit;
                 }
             }
         }
-        feed(serial, control, &out);
+        self.drain()
+    }
+
+    /// Move what fits into COM1's receive FIFO.
+    pub fn drain(&mut self) -> Input {
+        while !self.backlog.is_empty() {
+            let (front, _) = self.backlog.as_slices();
+            let n = self.serial.enqueue_input(front);
+            if n == 0 {
+                return Input::Backlog;
+            }
+            self.backlog.drain(..n);
+        }
+        Input::More
     }
 }
 
-/// Queue `bytes` for the guest, waiting while its receive FIFO is full.
-fn feed(serial: &SerialDevice, control: &Control, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        let n = serial.enqueue_input(bytes);
-        bytes = &bytes[n..];
-        if n == 0 {
-            if control.pending() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
+fn write_stdout(bytes: &[u8]) {
+    let mut so = std::io::stdout();
+    // The terminal going away is not the VM's problem.
+    let _ = so.write_all(bytes);
+    let _ = so.flush();
 }
 
 #[cfg(test)]

@@ -1,16 +1,17 @@
 //! Connect device interrupt lines to the interrupt controller of the chosen irqchip mode.
 //!
 //! `kernel-irqchip=on`: each line's eventfd is an irqfd on its GSI (the in-kernel PIC/IOAPIC).
-//! Split (microvm's default): the user-space IOAPIC is on the MMIO bus, an "irq" thread waits on every
-//! line's eventfd and sets the IOAPIC pin, which delivers MSIs with KVM_SIGNAL_MSI; EOIs of
+//! Split (microvm's default): the user-space IOAPIC is on the MMIO bus, the event loop waits on
+//! every line's eventfd and sets the IOAPIC pin, which delivers MSIs with KVM_SIGNAL_MSI; EOIs of
 //! level-triggered vectors come back as KVM_EXIT_IOAPIC_EOI on the vCPU threads.
 
 use crate::VmmError;
 use rvmm_devices::legacy::{Ioapic, IOAPIC_PINS};
 use rvmm_devices::{IrqLine, MsiController, MsiMessage};
 use rvmm_hypervisor::Vm;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
 
 /// KVM as the IOAPIC's MSI sink.
 pub struct KvmMsi(pub Arc<Vm>);
@@ -36,12 +37,12 @@ impl MsiController for KvmMsi {
 }
 
 /// Make `lines` reach the guest: irqfds with the in-kernel irqchip (`ioapic` is None), or the
-/// user-space `ioapic` through a thread of its own.
+/// user-space `ioapic`, through the lines returned for the event loop to serve.
 pub fn connect_lines(
     vm: &Vm,
     ioapic: Option<&Arc<Ioapic>>,
     lines: Vec<IrqLine>,
-) -> Result<(), VmmError> {
+) -> Result<Vec<IoapicLine>, VmmError> {
     let Some(ioapic) = ioapic else {
         for line in &lines {
             match &line.resample {
@@ -51,7 +52,7 @@ pub fn connect_lines(
                 None => vm.register_irqfd(&line.trigger, line.gsi)?,
             }
         }
-        return Ok(());
+        return Ok(Vec::new());
     };
     let io_err = |what| move |source| VmmError::Io { what, source };
     for line in &lines {
@@ -68,55 +69,62 @@ pub fn connect_lines(
             ioapic.set_resample(line.gsi as usize, evt);
         }
     }
-    if lines.is_empty() {
-        return Ok(());
-    }
-    let epoll = Epoll::new().map_err(io_err("epoll_create"))?;
-    for (i, line) in lines.iter().enumerate() {
-        use std::os::fd::AsRawFd;
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                line.trigger.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, i as u64),
-            )
-            .map_err(io_err("epoll_ctl(interrupt line)"))?;
-    }
-    let ioapic = ioapic.clone();
-    std::thread::Builder::new()
-        .name("irq".into())
-        .stack_size(64 * 1024)
-        .spawn(move || irq_thread(&epoll, &lines, &ioapic))
-        .map_err(io_err("spawn irq thread"))?;
-    Ok(())
+    Ok(lines
+        .into_iter()
+        .map(|line| IoapicLine {
+            line,
+            ioapic: ioapic.clone(),
+        })
+        .collect())
 }
 
-/// Turn eventfd writes into IOAPIC pin changes, for the life of the process.
-fn irq_thread(epoll: &Epoll, lines: &[IrqLine], ioapic: &Ioapic) {
-    let mut events = vec![EpollEvent::default(); lines.len()];
-    loop {
-        let n = match epoll.wait(-1, &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                eprintln!("rvmm: interrupt thread: epoll_wait: {e}");
-                return;
-            }
-        };
-        for ev in &events[..n] {
-            let Some(line) = lines.get(ev.data() as usize) else {
-                continue;
-            };
-            // Non-blocking: a spurious wake-up reads EAGAIN and changes nothing.
-            if line.trigger.read().is_err() {
-                continue;
-            }
-            let pin = line.gsi as usize;
-            if line.resample.is_some() {
-                ioapic.set_irq(pin, true);
-            } else {
-                ioapic.pulse(pin);
-            }
+/// A device's interrupt line into the user-space IOAPIC, served by the event loop: each write
+/// to its eventfd sets (level) or pulses (edge) the pin.
+pub struct IoapicLine {
+    line: IrqLine,
+    ioapic: Arc<Ioapic>,
+}
+
+impl IoapicLine {
+    pub fn fd(&self) -> RawFd {
+        self.line.trigger.as_raw_fd()
+    }
+
+    pub fn triggered(&self) {
+        // Non-blocking: a spurious wake-up reads EAGAIN and changes nothing.
+        if self.line.trigger.read().is_err() {
+            return;
+        }
+        let pin = self.line.gsi as usize;
+        if self.line.resample.is_some() {
+            self.ioapic.set_irq(pin, true);
+        } else {
+            self.ioapic.pulse(pin);
+        }
+    }
+}
+
+/// A level-triggered line's end of interrupt, served by the event loop: KVM or the user-space
+/// IOAPIC writes `evt` at the guest's EOI, and the device re-raises the line if it still has
+/// something pending.
+pub struct Resampler {
+    evt: EventFd,
+    on_eoi: Box<dyn Fn() + Send>,
+}
+
+impl Resampler {
+    pub fn new(evt: EventFd, on_eoi: Box<dyn Fn() + Send>) -> Self {
+        Self { evt, on_eoi }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.evt.as_raw_fd()
+    }
+
+    pub fn fired(&self) {
+        // Non-blocking: a spurious wake-up reads EAGAIN.
+        if self.evt.read().is_ok() {
+            (self.on_eoi)();
         }
     }
 }

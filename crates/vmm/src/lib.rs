@@ -2,7 +2,8 @@
 //! and signals until the guest or the user ends it.
 //!
 //! ```text
-//! VmConfig -> build (memory, irqchip, devices, kernel, vCPUs) -> vCPU threads -> VMM loop
+//! VmConfig -> build (memory, irqchip, devices, kernel, vCPUs) -> vCPU threads
+//!          -> event loop on this thread, driving the VM state machine -> finish
 //! ```
 
 mod builder;
@@ -11,6 +12,7 @@ mod control;
 mod daemon;
 mod device_manager;
 mod emulation;
+mod event_loop;
 pub mod exit_stats;
 mod firmware;
 mod host;
@@ -19,13 +21,13 @@ mod platform;
 pub mod qmp;
 mod vcpu;
 pub mod virtio;
+mod vm;
 
 pub use control::FATAL_STATUS;
 
-use rvmm_arch::{BootEntry, LoadError};
+use rvmm_arch::LoadError;
 use rvmm_cli::VmConfig;
-use rvmm_hypervisor::{HvError, Vcpu};
-use vm_memory::GuestMemoryMmap;
+use rvmm_hypervisor::HvError;
 
 /// Errors that stop rvmm before or while it runs a guest.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub enum VmmError {
     #[error(transparent)]
     Devices(#[from] device_manager::DeviceManagerError),
     #[error(transparent)]
+    Vcpu(#[from] vcpu::VcpuError),
+    #[error(transparent)]
     ExitStats(#[from] exit_stats::ExitStatsError),
     #[error("{what}: {msg}")]
     Device { what: &'static str, msg: String },
@@ -84,47 +88,6 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// How each vCPU (re)starts: the bootstrap processor at the kernel's entry, the others waiting for
-/// INIT/SIPI.
-pub struct VcpuBoot {
-    entry: BootEntry,
-}
-
-impl VcpuBoot {
-    /// Put `vcpu` in its power-on state for this boot.
-    pub fn reset_vcpu(&self, vcpu: &Vcpu, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
-        if vcpu.id() != 0 {
-            // Application processors wait for INIT/SIPI from the guest (the in-kernel LAPIC does it).
-            return Ok(vcpu.set_runnable(false)?);
-        }
-        let e = &self.entry;
-        let mut sregs = vcpu.sregs()?;
-        rvmm_arch::setup_cpu_mode(mem, e.mode, &mut sregs)?;
-        vcpu.set_sregs(&sregs)?;
-        let regs = rvmm_hypervisor::kvm_regs {
-            rip: e.rip,
-            rsp: e.rsp,
-            rax: e.rax,
-            rbx: e.rbx,
-            rsi: e.rsi,
-            // Bit 1 is reserved and always set; interrupts off.
-            rflags: 0x2,
-            ..Default::default()
-        };
-        vcpu.set_regs(&regs)?;
-        // x87 and SSE control words as after FNINIT and at reset (SDM vol. 1, 8.1.5 and 10.2.3).
-        let fpu = rvmm_hypervisor::kvm_fpu {
-            fcw: 0x37f,
-            mxcsr: 0x1f80,
-            ..Default::default()
-        };
-        vcpu.set_fpu(&fpu)?;
-        // KVM_SET_FPU ignores `mxcsr`; the XSAVE area carries it.
-        vcpu.set_mxcsr(0x1f80)?;
-        Ok(vcpu.set_runnable(true)?)
-    }
 }
 
 /// Boot and run the VM described by `config`; returns the process exit status (QEMU's meaning:

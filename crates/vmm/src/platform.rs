@@ -2,7 +2,7 @@
 //! controller and the device interrupt lines.
 
 use crate::device_manager::{DeviceManager, DeviceManagerError};
-use crate::interrupts::{connect_lines, KvmMsi};
+use crate::interrupts::{connect_lines, IoapicLine, KvmMsi, Resampler};
 use crate::VmmError;
 use rvmm_cli::{IrqchipMode, VmConfig};
 use rvmm_devices::legacy::{self, AcpiPm, Ioapic, SerialDevice};
@@ -38,13 +38,13 @@ fn device_err(what: &'static str) -> impl FnOnce(rvmm_devices::InterruptError) -
 
 /// Put the user-space IOAPIC on the MMIO bus (split irqchip) and connect the device interrupt
 /// lines (COM1 on IRQ 4, then `device_lines`, e.g. virtio's) to whichever IOAPIC the mode has.
-/// Returns the user-space IOAPIC.
+/// Returns the user-space IOAPIC and the lines the event loop serves for it.
 pub fn attach_interrupts(
     dm: &DeviceManager,
     config: &VmConfig,
     serial: Option<&SerialDevice>,
     device_lines: Vec<IrqLine>,
-) -> Result<Option<Arc<Ioapic>>, VmmError> {
+) -> Result<(Option<Arc<Ioapic>>, Vec<IoapicLine>), VmmError> {
     let ioapic = match config.irqchip {
         IrqchipMode::Kernel => None,
         IrqchipMode::Split => {
@@ -66,14 +66,18 @@ pub fn attach_interrupts(
         );
     }
     lines.extend(device_lines);
-    connect_lines(dm.vm(), ioapic.as_ref(), lines)?;
-    Ok(ioapic)
+    let served = connect_lines(dm.vm(), ioapic.as_ref(), lines)?;
+    Ok((ioapic, served))
 }
 
-/// The ACPI SCI (the FADT's SCI_INT, IRQ 9, level-triggered) of `acpi_pm`, with a thread that
-/// turns each resample (the guest's EOI) into [`AcpiPm::resample`]. None without ACPI, where IRQ 9
-/// may belong to a virtio-mmio device (`virtio_mmio.device=` lines start at IRQ 5).
-pub fn sci_line(config: &VmConfig, acpi_pm: &Arc<AcpiPm>) -> Result<Option<IrqLine>, VmmError> {
+/// The ACPI SCI (the FADT's SCI_INT, IRQ 9, level-triggered) of `acpi_pm`, and what turns each
+/// resample (the guest's EOI) into [`AcpiPm::resample`] (served by the event loop). None without
+/// ACPI, where IRQ 9 may belong to a virtio-mmio device (`virtio_mmio.device=` lines start at
+/// IRQ 5).
+pub fn sci_line(
+    config: &VmConfig,
+    acpi_pm: &Arc<AcpiPm>,
+) -> Result<Option<(IrqLine, Option<Resampler>)>, VmmError> {
     if !config.acpi {
         return Ok(None);
     }
@@ -89,26 +93,9 @@ pub fn sci_line(config: &VmConfig, acpi_pm: &Arc<AcpiPm>) -> Result<Option<IrqLi
             what: "dup SCI resample eventfd",
             source,
         })?;
-    if let Some(resample) = resample {
+    let resampler = resample.map(|evt| {
         let pm = acpi_pm.clone();
-        std::thread::Builder::new()
-            .name("acpi-sci".into())
-            .stack_size(64 * 1024)
-            .spawn(move || loop {
-                // Blocking read: one wake-up per EOI (or several EOIs counted together).
-                match resample.read() {
-                    Ok(_) => pm.resample(),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        eprintln!("rvmm: ACPI SCI thread: {e}");
-                        return;
-                    }
-                }
-            })
-            .map_err(|source| VmmError::Io {
-                what: "spawn acpi-sci thread",
-                source,
-            })?;
-    }
-    Ok(Some(line))
+        Resampler::new(evt, Box::new(move || pm.resample()))
+    });
+    Ok(Some((line, resampler)))
 }

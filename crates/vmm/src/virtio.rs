@@ -9,6 +9,7 @@
 //! IOAPIC (GSI 24+) unless `ioapic2=off`; rvmm has one IOAPIC and uses the `ioapic2=off` layout.
 
 use crate::device_manager::DeviceManager;
+use crate::interrupts::Resampler;
 use crate::VmmError;
 use rvmm_block::{Disk, DiskOptions, ImageFormat};
 use rvmm_cli::{TapConfig, VirtioDeviceConfig, VmConfig};
@@ -17,7 +18,6 @@ use rvmm_devices::virtio::mmio::QUEUE_NOTIFY;
 use rvmm_devices::virtio::net::NetDevice;
 use rvmm_devices::virtio::rng::RngDevice;
 use rvmm_devices::virtio::tap::Tap;
-use rvmm_devices::virtio::VirtioInterrupt;
 use rvmm_devices::virtio::{MmioSlot, MmioTransport, VirtioDevice, VIRTIO_MMIO_SIZE};
 use rvmm_devices::IrqLine;
 use std::sync::Arc;
@@ -68,8 +68,8 @@ impl VirtioDevices {
 
     /// One interrupt line per transport, for the platform's interrupt controller: edge-triggered
     /// ISA lines without ACPI; with ACPI level-triggered lines (as the DSDT says), whose
-    /// resamples a thread of their own turns back into a raise while InterruptStatus is set.
-    pub fn irq_lines(&self) -> Result<Vec<IrqLine>, VmmError> {
+    /// resamples (served by the event loop) re-raise a line while InterruptStatus is set.
+    pub fn irq_lines(&self) -> Result<(Vec<IrqLine>, Vec<Resampler>), VmmError> {
         let io_err = |what| move |source| VmmError::Io { what, source };
         let mut lines = Vec::new();
         let mut resamples = Vec::new();
@@ -81,9 +81,10 @@ impl VirtioDevices {
                 .map_err(io_err("dup virtio interrupt eventfd"))?;
             let resample = if self.acpi {
                 let evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("virtio resample eventfd"))?;
-                resamples.push((
+                let interrupt = t.interrupt().clone();
+                resamples.push(Resampler::new(
                     evt.try_clone().map_err(io_err("dup resample eventfd"))?,
-                    t.interrupt().clone(),
+                    Box::new(move || interrupt.resample()),
                 ));
                 Some(evt)
             } else {
@@ -95,10 +96,7 @@ impl VirtioDevices {
                 resample,
             });
         }
-        if !resamples.is_empty() {
-            spawn_resampler(resamples)?;
-        }
-        Ok(lines)
+        Ok((lines, resamples))
     }
 
     /// Every device's counters, for the statistics report.
@@ -249,48 +247,4 @@ pub fn attach(
         out.transports.push((slot, t));
     }
     Ok(out)
-}
-
-/// Wait on the level lines' resample eventfds (written at the guest's EOI, by KVM or the
-/// user-space IOAPIC) and re-raise a line whose device still has InterruptStatus bits set.
-fn spawn_resampler(lines: Vec<(EventFd, Arc<VirtioInterrupt>)>) -> Result<(), VmmError> {
-    use std::os::fd::AsRawFd;
-    use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-    let io_err = |what| move |source| VmmError::Io { what, source };
-    let epoll = Epoll::new().map_err(io_err("epoll_create"))?;
-    for (i, (evt, _)) in lines.iter().enumerate() {
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                evt.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, i as u64),
-            )
-            .map_err(io_err("epoll_ctl(virtio resample)"))?;
-    }
-    std::thread::Builder::new()
-        .name("virtio-irq".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let mut events = vec![EpollEvent::default(); lines.len()];
-            loop {
-                let n = match epoll.wait(-1, &mut events) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        eprintln!("rvmm: virtio interrupt thread: epoll_wait: {e}");
-                        return;
-                    }
-                };
-                for ev in &events[..n] {
-                    if let Some((evt, interrupt)) = lines.get(ev.data() as usize) {
-                        // Non-blocking: a spurious wake-up reads EAGAIN.
-                        if evt.read().is_ok() {
-                            interrupt.resample();
-                        }
-                    }
-                }
-            }
-        })
-        .map_err(io_err("spawn virtio-irq thread"))?;
-    Ok(())
 }

@@ -2,17 +2,18 @@
 
 use super::protocol::{self, QmpError};
 use super::Machine;
-use crate::control::{Cause, Command, Stopped};
+use crate::control::Cause;
+use crate::vm::{VmState, Vmm};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 
 type Args = Map<String, Value>;
-type Handler = fn(&Machine, &Args) -> Result<Value, QmpError>;
+type Handler = fn(&Machine, &mut Vmm, &Args) -> Result<Value, QmpError>;
 
 /// Every command after negotiation, in `query-commands` order. `qmp_capabilities` is handled by
 /// the session (it changes the session's mode) but listed, as QEMU lists it.
 const COMMANDS: &[(&str, Handler)] = &[
-    ("qmp_capabilities", |_, _| Ok(json!({}))),
+    ("qmp_capabilities", |_, _, _| Ok(json!({}))),
     ("query-version", query_version),
     ("query-commands", query_commands),
     ("query-status", query_status),
@@ -25,7 +26,7 @@ const COMMANDS: &[(&str, Handler)] = &[
     ("system_powerdown", system_powerdown),
     ("x-query-exit-stats", x_query_exit_stats),
     // The session shuts the VM down after sending the reply.
-    ("quit", |_, _| Ok(json!({}))),
+    ("quit", |_, _, _| Ok(json!({}))),
 ];
 
 /// QEMU's error for an argument a command does not take.
@@ -40,43 +41,43 @@ fn no_args(args: &Args) -> Result<(), QmpError> {
     }
 }
 
-fn shutting_down(_: Stopped) -> QmpError {
-    QmpError::generic("The VM is shutting down")
-}
-
 /// Run command `name`; `quit` only replies here (the caller shuts down after the reply).
-pub fn dispatch(machine: &Machine, name: &str, args: &Args) -> Result<Value, QmpError> {
+pub fn dispatch(
+    machine: &Machine,
+    vmm: &mut Vmm,
+    name: &str,
+    args: &Args,
+) -> Result<Value, QmpError> {
     let Some((_, handler)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
         return Err(QmpError::not_found(format!(
             "The command {name} has not been found"
         )));
     };
-    handler(machine, args)
+    handler(machine, vmm, args)
 }
 
-fn query_version(_: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn query_version(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     Ok(protocol::version())
 }
 
-fn query_commands(_: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn query_commands(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     Ok(COMMANDS.iter().map(|(n, _)| json!({"name": n})).collect())
 }
 
-fn query_status(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn query_status(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
-    let st = m.control.lock();
-    let status = match st.command {
-        Command::Stop(_) => "shutdown",
-        _ if st.prelaunch => "prelaunch",
-        _ if st.held() => "paused",
-        _ => "running",
+    let status = match vmm.state() {
+        VmState::Stopping { .. } | VmState::Stopped { .. } => "shutdown",
+        VmState::Paused { prelaunch: true } | VmState::Created => "prelaunch",
+        VmState::Paused { prelaunch: false } => "paused",
+        VmState::Running => "running",
     };
     Ok(json!({"status": status, "running": status == "running", "singlestep": false}))
 }
 
-fn query_name(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn query_name(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     Ok(match &m.name {
         Some(name) => json!({"name": name}),
@@ -85,7 +86,7 @@ fn query_name(m: &Machine, args: &Args) -> Result<Value, QmpError> {
 }
 
 /// rvmm extension: the `-exit-stats` JSON document (docs/EXIT-STATS.md), live.
-fn x_query_exit_stats(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn x_query_exit_stats(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     match &m.exit_stats {
         Some(stats) => Ok(stats.snapshot().to_json()),
@@ -95,13 +96,13 @@ fn x_query_exit_stats(m: &Machine, args: &Args) -> Result<Value, QmpError> {
     }
 }
 
-fn query_kvm(_: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn query_kvm(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     Ok(json!({"enabled": true, "present": true}))
 }
 
 /// One entry per vCPU; topology ids as QEMU's `x86_topo_ids_from_idx` derives them.
-fn query_cpus_fast(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn query_cpus_fast(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     let smp = &m.smp;
     let cpus = m.thread_ids.iter().enumerate().map(|(i, tid)| {
@@ -125,29 +126,38 @@ fn query_cpus_fast(m: &Machine, args: &Args) -> Result<Value, QmpError> {
     Ok(cpus.collect())
 }
 
-fn stop(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn shutting_down(vmm: &Vmm) -> Result<(), QmpError> {
+    match vmm.stopping() {
+        true => Err(QmpError::generic("The VM is shutting down")),
+        false => Ok(()),
+    }
+}
+
+fn stop(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
-    // The VMM thread emits STOP once every vCPU is parked (not when already paused).
-    m.control.pause().map_err(shutting_down)?;
+    // STOP is emitted once every vCPU is out of guest code (not when already paused).
+    vmm.pause();
+    shutting_down(vmm)?;
     Ok(json!({}))
 }
 
-fn cont(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn cont(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
-    // The VMM thread emits RESUME before releasing the vCPUs (not when already running).
-    m.control.resume().map_err(shutting_down)?;
+    shutting_down(vmm)?;
+    // RESUME is emitted before the vCPUs run again (not when already running).
+    vmm.resume();
     Ok(json!({}))
 }
 
-fn system_reset(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn system_reset(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
-    // The VMM thread emits RESET (or SHUTDOWN under -no-reboot) when it carries the reset out.
-    m.control.reset_for(Cause::HostQmpSystemReset);
+    // RESET (or SHUTDOWN under -no-reboot) is emitted as the reset is carried out.
+    vmm.reset(Cause::HostQmpSystemReset);
     Ok(json!({}))
 }
 
 /// QEMU's ACPI power button: PWRBTN_STS if the guest enabled it; POWERDOWN either way.
-fn system_powerdown(m: &Machine, args: &Args) -> Result<Value, QmpError> {
+fn system_powerdown(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     let seen = m.acpi_pm.press_power_button();
     tracing::debug!(seen, "power button pressed");

@@ -1,15 +1,17 @@
-//! QMP server: QEMU's JSON control protocol on Unix or TCP sockets.
+//! QMP server: QEMU's JSON control protocol on Unix or TCP sockets, served by the event loop.
 //!
-//! Each `-qmp` / `-mon mode=control` socket gets one thread that serves one client at a time (a
-//! QEMU chardev accepts one connection at a time, so clients take turns). Commands act through
-//! [`Control`] like devices do; events are written by whichever thread causes them (QMP thread,
-//! VMM thread) to every client past capabilities negotiation, through [`Events`]. Nothing here
-//! runs on a vCPU thread.
+//! Each `-qmp` / `-mon mode=control` socket serves one client at a time (a QEMU chardev accepts
+//! one connection at a time, so clients take turns): the event loop accepts when the listener is
+//! readable and no client holds the socket, reads a client when it is readable, and runs each
+//! command on the VMM thread with the VM state machine ([`crate::vm::Vmm`]), so a command's reply
+//! is sent once the VM is where the command says. Events go to every client past capabilities
+//! negotiation, through [`Events`]. Nothing here runs on a vCPU thread.
 
 mod commands;
 pub mod protocol;
 
-use crate::control::{Cause, Control};
+use crate::control::Cause;
+use crate::vm::Vmm;
 use crate::VmmError;
 use protocol::{Decoded, Decoder, QmpError};
 use rvmm_cli::{QmpAddress, QmpConfig, SmpConfig};
@@ -17,6 +19,7 @@ use rvmm_devices::legacy::AcpiPm;
 use serde_json::{json, Value};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicI32;
@@ -91,21 +94,13 @@ fn send(writer: &ClientWriter, msg: &Value) -> bool {
     lock(writer).write_all(&protocol::encode(msg)).is_ok()
 }
 
-/// The clients that receive events (those past capabilities negotiation), and the lock that
-/// serializes command execution across monitors (as QEMU's main loop does).
+/// The clients that receive events (those past capabilities negotiation).
 #[derive(Default)]
 pub struct Events {
     clients: Mutex<Vec<ClientWriter>>,
-    commands: Mutex<()>,
 }
 
 impl Events {
-    /// Wait until no command is executing, so a reply in flight (e.g. to `cont` right before the
-    /// guest powers off) is written before the process exits.
-    pub fn wait_for_commands(&self) {
-        drop(lock(&self.commands));
-    }
-
     /// Send event `name` with optional `data` to every negotiated client.
     pub fn emit(&self, name: &str, data: Option<Value>) {
         tracing::debug!(event = name, ?data, "QMP event");
@@ -137,9 +132,8 @@ impl Events {
     }
 }
 
-/// What QMP commands can see and do.
+/// What QMP commands can see besides the VM state machine.
 pub struct Machine {
-    pub control: Arc<Control>,
     pub events: Arc<Events>,
     pub acpi_pm: Arc<AcpiPm>,
     pub thread_ids: Arc<[AtomicI32]>,
@@ -161,6 +155,38 @@ impl Listener {
             Listener::Tcp(l) => Stream::Tcp(l.accept()?.0),
         })
     }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Unix(l) => l.set_nonblocking(true),
+            Listener::Tcp(l) => l.set_nonblocking(true),
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Unix(l) => l.as_raw_fd(),
+            Listener::Tcp(l) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl Stream {
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// Accepted sockets may inherit O_NONBLOCK from the listener; clients are read only when
+    /// readable, and written with a timeout.
+    fn set_blocking(&self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_nonblocking(false),
+            Stream::Tcp(s) => s.set_nonblocking(false),
+        }
+    }
 }
 
 fn describe(addr: &QmpAddress) -> String {
@@ -172,9 +198,30 @@ fn describe(addr: &QmpAddress) -> String {
 
 /// Bound QMP sockets, before the guest starts.
 pub struct QmpServer {
-    sockets: Vec<(Listener, Option<Stream>)>,
+    monitors: Vec<Monitor>,
     /// Unix socket paths to remove at exit, as QEMU does.
     paths: Vec<PathBuf>,
+}
+
+/// One monitor socket and the client it serves, if any.
+struct Monitor {
+    listener: Listener,
+    client: Option<Client>,
+}
+
+/// What the event loop should do with a monitor's descriptors after an event.
+pub enum Change {
+    None,
+    /// A client connected: poll its socket instead of the listener.
+    Connected {
+        client: RawFd,
+        listener: RawFd,
+    },
+    /// The client left: poll the listener again.
+    Disconnected {
+        client: RawFd,
+        listener: RawFd,
+    },
 }
 
 impl QmpServer {
@@ -182,7 +229,7 @@ impl QmpServer {
     /// connects, as QEMU does before starting the guest.
     pub fn bind(configs: &[QmpConfig]) -> Result<Self, VmmError> {
         let mut server = QmpServer {
-            sockets: Vec::new(),
+            monitors: Vec::new(),
             paths: Vec::new(),
         };
         for cfg in configs {
@@ -208,82 +255,139 @@ impl QmpServer {
                 }
             };
             let first = if cfg.wait {
-                eprintln!("rvmm: waiting for connection on: {what},server=on");
+                tracing::warn!("waiting for connection on: {what},server=on");
                 Some(listener.accept().map_err(err)?)
             } else {
                 None
             };
-            server.sockets.push((listener, first));
+            listener.set_nonblocking().map_err(err)?;
+            server.monitors.push(Monitor {
+                listener,
+                client: None,
+            });
+            if let Some(stream) = first {
+                let m = server.monitors.len() - 1;
+                server.monitors[m].client = Client::new(stream);
+            }
         }
         Ok(server)
     }
 
-    /// Serve every socket on its own thread; returns the socket paths to remove at exit.
-    pub fn start(self, machine: Arc<Machine>) -> Result<Vec<PathBuf>, VmmError> {
-        for (i, (listener, first)) in self.sockets.into_iter().enumerate() {
-            let machine = machine.clone();
-            std::thread::Builder::new()
-                .name(format!("qmp{i}"))
-                .spawn(move || serve_socket(listener, first, &machine))
-                .map_err(|source| VmmError::Io {
-                    what: "spawn QMP thread",
-                    source,
-                })?;
-        }
-        Ok(self.paths)
+    /// The Unix socket paths to remove at exit.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
     }
-}
 
-fn serve_socket(listener: Listener, first: Option<Stream>, machine: &Machine) {
-    if let Some(stream) = first {
-        serve_client(stream, machine);
+    /// The descriptor to poll for each monitor: its client's socket, or its listener.
+    pub fn poll_fds(&self) -> Vec<RawFd> {
+        self.monitors
+            .iter()
+            .map(|m| match &m.client {
+                Some(c) => c.reader.raw_fd(),
+                None => m.listener.raw_fd(),
+            })
+            .collect()
     }
-    loop {
-        match listener.accept() {
-            Ok(stream) => serve_client(stream, machine),
-            Err(e) => {
-                tracing::warn!("QMP accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
+
+    /// Send the greeting to clients that connected before the VM was ready (`wait=on`).
+    pub fn greet_waiting(&self) {
+        for c in self.monitors.iter().filter_map(|m| m.client.as_ref()) {
+            c.greet();
+        }
+    }
+
+    /// Monitor `index`'s descriptor is readable: accept a client or serve one.
+    pub fn ready(&mut self, index: usize, machine: &Machine, vmm: &mut Vmm) -> Change {
+        let Some(m) = self.monitors.get_mut(index) else {
+            return Change::None;
+        };
+        let listener = m.listener.raw_fd();
+        match &mut m.client {
+            None => match m.listener.accept() {
+                Ok(stream) => match Client::new(stream) {
+                    Some(c) => {
+                        c.greet();
+                        let client = c.reader.raw_fd();
+                        m.client = Some(c);
+                        Change::Connected { client, listener }
+                    }
+                    None => Change::None,
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Change::None,
+                Err(e) => {
+                    tracing::warn!("QMP accept failed: {e}");
+                    Change::None
+                }
+            },
+            Some(c) => {
+                if c.serve(machine, vmm) {
+                    return Change::None;
+                }
+                let client = c.reader.raw_fd();
+                machine.events.remove(&c.session.writer);
+                tracing::debug!("QMP client disconnected");
+                m.client = None;
+                Change::Disconnected { client, listener }
             }
         }
     }
 }
 
-/// One client session: greeting, then requests until the client disconnects.
-fn serve_client(mut reader: Stream, machine: &Machine) {
-    let writer = match reader.try_clone() {
-        Ok(w) => Arc::new(Mutex::new(w)),
-        Err(e) => {
-            tracing::warn!("QMP: cannot clone client socket: {e}");
-            return;
-        }
-    };
-    if let Err(e) = lock(&writer).set_write_timeout(WRITE_TIMEOUT) {
-        tracing::warn!("QMP: cannot set write timeout: {e}");
-    }
-    tracing::debug!("QMP client connected");
-    let mut session = Session {
-        negotiated: false,
-        writer: writer.clone(),
-    };
-    // A client that hangs up without reading replies (`socat` piping in qmp_capabilities and
-    // quit) still gets every request it sent executed (QEMU drops requests still queued when
-    // it notices the hang-up): replies that cannot be written are dropped, the session ends at EOF.
-    send(&writer, &protocol::greeting());
-    let mut decoder = Decoder::default();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+/// One connected client: its socket, the decoder of what it sent, its session.
+struct Client {
+    reader: Stream,
+    decoder: Decoder,
+    session: Session,
+}
+
+impl Client {
+    fn new(reader: Stream) -> Option<Self> {
+        let prepared = reader.set_blocking().and_then(|()| reader.try_clone());
+        let writer = match prepared {
+            Ok(w) => Arc::new(Mutex::new(w)),
+            Err(e) => {
+                tracing::warn!("QMP: cannot set up the client socket: {e}");
+                return None;
+            }
         };
-        decoder.push(&buf[..n]);
-        while let Some(item) = decoder.next_item() {
-            session.handle(item, machine);
+        if let Err(e) = lock(&writer).set_write_timeout(WRITE_TIMEOUT) {
+            tracing::warn!("QMP: cannot set write timeout: {e}");
         }
+        tracing::debug!("QMP client connected");
+        Some(Self {
+            reader,
+            decoder: Decoder::default(),
+            session: Session {
+                negotiated: false,
+                writer,
+            },
+        })
     }
-    machine.events.remove(&writer);
-    tracing::debug!("QMP client disconnected");
+
+    fn greet(&self) {
+        send(&self.session.writer, &protocol::greeting());
+    }
+
+    /// Read what is there and run every complete request; false once the client is gone.
+    ///
+    /// A client that hangs up without reading replies (`socat` piping in qmp_capabilities and
+    /// quit) still gets every request it sent executed (QEMU drops requests still queued when it
+    /// notices the hang-up): replies that cannot be written are dropped, the session ends at EOF.
+    fn serve(&mut self, machine: &Machine, vmm: &mut Vmm) -> bool {
+        let mut buf = [0u8; 4096];
+        // One read: the socket is readable, so this does not block.
+        let n = match self.reader.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+            Err(_) => return false,
+        };
+        self.decoder.push(&buf[..n]);
+        while let Some(item) = self.decoder.next_item() {
+            self.session.handle(item, machine, vmm);
+        }
+        true
+    }
 }
 
 struct Session {
@@ -293,8 +397,7 @@ struct Session {
 
 impl Session {
     /// Handle one decoded input and send its reply.
-    fn handle(&mut self, item: Decoded, machine: &Machine) {
-        let _running = lock(&machine.events.commands);
+    fn handle(&mut self, item: Decoded, machine: &Machine, vmm: &mut Vmm) {
         let value = match item {
             Decoded::Error(desc) => {
                 send(
@@ -319,7 +422,7 @@ impl Session {
                 "Expecting capabilities negotiation with 'qmp_capabilities'",
             ))
         } else {
-            commands::dispatch(machine, &req.command, &req.arguments)
+            commands::dispatch(machine, vmm, &req.command, &req.arguments)
         };
         let ok = result.is_ok();
         let msg = match result {
@@ -329,7 +432,7 @@ impl Session {
         send(&self.writer, &msg);
         if ok && req.command == "quit" {
             // After the reply, as QEMU: the client sees {"return": {}} before the socket closes.
-            machine.control.shutdown(Cause::HostQmpQuit);
+            vmm.shutdown(Cause::HostQmpQuit);
         }
     }
 

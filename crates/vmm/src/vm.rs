@@ -1,0 +1,321 @@
+//! The VM's state machine, driven by the VMM thread (the event loop): every pause, resume, reset
+//! and stop of the vCPUs goes through here, whoever asked for it (the guest through a device,
+//! QMP, a signal, the console).
+//!
+//! ```text
+//!   Created --start--> Running <--pause/resume--> Paused (prelaunch with -S)
+//!                         |  reset: pause vCPUs, reset devices, reload, vCPUs reload registers
+//!                         v
+//!                      Stopping --finish--> Stopped (vCPU threads joined, disks flushed)
+//! ```
+//!
+//! Each vCPU thread answers every request (`vcpu::VcpuHandle`), so when a method here returns,
+//! the vCPUs are where it says.
+
+use crate::control::{Cause, Control, Request, FATAL_STATUS};
+use crate::device_manager::pci::PciRoot;
+use crate::qmp::Events;
+use crate::vcpu::{VcpuError, VcpuHandle, VcpuRequest, VcpuResponse, VcpuState};
+use crate::virtio::VirtioDevices;
+use crate::VmmError;
+use rvmm_devices::legacy::AcpiPm;
+use rvmm_hypervisor::Vm;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Where the VM is in its life (QMP's `query-status` reports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    /// Built; no vCPU has run.
+    Created,
+    Running,
+    /// Every vCPU is out of guest code; `prelaunch` for `-S` before the first `cont`.
+    Paused {
+        prelaunch: bool,
+    },
+    /// The VM is ending with this process exit status.
+    Stopping {
+        status: i32,
+    },
+    /// vCPU threads joined.
+    Stopped {
+        status: i32,
+    },
+}
+
+/// What a reset does besides the vCPUs: reload the guest's images (QEMU reloads -kernel too).
+pub trait Reloader {
+    fn reload(&self) -> Result<(), VmmError>;
+}
+
+/// The devices the state machine drives itself.
+pub struct VmDevices {
+    pub virtio: VirtioDevices,
+    pub acpi_pm: Arc<AcpiPm>,
+    pub pci: Option<PciRoot>,
+}
+
+/// The VM as the VMM thread sees it.
+pub struct Vmm {
+    state: VmState,
+    vcpus: Vec<VcpuHandle>,
+    control: Arc<Control>,
+    vm: Arc<Vm>,
+    devices: VmDevices,
+    reloader: Box<dyn Reloader>,
+    events: Arc<Events>,
+    no_reboot: bool,
+    /// kvmclock saved at pause, restored at resume (QEMU's kvmclock_vm_state_change).
+    clock: Option<u64>,
+    /// The first fatal error, returned by [`Vmm::finish`].
+    error: Option<VmmError>,
+}
+
+pub struct VmmParts {
+    pub vcpus: Vec<VcpuHandle>,
+    pub control: Arc<Control>,
+    pub vm: Arc<Vm>,
+    pub devices: VmDevices,
+    pub reloader: Box<dyn Reloader>,
+    pub events: Arc<Events>,
+    pub no_reboot: bool,
+}
+
+impl Vmm {
+    pub fn new(p: VmmParts) -> Self {
+        Self {
+            state: VmState::Created,
+            vcpus: p.vcpus,
+            control: p.control,
+            vm: p.vm,
+            devices: p.devices,
+            reloader: p.reloader,
+            events: p.events,
+            no_reboot: p.no_reboot,
+            clock: None,
+            error: None,
+        }
+    }
+
+    pub fn state(&self) -> VmState {
+        self.state
+    }
+
+    pub fn acpi_pm(&self) -> &Arc<AcpiPm> {
+        &self.devices.acpi_pm
+    }
+
+    /// Whether the event loop should end.
+    pub fn stopping(&self) -> bool {
+        matches!(
+            self.state,
+            VmState::Stopping { .. } | VmState::Stopped { .. }
+        )
+    }
+
+    /// Let the vCPUs run, or (`-S`) hold them in prelaunch until `cont`.
+    pub fn start(&mut self, paused: bool) {
+        if paused {
+            // No STOP event: QEMU's -S starts in prelaunch without one.
+            self.clock = self.vm.clock().map_err(|e| tracing::warn!("{e}")).ok();
+            self.devices.virtio.pause();
+            self.state = VmState::Paused { prelaunch: true };
+            return;
+        }
+        self.state = VmState::Paused { prelaunch: false };
+        if let Err(e) = self.release() {
+            self.fail(e);
+        }
+        self.state = VmState::Running;
+    }
+
+    /// Send `req` to every vCPU, then collect every answer. A vCPU that cannot answer is fatal.
+    fn broadcast(
+        &mut self,
+        req: fn() -> VcpuRequest,
+        what: &'static str,
+    ) -> Result<Vec<VcpuResponse>, VcpuError> {
+        for v in &self.vcpus {
+            v.send(req())?;
+        }
+        self.vcpus.iter().map(|v| v.response(what)).collect()
+    }
+
+    /// Take every vCPU out of guest code.
+    fn hold(&mut self) -> Result<(), VcpuError> {
+        self.control.attention().store(true, Ordering::Release);
+        self.broadcast(|| VcpuRequest::Pause, "pause").map(|_| ())
+    }
+
+    /// Let every vCPU run again.
+    fn release(&mut self) -> Result<(), VcpuError> {
+        self.control.attention().store(false, Ordering::Release);
+        self.broadcast(|| VcpuRequest::Resume, "resume").map(|_| ())
+    }
+
+    /// QMP `stop`: pause a running VM (STOP before returning, as QEMU). Returns false if it was
+    /// not running.
+    pub fn pause(&mut self) -> bool {
+        if self.state != VmState::Running {
+            return false;
+        }
+        if let Err(e) = self.hold() {
+            self.fail(e);
+            return false;
+        }
+        // vCPUs parked: no new notification can come; hold the device workers.
+        self.devices.virtio.pause();
+        self.clock = self
+            .vm
+            .clock()
+            .map_err(|e| tracing::warn!("pause: {e}"))
+            .ok();
+        self.state = VmState::Paused { prelaunch: false };
+        self.events.emit("STOP", None);
+        tracing::debug!(clock = ?self.clock, "VM paused");
+        true
+    }
+
+    /// QMP `cont`: RESUME, then the guest runs again exactly where it stopped. Returns false if
+    /// it was not paused.
+    pub fn resume(&mut self) -> bool {
+        if !matches!(self.state, VmState::Paused { .. }) {
+            return false;
+        }
+        // RESUME before any guest code runs again (QEMU's vm_prepare_start).
+        self.events.emit("RESUME", None);
+        if let Some(ns) = self.clock.take() {
+            if let Err(e) = self.vm.set_clock(ns) {
+                tracing::warn!("resume: {e}");
+            }
+        }
+        // Devices first, so they catch up before the guest runs again.
+        self.devices.virtio.resume();
+        if let Err(e) = self.release() {
+            self.fail(e);
+            return false;
+        }
+        self.state = VmState::Running;
+        tracing::debug!("VM resumed");
+        true
+    }
+
+    /// Every vCPU's registers (the VM must be paused).
+    pub fn save_state(&mut self) -> Result<Vec<VcpuState>, VcpuError> {
+        let answers = self.broadcast(|| VcpuRequest::SaveState, "save-state")?;
+        answers
+            .into_iter()
+            .zip(0u32..)
+            .map(|(a, vcpu)| match a {
+                VcpuResponse::State(state) => state.map(|s| *s),
+                _ => Err(VcpuError::Gone { vcpu }),
+            })
+            .collect()
+    }
+
+    /// System reset: devices to their power-on state, images reloaded, vCPUs at the entry again;
+    /// or a shutdown under `-no-reboot`, as QEMU does (keeping the cause).
+    pub fn reset(&mut self, cause: Cause) {
+        if self.no_reboot {
+            return self.shutdown(cause);
+        }
+        if self.stopping() {
+            return;
+        }
+        let was = self.state;
+        let result = self.hold().map_err(VmmError::from).and_then(|()| {
+            tracing::debug!("system reset");
+            self.devices.acpi_pm.reset();
+            self.devices.virtio.reset();
+            if let Some(pci) = &self.devices.pci {
+                pci.reset()?;
+            }
+            self.reloader.reload()?;
+            for answer in self.broadcast(|| VcpuRequest::Reset, "reset")? {
+                if let VcpuResponse::ResetDone(r) = answer {
+                    r?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            return self.fail(e);
+        }
+        self.events.emit_cause("RESET", cause);
+        // A paused VM stays paused (QEMU's system_reset keeps the run state).
+        if was == VmState::Running {
+            if let Err(e) = self.release() {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// End the VM with status 0 and a SHUTDOWN event for `cause`.
+    pub fn shutdown(&mut self, cause: Cause) {
+        if self.stopping() {
+            return;
+        }
+        self.events.emit_cause("SHUTDOWN", cause);
+        self.state = VmState::Stopping { status: 0 };
+    }
+
+    /// End the VM with `status` and no event (isa-debug-exit, rvmm errors; QEMU emits none).
+    pub fn exit(&mut self, status: i32) {
+        if !self.stopping() {
+            self.state = VmState::Stopping { status };
+        }
+    }
+
+    /// Stop on an error; the first one is what [`finish`](Self::finish) returns.
+    fn fail(&mut self, e: impl Into<VmmError>) {
+        let e = e.into();
+        tracing::debug!("VM failed: {e}");
+        self.error.get_or_insert(e);
+        self.exit(FATAL_STATUS);
+    }
+
+    /// Carry out what devices and vCPUs asked for.
+    pub fn handle_requests(&mut self) {
+        for req in self.control.take() {
+            match req {
+                Request::Exit(status) => self.exit(status),
+                Request::Shutdown(cause) => self.shutdown(cause),
+                Request::Reset(cause) => self.reset(cause),
+                Request::Fatal(e) => self.fail(e),
+            }
+        }
+        // A request that needed nothing (e.g. a reset while already stopping) must not leave the
+        // vCPUs waiting on the attention flag.
+        if self.state == VmState::Running && self.control.attention().load(Ordering::Acquire) {
+            let settle = self.hold().and_then(|()| self.release());
+            if let Err(e) = settle {
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Stop and join every vCPU thread, flush the disks; the exit status, or the error that
+    /// stopped the VM.
+    pub fn finish(&mut self) -> Result<i32, VmmError> {
+        let status = match self.state {
+            VmState::Stopping { status } | VmState::Stopped { status } => status,
+            _ => 0,
+        };
+        self.control.attention().store(true, Ordering::Release);
+        for v in &self.vcpus {
+            // A thread that is gone needs no stop.
+            let _ = v.send(VcpuRequest::Stop);
+        }
+        for v in &mut self.vcpus {
+            v.join();
+        }
+        tracing::debug!("vCPU threads joined");
+        // Every clean stop (power-off, -no-reboot reset, signals, QMP quit) ends here.
+        self.devices.virtio.shutdown();
+        self.state = VmState::Stopped { status };
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(status),
+        }
+    }
+}
