@@ -54,6 +54,23 @@ fn unsupported_and_unknown_options_are_named() {
         &["-device", "virtio-blk-device,drive=nope"],
         "-device virtio-blk-device: drive 'nope' not found",
     );
+    expect_error(
+        &[
+            "-M",
+            "q35",
+            "-device",
+            "pci-testdev,romfile=/nonexistent/x.rom",
+        ],
+        "pci-testdev: romfile /nonexistent/x.rom: No such file",
+    );
+    expect_error(
+        &["-M", "q35", "-device", "pci-testdev,romfile=/dev/null"],
+        "pci-testdev: romfile /dev/null: the file is empty",
+    );
+    expect_error(
+        &["-M", "q35", "-device", "pci-testdev,membar=3"],
+        "pci-testdev: BAR 2: size 0x3 is not a power of two",
+    );
     expect_error(&["-frobnicate"], "-frobnicate: invalid option");
     expect_error(&["--frobnicate"], "-frobnicate: invalid option");
     expect_error(&["-m"], "-m requires an argument");

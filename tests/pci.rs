@@ -101,3 +101,63 @@ fn pci_testdev_is_listed_and_microvm_refuses_it() {
     // A bad command line: status 2 and the reason on stderr (QEMU says the same and exits 1).
     out.assert_status(2);
 }
+
+/// QEMU's `romfile=`: the expansion ROM BAR serves the file, moves with the BAR, ignores writes.
+/// A ROM of whole pages is a read-only KVM memory slot (reads never exit); a 2 KiB one is served
+/// by the device on the MMIO bus (KVM maps only whole pages), as in QEMU.
+#[test]
+fn rom_bar_serves_the_romfile_and_moves() {
+    let dir = common::TempDir::new("pci-rom");
+    let mut contents = b"\x55\xaaRVMM-ROM".to_vec();
+    let small = dir.file("small.rom", &contents);
+    contents.resize(5000, 0);
+    let big = dir.file("big.rom", &contents);
+    for (rom, pages) in [(&small, false), (&big, true)] {
+        let stats = dir.file("stats.json", b"");
+        let mut cmd = VmCommand::guest("pci_bar.elf")
+            .arg("-device")
+            .arg(format!("pci-testdev,addr=3,romfile={}", rom.display()))
+            .arg("-device")
+            .arg("pci-testdev,addr=4");
+        if !common::is_qemu() {
+            cmd = cmd
+                .arg("-exit-stats")
+                .arg(format!("json={},table=off", stats.display()));
+        }
+        let out = cmd.run();
+        out.assert_status(EXIT_OK);
+        let nothing = if common::is_qemu() {
+            "0x0"
+        } else {
+            "0xffffffff"
+        };
+        // "\x55\xaaRV" little-endian.
+        for line in [
+            "rom-at-r: 0x5652aa55\n".to_string(),
+            "rom-moved: 0xd0200000\n".into(),
+            "rom-at-s: 0x5652aa55\n".into(),
+            format!("rom-old-r: {nothing}\n"),
+            "rom-written: 0x5652aa55\n".into(),
+            format!("rom-off: {nothing}\n"),
+        ] {
+            out.assert_stdout_contains(&line);
+        }
+        if common::is_qemu() {
+            continue;
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+        let count = |kind: &str| {
+            json["total"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == kind && e["device"] == "pci-testdev Rom")
+                .map(|e| e["count"].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        // The one write exits either way (a read-only slot); the 3 reads only without a slot.
+        assert_eq!(count("mmio-write"), 1, "{json}");
+        assert_eq!(count("mmio-read"), if pages { 0 } else { 3 }, "{json}");
+    }
+}

@@ -16,6 +16,9 @@
  *   moved-d <D> / at-d <test> / old-b <...>       after the overlap, dev3 moved to a free D
  *   decode-off <...> / decode-on <test>   COMMAND memory decode cleared and set again
  *   bar1 <P> / io-at-p <name> / io-moved <Q> / io-at-q <name> / io-old-p <...>
+ * With a ROM on 00:03.0 (romfile=, the file's first dword checked by the host):
+ *   rom <R, as placed> / rom-at-r <dword> / rom-moved <S> / rom-at-s <dword> / rom-old-r <...>
+ *   rom-written <dword after a write> / rom-off <...after disabling>; else "rom: none".
  * Exits EXIT_OK (33).
  */
 #include "include/lib32.inc"
@@ -29,6 +32,8 @@
 #define NEW_B 0xd0000000
 #define NEW_D 0xd0100000
 #define NEW_Q 0x9000
+#define NEW_S 0xd0200000
+#define ROM_REG 0x30
 
     PVH_NOTE _start
 
@@ -205,5 +210,38 @@ _start:
     in %dx, %eax
     SHOW "io-old-p"
 
+    /* The expansion ROM: placed, not enabled; enable it, read it, move it, try to write it. */
+    mov $DEV3, %ecx
+    mov $ROM_REG, %bl
+    call cfg_read
+    and $0xfffff800, %eax
+    jnz 1f
+    PUTS32 "rom: none\n"
+    jmp 2f
+1:  mov %eax, %edi                   /* R */
+    SHOW "rom"
+    mov %edi, %eax
+    or $1, %eax
+    call cfg_write
+    mov (%edi), %eax
+    SHOW "rom-at-r"
+    mov $NEW_S | 1, %eax
+    call cfg_write
+    call cfg_read
+    and $0xfffff800, %eax
+    SHOW "rom-moved"
+    mov $NEW_S, %esi
+    mov (%esi), %eax
+    SHOW "rom-at-s"
+    mov (%edi), %eax
+    SHOW "rom-old-r"
+    movl $0x12345678, (%esi)
+    mov (%esi), %eax
+    SHOW "rom-written"
+    mov $NEW_S, %eax
+    call cfg_write
+    mov (%esi), %eax
+    SHOW "rom-off"
+2:
     mov $EXIT_OK, %al
     call exit32

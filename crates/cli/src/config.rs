@@ -158,14 +158,25 @@ pub enum SerialConfig {
 }
 
 /// Devices added with `-device`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceConfig {
     /// Writing value `v` to `iobase` exits rvmm with status `(v << 1) | 1`.
     IsaDebugExit { iobase: u16, iosize: u16 },
     /// QEMU's `pc-testdev` used by kvm-unit-tests.
     PcTestdev,
     /// QEMU's `pci-testdev` (1b36:0005), at `addr` (slot, function) or the first free slot.
-    PciTestdev { addr: Option<(u8, u8)> },
+    PciTestdev(PciTestdevConfig),
+}
+
+/// `-device pci-testdev[,addr=][,romfile=][,membar=]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PciTestdevConfig {
+    /// Slot and function; None: the first free slot.
+    pub addr: Option<(u8, u8)>,
+    /// QEMU's `romfile=` (any PCI device): the expansion ROM's contents.
+    pub romfile: Option<PathBuf>,
+    /// QEMU's `membar=`: size of the 64-bit prefetchable BAR 2 (0: none).
+    pub membar: u64,
 }
 
 impl DeviceConfig {
@@ -184,7 +195,7 @@ impl DeviceConfig {
         match self {
             DeviceConfig::IsaDebugExit { .. } => "isa-debug-exit",
             DeviceConfig::PcTestdev => "pc-testdev",
-            DeviceConfig::PciTestdev { .. } => "pci-testdev",
+            DeviceConfig::PciTestdev(_) => "pci-testdev",
         }
     }
 }
@@ -342,8 +353,8 @@ impl VmConfig {
         self.smp.validate(self.machine)?;
         let mut testdevs = 0;
         for device in &self.devices {
-            match *device {
-                DeviceConfig::IsaDebugExit { iobase, iosize } => {
+            match device {
+                &DeviceConfig::IsaDebugExit { iobase, iosize } => {
                     if iosize == 0 {
                         return Err(ConfigError::DebugExitEmpty);
                     }
@@ -357,7 +368,7 @@ impl VmConfig {
                         return Err(ConfigError::DuplicateTestdev);
                     }
                 }
-                DeviceConfig::PciTestdev { .. } => {
+                DeviceConfig::PciTestdev(_) => {
                     if self.machine == MachineKind::Microvm {
                         return Err(ConfigError::NoPciBus("pci-testdev"));
                     }

@@ -18,8 +18,8 @@ use thiserror::Error;
 
 pub use config::{
     check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, ExitStatsConfig, FwCfgData,
-    FwCfgFile, IrqchipMode, MachineKind, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES,
-    MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
+    FwCfgFile, IrqchipMode, MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig,
+    DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use options::{help_text, version_text};
@@ -327,13 +327,23 @@ impl Pending {
                 DeviceConfig::PcTestdev
             }
             "pci-testdev" => {
-                opts.check_known(&["driver", "id", "addr"])
+                opts.check_known(&["driver", "id", "addr", "romfile", "membar"])
                     .map_err(opts_err(&option))?;
                 let addr = opts
                     .get("addr")
                     .map(|a| parse_pci_addr(a).ok_or_else(|| CliError::PciAddr(a.to_string())))
                     .transpose()?;
-                DeviceConfig::PciTestdev { addr }
+                let membar = opts.get_size("membar", 1).map_err(opts_err(&option))?;
+                // QEMU: an empty romfile= means no ROM.
+                let romfile = opts
+                    .get("romfile")
+                    .filter(|f| !f.is_empty())
+                    .map(PathBuf::from);
+                DeviceConfig::PciTestdev(PciTestdevConfig {
+                    addr,
+                    romfile,
+                    membar: membar.unwrap_or(0),
+                })
             }
             d if virtio::is_virtio_driver(d) => {
                 self.virtio.device(&opts)?;

@@ -254,7 +254,8 @@ pub fn help_text() -> String {
          Devices (-device):\n  \
          isa-debug-exit[,iobase=0x501][,iosize=2]  writing v to iobase exits with status (v << 1) | 1\n  \
          pc-testdev                                test device used by kvm-unit-tests\n  \
-         pci-testdev[,addr=SLOT[.FN]]              QEMU's PCI test device (pc, q35)\n  \
+         pci-testdev[,addr=SLOT[.FN]][,romfile=F][,membar=SIZE]\n  \
+         \x20                                         QEMU's PCI test device (pc, q35)\n  \
          virtio-blk-device,drive=ID                virtio-blk over virtio-mmio (raw or qcow2)\n  \
          virtio-net-device,netdev=ID[,mac=]        virtio-net on a tap device\n  \
          virtio-rng-device[,rng=ID]                virtio-rng fed by the host's getrandom\n\

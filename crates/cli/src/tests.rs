@@ -454,19 +454,25 @@ fn devices() {
         "-device",
         "pci-testdev,addr=0x1f.7",
         "-device",
-        "pci-testdev,addr=a",
+        "pci-testdev,addr=a,romfile=opt.rom,membar=1M",
+        "-device",
+        "pci-testdev,romfile=",
     ]);
+    let testdev = |addr, romfile: Option<&str>, membar| {
+        DeviceConfig::PciTestdev(PciTestdevConfig {
+            addr,
+            romfile: romfile.map(PathBuf::from),
+            membar,
+        })
+    };
     assert_eq!(
         c.devices,
         [
-            DeviceConfig::PciTestdev { addr: None },
-            DeviceConfig::PciTestdev { addr: Some((5, 0)) },
-            DeviceConfig::PciTestdev {
-                addr: Some((0x1f, 7))
-            },
-            DeviceConfig::PciTestdev {
-                addr: Some((0xa, 0))
-            },
+            testdev(None, None, 0),
+            testdev(Some((5, 0)), None, 0),
+            testdev(Some((0x1f, 7)), None, 0),
+            testdev(Some((0xa, 0)), Some("opt.rom"), 1 << 20),
+            testdev(None, None, 0),
         ]
     );
     for bad in ["20.0", "1.8", "", "x", "1.", "123"] {

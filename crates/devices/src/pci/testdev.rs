@@ -360,6 +360,12 @@ impl PciTestdev {
         self.config.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Give the function an expansion ROM BAR of `size` bytes (QEMU's generic `romfile=`; the
+    /// VMM backs the region with the file's contents).
+    pub fn add_rom(&self, size: u64) -> Result<(), PciConfigError> {
+        self.config().add_rom(size)
+    }
+
     /// The regions (BARs) the device decodes, with their address space and size.
     pub fn regions(&self) -> Vec<(PciRegion, PciSpace, u64)> {
         self.config().regions()

@@ -13,16 +13,18 @@
 
 use super::{DeviceManager, DeviceManagerError};
 use rvmm_arch::allocator::{AddressAllocator, AddressMap};
-use rvmm_cli::{DeviceConfig, MachineKind};
+use rvmm_cli::{DeviceConfig, MachineKind, PciTestdevConfig};
 use rvmm_devices::pci::{
     BarChange, BarRelocation, HostBridge, HostBridgeKind, IoEvent, PciBus, PciConfigIo,
     PciConfigMmio, PciDevice, PciRegion, PciSpace, PciTestdev, PCI_CONFIG_IO_BASE,
     PCI_CONFIG_IO_LEN, Q35_ECAM_BASE, Q35_ECAM_LEN,
 };
 use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, PioBus, VmControl};
-use rvmm_hypervisor::{IoEventAddr, Vm};
+use rvmm_hypervisor::{IoEventAddr, MemoryFlags, Vm};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use vm_memory::{MmapRegion, VolatileMemory};
 
 /// COMMAND bits firmware sets to enable a function: I/O space, memory space.
 const COMMAND_DECODE: u16 = 0x3;
@@ -30,6 +32,10 @@ const COMMAND_DECODE: u16 = 0x3;
 const COMMAND_REG: usize = 1;
 const BAR0_REG: usize = 4;
 const ROM_REG: usize = 12;
+/// KVM memory slots are made of whole pages.
+const PAGE_SIZE: u64 = 0x1000;
+/// The smallest expansion ROM (PCI 3.0, 6.2.5.2).
+const MIN_ROM_SIZE: u64 = 0x800;
 
 /// One BAR or ROM of an attached function, as the device manager sees it.
 pub struct RegionParts {
@@ -40,6 +46,57 @@ pub struct RegionParts {
     pub device: Arc<dyn BusDevice>,
     /// ioeventfds at offsets inside the region; they move with it.
     pub ioevents: Vec<IoEvent>,
+    /// Host memory KVM maps at the region (a ROM): reads never leave the guest.
+    pub memory: Option<Arc<RegionMemory>>,
+}
+
+/// Host memory behind a region, mapped into the guest as a KVM memory slot that moves with the
+/// region. Read-only regions make guest writes exit (and be dropped).
+pub struct RegionMemory {
+    map: MmapRegion<()>,
+    readonly: bool,
+}
+
+impl RegionMemory {
+    /// `size` bytes (the region's size) starting with `contents`, the rest zero.
+    fn new(contents: &[u8], size: u64, readonly: bool) -> std::io::Result<Self> {
+        let len = usize::try_from(size).map_err(std::io::Error::other)?;
+        let map = MmapRegion::<()>::new(len).map_err(std::io::Error::other)?;
+        let n = contents.len().min(len);
+        map.as_volatile_slice().copy_from(&contents[..n]);
+        Ok(Self { map, readonly })
+    }
+
+    fn size(&self) -> u64 {
+        self.map.size() as u64
+    }
+
+    fn flags(&self) -> MemoryFlags {
+        MemoryFlags {
+            readonly: self.readonly,
+            log_dirty: false,
+        }
+    }
+}
+
+/// The bus side of a memory-backed region: its range stays on the MMIO bus, so overlaps are
+/// refused like any device's; reads only arrive while KVM has no slot there, writes to a
+/// read-only slot arrive and are dropped (QEMU's ROMs ignore writes).
+struct RegionMemoryDevice(Arc<RegionMemory>);
+
+impl BusDevice for RegionMemoryDevice {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        let slice = self.0.map.as_volatile_slice();
+        let ok = usize::try_from(offset)
+            .ok()
+            .and_then(|o| slice.offset(o).ok())
+            .is_some_and(|s| s.copy_to(data) == data.len());
+        if !ok {
+            data.fill(0xff);
+        }
+    }
+
+    fn write(&self, _offset: u64, _data: &[u8]) {}
 }
 
 /// A PCI function to attach: its config space and its regions.
@@ -49,6 +106,9 @@ pub struct PciFunctionParts {
     pub regions: Vec<RegionParts>,
 }
 
+/// Where a `-device` asked to be: slot and function, or the first free slot.
+type PciAddr = Option<(u8, u8)>;
+
 /// A region's identity: which one, where it decodes, how big.
 type RegionSpec = (PciRegion, PciSpace, u64);
 
@@ -57,6 +117,8 @@ struct RegionState {
     id: DeviceId,
     /// Where the buses route the region now (None: unmapped).
     mapped: Option<u64>,
+    /// The KVM memory slot of a memory-backed region while mapped.
+    slot: Option<u32>,
 }
 
 struct FunctionState {
@@ -231,7 +293,56 @@ impl PciRelocator {
                 source,
             });
         }
+        if let Err(source) = self.move_memory(r, new) {
+            let _ = self.move_ioevents(r, new, old);
+            let _ = self.bus_remap(r, new, old);
+            let _ = self.reclaim(space, size, new, old);
+            return Err(DeviceManagerError::Hypervisor {
+                name: name.into(),
+                source,
+            });
+        }
         r.mapped = new;
+        Ok(())
+    }
+
+    /// Add, move or remove the region's memory slot; on failure the slot is as it was.
+    fn move_memory(
+        &self,
+        r: &mut RegionState,
+        new: Option<u64>,
+    ) -> Result<(), rvmm_hypervisor::HvError> {
+        let Some(memory) = &r.parts.memory else {
+            return Ok(());
+        };
+        // KVM maps whole pages; a smaller region (a 2 KiB ROM) or an unaligned address is served
+        // by the bus device instead, as QEMU does for sub-page regions.
+        let new = new.filter(|&a| (a | memory.size()) % PAGE_SIZE == 0);
+        r.slot = match (r.slot, new) {
+            (None, Some(new)) => {
+                // SAFETY: the mapping is owned by `memory`, which the relocator keeps (in the
+                // function table) for as long as the VM exists, so it outlives the slot.
+                let slot = unsafe {
+                    self.vm.add_memory_slot(
+                        new,
+                        memory.size(),
+                        memory.map.as_ptr() as u64,
+                        memory.flags(),
+                    )
+                }?;
+                Some(slot)
+            }
+            (Some(slot), Some(new)) => {
+                // SAFETY: same mapping as when the slot was added (see above).
+                unsafe { self.vm.move_memory_slot(slot, new) }?;
+                Some(slot)
+            }
+            (Some(slot), None) => {
+                self.vm.remove_memory_slot(slot)?;
+                None
+            }
+            (None, None) => None,
+        };
         Ok(())
     }
 }
@@ -249,27 +360,42 @@ impl BarRelocation for PciRelocator {
             let name = format!("{} {:?}", f.name, c.region);
             match self.apply(&name, r, c.new) {
                 Ok(()) => tracing::debug!(name, old = ?c.old, new = ?c.new, "PCI region moved"),
-                // The guest's choice is refused, as a real bus would make it unusable: say so.
-                Err(e) => tracing::warn!("PCI region not moved: {e}"),
+                // Refused (overlap): the region stays where it was; QEMU says nothing either.
+                Err(e) => tracing::debug!("PCI region not moved: {e}"),
             }
         }
     }
 }
 
 /// The PCI `-device`s of `devices`, built.
-fn build_functions(devices: &[DeviceConfig]) -> Vec<(Option<(u8, u8)>, PciFunctionParts)> {
+fn build_functions(
+    devices: &[DeviceConfig],
+) -> Result<Vec<(PciAddr, PciFunctionParts)>, DeviceManagerError> {
     devices
         .iter()
         .filter_map(|d| match d {
-            DeviceConfig::PciTestdev { addr } => Some((*addr, testdev_parts())),
+            DeviceConfig::PciTestdev(cfg) => Some(testdev_parts(cfg).map(|p| (cfg.addr, p))),
             _ => None,
         })
         .collect()
 }
 
-fn testdev_parts() -> PciFunctionParts {
-    let dev = Arc::new(PciTestdev::new());
-    let regions = dev
+fn testdev_parts(cfg: &PciTestdevConfig) -> Result<PciFunctionParts, DeviceManagerError> {
+    let name = "pci-testdev";
+    let config_err = |source| DeviceManagerError::PciConfig {
+        name: name.into(),
+        source,
+    };
+    let dev = Arc::new(PciTestdev::with_membar(cfg.membar).map_err(config_err)?);
+    let rom = cfg
+        .romfile
+        .as_deref()
+        .map(|path| rom_region(name, path))
+        .transpose()?;
+    if let Some(rom) = &rom {
+        dev.add_rom(rom.size).map_err(config_err)?;
+    }
+    let mut regions: Vec<RegionParts> = dev
         .regions()
         .into_iter()
         .filter_map(|(region, space, size)| {
@@ -279,14 +405,41 @@ fn testdev_parts() -> PciFunctionParts {
                 size,
                 device: dev.region_device(region)?,
                 ioevents: dev.ioevents(region),
+                memory: None,
             })
         })
         .collect();
-    PciFunctionParts {
-        name: "pci-testdev".into(),
+    regions.extend(rom);
+    Ok(PciFunctionParts {
+        name: name.into(),
         config: dev,
         regions,
+    })
+}
+
+/// QEMU's `romfile=`: the file's contents as the function's expansion ROM, sized to the next
+/// power of two (at least the 2 KiB the PCI spec allows), read-only to the guest.
+fn rom_region(device: &str, path: &Path) -> Result<RegionParts, DeviceManagerError> {
+    let io = |source| DeviceManagerError::Io {
+        name: format!("{device}: romfile {}", path.display()),
+        source,
+    };
+    let contents = std::fs::read(path).map_err(io)?;
+    if contents.is_empty() {
+        return Err(io(std::io::Error::other("the file is empty")));
     }
+    let size = (contents.len() as u64)
+        .next_power_of_two()
+        .max(MIN_ROM_SIZE);
+    let memory = Arc::new(RegionMemory::new(&contents, size, true).map_err(io)?);
+    Ok(RegionParts {
+        region: PciRegion::Rom,
+        space: PciSpace::Memory,
+        size,
+        device: Arc::new(RegionMemoryDevice(memory.clone())),
+        ioevents: Vec::new(),
+        memory: Some(memory),
+    })
 }
 
 impl PciRoot {
@@ -307,36 +460,56 @@ impl PciRoot {
                 (*devfn, f.name.clone(), regions)
             })
             .collect();
-        let bus = self.bus.read().unwrap_or_else(|e| e.into_inner());
-        for (devfn, name, regions) in plan {
-            for (region, space, size) in regions {
-                let addr = {
-                    let mut map = self.relocator.map.lock().unwrap_or_else(|e| e.into_inner());
-                    let window = PciRelocator::window(&mut map, space)
-                        .ok_or_else(|| DeviceManagerError::NoPciBus { name: name.clone() })?;
-                    let addr = window.allocate(size, size).map_err(|source| {
-                        DeviceManagerError::Alloc {
-                            name: format!("{name} {region:?}"),
-                            source,
+        // Every address first, each claimed until all are chosen, so no two regions share one;
+        // then released: the relocator claims each as its decoding turns on.
+        let mut placed: Vec<(u8, &str, PciRegion, PciSpace, u64)> = Vec::new();
+        {
+            let mut map = self.relocator.map.lock().unwrap_or_else(|e| e.into_inner());
+            let mut allocate = |name: &str, region: PciRegion, space, size| {
+                let window = PciRelocator::window(&mut map, space)
+                    .ok_or_else(|| DeviceManagerError::NoPciBus { name: name.into() })?;
+                window
+                    .allocate(size, size)
+                    .map_err(|source| DeviceManagerError::Alloc {
+                        name: format!("{name} {region:?}"),
+                        source,
+                    })
+            };
+            let mut result = Ok(());
+            'all: for (devfn, name, regions) in &plan {
+                for &(region, space, size) in regions {
+                    match allocate(name, region, space, size) {
+                        Ok(addr) => placed.push((*devfn, name, region, space, addr)),
+                        Err(e) => {
+                            result = Err(e);
+                            break 'all;
                         }
-                    })?;
-                    // The relocator claims it when decoding turns on.
-                    window.release(addr);
-                    addr
-                };
-                let (reg, value) = match region {
-                    PciRegion::Bar(i) => (BAR0_REG + usize::from(i), addr),
-                    // Bit 0 enables the ROM's decoder.
-                    PciRegion::Rom => (ROM_REG, addr | 1),
-                };
-                let low = (value as u32).to_le_bytes();
-                bus.write_and_relocate(0, devfn, reg, 0, &low);
-                if addr > u64::from(u32::MAX) {
-                    let high = ((addr >> 32) as u32).to_le_bytes();
-                    bus.write_and_relocate(0, devfn, reg + 1, 0, &high);
+                    }
                 }
             }
-            bus.write_and_relocate(0, devfn, COMMAND_REG, 0, &COMMAND_DECODE.to_le_bytes());
+            for &(_, _, _, space, addr) in &placed {
+                if let Some(window) = PciRelocator::window(&mut map, space) {
+                    window.release(addr);
+                }
+            }
+            result?;
+        }
+        let bus = self.bus.read().unwrap_or_else(|e| e.into_inner());
+        for &(devfn, _, region, _, addr) in &placed {
+            let reg = match region {
+                PciRegion::Bar(i) => BAR0_REG + usize::from(i),
+                // Placed but not enabled (bit 0), as SeaBIOS leaves ROMs it does not run; the
+                // guest enables it to read it (Linux's pci_map_rom does).
+                PciRegion::Rom => ROM_REG,
+            };
+            bus.write_and_relocate(0, devfn, reg, 0, &(addr as u32).to_le_bytes());
+            if addr > u64::from(u32::MAX) {
+                let high = ((addr >> 32) as u32).to_le_bytes();
+                bus.write_and_relocate(0, devfn, reg + 1, 0, &high);
+            }
+        }
+        for (devfn, name, _) in &plan {
+            bus.write_and_relocate(0, *devfn, COMMAND_REG, 0, &COMMAND_DECODE.to_le_bytes());
             tracing::debug!(name, devfn, "PCI function programmed");
         }
         Ok(())
@@ -381,7 +554,7 @@ pub fn attach_pci(
     bus.set_relocation(relocator.clone());
     bus.add_device(0, 0, Arc::new(HostBridge::new(kind)))
         .map_err(pci_err("PCI host bridge"))?;
-    for (addr, f) in build_functions(devices) {
+    for (addr, f) in build_functions(devices)? {
         let PciFunctionParts {
             name,
             config,
@@ -410,6 +583,7 @@ pub fn attach_pci(
                     parts,
                     id,
                     mapped: None,
+                    slot: None,
                 }
             })
             .collect();
