@@ -173,22 +173,25 @@ fn run_once(
             ctx.control.reset();
             (Handled::Kind(ExitKind::Shutdown), Ok(()))
         }
-        VcpuExit::SystemEvent { kind } => {
-            let result = match kind {
-                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => {
+        VcpuExit::SystemEvent(event) => {
+            use rvmm_hypervisor::SystemEvent;
+            let result = match event {
+                SystemEvent::Shutdown => {
                     ctx.control.shutdown(Cause::GuestShutdown);
                     Ok(())
                 }
-                kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
+                SystemEvent::Reset => {
                     ctx.control.reset();
                     Ok(())
                 }
-                other => Err(format!("guest system event {other} (crash)")),
+                SystemEvent::Crash => Err("the guest reported a crash (system event)".to_string()),
+                SystemEvent::Other(kind) => Err(format!("unhandled guest system event {kind}")),
             };
             (Handled::Kind(ExitKind::SystemEvent), result)
         }
         VcpuExit::EmulationFailure(failure) => {
-            let result = emulation::recover(vcpu, &ctx.mem, failure, &ctx.counters);
+            let result = emulation::recover(vcpu, &ctx.mem, failure, &ctx.counters.emulated)
+                .map_err(|e| e.to_string());
             (Handled::Kind(ExitKind::EmulationFallback), result)
         }
         VcpuExit::InternalError { suberror, data } => (
