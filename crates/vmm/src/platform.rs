@@ -49,12 +49,7 @@ pub fn attach_interrupts(
         IrqchipMode::Kernel => None,
         IrqchipMode::Split => {
             let ioapic = Arc::new(Ioapic::new(Arc::new(KvmMsi(dm.vm().clone()))));
-            dm.add_mmio(
-                "IOAPIC",
-                legacy::IOAPIC_BASE,
-                legacy::IOAPIC_LEN,
-                ioapic.clone(),
-            )?;
+            dm.add_fixed_mmio(dm.fixed_mmio().ioapic, ioapic.clone())?;
             Some(ioapic)
         }
     };

@@ -12,7 +12,7 @@ pub mod pci;
 pub use chipset::{attach_chipset, ChipsetConfig};
 pub use legacy::attach_legacy;
 
-use rvmm_arch::allocator::{AddressMap, AllocError};
+use rvmm_arch::allocator::{AddressMap, AllocError, FixedMmio, FixedRange};
 use rvmm_cli::MachineKind;
 use rvmm_devices::{BusDevice, BusError, DeviceId, MmioBus, PioBus};
 use rvmm_hypervisor::{HvError, Vm};
@@ -84,7 +84,8 @@ impl DeviceManager {
     pub fn new(vm: Arc<Vm>, machine: MachineKind) -> Self {
         let map = match machine {
             MachineKind::Microvm => AddressMap::microvm(),
-            MachineKind::Pc | MachineKind::Q35 => AddressMap::pc(),
+            MachineKind::Pc => AddressMap::pc(),
+            MachineKind::Q35 => AddressMap::q35(),
         };
         Self {
             vm,
@@ -142,6 +143,20 @@ impl DeviceManager {
             })
     }
 
+    /// Where this machine type has its fixed platform devices.
+    pub fn fixed_mmio(&self) -> FixedMmio {
+        self.map().fixed
+    }
+
+    /// Put `device` at its fixed placement `range`, under the range's name.
+    pub fn add_fixed_mmio(
+        &self,
+        range: FixedRange,
+        device: Arc<dyn BusDevice>,
+    ) -> Result<DeviceId, DeviceManagerError> {
+        self.add_mmio(range.name, range.base, range.size, device)
+    }
+
     /// Place a virtio-mmio transport of `len` bytes in the machine's virtio-mmio window.
     pub fn allocate_virtio_mmio(&self, name: &str, len: u64) -> Result<u64, DeviceManagerError> {
         self.map()
@@ -151,5 +166,23 @@ impl DeviceManager {
                 name: name.into(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvmm_devices::legacy::{IOAPIC_LEN, PC_TESTDEV_IOMEM_LEN};
+    use rvmm_devices::pci::Q35_ECAM_LEN;
+
+    #[test]
+    fn fixed_placements_are_as_large_as_the_devices_decode() {
+        for map in [AddressMap::microvm(), AddressMap::pc(), AddressMap::q35()] {
+            assert_eq!(map.fixed.ioapic.size, IOAPIC_LEN);
+            assert_eq!(map.fixed.pc_testdev_iomem.size, PC_TESTDEV_IOMEM_LEN);
+            if let Some(ecam) = map.fixed.pci_ecam {
+                assert_eq!(ecam.size, Q35_ECAM_LEN);
+            }
+        }
     }
 }
