@@ -64,8 +64,8 @@ pub enum VmmError {
     Devices(#[from] device_manager::DeviceManagerError),
     #[error(transparent)]
     ExitStats(#[from] exit_stats::ExitStatsError),
-    #[error("{what}: {msg}")]
-    Device { what: &'static str, msg: String },
+    #[error(transparent)]
+    Firmware(#[from] firmware::FirmwareError),
     #[error("QMP socket {what}: {source}")]
     Qmp {
         what: String,

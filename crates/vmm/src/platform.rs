@@ -36,16 +36,16 @@ fn device_err(what: &'static str) -> impl FnOnce(rvmm_devices::InterruptError) -
     }
 }
 
-/// Put the user-space IOAPIC on the MMIO bus (split irqchip) and connect the device interrupt
+/// Put the user-space IOAPIC on the MMIO bus (`irqchip` split) and connect the device interrupt
 /// lines (COM1 on IRQ 4, then `device_lines`, e.g. virtio's) to whichever IOAPIC the mode has.
 /// Returns the user-space IOAPIC.
-pub fn attach_interrupts(
+pub fn attach_irqchip(
     dm: &DeviceManager,
-    config: &VmConfig,
+    irqchip: IrqchipMode,
     serial: Option<&SerialDevice>,
     device_lines: Vec<IrqLine>,
 ) -> Result<Option<Arc<Ioapic>>, VmmError> {
-    let ioapic = match config.irqchip {
+    let ioapic = match irqchip {
         IrqchipMode::Kernel => None,
         IrqchipMode::Split => {
             let ioapic = Arc::new(Ioapic::new(Arc::new(KvmMsi(dm.vm().clone()))));
@@ -63,6 +63,17 @@ pub fn attach_interrupts(
     lines.extend(device_lines);
     connect_lines(dm.vm(), ioapic.as_ref(), lines)?;
     Ok(ioapic)
+}
+
+/// [`attach_irqchip`] in `config`'s irqchip mode.
+// TODO(lead): inline into builder.rs as `attach_irqchip(&dm, config.irqchip, ...)`.
+pub fn attach_interrupts(
+    dm: &DeviceManager,
+    config: &VmConfig,
+    serial: Option<&SerialDevice>,
+    device_lines: Vec<IrqLine>,
+) -> Result<Option<Arc<Ioapic>>, VmmError> {
+    attach_irqchip(dm, config.irqchip, serial, device_lines)
 }
 
 /// The ACPI SCI (the FADT's SCI_INT, IRQ 9, level-triggered) of `acpi_pm`, with a thread that
