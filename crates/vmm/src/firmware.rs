@@ -1,5 +1,6 @@
-//! What a PC guest finds instead of a BIOS: ACPI and MP tables in the BIOS area, the fw_cfg
-//! items QEMU provides, the CMOS RTC and the reset control register at 0xCF9.
+//! What a PC guest finds instead of a BIOS: ACPI and MP tables in the BIOS area and the fw_cfg
+//! items QEMU provides (the CMOS RTC and the reset control register are the chipset's, in
+//! `device_manager::chipset`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
