@@ -5,53 +5,71 @@
 
 use rvmm_cli::Action;
 use std::process::ExitCode;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
 const ERROR_STATUS: u8 = 2;
 
-/// Warnings and notices for the user ("rvmm: terminating on signal 15"), as QEMU prints them.
-struct Notice;
+/// The tracing target of status lines printed without a "warning:"/"note:" kind.
+const NOTICE: &str = "rvmm::notice";
 
-impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Notice
+/// rvmm's messages on stderr without `RVMM_LOG`, in QEMU's style, one per line: errors as
+/// "rvmm: ...", warnings as "rvmm: warning: ...", notes (info level) as "rvmm: note: ...".
+/// Debug and trace events are off.
+struct UserMessages;
+
+impl<S, N> FormatEvent<S, N> for UserMessages
 where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(
         &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        write!(writer, "rvmm: ")?;
+        let kind = match *event.metadata().level() {
+            // Plain status lines, as QEMU prints them ("terminating on signal 15").
+            _ if event.metadata().target() == NOTICE => "",
+            tracing::Level::ERROR => "",
+            tracing::Level::WARN => "warning: ",
+            _ => "note: ",
+        };
+        write!(writer, "rvmm: {kind}")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
 }
 
+/// `RVMM_LOG=error|warn|info|debug|trace` logs at that level with timestamps (uptime since the
+/// logger started); without it, notes, warnings and errors reach stderr as [`UserMessages`].
 fn init_logging() {
-    // Without RVMM_LOG only warnings reach stderr, one "rvmm: ..." line each; RVMM_LOG=debug|
-    // info|... shows everything up to that level with timestamps.
-    let Ok(level) = std::env::var("RVMM_LOG") else {
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_writer(std::io::stderr)
-            .event_format(Notice)
-            .init();
-        return;
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    let installed = match std::env::var("RVMM_LOG") {
+        Err(_) => builder
+            .with_max_level(tracing::Level::INFO)
+            .event_format(UserMessages)
+            .try_init(),
+        Ok(level) => {
+            let level = match level.to_ascii_lowercase().as_str() {
+                "error" => tracing::Level::ERROR,
+                "warn" => tracing::Level::WARN,
+                "info" => tracing::Level::INFO,
+                "trace" => tracing::Level::TRACE,
+                _ => tracing::Level::DEBUG,
+            };
+            builder
+                .with_max_level(level)
+                .with_target(false)
+                .with_timer(tracing_subscriber::fmt::time::uptime())
+                .try_init()
+        }
     };
-    let level = match level.to_ascii_lowercase().as_str() {
-        "error" => tracing::Level::ERROR,
-        "warn" => tracing::Level::WARN,
-        "info" => tracing::Level::INFO,
-        "trace" => tracing::Level::TRACE,
-        _ => tracing::Level::DEBUG,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_timer(tracing_subscriber::fmt::time::uptime())
-        .init();
+    if let Err(e) = installed {
+        eprintln!("rvmm: warning: cannot set up logging: {e}");
+    }
 }
 
 fn main() -> ExitCode {

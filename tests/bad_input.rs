@@ -107,6 +107,28 @@ fn missing_kernel_and_initrd_files_are_named() {
         &["-kernel", pvh, "-serial", "file:/nonexistent/dir/log"],
         "/nonexistent/dir/log",
     );
+    expect_error(
+        &["-fw_cfg", "name=opt/rvmm/x,file=/nonexistent/fw_cfg-item"],
+        "-fw_cfg name=opt/rvmm/x: can't load /nonexistent/fw_cfg-item",
+    );
+}
+
+#[test]
+fn a_tap_fd_that_is_not_open_is_named() {
+    if skip_on_qemu("rvmm's own messages") {
+        return;
+    }
+    expect_error(
+        &[
+            "-M",
+            "microvm",
+            "-netdev",
+            "tap,id=n0,fd=999",
+            "-device",
+            "virtio-net-device,netdev=n0",
+        ],
+        "virtio-net: tap fd 999: Bad file descriptor",
+    );
 }
 
 #[test]

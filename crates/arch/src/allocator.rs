@@ -1,13 +1,15 @@
 //! Address windows and what is placed in them: one [`AddressAllocator`] per window (PCI 32-bit
-//! MMIO, PCI I/O, platform MMIO), and [`AddressMap`], the windows of each machine type.
+//! MMIO, PCI I/O, virtio-mmio), and [`AddressMap`], each machine type's windows and fixed
+//! placements.
 //!
-//! Fixed platform devices (IOAPIC, ECAM) are claimed at their architectural addresses; devices
-//! without one (virtio-mmio transports, PCI BARs under direct kernel boot) are allocated; BARs the
-//! guest programs are claimed where it puts them.
+//! Fixed platform devices (IOAPIC, q35's ECAM, pc-testdev's iomem) sit at the addresses
+//! [`FixedMmio`] gives, outside every window; devices without one (virtio-mmio transports, PCI
+//! BARs under direct kernel boot) are allocated in a window; BARs the guest programs are claimed
+//! where it puts them.
 
 use std::collections::BTreeMap;
 
-use crate::acpi::IOAPIC_ADDR;
+use crate::acpi::{IOAPIC_ADDR, LAPIC_ADDR};
 use crate::layout::MMIO_GAP_START;
 
 /// Errors placing a range.
@@ -161,7 +163,79 @@ pub const PC_VIRTIO_MMIO_BASE: u64 = 0xfef0_0000;
 /// Room for the virtio-mmio transports (QEMU microvm creates at most 8 with one IOAPIC).
 pub const VIRTIO_MMIO_WINDOW: u64 = 0x1000;
 
-/// The windows of one machine type.
+/// A guest-physical range a device always occupies on a machine type; `name` is the device's name
+/// on the MMIO bus (messages, `-exit-stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedRange {
+    pub name: &'static str,
+    pub base: u64,
+    pub size: u64,
+}
+
+impl FixedRange {
+    /// Whether the two ranges share a byte.
+    pub fn overlaps(&self, other: &FixedRange) -> bool {
+        self.base < other.base.saturating_add(other.size)
+            && other.base < self.base.saturating_add(self.size)
+    }
+}
+
+/// The IOAPIC's registers (MP spec and ACPI MADT default; QEMU decodes 4 KiB).
+pub const IOAPIC_RANGE: FixedRange = FixedRange {
+    name: "IOAPIC",
+    base: IOAPIC_ADDR as u64,
+    size: 0x1000,
+};
+/// The LAPIC and MSI window: decoded by KVM's in-kernel LAPIC, never on rvmm's bus (QEMU's
+/// `APIC_SPACE_SIZE`).
+pub const LAPIC_RANGE: FixedRange = FixedRange {
+    name: "LAPIC/MSI",
+    base: LAPIC_ADDR as u64,
+    size: 0x10_0000,
+};
+/// q35's PCIe ECAM window (MCH PCIEXBAR default, `MCH_HOST_BRIDGE_PCIEXBAR_DEFAULT`): 256 buses.
+pub const Q35_ECAM_RANGE: FixedRange = FixedRange {
+    name: "PCI ECAM",
+    base: 0xb000_0000,
+    size: 0x1000_0000,
+};
+/// pc-testdev's 64 KiB iomem window (QEMU hw/misc/pc-testdev.c), on every machine type.
+pub const PC_TESTDEV_IOMEM_RANGE: FixedRange = FixedRange {
+    name: "pc-testdev iomem",
+    base: 0xff00_0000,
+    size: 0x1_0000,
+};
+
+/// The fixed MMIO placements of one machine type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedMmio {
+    pub ioapic: FixedRange,
+    /// Reserved for KVM: nothing rvmm places may overlap it.
+    pub lapic: FixedRange,
+    /// The PCIe ECAM; None without PCIe (pc, microvm).
+    pub pci_ecam: Option<FixedRange>,
+    /// Where `-device pc-testdev` puts its iomem window.
+    pub pc_testdev_iomem: FixedRange,
+}
+
+impl FixedMmio {
+    /// Every placement, in address order.
+    pub fn ranges(&self) -> Vec<FixedRange> {
+        let mut v: Vec<FixedRange> = [
+            Some(self.ioapic),
+            Some(self.lapic),
+            self.pci_ecam,
+            Some(self.pc_testdev_iomem),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        v.sort_by_key(|r| r.base);
+        v
+    }
+}
+
+/// The windows and fixed placements of one machine type.
 #[derive(Debug, Clone)]
 pub struct AddressMap {
     /// 32-bit memory BARs; None without PCI (microvm).
@@ -170,6 +244,8 @@ pub struct AddressMap {
     pub pci_io: Option<AddressAllocator>,
     /// virtio-mmio transports.
     pub virtio_mmio: AddressAllocator,
+    /// Devices at architectural addresses.
+    pub fixed: FixedMmio,
 }
 
 impl AddressMap {
@@ -183,11 +259,18 @@ impl AddressMap {
                 MICROVM_VIRTIO_MMIO_BASE,
                 VIRTIO_MMIO_WINDOW,
             ),
+            fixed: FixedMmio {
+                ioapic: IOAPIC_RANGE,
+                lapic: LAPIC_RANGE,
+                pci_ecam: None,
+                pc_testdev_iomem: PC_TESTDEV_IOMEM_RANGE,
+            },
         }
     }
 
-    /// pc and q35: the PCI window from the end of low RAM's gap to the IOAPIC (the DSDT's PCI0
-    /// _CRS says the same), I/O BARs from 0xc000, virtio-mmio outside the PCI window.
+    /// pc (i440FX): the PCI window from the start of the MMIO gap to the IOAPIC (the DSDT's PCI0
+    /// _CRS says the same), I/O BARs from 0xc000, virtio-mmio outside the PCI window; PCI
+    /// configuration through ports only.
     pub fn pc() -> Self {
         Self {
             pci_mmio32: Some(AddressAllocator::new(
@@ -205,7 +288,20 @@ impl AddressMap {
                 PC_VIRTIO_MMIO_BASE,
                 VIRTIO_MMIO_WINDOW,
             ),
+            fixed: FixedMmio {
+                ioapic: IOAPIC_RANGE,
+                lapic: LAPIC_RANGE,
+                pci_ecam: None,
+                pc_testdev_iomem: PC_TESTDEV_IOMEM_RANGE,
+            },
         }
+    }
+
+    /// q35: pc's windows, and the PCIe ECAM below the MMIO gap.
+    pub fn q35() -> Self {
+        let mut map = Self::pc();
+        map.fixed.pci_ecam = Some(Q35_ECAM_RANGE);
+        map
     }
 }
 
@@ -275,5 +371,59 @@ mod tests {
         assert!(!pci.contains(PC_VIRTIO_MMIO_BASE, VIRTIO_MMIO_WINDOW));
         assert!(pci.contains(MMIO_GAP_START, 0x1000));
         assert!(AddressMap::microvm().pci_mmio32.is_none());
+    }
+
+    #[test]
+    fn no_placement_overlaps_another_or_a_window_on_any_machine() {
+        for (machine, map) in [
+            ("microvm", AddressMap::microvm()),
+            ("pc", AddressMap::pc()),
+            ("q35", AddressMap::q35()),
+        ] {
+            let fixed = map.fixed.ranges();
+            for (i, a) in fixed.iter().enumerate() {
+                assert!(
+                    a.size > 0 && a.base.checked_add(a.size).is_some(),
+                    "{machine}: {a:?}"
+                );
+                for b in &fixed[i + 1..] {
+                    assert!(!a.overlaps(b), "{machine}: {a:?} overlaps {b:?}");
+                }
+            }
+            // The memory windows (PCI I/O is in the port space).
+            let windows: Vec<FixedRange> = [map.pci_mmio32.as_ref(), Some(&map.virtio_mmio)]
+                .into_iter()
+                .flatten()
+                .map(|w| FixedRange {
+                    name: w.name,
+                    base: w.start,
+                    size: (w.last - w.start).saturating_add(1),
+                })
+                .collect();
+            for (i, w) in windows.iter().enumerate() {
+                for f in &fixed {
+                    assert!(!w.overlaps(f), "{machine}: {f:?} lies in {w:?}");
+                }
+                for other in &windows[i + 1..] {
+                    assert!(!w.overlaps(other), "{machine}: {w:?} overlaps {other:?}");
+                }
+            }
+        }
+        assert_eq!(AddressMap::q35().fixed.pci_ecam, Some(Q35_ECAM_RANGE));
+        assert_eq!(AddressMap::pc().fixed.pci_ecam, None);
+        assert_eq!(AddressMap::microvm().fixed.pci_ecam, None);
+    }
+
+    #[test]
+    fn ranges_overlap_only_when_they_share_a_byte() {
+        let r = |base, size| FixedRange {
+            name: "r",
+            base,
+            size,
+        };
+        assert!(r(0x1000, 0x1000).overlaps(&r(0x1fff, 1)));
+        assert!(!r(0x1000, 0x1000).overlaps(&r(0x2000, 1)));
+        assert!(!r(0x2000, 1).overlaps(&r(0x1000, 0x1000)));
+        assert!(r(0x1000, 0x1000).overlaps(&r(0, 0x10000)));
     }
 }

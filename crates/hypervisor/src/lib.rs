@@ -7,7 +7,7 @@ mod vm;
 
 pub use cpuid::{hide_hypercall_features, vcpu_cpuid};
 pub use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
-pub use vcpu::{install_kick_handler, kick_signal, EmulationFailure, Vcpu, VcpuExit};
+pub use vcpu::{install_kick_handler, kick_signal, EmulationFailure, SystemEvent, Vcpu, VcpuExit};
 pub use vm::{IoEventAddr, MemoryFlags, MemorySlot, Vm};
 
 use kvm_ioctls::Kvm;

@@ -7,7 +7,8 @@ use kvm_bindings::{
     KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR, KVM_EXIT_IO,
     KVM_EXIT_IOAPIC_EOI, KVM_EXIT_IO_IN, KVM_EXIT_MMIO, KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT,
     KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES,
-    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED,
+    KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_UNINITIALIZED, KVM_SYSTEM_EVENT_CRASH,
+    KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::VcpuFd;
 use std::cell::Cell;
@@ -29,6 +30,31 @@ pub struct EmulationFailure {
 impl EmulationFailure {
     pub fn bytes(&self) -> &[u8] {
         &self.insn[..usize::from(self.insn_len).min(MAX_INSN_LEN)]
+    }
+}
+
+/// What the guest asked the machine to do (KVM_EXIT_SYSTEM_EVENT, api.rst "KVM_EXIT_SYSTEM_EVENT").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemEvent {
+    /// Power off.
+    Shutdown,
+    /// Reset the machine.
+    Reset,
+    /// The guest reported a crash (e.g. through the Hyper-V crash control MSR).
+    Crash,
+    /// Any other event type, as KVM numbers it (wake-up, suspend, SEV termination, ...).
+    Other(u32),
+}
+
+impl SystemEvent {
+    /// Decode `kvm_run.system_event.type`.
+    fn from_kvm(kind: u32) -> Self {
+        match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN => SystemEvent::Shutdown,
+            KVM_SYSTEM_EVENT_RESET => SystemEvent::Reset,
+            KVM_SYSTEM_EVENT_CRASH => SystemEvent::Crash,
+            other => SystemEvent::Other(other),
+        }
     }
 }
 
@@ -72,9 +98,7 @@ pub enum VcpuExit<'a> {
         data: [u64; 4],
     },
     /// KVM_EXIT_SYSTEM_EVENT: shutdown, reset or crash requested by the guest.
-    SystemEvent {
-        kind: u32,
-    },
+    SystemEvent(SystemEvent),
     /// VM entry failed (hardware reason code).
     FailEntry {
         reason: u64,
@@ -241,7 +265,7 @@ impl Vcpu {
             KVM_EXIT_SYSTEM_EVENT => {
                 // SAFETY: exit_reason KVM_EXIT_SYSTEM_EVENT says `system_event` is the live member.
                 let kind = unsafe { run.__bindgen_anon_1.system_event.type_ };
-                VcpuExit::SystemEvent { kind }
+                VcpuExit::SystemEvent(SystemEvent::from_kvm(kind))
             }
             KVM_EXIT_FAIL_ENTRY => {
                 // SAFETY: exit_reason KVM_EXIT_FAIL_ENTRY says `fail_entry` is the live member.
@@ -420,5 +444,15 @@ mod tests {
         // Without the flag there are no bytes.
         data[0] = 0;
         assert_eq!(decode_emulation_failure(&data, 3).bytes(), &[] as &[u8]);
+    }
+
+    #[test]
+    fn decodes_system_events() {
+        assert_eq!(SystemEvent::from_kvm(1), SystemEvent::Shutdown);
+        assert_eq!(SystemEvent::from_kvm(2), SystemEvent::Reset);
+        assert_eq!(SystemEvent::from_kvm(3), SystemEvent::Crash);
+        // KVM_SYSTEM_EVENT_SUSPEND, and a number from a newer kernel.
+        assert_eq!(SystemEvent::from_kvm(5), SystemEvent::Other(5));
+        assert_eq!(SystemEvent::from_kvm(99), SystemEvent::Other(99));
     }
 }

@@ -7,7 +7,7 @@ use crate::device_manager::pci::attach_pci;
 use crate::device_manager::{attach_chipset, attach_legacy, ChipsetConfig, DeviceManager};
 use crate::event_loop::{block_signals, EventLoop, Sources};
 use crate::exit_stats::{write_reports, ExitStats};
-use crate::firmware::{attach_fw_cfg, FirmwareTables, KernelFiles};
+use crate::firmware::{attach_fw_cfg, FirmwareTables, FwCfgConfig, KernelFiles};
 use crate::qmp::{self, Events, QmpServer};
 use crate::vcpu::{ExitCounters, VcpuBoot, VcpuContext, VcpuHandle};
 use crate::vm::{Reloader, VmDevices, Vmm, VmmParts};
@@ -175,7 +175,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
     tracing::debug!(mode = ?config.irqchip, "irqchip created");
     let dm = DeviceManager::new(vm.clone(), config.machine);
-    let virtio = crate::virtio::attach(config, &dm, &mem)?;
+    let virtio = crate::virtio::attach_virtio(&dm, &config.virtio, config.acpi, &mem)?;
     let mut images = Images::read(config, FirmwareTables::new(config, virtio.acpi_devices()))?;
     tracing::debug!("images read");
     images.cmdline = format!("{}{}", images.cmdline, virtio.cmdline_suffix())
@@ -201,14 +201,20 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let acpi_pm = chipset.acpi_pm;
     let serial = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?.serial;
     let kernel_files = images.kernel_files(&entry);
-    attach_fw_cfg(config, &mem, kernel_files.as_ref(), &dm)?;
+    let fw_cfg = FwCfgConfig {
+        memory_bytes: config.memory_bytes,
+        cpus: config.smp.cpus,
+        max_cpus: config.smp.maxcpus,
+        files: &config.fw_cfg,
+    };
+    attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
     let (mut device_lines, mut resamplers) = virtio.irq_lines()?;
     if let Some((line, resampler)) = crate::platform::sci_line(config, &acpi_pm)? {
         device_lines.push(line);
         resamplers.extend(resampler);
     }
     let (ioapic, ioapic_lines) =
-        crate::platform::attach_interrupts(&dm, config, serial.as_deref(), device_lines)?;
+        crate::platform::attach_irqchip(&dm, config.irqchip, serial.as_deref(), device_lines)?;
     let pci = attach_pci(&dm, config.machine, &config.devices, &ctl)?;
     let boot = Arc::new(VcpuBoot { entry });
 

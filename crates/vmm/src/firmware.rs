@@ -1,18 +1,45 @@
-//! What a PC guest finds instead of a BIOS: ACPI and MP tables in the BIOS area, the fw_cfg
-//! items QEMU provides, the CMOS RTC and the reset control register at 0xCF9.
+//! What a PC guest finds instead of a BIOS: ACPI and MP tables in the BIOS area and the fw_cfg
+//! items QEMU provides (the CMOS RTC and the reset control register are the chipset's, in
+//! `device_manager::chipset`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rvmm_arch::acpi::{AcpiConfig, PciHostBridge};
+use rvmm_arch::acpi::{AcpiConfig, AcpiError, PciHostBridge};
 use rvmm_arch::layout::{low_ram_end, CMDLINE_START, HIMEM_START, MMIO_GAP_END};
+use rvmm_arch::mptable::MpTableError;
 use rvmm_arch::topology::CpuTopology;
 use rvmm_arch::{BootEntry, BootProtocol};
-use rvmm_cli::{FwCfgData, MachineKind, SerialConfig, VmConfig};
+use rvmm_cli::{FwCfgData, FwCfgFile, MachineKind, SerialConfig, VmConfig};
 use rvmm_devices::legacy::{self, fw_cfg as fc, FwCfg};
 use vm_memory::GuestMemoryMmap;
 
 use crate::device_manager::DeviceManager;
 use crate::VmmError;
+
+/// Errors writing the firmware tables or building fw_cfg's items.
+#[derive(Debug, thiserror::Error)]
+pub enum FirmwareError {
+    #[error("firmware tables: {0}")]
+    MpTable(#[source] MpTableError),
+    #[error("firmware tables: {0}")]
+    Acpi(#[source] AcpiError),
+    #[error("fw_cfg: {0}")]
+    FwCfg(#[source] fc::FwCfgError),
+    #[error("-fw_cfg name={name}: {source}")]
+    UserFile {
+        name: String,
+        #[source]
+        source: fc::FwCfgError,
+    },
+    #[error("-fw_cfg name={name}: can't load {path}: {source}")]
+    UserFileRead {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// e820 type of RAM in `etc/e820`.
 const E820_RAM: u32 = 1;
@@ -58,15 +85,16 @@ impl FirmwareTables {
 
     /// Writes the MP table and (unless `acpi=off`) the ACPI tables, and hands the kernel the
     /// RSDP address.
-    pub(crate) fn write(&self, mem: &GuestMemoryMmap, entry: &BootEntry) -> Result<(), VmmError> {
-        let err = |e: &dyn std::fmt::Display| VmmError::Device {
-            what: "firmware tables",
-            msg: e.to_string(),
-        };
-        rvmm_arch::mptable::write_mptable(mem, &self.apic_ids).map_err(|e| err(&e))?;
+    pub(crate) fn write(
+        &self,
+        mem: &GuestMemoryMmap,
+        entry: &BootEntry,
+    ) -> Result<(), FirmwareError> {
+        rvmm_arch::mptable::write_mptable(mem, &self.apic_ids).map_err(FirmwareError::MpTable)?;
         if let Some(acpi) = &self.acpi {
-            let rsdp = rvmm_arch::acpi::write_acpi_tables(mem, acpi).map_err(|e| err(&e))?;
-            rvmm_arch::acpi::publish_rsdp(mem, entry, rsdp).map_err(|e| err(&e))?;
+            let rsdp =
+                rvmm_arch::acpi::write_acpi_tables(mem, acpi).map_err(FirmwareError::Acpi)?;
+            rvmm_arch::acpi::publish_rsdp(mem, entry, rsdp).map_err(FirmwareError::Acpi)?;
         }
         Ok(())
     }
@@ -78,13 +106,6 @@ pub(crate) struct KernelFiles<'a> {
     pub initrd: Option<&'a [u8]>,
     pub cmdline: &'a str,
     pub entry: &'a BootEntry,
-}
-
-fn fw_err(e: fc::FwCfgError) -> VmmError {
-    VmmError::Device {
-        what: "fw_cfg",
-        msg: e.to_string(),
-    }
 }
 
 /// QEMU's `etc/e820`: packed {u64 address, u64 length, u32 type} little-endian entries, RAM
@@ -137,42 +158,70 @@ fn add_kernel_items(fw: &mut FwCfg, k: &KernelFiles) -> Result<(), fc::FwCfgErro
     Ok(())
 }
 
-/// Builds fw_cfg (both interfaces) and puts it on the port bus.
-pub(crate) fn attach_fw_cfg(
-    config: &VmConfig,
+/// What fw_cfg tells the firmware about the machine, and the user's `-fw_cfg` files.
+pub(crate) struct FwCfgConfig<'a> {
+    pub memory_bytes: u64,
+    pub cpus: u32,
+    pub max_cpus: u32,
+    pub files: &'a [FwCfgFile],
+}
+
+/// The fw_cfg device QEMU's firmware interface describes: RAM, CPUs, boot order, e820, the
+/// `-kernel` items and the user's files (read from disk here).
+fn fw_cfg_device(
+    config: &FwCfgConfig,
     mem: &GuestMemoryMmap,
     kernel: Option<&KernelFiles>,
-    dm: &DeviceManager,
-) -> Result<(), VmmError> {
+) -> Result<FwCfg, FirmwareError> {
     let mut fw = FwCfg::new();
     fw.enable_dma(mem.clone());
     fw.set_ram_size(config.memory_bytes);
-    fw.set_cpus(config.smp.cpus as u16, config.smp.maxcpus as u16);
-    fw.add_u16(fc::FW_CFG_BOOT_MENU, 0).map_err(fw_err)?;
+    fw.set_cpus(config.cpus as u16, config.max_cpus as u16);
+    fw.add_u16(fc::FW_CFG_BOOT_MENU, 0)
+        .map_err(FirmwareError::FwCfg)?;
     // Empty boot order: rvmm has no boot devices yet, only -kernel.
-    fw.add_file("bootorder", Vec::new()).map_err(fw_err)?;
+    fw.add_file("bootorder", Vec::new())
+        .map_err(FirmwareError::FwCfg)?;
     fw.add_file("etc/e820", e820_file(config.memory_bytes))
-        .map_err(fw_err)?;
+        .map_err(FirmwareError::FwCfg)?;
     if let Some(k) = kernel {
-        add_kernel_items(&mut fw, k).map_err(fw_err)?;
+        add_kernel_items(&mut fw, k).map_err(FirmwareError::FwCfg)?;
     }
-    for item in &config.fw_cfg {
+    for item in config.files {
         if item.outside_opt() {
-            eprintln!(
-                "rvmm: -fw_cfg name={}: warning: externally provided fw_cfg item names should be prefixed with \"opt/\"",
+            // QEMU's wording (hw/nvram/fw_cfg.c).
+            tracing::warn!(
+                "-fw_cfg name={}: externally provided fw_cfg item names should be prefixed with \"opt/\"",
                 item.name
             );
         }
         let data = match &item.data {
             FwCfgData::String(s) => s.as_bytes().to_vec(),
-            FwCfgData::File(path) => std::fs::read(path).map_err(|e| VmmError::Device {
-                what: "-fw_cfg",
-                msg: format!("can't load {}: {e}", path.display()),
-            })?,
+            FwCfgData::File(path) => {
+                std::fs::read(path).map_err(|source| FirmwareError::UserFileRead {
+                    name: item.name.clone(),
+                    path: path.clone(),
+                    source,
+                })?
+            }
         };
-        fw.add_file(&item.name, data).map_err(fw_err)?;
+        fw.add_file(&item.name, data)
+            .map_err(|source| FirmwareError::UserFile {
+                name: item.name.clone(),
+                source,
+            })?;
     }
-    let fw = Arc::new(fw);
+    Ok(fw)
+}
+
+/// Builds fw_cfg (both interfaces) and puts it on the port bus.
+pub(crate) fn attach_fw_cfg(
+    dm: &DeviceManager,
+    config: &FwCfgConfig,
+    mem: &GuestMemoryMmap,
+    kernel: Option<&KernelFiles>,
+) -> Result<(), VmmError> {
+    let fw = Arc::new(fw_cfg_device(config, mem, kernel)?);
     dm.add_pio(
         "fw_cfg",
         legacy::FW_CFG_PORT_BASE,
@@ -185,7 +234,6 @@ pub(crate) fn attach_fw_cfg(
         fc::FW_CFG_DMA_PORT_LEN,
         fw.dma_port(),
     )?;
-
     Ok(())
 }
 
@@ -204,6 +252,56 @@ mod tests {
         assert_eq!(f.len(), 40);
         assert_eq!(f[20..28], (4u64 << 30).to_le_bytes());
         assert_eq!(f[28..36], (2u64 << 30).to_le_bytes());
+    }
+
+    fn fw_cfg_with(files: &[FwCfgFile]) -> Result<FwCfg, FirmwareError> {
+        let mem = GuestMemoryMmap::from_ranges(&[(vm_memory::GuestAddress(0), 1 << 20)])
+            .expect("1 MiB of guest memory");
+        let config = FwCfgConfig {
+            memory_bytes: 1 << 20,
+            cpus: 1,
+            max_cpus: 1,
+            files,
+        };
+        fw_cfg_device(&config, &mem, None)
+    }
+
+    #[test]
+    fn user_file_errors_name_the_option_and_keep_the_cause() {
+        let missing = [FwCfgFile {
+            name: "opt/rvmm/x".into(),
+            data: FwCfgData::File("/nonexistent/fw_cfg-item".into()),
+        }];
+        let e = fw_cfg_with(&missing)
+            .err()
+            .expect("a missing file is an error");
+        assert!(
+            e.to_string()
+                .starts_with("-fw_cfg name=opt/rvmm/x: can't load /nonexistent/fw_cfg-item: "),
+            "{e}"
+        );
+        assert!(matches!(
+            e,
+            FirmwareError::UserFileRead { ref source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound
+        ));
+        let twice = [
+            FwCfgFile {
+                name: "opt/rvmm/y".into(),
+                data: FwCfgData::String("a".into()),
+            },
+            FwCfgFile {
+                name: "opt/rvmm/y".into(),
+                data: FwCfgData::String("b".into()),
+            },
+        ];
+        let e = fw_cfg_with(&twice).err().expect("a duplicate is an error");
+        assert!(
+            e.to_string().starts_with("-fw_cfg name=opt/rvmm/y: "),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(fw_cfg_with(&twice[..1]).is_ok());
     }
 
     #[test]

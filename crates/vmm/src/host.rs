@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-/// The one line rvmm prints on stderr on such a host.
-pub const NOTICE: &str = "rvmm: note: this host's KVM (kvm_pvm) emulates guest kernel code: \
+/// The one-line note rvmm logs on such a host (at info level, which the CLI shows by default as
+/// "rvmm: note: ...").
+pub const NOTICE: &str = "this host's KVM (kvm_pvm) emulates guest kernel code: \
 CPL0 runs slowly and Linux needs extra kernel parameters; see docs/EMULATED-KVM.md";
 
 /// Whether /dev/kvm is served by `kvm_pvm`, judged from the module directory `sys_module`.
@@ -24,10 +25,10 @@ pub fn kvm_emulates_kernel_mode() -> bool {
     kvm_emulates_kernel_mode_in(Path::new("/sys/module"))
 }
 
-/// Print [`NOTICE`] on such a host.
+/// Log [`NOTICE`] on such a host.
 pub fn announce() {
     if kvm_emulates_kernel_mode() {
-        eprintln!("{NOTICE}");
+        tracing::info!("{NOTICE}");
     }
 }
 

@@ -5,6 +5,7 @@
 //! every line's eventfd and sets the IOAPIC pin, which delivers MSIs with KVM_SIGNAL_MSI; EOIs of
 //! level-triggered vectors come back as KVM_EXIT_IOAPIC_EOI on the vCPU threads.
 
+use crate::device_manager::DeviceManagerError;
 use crate::VmmError;
 use rvmm_devices::legacy::{Ioapic, IOAPIC_PINS};
 use rvmm_devices::{IrqLine, MsiController, MsiMessage};
@@ -57,10 +58,11 @@ pub fn connect_lines(
     let io_err = |what| move |source| VmmError::Io { what, source };
     for line in &lines {
         if line.gsi as usize >= IOAPIC_PINS {
-            return Err(VmmError::Device {
-                what: "interrupt line",
-                msg: format!("GSI {} is past the IOAPIC's {IOAPIC_PINS} pins", line.gsi),
-            });
+            return Err(DeviceManagerError::IrqPastIoapic {
+                gsi: line.gsi,
+                pins: IOAPIC_PINS,
+            }
+            .into());
         }
         if let Some(resample) = &line.resample {
             let evt = resample

@@ -68,8 +68,8 @@ pub enum VmmError {
     Vcpu(#[from] vcpu::VcpuError),
     #[error(transparent)]
     ExitStats(#[from] exit_stats::ExitStatsError),
-    #[error("{what}: {msg}")]
-    Device { what: &'static str, msg: String },
+    #[error(transparent)]
+    Firmware(#[from] firmware::FirmwareError),
     #[error("QMP socket {what}: {source}")]
     Qmp {
         what: String,

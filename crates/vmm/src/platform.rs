@@ -36,25 +36,20 @@ fn device_err(what: &'static str) -> impl FnOnce(rvmm_devices::InterruptError) -
     }
 }
 
-/// Put the user-space IOAPIC on the MMIO bus (split irqchip) and connect the device interrupt
+/// Put the user-space IOAPIC on the MMIO bus (`irqchip` split) and connect the device interrupt
 /// lines (COM1 on IRQ 4, then `device_lines`, e.g. virtio's) to whichever IOAPIC the mode has.
 /// Returns the user-space IOAPIC and the lines the event loop serves for it.
-pub fn attach_interrupts(
+pub fn attach_irqchip(
     dm: &DeviceManager,
-    config: &VmConfig,
+    irqchip: IrqchipMode,
     serial: Option<&SerialDevice>,
     device_lines: Vec<IrqLine>,
 ) -> Result<(Option<Arc<Ioapic>>, Vec<IoapicLine>), VmmError> {
-    let ioapic = match config.irqchip {
+    let ioapic = match irqchip {
         IrqchipMode::Kernel => None,
         IrqchipMode::Split => {
             let ioapic = Arc::new(Ioapic::new(Arc::new(KvmMsi(dm.vm().clone()))));
-            dm.add_mmio(
-                "IOAPIC",
-                legacy::IOAPIC_BASE,
-                legacy::IOAPIC_LEN,
-                ioapic.clone(),
-            )?;
+            dm.add_fixed_mmio(dm.fixed_mmio().ioapic, ioapic.clone())?;
             Some(ioapic)
         }
     };

@@ -8,11 +8,11 @@
 //! (`virtio_mmio.device=`, ISA IRQs from 5, edge-triggered). QEMU puts the ACPI lines on a second
 //! IOAPIC (GSI 24+) unless `ioapic2=off`; rvmm has one IOAPIC and uses the `ioapic2=off` layout.
 
-use crate::device_manager::DeviceManager;
+use crate::device_manager::{DeviceManager, DeviceManagerError};
 use crate::interrupts::Resampler;
 use crate::VmmError;
 use rvmm_block::{Disk, DiskOptions, ImageFormat};
-use rvmm_cli::{TapConfig, VirtioDeviceConfig, VmConfig};
+use rvmm_cli::{TapConfig, VirtioDeviceConfig};
 use rvmm_devices::virtio::block::BlockDevice;
 use rvmm_devices::virtio::mmio::QUEUE_NOTIFY;
 use rvmm_devices::virtio::net::NetDevice;
@@ -149,14 +149,10 @@ impl VirtioDevices {
     }
 }
 
-fn device_err(what: &'static str) -> impl FnOnce(String) -> VmmError {
-    move |msg| VmmError::Device { what, msg }
-}
-
 fn build_device(
     cfg: &VirtioDeviceConfig,
     nic_index: &mut u8,
-) -> Result<Box<dyn VirtioDevice>, VmmError> {
+) -> Result<Box<dyn VirtioDevice>, DeviceManagerError> {
     Ok(match cfg {
         VirtioDeviceConfig::Rng => Box::new(RngDevice::new()),
         VirtioDeviceConfig::Block(d) => {
@@ -166,24 +162,21 @@ fn build_device(
                 readonly: d.readonly,
                 direct: d.direct,
             };
-            let (disk, warning) =
-                Disk::open(&opts).map_err(|e| device_err("virtio-blk")(e.to_string()))?;
+            let (disk, warning) = Disk::open(&opts).map_err(DeviceManagerError::Disk)?;
             if let Some(w) = warning {
-                eprintln!("rvmm: warning: {w}");
+                tracing::warn!("{w}");
             }
             Box::new(BlockDevice::new(disk, d.serial.as_deref()))
         }
         VirtioDeviceConfig::Net { tap, mac } => {
-            let (what, tap) = match tap {
-                TapConfig::Name(name) => (format!("tap '{name}'"), Tap::open(name)),
-                TapConfig::Fd(fd) => (
-                    format!("tap fd {fd}"),
-                    // SAFETY: `fd=` hands rvmm an inherited descriptor that nothing else in this
-                    // process uses (QEMU's contract for -netdev tap,fd=).
-                    unsafe { Tap::from_raw_fd(*fd) },
-                ),
+            let opened = match tap {
+                TapConfig::Name(name) => Tap::open(name),
+                TapConfig::Fd(fd) => open_inherited_tap(*fd),
             };
-            let tap = tap.map_err(|e| device_err("virtio-net")(format!("{what}: {e}")))?;
+            let opened = opened.map_err(|source| DeviceManagerError::Tap {
+                tap: tap.clone(),
+                source,
+            })?;
             // QEMU's default: 52:54:00:12:34:56, the last byte counting NICs.
             let mac = mac.unwrap_or([
                 0x52,
@@ -194,35 +187,49 @@ fn build_device(
                 0x56u8.wrapping_add(*nic_index),
             ]);
             *nic_index = nic_index.wrapping_add(1);
-            Box::new(NetDevice::new(tap, mac))
+            Box::new(NetDevice::new(opened, mac))
         }
     })
 }
 
-/// Create the configured devices, place their transports in the machine's virtio-mmio window
-/// and connect their notifications to KVM.
-pub fn attach(
-    config: &VmConfig,
+/// Take over the tap descriptor of `-netdev tap,fd=N`, refusing one that is not open (owning it
+/// would close a descriptor that does not exist).
+fn open_inherited_tap(fd: i32) -> std::io::Result<Tap> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; any value of `fd` is safe to ask about.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd=` hands rvmm an inherited descriptor, open as just checked, that nothing else in
+    // this process uses (QEMU's contract for -netdev tap,fd=).
+    unsafe { Tap::from_raw_fd(fd) }
+}
+
+/// Create `devices` (at most [`VIRTIO_MAX_DEVICES`]), place their transports in the machine's
+/// virtio-mmio window and connect their notifications to KVM. `acpi`: the DSDT announces them
+/// (level-triggered lines from [`VIRTIO_IRQ_BASE_ACPI`]); otherwise the kernel command line does.
+pub fn attach_virtio(
     dm: &DeviceManager,
+    devices: &[VirtioDeviceConfig],
+    acpi: bool,
     mem: &Arc<GuestMemoryMmap>,
-) -> Result<VirtioDevices, VmmError> {
+) -> Result<VirtioDevices, DeviceManagerError> {
     let mut out = VirtioDevices {
         transports: Vec::new(),
-        acpi: config.acpi,
+        acpi,
     };
     let mut nic_index = 0u8;
-    if config.virtio.len() > VIRTIO_MAX_DEVICES {
-        return Err(device_err("virtio-mmio")(format!(
-            "{} virtio devices requested; at most {VIRTIO_MAX_DEVICES} are supported",
-            config.virtio.len()
-        )));
+    if devices.len() > VIRTIO_MAX_DEVICES {
+        return Err(DeviceManagerError::TooManyVirtioDevices {
+            requested: devices.len(),
+            max: VIRTIO_MAX_DEVICES,
+        });
     }
-    let irq_base = if config.acpi {
+    let irq_base = if acpi {
         VIRTIO_IRQ_BASE_ACPI
     } else {
         VIRTIO_IRQ_BASE
     };
-    for (i, cfg) in config.virtio.iter().enumerate() {
+    for (i, cfg) in devices.iter().enumerate() {
         let device = build_device(cfg, &mut nic_index)?;
         let name = device.name();
         let base = dm.allocate_virtio_mmio(name, VIRTIO_MMIO_SIZE)?;
@@ -232,15 +239,18 @@ pub fn attach(
             irq: irq_base + i as u32,
         };
         let t =
-            Arc::new(
-                MmioTransport::new(device, mem.clone()).map_err(|source| VmmError::Io {
-                    what: "virtio-mmio eventfds",
-                    source,
-                })?,
-            );
+            MmioTransport::new(device, mem.clone()).map_err(|source| DeviceManagerError::Io {
+                name: format!("{name}: virtio-mmio eventfds"),
+                source,
+            })?;
+        let t = Arc::new(t);
         for (q, evt) in t.queue_notify_fds().iter().enumerate() {
             dm.vm()
-                .register_ioevent(evt, slot.base + QUEUE_NOTIFY, q as u32)?;
+                .register_ioevent(evt, slot.base + QUEUE_NOTIFY, q as u32)
+                .map_err(|source| DeviceManagerError::Hypervisor {
+                    name: format!("{name}: queue {q} notification"),
+                    source,
+                })?;
         }
         dm.add_mmio("virtio-mmio", slot.base, slot.size, t.clone())?;
         tracing::debug!(name, base = slot.base, irq = slot.irq, "virtio-mmio device");

@@ -18,9 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::interrupt::{MsiController, MsiMessage};
 use crate::BusDevice;
 
-/// Guest-physical base of the I/O APIC (MP spec and ACPI MADT default).
-pub const IOAPIC_BASE: u64 = 0xfec0_0000;
-/// Size of the MMIO window QEMU decodes.
+/// Size of the MMIO window QEMU decodes (the machine's address map places it, at 0xfec00000).
 pub const IOAPIC_LEN: u64 = 0x1000;
 /// Redirection entries (pins) of the 82093AA.
 pub const IOAPIC_PINS: usize = 24;

@@ -22,7 +22,7 @@ pub use fw_cfg::{FwCfg, FwCfgError, FW_CFG_PORT_BASE, FW_CFG_PORT_LEN};
 pub use i8042::{
     I8042CommandPort, I8042DataPort, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_PORT_LEN,
 };
-pub use ioapic::{Ioapic, IOAPIC_BASE, IOAPIC_LEN, IOAPIC_PINS};
+pub use ioapic::{Ioapic, IOAPIC_LEN, IOAPIC_PINS};
 pub use pc_testdev::{
     PcTestdev, PcTestdevIomem, PcTestdevIrq, PcTestdevPorts, PC_TESTDEV_IOMEM_BASE,
     PC_TESTDEV_IOMEM_LEN, PC_TESTDEV_IRQ_BASE, PC_TESTDEV_IRQ_LEN, PC_TESTDEV_PORT_BASE,

@@ -29,7 +29,8 @@ pub const PC_TESTDEV_PORT_LEN: u64 = 0xc;
 pub const PC_TESTDEV_IRQ_BASE: u64 = 0x2000;
 /// One port per ISA/IOAPIC line 0..23.
 pub const PC_TESTDEV_IRQ_LEN: u64 = 24;
-/// Guest physical address of the iomem window.
+/// QEMU's guest-physical address of the iomem window (this crate's tests use it; the VMM takes
+/// the placement from the machine's address map).
 pub const PC_TESTDEV_IOMEM_BASE: u64 = 0xff00_0000;
 /// Size of the iomem window (QEMU's `IOMEM_LEN`).
 pub const PC_TESTDEV_IOMEM_LEN: u64 = 0x1_0000;

@@ -16,8 +16,8 @@ use crate::{BusDevice, VmControl, VmRequest};
 /// First port: CONFIG_ADDRESS at 0xCF8, RCR at 0xCF9, CONFIG_DATA at 0xCFC-0xCFF.
 pub const PCI_CONFIG_IO_BASE: u64 = 0xcf8;
 pub const PCI_CONFIG_IO_LEN: u64 = 8;
-/// QEMU q35's ECAM window (MCH PCIEXBAR default, `MCH_HOST_BRIDGE_PCIEXBAR_DEFAULT`): 256 buses.
-pub const Q35_ECAM_BASE: u64 = 0xb000_0000;
+/// Size of q35's ECAM window: 256 buses of 1 MiB (PCIe base spec 7.2.2). The machine's address
+/// map places it (QEMU's MCH PCIEXBAR default, 0xb0000000).
 pub const Q35_ECAM_LEN: u64 = 0x1000_0000;
 
 const CONFIG_ENABLE: u32 = 1 << 31;

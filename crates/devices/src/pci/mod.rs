@@ -20,7 +20,7 @@ pub use config::{
     PCI_SUBDEVICE_ID_QEMU, PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
 };
 pub use config_io::{
-    PciConfigIo, PciConfigMmio, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, Q35_ECAM_BASE, Q35_ECAM_LEN,
+    PciConfigIo, PciConfigMmio, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, Q35_ECAM_LEN,
 };
 pub use host_bridge::{HostBridge, HostBridgeKind};
 pub use testdev::{

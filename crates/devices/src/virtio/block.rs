@@ -315,7 +315,6 @@ impl VirtioDevice for BlockDevice {
     fn flush(&self) {
         if let Err(e) = lock(&self.disk).flush() {
             tracing::error!("virtio-blk: flush at shutdown failed: {e}");
-            eprintln!("rvmm: virtio-blk: flush failed: {e}");
         }
     }
 }

@@ -89,12 +89,7 @@ pub fn attach_legacy(
                     legacy::PC_TESTDEV_IRQ_LEN,
                     t.irq,
                 )?;
-                dm.add_mmio(
-                    "pc-testdev iomem",
-                    legacy::PC_TESTDEV_IOMEM_BASE,
-                    legacy::PC_TESTDEV_IOMEM_LEN,
-                    t.iomem,
-                )?;
+                dm.add_fixed_mmio(dm.fixed_mmio().pc_testdev_iomem, t.iomem)?;
             }
             // On the PCI bus (device_manager::pci).
             DeviceConfig::PciTestdev { .. } => {}

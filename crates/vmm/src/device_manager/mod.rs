@@ -12,8 +12,8 @@ pub mod pci;
 pub use chipset::{attach_chipset, ChipsetConfig};
 pub use legacy::attach_legacy;
 
-use rvmm_arch::allocator::{AddressMap, AllocError};
-use rvmm_cli::MachineKind;
+use rvmm_arch::allocator::{AddressMap, AllocError, FixedMmio, FixedRange};
+use rvmm_cli::{MachineKind, TapConfig};
 use rvmm_devices::{BusDevice, BusError, DeviceId, MmioBus, PioBus};
 use rvmm_hypervisor::{HvError, Vm};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,6 +69,26 @@ pub enum DeviceManagerError {
     NoPciBus { name: String },
     #[error("{name}: no free PCI slot on bus 0")]
     NoPciSlot { name: String },
+    #[error("virtio-blk: {0}")]
+    Disk(#[source] rvmm_block::BlockError),
+    #[error("virtio-net: {}: {source}", describe_tap(tap))]
+    Tap {
+        tap: TapConfig,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("virtio-mmio: {requested} virtio devices requested; at most {max} are supported")]
+    TooManyVirtioDevices { requested: usize, max: usize },
+    #[error("interrupt line: GSI {gsi} is past the IOAPIC's {pins} pins")]
+    IrqPastIoapic { gsi: u32, pins: usize },
+}
+
+/// `tap 'tap0'` or `tap fd 5`, as the user gave it.
+fn describe_tap(tap: &TapConfig) -> String {
+    match tap {
+        TapConfig::Name(name) => format!("tap '{name}'"),
+        TapConfig::Fd(fd) => format!("tap fd {fd}"),
+    }
 }
 
 /// The VM's buses and what places devices on them.
@@ -84,7 +104,8 @@ impl DeviceManager {
     pub fn new(vm: Arc<Vm>, machine: MachineKind) -> Self {
         let map = match machine {
             MachineKind::Microvm => AddressMap::microvm(),
-            MachineKind::Pc | MachineKind::Q35 => AddressMap::pc(),
+            MachineKind::Pc => AddressMap::pc(),
+            MachineKind::Q35 => AddressMap::q35(),
         };
         Self {
             vm,
@@ -142,6 +163,20 @@ impl DeviceManager {
             })
     }
 
+    /// Where this machine type has its fixed platform devices.
+    pub fn fixed_mmio(&self) -> FixedMmio {
+        self.map().fixed
+    }
+
+    /// Put `device` at its fixed placement `range`, under the range's name.
+    pub fn add_fixed_mmio(
+        &self,
+        range: FixedRange,
+        device: Arc<dyn BusDevice>,
+    ) -> Result<DeviceId, DeviceManagerError> {
+        self.add_mmio(range.name, range.base, range.size, device)
+    }
+
     /// Place a virtio-mmio transport of `len` bytes in the machine's virtio-mmio window.
     pub fn allocate_virtio_mmio(&self, name: &str, len: u64) -> Result<u64, DeviceManagerError> {
         self.map()
@@ -151,5 +186,38 @@ impl DeviceManager {
                 name: name.into(),
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvmm_devices::legacy::{IOAPIC_LEN, PC_TESTDEV_IOMEM_LEN};
+    use rvmm_devices::pci::Q35_ECAM_LEN;
+
+    #[test]
+    fn virtio_attach_errors_name_the_input() {
+        let e = DeviceManagerError::Tap {
+            tap: TapConfig::Name("tap7".into()),
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert!(e.to_string().starts_with("virtio-net: tap 'tap7': "), "{e}");
+        let e = DeviceManagerError::Tap {
+            tap: TapConfig::Fd(42),
+            source: std::io::Error::from_raw_os_error(libc::EBADF),
+        };
+        assert!(e.to_string().starts_with("virtio-net: tap fd 42: "), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn fixed_placements_are_as_large_as_the_devices_decode() {
+        for map in [AddressMap::microvm(), AddressMap::pc(), AddressMap::q35()] {
+            assert_eq!(map.fixed.ioapic.size, IOAPIC_LEN);
+            assert_eq!(map.fixed.pc_testdev_iomem.size, PC_TESTDEV_IOMEM_LEN);
+            if let Some(ecam) = map.fixed.pci_ecam {
+                assert_eq!(ecam.size, Q35_ECAM_LEN);
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use rvmm_cli::{DeviceConfig, MachineKind, PciTestdevConfig};
 use rvmm_devices::pci::{
     BarChange, BarRelocation, HostBridge, HostBridgeKind, IoEvent, PciBus, PciConfigIo,
     PciConfigMmio, PciDevice, PciRegion, PciSpace, PciTestdev, PCI_CONFIG_IO_BASE,
-    PCI_CONFIG_IO_LEN, Q35_ECAM_BASE, Q35_ECAM_LEN,
+    PCI_CONFIG_IO_LEN,
 };
 use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, PioBus, VmControl};
 use rvmm_hypervisor::{IoEventAddr, MemoryFlags, Vm};
@@ -526,8 +526,8 @@ impl PciRoot {
     }
 }
 
-/// PCI bus 0 with its host bridge, reachable through ports 0xCF8/0xCFC (pc and q35) and ECAM
-/// (q35), and the PCI `-device`s. microvm has no PCI.
+/// PCI bus 0 with its host bridge, reachable through ports 0xCF8/0xCFC (pc and q35) and the ECAM
+/// window of the machine's address map (q35), and the PCI `-device`s. microvm has no PCI.
 pub fn attach_pci(
     dm: &DeviceManager,
     machine: MachineKind,
@@ -604,13 +604,8 @@ pub fn attach_pci(
         PCI_CONFIG_IO_LEN,
         Arc::new(PciConfigIo::new(bus.clone(), control.clone())),
     )?;
-    if kind == HostBridgeKind::Q35 {
-        dm.add_mmio(
-            "PCI ECAM",
-            Q35_ECAM_BASE,
-            Q35_ECAM_LEN,
-            Arc::new(PciConfigMmio::new(bus.clone())),
-        )?;
+    if let Some(ecam) = dm.fixed_mmio().pci_ecam {
+        dm.add_fixed_mmio(ecam, Arc::new(PciConfigMmio::new(bus.clone())))?;
     }
     Ok(Some(root))
 }

@@ -15,12 +15,14 @@ pub const MF: u8 = 16;
 const EFER_LMA: u64 = 1 << 10;
 
 /// Why an instruction did not complete.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Fault {
     /// The instruction raises this exception in the guest (RIP stays on it).
     Exception { vector: u8, error_code: Option<u32> },
     /// rvmm cannot complete it: the VM stops with this reason.
     Unsupported(String),
+    /// A vCPU ioctl the instruction needs failed: the VM stops.
+    Vcpu(rvmm_hypervisor::HvError),
 }
 
 impl Fault {

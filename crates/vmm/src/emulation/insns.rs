@@ -29,9 +29,7 @@ const MXCSR_MASK: u32 = 0xffff;
 /// `int3`: a trap, so RIP moves past it before #BP is delivered (SDM vol. 2A, "INT n/INTO/INT3").
 pub fn int3(g: &mut Guest, insn: &Instruction) -> Result<()> {
     g.advance(insn);
-    g.vcpu
-        .inject_exception(BP)
-        .map_err(|e| Fault::Unsupported(e.to_string()))
+    g.vcpu.inject_exception(BP).map_err(Fault::Vcpu)
 }
 
 /// `popcnt r, r/m`: the number of set bits; ZF = (source == 0), OF SF AF CF PF cleared.
@@ -56,10 +54,7 @@ pub fn fwait(g: &mut Guest, insn: &Instruction) -> Result<()> {
     if cr0 & (CR0_MP | CR0_TS) == CR0_MP | CR0_TS {
         return Err(Fault::exception(NM));
     }
-    let fpu = g
-        .vcpu
-        .fpu()
-        .map_err(|e| Fault::Unsupported(e.to_string()))?;
+    let fpu = g.vcpu.fpu().map_err(Fault::Vcpu)?;
     if fpu.fsw & FSW_ES != 0 && cr0 & CR0_NE != 0 {
         return Err(Fault::exception(MF));
     }
@@ -88,9 +83,7 @@ pub fn ldmxcsr(g: &mut Guest, insn: &Instruction) -> Result<()> {
     if value & !MXCSR_MASK != 0 {
         return Err(Fault::gp0());
     }
-    g.vcpu
-        .set_mxcsr(value)
-        .map_err(|e| Fault::Unsupported(e.to_string()))?;
+    g.vcpu.set_mxcsr(value).map_err(Fault::Vcpu)?;
     g.advance(insn);
     Ok(())
 }
@@ -99,10 +92,7 @@ pub fn ldmxcsr(g: &mut Guest, insn: &Instruction) -> Result<()> {
 pub fn stmxcsr(g: &mut Guest, insn: &Instruction) -> Result<()> {
     sse_usable(g)?;
     let linear = g.linear_address(insn)?;
-    let mxcsr = g
-        .vcpu
-        .mxcsr()
-        .map_err(|e| Fault::Unsupported(e.to_string()))?;
+    let mxcsr = g.vcpu.mxcsr().map_err(Fault::Vcpu)?;
     g.write_linear(linear, &mxcsr.to_le_bytes())?;
     g.advance(insn);
     Ok(())

@@ -11,10 +11,9 @@ mod guest;
 mod insns;
 mod iret;
 
-use crate::vcpu::ExitCounters;
 use guest::{Fault, Guest};
 use iced_x86::{Decoder, DecoderOptions, Formatter, Instruction, IntelFormatter, Mnemonic};
-use rvmm_hypervisor::{EmulationFailure, Vcpu};
+use rvmm_hypervisor::{EmulationFailure, HvError, Vcpu};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -111,14 +110,53 @@ impl EmulationCounters {
     }
 }
 
+/// Why an instruction KVM could not emulate stops the VM. The reports that name the instruction
+/// end with the vCPU's registers (as [`dump_state`] prints them).
+#[derive(Debug, thiserror::Error)]
+pub enum EmulationError {
+    #[error("cannot read the vCPU's registers after KVM failed to emulate an instruction: {0}")]
+    ReadState(#[source] HvError),
+    #[error(
+        "KVM could not emulate the instruction at RIP {rip:#x} ({insn}; bytes: {}) and rvmm \
+         does not either; the VM is stopped\n{registers}",
+        hex(bytes)
+    )]
+    NotHandled {
+        rip: u64,
+        /// The instruction in Intel syntax.
+        insn: String,
+        bytes: Vec<u8>,
+        registers: String,
+    },
+    #[error(
+        "KVM could not emulate the instruction at RIP {rip:#x} ({insn}; bytes: {}) and rvmm \
+         cannot either ({why}); the VM is stopped\n{registers}",
+        hex(bytes)
+    )]
+    Unsupported {
+        rip: u64,
+        insn: String,
+        bytes: Vec<u8>,
+        why: String,
+        registers: String,
+    },
+    #[error("completing {insn} at RIP {rip:#x}: {source}")]
+    Vcpu {
+        rip: u64,
+        insn: String,
+        #[source]
+        source: HvError,
+    },
+}
+
 /// Handle one emulation failure, or return the report that stops the VM.
 pub fn recover(
     vcpu: &Vcpu,
     mem: &GuestMemoryMmap,
     failure: EmulationFailure,
-    counters: &ExitCounters,
-) -> Result<(), String> {
-    let mut g = Guest::new(vcpu, mem).map_err(|e| e.to_string())?;
+    counters: &EmulationCounters,
+) -> Result<(), EmulationError> {
+    let mut g = Guest::new(vcpu, mem).map_err(EmulationError::ReadState)?;
     let mut raw = [0u8; 15];
     let len = if failure.insn_len > 0 {
         let b = failure.bytes();
@@ -135,16 +173,15 @@ pub fn recover(
     } else {
         Emulated::of(insn.mnemonic())
     };
-    let Some(what) = what else {
-        return Err(format!(
-            "KVM could not emulate the instruction at RIP {:#x} ({}; bytes: {}) and rvmm does not either; the VM is stopped\n{}",
-            g.regs.rip,
-            describe(&insn),
-            hex(bytes),
-            dump_state(vcpu)
-        ));
-    };
     let rip = g.regs.rip;
+    let Some(what) = what else {
+        return Err(EmulationError::NotHandled {
+            rip,
+            insn: describe(&insn),
+            bytes: bytes.to_vec(),
+            registers: dump_state(vcpu),
+        });
+    };
     let outcome = match what {
         Emulated::Int3 => insns::int3(&mut g, &insn),
         Emulated::Iret => iret::iret(&mut g, &insn),
@@ -155,10 +192,15 @@ pub fn recover(
         Emulated::Clac => insns::set_ac(&mut g, &insn, false),
         Emulated::Stac => insns::set_ac(&mut g, &insn, true),
     };
-    let n = counters.emulated.bump(what);
+    let vcpu_err = |source| EmulationError::Vcpu {
+        rip,
+        insn: describe(&insn),
+        source,
+    };
+    let n = counters.bump(what);
     match outcome {
         Ok(()) => {
-            g.commit().map_err(|e| e.to_string())?;
+            g.commit().map_err(vcpu_err)?;
             tracing::debug!(
                 vcpu = vcpu.id(),
                 rip,
@@ -169,10 +211,10 @@ pub fn recover(
             Ok(())
         }
         Err(Fault::Exception { vector, error_code }) => {
-            counters.emulated.faults.fetch_add(1, Ordering::Relaxed);
-            g.commit().map_err(|e| e.to_string())?;
+            counters.faults.fetch_add(1, Ordering::Relaxed);
+            g.commit().map_err(vcpu_err)?;
             vcpu.inject_exception_with_code(vector, error_code)
-                .map_err(|e| e.to_string())?;
+                .map_err(vcpu_err)?;
             tracing::debug!(
                 vcpu = vcpu.id(),
                 rip,
@@ -183,12 +225,14 @@ pub fn recover(
             );
             Ok(())
         }
-        Err(Fault::Unsupported(why)) => Err(format!(
-            "KVM could not emulate the instruction at RIP {rip:#x} ({}; bytes: {}) and rvmm cannot either ({why}); the VM is stopped\n{}",
-            describe(&insn),
-            hex(bytes),
-            dump_state(vcpu)
-        )),
+        Err(Fault::Vcpu(source)) => Err(vcpu_err(source)),
+        Err(Fault::Unsupported(why)) => Err(EmulationError::Unsupported {
+            rip,
+            insn: describe(&insn),
+            bytes: bytes.to_vec(),
+            why,
+            registers: dump_state(vcpu),
+        }),
     }
 }
 
@@ -298,6 +342,33 @@ mod tests {
         assert_eq!(
             describe(&decode(64, &[0xf3, 0x48, 0x0f, 0xb8, 0xc7])),
             "popcnt rax,rdi"
+        );
+    }
+
+    #[test]
+    fn reports_name_the_instruction_and_end_with_the_registers() {
+        let e = EmulationError::Unsupported {
+            rip: 0x1000,
+            insn: "iretd".into(),
+            bytes: vec![0xcf],
+            why: "task return (EFLAGS.NT set)".into(),
+            registers: "RAX=0".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "KVM could not emulate the instruction at RIP 0x1000 (iretd; bytes: cf) and rvmm cannot \
+             either (task return (EFLAGS.NT set)); the VM is stopped\nRAX=0"
+        );
+        let e = EmulationError::NotHandled {
+            rip: 0x2000,
+            insn: describe(&decode(64, &[0x0f, 0xae, 0x27])),
+            bytes: vec![],
+            registers: String::new(),
+        };
+        assert!(
+            e.to_string()
+                .contains("(xsave [rdi]; bytes: unavailable) and rvmm does not either"),
+            "{e}"
         );
     }
 

@@ -255,7 +255,7 @@ impl QmpServer {
                 }
             };
             let first = if cfg.wait {
-                tracing::warn!("waiting for connection on: {what},server=on");
+                tracing::info!(target: "rvmm::notice", "waiting for connection on: {what},server=on");
                 Some(listener.accept().map_err(err)?)
             } else {
                 None

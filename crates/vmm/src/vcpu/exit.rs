@@ -111,26 +111,25 @@ pub(super) fn run_once(
             ctx.control.request(Request::Reset(Cause::GuestReset));
             (Handled::Kind(ExitKind::Shutdown), Ok(()))
         }
-        VcpuExit::SystemEvent { kind } => {
-            let result = match kind {
-                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => {
+        VcpuExit::SystemEvent(event) => {
+            use rvmm_hypervisor::SystemEvent;
+            let result = match event {
+                SystemEvent::Shutdown => {
                     ctx.control.request(Request::Shutdown(Cause::GuestShutdown));
                     Ok(())
                 }
-                kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
+                SystemEvent::Reset => {
                     ctx.control.request(Request::Reset(Cause::GuestReset));
                     Ok(())
                 }
-                other => Err(VcpuError::SystemEvent {
-                    vcpu: id,
-                    kind: other,
-                }),
+                SystemEvent::Crash => Err(VcpuError::GuestCrash { vcpu: id }),
+                SystemEvent::Other(kind) => Err(VcpuError::SystemEvent { vcpu: id, kind }),
             };
             (Handled::Kind(ExitKind::SystemEvent), result)
         }
         VcpuExit::EmulationFailure(failure) => {
-            let result = emulation::recover(vcpu, &ctx.mem, failure, &ctx.counters)
-                .map_err(|report| VcpuError::Emulation { vcpu: id, report });
+            let result = emulation::recover(vcpu, &ctx.mem, failure, &ctx.counters.emulated)
+                .map_err(|source| VcpuError::Emulation { vcpu: id, source });
             (Handled::Kind(ExitKind::EmulationFallback), result)
         }
         VcpuExit::InternalError { suberror, data } => (

@@ -64,10 +64,16 @@ pub enum VcpuError {
         reason: u32,
         state: String,
     },
-    #[error("vCPU {vcpu}: guest system event {kind} (crash)")]
+    #[error("vCPU {vcpu}: the guest reported a crash (system event)")]
+    GuestCrash { vcpu: u32 },
+    #[error("vCPU {vcpu}: unhandled guest system event {kind}")]
     SystemEvent { vcpu: u32, kind: u32 },
-    #[error("vCPU {vcpu}: {report}")]
-    Emulation { vcpu: u32, report: String },
+    #[error("vCPU {vcpu}: {source}")]
+    Emulation {
+        vcpu: u32,
+        #[source]
+        source: crate::emulation::EmulationError,
+    },
     #[error("vCPU {vcpu}: reset failed: {source}")]
     Reset {
         vcpu: u32,
