@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+import qemu_host
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ["pio-out", "pio-in", "mmio-write", "mmio-read"]
 MARKERS = [b"P1", b"P2", b"P3", b"P4", b"end"]
@@ -38,8 +40,8 @@ def find_guest(name):
     return hits[-1]
 
 
-def qemu_style(machine, kernel, cpus, cmdline):
-    return ["-M", machine, "-enable-kvm", "-cpu", "host", "-m", "256", "-smp", str(cpus),
+def qemu_style(machine, kernel, cpus, cmdline, cpu="host"):
+    return ["-M", machine, "-enable-kvm", "-cpu", cpu, "-m", "256", "-smp", str(cpus),
             "-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-device", "pc-testdev",
             "-kernel", kernel, "-append", cmdline]
@@ -90,15 +92,22 @@ def main():
     ap.add_argument("--rvmm-args", default="", help="extra rvmm arguments, e.g. '-exit-stats json=/tmp/s.json'")
     ap.add_argument("--only", default="rvmm,qemu,floor",
                     help="which VMMs to run: rvmm, qemu, floor, rvmm-stats (rvmm -exit-stats)")
+    ap.add_argument("--baseline", default=None,
+                    help="another rvmm binary (e.g. built from an earlier commit), run as rvmm-before")
     args = ap.parse_args()
     kernel = find_guest(args.guest)
     vmms = args.only.split(",")
+    if args.baseline:
+        vmms.append("rvmm-before")
+    qemu_cpu = qemu_host.qemu_cpu(args.qemu) if "qemu" in vmms else "host"
 
     for cpus in [int(c) for c in args.cpus.split(",")]:
         cmdline = f"pout={args.count} pin={args.count} mw={args.count} mr={args.count} cpus={cpus}"
         argv = {
             "rvmm": [args.rvmm] + qemu_style("microvm", kernel, cpus, cmdline) + args.rvmm_args.split(),
-            "qemu": [args.qemu] + qemu_style(args.machine, kernel, cpus, cmdline),
+            "qemu": [args.qemu] + qemu_style(args.machine, kernel, cpus, cmdline, qemu_cpu),
+            "rvmm-before": [args.baseline or ""] + qemu_style("microvm", kernel, cpus, cmdline)
+            + args.rvmm_args.split(),
             "floor": [args.floor, kernel, str(cpus), cmdline],
             # rvmm with exit statistics on: the cost of collecting them.
             "rvmm-stats": [args.rvmm] + qemu_style("microvm", kernel, cpus, cmdline)
@@ -123,13 +132,17 @@ def main():
             extra.append("QEMU/floor")
         if "rvmm" in vmms and "rvmm-stats" in vmms:
             extra.append("rvmm-stats/rvmm")
+        if "rvmm-before" in vmms:
+            extra.append("rvmm/rvmm-before")
+            if "floor" in vmms:
+                extra.append("rvmm-before/floor")
         print(header[:-1] + "".join(f"| {e} " for e in extra) + "|")
         print("|---" * (1 + len(vmms) + len(extra)) + "|")
         for p in PHASES:
             med = {v: statistics.median(results[v][p]) for v in vmms}
             row = f"| {p} | " + " | ".join(f"{med[v]:,.0f}" for v in vmms) + " |"
             for e in extra:
-                a, b = e.lower().split("/")
+                a, b = e.lower().replace("qemu", "qemu").split("/")
                 row += f" {med[a] / med[b]:.3f} |"
             print(row)
         sys.stdout.flush()

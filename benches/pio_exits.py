@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+import qemu_host
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -29,8 +31,8 @@ def find_guest(name):
     return hits[-1]
 
 
-def run(binary, machine, kernel, cpus, n):
-    args = [binary, "-M", machine, "-accel", "kvm", "-cpu", "host", "-m", "256", "-smp", str(cpus),
+def run(binary, machine, kernel, cpus, n, cpu="host"):
+    args = [binary, "-M", machine, "-accel", "kvm", "-cpu", cpu, "-m", "256", "-smp", str(cpus),
             "-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", kernel, "-append", f"n={n}"]
     start = time.perf_counter()
@@ -51,26 +53,34 @@ def main():
     ap.add_argument("--rvmm", default=os.path.join(ROOT, "target", "release", "rvmm"))
     ap.add_argument("--qemu", default="qemu-system-x86_64")
     ap.add_argument("--machine", default="q35")
+    ap.add_argument("--baseline", default=None,
+                    help="another rvmm binary (e.g. built from an earlier commit), run as rvmm-before")
     a = ap.parse_args()
     kernel = find_guest("pio_bench.elf")
-    vmms = [("rvmm", a.rvmm), ("QEMU", a.qemu)]
+    vmms = [("rvmm", a.rvmm), ("QEMU", a.qemu)] + ([("rvmm-before", a.baseline)] if a.baseline else [])
+    cpu = {"QEMU": qemu_host.qemu_cpu(a.qemu)}
     print(f"machine {a.machine}, {a.n} port writes per vCPU, {a.runs} alternating runs, medians")
-    print("| vCPUs | rvmm exits/s | QEMU exits/s | rvmm/QEMU | rvmm µs/exit/vCPU | QEMU µs/exit/vCPU |")
-    print("|---|---|---|---|---|---|")
+    before = "| rvmm-before exits/s | rvmm/rvmm-before " if a.baseline else ""
+    print("| vCPUs | rvmm exits/s | QEMU exits/s | rvmm/QEMU | rvmm µs/exit/vCPU | QEMU µs/exit/vCPU "
+          + before + "|")
+    print("|---" * (8 if a.baseline else 6) + "|")
     for cpus in [int(c) for c in a.cpus.split(",")]:
         times = {name: {0: [], a.n: []} for name, _ in vmms}
-        for _ in range(a.runs):
-            for name, binary in vmms:
+        for i in range(a.runs):
+            order = vmms if i % 2 == 0 else list(reversed(vmms))
+            for name, binary in order:
                 for n in (0, a.n):
-                    times[name][n].append(run(binary, a.machine, kernel, cpus, n))
+                    times[name][n].append(run(binary, a.machine, kernel, cpus, n, cpu.get(name, "host")))
         rate = {}
         per = {}
         for name, _ in vmms:
             dt = statistics.median(times[name][a.n]) - statistics.median(times[name][0])
             rate[name] = cpus * a.n / dt
             per[name] = dt / a.n * 1e6
+        extra = (f" {rate['rvmm-before']:,.0f} | {rate['rvmm'] / rate['rvmm-before']:.3f} |"
+                 if a.baseline else "")
         print(f"| {cpus} | {rate['rvmm']:,.0f} | {rate['QEMU']:,.0f} | {rate['rvmm'] / rate['QEMU']:.2f} "
-              f"| {per['rvmm']:.2f} | {per['QEMU']:.2f} |", flush=True)
+              f"| {per['rvmm']:.2f} | {per['QEMU']:.2f} |{extra}", flush=True)
 
 
 if __name__ == "__main__":

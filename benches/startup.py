@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+import qemu_host
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -37,16 +39,19 @@ def find_guest(name):
 MACHINE = "microvm"
 
 
-def qemu_args(kernel):
-    return ["-M", MACHINE, "-enable-kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-reboot",
+QEMU_CPU = "host"
+
+
+def qemu_args(kernel, cpu="host"):
+    return ["-M", MACHINE, "-enable-kvm", "-cpu", cpu, "-m", "256", "-nodefaults", "-no-reboot",
             "-display", "none", "-serial", "stdio", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
             "-kernel", kernel]
 
 
-def time_boot(binary, kernel):
+def time_boot(binary, kernel, cpu="host"):
     """Return (seconds to first line, seconds to exit, exit status)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([binary] + qemu_args(kernel), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen([binary] + qemu_args(kernel, cpu), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL)
     first = None
     buf = b""
@@ -69,8 +74,8 @@ def time_boot(binary, kernel):
     return first, end, status
 
 
-def idle_rss_kib(binary, kernel):
-    proc = subprocess.Popen([binary] + qemu_args(kernel), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+def idle_rss_kib(binary, kernel, cpu="host"):
+    proc = subprocess.Popen([binary] + qemu_args(kernel, cpu), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL)
     try:
         fd = proc.stdout.fileno()
@@ -99,6 +104,10 @@ def idle_rss_kib(binary, kernel):
             proc.wait()
 
 
+def cpu_of(name):
+    return QEMU_CPU if name == "qemu" else "host"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
@@ -108,41 +117,54 @@ def main():
                     help="-M value for both VMMs, e.g. microvm,kernel-irqchip=on")
     ap.add_argument("--exit-guest", default=None)
     ap.add_argument("--idle-guest", default=None)
+    ap.add_argument("--baseline", default=None,
+                    help="another rvmm binary (e.g. built from an earlier commit), run as rvmm-before")
     args = ap.parse_args()
     global MACHINE
     MACHINE = args.machine
     exit_guest = args.exit_guest or find_guest("pvh32.elf")
     idle_guest = args.idle_guest or find_guest("hlt.elf")
     vmms = {"rvmm": args.rvmm, "qemu": args.qemu}
+    if args.baseline:
+        vmms["rvmm-before"] = args.baseline
+    global QEMU_CPU
+    QEMU_CPU = qemu_host.qemu_cpu(args.qemu)
     res = {k: {"first": [], "exit": [], "rss": []} for k in vmms}
     statuses = {k: set() for k in vmms}
     for i in range(args.runs):
         order = list(vmms) if i % 2 == 0 else list(reversed(list(vmms)))
         for name in order:
-            first, end, status = time_boot(vmms[name], exit_guest)
+            first, end, status = time_boot(vmms[name], exit_guest, cpu_of(name))
             res[name]["first"].append(first)
             res[name]["exit"].append(end)
             statuses[name].add(status)
     for i in range(max(3, args.runs // 4)):
         order = list(vmms) if i % 2 == 0 else list(reversed(list(vmms)))
         for name in order:
-            res[name]["rss"].append(idle_rss_kib(vmms[name], idle_guest))
+            res[name]["rss"].append(idle_rss_kib(vmms[name], idle_guest, cpu_of(name)))
 
     def med(name, key):
         return statistics.median(res[name][key])
 
     print(f"command: VMM {' '.join(qemu_args('GUEST'))}")
     print(f"guest (exit/first line): {os.path.basename(exit_guest)}; guest (idle): {os.path.basename(idle_guest)}")
-    print(f"runs: {args.runs} alternating; exit statuses: rvmm {sorted(statuses['rvmm'])}, qemu {sorted(statuses['qemu'])}")
+    print(f"runs: {args.runs} alternating; exit statuses: "
+          + ", ".join(f"{k} {sorted(v)}" for k, v in statuses.items()))
     print()
-    print("| metric (median) | rvmm | QEMU microvm | rvmm/QEMU |")
-    print("|---|---|---|---|")
+    b = "rvmm-before" in vmms
+    print("| metric (median) | rvmm | QEMU microvm | rvmm/QEMU |"
+          + (" rvmm-before | rvmm-before/QEMU |" if b else ""))
+    print("|---" * (6 if b else 4) + "|")
     for key, label, unit, scale in (("first", "time to first serial line", "ms", 1000),
                                     ("exit", "time from exec to exit", "ms", 1000),
                                     ("rss", "VmRSS, guest halted", "MiB", 1 / 1024)):
         r, q = med("rvmm", key), med("qemu", key)
-        print(f"| {label} | {r * scale:.2f} {unit} | {q * scale:.2f} {unit} | {r / q:.3f} |")
-    if statuses["rvmm"] != statuses["qemu"]:
+        row = f"| {label} | {r * scale:.2f} {unit} | {q * scale:.2f} {unit} | {r / q:.3f} |"
+        if b:
+            o = med("rvmm-before", key)
+            row += f" {o * scale:.2f} {unit} | {o / q:.3f} |"
+        print(row)
+    if len({frozenset(v) for v in statuses.values()}) != 1:
         print("\nWARNING: exit statuses differ between rvmm and QEMU", file=sys.stderr)
         return 1
     return 0
