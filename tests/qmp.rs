@@ -59,6 +59,7 @@ cases!(
     quit_pidfile_and_cleanup,
     daemonize,
     exit_stats,
+    human_monitor_info_registers,
 );
 
 /// Every case in the script has a Rust test above (and no test names a missing case).
@@ -80,5 +81,5 @@ fn every_python_case_is_run() {
             "case {case} has no Rust test"
         );
     }
-    assert_eq!(in_script.len(), 14, "update the cases! list: {in_script:?}");
+    assert_eq!(in_script.len(), 15, "update the cases! list: {in_script:?}");
 }

@@ -420,6 +420,39 @@ async def case_stop_cont_heartbeat(tmp):
         vm.kill()
 
 
+async def case_human_monitor_info_registers(tmp):
+    # HMP through QMP, as libvirt and CI scripts use it: the registers in QEMU's layout, read
+    # while the guest runs (no STOP/RESUME) and while it is paused.
+    vm = Vm("heartbeat.elf", "-smp", "2", tmp=tmp)
+    try:
+        qmp = await vm.client()
+        await vm.wait_serial("beat 2\n")
+        out = await qmp.execute("human-monitor-command", {"command-line": "info registers"})
+        check(re.search(r"^EAX=[0-9a-f]{8} EBX=", out, re.M) is not None, f"no GPR line: {out!r}")
+        check(re.search(r"^EIP=[0-9a-f]{8} EFL=[0-9a-f]{8} \[[-DOSZAPC]{7}\] CPL=", out, re.M) is not None,
+              f"no EIP line: {out!r}")
+        check(re.search(r"^CS =[0-9a-f]{4} ", out, re.M) is not None, f"no CS line: {out!r}")
+        check(out.startswith("\r\nCPU#0\r\n") and "CPU#1" not in out, f"CPU 0 only, HMP line ends: {out!r}")
+        check(re.search(r"^CS =[0-9a-f]{4} [0-9a-f]{8} [0-9a-f]{8} [0-9a-f]{8} DPL=0 CS32 \[-R.\]\r$", out, re.M)
+              is not None, f"CS line as QEMU's: {out!r}")
+        await no_event(qmp, 0)
+        await vm.wait_serial("beat 4\n")  # still running
+        await qmp.execute("stop")
+        await event(qmp, "STOP")
+        every = await qmp.execute("human-monitor-command", {"command-line": "info registers -a"})
+        check("CPU#0" in every and "CPU#1" in every, f"-a lists both CPUs: {every!r}")
+        st = await qmp.execute("query-status")
+        check(st["status"] == "paused", f"still paused: {st}")
+        out = await qmp.execute("human-monitor-command", {"command-line": "frobnicate"})
+        check(out.startswith("unknown command: 'frobnicate'"), f"{out!r}")
+        await expect_error(qmp, "GenericError", "human-monitor-command", {})
+        await qmp.execute("cont")
+        await event(qmp, "RESUME")
+        await quit_vm(vm, qmp)
+    finally:
+        vm.kill()
+
+
 async def case_system_reset(tmp):
     vm = Vm("heartbeat.elf", tmp=tmp)
     try:

@@ -320,7 +320,7 @@ pub(crate) fn write_zero_page<M: GuestMemoryBackend>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::tests::{guest_mem, read_obj};
+    use crate::test_utils::{guest_mem, read_obj};
 
     /// A minimal bzImage: `setup_sects` sectors of setup after the boot sector, a setup
     /// header, then `payload` as the protected-mode kernel.
@@ -396,7 +396,7 @@ pub(crate) mod tests {
         let e = zp.e820_table[1];
         assert_eq!(({ e.addr }, { e.r#type }), (0x9fc00, 2));
         assert_eq!(
-            crate::tests::read_cstr(&mem, CMDLINE_START),
+            crate::test_utils::read_cstr(&mem, CMDLINE_START),
             "console=ttyS0"
         );
         let mut rd = vec![0u8; 5000];

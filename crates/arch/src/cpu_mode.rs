@@ -150,7 +150,7 @@ fn write_identity_map<M: GuestMemoryBackend>(mem: &M) -> Result<(), LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{guest_mem, read_obj};
+    use crate::test_utils::{guest_mem, read_obj};
 
     #[test]
     fn gdt_entries_round_trip() {

@@ -275,4 +275,6 @@ pub(crate) fn align_up(value: u64, align: u64) -> Option<u64> {
 }
 
 #[cfg(test)]
+mod test_utils;
+#[cfg(test)]
 mod tests;

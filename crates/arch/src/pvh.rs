@@ -117,7 +117,7 @@ pub fn load<M: GuestMemoryBackend>(
 mod tests {
     use super::*;
     use crate::elf::tests::{build_elf, note, Seg};
-    use crate::tests::{guest_mem, read_cstr, read_obj};
+    use crate::test_utils::{guest_mem, read_cstr, read_obj};
     use crate::{layout::PAGE_SIZE, load_kernel};
 
     #[test]

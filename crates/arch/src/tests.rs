@@ -1,34 +1,12 @@
-//! Test helpers shared by the module tests, format detection tests, and a fuzz-like test.
+//! Format detection tests across the boot protocols, and a fuzz-like test.
 
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
+use crate::test_utils::guest_mem;
+use vm_memory::GuestMemoryMmap;
 
 use crate::bzimage::tests::build_bzimage;
 use crate::elf::tests::{build_elf, note, Seg};
 use crate::multiboot::tests::{header, multiboot_elf};
-use crate::{guest_memory_regions, load_kernel, BootParams, BootProtocol, KernelImage};
-
-/// Guest memory laid out like the vmm does it.
-pub fn guest_mem(mem_size: u64) -> GuestMemoryMmap {
-    GuestMemoryMmap::from_ranges(&guest_memory_regions(mem_size)).unwrap()
-}
-
-/// Reads a `T` from guest memory.
-pub fn read_obj<T: ByteValued>(mem: &GuestMemoryMmap, addr: u64) -> T {
-    mem.read_obj(GuestAddress(addr)).unwrap()
-}
-
-/// Reads a NUL-terminated string from guest memory.
-pub fn read_cstr(mem: &GuestMemoryMmap, addr: u64) -> String {
-    let mut out = Vec::new();
-    for a in addr.. {
-        let b: u8 = read_obj(mem, a);
-        if b == 0 {
-            break;
-        }
-        out.push(b);
-    }
-    String::from_utf8(out).unwrap()
-}
+use crate::{load_kernel, BootParams, BootProtocol, KernelImage};
 
 fn pvh_elf32() -> Vec<u8> {
     let n = note(b"Xen\0", 18, &0x100000u32.to_le_bytes());

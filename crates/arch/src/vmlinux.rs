@@ -62,7 +62,7 @@ mod tests {
 
     use crate::elf::tests::{build_elf, Seg};
     use crate::layout::{CMDLINE_START, ZERO_PAGE_START};
-    use crate::tests::{guest_mem, read_cstr, read_obj};
+    use crate::test_utils::{guest_mem, read_cstr, read_obj};
     use crate::{load_kernel, BootParams, BootProtocol, CpuMode, KernelImage};
 
     #[test]

@@ -52,7 +52,7 @@ pub enum Request {
     /// Reset the machine (or shut down under `-no-reboot`).
     Reset(Cause),
     /// A vCPU could not go on; the VM stops with [`FATAL_STATUS`].
-    Fatal(crate::vcpu::VcpuError),
+    Fatal(crate::vcpu::error::VcpuError),
 }
 
 /// The process exit status for an rvmm failure once the guest is running (setup errors use 2 too;

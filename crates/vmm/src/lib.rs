@@ -66,6 +66,8 @@ pub enum VmmError {
     Devices(#[from] device_manager::DeviceManagerError),
     #[error(transparent)]
     Vcpu(#[from] vcpu::VcpuError),
+    #[error("The VM is shutting down")]
+    ShuttingDown,
     #[error(transparent)]
     ExitStats(#[from] exit_stats::ExitStatsError),
     #[error(transparent)]

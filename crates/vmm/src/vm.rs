@@ -14,7 +14,6 @@
 
 use crate::control::{Cause, Control, Request, FATAL_STATUS};
 use crate::device_manager::pci::PciRoot;
-use crate::qmp::Events;
 use crate::vcpu::{VcpuError, VcpuHandle, VcpuRequest, VcpuResponse, VcpuState};
 use crate::virtio::VirtioDevices;
 use crate::VmmError;
@@ -43,6 +42,20 @@ pub enum VmState {
     },
 }
 
+/// What the state machine reports as it goes (QMP turns these into its events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmEvent {
+    Stop,
+    Resume,
+    Reset(Cause),
+    Shutdown(Cause),
+}
+
+/// Where [`VmEvent`]s go.
+pub trait VmEvents: Send + Sync {
+    fn emit(&self, event: VmEvent);
+}
+
 /// What a reset does besides the vCPUs: reload the guest's images (QEMU reloads -kernel too).
 pub trait Reloader {
     fn reload(&self) -> Result<(), VmmError>;
@@ -63,7 +76,7 @@ pub struct Vmm {
     vm: Arc<Vm>,
     devices: VmDevices,
     reloader: Box<dyn Reloader>,
-    events: Arc<Events>,
+    events: Arc<dyn VmEvents>,
     no_reboot: bool,
     /// kvmclock saved at pause, restored at resume (QEMU's kvmclock_vm_state_change).
     clock: Option<u64>,
@@ -77,7 +90,7 @@ pub struct VmmParts {
     pub vm: Arc<Vm>,
     pub devices: VmDevices,
     pub reloader: Box<dyn Reloader>,
-    pub events: Arc<Events>,
+    pub events: Arc<dyn VmEvents>,
     pub no_reboot: bool,
 }
 
@@ -171,7 +184,7 @@ impl Vmm {
             .map_err(|e| tracing::warn!("pause: {e}"))
             .ok();
         self.state = VmState::Paused { prelaunch: false };
-        self.events.emit("STOP", None);
+        self.events.emit(VmEvent::Stop);
         tracing::debug!(clock = ?self.clock, "VM paused");
         true
     }
@@ -183,7 +196,7 @@ impl Vmm {
             return false;
         }
         // RESUME before any guest code runs again (QEMU's vm_prepare_start).
-        self.events.emit("RESUME", None);
+        self.events.emit(VmEvent::Resume);
         if let Some(ns) = self.clock.take() {
             if let Err(e) = self.vm.set_clock(ns) {
                 tracing::warn!("resume: {e}");
@@ -200,8 +213,25 @@ impl Vmm {
         true
     }
 
-    /// Every vCPU's registers (the VM must be paused).
-    pub fn save_state(&mut self) -> Result<Vec<VcpuState>, VcpuError> {
+    /// Every vCPU's registers, taken while the vCPUs are out of guest code: a running VM is held
+    /// for the moment it takes, without STOP/RESUME (as QEMU's `info registers`).
+    pub fn registers(&mut self) -> Result<Vec<VcpuState>, VmmError> {
+        match self.state {
+            VmState::Running => {
+                self.hold()?;
+                let states = self.save_state();
+                let released = self.release();
+                let states = states?;
+                released?;
+                Ok(states)
+            }
+            VmState::Paused { .. } | VmState::Created => Ok(self.save_state()?),
+            VmState::Stopping { .. } | VmState::Stopped { .. } => Err(VmmError::ShuttingDown),
+        }
+    }
+
+    /// Every vCPU's registers (the vCPUs must be out of guest code).
+    fn save_state(&mut self) -> Result<Vec<VcpuState>, VcpuError> {
         let answers = self.broadcast(|| VcpuRequest::SaveState, "save-state")?;
         answers
             .into_iter()
@@ -241,7 +271,7 @@ impl Vmm {
         if let Err(e) = result {
             return self.fail(e);
         }
-        self.events.emit_cause("RESET", cause);
+        self.events.emit(VmEvent::Reset(cause));
         // A paused VM stays paused (QEMU's system_reset keeps the run state).
         if was == VmState::Running {
             if let Err(e) = self.release() {
@@ -255,7 +285,7 @@ impl Vmm {
         if self.stopping() {
             return;
         }
-        self.events.emit_cause("SHUTDOWN", cause);
+        self.events.emit(VmEvent::Shutdown(cause));
         self.state = VmState::Stopping { status: 0 };
     }
 

@@ -309,7 +309,7 @@ fn iasl_disassembles_every_table_without_errors() {
 
 #[test]
 fn rsdp_address_reaches_pvh_and_linux_boot_structures() {
-    use crate::tests::{guest_mem, read_obj};
+    use crate::test_utils::{guest_mem, read_obj};
     use crate::{BootEntry, BootProtocol, CpuMode};
     use linux_loader::loader::bootparam::boot_params;
     use linux_loader::loader::elf::start_info::hvm_start_info;

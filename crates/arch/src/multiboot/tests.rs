@@ -1,7 +1,7 @@
 use super::*;
 use crate::elf::tests::{build_elf, Seg};
 use crate::load_kernel;
-use crate::tests::{guest_mem, read_cstr, read_obj};
+use crate::test_utils::{guest_mem, read_cstr, read_obj};
 
 /// A multiboot header with `flags`; with the a.out kludge the address fields follow.
 pub(crate) fn header(flags: u32, addrs: Option<[u32; 5]>) -> Vec<u8> {

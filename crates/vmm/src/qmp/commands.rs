@@ -25,6 +25,7 @@ const COMMANDS: &[(&str, Handler)] = &[
     ("system_reset", system_reset),
     ("system_powerdown", system_powerdown),
     ("x-query-exit-stats", x_query_exit_stats),
+    ("human-monitor-command", human_monitor_command),
     // The session shuts the VM down after sending the reply.
     ("quit", |_, _, _| Ok(json!({}))),
 ];
@@ -163,4 +164,35 @@ fn system_powerdown(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpE
     tracing::debug!(seen, "power button pressed");
     m.events.emit("POWERDOWN", None);
     Ok(json!({}))
+}
+
+/// `human-monitor-command {"command-line": STR, "cpu-index"?: INT}`: HMP output as a string.
+fn human_monitor_command(m: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    let mut command_line = None;
+    let mut cpu = 0usize;
+    for (key, value) in args {
+        match key.as_str() {
+            "command-line" => {
+                command_line = Some(value.as_str().ok_or_else(|| {
+                    QmpError::generic("Invalid parameter type for 'command-line', expected: string")
+                })?)
+            }
+            "cpu-index" => {
+                cpu = value
+                    .as_u64()
+                    .and_then(|c| usize::try_from(c).ok())
+                    .filter(|&c| c < m.thread_ids.len())
+                    .ok_or_else(|| {
+                        QmpError::generic("Parameter 'cpu-index' expects a CPU number")
+                    })?
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+    let command_line =
+        command_line.ok_or_else(|| QmpError::generic("Parameter 'command-line' is missing"))?;
+    let out = super::hmp::run(command_line, cpu, || {
+        vmm.registers().map_err(|e| e.to_string())
+    });
+    Ok(Value::String(out))
 }

@@ -8,10 +8,11 @@
 //! negotiation, through [`Events`]. Nothing here runs on a vCPU thread.
 
 mod commands;
+mod hmp;
 pub mod protocol;
 
 use crate::control::Cause;
-use crate::vm::Vmm;
+use crate::vm::{VmEvent, VmEvents, Vmm};
 use crate::VmmError;
 use protocol::{Decoded, Decoder, QmpError};
 use rvmm_cli::{QmpAddress, QmpConfig, SmpConfig};
@@ -116,7 +117,7 @@ impl Events {
     }
 
     /// SHUTDOWN or RESET with QEMU's `guest` and `reason` members.
-    pub fn emit_cause(&self, name: &str, cause: Cause) {
+    fn emit_cause(&self, name: &str, cause: Cause) {
         self.emit(
             name,
             Some(json!({"guest": cause.by_guest(), "reason": cause.as_str()})),
@@ -129,6 +130,17 @@ impl Events {
 
     fn remove(&self, client: &ClientWriter) {
         lock(&self.clients).retain(|c| !Arc::ptr_eq(c, client));
+    }
+}
+
+impl VmEvents for Events {
+    fn emit(&self, event: VmEvent) {
+        match event {
+            VmEvent::Stop => Events::emit(self, "STOP", None),
+            VmEvent::Resume => Events::emit(self, "RESUME", None),
+            VmEvent::Reset(cause) => self.emit_cause("RESET", cause),
+            VmEvent::Shutdown(cause) => self.emit_cause("SHUTDOWN", cause),
+        }
     }
 }
 
