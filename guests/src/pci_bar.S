@@ -23,9 +23,8 @@
  */
 #include "include/lib32.inc"
 #include "include/pvh.inc"
+#include "include/pci.inc"
 
-#define PCI_ADDR 0xcf8
-#define PCI_DATA 0xcfc
 #define DEV3 3
 #define DEV4 4
 /* Where BARs are moved to: free on rvmm's and QEMU's pc and q35. */
@@ -39,39 +38,6 @@
 
     .code32
     .text
-/* cfg_addr: select dword register %bl of slot %ecx. */
-cfg_addr:
-    push %eax
-    push %edx
-    mov %ecx, %eax
-    shl $11, %eax
-    or $0x80000000, %eax
-    movzbl %bl, %edx
-    or %edx, %eax
-    mov $PCI_ADDR, %dx
-    out %eax, %dx
-    pop %edx
-    pop %eax
-    ret
-
-/* cfg_read: %eax = register %bl of slot %ecx. */
-cfg_read:
-    push %edx
-    call cfg_addr
-    mov $PCI_DATA, %dx
-    in %dx, %eax
-    pop %edx
-    ret
-
-/* cfg_write: register %bl of slot %ecx = %eax. */
-cfg_write:
-    push %edx
-    call cfg_addr
-    mov $PCI_DATA, %dx
-    out %eax, %dx
-    pop %edx
-    ret
-
 /* bar0: %eax = memory address in BAR0 of slot %ecx. */
 bar0:
     mov $0x10, %bl

@@ -6,9 +6,8 @@
  */
 #include "include/lib32.inc"
 #include "include/pvh.inc"
+#include "include/pci.inc"
 
-#define PCI_ADDR 0xcf8
-#define PCI_DATA 0xcfc
 #define ECAM_BASE 0xb0000000
 
     PVH_NOTE _start
@@ -18,21 +17,6 @@ ecam_word: .asciz "ecam"
 
     .code32
     .text
-/* cfg_read: %eax = dword register %bl of slot %ecx (bus 0, function 0). */
-cfg_read:
-    push %edx
-    mov %ecx, %eax
-    shl $11, %eax
-    or $0x80000000, %eax
-    movzbl %bl, %edx
-    or %edx, %eax
-    mov $PCI_ADDR, %dx
-    out %eax, %dx
-    mov $PCI_DATA, %dx
-    in %dx, %eax
-    pop %edx
-    ret
-
 /* print_id: print %eax as "vvvv:dddd". */
 print_id:
     push %eax

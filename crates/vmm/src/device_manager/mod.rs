@@ -14,7 +14,7 @@ pub use legacy::attach_legacy;
 
 use rvmm_arch::allocator::{AddressMap, AllocError, FixedMmio, FixedRange};
 use rvmm_cli::{MachineKind, TapConfig};
-use rvmm_devices::{BusDevice, BusError, DeviceId, MmioBus, PioBus};
+use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, PioBus};
 use rvmm_hypervisor::{HvError, Vm};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -91,6 +91,21 @@ fn describe_tap(tap: &TapConfig) -> String {
     }
 }
 
+/// Register `device` on `bus` and map it, naming it in the error.
+fn add<S: AddressSpace>(
+    bus: &Bus<S>,
+    name: &str,
+    base: u64,
+    len: u64,
+    device: Arc<dyn BusDevice>,
+) -> Result<DeviceId, DeviceManagerError> {
+    bus.add(name, base, len, device)
+        .map_err(|source| DeviceManagerError::Bus {
+            name: name.into(),
+            source,
+        })
+}
+
 /// The VM's buses and what places devices on them.
 pub struct DeviceManager {
     vm: Arc<Vm>,
@@ -139,12 +154,7 @@ impl DeviceManager {
         len: u64,
         device: Arc<dyn BusDevice>,
     ) -> Result<DeviceId, DeviceManagerError> {
-        self.pio
-            .add(name, base, len, device)
-            .map_err(|source| DeviceManagerError::Bus {
-                name: name.into(),
-                source,
-            })
+        add(&self.pio, name, base, len, device)
     }
 
     /// Put `device` at guest-physical `[base, base + len)` under `name`.
@@ -155,12 +165,7 @@ impl DeviceManager {
         len: u64,
         device: Arc<dyn BusDevice>,
     ) -> Result<DeviceId, DeviceManagerError> {
-        self.mmio
-            .add(name, base, len, device)
-            .map_err(|source| DeviceManagerError::Bus {
-                name: name.into(),
-                source,
-            })
+        add(&self.mmio, name, base, len, device)
     }
 
     /// Where this machine type has its fixed platform devices.
