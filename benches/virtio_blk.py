@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+import qemu_host
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (label, guest arguments without n=, requests per run, bytes per request)
@@ -39,8 +41,8 @@ def find_guest(name):
     return hits[-1]
 
 
-def run(name, binary, kernel, image, guest_args):
-    args = [binary, "-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults",
+def run(name, binary, kernel, image, guest_args, cpu="host"):
+    args = [binary, "-M", "microvm", "-accel", "kvm", "-cpu", cpu, "-m", "256", "-nodefaults",
             "-no-reboot", "-display", "none", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", kernel,
             "-drive", f"file={image},format=raw,if=none,id=d0", "-device", "virtio-blk-device,drive=d0",
@@ -73,6 +75,7 @@ def main():
             for _ in range(a.size_mib):
                 f.write(os.urandom(1 << 20))
     vmms = [("rvmm", a.rvmm), ("QEMU", a.qemu)]
+    qemu_cpu = qemu_host.qemu_cpu(a.qemu)
     if a.baseline:
         vmms.append(("baseline", a.baseline))
     extra = " | baseline | rvmm/baseline" if a.baseline else ""
@@ -84,7 +87,8 @@ def main():
         for _ in range(a.runs):
             for name, binary in vmms:
                 for count in (0, n):
-                    times[name][count].append(run(name, binary, kernel, a.image, f"n={count} {guest_args}"))
+                    times[name][count].append(run(name, binary, kernel, a.image, f"n={count} {guest_args}",
+                                                  qemu_cpu if name == "QEMU" else "host"))
         rate = {}
         for name, _ in vmms:
             dt = statistics.median(times[name][n]) - statistics.median(times[name][0])
