@@ -16,7 +16,7 @@ use rvmm_arch::allocator::{AddressMap, AllocError, FixedMmio, FixedRange};
 use rvmm_cli::{MachineKind, TapConfig};
 use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, PioBus};
 use rvmm_hypervisor::{HvError, Vm};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Errors attaching or moving devices.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,8 @@ pub enum DeviceManagerError {
     },
     #[error("{name}: no PCI bus on this machine type")]
     NoPciBus { name: String },
+    #[error("the PCI bus is attached twice")]
+    PciBusTwice,
     #[error("{name}: no free PCI slot on bus 0")]
     NoPciSlot { name: String },
     #[error("virtio-blk: {0}")]
@@ -113,6 +115,8 @@ pub struct DeviceManager {
     mmio: Arc<MmioBus>,
     /// The machine's address windows, shared with the PCI relocator.
     map: Arc<Mutex<AddressMap>>,
+    /// PCI bus 0, on pc and q35 once attached.
+    pci: OnceLock<pci::PciRoot>,
 }
 
 impl DeviceManager {
@@ -127,6 +131,7 @@ impl DeviceManager {
             pio: Arc::new(PioBus::new()),
             mmio: Arc::new(MmioBus::new()),
             map: Arc::new(Mutex::new(map)),
+            pci: OnceLock::new(),
         }
     }
 

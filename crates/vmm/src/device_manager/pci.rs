@@ -136,6 +136,7 @@ pub struct PciRelocator {
 }
 
 /// PCI bus 0 and its relocator, kept for the VM's lifetime.
+#[derive(Clone)]
 pub struct PciRoot {
     pub bus: Arc<RwLock<PciBus>>,
     pub relocator: Arc<PciRelocator>,
@@ -526,8 +527,74 @@ impl PciRoot {
     }
 }
 
-/// PCI bus 0 with its host bridge, reachable through ports 0xCF8/0xCFC (pc and q35) and the ECAM
-/// window of the machine's address map (q35), and the PCI `-device`s. microvm has no PCI.
+/// A PCI function the device manager attached: where it is and its regions' ids on the buses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciFunctionIds {
+    pub devfn: u8,
+    pub regions: Vec<(PciRegion, DeviceId)>,
+}
+
+impl DeviceManager {
+    /// Attach a PCI function at `addr` (or the first free slot): its config space on bus 0, each
+    /// region registered on its bus (mapped once its BAR is programmed, by rvmm or the guest).
+    pub fn add_pci(
+        &self,
+        addr: PciAddr,
+        f: PciFunctionParts,
+    ) -> Result<PciFunctionIds, DeviceManagerError> {
+        let PciFunctionParts {
+            name,
+            config,
+            regions,
+        } = f;
+        let root = self
+            .pci
+            .get()
+            .ok_or_else(|| DeviceManagerError::NoPciBus { name: name.clone() })?;
+        let mut bus = root.bus.write().unwrap_or_else(|e| e.into_inner());
+        let (slot, function) = match addr {
+            Some(a) => a,
+            None => (
+                bus.free_slot()
+                    .ok_or_else(|| DeviceManagerError::NoPciSlot { name: name.clone() })?,
+                0,
+            ),
+        };
+        bus.add_device(slot, function, config)
+            .map_err(|source| DeviceManagerError::Pci {
+                name: name.clone(),
+                source,
+            })?;
+        let regions: Vec<RegionState> = regions
+            .into_iter()
+            .map(|parts| {
+                let label = format!("{name} {:?}", parts.region);
+                let id = match parts.space {
+                    PciSpace::Io => self.pio.register(&label, parts.device.clone()),
+                    PciSpace::Memory => self.mmio.register(&label, parts.device.clone()),
+                };
+                RegionState {
+                    parts,
+                    id,
+                    mapped: None,
+                    slot: None,
+                }
+            })
+            .collect();
+        let devfn = slot << 3 | function;
+        let ids = PciFunctionIds {
+            devfn,
+            regions: regions.iter().map(|r| (r.parts.region, r.id)).collect(),
+        };
+        root.relocator
+            .functions()
+            .insert(devfn, FunctionState { name, regions });
+        Ok(ids)
+    }
+}
+
+/// PCI bus 0 with its host bridge, reachable through ports 0xCF8/0xCFC (pc and q35) and ECAM
+/// (q35), and the PCI `-device`s, their BARs programmed as firmware would. microvm has no PCI.
 pub fn attach_pci(
     dm: &DeviceManager,
     machine: MachineKind,
@@ -539,10 +606,6 @@ pub fn attach_pci(
         MachineKind::Q35 => HostBridgeKind::Q35,
         MachineKind::Pc => HostBridgeKind::I440fx,
     };
-    let pci_err = |name: &str| {
-        let name = name.to_string();
-        move |source| DeviceManagerError::Pci { name, source }
-    };
     let relocator = Arc::new(PciRelocator {
         vm: dm.vm.clone(),
         pio: dm.pio.clone(),
@@ -553,50 +616,21 @@ pub fn attach_pci(
     let mut bus = PciBus::new();
     bus.set_relocation(relocator.clone());
     bus.add_device(0, 0, Arc::new(HostBridge::new(kind)))
-        .map_err(pci_err("PCI host bridge"))?;
-    for (addr, f) in build_functions(devices)? {
-        let PciFunctionParts {
-            name,
-            config,
-            regions,
-        } = f;
-        let (slot, function) = match addr {
-            Some(a) => a,
-            None => (
-                bus.free_slot()
-                    .ok_or_else(|| DeviceManagerError::NoPciSlot { name: name.clone() })?,
-                0,
-            ),
-        };
-        bus.add_device(slot, function, config)
-            .map_err(pci_err(&name))?;
-        // Registered now, mapped when the BARs are programmed (here or by the guest).
-        let regions = regions
-            .into_iter()
-            .map(|parts| {
-                let label = format!("{name} {:?}", parts.region);
-                let id = match parts.space {
-                    PciSpace::Io => dm.pio.register(&label, parts.device.clone()),
-                    PciSpace::Memory => dm.mmio.register(&label, parts.device.clone()),
-                };
-                RegionState {
-                    parts,
-                    id,
-                    mapped: None,
-                    slot: None,
-                }
-            })
-            .collect();
-        let devfn = slot << 3 | function;
-        relocator
-            .functions()
-            .insert(devfn, FunctionState { name, regions });
-    }
+        .map_err(|source| DeviceManagerError::Pci {
+            name: "PCI host bridge".into(),
+            source,
+        })?;
     let bus = Arc::new(RwLock::new(bus));
     let root = PciRoot {
         bus: bus.clone(),
         relocator,
     };
+    if dm.pci.set(root.clone()).is_err() {
+        return Err(DeviceManagerError::PciBusTwice);
+    }
+    for (addr, f) in build_functions(devices)? {
+        dm.add_pci(addr, f)?;
+    }
     root.program_bars()?;
     dm.add_pio(
         "PCI config ports",
