@@ -72,12 +72,29 @@ fn init_logging() {
     }
 }
 
+/// The error and each cause its message does not already include, on one line ("a: b: c"), as
+/// anyhow's `{:#}`: a corrupt payload says which decompressor failed and where, not only that
+/// unpacking failed.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
 fn main() -> ExitCode {
     init_logging();
-    let action = match rvmm_cli::parse_args(std::env::args().skip(1)) {
+    let action = match rvmm_cli::parse_args(std::env::args_os().skip(1)) {
         Ok(action) => action,
         Err(e) => {
-            eprintln!("rvmm: {e}");
+            eprintln!("rvmm: {}", chain(&e));
             return ExitCode::from(ERROR_STATUS);
         }
     };
@@ -93,7 +110,7 @@ fn main() -> ExitCode {
         Action::Run(config) => match rvmm_vmm::run(&config) {
             Ok(status) => ExitCode::from((status & 0xff) as u8),
             Err(e) => {
-                eprintln!("rvmm: {e}");
+                eprintln!("rvmm: {}", chain(&e));
                 ExitCode::from(ERROR_STATUS)
             }
         },

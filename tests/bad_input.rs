@@ -4,14 +4,33 @@
 mod common;
 
 use common::{binary, skip_on_qemu, TempDir, VmCommand};
-use std::process::Command;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a refusal may take: bad input is refused at start-up, never after a hang.
+const REFUSE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Runs rvmm with `args` and checks the error contract; returns stderr.
-fn expect_error(args: &[&str], needle: &str) -> String {
-    let out = Command::new(binary())
-        .args(args)
-        .output()
+fn expect_error<S: AsRef<OsStr>>(args: &[S], needle: &str) -> String {
+    let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+    let mut child = Command::new(binary())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run rvmm");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > REFUSE_WITHIN {
+            let _ = child.kill();
+            panic!("args {args:?}: still running after {REFUSE_WITHIN:?} (hung)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("collect rvmm output");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
@@ -61,11 +80,11 @@ fn unsupported_and_unknown_options_are_named() {
             "-device",
             "pci-testdev,romfile=/nonexistent/x.rom",
         ],
-        "pci-testdev: romfile /nonexistent/x.rom: No such file",
+        "pci-testdev: could not load romfile '/nonexistent/x.rom': No such file",
     );
     expect_error(
         &["-M", "q35", "-device", "pci-testdev,romfile=/dev/null"],
-        "pci-testdev: romfile /dev/null: the file is empty",
+        "pci-testdev: could not load romfile '/dev/null': it is a character device",
     );
     expect_error(
         &["-M", "q35", "-device", "pci-testdev,membar=3"],
@@ -109,7 +128,7 @@ fn missing_kernel_and_initrd_files_are_named() {
     );
     expect_error(
         &["-fw_cfg", "name=opt/rvmm/x,file=/nonexistent/fw_cfg-item"],
-        "-fw_cfg name=opt/rvmm/x: can't load /nonexistent/fw_cfg-item",
+        "-fw_cfg name=opt/rvmm/x: could not load file '/nonexistent/fw_cfg-item'",
     );
 }
 
@@ -199,4 +218,124 @@ fn oversized_command_line_is_refused() {
         .run();
     out.assert_status(2);
     assert!(out.stderr.contains("5000"), "{}", out.stderr);
+}
+
+/// Make a FIFO at `path`.
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Kernels, initrds, -fw_cfg files and option ROMs must be regular files that fit: a FIFO would
+/// block in open, /dev/zero never ends, a directory is no image. Each is refused at once, named.
+#[test]
+fn inputs_that_are_not_regular_files_or_too_large() {
+    if skip_on_qemu("rvmm's own messages") {
+        return;
+    }
+    let dir = TempDir::new("bad_files");
+    let fifo = dir.file("placeholder", b"");
+    let fifo = fifo.with_file_name("a.fifo");
+    mkfifo(&fifo);
+    let fifo = fifo.to_str().unwrap();
+    let d = dir.file("x", b"");
+    let d = d.parent().unwrap().to_str().unwrap();
+    let pvh = common::guest("pvh32.elf");
+    let pvh = pvh.to_str().unwrap();
+    for (what, bad, kind) in [
+        ("kernel", fifo, "a FIFO"),
+        ("kernel", "/dev/zero", "a character device"),
+        ("kernel", d, "a directory"),
+        ("initrd", fifo, "a FIFO"),
+        ("initrd", "/dev/zero", "a character device"),
+        ("initrd", "/dev/null", "a character device"),
+    ] {
+        let args: Vec<&str> = match what {
+            "kernel" => vec!["-kernel", bad],
+            _ => vec!["-kernel", pvh, "-initrd", bad],
+        };
+        expect_error(
+            &args,
+            &format!("could not load {what} '{bad}': it is {kind}, not a regular file"),
+        );
+    }
+    let fw = format!("name=opt/rvmm/x,file={fifo}");
+    expect_error(
+        &["-fw_cfg", &fw],
+        &format!("-fw_cfg name=opt/rvmm/x: could not load file '{fifo}': it is a FIFO"),
+    );
+    let fw = "name=opt/rvmm/x,file=/dev/zero";
+    expect_error(&["-fw_cfg", fw], "'/dev/zero': it is a character device");
+    let rom = format!("pci-testdev,romfile={fifo}");
+    expect_error(&["-M", "q35", "-device", &rom], "it is a FIFO");
+
+    // Larger than guest RAM: a sparse file, refused before a byte is read.
+    let big = dir.file("big.img", b"");
+    std::fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let big = big.to_str().unwrap();
+    expect_error(
+        &["-m", "256", "-kernel", big],
+        "it is 314572800 bytes, more than the 268435456 bytes of guest RAM",
+    );
+    expect_error(
+        &["-m", "256", "-kernel", pvh, "-initrd", big],
+        "could not load initrd",
+    );
+}
+
+/// Linux arguments are bytes: a path that is not UTF-8 is used as it is (and named when it does
+/// not exist); option syntax that must be text says so.
+#[test]
+fn arguments_that_are_not_utf8() {
+    if skip_on_qemu("rvmm's own messages") {
+        return;
+    }
+    let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+    let msg = expect_error(
+        &[bytes(b"-kernel"), bytes(b"/nonexistent/k\xff.elf")],
+        "could not load kernel '/nonexistent/k\u{fffd}.elf'",
+    );
+    assert!(msg.contains("No such file"), "{msg}");
+    // A real kernel at a non-UTF-8 path boots, with -append bytes passed through.
+    let dir = TempDir::new("non_utf8");
+    let odd = dir
+        .file("placeholder", b"")
+        .with_file_name(OsStr::from_bytes(b"k\xff.elf"));
+    std::fs::copy(common::guest("pvh32.elf"), &odd).unwrap();
+    let out = VmCommand::without_kernel()
+        .arg("-kernel")
+        .arg(odd.as_os_str())
+        .arg("-append")
+        .arg(bytes(b"x=\xe9"))
+        .run();
+    out.assert_status(33);
+    expect_error(
+        &[bytes(b"-drive"), bytes(b"file=\xff.img,format=raw")],
+        "-drive: argument 'file=\u{fffd}.img,format=raw' is not valid UTF-8",
+    );
+    expect_error(&[bytes(b"-\xffoo")], "invalid option");
+}
+
+/// A path in -exit-stats json= that cannot be written is found at start-up.
+#[test]
+fn exit_stats_path_is_checked_at_start_up() {
+    if skip_on_qemu("rvmm's own option") {
+        return;
+    }
+    let pvh = common::guest("pvh32.elf");
+    expect_error(
+        &[
+            OsStr::new("-kernel"),
+            pvh.as_os_str(),
+            OsStr::new("-exit-stats"),
+            OsStr::new("json=/nonexistent/dir/s.json"),
+        ],
+        "-exit-stats: cannot write '/nonexistent/dir/s.json'",
+    );
 }

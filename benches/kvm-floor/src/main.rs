@@ -115,7 +115,7 @@ fn main() {
     };
     let params = BootParams {
         initrds: &[],
-        cmdline,
+        cmdline: cmdline.as_bytes(),
         mem_size: MEM_SIZE,
     };
     let entry = rvmm_arch::load_kernel(&mem, &kernel, &params).unwrap_or_else(|e| die(path, e));

@@ -359,7 +359,7 @@ pub(crate) mod tests {
         }];
         let params = BootParams {
             initrds: &initrds,
-            cmdline: "console=ttyS0",
+            cmdline: b"console=ttyS0",
             mem_size,
         };
         let kernel = KernelImage {
@@ -410,7 +410,7 @@ pub(crate) mod tests {
         let mem = guest_mem(64 << 20);
         let params = BootParams {
             initrds: &[],
-            cmdline: "",
+            cmdline: b"",
             mem_size: 64 << 20,
         };
         let load = |img: &[u8]| {
@@ -443,7 +443,7 @@ pub(crate) mod tests {
                 bytes: &img,
             },
             &BootParams {
-                cmdline: &long,
+                cmdline: long.as_bytes(),
                 ..params
             },
         )

@@ -44,7 +44,7 @@ pub struct BootParams<'a> {
     /// modules, or multiboot modules.
     pub initrds: &'a [KernelImage<'a>],
     /// `-append` kernel command line.
-    pub cmdline: &'a str,
+    pub cmdline: &'a [u8],
     /// Guest RAM size in bytes, laid out by `guest_memory_regions`.
     pub mem_size: u64,
 }
@@ -93,12 +93,21 @@ pub enum LoadError {
     #[error("{name}: 32-bit ELF without a PVH note or a multiboot header: rvmm cannot boot it")]
     Elf32WithoutEntry { name: String },
     #[error("{name}: {reason}")]
-    Elf { name: String, reason: ElfError },
+    Elf {
+        name: String,
+        #[source]
+        reason: ElfError,
+    },
     #[error("{name}: {reason}")]
-    BzImage { name: String, reason: BzImageError },
+    BzImage {
+        name: String,
+        #[source]
+        reason: BzImageError,
+    },
     #[error("{name}: {reason}")]
     Multiboot {
         name: String,
+        #[source]
         reason: MultibootError,
     },
     #[error("cmdline is {len} bytes, more than the {max} the protocol allows")]
@@ -220,7 +229,7 @@ pub(crate) fn write_guest<M: GuestMemoryBackend>(
 /// Writes the NUL-terminated command line at `CMDLINE_START`; `max_len` excludes the NUL.
 pub(crate) fn write_cmdline<M: GuestMemoryBackend>(
     mem: &M,
-    cmdline: &str,
+    cmdline: &[u8],
     max_len: usize,
 ) -> Result<(), LoadError> {
     let max = max_len.min(CMDLINE_MAX - 1);
@@ -230,11 +239,11 @@ pub(crate) fn write_cmdline<M: GuestMemoryBackend>(
             max,
         });
     }
-    if cmdline.contains('\0') {
+    if cmdline.contains(&0) {
         return Err(LoadError::CmdlineNul);
     }
     let mut buf = Vec::with_capacity(cmdline.len() + 1);
-    buf.extend_from_slice(cmdline.as_bytes());
+    buf.extend_from_slice(cmdline);
     buf.push(0);
     write_guest(mem, "kernel command line", CMDLINE_START, &buf)
 }

@@ -133,11 +133,12 @@ pub fn load<M: GuestMemoryBackend>(
         return Err(err(MultibootError::NoLoadInformation));
     };
 
-    let cmdline = if params.cmdline.is_empty() {
-        kernel.name.to_string()
-    } else {
-        format!("{} {}", kernel.name, params.cmdline)
-    };
+    // The command line is bytes (Linux paths and -append need not be UTF-8).
+    let mut cmdline = kernel.name.as_bytes().to_vec();
+    if !params.cmdline.is_empty() {
+        cmdline.push(b' ');
+        cmdline.extend_from_slice(params.cmdline);
+    }
     write_cmdline(mem, &cmdline, CMDLINE_MAX - 1)?;
     let modules = load_modules(mem, params, kernel_end)?;
     write_info(mem, params, &modules)?;

@@ -147,7 +147,7 @@ mod tests {
             ];
             let params = BootParams {
                 initrds: &initrds,
-                cmdline: "console=hvc0",
+                cmdline: b"console=hvc0",
                 mem_size,
             };
             let entry = load_kernel(
@@ -207,7 +207,7 @@ mod tests {
         }];
         let params = BootParams {
             initrds: &initrds,
-            cmdline: "",
+            cmdline: b"",
             mem_size,
         };
         let err = load_kernel(

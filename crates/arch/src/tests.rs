@@ -40,7 +40,7 @@ fn load(
 ) -> Result<crate::BootEntry, crate::LoadError> {
     let params = BootParams {
         initrds: &[],
-        cmdline: "",
+        cmdline: b"",
         mem_size: 32 << 20,
     };
     load_kernel(mem, &KernelImage { name, bytes }, &params)
@@ -157,7 +157,7 @@ fn fuzz_like_inputs_never_panic() {
     ];
     let params = BootParams {
         initrds: &initrds,
-        cmdline: "console=ttyS0",
+        cmdline: b"console=ttyS0",
         mem_size,
     };
     let (ok, err) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
@@ -246,7 +246,7 @@ fn empty_initrds_load_everywhere() {
     }];
     let params = BootParams {
         initrds: &empty,
-        cmdline: "",
+        cmdline: b"",
         mem_size: 32 << 20,
     };
     for img in [

@@ -83,7 +83,7 @@ mod tests {
         }];
         let params = BootParams {
             initrds: &initrds,
-            cmdline: "root=/dev/vda",
+            cmdline: b"root=/dev/vda",
             mem_size,
         };
         let entry = load_kernel(
@@ -122,7 +122,7 @@ mod tests {
         let img = build_elf(true, 0x100_0000, &[seg], None);
         let params = BootParams {
             initrds: &[],
-            cmdline: "",
+            cmdline: b"",
             mem_size: 256 << 20,
         };
         let err = load_kernel(

@@ -272,7 +272,8 @@ pub struct VmConfig {
     pub kernel: Option<PathBuf>,
     /// Multiboot modules or a single initrd, in command-line order.
     pub initrd: Vec<PathBuf>,
-    pub append: Option<String>,
+    /// The kernel command line, bytes as given (QEMU passes `-append` through unchanged).
+    pub append: Option<Vec<u8>>,
     pub serial: SerialConfig,
     pub no_reboot: bool,
     pub devices: Vec<DeviceConfig>,

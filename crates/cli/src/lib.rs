@@ -12,6 +12,8 @@ pub mod size;
 mod smp;
 mod virtio;
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 use thiserror::Error;
@@ -112,34 +114,43 @@ pub enum CliError {
     },
     #[error("-daemonize: -serial stdio cannot be used when rvmm detaches from the terminal")]
     DaemonizeStdio,
+    #[error("{option}: argument '{lossy}' is not valid UTF-8; this option's syntax is text (paths of any bytes work in -kernel, -initrd, -hda and -pidfile, and -append passes bytes)")]
+    NotText { option: String, lossy: String },
 }
 
-/// One command-line item after the first pass.
+/// One command-line item after the first pass. Arguments stay `OsString`: on Linux they are
+/// bytes, and paths and `-append` may be any bytes.
 enum Item {
     Opt {
         kind: OptionKind,
-        arg: Option<String>,
+        arg: Option<OsString>,
     },
-    Positional(String),
+    Positional(OsString),
 }
+
+/// Options whose argument is used as bytes (a path, or the kernel command line): everything else
+/// is QEMU option syntax and must be text.
+const BYTE_ARGS: &[&str] = &["kernel", "initrd", "append", "pidfile", "hda"];
 
 /// First pass: split argv into options with their arguments, rejecting unknown names and
 /// missing arguments.
-fn tokenize(args: impl IntoIterator<Item = String>) -> Result<Vec<Item>, CliError> {
+fn tokenize(args: impl IntoIterator<Item = OsString>) -> Result<Vec<Item>, CliError> {
     let mut items = Vec::new();
     let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
-        let Some(stripped) = arg.strip_prefix('-') else {
+        let Some(stripped) = arg.as_bytes().strip_prefix(b"-") else {
             items.push(Item::Positional(arg));
             continue;
         };
         // QEMU accepts "--opt" as "-opt".
-        let name = stripped.strip_prefix('-').unwrap_or(stripped);
+        let name = stripped.strip_prefix(b"-").unwrap_or(stripped);
+        let name = std::str::from_utf8(name)
+            .map_err(|_| CliError::InvalidOption(arg.to_string_lossy().into_owned()))?;
         let kind =
             options::lookup(name).ok_or_else(|| CliError::InvalidOption(format!("-{name}")))?;
         let arg = if options::OPTIONAL_ARG.contains(&kind.name) {
             // The next word is the argument unless it is the next option.
-            args.next_if(|next| !next.starts_with('-'))
+            args.next_if(|next| !next.as_bytes().starts_with(b"-"))
         } else if kind.takes_arg {
             let value = args
                 .next()
@@ -169,18 +180,31 @@ fn monitor_err(option: &'static str) -> impl FnOnce(MonitorError) -> CliError {
     move |source| CliError::Monitor { option, source }
 }
 
-/// Parses QEMU-style arguments (without argv[0]).
-pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, CliError> {
+/// Parses QEMU-style arguments (without argv[0]), as the bytes Linux gives a process.
+pub fn parse_args<I, S>(args: I) -> Result<Action, CliError>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
     let mut state = Pending::default();
-    for item in tokenize(args)? {
+    for item in tokenize(args.into_iter().map(Into::into))? {
         let (kind, arg) = match item {
-            Item::Positional(p) => return Err(CliError::Positional(p)),
+            Item::Positional(p) => return Err(CliError::Positional(p.to_string_lossy().into())),
             Item::Opt { kind, arg } => (kind, arg.unwrap_or_default()),
         };
         if !kind.supported {
             return Err(CliError::UnsupportedOption(format!("-{}", kind.name)));
         }
-        if let Some(action) = state.apply(kind.name, &arg)? {
+        let action = if BYTE_ARGS.contains(&kind.name) {
+            state.apply_bytes(kind.name, &arg)?
+        } else {
+            let text = arg.to_str().ok_or_else(|| CliError::NotText {
+                option: format!("-{}", kind.name),
+                lossy: arg.to_string_lossy().into_owned(),
+            })?;
+            state.apply(kind.name, text)?
+        };
+        if let Some(action) = action {
             return Ok(action);
         }
     }
@@ -196,6 +220,20 @@ fn opts_err(option: &str) -> impl FnOnce(OptsError) -> CliError + '_ {
 }
 
 impl Pending {
+    /// Second pass for an option whose argument is bytes (see [`BYTE_ARGS`]).
+    fn apply_bytes(&mut self, name: &str, arg: &OsStr) -> Result<Option<Action>, CliError> {
+        let c = &mut self.config;
+        match name {
+            "kernel" => c.kernel = Some(PathBuf::from(arg)),
+            "initrd" => c.initrd = split_initrd(arg)?,
+            "append" => c.append = Some(arg.as_bytes().to_vec()),
+            "pidfile" => c.pidfile = Some(PathBuf::from(arg)),
+            "hda" => self.virtio.hda(PathBuf::from(arg)),
+            _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
+        }
+        Ok(None)
+    }
+
     /// Second pass for one option; returns an action that ends parsing (help, version).
     fn apply(&mut self, name: &str, arg: &str) -> Result<Option<Action>, CliError> {
         let c = &mut self.config;
@@ -209,7 +247,7 @@ impl Pending {
             "device" => return self.device(arg),
             "fw_cfg" => c.fw_cfg.push(fw_cfg(arg)?),
             "serial" => return self.serial(arg),
-            "drive" | "hda" | "netdev" | "object" => self.virtio.option(name, arg)?,
+            "drive" | "netdev" | "object" => self.virtio.option(name, arg)?,
             // rvmm always runs on KVM and never has a graphical console.
             "enable-kvm" | "nographic" => {}
             "smp" => {
@@ -224,9 +262,6 @@ impl Pending {
                     .map_err(opts_err("-name"))?;
                 c.name = opts.get("guest").map(str::to_string);
             }
-            "kernel" => c.kernel = Some(PathBuf::from(arg)),
-            "initrd" => c.initrd = split_initrd(arg)?,
-            "append" => c.append = Some(arg.to_string()),
             "nodefaults" => c.nodefaults = true,
             "no-reboot" => c.no_reboot = true,
             "qmp" => c
@@ -238,7 +273,6 @@ impl Pending {
                 .map_err(monitor_err("-chardev"))?,
             "mon" => self.monitors.add_mon(arg).map_err(monitor_err("-mon"))?,
             "S" => c.start_paused = true,
-            "pidfile" => c.pidfile = Some(PathBuf::from(arg)),
             "daemonize" => c.daemonize = true,
             "exit-stats" => c.exit_stats = Some(exit_stats(arg)?),
             _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
@@ -288,8 +322,8 @@ impl Pending {
                     }
                 }
                 "kernel" => self.config.kernel = Some(PathBuf::from(value)),
-                "initrd" => self.config.initrd = split_initrd(value)?,
-                "append" => self.config.append = Some(value.clone()),
+                "initrd" => self.config.initrd = split_initrd(OsStr::new(value))?,
+                "append" => self.config.append = Some(value.as_bytes().to_vec()),
                 _ => {
                     return Err(CliError::Opts {
                         option: "-machine".into(),
@@ -580,25 +614,29 @@ fn exit_stats(arg: &str) -> Result<ExitStatsConfig, CliError> {
 }
 
 /// Splits `-initrd a,b` into files; `,,` is a literal comma (QEMU's multiboot module list).
-fn split_initrd(arg: &str) -> Result<Vec<PathBuf>, CliError> {
-    let mut files = Vec::new();
-    let mut current = String::new();
-    let mut chars = arg.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != ',' {
-            current.push(c);
-        } else if chars.peek() == Some(&',') {
-            chars.next();
-            current.push(',');
+fn split_initrd(arg: &OsStr) -> Result<Vec<PathBuf>, CliError> {
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = arg.as_bytes().iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if b != b',' {
+            current.push(b);
+        } else if bytes.peek() == Some(&b',') {
+            // ",," is a literal comma, as in QEMU option values.
+            bytes.next();
+            current.push(b',');
         } else {
             files.push(std::mem::take(&mut current));
         }
     }
     files.push(current);
-    if files.iter().any(String::is_empty) {
-        return Err(CliError::InitrdEmpty(arg.to_string()));
+    if files.iter().any(Vec::is_empty) {
+        return Err(CliError::InitrdEmpty(arg.to_string_lossy().into_owned()));
     }
-    Ok(files.into_iter().map(PathBuf::from).collect())
+    Ok(files
+        .into_iter()
+        .map(|f| PathBuf::from(OsString::from_vec(f)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ fn missing_arguments() {
     // Refused options still need their argument, as in QEMU's first pass.
     assert_eq!(err(&["-vga"]), "-vga requires an argument");
     // The next word is the argument even if it looks like an option.
-    assert_eq!(run(&["-append", "-v"]).append.as_deref(), Some("-v"));
+    assert_eq!(run(&["-append", "-v"]).append.as_deref(), Some(&b"-v"[..]));
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn machine_types() {
         "microvm,kernel=vmlinux,append=console=ttyS0,,quiet,initrd=a,,b",
     ]);
     assert_eq!(c.kernel, Some(PathBuf::from("vmlinux")));
-    assert_eq!(c.append.as_deref(), Some("console=ttyS0,quiet"));
+    assert_eq!(c.append.as_deref(), Some(&b"console=ttyS0,quiet"[..]));
     assert_eq!(c.initrd, [PathBuf::from("a"), PathBuf::from("b")]);
     assert!(err(&["-M", "microvm,kernel=k,c"]).contains("parameter 'c' is not supported"));
 }
@@ -289,7 +289,10 @@ fn name_kernel_initrd_append() {
     assert_eq!(c.name.as_deref(), Some("vm,1"));
     assert_eq!(c.kernel, Some(PathBuf::from("/boot/vmlinuz")));
     assert_eq!(c.initrd, [PathBuf::from("/boot/initrd.img")]);
-    assert_eq!(c.append.as_deref(), Some("console=ttyS0 root=/dev/vda"));
+    assert_eq!(
+        c.append.as_deref(),
+        Some(&b"console=ttyS0 root=/dev/vda"[..])
+    );
     assert_eq!(run(&["-name", "foo"]).name.as_deref(), Some("foo"));
     assert_eq!(
         err(&["-name", "foo,process=x"]),
@@ -302,7 +305,7 @@ fn name_kernel_initrd_append() {
     // Last one wins, as in QEMU.
     assert_eq!(
         run(&["-append", "a", "-append", "b"]).append.as_deref(),
-        Some("b")
+        Some(&b"b"[..])
     );
 }
 
@@ -750,4 +753,50 @@ fn exit_stats() {
     );
     assert!(err(&["-exit-stats", "json="]).starts_with("-exit-stats: "));
     assert!(err(&["-exit-stats", "table=maybe"]).starts_with("-exit-stats: "));
+}
+
+/// Linux arguments are bytes: paths and -append may be any bytes; QEMU option syntax must be
+/// text, and saying so names the option.
+#[test]
+fn arguments_that_are_not_utf8() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+    let args = vec![
+        bytes(b"-kernel"),
+        bytes(b"/tmp/k\xff.elf"),
+        bytes(b"-initrd"),
+        bytes(b"a\xfe,b,,c"),
+        bytes(b"-append"),
+        bytes(b"root=/dev/vda x=\xe9"),
+        bytes(b"-hda"),
+        bytes(b"d\xff.img"),
+        bytes(b"-pidfile"),
+        bytes(b"p\xff"),
+    ];
+    let Action::Run(c) = parse_args(args).unwrap() else {
+        panic!("not a run")
+    };
+    assert_eq!(c.kernel.unwrap().as_os_str().as_bytes(), b"/tmp/k\xff.elf");
+    let initrds: Vec<&[u8]> = c.initrd.iter().map(|p| p.as_os_str().as_bytes()).collect();
+    assert_eq!(initrds, [&b"a\xfe"[..], b"b,c"]);
+    assert_eq!(c.append.unwrap(), b"root=/dev/vda x=\xe9");
+    assert_eq!(c.pidfile.unwrap().as_os_str().as_bytes(), b"p\xff");
+    assert!(
+        matches!(&c.virtio[0], VirtioDeviceConfig::Block(d) if d.file.as_os_str().as_bytes() == b"d\xff.img")
+    );
+
+    let err = |args: Vec<OsString>| parse_args(args).unwrap_err().to_string();
+    let e = err(vec![bytes(b"-drive"), bytes(b"file=\xff.img")]);
+    assert!(
+        e.starts_with("-drive: argument 'file=\u{fffd}.img' is not valid UTF-8"),
+        "{e}"
+    );
+    let e = err(vec![bytes(b"-na\xffme"), bytes(b"x")]);
+    assert!(
+        e.contains("invalid option") && e.contains('\u{fffd}'),
+        "{e}"
+    );
+    let e = err(vec![bytes(b"stray\xff")]);
+    assert!(e.contains("stray\u{fffd}"), "{e}");
 }

@@ -149,18 +149,19 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 impl VirtioArgs {
     /// `-drive`, `-hda`, `-netdev`, `-object`.
+    /// `-hda FILE`: a disk of the probed format (the path may be any bytes).
+    pub(crate) fn hda(&mut self, file: PathBuf) {
+        self.fronts.push(Front::BlockDirect(DriveConfig {
+            file,
+            format: None,
+            readonly: false,
+            direct: false,
+            serial: None,
+        }));
+    }
+
     pub(crate) fn option(&mut self, name: &str, arg: &str) -> Result<(), VirtioArgError> {
         match name {
-            "hda" => {
-                self.fronts.push(Front::BlockDirect(DriveConfig {
-                    file: PathBuf::from(arg),
-                    format: None,
-                    readonly: false,
-                    direct: false,
-                    serial: None,
-                }));
-                Ok(())
-            }
             "drive" => self.drive(arg),
             "netdev" => self.netdev(arg),
             "object" => self.object(arg),
@@ -409,7 +410,10 @@ mod tests {
     ) -> Result<Vec<VirtioDeviceConfig>, VirtioArgError> {
         let mut v = VirtioArgs::default();
         for (n, a) in args {
-            v.option(n, a)?;
+            match *n {
+                "hda" => v.hda(PathBuf::from(a)),
+                _ => v.option(n, a)?,
+            }
         }
         for d in devices {
             v.device(&QemuOpts::parse(d, Some("driver")).unwrap())?;

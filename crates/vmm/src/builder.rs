@@ -8,6 +8,7 @@ use crate::device_manager::{attach_chipset, attach_legacy, ChipsetConfig, Device
 use crate::event_loop::{block_signals, EventLoop, Sources};
 use crate::exit_stats::{write_reports, ExitStats};
 use crate::firmware::{attach_fw_cfg, FirmwareTables, FwCfgConfig, KernelFiles};
+use crate::input::read_input;
 use crate::qmp::{self, Events, QmpServer};
 use crate::vcpu::{ExitCounters, VcpuBoot, VcpuContext, VcpuHandle};
 use crate::vm::{Reloader, VmDevices, Vmm, VmmParts};
@@ -30,7 +31,7 @@ struct Images {
     kernel_name: String,
     kernel: Vec<u8>,
     initrds: Vec<(String, Vec<u8>)>,
-    cmdline: String,
+    cmdline: Vec<u8>,
     mem_size: u64,
     /// Rewritten with the kernel at every boot.
     firmware: FirmwareTables,
@@ -42,15 +43,13 @@ struct Images {
 impl Images {
     /// `firmware`: the tables written at every boot.
     fn read(config: &VmConfig, firmware: FirmwareTables) -> Result<Self, VmmError> {
+        // Neither can be larger than the guest's RAM (a bzImage's payload is checked again
+        // when it is unpacked).
         let (kernel_name, kernel) = match &config.kernel {
-            Some(path) => {
-                let name = path.display().to_string();
-                let bytes = std::fs::read(path).map_err(|source| VmmError::KernelRead {
-                    path: name.clone(),
-                    source,
-                })?;
-                (name, bytes)
-            }
+            Some(path) => (
+                path.display().to_string(),
+                read_input("kernel", path, config.memory_bytes, "of guest RAM")?,
+            ),
             None => (
                 BUILTIN_GUEST.to_string(),
                 rvmm_guests::DEFAULT_GUEST.to_vec(),
@@ -60,12 +59,10 @@ impl Images {
             .initrd
             .iter()
             .map(|p| {
-                let name = p.display().to_string();
-                std::fs::read(p)
-                    .map(|b| (name.clone(), b))
-                    .map_err(|source| VmmError::InitrdRead { path: name, source })
+                let bytes = read_input("initrd", p, config.memory_bytes, "of guest RAM")?;
+                Ok((p.display().to_string(), bytes))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, VmmError>>()?;
         Ok(Self {
             kernel_name,
             kernel,
@@ -147,6 +144,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     // Before anything else: KVM VMs and threads do not survive fork.
     let daemon = config.daemonize.then(daemon::daemonize).transpose()?;
     let _pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
+    if let Some(cfg) = &config.exit_stats {
+        crate::exit_stats::check_report_path(cfg)?;
+    }
     // Before any thread exists, so every thread inherits the mask.
     let signals = block_signals()?;
     let hv = Hypervisor::open()?;
@@ -178,9 +178,10 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let virtio = crate::virtio::attach_virtio(&dm, &config.virtio, config.acpi, &mem)?;
     let mut images = Images::read(config, FirmwareTables::new(config, virtio.acpi_devices()))?;
     tracing::debug!("images read");
-    images.cmdline = format!("{}{}", images.cmdline, virtio.cmdline_suffix())
-        .trim_start()
-        .to_string();
+    images
+        .cmdline
+        .extend_from_slice(virtio.cmdline_suffix().as_bytes());
+    images.cmdline = images.cmdline.trim_ascii_start().to_vec();
     let entry = images.load(&mem)?;
     tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
 

@@ -650,6 +650,23 @@ impl ExitStatsReport {
 }
 
 /// Print the table to stderr and/or write the JSON file, as `-exit-stats` asked.
+/// Find a `json=` path that cannot be written at start-up, not when the guest ends: open it
+/// for writing (creating it, not truncating it yet).
+pub fn check_report_path(cfg: &ExitStatsConfig) -> Result<(), ExitStatsError> {
+    if let Some(path) = &cfg.json {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| ExitStatsError::Write {
+                path: path.display().to_string(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 pub fn write_reports(
     cfg: &ExitStatsConfig,
     report: &ExitStatsReport,

@@ -2,7 +2,6 @@
 //! items QEMU provides (the CMOS RTC and the reset control register are the chipset's, in
 //! `device_manager::chipset`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rvmm_arch::acpi::{AcpiConfig, AcpiError, PciHostBridge};
@@ -32,12 +31,11 @@ pub enum FirmwareError {
         #[source]
         source: fc::FwCfgError,
     },
-    #[error("-fw_cfg name={name}: can't load {path}: {source}")]
+    #[error("-fw_cfg name={name}: {source}")]
     UserFileRead {
         name: String,
-        path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::input::InputError,
     },
 }
 
@@ -104,7 +102,7 @@ impl FirmwareTables {
 pub(crate) struct KernelFiles<'a> {
     pub kernel: &'a [u8],
     pub initrd: Option<&'a [u8]>,
-    pub cmdline: &'a str,
+    pub cmdline: &'a [u8],
     pub entry: &'a BootEntry,
 }
 
@@ -146,7 +144,7 @@ fn add_kernel_items(fw: &mut FwCfg, k: &KernelFiles) -> Result<(), fc::FwCfgErro
     fw.add_u32(fc::FW_CFG_KERNEL_ADDR, HIMEM_START as u32)?;
     fw.add_u32(fc::FW_CFG_KERNEL_SIZE, len32(kernel))?;
     fw.add_item(fc::FW_CFG_KERNEL_DATA, kernel.to_vec())?;
-    let mut cmdline = k.cmdline.as_bytes().to_vec();
+    let mut cmdline = k.cmdline.to_vec();
     cmdline.push(0);
     fw.add_u32(fc::FW_CFG_CMDLINE_ADDR, CMDLINE_START as u32)?;
     fw.add_u32(fc::FW_CFG_CMDLINE_SIZE, len32(&cmdline))?;
@@ -198,9 +196,15 @@ fn fw_cfg_device(
         let data = match &item.data {
             FwCfgData::String(s) => s.as_bytes().to_vec(),
             FwCfgData::File(path) => {
-                std::fs::read(path).map_err(|source| FirmwareError::UserFileRead {
+                // fw_cfg's directory gives each file a 32-bit size.
+                crate::input::read_input(
+                    "file",
+                    path,
+                    u64::from(u32::MAX),
+                    "a fw_cfg file can have",
+                )
+                .map_err(|source| FirmwareError::UserFileRead {
                     name: item.name.clone(),
-                    path: path.clone(),
                     source,
                 })?
             }
@@ -276,14 +280,17 @@ mod tests {
             .err()
             .expect("a missing file is an error");
         assert!(
-            e.to_string()
-                .starts_with("-fw_cfg name=opt/rvmm/x: can't load /nonexistent/fw_cfg-item: "),
+            e.to_string().starts_with(
+                "-fw_cfg name=opt/rvmm/x: could not load file '/nonexistent/fw_cfg-item': "
+            ),
             "{e}"
         );
         assert!(matches!(
             e,
-            FirmwareError::UserFileRead { ref source, .. }
-                if source.kind() == std::io::ErrorKind::NotFound
+            FirmwareError::UserFileRead {
+                source: crate::input::InputError::Io { ref source, .. },
+                ..
+            } if source.kind() == std::io::ErrorKind::NotFound
         ));
         let twice = [
             FwCfgFile {

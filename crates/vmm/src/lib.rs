@@ -16,6 +16,7 @@ mod event_loop;
 pub mod exit_stats;
 mod firmware;
 mod host;
+mod input;
 mod interrupts;
 mod platform;
 pub mod qmp;
@@ -42,18 +43,8 @@ pub enum VmmError {
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },
-    #[error("could not load kernel '{path}': {source}")]
-    KernelRead {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("could not load initrd '{path}': {source}")]
-    InitrdRead {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Input(#[from] input::InputError),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("-serial file:{path}: {source}")]

@@ -52,7 +52,7 @@ fn loads_multiboot_elf_with_modules() {
         ];
         let params = BootParams {
             initrds: &initrds,
-            cmdline: "verbose",
+            cmdline: b"verbose",
             mem_size,
         };
         let entry = load_kernel(
@@ -125,7 +125,7 @@ fn loads_aout_kludge_and_zeroes_bss() {
     }];
     let params = BootParams {
         initrds: &initrds,
-        cmdline: "",
+        cmdline: b"",
         mem_size,
     };
     let entry = load_kernel(
@@ -155,7 +155,7 @@ fn rejects_bad_multiboot_headers() {
     let mem = guest_mem(16 << 20);
     let params = BootParams {
         initrds: &[],
-        cmdline: "",
+        cmdline: b"",
         mem_size: 16 << 20,
     };
     let load = |img: &[u8]| {

@@ -57,6 +57,12 @@ pub enum DeviceManagerError {
         #[source]
         source: rvmm_devices::InterruptError,
     },
+    #[error("{name}: {source}")]
+    Input {
+        name: String,
+        #[source]
+        source: crate::input::InputError,
+    },
     #[error("COM1: {0}")]
     Serial(#[source] rvmm_devices::legacy::SerialError),
     #[error("{name}: {source}")]

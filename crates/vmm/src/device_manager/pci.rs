@@ -32,6 +32,8 @@ const COMMAND_DECODE: u16 = 0x3;
 const COMMAND_REG: usize = 1;
 const BAR0_REG: usize = 4;
 const ROM_REG: usize = 12;
+/// The largest expansion ROM a ROM BAR can decode (2 GiB: `PciConfig::add_rom`'s limit).
+const MAX_ROM_SIZE: u64 = 0x8000_0000;
 /// KVM memory slots are made of whole pages.
 const PAGE_SIZE: u64 = 0x1000;
 /// The smallest expansion ROM (PCI 3.0, 6.2.5.2).
@@ -425,7 +427,16 @@ fn rom_region(device: &str, path: &Path) -> Result<RegionParts, DeviceManagerErr
         name: format!("{device}: romfile {}", path.display()),
         source,
     };
-    let contents = std::fs::read(path).map_err(io)?;
+    let contents = crate::input::read_input(
+        "romfile",
+        path,
+        MAX_ROM_SIZE,
+        "a PCI expansion ROM can have",
+    )
+    .map_err(|source| DeviceManagerError::Input {
+        name: device.into(),
+        source,
+    })?;
     if contents.is_empty() {
         return Err(io(std::io::Error::other("the file is empty")));
     }
