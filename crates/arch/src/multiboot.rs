@@ -68,7 +68,7 @@ pub enum MultibootError {
     NoLoadInformation,
     #[error("multiboot entry point {0:#x} is not a 32-bit address")]
     EntryAbove4G(u64),
-    #[error("{0}")]
+    #[error(transparent)]
     Image(ElfError),
 }
 
