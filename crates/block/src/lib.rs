@@ -2,7 +2,8 @@
 //!
 //! A [`Disk`] is a byte-addressed image of fixed size. Every request is checked against the
 //! size here, so a guest asking past the end gets an error, never a short or wild access.
-//! Opening checks what imago does not ([`chain`], [`qcow2`]); an I/O error while the guest runs
+//! Opening walks the backing chain itself (chain.rs: no loops, at most [`MAX_CHAIN_LEN`] images)
+//! and checks each qcow2 header as QEMU does (qcow2.rs). An I/O error while the guest runs
 //! reaches the guest as an error and the host once per disk as a log line naming the image.
 
 mod chain;
