@@ -9,9 +9,10 @@
 use crate::qcow2::{self, HeaderError};
 use crate::ImageFormat;
 use imago::file::File;
+use imago::format::gate::ImplicitOpenGate;
 use imago::qcow2::Qcow2;
 use imago::raw::Raw;
-use imago::{FormatAccess, FormatDriverBuilder, PermissiveImplicitOpenGate, StorageOpenOptions};
+use imago::{FormatAccess, FormatDriverBuilder, StorageOpenOptions};
 use std::fs;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -116,6 +117,31 @@ fn open_nonblocking(path: &Path, write: bool, direct: bool) -> Result<fs::File, 
     Ok(file)
 }
 
+/// What imago may open by itself for an image: an external data file, as a regular file or
+/// block device only, never waiting on a FIFO. Backing images are opened by [`open_chain`].
+struct FileGate;
+
+impl ImplicitOpenGate<File> for FileGate {
+    fn open_format<F: FormatDriverBuilder<File>>(
+        &mut self,
+        _builder: F,
+    ) -> io::Result<FormatAccess<File>> {
+        Err(io::Error::other(
+            "backing images are opened by rvmm, not imago",
+        ))
+    }
+
+    fn open_storage(&mut self, opts: StorageOpenOptions) -> io::Result<File> {
+        let path = opts
+            .get_filename()
+            .ok_or_else(|| io::Error::other("no file name"))?
+            .to_path_buf();
+        let file = open_nonblocking(&path, opts.get_writable(), opts.get_direct())
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        File::from_open_file(file, opts)
+    }
+}
+
 /// Reads and checks the qcow2 header of `path` through a buffered descriptor of its own (the
 /// image's may be O_DIRECT).
 fn read_qcow2_header(path: &Path) -> Result<qcow2::Header, OpenError> {
@@ -165,7 +191,6 @@ fn open_layer(
         .filename(path)
         .write(write)
         .direct(direct);
-    let gate = PermissiveImplicitOpenGate::default();
     match format {
         ImageFormat::Raw => {
             let file =
@@ -173,7 +198,7 @@ fn open_layer(
             let raw = Raw::<File>::builder(file)
                 .write(write)
                 .storage_open_options(storage)
-                .open(gate)?;
+                .open(FileGate)?;
             Ok((Layer::Raw(raw), format, None))
         }
         ImageFormat::Qcow2 => {
@@ -185,7 +210,7 @@ fn open_layer(
                 .backing(None)
                 .write(write)
                 .storage_open_options(storage)
-                .open(gate)?;
+                .open(FileGate)?;
             Ok((Layer::Qcow2(Box::new(qcow2)), format, Some(header)))
         }
     }

@@ -312,6 +312,22 @@ fn special_files_are_refused_without_blocking() {
             );
         }
     }
+    // imago opens an external data file through rvmm's gate: a FIFO there is refused too.
+    create_qcow2(&dir, "ext.qcow2", None, &["-o", "data_file=ext.data"]);
+    qemu_io(&dir, "ext.qcow2", "write -P 0x44 0 512");
+    let disk = open(&dir.path("ext.qcow2"), Some(ImageFormat::Qcow2), false).unwrap();
+    assert_eq!(read_byte(&disk, 0), 0x44);
+    drop(disk);
+    std::fs::remove_file(dir.path("ext.data")).unwrap();
+    tool(&dir.0, "mkfifo", &["ext.data"]);
+    let err = open_error(&dir.path("ext.qcow2"), Some(ImageFormat::Qcow2));
+    assert!(
+        err.contains(&format!(
+            "External data file {:?}: it is a FIFO",
+            dir.path("ext.data")
+        )),
+        "{err}"
+    );
     // ... also as a backing file.
     create_qcow2(&dir, "top.qcow2", Some(("fifo", "raw")), &[]);
     let err = open_error(&dir.path("top.qcow2"), Some(ImageFormat::Qcow2));
