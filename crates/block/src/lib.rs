@@ -2,16 +2,21 @@
 //!
 //! A [`Disk`] is a byte-addressed image of fixed size. Every request is checked against the
 //! size here, so a guest asking past the end gets an error, never a short or wild access.
+//! Opening walks the backing chain itself (chain.rs: no loops, at most [`MAX_CHAIN_LEN`] images)
+//! and checks each qcow2 header as QEMU does (qcow2.rs). An I/O error while the guest runs
+//! reaches the guest as an error and the host once per disk as a log line naming the image.
+
+mod chain;
+mod qcow2;
+
+pub use chain::{OpenError, MAX_CHAIN_LEN};
+pub use qcow2::HeaderError;
 
 use imago::file::File;
-use imago::qcow2::Qcow2;
-use imago::raw::Raw;
-use imago::{FormatAccess, FormatDriverBuilder, PermissiveImplicitOpenGate, StorageOpenOptions};
-use std::io::Read;
+use imago::FormatAccess;
+use std::io;
 use std::path::{Path, PathBuf};
-
-/// qcow2 files start with "QFI\xfb" (qcow2 spec, header offset 0).
-const QCOW2_MAGIC: [u8; 4] = *b"QFI\xfb";
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Errors opening or using a disk image.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +25,7 @@ pub enum BlockError {
     Open {
         path: String,
         #[source]
-        source: std::io::Error,
+        source: OpenError,
     },
     #[error("disk image '{path}': unknown format '{format}' (supported: raw, qcow2)")]
     UnknownFormat { path: String, format: String },
@@ -39,7 +44,7 @@ pub enum BlockError {
         offset: u64,
         len: u64,
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
 }
 
@@ -80,28 +85,28 @@ pub struct DiskOptions {
 }
 
 /// Guess the format from the file's first bytes (QEMU's probing: qcow2 magic, else raw).
-pub fn probe_format(path: &Path) -> std::io::Result<ImageFormat> {
-    let mut magic = [0u8; 4];
-    let mut f = std::fs::File::open(path)?;
-    let n = f.read(&mut magic)?;
-    Ok(if n == 4 && magic == QCOW2_MAGIC {
-        ImageFormat::Qcow2
-    } else {
-        ImageFormat::Raw
-    })
+/// A FIFO, socket or directory is refused, never waited on.
+pub fn probe_format(path: &Path) -> Result<ImageFormat, OpenError> {
+    chain::probe_format(path)
 }
 
 /// An open disk image.
 pub struct Disk {
     access: FormatAccess<File>,
+    path: PathBuf,
     format: ImageFormat,
     readonly: bool,
     size: u64,
+    /// Whether the host was told of an I/O error from the host side (an OS error) ...
+    io_error_reported: AtomicBool,
+    /// ... and of one from the image's own contents (corrupt metadata).
+    corruption_reported: AtomicBool,
 }
 
 impl std::fmt::Debug for Disk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Disk")
+            .field("path", &self.path)
             .field("format", &self.format)
             .field("readonly", &self.readonly)
             .field("size", &self.size)
@@ -113,49 +118,31 @@ impl Disk {
     /// Open `opts.path`; returns the disk and, when the format was probed, QEMU's warning text.
     pub fn open(opts: &DiskOptions) -> Result<(Self, Option<String>), BlockError> {
         let name = opts.path.display().to_string();
-        let open_err = |source| BlockError::Open {
-            path: name.clone(),
-            source,
-        };
-        let (format, warning) = match opts.format {
-            Some(f) => (f, None),
-            None => {
-                let f = probe_format(&opts.path).map_err(open_err)?;
-                let warning = format!(
-                    "Image format was not specified for '{name}' and probing guessed {}.\n\
-                     Automatically detecting the format is dangerous for raw images.\n\
-                     Specify the format explicitly (format=raw or format=qcow2).",
-                    f.name()
-                );
-                (f, Some(warning))
-            }
-        };
-        let storage = StorageOpenOptions::new().direct(opts.direct);
-        let writable = !opts.readonly;
-        let access = match format {
-            ImageFormat::Raw => FormatAccess::new(
-                Raw::<File>::builder_path(&opts.path)
-                    .write(writable)
-                    .storage_open_options(storage)
-                    .open(PermissiveImplicitOpenGate::default())
-                    .map_err(open_err)?,
-            ),
-            ImageFormat::Qcow2 => FormatAccess::new(
-                // Backing files are opened read-only by imago, as named in the image header.
-                Qcow2::<File>::builder_path(&opts.path)
-                    .write(writable)
-                    .storage_open_options(storage)
-                    .open(PermissiveImplicitOpenGate::default())
-                    .map_err(open_err)?,
-            ),
-        };
+        let (access, format) =
+            chain::open_chain(&opts.path, opts.format, !opts.readonly, opts.direct).map_err(
+                |source| BlockError::Open {
+                    path: name.clone(),
+                    source,
+                },
+            )?;
+        let warning = opts.format.is_none().then(|| {
+            format!(
+                "Image format was not specified for '{name}' and probing guessed {}.\n\
+                 Automatically detecting the format is dangerous for raw images.\n\
+                 Specify the format explicitly (format=raw or format=qcow2).",
+                format.name()
+            )
+        });
         let size = access.size();
         Ok((
             Self {
                 access,
+                path: opts.path.clone(),
                 format,
                 readonly: opts.readonly,
                 size,
+                io_error_reported: AtomicBool::new(false),
+                corruption_reported: AtomicBool::new(false),
             },
             warning,
         ))
@@ -173,6 +160,11 @@ impl Disk {
         self.readonly
     }
 
+    /// The image file, as it was named when opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn check(&self, what: &'static str, offset: u64, len: u64) -> Result<(), BlockError> {
         match offset.checked_add(len) {
             Some(end) if end <= self.size => Ok(()),
@@ -185,16 +177,39 @@ impl Disk {
         }
     }
 
-    fn io_err(
-        what: &'static str,
-        offset: u64,
-        len: u64,
-    ) -> impl FnOnce(std::io::Error) -> BlockError {
-        move |source| BlockError::Io {
+    /// Turns an imago error into a [`BlockError`]; the first of each kind on this disk is also
+    /// logged, so the host hears of it whatever the guest makes of its I/O error.
+    fn failed(&self, what: &'static str, offset: u64, len: u64, e: io::Error) -> BlockError {
+        // imago reports what it finds wrong in an image (an unaligned L2 table, a compressed
+        // cluster that does not inflate) as errors without an OS error code.
+        let corrupt = e.raw_os_error().is_none()
+            && matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::Other | io::ErrorKind::UnexpectedEof
+            );
+        let flag = if corrupt {
+            &self.corruption_reported
+        } else {
+            &self.io_error_reported
+        };
+        if !flag.swap(true, Ordering::Relaxed) {
+            let path = self.path.display();
+            let at = if what == "flush" {
+                String::new()
+            } else {
+                format!(" at guest offset {offset}")
+            };
+            let problem = if corrupt { " is corrupt:" } else { ":" };
+            tracing::error!(
+                "disk image '{path}'{problem} {what}{at} failed: {e}; the guest gets an I/O \
+                 error (further such errors on this disk are not logged)"
+            );
+        }
+        BlockError::Io {
             what,
             offset,
             len,
-            source,
+            source: e,
         }
     }
 
@@ -211,7 +226,7 @@ impl Disk {
         self.check("read", offset, len)?;
         self.access
             .read(buf, offset)
-            .map_err(Self::io_err("read", offset, len))
+            .map_err(|e| self.failed("read", offset, len, e))
     }
 
     /// Write `buf` to the disk at `offset`.
@@ -220,7 +235,7 @@ impl Disk {
         self.check_write("write", offset, len)?;
         self.access
             .write(buf, offset)
-            .map_err(Self::io_err("write", offset, len))
+            .map_err(|e| self.failed("write", offset, len, e))
     }
 
     /// Make `len` bytes at `offset` read as zeroes; `unmap` may free the space.
@@ -231,7 +246,7 @@ impl Disk {
         } else {
             self.access.write_zeroes(offset, len)
         };
-        res.map_err(Self::io_err("write-zeroes", offset, len))
+        res.map_err(|e| self.failed("write-zeroes", offset, len, e))
     }
 
     /// Tell the image `len` bytes at `offset` are unused; their contents become undefined.
@@ -239,7 +254,7 @@ impl Disk {
         self.check_write("discard", offset, len)?;
         self.access
             .discard_to_any(offset, len)
-            .map_err(Self::io_err("discard", offset, len))
+            .map_err(|e| self.failed("discard", offset, len, e))
     }
 
     /// Write metadata and data through to stable storage.
@@ -251,70 +266,9 @@ impl Disk {
         self.access
             .flush()
             .and_then(|()| self.access.sync())
-            .map_err(Self::io_err("flush", 0, self.size))
+            .map_err(|e| self.failed("flush", 0, self.size, e))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("rvmm-block-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("disk.img")
-    }
-
-    #[test]
-    fn raw_read_write_bounds_and_probe() {
-        let path = temp("raw");
-        std::fs::write(&path, vec![0u8; 8192]).unwrap();
-        let (mut disk, warning) = Disk::open(&DiskOptions {
-            path: path.clone(),
-            format: None,
-            readonly: false,
-            direct: false,
-        })
-        .unwrap();
-        assert!(warning.unwrap().contains("probing guessed raw"));
-        assert_eq!(disk.size(), 8192);
-        disk.write(&[0xab; 512], 512).unwrap();
-        let mut buf = [0u8; 512];
-        disk.read(&mut buf, 512).unwrap();
-        assert_eq!(buf, [0xab; 512]);
-        assert!(matches!(
-            disk.read(&mut buf, 8192 - 511),
-            Err(BlockError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            disk.write(&buf, u64::MAX - 10),
-            Err(BlockError::OutOfRange { .. })
-        ));
-        disk.write_zeroes(512, 512, false).unwrap();
-        disk.read(&mut buf, 512).unwrap();
-        assert_eq!(buf, [0; 512]);
-        disk.flush().unwrap();
-        drop(disk);
-        let (disk, _) = Disk::open(&DiskOptions {
-            path: path.clone(),
-            format: Some(ImageFormat::Raw),
-            readonly: true,
-            direct: false,
-        })
-        .unwrap();
-        assert!(matches!(disk.write(&buf, 0), Err(BlockError::ReadOnly)));
-        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
-    }
-
-    #[test]
-    fn missing_file_names_the_path() {
-        let err = Disk::open(&DiskOptions {
-            path: "/nonexistent/x.img".into(),
-            format: Some(ImageFormat::Raw),
-            readonly: false,
-            direct: false,
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/x.img"), "{err}");
-    }
-}
+mod tests;

@@ -313,8 +313,12 @@ impl VirtioDevice for BlockDevice {
     }
 
     fn flush(&self) {
-        if let Err(e) = lock(&self.disk).flush() {
-            tracing::error!("virtio-blk: flush at shutdown failed: {e}");
+        let disk = lock(&self.disk);
+        if let Err(e) = disk.flush() {
+            tracing::error!(
+                "virtio-blk: flush of disk image '{}' at shutdown failed: {e}",
+                disk.path().display()
+            );
         }
     }
 }
