@@ -60,6 +60,7 @@ cases!(
     daemonize,
     exit_stats,
     human_monitor_info_registers,
+    block_io_error,
 );
 
 /// Every case in the script has a Rust test above (and no test names a missing case).
@@ -81,5 +82,5 @@ fn every_python_case_is_run() {
             "case {case} has no Rust test"
         );
     }
-    assert_eq!(in_script.len(), 15, "update the cases! list: {in_script:?}");
+    assert_eq!(in_script.len(), 16, "update the cases! list: {in_script:?}");
 }

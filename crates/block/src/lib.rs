@@ -17,6 +17,22 @@ use imago::FormatAccess;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// An I/O error a disk reports to [`DiskEvents`].
+#[derive(Debug)]
+pub struct DiskIoError<'a> {
+    /// A write or flush (QMP's `operation` is "read" or "write").
+    pub write: bool,
+    pub reason: &'a str,
+    /// The host is out of space (ENOSPC).
+    pub nospace: bool,
+}
+
+/// Told of the first I/O error of each kind on a disk, beside the log line.
+pub trait DiskEvents: Send + Sync {
+    fn io_error(&self, error: &DiskIoError);
+}
 
 /// Errors opening or using a disk image.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +115,8 @@ pub struct Disk {
     size: u64,
     /// Whether the host was told of an I/O error from the host side (an OS error) ...
     io_error_reported: AtomicBool,
+    /// Who else hears of the first error of each kind (QMP's BLOCK_IO_ERROR).
+    events: OnceLock<Arc<dyn DiskEvents>>,
     /// ... and of one from the image's own contents (corrupt metadata).
     corruption_reported: AtomicBool,
 }
@@ -142,6 +160,7 @@ impl Disk {
                 readonly: opts.readonly,
                 size,
                 io_error_reported: AtomicBool::new(false),
+                events: OnceLock::new(),
                 corruption_reported: AtomicBool::new(false),
             },
             warning,
@@ -204,6 +223,13 @@ impl Disk {
                 "disk image '{path}'{problem} {what}{at} failed: {e}; the guest gets an I/O \
                  error (further such errors on this disk are not logged)"
             );
+            if let Some(events) = self.events.get() {
+                events.io_error(&DiskIoError {
+                    write: what != "read",
+                    reason: &e.to_string(),
+                    nospace: e.raw_os_error() == Some(libc::ENOSPC),
+                });
+            }
         }
         BlockError::Io {
             what,
@@ -218,6 +244,12 @@ impl Disk {
             return Err(BlockError::ReadOnly);
         }
         self.check(what, offset, len)
+    }
+
+    /// Tell `events` of this disk's I/O errors too (the first of each kind, as the log line).
+    pub fn set_events(&self, events: Arc<dyn DiskEvents>) {
+        // Set once, when the device is built; a second call changes nothing.
+        let _ = self.events.set(events);
     }
 
     /// Fill `buf` from the disk at `offset`.

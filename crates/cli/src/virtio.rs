@@ -74,6 +74,8 @@ pub struct DriveConfig {
     pub direct: bool,
     /// `serial=`: what VIRTIO_BLK_T_GET_ID returns.
     pub serial: Option<String>,
+    /// `id=`: the drive's name in QMP events (BLOCK_IO_ERROR's `device`).
+    pub id: Option<String>,
 }
 
 /// The host side of a virtio-net device.
@@ -157,6 +159,7 @@ impl VirtioArgs {
             readonly: false,
             direct: false,
             serial: None,
+            id: None,
         }));
     }
 
@@ -209,6 +212,7 @@ impl VirtioArgs {
             readonly,
             direct,
             serial: opts.get("serial").map(str::to_string),
+            id: opts.get("id").map(str::to_string),
         };
         // rvmm has no IDE/SCSI: a -drive without if= becomes virtio-blk (see --help).
         match opts.get("if").unwrap_or("virtio") {
@@ -439,6 +443,7 @@ mod tests {
                 readonly: true,
                 direct: true,
                 serial: None,
+                id: Some("d0".into()),
             })]
         );
         let r = parse(&[("drive", "file=b.img,if=virtio"), ("hda", "c.img")], &[]).unwrap();

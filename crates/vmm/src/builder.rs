@@ -175,7 +175,16 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
     tracing::debug!(mode = ?config.irqchip, "irqchip created");
     let dm = DeviceManager::new(vm.clone(), config.machine);
-    let virtio = crate::virtio::attach_virtio(&dm, &config.virtio, config.acpi, &mem)?;
+    // Before the devices, which report disk errors as QMP events.
+    let events = Arc::new(Events::default());
+    let disk_events = |device: String| -> Arc<dyn rvmm_block::DiskEvents> {
+        Arc::new(qmp::BlockEvents {
+            events: events.clone(),
+            device,
+        })
+    };
+    let virtio =
+        crate::virtio::attach_virtio(&dm, &config.virtio, config.acpi, &mem, &disk_events)?;
     let mut images = Images::read(config, FirmwareTables::new(config, virtio.acpi_devices()))?;
     tracing::debug!("images read");
     images
@@ -243,7 +252,6 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     // After every check that can fail, so an error stays a one-line message.
     crate::host::announce();
     let qmp_server = QmpServer::bind(&config.qmp)?;
-    let events = Arc::new(Events::default());
     let thread_ids: Arc<[AtomicI32]> = (0..cpus).map(|_| AtomicI32::new(0)).collect();
     install_kick_handler()?;
     let stats = config.exit_stats.as_ref().map(|_| {

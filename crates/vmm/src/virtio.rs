@@ -11,7 +11,7 @@
 use crate::device_manager::{DeviceManager, DeviceManagerError};
 use crate::interrupts::Resampler;
 use crate::VmmError;
-use rvmm_block::{Disk, DiskOptions, ImageFormat};
+use rvmm_block::{Disk, DiskEvents, DiskOptions, ImageFormat};
 use rvmm_cli::{TapConfig, VirtioDeviceConfig};
 use rvmm_devices::virtio::block::BlockDevice;
 use rvmm_devices::virtio::mmio::QUEUE_NOTIFY;
@@ -149,9 +149,17 @@ impl VirtioDevices {
     }
 }
 
+/// Numbers the devices of one VM as they are built.
+#[derive(Default)]
+struct Counts {
+    nics: u8,
+    disks: usize,
+}
+
 fn build_device(
     cfg: &VirtioDeviceConfig,
-    nic_index: &mut u8,
+    counts: &mut Counts,
+    disk_events: &dyn Fn(String) -> Arc<dyn DiskEvents>,
 ) -> Result<Box<dyn VirtioDevice>, DeviceManagerError> {
     Ok(match cfg {
         VirtioDeviceConfig::Rng => Box::new(RngDevice::new()),
@@ -166,6 +174,12 @@ fn build_device(
             if let Some(w) = warning {
                 tracing::warn!("{w}");
             }
+            // QEMU's name for a drive without id= on if=virtio: virtio0, virtio1, ...
+            let name =
+                d.id.clone()
+                    .unwrap_or_else(|| format!("virtio{}", counts.disks));
+            counts.disks += 1;
+            disk.set_events(disk_events(name));
             Box::new(BlockDevice::new(disk, d.serial.as_deref()))
         }
         VirtioDeviceConfig::Net { tap, mac } => {
@@ -184,9 +198,9 @@ fn build_device(
                 0x00,
                 0x12,
                 0x34,
-                0x56u8.wrapping_add(*nic_index),
+                0x56u8.wrapping_add(counts.nics),
             ]);
-            *nic_index = nic_index.wrapping_add(1);
+            counts.nics = counts.nics.wrapping_add(1);
             Box::new(NetDevice::new(opened, mac))
         }
     })
@@ -207,17 +221,19 @@ fn open_inherited_tap(fd: i32) -> std::io::Result<Tap> {
 /// Create `devices` (at most [`VIRTIO_MAX_DEVICES`]), place their transports in the machine's
 /// virtio-mmio window and connect their notifications to KVM. `acpi`: the DSDT announces them
 /// (level-triggered lines from [`VIRTIO_IRQ_BASE_ACPI`]); otherwise the kernel command line does.
+/// `disk_events` gives, for a drive's name, who hears of its I/O errors (QMP's BLOCK_IO_ERROR).
 pub fn attach_virtio(
     dm: &DeviceManager,
     devices: &[VirtioDeviceConfig],
     acpi: bool,
     mem: &Arc<GuestMemoryMmap>,
+    disk_events: &dyn Fn(String) -> Arc<dyn DiskEvents>,
 ) -> Result<VirtioDevices, DeviceManagerError> {
     let mut out = VirtioDevices {
         transports: Vec::new(),
         acpi,
     };
-    let mut nic_index = 0u8;
+    let mut counts = Counts::default();
     if devices.len() > VIRTIO_MAX_DEVICES {
         return Err(DeviceManagerError::TooManyVirtioDevices {
             requested: devices.len(),
@@ -230,7 +246,7 @@ pub fn attach_virtio(
         VIRTIO_IRQ_BASE
     };
     for (i, cfg) in devices.iter().enumerate() {
-        let device = build_device(cfg, &mut nic_index)?;
+        let device = build_device(cfg, &mut counts, disk_events)?;
         let name = device.name();
         let base = dm.allocate_virtio_mmio(name, VIRTIO_MMIO_SIZE)?;
         let slot = MmioSlot {

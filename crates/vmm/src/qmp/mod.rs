@@ -144,6 +144,30 @@ impl VmEvents for Events {
     }
 }
 
+/// A drive's I/O errors as QEMU's BLOCK_IO_ERROR event (qapi/block-core.json; rvmm's action is
+/// always `report`: the guest gets the error).
+pub struct BlockEvents {
+    pub events: Arc<Events>,
+    /// The drive's name (`-drive id=`, or QEMU's `virtioN`).
+    pub device: String,
+}
+
+impl rvmm_block::DiskEvents for BlockEvents {
+    fn io_error(&self, e: &rvmm_block::DiskIoError) {
+        self.events.emit(
+            "BLOCK_IO_ERROR",
+            Some(json!({
+                "device": self.device,
+                "node-name": self.device,
+                "operation": if e.write { "write" } else { "read" },
+                "action": "report",
+                "nospace": e.nospace,
+                "reason": e.reason,
+            })),
+        );
+    }
+}
+
 /// What QMP commands can see besides the VM state machine.
 pub struct Machine {
     pub events: Arc<Events>,
