@@ -114,7 +114,7 @@ pub enum CliError {
     },
     #[error("-daemonize: -serial stdio cannot be used when rvmm detaches from the terminal")]
     DaemonizeStdio,
-    #[error("{option}: argument '{lossy}' is not valid UTF-8; this option's syntax is text (paths of any bytes work in -kernel, -initrd, -hda and -pidfile, and -append passes bytes)")]
+    #[error("{option}: argument '{lossy}' is not valid UTF-8; this option's syntax is text (only paths may be any bytes, and -append passes bytes)")]
     NotText { option: String, lossy: String },
 }
 
@@ -130,7 +130,20 @@ enum Item {
 
 /// Options whose argument is used as bytes (a path, or the kernel command line): everything else
 /// is QEMU option syntax and must be text.
-const BYTE_ARGS: &[&str] = &["kernel", "initrd", "append", "pidfile", "hda"];
+const BYTE_ARGS: &[&str] = &[
+    "kernel",
+    "initrd",
+    "append",
+    "pidfile",
+    "hda",
+    "drive",
+    "fw_cfg",
+    "device",
+    "serial",
+    "exit-stats",
+    "qmp",
+    "chardev",
+];
 
 /// First pass: split argv into options with their arguments, rejecting unknown names and
 /// missing arguments.
@@ -229,6 +242,19 @@ impl Pending {
             "append" => c.append = Some(arg.as_bytes().to_vec()),
             "pidfile" => c.pidfile = Some(PathBuf::from(arg)),
             "hda" => self.virtio.hda(PathBuf::from(arg)),
+            // Option syntax with one path in it: the path may be any bytes, the rest is text.
+            "drive" => self.virtio.drive(arg)?,
+            "fw_cfg" => c.fw_cfg.push(fw_cfg(arg)?),
+            "device" => return self.device(arg),
+            "serial" => return self.serial(arg),
+            "exit-stats" => c.exit_stats = Some(exit_stats(arg)?),
+            "qmp" => c
+                .qmp
+                .push(monitor::parse_qmp(arg).map_err(monitor_err("-qmp"))?),
+            "chardev" => self
+                .monitors
+                .add_chardev(arg)
+                .map_err(monitor_err("-chardev"))?,
             _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
         }
         Ok(None)
@@ -244,10 +270,7 @@ impl Pending {
             "accel" => return accel(&mut self.irqchip, arg),
             "cpu" => return cpu(arg),
             "display" => return display(arg),
-            "device" => return self.device(arg),
-            "fw_cfg" => c.fw_cfg.push(fw_cfg(arg)?),
-            "serial" => return self.serial(arg),
-            "drive" | "netdev" | "object" => self.virtio.option(name, arg)?,
+            "netdev" | "object" => self.virtio.option(name, arg)?,
             // rvmm always runs on KVM and never has a graphical console.
             "enable-kvm" | "nographic" => {}
             "smp" => {
@@ -264,17 +287,9 @@ impl Pending {
             }
             "nodefaults" => c.nodefaults = true,
             "no-reboot" => c.no_reboot = true,
-            "qmp" => c
-                .qmp
-                .push(monitor::parse_qmp(arg).map_err(monitor_err("-qmp"))?),
-            "chardev" => self
-                .monitors
-                .add_chardev(arg)
-                .map_err(monitor_err("-chardev"))?,
             "mon" => self.monitors.add_mon(arg).map_err(monitor_err("-mon"))?,
             "S" => c.start_paused = true,
             "daemonize" => c.daemonize = true,
-            "exit-stats" => c.exit_stats = Some(exit_stats(arg)?),
             _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
         }
         Ok(None)
@@ -336,8 +351,11 @@ impl Pending {
     }
 
     /// `-device driver[,prop=value...]`.
-    fn device(&mut self, arg: &str) -> Result<Option<Action>, CliError> {
-        let opts = QemuOpts::parse(arg, Some("driver")).map_err(opts_err("-device"))?;
+    /// `-device`: a `romfile=` path may be any bytes, the rest is text.
+    fn device(&mut self, arg: &OsStr) -> Result<Option<Action>, CliError> {
+        let opts = QemuOpts::parse_os(arg, Some("driver"))
+            .and_then(|o| o.check_text(&["romfile"]).map(|()| o))
+            .map_err(opts_err("-device"))?;
         if opts.wants_help() {
             return Ok(Some(Action::Help));
         }
@@ -370,9 +388,8 @@ impl Pending {
                 let membar = opts.get_size("membar", 1).map_err(opts_err(&option))?;
                 // QEMU: an empty romfile= means no ROM.
                 let romfile = opts
-                    .get("romfile")
-                    .filter(|f| !f.is_empty())
-                    .map(PathBuf::from);
+                    .get_path("romfile")
+                    .filter(|f| !f.as_os_str().is_empty());
                 DeviceConfig::PciTestdev(PciTestdevConfig {
                     addr,
                     romfile,
@@ -390,7 +407,18 @@ impl Pending {
     }
 
     /// `-serial stdio|mon:stdio|none|null|file:PATH` for COM1.
-    fn serial(&mut self, arg: &str) -> Result<Option<Action>, CliError> {
+    /// `-serial`: the path of `file:PATH` may be any bytes.
+    fn serial(&mut self, arg: &OsStr) -> Result<Option<Action>, CliError> {
+        if let Some(path) = arg.as_bytes().strip_prefix(b"file:") {
+            if path.is_empty() {
+                return Err(CliError::SerialPath);
+            }
+            return self.set_serial(SerialConfig::File(PathBuf::from(OsStr::from_bytes(path))));
+        }
+        let arg = arg.to_str().ok_or_else(|| CliError::NotText {
+            option: "-serial".into(),
+            lossy: arg.to_string_lossy().into_owned(),
+        })?;
         let serial = match arg {
             "help" => return Ok(Some(Action::Help)),
             "stdio" | "mon:stdio" => SerialConfig::Stdio,
@@ -406,6 +434,10 @@ impl Pending {
                 }
             },
         };
+        self.set_serial(serial)
+    }
+
+    fn set_serial(&mut self, serial: SerialConfig) -> Result<Option<Action>, CliError> {
         if self.serial.is_some() {
             return Err(CliError::SerialCount);
         }
@@ -526,15 +558,18 @@ fn cpu(arg: &str) -> Result<Option<Action>, CliError> {
 }
 
 /// `-fw_cfg [name=]NAME,file=PATH|string=STR` (QEMU vl.c `parse_fw_cfg`).
-fn fw_cfg(arg: &str) -> Result<FwCfgFile, CliError> {
-    let opts = QemuOpts::parse(arg, Some("name")).map_err(opts_err("-fw_cfg"))?;
+/// `-fw_cfg`: the `file=` path may be any bytes, the rest is text.
+fn fw_cfg(arg: &OsStr) -> Result<FwCfgFile, CliError> {
+    let opts = QemuOpts::parse_os(arg, Some("name")).map_err(opts_err("-fw_cfg"))?;
     opts.check_unsupported(&["gen_id"])
         .and_then(|()| opts.check_known(&["name", "file", "string"]))
+        .and_then(|()| opts.check_text(&["file"]))
         .map_err(opts_err("-fw_cfg"))?;
     let nonempty = |k| opts.get(k).filter(|v| !v.is_empty());
     let name = nonempty("name").ok_or(CliError::FwCfgArguments)?;
-    let data = match (nonempty("file"), nonempty("string")) {
-        (Some(file), None) => FwCfgData::File(PathBuf::from(file)),
+    let file = opts.get_path("file").filter(|f| !f.as_os_str().is_empty());
+    let data = match (file, nonempty("string")) {
+        (Some(file), None) => FwCfgData::File(file),
         (None, Some(s)) => FwCfgData::String(s.to_string()),
         _ => return Err(CliError::FwCfgArguments),
     };
@@ -584,18 +619,20 @@ fn memory(arg: &str) -> Result<u64, CliError> {
 
 /// `-exit-stats [json=FILE][,table=on|off]`: the table alone by default, the JSON file alone
 /// when `json=` is given, both with `json=FILE,table=on`.
-fn exit_stats(arg: &str) -> Result<ExitStatsConfig, CliError> {
+/// `-exit-stats`: the `json=` path may be any bytes.
+fn exit_stats(arg: &OsStr) -> Result<ExitStatsConfig, CliError> {
     if arg.is_empty() {
         return Ok(ExitStatsConfig {
             table: true,
             json: None,
         });
     }
-    let opts = QemuOpts::parse(arg, None).map_err(opts_err("-exit-stats"))?;
+    let opts = QemuOpts::parse_os(arg, None).map_err(opts_err("-exit-stats"))?;
     opts.check_known(&["json", "table"])
+        .and_then(|()| opts.check_text(&["json"]))
         .map_err(opts_err("-exit-stats"))?;
-    let json = match opts.get("json") {
-        Some("") => {
+    let json = match opts.get_path("json") {
+        Some(p) if p.as_os_str().is_empty() => {
             return Err(CliError::Opts {
                 option: "-exit-stats".into(),
                 source: OptsError::UnsupportedValue {
@@ -604,7 +641,7 @@ fn exit_stats(arg: &str) -> Result<ExitStatsConfig, CliError> {
                 },
             })
         }
-        other => other.map(PathBuf::from),
+        other => other,
     };
     let table = opts
         .get_bool("table")

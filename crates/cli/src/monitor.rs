@@ -6,6 +6,8 @@
 //! first client before the guest starts unless `wait=off` is given.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use thiserror::Error;
@@ -90,21 +92,29 @@ fn parse_port(text: &str) -> Result<u16, MonitorError> {
     text.parse().map_err(|_| MonitorError::Port(text.into()))
 }
 
-/// `-qmp unix:PATH,server=on,wait=off` or `-qmp tcp:HOST:PORT,server,nowait`.
-pub fn parse_qmp(arg: &str) -> Result<QmpConfig, MonitorError> {
-    let (backend, rest) = arg.split_once(':').unwrap_or((arg, ""));
-    let opts = QemuOpts::parse(rest, Some("addr"))?;
-    let address = match backend {
+/// `-qmp unix:PATH,server=on,wait=off` or `-qmp tcp:HOST:PORT,server,nowait`; a unix PATH may
+/// be any bytes.
+pub fn parse_qmp(arg: impl AsRef<OsStr>) -> Result<QmpConfig, MonitorError> {
+    let arg = arg.as_ref().as_bytes();
+    let (backend, rest) = match arg.iter().position(|&b| b == b':') {
+        Some(i) => (&arg[..i], &arg[i + 1..]),
+        None => (arg, &b""[..]),
+    };
+    let backend = String::from_utf8_lossy(backend);
+    let opts = QemuOpts::parse_os(OsStr::from_bytes(rest), Some("addr"))?;
+    let address = match backend.as_ref() {
         "unix" => {
             opts.check_known(&["addr", "server", "wait", "nowait"])?;
-            let path = opts.get("addr").unwrap_or_default();
-            if path.is_empty() {
+            opts.check_text(&["addr"])?;
+            let path = opts.get_path("addr").unwrap_or_default();
+            if path.as_os_str().is_empty() {
                 return Err(MonitorError::SocketAddress);
             }
-            QmpAddress::Unix(PathBuf::from(path))
+            QmpAddress::Unix(path)
         }
         "tcp" => {
             opts.check_known(&["addr", "server", "wait", "nowait"])?;
+            opts.check_text(&[])?;
             let addr = opts.get("addr").unwrap_or_default();
             let (host, port) = addr
                 .rsplit_once(':')
@@ -123,9 +133,11 @@ pub fn parse_qmp(arg: &str) -> Result<QmpConfig, MonitorError> {
     })
 }
 
-/// `-chardev socket,id=X,path=P|host=H,port=N,server=on,wait=off`: returns the id and monitor.
-pub fn parse_chardev(arg: &str) -> Result<(String, QmpConfig), MonitorError> {
-    let opts = QemuOpts::parse(arg, Some("backend"))?;
+/// `-chardev socket,id=X,path=P|host=H,port=N,server=on,wait=off`: returns the id and monitor;
+/// the path may be any bytes.
+pub fn parse_chardev(arg: impl AsRef<OsStr>) -> Result<(String, QmpConfig), MonitorError> {
+    let opts = QemuOpts::parse_os(arg.as_ref(), Some("backend"))?;
+    opts.check_text(&["path"])?;
     let backend = opts.get("backend").unwrap_or_default();
     if backend != "socket" {
         return Err(MonitorError::ChardevBackend(backend.into()));
@@ -134,8 +146,8 @@ pub fn parse_chardev(arg: &str) -> Result<(String, QmpConfig), MonitorError> {
         "backend", "id", "path", "host", "port", "server", "wait", "nowait",
     ])?;
     let id = opts.get("id").ok_or(MonitorError::MissingId)?;
-    let address = match (opts.get("path"), opts.get("port")) {
-        (Some(path), None) if !path.is_empty() => QmpAddress::Unix(PathBuf::from(path)),
+    let address = match (opts.get_path("path"), opts.get("port")) {
+        (Some(path), None) if !path.as_os_str().is_empty() => QmpAddress::Unix(path),
         (None, Some(port)) => QmpAddress::Tcp {
             host: match opts.get("host") {
                 Some(h) if !h.is_empty() => h.into(),
@@ -180,7 +192,7 @@ pub(crate) struct Monitors {
 }
 
 impl Monitors {
-    pub fn add_chardev(&mut self, arg: &str) -> Result<(), MonitorError> {
+    pub fn add_chardev(&mut self, arg: impl AsRef<OsStr>) -> Result<(), MonitorError> {
         let (id, qmp) = parse_chardev(arg)?;
         if self.order.contains(&id) {
             return Err(MonitorError::DuplicateId(id));

@@ -8,6 +8,10 @@
 //!   (`help` and `?` ask for help);
 //! - when a key repeats, the last value wins.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
 use thiserror::Error;
 
 use crate::size::{parse_size, SizeError};
@@ -35,6 +39,10 @@ pub enum OptsError {
         value: String,
         max: u64,
     },
+    #[error("parameter '{key}': value '{value}' is not valid UTF-8 (only paths may be any bytes)")]
+    NotText { key: String, value: String },
+    #[error("parameter name '{0}' is not valid UTF-8")]
+    NameNotText(String),
     #[error("parameter '{key}': {source}")]
     InvalidSize {
         key: String,
@@ -43,29 +51,33 @@ pub enum OptsError {
     },
 }
 
-/// One parsed option argument: ordered `(key, value)` pairs.
+/// One parsed option argument: ordered `(key, value)` pairs. Values are bytes (Linux arguments
+/// are); `get` sees them as text (invalid bytes replaced), [`QemuOpts::get_path`] as they are,
+/// and [`QemuOpts::check_text`] refuses bytes where only a path may have them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QemuOpts {
     params: Vec<(String, String)>,
+    /// The exact bytes of each value, parallel to `params`.
+    raw: Vec<OsString>,
 }
 
 /// Splits one parameter off `input` at the first unescaped `delim`, unescaping `,,`.
-/// Returns the unescaped text and the rest after the delimiter (if one was found).
-fn take_until(input: &str, delim: char) -> (String, Option<&str>) {
-    let mut out = String::new();
-    let mut chars = input.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if c == ',' {
-            if let Some(&(_, ',')) = chars.peek() {
-                chars.next();
-                out.push(',');
-                continue;
-            }
+/// Returns the unescaped bytes and the rest from the delimiter on (if one was found).
+fn take_until(input: &[u8], delim: u8) -> (Vec<u8>, Option<&[u8]>) {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        let c = input[i];
+        if c == b',' && input.get(i + 1) == Some(&b',') {
+            out.push(b',');
+            i += 2;
+            continue;
         }
-        if c == delim || c == ',' {
+        if c == delim || c == b',' {
             return (out, Some(&input[i..]));
         }
         out.push(c);
+        i += 1;
     }
     (out, None)
 }
@@ -73,38 +85,73 @@ fn take_until(input: &str, delim: char) -> (String, Option<&str>) {
 impl QemuOpts {
     /// Parses `input`; `implied_key` names the key of a leading bare value.
     pub fn parse(input: &str, implied_key: Option<&str>) -> Result<Self, OptsError> {
-        let mut params = Vec::new();
-        let mut rest = Some(input);
+        Self::parse_os(OsStr::new(input), implied_key)
+    }
+
+    /// [`QemuOpts::parse`] of an argument that may hold any bytes; names must be text.
+    pub fn parse_os(input: &OsStr, implied_key: Option<&str>) -> Result<Self, OptsError> {
+        let whole = || input.to_string_lossy().into_owned();
+        let text = |name: Vec<u8>| {
+            String::from_utf8(name)
+                .map_err(|e| OptsError::NameNotText(String::from_utf8_lossy(e.as_bytes()).into()))
+        };
+        let mut pairs: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut rest = Some(input.as_bytes());
         let mut first = true;
-        while let Some(text) = rest {
-            let (name, after) = take_until(text, '=');
+        while let Some(part) = rest {
+            let (name, after) = take_until(part, b'=');
             match after {
-                Some(tail) if tail.starts_with('=') => {
-                    let (value, after_value) = take_until(&tail[1..], ',');
+                Some(tail) if tail.starts_with(b"=") => {
+                    let (value, after_value) = take_until(&tail[1..], b',');
                     if name.is_empty() {
-                        return Err(OptsError::EmptyName(input.to_string()));
+                        return Err(OptsError::EmptyName(whole()));
                     }
-                    params.push((name, value));
+                    pairs.push((text(name)?, value));
                     rest = after_value.map(|t| &t[1..]);
                 }
                 _ => {
                     // A bare parameter: the implied key's value, or a flag set to on.
                     match implied_key {
-                        Some(key) if first => params.push((key.to_string(), name)),
-                        _ if name.is_empty() => {
-                            return Err(OptsError::EmptyName(input.to_string()))
+                        Some(key) if first => pairs.push((key.to_string(), name)),
+                        _ if name.is_empty() => return Err(OptsError::EmptyName(whole())),
+                        _ if name == b"help" || name == b"?" => {
+                            pairs.push(("help".to_string(), b"on".to_vec()))
                         }
-                        _ if name == "help" || name == "?" => {
-                            params.push(("help".to_string(), "on".to_string()))
-                        }
-                        _ => params.push((name, "on".to_string())),
+                        _ => pairs.push((text(name)?, b"on".to_vec())),
                     }
                     rest = after.map(|t| &t[1..]);
                 }
             }
             first = false;
         }
-        Ok(QemuOpts { params })
+        let params = pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        let raw = pairs
+            .into_iter()
+            .map(|(_, v)| OsString::from_vec(v))
+            .collect();
+        Ok(QemuOpts { params, raw })
+    }
+
+    /// Refuses a value that is not text, unless its key is in `paths`.
+    pub fn check_text(&self, paths: &[&str]) -> Result<(), OptsError> {
+        for ((key, value), raw) in self.params.iter().zip(&self.raw) {
+            if raw.to_str().is_none() && !paths.contains(&key.as_str()) {
+                return Err(OptsError::NotText {
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The last value given for `key`, as the exact bytes of a path.
+    pub fn get_path(&self, key: &str) -> Option<PathBuf> {
+        let i = self.params.iter().rposition(|(k, _)| k == key)?;
+        Some(PathBuf::from(&self.raw[i]))
     }
 
     /// All parameters in command-line order.

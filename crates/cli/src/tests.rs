@@ -786,10 +786,61 @@ fn arguments_that_are_not_utf8() {
         matches!(&c.virtio[0], VirtioDeviceConfig::Block(d) if d.file.as_os_str().as_bytes() == b"d\xff.img")
     );
 
+    // Paths inside option syntax may be any bytes too; other values must be text.
+    let Action::Run(c) = parse_args(vec![
+        bytes(b"-drive"),
+        bytes(b"file=\xff,,x.img,if=virtio"),
+        bytes(b"-fw_cfg"),
+        bytes(b"name=opt/x,file=f\xfe"),
+        bytes(b"-serial"),
+        bytes(b"file:log\xfd"),
+        bytes(b"-exit-stats"),
+        bytes(b"json=s\xfc.json"),
+        bytes(b"-M"),
+        bytes(b"q35"),
+        bytes(b"-device"),
+        bytes(b"pci-testdev,romfile=r\xfb.rom"),
+        bytes(b"-qmp"),
+        bytes(b"unix:q\xfa.sock,server=on,wait=off"),
+    ])
+    .unwrap() else {
+        panic!("not a run")
+    };
+    let bytes_of = |p: &std::path::Path| p.as_os_str().as_bytes().to_vec();
+    let VirtioDeviceConfig::Block(d) = &c.virtio[0] else {
+        panic!("not a disk")
+    };
+    assert_eq!(bytes_of(&d.file), b"\xff,x.img");
+    let FwCfgData::File(f) = &c.fw_cfg[0].data else {
+        panic!("not a file")
+    };
+    assert_eq!(bytes_of(f), b"f\xfe");
+    let SerialConfig::File(log) = &c.serial else {
+        panic!("not a file")
+    };
+    assert_eq!(bytes_of(log), b"log\xfd");
+    assert_eq!(
+        bytes_of(&c.exit_stats.unwrap().json.unwrap()),
+        b"s\xfc.json"
+    );
+    let DeviceConfig::PciTestdev(t) = &c.devices[0] else {
+        panic!("not pci-testdev")
+    };
+    assert_eq!(bytes_of(t.romfile.as_deref().unwrap()), b"r\xfb.rom");
+    let crate::QmpAddress::Unix(sock) = &c.qmp[0].address else {
+        panic!("not a unix socket")
+    };
+    assert_eq!(bytes_of(sock), b"q\xfa.sock");
+
     let err = |args: Vec<OsString>| parse_args(args).unwrap_err().to_string();
-    let e = err(vec![bytes(b"-drive"), bytes(b"file=\xff.img")]);
+    let e = err(vec![bytes(b"-drive"), bytes(b"file=a.img,serial=\xff")]);
+    assert_eq!(
+        e,
+        "-drive: parameter 'serial': value '\u{fffd}' is not valid UTF-8 (only paths may be any bytes)"
+    );
+    let e = err(vec![bytes(b"-name"), bytes(b"\xff")]);
     assert!(
-        e.starts_with("-drive: argument 'file=\u{fffd}.img' is not valid UTF-8"),
+        e.starts_with("-name: argument '\u{fffd}' is not valid UTF-8"),
         "{e}"
     );
     let e = err(vec![bytes(b"-na\xffme"), bytes(b"x")]);

@@ -1,6 +1,7 @@
 //! Virtio devices on the command line: `-drive`, `-hda`, `-netdev`, `-object rng-*`, and the
 //! `-device virtio-{blk,net,rng}-device` front-ends that name them by `id`.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 
 use thiserror::Error;
@@ -165,23 +166,24 @@ impl VirtioArgs {
 
     pub(crate) fn option(&mut self, name: &str, arg: &str) -> Result<(), VirtioArgError> {
         match name {
-            "drive" => self.drive(arg),
+            "drive" => self.drive(OsStr::new(arg)),
             "netdev" => self.netdev(arg),
             "object" => self.object(arg),
             _ => Err(VirtioArgError::ObjectType(name.to_string())),
         }
     }
 
-    fn drive(&mut self, arg: &str) -> Result<(), VirtioArgError> {
-        let opts = QemuOpts::parse(arg, None).map_err(opts_err("-drive"))?;
+    /// `-drive`: the `file=` path may be any bytes, the rest is text.
+    pub(crate) fn drive(&mut self, arg: &OsStr) -> Result<(), VirtioArgError> {
+        let opts = QemuOpts::parse_os(arg, None).map_err(opts_err("-drive"))?;
         opts.check_known(&[
             "file", "format", "if", "id", "readonly", "cache", "media", "serial", "index",
         ])
+        .and_then(|()| opts.check_text(&["file"]))
         .map_err(opts_err("-drive"))?;
-        let file = opts
-            .get("file")
-            .ok_or(VirtioArgError::DriveFile)?
-            .to_string();
+        let path = opts.get_path("file").ok_or(VirtioArgError::DriveFile)?;
+        // For messages (lossy where the path is not text).
+        let file = path.display().to_string();
         let format = match opts.get("format") {
             None => None,
             Some(f @ ("raw" | "qcow2")) => Some(f.to_string()),
@@ -207,7 +209,7 @@ impl VirtioArgs {
             .map_err(opts_err("-drive"))?
             .unwrap_or(false);
         let drive = DriveConfig {
-            file: PathBuf::from(&file),
+            file: path,
             format,
             readonly,
             direct,
