@@ -7,78 +7,16 @@
 
 mod common;
 
-use common::{skip_on_qemu, TempDir, VmCommand};
-use std::io::Read;
+use common::{expect_error, skip_on_qemu, TempDir, VmCommand};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-/// How long a refused image may take.
-const LIMIT: Duration = Duration::from_secs(10);
 /// rvmm's longest backing chain (`rvmm_block::MAX_CHAIN_LEN`).
 const MAX_CHAIN_LEN: usize = 256;
 
-/// Runs `program` with `args`, killing it after [`LIMIT`]; returns its exit code (`None` when
-/// killed by a signal), its stderr and how long it ran.
 fn run(program: &Path, args: &[&str]) -> (Option<i32>, String, Duration) {
-    let start = Instant::now();
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{} {args:?} still runs after {LIMIT:?}", program.display());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (status.code(), reader.join().unwrap(), start.elapsed())
-}
-
-/// Runs rvmm with `args` and checks the error contract; returns stderr.
-fn expect_error(args: &[&str], needle: &str) -> String {
-    let (code, stderr, took) = run(&common::binary(), args);
-    assert_eq!(
-        code,
-        Some(2),
-        "args {args:?}: status {code:?}, stderr:\n{stderr}"
-    );
-    assert!(
-        stderr.starts_with("rvmm: "),
-        "args {args:?}: message lacks the 'rvmm: ' prefix:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(needle),
-        "args {args:?}: message lacks {needle:?}:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "args {args:?}: rvmm panicked:\n{stderr}"
-    );
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "args {args:?}: expected a one-line message:\n{stderr}"
-    );
-    assert!(
-        took < Duration::from_secs(5),
-        "args {args:?}: took {took:?}"
-    );
-    stderr
+    common::run_limited(program, args, common::REFUSE_WITHIN)
 }
 
 /// Opens `image` as a disk; the message must name it and contain `needle`.

@@ -3,60 +3,9 @@
 
 mod common;
 
-use common::{binary, skip_on_qemu, TempDir, VmCommand};
+use common::{expect_error, skip_on_qemu, TempDir, VmCommand};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// How long a refusal may take: bad input is refused at start-up, never after a hang.
-const REFUSE_WITHIN: Duration = Duration::from_secs(10);
-
-/// Runs rvmm with `args` and checks the error contract; returns stderr.
-fn expect_error<S: AsRef<OsStr>>(args: &[S], needle: &str) -> String {
-    let args: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
-    let mut child = Command::new(binary())
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run rvmm");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > REFUSE_WITHIN {
-            let _ = child.kill();
-            panic!("args {args:?}: still running after {REFUSE_WITHIN:?} (hung)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("collect rvmm output");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "args {args:?}: status {:?}, stderr:\n{stderr}",
-        out.status
-    );
-    assert!(
-        stderr.starts_with("rvmm: "),
-        "args {args:?}: message lacks the 'rvmm: ' prefix:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(needle),
-        "args {args:?}: message lacks {needle:?}:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "args {args:?}: rvmm panicked:\n{stderr}"
-    );
-    assert_eq!(
-        stderr.lines().count(),
-        1,
-        "args {args:?}: expected a one-line message:\n{stderr}"
-    );
-    stderr
-}
 
 #[test]
 fn unsupported_and_unknown_options_are_named() {

@@ -429,3 +429,72 @@ impl Drop for TempDir {
         let _ = fs::remove_dir_all(&self.0);
     }
 }
+
+/// How long a refusal may take: bad input is refused at start-up, never after a hang.
+pub const REFUSE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Runs `program` with `args`, killing it after `limit` (and failing the test); returns its exit
+/// code (`None` when killed by a signal), its stderr and how long it ran.
+pub fn run_limited<S: AsRef<std::ffi::OsStr>>(
+    program: &Path,
+    args: &[S],
+    limit: Duration,
+) -> (Option<i32>, String, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+            panic!("{} {shown:?} still runs after {limit:?}", program.display());
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    (status.code(), reader.join().unwrap(), start.elapsed())
+}
+
+/// Runs the VMM with `args` and checks the bad-input contract: status 2 within
+/// [`REFUSE_WITHIN`], one "rvmm: ..." line containing `needle`, no panic. Returns stderr.
+pub fn expect_error<S: AsRef<std::ffi::OsStr>>(args: &[S], needle: &str) -> String {
+    let (code, stderr, _) = run_limited(&binary(), args, REFUSE_WITHIN);
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+    assert_eq!(
+        code,
+        Some(2),
+        "args {shown:?}: status {code:?}, stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.starts_with("rvmm: "),
+        "args {shown:?}: message lacks the 'rvmm: ' prefix:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "args {shown:?}: message lacks {needle:?}:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "args {shown:?}: rvmm panicked:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "args {shown:?}: expected a one-line message:\n{stderr}"
+    );
+    stderr
+}
