@@ -11,9 +11,6 @@ use tracing_subscriber::registry::LookupSpan;
 
 const ERROR_STATUS: u8 = 2;
 
-/// The tracing target of status lines printed without a "warning:"/"note:" kind.
-const NOTICE: &str = "rvmm::notice";
-
 /// rvmm's messages on stderr without `RVMM_LOG`, in QEMU's style, one per line: errors as
 /// "rvmm: ...", warnings as "rvmm: warning: ...", notes (info level) as "rvmm: note: ...".
 /// Debug and trace events are off.
@@ -32,7 +29,7 @@ where
     ) -> std::fmt::Result {
         let kind = match *event.metadata().level() {
             // Plain status lines, as QEMU prints them ("terminating on signal 15").
-            _ if event.metadata().target() == NOTICE => "",
+            _ if event.metadata().target() == rvmm_vmm::NOTICE_TARGET => "",
             tracing::Level::ERROR => "",
             tracing::Level::WARN => "warning: ",
             _ => "note: ",

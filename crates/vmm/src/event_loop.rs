@@ -213,7 +213,7 @@ impl EventLoop {
                     Source::Requests => vmm.handle_requests(),
                     Source::Signals => {
                         if let Some(sig) = read_signal(&self.s.signals) {
-                            tracing::info!(target: "rvmm::notice", "terminating on signal {sig}");
+                            tracing::info!(target: crate::NOTICE_TARGET, "terminating on signal {sig}");
                             vmm.shutdown(Cause::HostSignal);
                         }
                     }

@@ -26,6 +26,10 @@ mod vm;
 
 pub use control::FATAL_STATUS;
 
+/// The tracing target of status lines the CLI prints plain, without a "warning:"/"note:" kind
+/// ("rvmm: terminating on signal 15", as QEMU prints it).
+pub const NOTICE_TARGET: &str = "rvmm::notice";
+
 use rvmm_arch::LoadError;
 use rvmm_cli::VmConfig;
 use rvmm_hypervisor::HvError;

@@ -114,10 +114,6 @@ impl Vmm {
         self.state
     }
 
-    pub fn acpi_pm(&self) -> &Arc<AcpiPm> {
-        &self.devices.acpi_pm
-    }
-
     /// Whether the event loop should end.
     pub fn stopping(&self) -> bool {
         matches!(

@@ -291,7 +291,7 @@ impl QmpServer {
                 }
             };
             let first = if cfg.wait {
-                tracing::info!(target: "rvmm::notice", "waiting for connection on: {what},server=on");
+                tracing::info!(target: crate::NOTICE_TARGET, "waiting for connection on: {what},server=on");
                 Some(listener.accept().map_err(err)?)
             } else {
                 None
