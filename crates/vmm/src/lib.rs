@@ -6,6 +6,7 @@
 //!          -> event loop on this thread, driving the VM state machine -> finish
 //! ```
 
+mod bios;
 mod builder;
 mod console;
 mod control;
@@ -67,6 +68,8 @@ pub enum VmmError {
     ExitStats(#[from] exit_stats::ExitStatsError),
     #[error(transparent)]
     Firmware(#[from] firmware::FirmwareError),
+    #[error(transparent)]
+    Bios(#[from] bios::BiosError),
     #[error("QMP socket {what}: {source}")]
     Qmp {
         what: String,
