@@ -74,7 +74,7 @@ fn find_in(name: &Path, user_dirs: &[PathBuf], system: &[&str]) -> Result<PathBu
 pub fn read_bios(path: &Path) -> Result<Vec<u8>, BiosError> {
     let image = read_input("PC BIOS", path, BIOS_MAX, "a BIOS image can have")?;
     let size = image.len() as u64;
-    if size == 0 || size % BIOS_GRANULE != 0 {
+    if size == 0 || !size.is_multiple_of(BIOS_GRANULE) {
         return Err(BiosError::BadSize {
             path: path.to_path_buf(),
             size,
