@@ -48,6 +48,10 @@ const GUESTS: &[Guest] = &[
         flat: true,
         ..guest("bootdisk.bin", "bootdisk.S", Class::Elf32, "bootsector.ld")
     },
+    Guest {
+        flat: true,
+        ..guest("resetdisk.bin", "resetdisk.S", Class::Elf32, "bootsector.ld")
+    },
     guest("pvh32.elf", "pvh.S", Class::Elf32, "pvh.ld"),
     guest("pvh64.elf", "pvh.S", Class::Elf64, "pvh.ld"),
     guest("multiboot.elf", "multiboot.S", Class::Elf32, "elf.ld"),

@@ -17,6 +17,7 @@ pub const BOOT_DISK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bootdisk.
 pub const ALL: &[&str] = &[
     "default.elf",
     "bootdisk.bin",
+    "resetdisk.bin",
     "pvh32.elf",
     "pvh64.elf",
     "multiboot.elf",
