@@ -223,13 +223,13 @@ fn levels_vendor_version_and_model_id() {
     // Family above 0xf uses the extended family field.
     let g = guest_cpuid(
         &CpuConfig {
-            family: Some(0x19),
+            family: Some(0x1a),
             ..CpuConfig::default()
         },
         &supported(),
     )
     .unwrap();
-    assert_eq!(get(&g.cpuid, 1, 0).unwrap().eax, 0x00aa_0f11);
+    assert_eq!(get(&g.cpuid, 1, 0).unwrap().eax, 0x00b0_0f11);
 }
 
 #[test]
