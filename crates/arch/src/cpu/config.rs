@@ -37,7 +37,9 @@ impl CpuModel {
     pub fn description(self) -> &'static str {
         match self {
             CpuModel::Host => "KVM processor with all supported host features",
-            CpuModel::Max => "Enables all features supported by the accelerator in the current host",
+            CpuModel::Max => {
+                "Enables all features supported by the accelerator in the current host"
+            }
         }
     }
 }
@@ -84,6 +86,9 @@ pub struct CpuConfig {
     pub phys_bits: Option<u32>,
     pub host_phys_bits: bool,
     pub host_phys_bits_limit: Option<u32>,
+    /// Warnings from parsing the option (QEMU's "Ambiguous CPU model string"), printed with
+    /// the CPUID warnings when the VM is built.
+    pub warnings: Vec<String>,
 }
 
 impl Default for CpuConfig {
@@ -107,6 +112,7 @@ impl Default for CpuConfig {
             phys_bits: None,
             host_phys_bits: false,
             host_phys_bits_limit: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -117,7 +123,9 @@ pub enum CpuConfigError {
     // Two spaces, as QEMU's string concatenation prints them.
     #[error("phys-bits should be between {PHYS_BITS_MIN} and {PHYS_BITS_MAX}  (but is {0})")]
     PhysBits(u32),
-    #[error("host-phys-bits-limit should be between {PHYS_BITS_MIN} and {PHYS_BITS_MAX}  (but is {0})")]
+    #[error(
+        "host-phys-bits-limit should be between {PHYS_BITS_MIN} and {PHYS_BITS_MAX}  (but is {0})"
+    )]
     PhysBitsLimit(u32),
 }
 

@@ -106,7 +106,7 @@ fn word_value(cpuid: &CpuId, w: usize) -> u32 {
 /// host-specific hiding already applied). Host and max start from everything supported.
 pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, CpuidError> {
     let mut cpuid = supported.clone();
-    let mut warnings = Vec::new();
+    let mut warnings = config.warnings.clone();
     let n = FEATURE_WORDS.len();
     let (mut on, mut off) = (vec![0u32; n], vec![0u32; n]);
     for s in &config.features {
@@ -300,9 +300,8 @@ fn apply_phys_bits(config: &CpuConfig, cpuid: &mut CpuId) -> Option<String> {
         }
     };
     e.eax = (e.eax & !0xff) | bits;
-    (!config.host_phys_bits && bits != host).then(|| {
-        format!("Host physical bits ({host}) does not match phys-bits property ({bits})")
-    })
+    (!config.host_phys_bits && bits != host)
+        .then(|| format!("Host physical bits ({host}) does not match phys-bits property ({bits})"))
 }
 
 // IA32_FEATURE_CONTROL (MSR 0x3a) bits (Intel SDM vol. 4, table 2-2).

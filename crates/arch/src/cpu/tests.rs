@@ -25,15 +25,27 @@ fn leaf(function: u32, index: u32, regs: [u32; 4]) -> kvm_cpuid_entry2 {
 fn supported() -> CpuId {
     CpuId::from_entries(&[
         leaf(0, 0, [0xd, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
-        leaf(1, 0, [0x00a0_0f11, 0x0800, SSE41 | SSE42 | (1 << 15), 0x178b_fbff]),
+        leaf(
+            1,
+            0,
+            [0x00a0_0f11, 0x0800, SSE41 | SSE42 | (1 << 15), 0x178b_fbff],
+        ),
         leaf(4, 0, [0x121, 0, 0, 0]),
         leaf(4, 1, [0x163, 1, 2, 3]),
         leaf(7, 0, [0, 1 << 5, 0, 0]),
         leaf(0xa, 0, [0x0403_0802, 0, 0, 0]),
         leaf(0xd, 1, [0xf, 0, 0, 0]),
-        leaf(0x4000_0000, 0, [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d]),
+        leaf(
+            0x4000_0000,
+            0,
+            [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d],
+        ),
         leaf(0x4000_0001, 0, [0x0100_7efb, 0, 0, 0]),
-        leaf(0x8000_0000, 0, [0x8000_0008, 0x6874_7541, 0x444d_4163, 0x6974_6e65]),
+        leaf(
+            0x8000_0000,
+            0,
+            [0x8000_0008, 0x6874_7541, 0x444d_4163, 0x6974_6e65],
+        ),
         leaf(0x8000_0001, 0, [0x00a0_0f11, 0, 1 | (1 << 2), 1 << 29]),
         leaf(0x8000_0006, 0, [0, 0, 0x0200_6140, 0x0100_9140]),
         leaf(0x8000_0007, 0, [0, 0, 0, INVTSC]),
@@ -152,7 +164,10 @@ fn kvm_off_hides_the_kvm_leaves_and_their_features() {
         .iter()
         .any(|e| (0x4000_0000..0x5000_0000).contains(&e.function)));
     let g = guest_cpuid(&with(&[("kvm-pv-eoi", false)]), &supported()).unwrap();
-    assert_eq!(get(&g.cpuid, 0x4000_0001, 0).unwrap().eax, 0x0100_7efb & !(1 << 6));
+    assert_eq!(
+        get(&g.cpuid, 0x4000_0001, 0).unwrap().eax,
+        0x0100_7efb & !(1 << 6)
+    );
     let g = guest_cpuid(&with(&[("kvmclock", false)]), &supported()).unwrap();
     assert_eq!(get(&g.cpuid, 0x4000_0001, 0).unwrap().eax & 0b1001, 0);
 }
@@ -204,7 +219,10 @@ fn levels_vendor_version_and_model_id() {
     };
     let g = guest_cpuid(&config, &supported()).unwrap();
     let l0 = get(&g.cpuid, 0, 0).unwrap();
-    assert_eq!((l0.eax, l0.ebx, l0.edx, l0.ecx), (7, 0x756e_6547, 0x4965_6e69, 0x6c65_746e));
+    assert_eq!(
+        (l0.eax, l0.ebx, l0.edx, l0.ecx),
+        (7, 0x756e_6547, 0x4965_6e69, 0x6c65_746e)
+    );
     assert!(get(&g.cpuid, 0xa, 0).is_none() && get(&g.cpuid, 0xd, 1).is_none());
     assert!(get(&g.cpuid, 7, 0).is_some());
     assert_eq!(get(&g.cpuid, 0x8000_0000, 0).unwrap().eax, 0x8000_0006);
