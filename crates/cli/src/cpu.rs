@@ -54,7 +54,7 @@ pub enum CpuArgError {
         name: String,
         value: String,
         #[source]
-        source: PropError,
+        source: Box<PropError>,
     },
     /// `+feat`/`-feat`: QEMU reports the property error itself.
     #[error(transparent)]
@@ -150,7 +150,7 @@ pub(crate) fn parse_cpu(arg: &str) -> Result<CpuArg, CpuArgError> {
             ty: ty.clone(),
             name: name.clone(),
             value: value.to_string(),
-            source,
+            source: Box::new(source),
         })?;
     }
     for (names, value) in [(plus, "on"), (minus, "off")] {

@@ -162,6 +162,8 @@ pub(crate) struct FwCfgConfig<'a> {
     pub cpus: u32,
     pub max_cpus: u32,
     pub files: &'a [FwCfgFile],
+    /// `etc/msr_feature_control` (rvmm_arch::cpu::feature_control), for SeaBIOS.
+    pub feature_control: Option<u64>,
 }
 
 /// The fw_cfg device QEMU's firmware interface describes: RAM, CPUs, boot order, e820, the
@@ -184,6 +186,10 @@ fn fw_cfg_device(
         .map_err(FirmwareError::FwCfg)?;
     if let Some(k) = kernel {
         add_kernel_items(&mut fw, k).map_err(FirmwareError::FwCfg)?;
+    }
+    if let Some(value) = config.feature_control {
+        fw.add_file("etc/msr_feature_control", value.to_le_bytes().to_vec())
+            .map_err(FirmwareError::FwCfg)?;
     }
     for item in config.files {
         if item.outside_opt() {
@@ -266,6 +272,7 @@ mod tests {
             cpus: 1,
             max_cpus: 1,
             files,
+            feature_control: None,
         };
         fw_cfg_device(&config, &mem, None)
     }

@@ -67,6 +67,8 @@ pub enum VmmError {
     ExitStats(#[from] exit_stats::ExitStatsError),
     #[error(transparent)]
     Firmware(#[from] firmware::FirmwareError),
+    #[error(transparent)]
+    Cpuid(#[from] rvmm_arch::cpu::CpuidError),
     #[error("QMP socket {what}: {source}")]
     Qmp {
         what: String,
