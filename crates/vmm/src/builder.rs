@@ -381,6 +381,13 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
         tracing::warn!("{warning}");
     }
     guest.check_enforce()?;
+    if let Some(l1) = guest.cpuid.as_slice().iter().find(|e| e.function == 1) {
+        tracing::debug!(
+            "guest CPUID leaf 1: ecx={:#010x} edx={:#010x}",
+            l1.ecx,
+            l1.edx
+        );
+    }
     Ok(guest.cpuid)
 }
 
