@@ -5,23 +5,31 @@
 
 mod common;
 
-use common::{binary, expect_error, run_limited, skip_on_qemu, TIMEOUT};
+use common::{binary, expect_error, guest, run_limited, skip_on_qemu, TIMEOUT};
 use std::process::Command;
 
-/// Runs the built-in guest (no -kernel) with `-cpu cpu`; returns the status and stderr.
+/// Runs the default guest (direct boot, so no firmware is needed) with `-cpu cpu`; returns
+/// the status and stderr.
 fn run_cpu(cpu: &str, log: Option<&str>) -> (Option<i32>, String) {
-    let args = [
-        "--enable-kvm",
-        "-machine",
-        "q35",
-        "-cpu",
-        cpu,
-        "-smp",
-        "1",
-        "-m",
-        "2048",
-        "-nodefaults",
-    ];
+    let kernel = guest("default.elf");
+    let args = ["-kernel".as_ref(), kernel.as_os_str()]
+        .into_iter()
+        .chain(
+            [
+                "--enable-kvm",
+                "-machine",
+                "q35",
+                "-cpu",
+                cpu,
+                "-smp",
+                "1",
+                "-m",
+                "2048",
+                "-nodefaults",
+            ]
+            .map(std::ffi::OsStr::new),
+        )
+        .collect::<Vec<_>>();
     match log {
         None => {
             let (code, stderr, _) = run_limited(&binary(), &args, TIMEOUT);
@@ -29,7 +37,7 @@ fn run_cpu(cpu: &str, log: Option<&str>) -> (Option<i32>, String) {
         }
         Some(level) => {
             let out = Command::new(binary())
-                .args(args)
+                .args(&args)
                 .env("RVMM_LOG", level)
                 .output()
                 .expect("run rvmm");
