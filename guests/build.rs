@@ -44,6 +44,10 @@ const fn guest(out: &'static str, src: &'static str, class: Class, script: &'sta
 // Keep in sync with `ALL` in src/lib.rs (a unit test there checks every file exists).
 const GUESTS: &[Guest] = &[
     guest("default.elf", "default.S", Class::Elf32, "pvh.ld"),
+    Guest {
+        flat: true,
+        ..guest("bootdisk.bin", "bootdisk.S", Class::Elf32, "bootsector.ld")
+    },
     guest("pvh32.elf", "pvh.S", Class::Elf32, "pvh.ld"),
     guest("pvh64.elf", "pvh.S", Class::Elf64, "pvh.ld"),
     guest("multiboot.elf", "multiboot.S", Class::Elf32, "elf.ld"),

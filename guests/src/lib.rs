@@ -9,9 +9,14 @@ use std::path::PathBuf;
 /// count and RAM size from fw_cfg and the command line, then powers off.
 pub const DEFAULT_GUEST: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/default.elf"));
 
+/// The built-in boot disk PC firmware boots when no disk is given: a boot sector that prints
+/// through the BIOS and powers off (`src/bootdisk.S`), padded to whole sectors.
+pub const BOOT_DISK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bootdisk.bin"));
+
 /// File names of every built guest, for [`path`].
 pub const ALL: &[&str] = &[
     "default.elf",
+    "bootdisk.bin",
     "pvh32.elf",
     "pvh64.elf",
     "multiboot.elf",

@@ -235,3 +235,72 @@ mod tests {
         );
     }
 }
+
+/// CR0 after RESET: CD, NW and ET set (Intel SDM vol. 3, table 10-1).
+const RESET_CR0: u64 = 0x6000_0010;
+/// The reset vector's code segment: selector F000 with base FFFF0000 (SDM vol. 3, 10.1.4).
+const RESET_CS_SELECTOR: u16 = 0xf000;
+const RESET_CS_BASE: u64 = 0xffff_0000;
+/// IP of the first instruction fetched after RESET: FFFF0000 + FFF0 = FFFFFFF0.
+pub const RESET_IP: u64 = 0xfff0;
+
+/// A real-mode segment as RESET leaves it: present, accessed, limit FFFF (SDM vol. 3, table 10-1).
+fn reset_segment(selector: u16, base: u64, type_: u8, s: u8) -> kvm_segment {
+    kvm_segment {
+        base,
+        limit: 0xffff,
+        selector,
+        type_,
+        present: 1,
+        s,
+        ..Default::default()
+    }
+}
+
+/// Sets `sregs` to the architectural state after RESET, as firmware expects it: real mode, CS
+/// at the reset vector, caches off, paging and long mode off. `apic_base` is kept (the caller
+/// decides the BSP bit); the interrupt bitmap is cleared.
+pub fn set_reset_state(sregs: &mut kvm_sregs) {
+    // Code: execute/read, accessed (type 0xb); data: read/write, accessed (type 3).
+    sregs.cs = reset_segment(RESET_CS_SELECTOR, RESET_CS_BASE, 0xb, 1);
+    let data = reset_segment(0, 0, 3, 1);
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    // LDTR: an LDT descriptor (type 2); TR: a busy 16-bit TSS (type 3); both system segments.
+    sregs.ldt = reset_segment(0, 0, 2, 0);
+    sregs.tr = reset_segment(0, 0, 3, 0);
+    sregs.gdt.base = 0;
+    sregs.gdt.limit = 0xffff;
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0xffff;
+    sregs.cr0 = RESET_CR0;
+    sregs.cr2 = 0;
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.cr8 = 0;
+    sregs.efer = 0;
+    sregs.interrupt_bitmap = [0; 4];
+}
+
+#[cfg(test)]
+mod reset_tests {
+    use super::*;
+
+    #[test]
+    fn reset_state_fetches_from_the_reset_vector() {
+        let mut s = kvm_sregs {
+            cr0: 0x8000_0011,
+            efer: EFER_LME | EFER_LMA,
+            ..Default::default()
+        };
+        set_reset_state(&mut s);
+        assert_eq!(s.cs.base + RESET_IP, 0xffff_fff0);
+        assert_eq!((s.cs.selector, s.cs.limit), (0xf000, 0xffff));
+        assert_eq!(s.cr0 & 1, 0, "real mode");
+        assert_eq!(s.efer, 0);
+        assert_eq!(s.ss.type_, 3);
+    }
+}

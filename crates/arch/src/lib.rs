@@ -24,7 +24,7 @@ pub mod vmlinux;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 pub use bzimage::BzImageError;
-pub use cpu_mode::setup_cpu_mode;
+pub use cpu_mode::{set_reset_state, setup_cpu_mode, RESET_IP};
 pub use elf::ElfError;
 pub use layout::{e820_entries, guest_memory_regions, E820Entry};
 pub use multiboot::MultibootError;

@@ -298,6 +298,8 @@ pub struct VmConfig {
     pub bzimage_decompress: BzImageDecompress,
     /// `-exit-stats`: collect per-vCPU exit statistics and report them at exit.
     pub exit_stats: Option<ExitStatsConfig>,
+    /// Firmware image, search path and boot order (`-bios`, `-L`, `-boot`).
+    pub firmware: crate::FirmwareConfig,
 }
 
 /// Where `-exit-stats` reports go.
@@ -334,6 +336,7 @@ impl Default for VmConfig {
             pidfile: None,
             daemonize: false,
             exit_stats: None,
+            firmware: crate::FirmwareConfig::default(),
             bzimage_decompress: BzImageDecompress::default(),
         }
     }

@@ -4,6 +4,7 @@
 //! and argument presence (so `-foo` is reported before any semantic error), the second
 //! interprets the options in order. Options QEMU has but rvmm lacks are refused by name.
 
+mod boot;
 mod config;
 mod cpu;
 pub mod monitor;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+pub use boot::{boot_nibble, BootConfig, BootError, FirmwareConfig, DEFAULT_BOOT_ORDER};
 pub use config::{
     check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, ExitStatsConfig, FwCfgData,
     FwCfgFile, IrqchipMode, MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig,
@@ -106,6 +108,8 @@ pub enum CliError {
     FwCfgNameTooLong(String),
     #[error("{0}")]
     Invalid(#[source] ConfigError),
+    #[error("-boot: {0}")]
+    Boot(#[source] BootError),
     #[error(transparent)]
     Virtio(#[from] VirtioArgError),
     #[error("{option}: {source}")]
@@ -145,6 +149,8 @@ const BYTE_ARGS: &[&str] = &[
     "exit-stats",
     "qmp",
     "chardev",
+    "bios",
+    "L",
 ];
 
 /// First pass: split argv into options with their arguments, rejecting unknown names and
@@ -253,6 +259,8 @@ impl Pending {
             "qmp" => c
                 .qmp
                 .push(monitor::parse_qmp(arg).map_err(monitor_err("-qmp"))?),
+            "bios" => c.firmware.bios = Some(PathBuf::from(arg)),
+            "L" => c.firmware.data_dirs.push(PathBuf::from(arg)),
             "chardev" => self
                 .monitors
                 .add_chardev(arg)
@@ -291,6 +299,7 @@ impl Pending {
                 c.name = opts.get("guest").map(str::to_string);
             }
             "nodefaults" => c.nodefaults = true,
+            "boot" => boot::parse_boot(&mut c.firmware.boot, arg).map_err(CliError::Boot)?,
             "no-reboot" => c.no_reboot = true,
             "mon" => self.monitors.add_mon(arg).map_err(monitor_err("-mon"))?,
             "S" => c.start_paused = true,

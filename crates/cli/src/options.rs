@@ -73,6 +73,21 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         help: "kernel command line",
     },
     SupportedOption {
+        names: &["bios"],
+        arg: Some("file"),
+        help: "PC firmware image (default bios-256k.bin, SeaBIOS; pc and q35 without -kernel)",
+    },
+    SupportedOption {
+        names: &["L"],
+        arg: Some("path"),
+        help: "directory searched first for firmware images",
+    },
+    SupportedOption {
+        names: &["boot"],
+        arg: Some("[order=]drives][,once=drives][,menu=on|off][,splash-time=ms][,reboot-timeout=ms][,strict=on|off]"),
+        help: "firmware boot order: c disk, d CD-ROM, a floppy, n network (default cad)",
+    },
+    SupportedOption {
         names: &["nographic"],
         arg: None,
         help: "no graphical output (rvmm never has any)",
@@ -172,15 +187,15 @@ pub(crate) const OPTIONAL_ARG: &[&str] = &["exit-stats"];
 #[rustfmt::skip]
 pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("acpitable", true), ("action", true), ("add-fd", true), ("alt-grab", false),
-    ("async-teardown", false), ("audio", true), ("audiodev", true), ("bios", true),
-    ("blockdev", true), ("boot", true), ("cdrom", true), ("chroot", true),
+    ("async-teardown", false), ("audio", true), ("audiodev", true), 
+    ("blockdev", true),  ("cdrom", true), ("chroot", true),
     ("compat", true), ("ctrl-grab", false), ("curses", false), ("D", true), ("d", true),
     ("debugcon", true), ("dtb", true),
     ("dump-vmstate", true), ("echr", true), ("enable-fips", false),
     ("enable-sync-profile", false), ("fda", true), ("fdb", true), ("fsdev", true),
     ("full-screen", false), ("g", true), ("gdb", true), ("global", true),
     ("hdb", true), ("hdc", true), ("hdd", true), ("icount", true),
-    ("incoming", true), ("iscsi", true), ("k", true), ("L", true), ("loadvm", true),
+    ("incoming", true), ("iscsi", true), ("k", true),  ("loadvm", true),
     ("mem-path", true), ("mem-prealloc", false), ("monitor", true),
     ("msg", true), ("mtdblock", true), ("net", true), ("nic", true),
     ("no-acpi", false), ("no-fd-bootchk", false), ("no-hpet", false), ("no-quit", false),

@@ -89,8 +89,6 @@ fn invalid_and_unsupported_options() {
     assert_eq!(err(&["--vga", "std"]), "-vga is not supported");
     for (opt, arg) in [
         ("-cdrom", Some("x.iso")),
-        ("-boot", Some("c")),
-        ("-bios", Some("bios.bin")),
         ("-monitor", Some("stdio")),
         ("-s", None),
         ("-gdb", Some("tcp::1234")),
@@ -862,4 +860,26 @@ fn arguments_that_are_not_utf8() {
     );
     let e = err(vec![bytes(b"stray\xff")]);
     assert!(e.contains("stray\u{fffd}"), "{e}");
+}
+
+#[test]
+fn firmware_options() {
+    let c = run(&[
+        "-bios",
+        "my-bios.bin",
+        "-L",
+        "/a",
+        "-L",
+        "/b",
+        "-boot",
+        "order=dc,menu=on",
+    ]);
+    assert_eq!(c.firmware.bios, Some(PathBuf::from("my-bios.bin")));
+    assert_eq!(
+        c.firmware.data_dirs,
+        vec![PathBuf::from("/a"), PathBuf::from("/b")]
+    );
+    assert_eq!(c.firmware.boot.order, "dc");
+    assert!(c.firmware.boot.menu);
+    assert_eq!(err(&["-boot", "z"]), "-boot: Invalid boot device 'z'");
 }

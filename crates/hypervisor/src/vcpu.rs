@@ -375,6 +375,59 @@ impl Vcpu {
             .map_err(ioctl_err("KVM_SET_LAPIC"))
     }
 
+    /// Put the local APIC in its power-on state (Intel SDM vol. 3, 11.4.7.1): every LVT entry
+    /// masked, SVR 0xFF (software-disabled), DFR all ones, no pending or in-service vectors, the
+    /// timer stopped; the APIC ID and version are kept. Call after the APIC base MSR has been
+    /// set (through the sregs), since KVM reads the ID in the current mode. On the bootstrap
+    /// processor LINT0 is ExtINT, so the 8259's interrupts reach it (KVM's `kvm_lapic_reset`
+    /// and QEMU's `apic_reset_common` do the same).
+    pub fn reset_lapic(&self, bsp: bool) -> Result<()> {
+        let mut lapic = self.fd.get_lapic().map_err(ioctl_err("KVM_GET_LAPIC"))?;
+        let mut set = |offset: usize, value: u32| {
+            for (i, b) in value.to_le_bytes().into_iter().enumerate() {
+                lapic.regs[offset + i] = b as std::os::raw::c_char;
+            }
+        };
+        // TPR, APR, PPR, LDR, ICR, ISR/TMR/IRR (0x100-0x270), ESR, timer counts, divide.
+        for offset in (0x80..0x400).step_by(0x10) {
+            set(offset, 0);
+        }
+        const DFR: usize = 0xe0;
+        const SVR: usize = 0xf0;
+        const LVT_MASKED: u32 = 1 << 16;
+        set(DFR, 0xffff_ffff);
+        set(SVR, 0xff);
+        // LVT CMCI, timer, thermal, performance, LINT0, LINT1, error.
+        for offset in [0x2f0, 0x320, 0x330, 0x340, 0x350, 0x360, 0x370] {
+            set(offset, LVT_MASKED);
+        }
+        if bsp {
+            const LVT_LINT0: usize = 0x350;
+            const DELIVERY_EXTINT: u32 = 0x700;
+            set(LVT_LINT0, DELIVERY_EXTINT);
+        }
+        self.fd
+            .set_lapic(&lapic)
+            .map_err(ioctl_err("KVM_SET_LAPIC"))
+    }
+
+    /// Drop any pending or injected exception, interrupt, NMI or SMI (as RESET does).
+    pub fn clear_events(&self) -> Result<()> {
+        let mut events: kvm_vcpu_events = self
+            .fd
+            .get_vcpu_events()
+            .map_err(ioctl_err("KVM_GET_VCPU_EVENTS"))?;
+        events.exception = Default::default();
+        events.interrupt = Default::default();
+        events.nmi = Default::default();
+        events.smi = Default::default();
+        events.exception_has_payload = 0;
+        events.exception_payload = 0;
+        self.fd
+            .set_vcpu_events(&events)
+            .map_err(ioctl_err("KVM_SET_VCPU_EVENTS"))
+    }
+
     /// Put the vCPU in the wait-for-SIPI state (an application processor after reset) or make it
     /// runnable (the bootstrap processor).
     pub fn set_runnable(&self, runnable: bool) -> Result<()> {

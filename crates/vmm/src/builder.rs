@@ -4,13 +4,14 @@
 use crate::control::Control;
 use crate::daemon::{self, Pidfile};
 use crate::device_manager::pci::attach_pci;
+use crate::device_manager::FirmwareImage;
 use crate::device_manager::{attach_chipset, attach_legacy, ChipsetConfig, DeviceManager};
 use crate::event_loop::{block_signals, EventLoop, Sources};
 use crate::exit_stats::{write_reports, ExitStats};
-use crate::firmware::{attach_fw_cfg, FirmwareTables, FwCfgConfig, KernelFiles};
+use crate::firmware::{attach_fw_cfg, FirmwareItems, FirmwareTables, FwCfgConfig, KernelFiles};
 use crate::input::read_input;
 use crate::qmp::{self, Events, QmpServer};
-use crate::vcpu::{ExitCounters, VcpuBoot, VcpuContext, VcpuHandle};
+use crate::vcpu::{BootTarget, ExitCounters, VcpuBoot, VcpuContext, VcpuHandle};
 use crate::vm::{Reloader, VmDevices, Vmm, VmmParts};
 use crate::VmmError;
 use rvmm_arch::{BootParams, KernelImage};
@@ -109,6 +110,83 @@ impl Images {
     }
 }
 
+/// How the VM boots: a kernel loaded by rvmm, or PC firmware.
+enum Boot {
+    Kernel {
+        images: Images,
+        entry: rvmm_arch::BootEntry,
+    },
+    Firmware {
+        image: FirmwareImage,
+        /// The ACPI tables, linked by the firmware (None with `acpi=off`).
+        acpi: Option<rvmm_arch::acpi::FirmwareAcpi>,
+    },
+}
+
+impl Boot {
+    fn is_firmware(&self) -> bool {
+        matches!(self, Boot::Firmware { .. })
+    }
+
+    fn target(&self) -> BootTarget {
+        match self {
+            Boot::Kernel { entry, .. } => BootTarget::Kernel(*entry),
+            Boot::Firmware { .. } => BootTarget::Firmware,
+        }
+    }
+
+    fn kernel_files(&self) -> Option<KernelFiles<'_>> {
+        match self {
+            Boot::Kernel { images, entry } => images.kernel_files(entry),
+            Boot::Firmware { .. } => None,
+        }
+    }
+
+    fn firmware_items<'a>(&'a self, boot: &'a rvmm_cli::BootConfig) -> Option<FirmwareItems<'a>> {
+        match self {
+            Boot::Kernel { .. } => None,
+            Boot::Firmware { acpi, .. } => Some(FirmwareItems {
+                acpi: acpi.clone(),
+                boot,
+                bootorder: Vec::new(),
+            }),
+        }
+    }
+
+    /// What a system reset reloads.
+    fn into_reloader(
+        self,
+        mem: Arc<GuestMemoryMmap>,
+        cmos: Arc<rvmm_devices::legacy::Cmos>,
+        boot: &rvmm_cli::BootConfig,
+    ) -> Box<dyn Reloader> {
+        match self {
+            Boot::Kernel { images, .. } => Box::new(ImageReloader { images, mem }),
+            Boot::Firmware { image, .. } => Box::new(FirmwareReloader {
+                image,
+                mem,
+                cmos,
+                order: boot.order.clone(),
+            }),
+        }
+    }
+}
+
+/// At reset: the firmware's tail back below 1 MiB, and the boot order after `-boot once=`.
+struct FirmwareReloader {
+    image: FirmwareImage,
+    mem: Arc<GuestMemoryMmap>,
+    cmos: Arc<rvmm_devices::legacy::Cmos>,
+    order: String,
+}
+
+impl Reloader for FirmwareReloader {
+    fn reload(&self) -> Result<(), VmmError> {
+        crate::device_manager::set_cmos_boot_order(&self.cmos, &self.order);
+        Ok(self.image.restore_isa_alias(&self.mem)?)
+    }
+}
+
 fn create_memory(vm: &Vm, size: u64) -> Result<GuestMemoryMmap, VmmError> {
     let regions = rvmm_arch::guest_memory_regions(size);
     let mem = GuestMemoryMmap::from_ranges(&regions)
@@ -186,14 +264,29 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     };
     let virtio =
         crate::virtio::attach_virtio(&dm, &config.virtio, config.acpi, &mem, &disk_events)?;
-    let mut images = Images::read(config, FirmwareTables::new(config, virtio.acpi_devices()))?;
-    tracing::debug!("images read");
-    images
-        .cmdline
-        .extend_from_slice(virtio.cmdline_suffix().as_bytes());
-    images.cmdline = images.cmdline.trim_ascii_start().to_vec();
-    let entry = images.load(&mem)?;
-    tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
+    let tables = FirmwareTables::new(config, virtio.acpi_devices());
+    // pc and q35 boot through PC firmware unless given a kernel.
+    let boot = if crate::platform::firmware_boot(config) {
+        let path = crate::bios::find_bios(&config.firmware)?;
+        let bytes = crate::bios::read_bios(&path)?;
+        let image = dm.attach_firmware("BIOS", &bytes)?;
+        image.restore_isa_alias(&mem)?;
+        tracing::debug!(bios = %path.display(), base = image.base(), "firmware mapped");
+        Boot::Firmware {
+            image,
+            acpi: tables.firmware_acpi()?,
+        }
+    } else {
+        let mut images = Images::read(config, tables)?;
+        tracing::debug!("images read");
+        images
+            .cmdline
+            .extend_from_slice(virtio.cmdline_suffix().as_bytes());
+        images.cmdline = images.cmdline.trim_ascii_start().to_vec();
+        let entry = images.load(&mem)?;
+        tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
+        Boot::Kernel { images, entry }
+    };
 
     let control = Arc::new(Control::new().map_err(|source| VmmError::Io {
         what: "control eventfd",
@@ -206,18 +299,22 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             machine: config.machine,
             memory_bytes: config.memory_bytes,
             cpus: config.smp.cpus,
+            boot_order: boot
+                .is_firmware()
+                .then(|| config.firmware.boot.first_order().to_string()),
         },
         &ctl,
     )?;
     let acpi_pm = chipset.acpi_pm;
     let serial = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?.serial;
-    let kernel_files = images.kernel_files(&entry);
+    let kernel_files = boot.kernel_files();
     let fw_cfg = FwCfgConfig {
         memory_bytes: config.memory_bytes,
         cpus: config.smp.cpus,
         max_cpus: config.smp.maxcpus,
         files: &config.fw_cfg,
         feature_control: rvmm_arch::cpu::feature_control(&base_cpuid),
+        firmware: boot.firmware_items(&config.firmware.boot),
     };
     attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
     let (mut device_lines, mut resamplers) = virtio.irq_lines()?;
@@ -228,7 +325,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let (ioapic, ioapic_lines) =
         crate::platform::attach_irqchip(&dm, config.irqchip, serial.as_deref(), device_lines)?;
     let pci = attach_pci(&dm, config.machine, &config.devices, &ctl)?;
-    let boot = Arc::new(VcpuBoot { entry });
+    let vcpu_boot = Arc::new(VcpuBoot {
+        target: boot.target(),
+    });
 
     let topo = crate::platform::topology(config);
     let mut vcpus = Vec::with_capacity(cpus as usize);
@@ -237,7 +336,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         let apic_id = topo.apic_id(index);
         let vcpu = vm.create_vcpu(apic_id)?;
         vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, apic_id, &topo))?;
-        boot.reset_vcpu(&vcpu, &mem)?;
+        vcpu_boot.reset_vcpu(&vcpu, &mem)?;
         vcpus.push(vcpu);
     }
     // Once every vCPU exists, so that KVM's APIC ID map includes them all (see reload_lapic).
@@ -265,7 +364,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         mmio: dm.mmio_bus().clone(),
         mem: mem.clone(),
         counters: counters.clone(),
-        boot,
+        boot: vcpu_boot,
         ioapic,
         thread_ids: thread_ids.clone(),
         stats: stats.clone(),
@@ -304,10 +403,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             acpi_pm,
             pci,
         },
-        reloader: Box::new(ImageReloader {
-            images,
-            mem: mem.clone(),
-        }),
+        reloader: boot.into_reloader(mem.clone(), chipset.cmos, &config.firmware.boot),
         events,
         no_reboot: config.no_reboot,
     });

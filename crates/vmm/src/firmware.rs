@@ -81,6 +81,18 @@ impl FirmwareTables {
         Self { acpi, apic_ids }
     }
 
+    /// The ACPI tables for PC firmware to link (unless `acpi=off`); the firmware builds its own
+    /// MP table.
+    pub(crate) fn firmware_acpi(
+        &self,
+    ) -> Result<Option<rvmm_arch::acpi::FirmwareAcpi>, FirmwareError> {
+        self.acpi
+            .as_ref()
+            .map(rvmm_arch::acpi::firmware_tables)
+            .transpose()
+            .map_err(FirmwareError::Acpi)
+    }
+
     /// Writes the MP table and (unless `acpi=off`) the ACPI tables, and hands the kernel the
     /// RSDP address.
     pub(crate) fn write(
@@ -164,6 +176,38 @@ pub(crate) struct FwCfgConfig<'a> {
     pub files: &'a [FwCfgFile],
     /// `etc/msr_feature_control` (rvmm_arch::cpu::feature_control), for SeaBIOS.
     pub feature_control: Option<u64>,
+    /// Set when PC firmware boots the VM: what it reads beyond the basics.
+    pub firmware: Option<FirmwareItems<'a>>,
+}
+
+/// The items QEMU gives PC firmware: the ACPI tables with their linker commands, and how to
+/// boot (hw/nvram/fw_cfg.c `fw_cfg_bootsplash`, `fw_cfg_reboot`; hw/i386/fw_cfg.c).
+pub(crate) struct FirmwareItems<'a> {
+    pub acpi: Option<rvmm_arch::acpi::FirmwareAcpi>,
+    pub boot: &'a rvmm_cli::BootConfig,
+    /// `bootorder`: one OpenFirmware device path per line, from `bootindex=`.
+    pub bootorder: Vec<u8>,
+}
+
+/// Adds the firmware items of `items` to `fw`.
+fn add_firmware_items(fw: &mut FwCfg, items: &FirmwareItems) -> Result<(), fc::FwCfgError> {
+    if let Some(acpi) = &items.acpi {
+        use rvmm_arch::acpi::{RSDP_FILE, TABLES_FILE, TABLE_LOADER_FILE};
+        fw.add_file(TABLES_FILE, acpi.tables.clone())?;
+        fw.add_file(RSDP_FILE, acpi.rsdp.clone())?;
+        fw.add_file(TABLE_LOADER_FILE, acpi.loader.clone())?;
+    }
+    // rvmm has no display: the firmware's console is COM1 (SeaBIOS's sercon).
+    fw.add_u16(fc::FW_CFG_NOGRAPHIC, 1)?;
+    // KVM's irqchip routes IRQ 0 to IOAPIC pin 2, as QEMU tells the firmware.
+    fw.add_u32(fc::FW_CFG_IRQ0_OVERRIDE, 1)?;
+    if let Some(ms) = items.boot.splash_time {
+        fw.add_file("etc/boot-menu-wait", ms.to_le_bytes().to_vec())?;
+    }
+    // -1: never retry a failed boot (QEMU's default for reboot-timeout).
+    let fail_wait = items.boot.reboot_timeout.map_or(-1i32, |ms| ms as i32);
+    fw.add_file("etc/boot-fail-wait", fail_wait.to_le_bytes().to_vec())?;
+    Ok(())
 }
 
 /// The fw_cfg device QEMU's firmware interface describes: RAM, CPUs, boot order, e820, the
@@ -177,11 +221,19 @@ fn fw_cfg_device(
     fw.enable_dma(mem.clone());
     fw.set_ram_size(config.memory_bytes);
     fw.set_cpus(config.cpus as u16, config.max_cpus as u16);
-    fw.add_u16(fc::FW_CFG_BOOT_MENU, 0)
+    let menu = config.firmware.as_ref().is_some_and(|f| f.boot.menu);
+    fw.add_u16(fc::FW_CFG_BOOT_MENU, u16::from(menu))
         .map_err(FirmwareError::FwCfg)?;
-    // Empty boot order: rvmm has no boot devices yet, only -kernel.
-    fw.add_file("bootorder", Vec::new())
+    let bootorder = config
+        .firmware
+        .as_ref()
+        .map(|f| f.bootorder.clone())
+        .unwrap_or_default();
+    fw.add_file("bootorder", bootorder)
         .map_err(FirmwareError::FwCfg)?;
+    if let Some(items) = &config.firmware {
+        add_firmware_items(&mut fw, items).map_err(FirmwareError::FwCfg)?;
+    }
     fw.add_file("etc/e820", e820_file(config.memory_bytes))
         .map_err(FirmwareError::FwCfg)?;
     if let Some(k) = kernel {
@@ -273,6 +325,7 @@ mod tests {
             max_cpus: 1,
             files,
             feature_control: None,
+            firmware: None,
         };
         fw_cfg_device(&config, &mem, None)
     }

@@ -6,6 +6,7 @@
 //!          -> event loop on this thread, driving the VM state machine -> finish
 //! ```
 
+mod bios;
 mod builder;
 mod console;
 mod control;
@@ -40,7 +41,10 @@ pub enum VmmError {
     #[error(transparent)]
     Hypervisor(#[from] HvError),
     #[error("-smp {requested}: this host's KVM supports at most {max} vCPUs")]
-    TooManyCpus { requested: u32, max: usize },
+    TooManyCpus {
+        requested: u32,
+        max: usize,
+    },
     #[error("cannot allocate {size} bytes of guest memory: {source}")]
     Memory {
         size: u64,
@@ -69,6 +73,8 @@ pub enum VmmError {
     Firmware(#[from] firmware::FirmwareError),
     #[error(transparent)]
     Cpuid(#[from] rvmm_arch::cpu::CpuidError),
+    #[error(transparent)]
+    Bios(#[from] bios::BiosError),
     #[error("QMP socket {what}: {source}")]
     Qmp {
         what: String,

@@ -11,6 +11,7 @@
 //! `SMI_CMD` is 0: the machine starts in ACPI mode (SCI_EN set), so there is no handshake.
 
 mod dsdt;
+mod loader;
 mod madt;
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
@@ -22,6 +23,7 @@ use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 pub use dsdt::dsdt;
+pub use loader::{firmware_tables, FirmwareAcpi, RSDP_FILE, TABLES_FILE, TABLE_LOADER_FILE};
 pub use madt::madt;
 
 /// The RSDP goes at the start of the BIOS area the guest scans.
@@ -186,24 +188,29 @@ fn align(addr: u64, align: u64) -> u64 {
     (addr + align - 1) & !(align - 1)
 }
 
-/// Builds every table and lays them out from [`RSDP_ADDR`]; the RSDP is the first entry.
-pub fn build_tables(config: &AcpiConfig) -> Result<Vec<PlacedTable>, AcpiError> {
+/// Lays out every table but the RSDP from `start` (below `end`); returns them with the XSDT
+/// first. Pointers between tables are the addresses they get here.
+pub(crate) fn place_tables(
+    config: &AcpiConfig,
+    start: u64,
+    end: u64,
+) -> Result<Vec<PlacedTable>, AcpiError> {
     if config.apic_ids.is_empty() {
         return Err(AcpiError::NoCpus);
     }
-    let mut next = align(RSDP_ADDR + Rsdp::len() as u64, 64);
+    let mut next = start;
     let mut place =
         |name: &str, bytes: Vec<u8>, alignment: u64| -> Result<PlacedTable, AcpiError> {
             let addr = align(next, alignment);
-            let end = addr + bytes.len() as u64;
-            if end > ACPI_TABLES_END {
+            let stop = addr + bytes.len() as u64;
+            if stop > end {
                 return Err(AcpiError::TooLarge {
-                    start: RSDP_ADDR,
-                    need: end - RSDP_ADDR,
-                    end: ACPI_TABLES_END,
+                    start,
+                    need: stop - start,
+                    end,
                 });
             }
-            next = end;
+            next = stop;
             Ok(PlacedTable {
                 name: name.to_string(),
                 addr,
@@ -221,14 +228,26 @@ pub fn build_tables(config: &AcpiConfig) -> Result<Vec<PlacedTable>, AcpiError> 
     let mut xsdt_bytes = Vec::new();
     xsdt.to_aml_bytes(&mut xsdt_bytes);
     let xsdt = place("XSDT", xsdt_bytes, 16)?;
-    let mut rsdp_bytes = Vec::new();
-    Rsdp::new(OEM_ID, xsdt.addr).to_aml_bytes(&mut rsdp_bytes);
+    Ok(vec![xsdt, fadt, facs, madt, dsdt])
+}
+
+/// The RSDP (revision 2) pointing at the XSDT at `xsdt`.
+pub(crate) fn rsdp(xsdt: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    Rsdp::new(OEM_ID, xsdt).to_aml_bytes(&mut bytes);
+    bytes
+}
+
+/// Builds every table and lays them out from [`RSDP_ADDR`]; the RSDP is the first entry.
+pub fn build_tables(config: &AcpiConfig) -> Result<Vec<PlacedTable>, AcpiError> {
+    let start = align(RSDP_ADDR + Rsdp::len() as u64, 64);
+    let tables = place_tables(config, start, ACPI_TABLES_END)?;
     let rsdp = PlacedTable {
         name: "RSDP".into(),
         addr: RSDP_ADDR,
-        bytes: rsdp_bytes,
+        bytes: rsdp(tables[0].addr),
     };
-    Ok(vec![rsdp, xsdt, fadt, facs, madt, dsdt])
+    Ok(std::iter::once(rsdp).chain(tables).collect())
 }
 
 /// Builds the tables, writes them to guest memory and returns the RSDP address.

@@ -207,6 +207,14 @@ impl Cmos {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Sets a byte of the battery-backed RAM (index 0x0e-0x7f), as the board does for what
+    /// firmware reads there (boot order, disk geometry). Clock registers are not touched.
+    pub fn set_nvram(&self, index: u8, value: u8) {
+        if (0x0e..0x80).contains(&index) {
+            self.lock().nvram[usize::from(index)] = value;
+        }
+    }
+
     /// Whether the guest has masked NMIs through bit 7 of port 0x70.
     pub fn nmi_masked(&self) -> bool {
         self.lock().nmi_disabled

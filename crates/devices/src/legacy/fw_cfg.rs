@@ -56,6 +56,10 @@ pub const FW_CFG_INITRD_ADDR: u16 = 0x000a;
 pub const FW_CFG_INITRD_SIZE: u16 = 0x000b;
 /// Boot menu enabled (`-boot menu=on`), u16 LE.
 pub const FW_CFG_BOOT_MENU: u16 = 0x000e;
+/// No graphical console: SeaBIOS then puts its console on the serial port.
+pub const FW_CFG_NOGRAPHIC: u16 = 0x0004;
+/// x86: the interrupt controller routes ISA IRQ 0 to IOAPIC pin 2 (QEMU `FW_CFG_IRQ0_OVERRIDE`).
+pub const FW_CFG_IRQ0_OVERRIDE: u16 = 0x8002;
 /// Kernel entry point, u32 LE (PVH and multiboot).
 pub const FW_CFG_KERNEL_ENTRY: u16 = 0x0010;
 /// The kernel (for bzImage: the protected-mode part after the setup sectors).

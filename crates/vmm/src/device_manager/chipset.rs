@@ -13,11 +13,28 @@ pub struct ChipsetConfig {
     pub machine: MachineKind,
     pub memory_bytes: u64,
     pub cpus: u32,
+    /// PC firmware's boot order (`-boot` drive letters) for the CMOS; None without firmware.
+    pub boot_order: Option<String>,
 }
 
 /// The chipset devices the VMM drives itself (reset, power button).
 pub struct Chipset {
     pub acpi_pm: Arc<AcpiPm>,
+    pub cmos: Arc<Cmos>,
+}
+
+/// CMOS boot-order bytes as QEMU's PC writes them (hw/i386/pc.c `set_boot_dev`): the first two
+/// devices' nibbles in 0x3d, the third in the high nibble of 0x38 (whose bit 0 clear keeps the
+/// floppy boot-signature check, QEMU's default).
+pub fn set_cmos_boot_order(cmos: &Cmos, order: &str) {
+    let mut nibbles = order.chars().filter_map(rvmm_cli::boot_nibble);
+    let (first, second, third) = (
+        nibbles.next().unwrap_or(0),
+        nibbles.next().unwrap_or(0),
+        nibbles.next().unwrap_or(0),
+    );
+    cmos.set_nvram(0x3d, (second << 4) | first);
+    cmos.set_nvram(0x38, third << 4);
 }
 
 pub fn attach_chipset(
@@ -33,11 +50,15 @@ pub fn attach_chipset(
         above_4g: config.memory_bytes - below_4g,
         cpus: config.cpus,
     });
+    let cmos = Arc::new(cmos);
+    if let Some(order) = &config.boot_order {
+        set_cmos_boot_order(&cmos, order);
+    }
     dm.add_pio(
         "CMOS RTC",
         legacy::CMOS_PORT_BASE,
         legacy::CMOS_PORT_LEN,
-        Arc::new(cmos),
+        cmos.clone(),
     )?;
     if config.machine == MachineKind::Microvm {
         dm.add_pio(
@@ -47,5 +68,5 @@ pub fn attach_chipset(
             Arc::new(ResetControl::new(control.clone())),
         )?;
     }
-    Ok(Chipset { acpi_pm })
+    Ok(Chipset { acpi_pm, cmos })
 }

@@ -6,10 +6,12 @@
 //! The attach functions take the typed pieces of the configuration they need.
 
 mod chipset;
+mod firmware;
 mod legacy;
 pub mod pci;
 
-pub use chipset::{attach_chipset, ChipsetConfig};
+pub use chipset::{attach_chipset, set_cmos_boot_order, ChipsetConfig};
+pub use firmware::FirmwareImage;
 pub use legacy::attach_legacy;
 
 use rvmm_arch::allocator::{AddressMap, AllocError, FixedMmio, FixedRange};

@@ -61,7 +61,7 @@ pub struct RegionMemory {
 
 impl RegionMemory {
     /// `size` bytes (the region's size) starting with `contents`, the rest zero.
-    fn new(contents: &[u8], size: u64, readonly: bool) -> std::io::Result<Self> {
+    pub(crate) fn new(contents: &[u8], size: u64, readonly: bool) -> std::io::Result<Self> {
         let len = usize::try_from(size).map_err(std::io::Error::other)?;
         let map = MmapRegion::<()>::new(len).map_err(std::io::Error::other)?;
         let n = contents.len().min(len);
@@ -69,11 +69,21 @@ impl RegionMemory {
         Ok(Self { map, readonly })
     }
 
-    fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.map.size() as u64
     }
 
-    fn flags(&self) -> MemoryFlags {
+    /// The host address of the mapping, for a memory slot.
+    pub(crate) fn host_addr(&self) -> u64 {
+        self.map.as_ptr() as u64
+    }
+
+    /// The region's bytes, for copying out.
+    pub(crate) fn contents(&self) -> vm_memory::VolatileSlice<'_, vm_memory::bitmap::BS<'_, ()>> {
+        self.map.as_volatile_slice()
+    }
+
+    pub(crate) fn flags(&self) -> MemoryFlags {
         MemoryFlags {
             readonly: self.readonly,
             log_dirty: false,
@@ -84,7 +94,7 @@ impl RegionMemory {
 /// The bus side of a memory-backed region: its range stays on the MMIO bus, so overlaps are
 /// refused like any device's; reads only arrive while KVM has no slot there, writes to a
 /// read-only slot arrive and are dropped (QEMU's ROMs ignore writes).
-struct RegionMemoryDevice(Arc<RegionMemory>);
+pub(crate) struct RegionMemoryDevice(pub(crate) Arc<RegionMemory>);
 
 impl BusDevice for RegionMemoryDevice {
     fn read(&self, offset: u64, data: &mut [u8]) {

@@ -1,25 +1,45 @@
-//! The power-on state of each vCPU for one boot: the bootstrap processor at the kernel's entry,
-//! the others waiting for INIT/SIPI.
+//! The power-on state of each vCPU for one boot: the bootstrap processor at the kernel's entry
+//! or at the firmware's reset vector, the others waiting for INIT/SIPI.
 
 use crate::VmmError;
 use rvmm_arch::BootEntry;
 use rvmm_hypervisor::Vcpu;
 use vm_memory::GuestMemoryMmap;
 
-/// How each vCPU (re)starts: the bootstrap processor at the kernel's entry, the others waiting for
+/// Where the bootstrap processor starts.
+#[derive(Debug, Clone, Copy)]
+pub enum BootTarget {
+    /// Direct kernel boot: the loaded image's entry, in the mode its protocol asks for.
+    Kernel(BootEntry),
+    /// PC firmware: the architectural RESET state, first instruction at 0xFFFFFFF0.
+    Firmware,
+}
+
+/// IA32_APIC_BASE after RESET: the default base with the global enable bit (SDM vol. 3,
+/// 11.4.4), and BSP (bit 8) on the bootstrap processor.
+const APIC_BASE_ENABLED: u64 = 0xfee0_0000 | (1 << 11);
+const APIC_BASE_BSP: u64 = 1 << 8;
+
+/// How each vCPU (re)starts: the bootstrap processor at the boot target, the others waiting for
 /// INIT/SIPI.
 pub struct VcpuBoot {
-    pub entry: BootEntry,
+    pub target: BootTarget,
 }
 
 impl VcpuBoot {
     /// Put `vcpu` in its power-on state for this boot.
     pub fn reset_vcpu(&self, vcpu: &Vcpu, mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+        match &self.target {
+            BootTarget::Kernel(entry) => Self::kernel_entry(vcpu, mem, entry),
+            BootTarget::Firmware => Self::power_on(vcpu),
+        }
+    }
+
+    fn kernel_entry(vcpu: &Vcpu, mem: &GuestMemoryMmap, e: &BootEntry) -> Result<(), VmmError> {
         if vcpu.id() != 0 {
             // Application processors wait for INIT/SIPI from the guest (the in-kernel LAPIC does it).
             return Ok(vcpu.set_runnable(false)?);
         }
-        let e = &self.entry;
         let mut sregs = vcpu.sregs()?;
         rvmm_arch::setup_cpu_mode(mem, e.mode, &mut sregs)?;
         vcpu.set_sregs(&sregs)?;
@@ -34,7 +54,33 @@ impl VcpuBoot {
             ..Default::default()
         };
         vcpu.set_regs(&regs)?;
-        // x87 and SSE control words as after FNINIT and at reset (SDM vol. 1, 8.1.5 and 10.2.3).
+        Self::reset_fpu(vcpu)?;
+        Ok(vcpu.set_runnable(true)?)
+    }
+
+    /// The state RESET leaves (SDM vol. 3, 10.1): every vCPU in real mode at the reset vector,
+    /// with a reset local APIC; the application processors then wait for INIT/SIPI, whose
+    /// vector the in-kernel LAPIC loads into CS.
+    fn power_on(vcpu: &Vcpu) -> Result<(), VmmError> {
+        let bsp = vcpu.id() == 0;
+        let mut sregs = vcpu.sregs()?;
+        rvmm_arch::set_reset_state(&mut sregs);
+        sregs.apic_base = APIC_BASE_ENABLED | if bsp { APIC_BASE_BSP } else { 0 };
+        vcpu.set_sregs(&sregs)?;
+        let regs = rvmm_hypervisor::kvm_regs {
+            rip: rvmm_arch::RESET_IP,
+            rflags: 0x2,
+            ..Default::default()
+        };
+        vcpu.set_regs(&regs)?;
+        Self::reset_fpu(vcpu)?;
+        vcpu.reset_lapic(bsp)?;
+        vcpu.clear_events()?;
+        Ok(vcpu.set_runnable(bsp)?)
+    }
+
+    /// x87 and SSE control words as after FNINIT and at reset (SDM vol. 1, 8.1.5 and 10.2.3).
+    fn reset_fpu(vcpu: &Vcpu) -> Result<(), VmmError> {
         let fpu = rvmm_hypervisor::kvm_fpu {
             fcw: 0x37f,
             mxcsr: 0x1f80,
@@ -43,6 +89,6 @@ impl VcpuBoot {
         vcpu.set_fpu(&fpu)?;
         // KVM_SET_FPU ignores `mxcsr`; the XSAVE area carries it.
         vcpu.set_mxcsr(0x1f80)?;
-        Ok(vcpu.set_runnable(true)?)
+        Ok(())
     }
 }

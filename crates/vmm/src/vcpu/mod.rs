@@ -19,7 +19,7 @@ mod boot;
 pub(crate) mod error;
 mod exit;
 
-pub use boot::VcpuBoot;
+pub use boot::{BootTarget, VcpuBoot};
 pub use error::{VcpuError, RESPONSE_TIMEOUT};
 
 use crate::control::{Control, Request};
