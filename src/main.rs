@@ -100,6 +100,10 @@ fn main() -> ExitCode {
             print!("{}", rvmm_cli::help_text());
             ExitCode::SUCCESS
         }
+        Action::CpuHelp => {
+            print!("{}", rvmm_cli::cpu_help_text());
+            ExitCode::SUCCESS
+        }
         Action::Version => {
             println!("{}", rvmm_cli::version_text());
             ExitCode::SUCCESS

@@ -10,6 +10,7 @@
 pub mod acpi;
 pub mod allocator;
 pub mod bzimage;
+pub mod cpu;
 pub mod cpu_mode;
 pub mod elf;
 pub mod layout;

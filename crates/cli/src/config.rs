@@ -266,6 +266,8 @@ pub struct VmConfig {
     /// The i8254 PIT (`-machine pit=on|off`); only the in-kernel irqchip has one.
     pub pit: bool,
     pub smp: SmpConfig,
+    /// The guest CPU (`-cpu`); without the option, `host`.
+    pub cpu: rvmm_arch::cpu::CpuConfig,
     /// Guest RAM in bytes, a multiple of [`MEMORY_ALIGNMENT`].
     pub memory_bytes: u64,
     pub name: Option<String>,
@@ -316,6 +318,7 @@ impl Default for VmConfig {
             irqchip: IrqchipMode::default_for(MachineKind::default()),
             pit: true,
             smp: SmpConfig::default(),
+            cpu: rvmm_arch::cpu::CpuConfig::default(),
             memory_bytes: DEFAULT_MEMORY_BYTES,
             name: None,
             kernel: None,

@@ -6,6 +6,7 @@
 
 mod boot;
 mod config;
+mod cpu;
 pub mod monitor;
 mod options;
 pub mod opts;
@@ -25,6 +26,7 @@ pub use config::{
     FwCfgFile, IrqchipMode, MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig,
     DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
+pub use cpu::{cpu_help_text, CpuArgError, PropError};
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use options::{help_text, version_text};
 pub use opts::{OptsError, QemuOpts};
@@ -43,6 +45,8 @@ pub enum Action {
     Run(VmConfig),
     Version,
     Help,
+    /// `-cpu help`: list the CPU models and feature names.
+    CpuHelp,
 }
 
 /// A command-line error; `main` prints it after `rvmm: `.
@@ -80,10 +84,8 @@ pub enum CliError {
     Machine(String),
     #[error("{option}: accelerator '{name}' is not supported (rvmm only supports kvm)")]
     Accelerator { option: &'static str, name: String },
-    #[error("-cpu: CPU model '{0}' is not supported (supported: host, max)")]
-    CpuModel(String),
-    #[error("-cpu: CPU properties are not supported: '{0}'")]
-    CpuProperties(String),
+    #[error("-cpu: {0}")]
+    Cpu(#[from] CpuArgError),
     #[error("-display: display type '{0}' is not supported (supported: none)")]
     Display(String),
     #[error("-serial: backend '{0}' is not supported (supported: stdio, mon:stdio, none, null, file:PATH)")]
@@ -276,7 +278,10 @@ impl Pending {
             "version" => return Ok(Some(Action::Version)),
             "machine" => return self.machine(arg),
             "accel" => return accel(&mut self.irqchip, arg),
-            "cpu" => return cpu(arg),
+            "cpu" => match cpu::parse_cpu(arg)? {
+                cpu::CpuArg::Help => return Ok(Some(Action::CpuHelp)),
+                cpu::CpuArg::Config(cpu) => c.cpu = cpu,
+            },
             "display" => return display(arg),
             "netdev" | "object" => self.virtio.option(name, arg)?,
             // rvmm always runs on KVM and never has a graphical console.
@@ -550,20 +555,6 @@ fn accel(irqchip: &mut Option<IrqchipMode>, arg: &str) -> Result<Option<Action>,
         *irqchip = Some(irqchip_mode("-accel", v)?);
     }
     Ok(None)
-}
-
-/// `-cpu host|max`: under KVM both pass the host CPU through.
-fn cpu(arg: &str) -> Result<Option<Action>, CliError> {
-    let (model, props) = match arg.split_once(',') {
-        Some((model, props)) => (model, Some(props)),
-        None => (arg, None),
-    };
-    match model {
-        "help" | "?" => Ok(Some(Action::Help)),
-        "host" | "max" if props.is_some() => Err(CliError::CpuProperties(arg.to_string())),
-        "host" | "max" => Ok(None),
-        _ => Err(CliError::CpuModel(model.to_string())),
-    }
 }
 
 /// `-fw_cfg [name=]NAME,file=PATH|string=STR` (QEMU vl.c `parse_fw_cfg`).

@@ -39,8 +39,8 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
     },
     SupportedOption {
         names: &["cpu"],
-        arg: Some("host|max"),
-        help: "CPU model (both pass the host CPU through)",
+        arg: Some("host|max[,+feat][,-feat][,feat=on|off][,prop=value...]"),
+        help: "CPU model and features (-cpu help lists them; docs/CPU.md)",
     },
     SupportedOption {
         names: &["smp"],
@@ -265,7 +265,7 @@ pub fn help_text() -> String {
     }
     out.push_str(
         "\nMachines (-machine): pc (default), q35, microvm\n\
-         CPU models (-cpu): host, max\n\
+         CPU models (-cpu): host, max (both start from every feature KVM offers)\n\
          Devices (-device):\n  \
          isa-debug-exit[,iobase=0x501][,iosize=2]  writing v to iobase exits with status (v << 1) | 1\n  \
          pc-testdev                                test device used by kvm-unit-tests\n  \

@@ -54,7 +54,6 @@ fn help_queries() {
         &["-device", "isa-debug-exit,help"],
         &["-machine", "help"],
         &["-M", "?"],
-        &["-cpu", "help"],
         &["-accel", "help"],
         &["-display", "help"],
         &["-serial", "help"],
@@ -200,9 +199,22 @@ fn cpu_models() {
         err(&["-cpu", "qemu64"]),
         "-cpu: CPU model 'qemu64' is not supported (supported: host, max)"
     );
+    assert_eq!(parse(&["-cpu", "help"]), Ok(Action::CpuHelp));
+    assert_eq!(parse(&["-cpu", "?"]), Ok(Action::CpuHelp));
+    // rvmm issue 14: the model with features and properties reaches the config.
+    let c = run(&["-cpu", "host,+vmx,-sse4.2,sse4.1=off,enforce"]);
+    let names: Vec<(&str, bool)> = c
+        .cpu
+        .features
+        .iter()
+        .map(|s| (s.feature.name(), s.on))
+        .collect();
+    assert_eq!(names, [("sse4.1", false), ("vmx", true), ("sse4.2", false)]);
+    assert!(c.cpu.enforce);
+    assert_eq!(run(&[]).cpu, rvmm_arch::cpu::CpuConfig::default());
     assert_eq!(
-        err(&["-cpu", "host,+x2apic"]),
-        "-cpu: CPU properties are not supported: 'host,+x2apic'"
+        err(&["-cpu", "host,foo"]),
+        "-cpu: can't apply global host-x86_64-cpu.foo=on: Property 'host-x86_64-cpu.foo' not found"
     );
 }
 

@@ -5,8 +5,6 @@
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 use rvmm_arch::topology::CpuTopology;
 
-/// CPUID.1:ECX bit 31, "running under a hypervisor".
-const ECX_HYPERVISOR: u32 = 1 << 31;
 /// CPUID.1:EDX bit 28, more than one logical processor per package.
 const EDX_HTT: u32 = 1 << 28;
 // Level types of leaves 0xB and 0x1F (ECX[15:8]).
@@ -32,11 +30,17 @@ pub fn hide_hypercall_features(cpuid: &mut CpuId) {
     }
 }
 
-/// Copy `base` (from KVM_GET_SUPPORTED_CPUID) for the vCPU with `apic_id` in `topo`.
+/// Copy `base` (the guest CPUID from `rvmm_arch::cpu::guest_cpuid`) for the vCPU with `apic_id`
+/// in `topo`. Leaf 0xB is added only up to the highest basic leaf (leaf 0 EAX, `-cpu level=`).
 pub fn vcpu_cpuid(base: &CpuId, apic_id: u32, topo: &CpuTopology) -> CpuId {
     let mut cpuid = base.clone();
     let per_pkg = topo.threads * topo.cores * topo.dies;
     let has_1f = base.as_slice().iter().any(|e| e.function == 0x1f);
+    let max_leaf = base
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0)
+        .map_or(u32::MAX, |e| e.eax);
     cpuid.retain(|e| e.function != 0xb && e.function != 0x1f);
     for entry in cpuid.as_mut_slice() {
         match entry.function {
@@ -49,7 +53,6 @@ pub fn vcpu_cpuid(base: &CpuId, apic_id: u32, topo: &CpuTopology) -> CpuId {
                 } else {
                     entry.edx &= !EDX_HTT;
                 }
-                entry.ecx |= ECX_HYPERVISOR;
             }
             4 => {
                 // Deterministic cache parameters: EAX[31:26] APIC IDs per package for cores - 1,
@@ -85,9 +88,11 @@ pub fn vcpu_cpuid(base: &CpuId, apic_id: u32, topo: &CpuTopology) -> CpuId {
         });
     };
     // Leaf 0xB has no die level: its core level reaches up to the package (as QEMU).
-    leaf(0xb, 0, topo.core_offset(), topo.threads, LEVEL_SMT);
-    leaf(0xb, 1, topo.pkg_offset(), per_pkg, LEVEL_CORE);
-    leaf(0xb, 2, 0, 0, 0);
+    if max_leaf >= 0xb {
+        leaf(0xb, 0, topo.core_offset(), topo.threads, LEVEL_SMT);
+        leaf(0xb, 1, topo.pkg_offset(), per_pkg, LEVEL_CORE);
+        leaf(0xb, 2, 0, 0, 0);
+    }
     if has_1f {
         leaf(0x1f, 0, topo.core_offset(), topo.threads, LEVEL_SMT);
         if topo.dies > 1 {
@@ -141,7 +146,7 @@ mod tests {
     }
 
     #[test]
-    fn fills_apic_id_topology_and_hypervisor_bit() {
+    fn fills_apic_id_and_topology() {
         let entries = [
             kvm_cpuid_entry2 {
                 function: 1,
@@ -184,7 +189,6 @@ mod tests {
         assert_eq!(l1.ebx >> 24, 9);
         assert_eq!((l1.ebx >> 16) & 0xff, 6);
         assert_eq!(l1.ebx & 0xffff, 0x0800);
-        assert_ne!(l1.ecx & ECX_HYPERVISOR, 0);
         assert_ne!(l1.edx & EDX_HTT, 0);
         assert_eq!(find(&c, 4, 0).eax, 0x21 | (1 << 14) | (3 << 26));
         assert_eq!(find(&c, 4, 3).eax, 0x63 | (7 << 14) | (3 << 26));
@@ -228,5 +232,17 @@ mod tests {
         );
         assert_eq!(find(&c, 1, 0).edx & EDX_HTT, 0);
         assert!(!c.as_slice().iter().any(|e| e.function == 0x1f));
+        // -cpu level=7: no leaf 0xB above the highest basic leaf.
+        let c = vcpu_cpuid(
+            &CpuId::from_entries(&[kvm_cpuid_entry2 {
+                function: 0,
+                eax: 7,
+                ..Default::default()
+            }])
+            .unwrap(),
+            0,
+            &CpuTopology::default(),
+        );
+        assert!(!c.as_slice().iter().any(|e| e.function == 0xb));
     }
 }

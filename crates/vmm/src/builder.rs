@@ -235,6 +235,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             max: hv.max_vcpus(),
         });
     }
+    let base_cpuid = guest_cpuid(&hv, config)?;
     let vm = Arc::new(hv.create_vm()?);
     tracing::debug!("KVM_CREATE_VM done");
     let mem = Arc::new(create_memory(&vm, config.memory_bytes)?);
@@ -312,6 +313,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         cpus: config.smp.cpus,
         max_cpus: config.smp.maxcpus,
         files: &config.fw_cfg,
+        feature_control: rvmm_arch::cpu::feature_control(&base_cpuid),
         firmware: boot.firmware_items(&config.firmware.boot),
     };
     attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
@@ -327,12 +329,6 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         target: boot.target(),
     });
 
-    let mut base_cpuid = hv.supported_cpuid()?;
-    if crate::host::kvm_emulates_kernel_mode() {
-        // An emulated vmcall never completes there (docs/EMULATED-KVM.md).
-        hide_hypercall_features(&mut base_cpuid);
-        tracing::debug!("hiding the paravirtual features that use hypercalls");
-    }
     let topo = crate::platform::topology(config);
     let mut vcpus = Vec::with_capacity(cpus as usize);
     for index in 0..cpus {
@@ -465,6 +461,30 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         "VM stopped"
     );
     status
+}
+
+/// The CPUID every vCPU starts from: `-cpu` applied to what KVM supports (docs/CPU.md), with
+/// QEMU's warnings for requested features the host lacks.
+fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::CpuId, VmmError> {
+    let mut supported = hv.supported_cpuid()?;
+    if crate::host::kvm_emulates_kernel_mode() {
+        // An emulated vmcall never completes there (docs/EMULATED-KVM.md).
+        hide_hypercall_features(&mut supported);
+        tracing::debug!("hiding the paravirtual features that use hypercalls");
+    }
+    let guest = rvmm_arch::cpu::guest_cpuid(&config.cpu, &supported)?;
+    for warning in &guest.warnings {
+        tracing::warn!("{warning}");
+    }
+    guest.check_enforce()?;
+    if let Some(l1) = guest.cpuid.as_slice().iter().find(|e| e.function == 1) {
+        tracing::debug!(
+            "guest CPUID leaf 1: ecx={:#010x} edx={:#010x}",
+            l1.ecx,
+            l1.edx
+        );
+    }
+    Ok(guest.cpuid)
 }
 
 /// QEMU removes its listening sockets at exit too.

@@ -174,6 +174,8 @@ pub(crate) struct FwCfgConfig<'a> {
     pub cpus: u32,
     pub max_cpus: u32,
     pub files: &'a [FwCfgFile],
+    /// `etc/msr_feature_control` (rvmm_arch::cpu::feature_control), for SeaBIOS.
+    pub feature_control: Option<u64>,
     /// Set when PC firmware boots the VM: what it reads beyond the basics.
     pub firmware: Option<FirmwareItems<'a>>,
 }
@@ -236,6 +238,10 @@ fn fw_cfg_device(
         .map_err(FirmwareError::FwCfg)?;
     if let Some(k) = kernel {
         add_kernel_items(&mut fw, k).map_err(FirmwareError::FwCfg)?;
+    }
+    if let Some(value) = config.feature_control {
+        fw.add_file("etc/msr_feature_control", value.to_le_bytes().to_vec())
+            .map_err(FirmwareError::FwCfg)?;
     }
     for item in config.files {
         if item.outside_opt() {
@@ -318,6 +324,7 @@ mod tests {
             cpus: 1,
             max_cpus: 1,
             files,
+            feature_control: None,
             firmware: None,
         };
         fw_cfg_device(&config, &mem, None)

@@ -41,7 +41,10 @@ pub enum VmmError {
     #[error(transparent)]
     Hypervisor(#[from] HvError),
     #[error("-smp {requested}: this host's KVM supports at most {max} vCPUs")]
-    TooManyCpus { requested: u32, max: usize },
+    TooManyCpus {
+        requested: u32,
+        max: usize,
+    },
     #[error("cannot allocate {size} bytes of guest memory: {source}")]
     Memory {
         size: u64,
@@ -68,6 +71,8 @@ pub enum VmmError {
     ExitStats(#[from] exit_stats::ExitStatsError),
     #[error(transparent)]
     Firmware(#[from] firmware::FirmwareError),
+    #[error(transparent)]
+    Cpuid(#[from] rvmm_arch::cpu::CpuidError),
     #[error(transparent)]
     Bios(#[from] bios::BiosError),
     #[error("QMP socket {what}: {source}")]

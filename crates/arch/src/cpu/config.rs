@@ -1,0 +1,154 @@
+//! The guest CPU as `-cpu` describes it: a model, feature bits turned on or off, and QEMU's
+//! X86CPU properties that rvmm implements. Plain data; the CLI fills it in, [`super::guest_cpuid`]
+//! applies it.
+
+use super::features::Feature;
+
+/// Named CPU models. Under KVM both start from every feature KVM supports.
+/// A table of fixed models (qemu64, Skylake-Server, ...) would add variants here with their
+/// leaf values (vendor, family/model/stepping, levels, feature words) and start from those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuModel {
+    #[default]
+    Host,
+    Max,
+}
+
+impl CpuModel {
+    pub const ALL: &'static [CpuModel] = &[CpuModel::Host, CpuModel::Max];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|m| m.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuModel::Host => "host",
+            CpuModel::Max => "max",
+        }
+    }
+
+    /// QEMU's QOM type name, used in its property error messages.
+    pub fn type_name(self) -> String {
+        format!("{}-x86_64-cpu", self.name())
+    }
+
+    /// QEMU 7.2's `-cpu help` description.
+    pub fn description(self) -> &'static str {
+        match self {
+            CpuModel::Host => "KVM processor with all supported host features",
+            CpuModel::Max => {
+                "Enables all features supported by the accelerator in the current host"
+            }
+        }
+    }
+}
+
+/// One feature property set by the user, in the order QEMU applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeatureSetting {
+    pub feature: Feature,
+    pub on: bool,
+}
+
+/// Lowest and highest `phys-bits` QEMU accepts for a 64-bit CPU (TARGET_PHYS_ADDR_SPACE_BITS).
+pub const PHYS_BITS_MIN: u32 = 32;
+pub const PHYS_BITS_MAX: u32 = 52;
+
+/// The guest CPU requested with `-cpu`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuConfig {
+    pub model: CpuModel,
+    /// Feature bits in application order: `feat=on|off` in command-line order, then every
+    /// `+feat`, then every `-feat` (QEMU's `x86_cpu_expand_features`). The last one wins.
+    pub features: Vec<FeatureSetting>,
+    /// `check`: warn about requested features the host lacks (QEMU's default: on).
+    pub check: bool,
+    /// `enforce`: a requested feature the host lacks is an error.
+    pub enforce: bool,
+    /// `migratable=on` drops invtsc unless requested; rvmm's default is off (see docs/CPU.md).
+    pub migratable: bool,
+    /// `pmu=off` hides the architectural PMU (leaf 0xA, PDCM).
+    pub pmu: bool,
+    /// `kvm=off` hides the KVM signature and paravirtual leaves (0x40000000...).
+    pub kvm: bool,
+    /// `l3-cache=off` hides the L3 cache from the cache leaves.
+    pub l3_cache: bool,
+    pub level: Option<u32>,
+    pub xlevel: Option<u32>,
+    /// Exactly 12 bytes.
+    pub vendor: Option<String>,
+    /// At most 48 bytes are used.
+    pub model_id: Option<String>,
+    pub family: Option<u32>,
+    pub model_number: Option<u32>,
+    pub stepping: Option<u32>,
+    pub phys_bits: Option<u32>,
+    pub host_phys_bits: bool,
+    pub host_phys_bits_limit: Option<u32>,
+    /// Warnings from parsing the option (QEMU's "Ambiguous CPU model string"), printed with
+    /// the CPUID warnings when the VM is built.
+    pub warnings: Vec<String>,
+}
+
+impl Default for CpuConfig {
+    fn default() -> Self {
+        CpuConfig {
+            model: CpuModel::default(),
+            features: Vec::new(),
+            check: true,
+            enforce: false,
+            migratable: false,
+            pmu: true,
+            kvm: true,
+            l3_cache: true,
+            level: None,
+            xlevel: None,
+            vendor: None,
+            model_id: None,
+            family: None,
+            model_number: None,
+            stepping: None,
+            phys_bits: None,
+            host_phys_bits: false,
+            host_phys_bits_limit: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A `-cpu` value that cannot describe a CPU; the messages are QEMU 7.2's realize errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuConfigError {
+    // Two spaces, as QEMU's string concatenation prints them.
+    #[error("phys-bits should be between {PHYS_BITS_MIN} and {PHYS_BITS_MAX}  (but is {0})")]
+    PhysBits(u32),
+    #[error(
+        "host-phys-bits-limit should be between {PHYS_BITS_MIN} and {PHYS_BITS_MAX}  (but is {0})"
+    )]
+    PhysBitsLimit(u32),
+}
+
+impl CpuConfig {
+    pub fn validate(&self) -> Result<(), CpuConfigError> {
+        let range = PHYS_BITS_MIN..=PHYS_BITS_MAX;
+        match (self.phys_bits, self.host_phys_bits_limit) {
+            (Some(bits), _) if bits != 0 && !range.contains(&bits) => {
+                Err(CpuConfigError::PhysBits(bits))
+            }
+            (_, Some(limit)) if limit != 0 && !range.contains(&limit) => {
+                Err(CpuConfigError::PhysBitsLimit(limit))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The last setting for any bit of `feature`, if the user set it.
+    pub fn setting(&self, feature: Feature) -> Option<bool> {
+        self.features
+            .iter()
+            .rev()
+            .find(|s| s.feature.word == feature.word && s.feature.mask & feature.mask != 0)
+            .map(|s| s.on)
+    }
+}

@@ -1,0 +1,333 @@
+//! Applies a [`CpuConfig`] to the CPUID table KVM supports, the way QEMU 7.2 expands and filters
+//! an X86CPU (target/i386/cpu.c `x86_cpu_expand_features`, `x86_cpu_filter_features`,
+//! `cpu_x86_cpuid`).
+
+use std::fmt;
+
+use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+
+use super::config::CpuConfig;
+use super::features::{word_index, Feature, Reg, FEATURE_WORDS};
+
+/// CPUID.1:ECX bit 31; QEMU sets it in every model and treats it as always supported.
+const ECX_HYPERVISOR: u32 = 1 << 31;
+/// CPUID.1:ECX bit 15, perfmon and debug capability (IA32_PERF_CAPABILITIES).
+const ECX_PDCM: u32 = 1 << 15;
+/// KVM's leaves (0x40000000 signature, 0x40000001 features, ...).
+const KVM_LEAVES: std::ops::Range<u32> = 0x4000_0000..0x5000_0000;
+
+/// A requested feature bit the host's KVM does not offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnavailableFeature {
+    pub word: usize,
+    pub bit: u32,
+}
+
+impl fmt::Display for UnavailableFeature {
+    /// QEMU 7.2 `mark_unavailable_features`: "%s: %s%s%s [bit %d]".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = &FEATURE_WORDS[self.word];
+        let name = word.names[self.bit as usize];
+        write!(
+            f,
+            "host doesn't support requested feature: {}{}{name} [bit {}]",
+            word.description(),
+            if name.is_empty() { "" } else { "." },
+            self.bit
+        )
+    }
+}
+
+/// Errors while building the guest CPUID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuidError {
+    /// QEMU 7.2's realize error under `enforce` (after one warning per missing bit).
+    #[error("-cpu: Host doesn't support requested features")]
+    Enforce,
+    #[error("-cpu: the CPUID table is full (KVM_MAX_CPUID_ENTRIES)")]
+    TableFull,
+}
+
+/// The guest CPUID before per-vCPU topology is filled in, and what to tell the user.
+#[derive(Debug, Clone)]
+pub struct GuestCpuid {
+    pub cpuid: CpuId,
+    /// Requested bits the host lacks; they are left off.
+    pub unavailable: Vec<UnavailableFeature>,
+    /// Lines to print as warnings, in QEMU's words (the unavailable bits under `check`, ...).
+    pub warnings: Vec<String>,
+    enforce: bool,
+}
+
+impl GuestCpuid {
+    /// Fails under `enforce` when a requested feature is unavailable; print
+    /// [`GuestCpuid::warnings`] first, as QEMU does.
+    pub fn check_enforce(&self) -> Result<(), CpuidError> {
+        if self.enforce && !self.unavailable.is_empty() {
+            return Err(CpuidError::Enforce);
+        }
+        Ok(())
+    }
+}
+
+fn reg_mut(e: &mut kvm_cpuid_entry2, reg: Reg) -> &mut u32 {
+    match reg {
+        Reg::Eax => &mut e.eax,
+        Reg::Ebx => &mut e.ebx,
+        Reg::Ecx => &mut e.ecx,
+        Reg::Edx => &mut e.edx,
+    }
+}
+
+fn entry_mut(cpuid: &mut CpuId, leaf: u32, subleaf: u32) -> Option<&mut kvm_cpuid_entry2> {
+    cpuid
+        .as_mut_slice()
+        .iter_mut()
+        .find(|e| e.function == leaf && e.index == subleaf)
+}
+
+fn entry(cpuid: &CpuId, leaf: u32, subleaf: u32) -> Option<&kvm_cpuid_entry2> {
+    cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == leaf && e.index == subleaf)
+}
+
+/// The value of feature word `w` in `cpuid` (0 when the leaf is absent).
+fn word_value(cpuid: &CpuId, w: usize) -> u32 {
+    let word = &FEATURE_WORDS[w];
+    entry(cpuid, word.leaf, word.subleaf.unwrap_or(0)).map_or(0, |e| {
+        let mut e = *e;
+        *reg_mut(&mut e, word.reg)
+    })
+}
+
+/// Builds the guest CPUID for `config` from `supported` (KVM_GET_SUPPORTED_CPUID, with any
+/// host-specific hiding already applied). Host and max start from everything supported.
+pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, CpuidError> {
+    let mut cpuid = supported.clone();
+    let mut warnings = config.warnings.clone();
+    let n = FEATURE_WORDS.len();
+    let (mut on, mut off) = (vec![0u32; n], vec![0u32; n]);
+    for s in &config.features {
+        let (set, clear) = if s.on {
+            (&mut on, &mut off)
+        } else {
+            (&mut off, &mut on)
+        };
+        set[s.feature.word] |= s.feature.mask;
+        clear[s.feature.word] &= !s.feature.mask;
+    }
+    let hypervisor = word_index(1, None, Reg::Ecx);
+    if config.setting(Feature::at(hypervisor, 31)) != Some(false) {
+        on[hypervisor] |= ECX_HYPERVISOR;
+    }
+    let invtsc = Feature::find("invtsc").expect("invtsc in table");
+    if config.migratable && config.setting(invtsc) != Some(true) {
+        off[invtsc.word] |= invtsc.mask;
+    }
+    let mut unavailable = Vec::new();
+    for (w, word) in FEATURE_WORDS.iter().enumerate() {
+        // kvm=off drops these leaves below; QEMU clears the word before filtering.
+        if !config.kvm && KVM_LEAVES.contains(&word.leaf) {
+            continue;
+        }
+        let mut host = word_value(supported, w);
+        if w == hypervisor {
+            host |= ECX_HYPERVISOR;
+        }
+        let missing = on[w] & !host;
+        unavailable.extend(
+            (0..32)
+                .filter(|bit| missing & (1 << bit) != 0)
+                .map(|bit| UnavailableFeature { word: w, bit }),
+        );
+        let value = (host & !off[w]) | (on[w] & host);
+        if value == word_value(&cpuid, w) {
+            continue;
+        }
+        match entry_mut(&mut cpuid, word.leaf, word.subleaf.unwrap_or(0)) {
+            Some(e) => *reg_mut(e, word.reg) = value,
+            None => push(
+                &mut cpuid,
+                with_reg(word.leaf, word.subleaf.unwrap_or(0), word.reg, value),
+            )?,
+        }
+    }
+    if config.check || config.enforce {
+        warnings.extend(unavailable.iter().map(ToString::to_string));
+    }
+    if !config.kvm {
+        cpuid.retain(|e| !KVM_LEAVES.contains(&e.function));
+    }
+    if !config.pmu {
+        if let Some(e) = entry_mut(&mut cpuid, 0xa, 0) {
+            (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0);
+        }
+        if let Some(e) = entry_mut(&mut cpuid, 1, 0) {
+            e.ecx &= !ECX_PDCM;
+        }
+    }
+    if !config.l3_cache {
+        hide_l3(&mut cpuid);
+    }
+    apply_identity(config, &mut cpuid)?;
+    apply_levels(config, &mut cpuid);
+    if let Some(w) = apply_phys_bits(config, &mut cpuid) {
+        warnings.push(w);
+    }
+    Ok(GuestCpuid {
+        cpuid,
+        unavailable,
+        warnings,
+        enforce: config.enforce,
+    })
+}
+
+fn with_reg(function: u32, index: u32, reg: Reg, value: u32) -> kvm_cpuid_entry2 {
+    let mut e = kvm_cpuid_entry2 {
+        function,
+        index,
+        ..Default::default()
+    };
+    *reg_mut(&mut e, reg) = value;
+    e
+}
+
+fn push(cpuid: &mut CpuId, entry: kvm_cpuid_entry2) -> Result<(), CpuidError> {
+    cpuid.push(entry).map_err(|_| CpuidError::TableFull)
+}
+
+/// `l3-cache=off`: no L3 in leaf 4 / 0x8000001D (cache level in EAX[7:5]) nor 0x80000006 EDX.
+fn hide_l3(cpuid: &mut CpuId) {
+    for e in cpuid.as_mut_slice() {
+        let level = (e.eax >> 5) & 7;
+        if (e.function == 4 || e.function == 0x8000_001d) && level == 3 {
+            (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0);
+        }
+        if e.function == 0x8000_0006 {
+            e.edx = 0;
+        }
+    }
+}
+
+/// `vendor=`, `family=`, `model=`, `stepping=`, `model-id=` (QEMU's `x86_cpuid_set_*`).
+fn apply_identity(config: &CpuConfig, cpuid: &mut CpuId) -> Result<(), CpuidError> {
+    if let Some(vendor) = &config.vendor {
+        let b = vendor.as_bytes();
+        let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        for leaf in [0, 0x8000_0000] {
+            if let Some(e) = entry_mut(cpuid, leaf, 0) {
+                (e.ebx, e.edx, e.ecx) = (word(0), word(4), word(8));
+            }
+        }
+    }
+    for leaf in [1, 0x8000_0001] {
+        if let Some(e) = entry_mut(cpuid, leaf, 0) {
+            e.eax = version(e.eax, config);
+        }
+    }
+    if let Some(id) = &config.model_id {
+        // NUL-padded, cut at 48 bytes, as QEMU's x86_cpuid_set_model_id.
+        let mut bytes = [0u8; 48];
+        let len = id.len().min(48);
+        bytes[..len].copy_from_slice(&id.as_bytes()[..len]);
+        for (i, chunk) in bytes.chunks(16).enumerate() {
+            let r = |j: usize| u32::from_le_bytes(chunk[j..j + 4].try_into().expect("4 bytes"));
+            let leaf = 0x8000_0002 + i as u32;
+            if entry_mut(cpuid, leaf, 0).is_none() {
+                push(cpuid, with_reg(leaf, 0, Reg::Eax, 0))?;
+            }
+            if let Some(e) = entry_mut(cpuid, leaf, 0) {
+                (e.eax, e.ebx, e.ecx, e.edx) = (r(0), r(4), r(8), r(12));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// CPUID.1:EAX with `family`/`model`/`stepping` encoded as QEMU's `x86_cpuid_version_set_*`.
+fn version(mut eax: u32, config: &CpuConfig) -> u32 {
+    if let Some(family) = config.family {
+        eax &= !0x0ff0_0f00;
+        eax |= if family > 0x0f {
+            0xf00 | ((family - 0x0f) << 20)
+        } else {
+            family << 8
+        };
+    }
+    if let Some(model) = config.model_number {
+        eax &= !0xf00f0;
+        eax |= ((model & 0xf) << 4) | ((model >> 4) << 16);
+    }
+    if let Some(stepping) = config.stepping {
+        eax = (eax & !0xf) | (stepping & 0xf);
+    }
+    eax
+}
+
+/// `level=` and `xlevel=`: the highest leaf in leaf 0 / 0x80000000 EAX; leaves above it go.
+fn apply_levels(config: &CpuConfig, cpuid: &mut CpuId) {
+    if let Some(level) = config.level {
+        if let Some(e) = entry_mut(cpuid, 0, 0) {
+            e.eax = level;
+        }
+        cpuid.retain(|e| !(e.function > level && e.function < 0x4000_0000));
+    }
+    if let Some(xlevel) = config.xlevel {
+        if let Some(e) = entry_mut(cpuid, 0x8000_0000, 0) {
+            e.eax = xlevel;
+        }
+        let first_gone = xlevel.max(0x8000_0000) + 1;
+        cpuid.retain(|e| !(e.function >= first_gone && e.function < 0xc000_0000));
+    }
+}
+
+/// `phys-bits=`, `host-phys-bits=`, `host-phys-bits-limit=` in CPUID.80000008H:EAX[7:0]; returns
+/// QEMU's warning when phys-bits differs from the host (target/i386/host-cpu.c).
+fn apply_phys_bits(config: &CpuConfig, cpuid: &mut CpuId) -> Option<String> {
+    let e = entry_mut(cpuid, 0x8000_0008, 0)?;
+    let host = e.eax & 0xff;
+    let bits = if config.host_phys_bits {
+        match config.host_phys_bits_limit {
+            Some(limit) if limit != 0 => host.min(limit),
+            _ => host,
+        }
+    } else {
+        match config.phys_bits {
+            Some(bits) if bits != 0 => bits,
+            _ => return None,
+        }
+    };
+    e.eax = (e.eax & !0xff) | bits;
+    (!config.host_phys_bits && bits != host)
+        .then(|| format!("Host physical bits ({host}) does not match phys-bits property ({bits})"))
+}
+
+// IA32_FEATURE_CONTROL (MSR 0x3a) bits (Intel SDM vol. 4, table 2-2).
+const FEATURE_CONTROL_LOCKED: u64 = 1 << 0;
+const FEATURE_CONTROL_VMXON_ENABLED_OUTSIDE_SMX: u64 = 1 << 2;
+const FEATURE_CONTROL_SGX_LC: u64 = 1 << 17;
+const FEATURE_CONTROL_SGX: u64 = 1 << 18;
+
+/// The value of fw_cfg file `etc/msr_feature_control` for a guest with this CPUID, or `None`
+/// when QEMU adds no such file (hw/i386/fw_cfg.c `fw_cfg_build_feature_control`). The firmware
+/// (SeaBIOS) writes it to IA32_FEATURE_CONTROL so that the guest may use VMX/SGX. LMCE is never
+/// set: rvmm has no `lmce` property.
+pub fn feature_control(cpuid: &CpuId) -> Option<u64> {
+    let reg = |leaf, reg| {
+        let mut e = *entry(cpuid, leaf, 0)?;
+        Some(*reg_mut(&mut e, reg))
+    };
+    let mut bits = 0;
+    if reg(1, Reg::Ecx).unwrap_or(0) & (1 << 5) != 0 {
+        bits |= FEATURE_CONTROL_VMXON_ENABLED_OUTSIDE_SMX;
+    }
+    if reg(7, Reg::Ebx).unwrap_or(0) & (1 << 2) != 0 {
+        bits |= FEATURE_CONTROL_SGX;
+    }
+    if reg(7, Reg::Ecx).unwrap_or(0) & (1 << 30) != 0 {
+        bits |= FEATURE_CONTROL_SGX_LC;
+    }
+    (bits != 0).then_some(bits | FEATURE_CONTROL_LOCKED)
+}

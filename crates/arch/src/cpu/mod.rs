@@ -1,0 +1,13 @@
+//! The guest CPU: QEMU's CPUID feature names ([`features`]), the `-cpu` configuration
+//! ([`config`]) and how it turns KVM's supported CPUID into the guest's ([`guest`]).
+//! See docs/CPU.md.
+
+pub mod config;
+pub mod features;
+pub mod guest;
+#[cfg(test)]
+mod tests;
+
+pub use config::{CpuConfig, CpuConfigError, CpuModel, FeatureSetting};
+pub use features::{Feature, FeatureWord, Reg, FEATURE_WORDS};
+pub use guest::{feature_control, guest_cpuid, CpuidError, GuestCpuid, UnavailableFeature};
