@@ -11,6 +11,7 @@
 
 mod ata;
 mod atapi;
+mod identify;
 
 pub use ata::{
     AtaDrive, Direction, DriveIdentity, DriveKind, Event, TaskFile, CD_SECTOR_SIZE, SECTOR_SIZE,
