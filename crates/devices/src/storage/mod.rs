@@ -9,10 +9,13 @@
 //! (sense data), Serial ATA AHCI 1.3.1, Intel PIIX3 and ICH9 datasheets; QEMU's hw/ide
 //! (core.c, atapi.c, ahci.c, piix.c) for the values guests see on QEMU.
 
+mod ahci;
+mod ahci_port;
 mod ata;
 mod atapi;
 mod identify;
 
+pub use ahci::{Ahci, AhciError, MsiSender, AHCI_ABAR_SIZE, AHCI_IDP_SIZE, AHCI_PORTS};
 pub use ata::{
     AtaDrive, Direction, DriveIdentity, DriveKind, Event, TaskFile, CD_SECTOR_SIZE, SECTOR_SIZE,
 };
