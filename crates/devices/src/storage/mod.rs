@@ -13,11 +13,16 @@ mod ahci;
 mod ahci_port;
 mod ata;
 mod atapi;
+mod ide;
 mod identify;
 
 pub use ahci::{Ahci, AhciError, MsiSender, AHCI_ABAR_SIZE, AHCI_IDP_SIZE, AHCI_PORTS};
 pub use ata::{
     AtaDrive, Direction, DriveIdentity, DriveKind, Event, TaskFile, CD_SECTOR_SIZE, SECTOR_SIZE,
+};
+pub use ide::{
+    IdeChannel, IdeError, PiixIde, IDE_BMDMA_SIZE, IDE_PRIMARY_CMD, IDE_PRIMARY_CTL,
+    IDE_PRIMARY_IRQ, IDE_SECONDARY_CMD, IDE_SECONDARY_CTL, IDE_SECONDARY_IRQ,
 };
 
 use rvmm_block::{BlockError, Disk};
