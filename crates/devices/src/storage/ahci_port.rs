@@ -312,6 +312,8 @@ impl Port {
             }
             self.run_slot(mem, slot);
             self.ci &= !(1 << slot);
+            // SeaBIOS sets PxSACT for its non-queued commands too; nothing is outstanding now.
+            self.sact &= !(1 << slot);
         }
     }
 

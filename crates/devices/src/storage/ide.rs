@@ -123,9 +123,15 @@ impl IdeChannel {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Raise INTRQ: pulse the edge line on the rising edge unless nIEN masks it.
+    /// Raise INTRQ: pulse the edge line on the rising edge unless nIEN masks it. The bus master
+    /// sees the line too and latches its interrupt bit (QEMU's `bmdma_irq`), which Linux's
+    /// BMDMA interrupt handler checks even for commands that ended without data.
     fn raise(&self, st: &mut ChannelState) {
-        if st.control & CONTROL_NIEN != 0 || st.irq_level {
+        if st.control & CONTROL_NIEN != 0 {
+            return;
+        }
+        st.bm.status |= BM_STATUS_INT;
+        if st.irq_level {
             return;
         }
         st.irq_level = true;
@@ -261,7 +267,14 @@ impl IdeChannel {
                 d.reset();
             }
             st.unit = 0;
-            st.latch.device = 0;
+            // An absent device's registers read as QEMU's: count 1, LBA 1, cylinder 0xffff.
+            st.latch = TaskFile {
+                nsector: 1,
+                lba_low: 1,
+                lba_mid: 0xff,
+                lba_high: 0xff,
+                ..TaskFile::default()
+            };
             st.irq_level = false;
         }
     }

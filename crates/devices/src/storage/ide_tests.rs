@@ -124,6 +124,11 @@ fn signatures_and_absent_devices() {
     rig.ctl[0].write(0, &[0x00]);
     assert_eq!((rig.inb(0, 4), rig.inb(0, 7)), (0, 0x50));
     assert_eq!(rig.inb(0, 1), 0x01, "diagnostic code: passed");
+    rig.outb(0, 6, 0xb0);
+    assert_eq!(
+        (rig.inb(0, 4), rig.inb(0, 5), rig.inb(0, 7)),
+        (0xff, 0xff, 0)
+    );
 }
 
 #[test]
@@ -217,6 +222,17 @@ fn atapi_pio_packet() {
     assert_eq!(rig.irqs(1), 1, "status phase interrupt");
     assert_eq!(rig.inb(1, 2) & 3, 3);
     assert_eq!(rig.inb(1, 7), 0x50);
+    // An ATAPI DMA command that fails before any data still latches the BM interrupt bit.
+    rig.outb(1, 1, 1);
+    rig.outb(1, 7, 0xa0);
+    for w in [0x1au16, 0, 0, 0, 0, 0] {
+        rig.cmd[1].write(0, &w.to_le_bytes());
+    }
+    assert_eq!(rig.irqs(1), 1);
+    let mut st = [0u8; 1];
+    rig.bm.read(10, &mut st);
+    assert_eq!(st[0] & 4, 4);
+    assert_eq!(rig.inb(1, 7) & 1, 1);
 }
 
 fn prd(rig: &Rig, table: u64, entries: &[(u32, u16, bool)]) {
