@@ -4,6 +4,7 @@ pub mod bus;
 pub mod interrupt;
 pub mod legacy;
 pub mod pci;
+pub mod storage;
 #[cfg(test)]
 mod test_utils;
 pub mod virtio;
