@@ -1,5 +1,5 @@
 //! The chipset's fixed registers: the ACPI PM block (PIIX4 PM / ICH9 LPC), the CMOS RTC, the
-//! APM ports on pc and q35, and on microvm the reset control register (on pc and q35 it sits
+//! APM ports and system control port A (0x92) on pc and q35, and on microvm the reset control register (on pc and q35 it sits
 //! inside the PCI config ports). The chipset's PCI functions are attached with the PCI bus
 //! (`pci::attach_pci`); they move the PM block through [`PmBlockMover`].
 
@@ -93,6 +93,12 @@ pub fn attach_chipset(
             APM_PORT_BASE,
             APM_PORT_LEN,
             Arc::new(Apm::new(kind, Some(acpi_pm.clone()))),
+        )?;
+        dm.add_pio(
+            "port 92",
+            legacy::PORT92_PORT,
+            legacy::PORT92_LEN,
+            Arc::new(legacy::Port92::new(control.clone())),
         )?;
     }
     if config.machine == MachineKind::Microvm {
