@@ -133,6 +133,8 @@ fn pci_bus_0_has_the_host_bridge_and_ecam_on_q35() {
     out.assert_status(EXIT_OK);
     out.assert_stdout_contains("pci 00:00.0 8086:29c0 class 060000\n");
     out.assert_stdout_contains("ecam 00:00.0 8086:29c0\n");
+    // QEMU's chipset functions, as SeaBIOS finds them (sb/fw/pciinit.c).
+    out.assert_stdout_contains("pci 00:1f.0 8086:2918 class 060100\n");
     let out = VmCommand::without_kernel()
         .arg("-M")
         .arg("pc")
@@ -141,9 +143,10 @@ fn pci_bus_0_has_the_host_bridge_and_ecam_on_q35() {
         .run();
     out.assert_status(EXIT_OK);
     out.assert_stdout_contains("pci 00:00.0 8086:1237 class 060000\n");
+    out.assert_stdout_contains("pci 00:01.0 8086:7000 class 060100\n");
     if !common::is_qemu() {
-        // rvmm has no ISA bridge yet: the host bridge is the only function (QEMU adds its LPC).
-        out.assert_stdout_contains("pci: 1 functions\n");
+        // The host bridge and the PIIX3 (QEMU adds its VGA unless -nodefaults).
+        out.assert_stdout_contains("pci: 2 functions\n");
     }
 }
 

@@ -92,7 +92,9 @@ fn pci_testdev_is_listed_and_microvm_refuses_it() {
         return;
     }
     out.assert_stdout_contains("pci 00:01.0 1b36:0005 class 00ff00\n");
-    out.assert_stdout_contains("pci: 3 functions\n");
+    // The host bridge, the ICH9 LPC bridge at 00:1f.0 and the two pci-testdevs.
+    out.assert_stdout_contains("pci 00:1f.0 8086:2918 class 060100\n");
+    out.assert_stdout_contains("pci: 4 functions\n");
     let out = VmCommand::guest("pci_scan.elf")
         .set_option("-M", "microvm")
         .arg("-device")

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod mptable;
 pub mod multiboot;
 pub mod payload;
+pub mod pci_irq;
 pub mod pvh;
 pub mod topology;
 pub mod vmlinux;

@@ -1,6 +1,7 @@
 //! Emulated devices and the buses they sit on.
 
 pub mod bus;
+pub mod chipset;
 pub mod interrupt;
 pub mod legacy;
 pub mod pci;

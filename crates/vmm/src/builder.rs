@@ -306,7 +306,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &ctl,
     )?;
     let acpi_pm = chipset.acpi_pm;
-    let serial = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?.serial;
+    let legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
+    let serial = legacy.serial;
     let kernel_files = boot.kernel_files();
     let fw_cfg = FwCfgConfig {
         memory_bytes: config.memory_bytes,
@@ -318,6 +319,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     };
     attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
     let (mut device_lines, mut resamplers) = virtio.irq_lines()?;
+    device_lines.extend(legacy.i8042_irq);
     if let Some((line, resampler)) = crate::platform::sci_line(config, &acpi_pm)? {
         device_lines.push(line);
         resamplers.extend(resampler);

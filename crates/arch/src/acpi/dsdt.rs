@@ -1,15 +1,17 @@
-//! The DSDT (ACPI 6.5 section 5.2.11.1): COM1, the PCI root bridge, the virtio-mmio
-//! transports, and the \_S5 sleep package that matches the PM1a_CNT device (SLP_TYP 0 powers
-//! off, as QEMU's \_S5).
+//! The DSDT (ACPI 6.5 section 5.2.11.1): COM1, the PCI root bridge with its interrupt routing
+//! (`_PRT` over PCI interrupt link devices, ACPI 6.5 sections 6.2.13 and 6.2.16), the
+//! virtio-mmio transports, and the \_S5 sleep package that matches the PM1a_CNT device
+//! (SLP_TYP 0 powers off, as QEMU's \_S5).
 
 use acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Name, Package,
-    Path, ResourceTemplate, Scope, IO,
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Method, Name,
+    Package, Path, ResourceTemplate, Scope, IO,
 };
 use acpi_tables::Aml;
 
 use super::{sdt, AcpiConfig, PciHostBridge, VirtioMmioDevice, IOAPIC_ADDR};
 use crate::layout::MMIO_GAP_START;
+use crate::pci_irq::{PciIntxRouting, PCI_INTX_PINS, PCI_SLOTS};
 
 /// COM1's ports and ISA IRQ.
 const COM1_BASE: u16 = 0x3f8;
@@ -50,6 +52,12 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
         None,
     );
     let pci_crs = ResourceTemplate::new(vec![&bus, &cfg_ports, &io_low, &io_high, &mem32]);
+    let routing = match config.pci {
+        PciHostBridge::Pcie => PciIntxRouting::Q35,
+        _ => PciIntxRouting::I440fx,
+    };
+    let prt = prt_aml(routing);
+    let prt = RawAml(&prt);
     let names = [
         Name::new("_HID".into(), &hid),
         Name::new("_CID".into(), &cid),
@@ -58,7 +66,13 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
         Name::new("_BBN".into(), &0u8),
         Name::new("_CRS".into(), &pci_crs),
     ];
-    let pci0 = Device::new("PCI0".into(), names.iter().map(|n| n as &dyn Aml).collect());
+    let mut pci0_children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
+    pci0_children.push(&prt);
+    let pci0 = Device::new("PCI0".into(), pci0_children);
+    let links: Vec<Vec<u8>> = (0..routing.pirq_count())
+        .map(|pirq| link_aml(routing, pirq))
+        .collect();
+    let links: Vec<RawAml> = links.iter().map(|b| RawAml(b)).collect();
 
     let virtio: Vec<Vec<u8>> = config.virtio_mmio.iter().map(virtio_mmio_aml).collect();
     let virtio: Vec<RawAml> = virtio.iter().map(|b| RawAml(b)).collect();
@@ -68,6 +82,7 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
         children.push(&com1);
     }
     if config.pci != PciHostBridge::None {
+        children.extend(links.iter().map(|l| l as &dyn Aml));
         children.push(&pci0);
     }
     children.extend(virtio.iter().map(|d| d as &dyn Aml));
@@ -76,6 +91,43 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
     let mut t = sdt(b"DSDT", 2);
     t.append_slice(&aml);
     t.as_slice().to_vec()
+}
+
+/// `_PRT`: every INTx pin of every slot of bus 0 to the link device of its PIRQ line (ACPI 6.5
+/// table 6.2.13: address `slot << 16 | 0xffff` = any function, pin 0-3, source, source index 0).
+fn prt_aml(routing: PciIntxRouting) -> Vec<u8> {
+    let entries: Vec<(u32, u8, Path)> = (0..PCI_SLOTS)
+        .flat_map(|slot| (0..PCI_INTX_PINS).map(move |pin| (slot, pin)))
+        .map(|(slot, pin)| {
+            let link = routing.link_name(routing.pirq(slot, pin));
+            ((u32::from(slot) << 16) | 0xffff, pin, Path::new(&link))
+        })
+        .collect();
+    let packages: Vec<Package> = entries
+        .iter()
+        .map(|(addr, pin, link)| Package::new(vec![addr, pin, link, &0u8]))
+        .collect();
+    let table = Package::new(packages.iter().map(|p| p as &dyn Aml).collect());
+    let mut out = Vec::new();
+    Name::new("_PRT".into(), &table).to_aml_bytes(&mut out);
+    out
+}
+
+/// One PCI interrupt link (PNP0C0F) as QEMU's q35 GSI links: its only possible and current
+/// setting is the GSI the VMM wires the PIRQ line to (level, active high, shared), and `_SRS`
+/// accepts it without changing anything.
+fn link_aml(routing: PciIntxRouting, pirq: u8) -> Vec<u8> {
+    let irq = Interrupt::new(true, false, false, true, routing.pirq_gsi(pirq));
+    let crs = ResourceTemplate::new(vec![&irq]);
+    let hid = Name::new("_HID".into(), &EISAName::new("PNP0C0F"));
+    let uid = Name::new("_UID".into(), &pirq);
+    let prs = Name::new("_PRS".into(), &crs);
+    let crs = Name::new("_CRS".into(), &crs);
+    let srs = Method::new("_SRS".into(), 1, false, vec![]);
+    let name = routing.link_name(pirq);
+    let mut out = Vec::new();
+    Device::new(name.as_str().into(), vec![&hid, &uid, &prs, &crs, &srs]).to_aml_bytes(&mut out);
+    out
 }
 
 /// AML already encoded (each virtio node is built on its own, as the tree borrows its parts).

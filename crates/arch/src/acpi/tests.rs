@@ -200,6 +200,61 @@ fn dsdt_variants_and_s5() {
     assert!(has(&with, &[0x0c, 0x41, 0xd0, 0x0a, 0x08]));
 }
 
+/// The `_PRT` entry `Package { slot << 16 | 0xffff, pin, LINK, 0 }` as AML (slots 1-31).
+fn prt_entry(slot: u8, pin: u8, link: &str) -> Vec<u8> {
+    let mut body = vec![0x04, 0x0c];
+    body.extend_from_slice(&((u32::from(slot) << 16) | 0xffff).to_le_bytes());
+    match pin {
+        0 | 1 => body.push(pin),
+        _ => body.extend_from_slice(&[0x0a, pin]),
+    }
+    body.extend_from_slice(link.as_bytes());
+    body.push(0x00);
+    let mut out = vec![0x12, body.len() as u8 + 1];
+    out.extend(body);
+    out
+}
+
+#[test]
+fn dsdt_prt_matches_the_routing_helper() {
+    use crate::pci_irq::PciIntxRouting;
+    let has = |t: &[u8], s: &[u8]| t.windows(s.len()).any(|w| w == s);
+    for (pci, routing) in [
+        (PciHostBridge::Pcie, PciIntxRouting::Q35),
+        (PciHostBridge::Pci, PciIntxRouting::I440fx),
+    ] {
+        let t = dsdt(&AcpiConfig {
+            pci,
+            ..config(vec![0])
+        });
+        // NameOp "_PRT" PackageOp (two-byte length) with 128 entries.
+        let prt = t.windows(4).position(|w| w == b"_PRT").expect("_PRT");
+        assert_eq!(t[prt + 4], 0x12);
+        assert_eq!(t[prt + 7], 128);
+        for slot in 1..32 {
+            for pin in 0..4 {
+                let link = routing.link_name(routing.pirq(slot, pin));
+                assert!(has(&t, &prt_entry(slot, pin, &link)), "{slot}/{pin}");
+            }
+        }
+        for pirq in 0..routing.pirq_count() {
+            let link = routing.link_name(pirq);
+            // Extended interrupt: consumer, level, active high, shared; the helper's GSI.
+            let gsi = routing.pirq_gsi(pirq).to_le_bytes();
+            let irq = [0x89, 0x06, 0x00, 0x09, 0x01, gsi[0], gsi[1], gsi[2], gsi[3]];
+            let dev = t.windows(4).position(|w| w == link.as_bytes()).unwrap();
+            assert!(has(&t[dev..dev + 80], &irq), "{link}");
+            // EISAID("PNP0C0F").
+            assert!(has(&t[dev..dev + 80], &[0x0c, 0x41, 0xd0, 0x0c, 0x0f]));
+        }
+    }
+    let none = dsdt(&AcpiConfig {
+        pci: PciHostBridge::None,
+        ..config(vec![0])
+    });
+    assert!(!has(&none, b"_PRT") && !has(&none, b"LNKA") && !has(&none, b"GSIA"));
+}
+
 fn virtio_devices(n: u8) -> Vec<VirtioMmioDevice> {
     (0..n)
         .map(|index| VirtioMmioDevice {
@@ -295,6 +350,12 @@ fn iasl_disassembles_every_table_without_errors() {
                     "{dsl}"
                 );
                 assert!(dsl.contains("Name (_S5, Package"), "{dsl}");
+                assert!(dsl.contains("Name (_PRT, Package (0x80)"), "{dsl}");
+                assert!(dsl.contains("PNP0C0F"), "{dsl}");
+                assert!(
+                    dsl.contains("Interrupt (ResourceConsumer, Level, ActiveHigh, Shared, ,, )"),
+                    "{dsl}"
+                );
                 assert!(dsl.contains(if pci == PciHostBridge::Pcie {
                     "PNP0A08"
                 } else {

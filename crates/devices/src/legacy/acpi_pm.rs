@@ -7,7 +7,11 @@
 //!   3.579545 MHz from the host's CLOCK_MONOTONIC, which `std::time::Instant` reads on Linux);
 //! - `PM_BASE + 0x20` GPE0_STS (8 bytes, write 1 to clear), `+ 0x28` GPE0_EN (8 bytes), the
 //!   GPE0_BLK the FADT declares (ICH9: 16 bytes, half status, half enable; ACPI 6.5 4.8.4.1);
-//! - the rest of the 128-byte block (SMI, TCO) reads 0 and ignores writes.
+//! - `PM_BASE + 0x30` SMI_EN (u32, read/write), which powers on with APMC_EN (bit 5) set as
+//!   QEMU's `ich9_pm_reset` does without SMM: SeaBIOS reads it to decide that SMM is already set
+//!   up (sb/fw/smm.c `ich9_lpc_apmc_smm_setup`) instead of raising an SMI it would wait on for
+//!   ever. The PIIX4 block of `pc` has nothing there that anyone reads;
+//! - the rest of the 128-byte block (SMI_STS, TCO) reads 0 and ignores writes.
 //!
 //! SCI (ACPI 6.5 section 4.8.2.1, QEMU `acpi_update_sci`): the FADT's SCI_INT (IRQ 9, level,
 //! active high per the MADT override) is asserted while SCI_EN is set and an enabled event is
@@ -72,6 +76,10 @@ const GPE0_STS: u64 = 0x20;
 /// GPE0_EN offset: the second half of the 16-byte GPE0 block.
 const GPE0_EN: u64 = 0x28;
 const GPE0_HALF: usize = 8;
+/// SMI_EN offset (QEMU `ICH9_PMIO_SMI_EN`) and its APMC_EN bit.
+const SMI_EN: u64 = 0x30;
+const SMI_EN_LEN: u64 = 4;
+pub const SMI_EN_APMC_EN: u32 = 1 << 5;
 
 struct Regs {
     sts: u16,
@@ -81,6 +89,7 @@ struct Regs {
     tmr_epoch: u64,
     gpe_sts: [u8; GPE0_HALF],
     gpe_en: [u8; GPE0_HALF],
+    smi_en: u32,
 }
 
 impl Regs {
@@ -94,6 +103,7 @@ impl Regs {
             tmr_epoch: 0,
             gpe_sts: [0; GPE0_HALF],
             gpe_en: [0; GPE0_HALF],
+            smi_en: SMI_EN_APMC_EN,
         }
     }
 
@@ -201,6 +211,18 @@ impl AcpiPm {
         regs.tmr_epoch = self.ticks() >> 23;
     }
 
+    /// Set or clear PM1a_CNT.SCI_EN, as the APM ACPI enable/disable commands do (QEMU's
+    /// `acpi_pm1_cnt_update`); enabling may expose a pending event.
+    pub fn set_sci_enabled(&self, enabled: bool) {
+        let mut regs = self.lock();
+        if enabled {
+            regs.cnt |= SCI_EN;
+        } else {
+            regs.cnt &= !SCI_EN;
+        }
+        self.update_sci(&regs);
+    }
+
     fn lock(&self) -> MutexGuard<'_, Regs> {
         self.regs.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -245,7 +267,9 @@ fn gpe_index(addr: u64, base: u64) -> Option<usize> {
 impl AcpiPm {
     fn gpe_byte(&self, addr: u64) -> u8 {
         let regs = self.lock();
-        if let Some(i) = gpe_index(addr, GPE0_STS) {
+        if let Some(i) = addr.checked_sub(SMI_EN).filter(|i| *i < SMI_EN_LEN) {
+            (regs.smi_en >> (8 * i)) as u8
+        } else if let Some(i) = gpe_index(addr, GPE0_STS) {
             regs.gpe_sts[i]
         } else if let Some(i) = gpe_index(addr, GPE0_EN) {
             regs.gpe_en[i]
@@ -285,7 +309,7 @@ impl BusDevice for AcpiPm {
                 2..=3 => (en >> shift) as u8,
                 4..=5 => (cnt >> shift) as u8,
                 8..=11 => (tmr >> (8 * (addr - PM_TMR_OFFSET))) as u8,
-                0x20..=0x2f => self.gpe_byte(addr),
+                0x20..=0x33 => self.gpe_byte(addr),
                 _ => 0,
             };
         }
@@ -299,7 +323,10 @@ impl BusDevice for AcpiPm {
                 let Some(addr) = offset.checked_add(i as u64) else {
                     continue;
                 };
-                if let Some(j) = gpe_index(addr, GPE0_STS) {
+                if let Some(j) = addr.checked_sub(SMI_EN).filter(|j| *j < SMI_EN_LEN) {
+                    let shift = 8 * j;
+                    regs.smi_en = (regs.smi_en & !(0xff << shift)) | (u32::from(b) << shift);
+                } else if let Some(j) = gpe_index(addr, GPE0_STS) {
                     regs.gpe_sts[j] &= !b;
                 } else if let Some(j) = gpe_index(addr, GPE0_EN) {
                     regs.gpe_en[j] = b;
@@ -353,6 +380,25 @@ mod tests {
         let mut d = [0u8; 4];
         pm.read(off, &mut d);
         u32::from_le_bytes(d)
+    }
+
+    #[test]
+    fn smi_en_reads_apmc_en_until_written_and_after_reset() {
+        let (_, pm) = setup();
+        // sb/fw/smm.c: inl(PMBASE + 0x30) & APMC_EN means "SMM already set up".
+        assert_eq!(inl(&pm, SMI_EN), SMI_EN_APMC_EN);
+        let mut b = [0u8; 1];
+        pm.read(SMI_EN, &mut b);
+        assert_eq!(b, [0x20]);
+        pm.write(SMI_EN, &0x2001u32.to_le_bytes());
+        assert_eq!(inl(&pm, SMI_EN), 0x2001);
+        pm.write(SMI_EN + 1, &[0x00]);
+        assert_eq!(inl(&pm, SMI_EN), 0x0001);
+        // SMI_STS next to it still reads 0; GPE0 is unaffected.
+        assert_eq!(inl(&pm, SMI_EN + 4), 0);
+        assert_eq!(inl(&pm, GPE0_EN), 0);
+        pm.reset();
+        assert_eq!(inl(&pm, SMI_EN), SMI_EN_APMC_EN);
     }
 
     #[test]

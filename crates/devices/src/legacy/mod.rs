@@ -12,15 +12,19 @@ pub mod i8042;
 pub mod ioapic;
 pub mod pc_testdev;
 pub mod port80;
+pub mod port92;
 pub mod reset_control;
 pub mod serial;
 
-pub use acpi_pm::{AcpiPm, PM1A_CNT_OFFSET, PM1A_EVT_OFFSET, PM_BASE, PM_LEN, PM_TMR_OFFSET};
+pub use acpi_pm::{
+    AcpiPm, PM1A_CNT_OFFSET, PM1A_EVT_OFFSET, PM_BASE, PM_LEN, PM_TMR_OFFSET, SMI_EN_APMC_EN,
+};
 pub use cmos::{Cmos, CmosMemory, CMOS_PORT_BASE, CMOS_PORT_LEN};
 pub use debug_exit::{DebugExit, DEBUG_EXIT_DEFAULT_IOBASE, DEBUG_EXIT_DEFAULT_IOSIZE};
 pub use fw_cfg::{FwCfg, FwCfgError, FW_CFG_PORT_BASE, FW_CFG_PORT_LEN};
 pub use i8042::{
-    I8042CommandPort, I8042DataPort, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_PORT_LEN,
+    I8042CommandPort, I8042DataPort, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ,
+    I8042_PORT_LEN,
 };
 pub use ioapic::{Ioapic, IOAPIC_LEN, IOAPIC_PINS};
 pub use pc_testdev::{
@@ -29,6 +33,7 @@ pub use pc_testdev::{
     PC_TESTDEV_PORT_LEN,
 };
 pub use port80::{Port80Sink, PORT80_BASE, PORT80_LEN};
+pub use port92::{Port92, PORT92_LEN, PORT92_PORT};
 pub use reset_control::{ResetControl, RESET_CONTROL_LEN, RESET_CONTROL_PORT};
 pub use serial::{SerialDevice, SerialError, COM1_BASE, COM1_IRQ, SERIAL_PORT_LEN};
 

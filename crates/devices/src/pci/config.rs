@@ -40,10 +40,13 @@ pub const PCI_COMMAND_SERR: u16 = 1 << 8;
 pub const PCI_COMMAND_INTX_DISABLE: u16 = 1 << 10;
 /// STATUS: the capability list at 0x34 is valid.
 pub const PCI_STATUS_CAP_LIST: u16 = 1 << 4;
+/// HEADER_TYPE bit 7: the device has more than one function.
+pub const PCI_HEADER_TYPE_MULTI_FUNCTION: u8 = 0x80;
 
 const COMMAND: usize = 0x04;
 const STATUS: usize = 0x06;
 const CACHE_LINE_SIZE: usize = 0x0c;
+const HEADER_TYPE: usize = 0x0e;
 const BAR0: usize = 0x10;
 const BARS_END: usize = 0x28;
 const SUBSYSTEM_VENDOR: usize = 0x2c;
@@ -391,6 +394,43 @@ impl PciConfig {
             })?;
         self.wmask[offset..end].copy_from_slice(mask);
         Ok(())
+    }
+
+    /// Store `data` at `offset` in the device-specific area (0x40 onwards) whatever the write
+    /// mask says: the power-on values of chipset registers, and what a device's own register
+    /// logic changes (QEMU's direct `dev->config[...]` stores).
+    pub fn set_device_bytes(&mut self, offset: usize, data: &[u8]) -> Result<(), PciConfigError> {
+        let size = self.bytes.len();
+        let end = offset
+            .checked_add(data.len())
+            .filter(|end| offset >= HEADER_END && *end <= size)
+            .ok_or(PciConfigError::BadWriteMask {
+                offset,
+                len: data.len(),
+                end: size,
+            })?;
+        self.bytes[offset..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    /// The byte at `offset`; 0 past the end of the space.
+    pub fn byte(&self, offset: usize) -> u8 {
+        self.bytes.get(offset).copied().unwrap_or(0)
+    }
+
+    /// The `N` bytes from `offset`; zeros past the end of the space.
+    pub fn bytes_at<const N: usize>(&self, offset: usize) -> [u8; N] {
+        let mut out = [0u8; N];
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = offset.checked_add(i).map_or(0, |o| self.byte(o));
+        }
+        out
+    }
+
+    /// Set the multi-function bit of the header type (0x0e), as QEMU does for functions created
+    /// with `multifunction=on`. Read-only to the guest.
+    pub fn set_multifunction(&mut self) {
+        self.bytes[HEADER_TYPE] |= PCI_HEADER_TYPE_MULTI_FUNCTION;
     }
 
     /// INTx pin (0x3d): 0 none, 1-4 INTA-INTD. Read-only to the guest.

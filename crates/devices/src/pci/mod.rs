@@ -16,13 +16,13 @@ pub use bus::{BarRelocation, PciBus, PciBusError, PciDevice};
 pub use config::{
     BarChange, BarKind, BarSpec, PciConfig, PciConfigError, PciIdentity, PciRegion, PciSpace,
     PCIE_CONFIG_SPACE_SIZE, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_IO, PCI_COMMAND_MASTER,
-    PCI_COMMAND_MEMORY, PCI_COMMAND_SERR, PCI_CONFIG_SPACE_SIZE, PCI_STATUS_CAP_LIST,
-    PCI_SUBDEVICE_ID_QEMU, PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
+    PCI_COMMAND_MEMORY, PCI_COMMAND_SERR, PCI_CONFIG_SPACE_SIZE, PCI_HEADER_TYPE_MULTI_FUNCTION,
+    PCI_STATUS_CAP_LIST, PCI_SUBDEVICE_ID_QEMU, PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
 };
 pub use config_io::{
     PciConfigIo, PciConfigMmio, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, Q35_ECAM_LEN,
 };
-pub use host_bridge::{HostBridge, HostBridgeKind};
+pub use host_bridge::{HostBridge, HostBridgeKind, PAM_COUNT};
 pub use testdev::{
     IoEvent, PciTestdev, PCI_DEVICE_ID_REDHAT_TEST, PCI_TESTDEV_MMIO_SIZE, PCI_TESTDEV_PORTIO_SIZE,
     PCI_VENDOR_ID_REDHAT,

@@ -1,12 +1,16 @@
-//! The chipset's fixed registers: the ACPI PM block (PIIX4 PM / ICH9 LPC), the CMOS RTC, and
-//! on microvm the reset control register (on pc and q35 it sits inside the PCI config ports).
+//! The chipset's fixed registers: the ACPI PM block (PIIX4 PM / ICH9 LPC), the CMOS RTC, the
+//! APM ports and system control port A (0x92) on pc and q35, and on microvm the reset control register (on pc and q35 it sits
+//! inside the PCI config ports). The chipset's PCI functions are attached with the PCI bus
+//! (`pci::attach_pci`); they move the PM block through [`PmBlockMover`].
 
 use super::{DeviceManager, DeviceManagerError};
 use rvmm_arch::layout::low_ram_end;
 use rvmm_cli::MachineKind;
+use rvmm_devices::chipset::{Apm, ApmKind, PmBaseRelocation, APM_PORT_BASE, APM_PORT_LEN};
 use rvmm_devices::legacy::{self, AcpiPm, Cmos, CmosMemory, ResetControl};
-use rvmm_devices::VmControl;
-use std::sync::Arc;
+use rvmm_devices::{DeviceId, PioBus, VmControl};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What the chipset needs to know of the machine.
 pub struct ChipsetConfig {
@@ -37,13 +41,52 @@ pub fn set_cmos_boot_order(cmos: &Cmos, order: &str) {
     cmos.set_nvram(0x38, third << 4);
 }
 
+/// Moves the PM block's port range when firmware programs the ICH9 PMBASE or PIIX4 PMBA
+/// (SeaBIOS: 0x600 with `etc/table-loader`, else 0xb000), and back to 0x600 at reset.
+pub struct PmBlockMover {
+    pio: Arc<PioBus>,
+    id: DeviceId,
+    base: Mutex<u64>,
+    warned: AtomicBool,
+}
+
+impl PmBaseRelocation for PmBlockMover {
+    fn move_pm_block(&self, base: u16) {
+        let mut current = self.base.lock().unwrap_or_else(|e| e.into_inner());
+        let new = u64::from(base);
+        if *current == new {
+            return;
+        }
+        match self.pio.move_range(self.id, *current, new) {
+            Ok(()) => {
+                tracing::debug!(old = *current, new, "ACPI PM block moved");
+                *current = new;
+            }
+            // The guest put it over another device: it stays where it was, as QEMU's overlap
+            // rules would hide one of the two anyway.
+            Err(e) if !self.warned.swap(true, Ordering::Relaxed) => {
+                tracing::warn!("ACPI PM block not moved to {new:#x}: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 pub fn attach_chipset(
     dm: &DeviceManager,
     config: &ChipsetConfig,
     control: &Arc<dyn VmControl>,
 ) -> Result<Chipset, DeviceManagerError> {
     let acpi_pm = Arc::new(AcpiPm::new(control.clone()));
-    dm.add_pio("ACPI PM", legacy::PM_BASE, legacy::PM_LEN, acpi_pm.clone())?;
+    let pm_id = dm.add_pio("ACPI PM", legacy::PM_BASE, legacy::PM_LEN, acpi_pm.clone())?;
+    let mover: Arc<dyn PmBaseRelocation> = Arc::new(PmBlockMover {
+        pio: dm.pio.clone(),
+        id: pm_id,
+        base: Mutex::new(legacy::PM_BASE),
+        warned: AtomicBool::new(false),
+    });
+    // Attached once per device manager; a second chipset would fail on the ports above.
+    let _ = dm.pm_block.set(mover);
     let below_4g = low_ram_end(config.memory_bytes);
     let cmos = Cmos::new(CmosMemory {
         below_4g,
@@ -60,6 +103,25 @@ pub fn attach_chipset(
         legacy::CMOS_PORT_LEN,
         cmos.clone(),
     )?;
+    let apm = match config.machine {
+        MachineKind::Microvm => None,
+        MachineKind::Pc => Some(ApmKind::Piix4),
+        MachineKind::Q35 => Some(ApmKind::Ich9),
+    };
+    if let Some(kind) = apm {
+        dm.add_pio(
+            "APM",
+            APM_PORT_BASE,
+            APM_PORT_LEN,
+            Arc::new(Apm::new(kind, Some(acpi_pm.clone()))),
+        )?;
+        dm.add_pio(
+            "port 92",
+            legacy::PORT92_PORT,
+            legacy::PORT92_LEN,
+            Arc::new(legacy::Port92::new(control.clone())),
+        )?;
+    }
     if config.machine == MachineKind::Microvm {
         dm.add_pio(
             "reset control",

@@ -4,13 +4,15 @@
 use super::{DeviceManager, DeviceManagerError};
 use rvmm_cli::{DeviceConfig, SerialConfig};
 use rvmm_devices::legacy::{self, DebugExit, PcTestdev, Port80Sink, SerialDevice, I8042};
-use rvmm_devices::VmControl;
+use rvmm_devices::{IrqLine, VmControl};
 use std::sync::Arc;
 
 /// What the rest of the VMM keeps a handle on.
 pub struct LegacyDevices {
     /// COM1, unless `-serial none` / `-nodefaults`.
     pub serial: Option<Arc<SerialDevice>>,
+    /// The i8042's IRQ 1 (edge), for the interrupt controller.
+    pub i8042_irq: Option<IrqLine>,
 }
 
 fn serial_output(
@@ -95,5 +97,13 @@ pub fn attach_legacy(
             DeviceConfig::PciTestdev { .. } => {}
         }
     }
-    Ok(LegacyDevices { serial })
+    let i8042_irq = i8042
+        .interrupt_evt()
+        .map(|evt| IrqLine::from_eventfd(legacy::I8042_KBD_IRQ, evt))
+        .transpose()
+        .map_err(|source| DeviceManagerError::Interrupt {
+            name: "i8042 interrupt".into(),
+            source,
+        })?;
+    Ok(LegacyDevices { serial, i8042_irq })
 }

@@ -125,6 +125,8 @@ pub struct DeviceManager {
     map: Arc<Mutex<AddressMap>>,
     /// PCI bus 0, on pc and q35 once attached.
     pci: OnceLock<pci::PciRoot>,
+    /// Moves the ACPI PM block when the chipset's PM base is programmed (attach_chipset).
+    pm_block: OnceLock<Arc<dyn rvmm_devices::chipset::PmBaseRelocation>>,
 }
 
 impl DeviceManager {
@@ -140,6 +142,7 @@ impl DeviceManager {
             mmio: Arc::new(MmioBus::new()),
             map: Arc::new(Mutex::new(map)),
             pci: OnceLock::new(),
+            pm_block: OnceLock::new(),
         }
     }
 

@@ -13,7 +13,12 @@
 
 use super::{DeviceManager, DeviceManagerError};
 use rvmm_arch::allocator::{AddressAllocator, AddressMap};
+use rvmm_arch::pci_irq::PciIntxRouting;
 use rvmm_cli::{DeviceConfig, MachineKind, PciTestdevConfig};
+use rvmm_devices::chipset::{
+    Ich9Lpc, Ich9Smbus, Piix3, Piix4Pm, PmBaseRelocation, ICH9_LPC_DEVFN, ICH9_SMBUS_DEVFN,
+    PIIX3_DEVFN, PIIX4_PM_DEVFN,
+};
 use rvmm_devices::pci::{
     BarChange, BarRelocation, HostBridge, HostBridgeKind, IoEvent, PciBus, PciConfigIo,
     PciConfigMmio, PciDevice, PciRegion, PciSpace, PciTestdev, PCI_CONFIG_IO_BASE,
@@ -152,6 +157,8 @@ pub struct PciRelocator {
 pub struct PciRoot {
     pub bus: Arc<RwLock<PciBus>>,
     pub relocator: Arc<PciRelocator>,
+    /// Where the INTx pins of bus 0 interrupt (the DSDT's `_PRT` says the same).
+    pub routing: PciIntxRouting,
 }
 
 fn ioevent_addr(space: PciSpace, base: u64, offset: u64) -> Option<IoEventAddr> {
@@ -465,6 +472,14 @@ fn rom_region(device: &str, path: &Path) -> Result<RegionParts, DeviceManagerErr
 }
 
 impl PciRoot {
+    /// The GSI INTx `pin` (the interrupt pin register: 1 = INTA ... 4 = INTD) of the function
+    /// at `devfn` raises, as the DSDT's `_PRT` describes it; None for pin 0 (no INTx) or > 4.
+    pub fn intx_gsi(&self, devfn: u8, pin: u8) -> Option<u32> {
+        (1..=4)
+            .contains(&pin)
+            .then(|| self.routing.gsi(devfn >> 3, pin - 1))
+    }
+
     /// Program every function's regions as firmware would: an address for each from the
     /// machine's windows, then decoding on. Goes through config space, so the relocator maps
     /// them. At start-up and after each reset (no firmware runs under direct kernel boot).
@@ -614,6 +629,29 @@ impl DeviceManager {
     }
 }
 
+/// A chipset function: its name, slot and function, config space.
+type ChipsetFunction = (&'static str, (u8, u8), Arc<dyn PciDevice>);
+
+/// The chipset's functions besides the host bridge, at QEMU's addresses: on q35 the ICH9 LPC
+/// bridge (00:1f.0) and SMBus controller (00:1f.3), on pc the PIIX3 ISA bridge (00:01.0) and
+/// PIIX4 PM (00:01.3; 00:01.1 is left to the PIIX IDE). They have no regions the VMM maps, so
+/// they go on the bus directly; `pm_block` follows their PM base.
+fn chipset_functions(
+    kind: HostBridgeKind,
+    pm_block: Option<Arc<dyn PmBaseRelocation>>,
+) -> Vec<ChipsetFunction> {
+    match kind {
+        HostBridgeKind::Q35 => vec![
+            ("ICH9 LPC", ICH9_LPC_DEVFN, Arc::new(Ich9Lpc::new(pm_block))),
+            ("ICH9 SMBus", ICH9_SMBUS_DEVFN, Arc::new(Ich9Smbus::new())),
+        ],
+        HostBridgeKind::I440fx => vec![
+            ("PIIX3", PIIX3_DEVFN, Arc::new(Piix3::new())),
+            ("PIIX4 PM", PIIX4_PM_DEVFN, Arc::new(Piix4Pm::new(pm_block))),
+        ],
+    }
+}
+
 /// PCI bus 0 with its host bridge, reachable through ports 0xCF8/0xCFC (pc and q35) and ECAM
 /// (q35), and the PCI `-device`s, their BARs programmed as firmware would. microvm has no PCI.
 pub fn attach_pci(
@@ -641,10 +679,21 @@ pub fn attach_pci(
             name: "PCI host bridge".into(),
             source,
         })?;
+    for (name, (slot, function), dev) in chipset_functions(kind, dm.pm_block.get().cloned()) {
+        bus.add_device(slot, function, dev)
+            .map_err(|source| DeviceManagerError::Pci {
+                name: name.into(),
+                source,
+            })?;
+    }
     let bus = Arc::new(RwLock::new(bus));
     let root = PciRoot {
         bus: bus.clone(),
         relocator,
+        routing: match kind {
+            HostBridgeKind::Q35 => PciIntxRouting::Q35,
+            HostBridgeKind::I440fx => PciIntxRouting::I440fx,
+        },
     };
     if dm.pci.set(root.clone()).is_err() {
         return Err(DeviceManagerError::PciBusTwice);
