@@ -50,7 +50,12 @@ const GUESTS: &[Guest] = &[
     },
     Guest {
         flat: true,
-        ..guest("resetdisk.bin", "resetdisk.S", Class::Elf32, "bootsector.ld")
+        ..guest(
+            "resetdisk.bin",
+            "resetdisk.S",
+            Class::Elf32,
+            "bootsector.ld",
+        )
     },
     guest("pvh32.elf", "pvh.S", Class::Elf32, "pvh.ld"),
     guest("pvh64.elf", "pvh.S", Class::Elf64, "pvh.ld"),

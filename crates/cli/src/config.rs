@@ -281,6 +281,8 @@ pub struct VmConfig {
     pub devices: Vec<DeviceConfig>,
     /// virtio-mmio devices, in command-line order.
     pub virtio: Vec<crate::VirtioDeviceConfig>,
+    /// IDE drives (PIIX IDE on pc, AHCI on q35), ordered by bus and unit.
+    pub ide: Vec<crate::IdeDriveConfig>,
     pub nodefaults: bool,
     /// ACPI tables for the guest (`-machine acpi=on|off|auto`); without them only the MP table.
     pub acpi: bool,
@@ -337,6 +339,7 @@ impl Default for VmConfig {
             daemonize: false,
             exit_stats: None,
             firmware: crate::FirmwareConfig::default(),
+            ide: Vec::new(),
             bzimage_decompress: BzImageDecompress::default(),
         }
     }

@@ -7,6 +7,7 @@
 mod boot;
 mod config;
 mod cpu;
+mod ide;
 pub mod monitor;
 mod options;
 pub mod opts;
@@ -27,6 +28,7 @@ pub use config::{
     DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use cpu::{cpu_help_text, CpuArgError, PropError};
+pub use ide::{ide_layout, IdeDriveConfig, IdeError};
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use options::{help_text, version_text};
 pub use opts::{OptsError, QemuOpts};
@@ -142,6 +144,10 @@ const BYTE_ARGS: &[&str] = &[
     "append",
     "pidfile",
     "hda",
+    "hdb",
+    "hdc",
+    "hdd",
+    "cdrom",
     "drive",
     "fw_cfg",
     "device",
@@ -249,7 +255,11 @@ impl Pending {
             "initrd" => c.initrd = split_initrd(arg)?,
             "append" => c.append = Some(arg.as_bytes().to_vec()),
             "pidfile" => c.pidfile = Some(PathBuf::from(arg)),
-            "hda" => self.virtio.hda(PathBuf::from(arg)),
+            "hda" => self.virtio.hdx(0, PathBuf::from(arg), false),
+            "hdb" => self.virtio.hdx(1, PathBuf::from(arg), false),
+            "hdc" => self.virtio.hdx(2, PathBuf::from(arg), false),
+            "hdd" => self.virtio.hdx(3, PathBuf::from(arg), false),
+            "cdrom" => self.virtio.hdx(2, PathBuf::from(arg), true),
             // Option syntax with one path in it: the path may be any bytes, the rest is text.
             "drive" => self.virtio.drive(arg)?,
             "fw_cfg" => c.fw_cfg.push(fw_cfg(arg)?),
@@ -466,7 +476,9 @@ impl Pending {
             .irqchip
             .unwrap_or_else(|| IrqchipMode::default_for(config.machine));
         config.smp = self.smp.resolve(config.machine).map_err(CliError::Smp)?;
-        config.virtio = self.virtio.resolve()?;
+        let devices = self.virtio.resolve(config.machine)?;
+        config.virtio = devices.virtio;
+        config.ide = devices.ide;
         let mons = self.monitors.resolve().map_err(monitor_err("-mon"))?;
         config.qmp.extend(mons);
         // rvmm has no graphical console: the terminal is the default console, like -nographic.

@@ -124,13 +124,33 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
     },
     SupportedOption {
         names: &["drive"],
-        arg: Some("file=F[,format=raw|qcow2][,if=none|virtio][,id=][,readonly=on][,cache=none]"),
-        help: "disk image; if=none pairs it with -device virtio-blk-device,drive=ID, any other drive is virtio-blk",
+        arg: Some("file=F[,format=raw|qcow2][,if=none|ide|virtio][,index=N][,media=disk|cdrom][,id=][,readonly=on][,cache=none]"),
+        help: "disk or CD image; without if= it is IDE on pc/q35 (AHCI on q35) and virtio-blk on microvm; if=none pairs it with -device ide-hd|ide-cd|virtio-blk-device,drive=ID",
     },
     SupportedOption {
         names: &["hda"],
         arg: Some("file"),
-        help: "disk image as a virtio-blk device (rvmm has no IDE)",
+        help: "disk image as IDE index 0 (pc: primary master; q35: AHCI port 0; microvm: virtio-blk)",
+    },
+    SupportedOption {
+        names: &["hdb"],
+        arg: Some("file"),
+        help: "disk image as IDE index 1",
+    },
+    SupportedOption {
+        names: &["hdc"],
+        arg: Some("file"),
+        help: "disk image as IDE index 2",
+    },
+    SupportedOption {
+        names: &["hdd"],
+        arg: Some("file"),
+        help: "disk image as IDE index 3",
+    },
+    SupportedOption {
+        names: &["cdrom"],
+        arg: Some("file"),
+        help: "CD-ROM image as IDE index 2 (pc: secondary master; q35: AHCI port 2)",
     },
     SupportedOption {
         names: &["netdev"],
@@ -188,13 +208,13 @@ pub(crate) const OPTIONAL_ARG: &[&str] = &["exit-stats"];
 pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("acpitable", true), ("action", true), ("add-fd", true), ("alt-grab", false),
     ("async-teardown", false), ("audio", true), ("audiodev", true), 
-    ("blockdev", true),  ("cdrom", true), ("chroot", true),
+    ("blockdev", true),   ("chroot", true),
     ("compat", true), ("ctrl-grab", false), ("curses", false), ("D", true), ("d", true),
     ("debugcon", true), ("dtb", true),
     ("dump-vmstate", true), ("echr", true), ("enable-fips", false),
     ("enable-sync-profile", false), ("fda", true), ("fdb", true), ("fsdev", true),
     ("full-screen", false), ("g", true), ("gdb", true), ("global", true),
-    ("hdb", true), ("hdc", true), ("hdd", true), ("icount", true),
+     ("icount", true),
     ("incoming", true), ("iscsi", true), ("k", true),  ("loadvm", true),
     ("mem-path", true), ("mem-prealloc", false), ("monitor", true),
     ("msg", true), ("mtdblock", true), ("net", true), ("nic", true),

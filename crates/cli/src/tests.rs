@@ -88,7 +88,6 @@ fn invalid_and_unsupported_options() {
     assert_eq!(err(&["-vga", "std"]), "-vga is not supported");
     assert_eq!(err(&["--vga", "std"]), "-vga is not supported");
     for (opt, arg) in [
-        ("-cdrom", Some("x.iso")),
         ("-monitor", Some("stdio")),
         ("-s", None),
         ("-gdb", Some("tcp::1234")),
@@ -792,9 +791,7 @@ fn arguments_that_are_not_utf8() {
     assert_eq!(initrds, [&b"a\xfe"[..], b"b,c"]);
     assert_eq!(c.append.unwrap(), b"root=/dev/vda x=\xe9");
     assert_eq!(c.pidfile.unwrap().as_os_str().as_bytes(), b"p\xff");
-    assert!(
-        matches!(&c.virtio[0], VirtioDeviceConfig::Block(d) if d.file.as_os_str().as_bytes() == b"d\xff.img")
-    );
+    assert!(matches!(&c.ide[0].drive, Some(d) if d.file.as_os_str().as_bytes() == b"d\xff.img"));
 
     // Paths inside option syntax may be any bytes too; other values must be text.
     let Action::Run(c) = parse_args(vec![
@@ -882,4 +879,34 @@ fn firmware_options() {
     assert_eq!(c.firmware.boot.order, "dc");
     assert!(c.firmware.boot.menu);
     assert_eq!(err(&["-boot", "z"]), "-boot: Invalid boot device 'z'");
+}
+
+#[test]
+fn ide_drives_follow_the_machine() {
+    let c = run(&["-M", "q35", "-hda", "a.qcow2", "-cdrom", "b.iso"]);
+    assert!(c.virtio.is_empty());
+    let placed: Vec<_> = c.ide.iter().map(|d| (d.bus, d.unit, d.cdrom)).collect();
+    assert_eq!(placed, [(0, 0, false), (2, 0, true)]);
+    assert!(c.ide[1].drive.as_ref().unwrap().readonly);
+    let c = run(&["-hda", "a.qcow2", "-cdrom", "b.iso"]);
+    let placed: Vec<_> = c.ide.iter().map(|d| (d.bus, d.unit, d.cdrom)).collect();
+    assert_eq!(placed, [(0, 0, false), (1, 0, true)]);
+    // microvm has no IDE: -hda is virtio-blk there, -cdrom an error.
+    let c = run(&["-M", "microvm", "-hda", "a.img"]);
+    assert_eq!(c.virtio.len(), 1);
+    assert!(err(&["-M", "microvm", "-cdrom", "b.iso"]).contains("has no IDE controller"));
+    let c = run(&[
+        "-drive",
+        "if=none,id=c,file=b.iso,media=cdrom",
+        "-device",
+        "ide-cd,drive=c,bus=ide.1,bootindex=0",
+        "-drive",
+        "if=ide,media=cdrom",
+    ]);
+    let placed: Vec<_> = c
+        .ide
+        .iter()
+        .map(|d| (d.bus, d.unit, d.drive.is_some(), d.bootindex))
+        .collect();
+    assert_eq!(placed, [(0, 0, false, None), (1, 0, true, Some(0))]);
 }

@@ -21,8 +21,16 @@ pub enum VirtioArgError {
     DriveFile,
     #[error("-drive {file}: format '{format}' is not supported (supported: raw, qcow2)")]
     DriveFormat { file: String, format: String },
-    #[error("-drive {file}: if={interface} is not supported (supported: none, virtio)")]
+    #[error("-drive {file}: if={interface} is not supported (supported: none, ide, virtio)")]
     DriveInterface { file: String, interface: String },
+    #[error("-drive {file}: media={media} is not supported (supported: disk, cdrom)")]
+    DriveMedia { file: String, media: String },
+    #[error("-drive: index={0} is not a number")]
+    DriveIndex(String),
+    #[error("-device {driver}: bus '{bus}' is not an IDE bus (ide.N)")]
+    IdeBusName { driver: &'static str, bus: String },
+    #[error(transparent)]
+    Ide(#[from] crate::ide::IdeError),
     #[error("-drive {file}: cache={mode} is not supported (supported: none, writeback, writethrough, directsync, unsafe)")]
     DriveCache { file: String, mode: String },
     #[error("-drive {file}: if=none needs an id=")]
@@ -113,13 +121,26 @@ enum Front {
     Rng,
 }
 
-/// Virtio options collected during parsing; [`VirtioArgs::resolve`] links ids.
+/// Block, network and entropy options collected during parsing; [`VirtioArgs::resolve`] links
+/// ids and places drives once the machine type is known.
 #[derive(Debug, Default)]
 pub(crate) struct VirtioArgs {
     drives: Vec<(String, DriveConfig)>,
     netdevs: Vec<(String, TapConfig)>,
     rngs: Vec<String>,
     fronts: Vec<Front>,
+    /// Drives for the machine's default interface (`-hda`, `-cdrom`, `-drive` without `if=`),
+    /// at their command-line position among `fronts` (IDE on pc/q35, virtio-blk on microvm).
+    defaults: Vec<(usize, crate::ide::IdeFront)>,
+    /// `if=ide` drives and `-device ide-hd|ide-cd`.
+    ide: Vec<crate::ide::IdeFront>,
+}
+
+/// What the block, network and entropy options resolve to.
+#[derive(Debug, Default)]
+pub(crate) struct ResolvedDevices {
+    pub virtio: Vec<VirtioDeviceConfig>,
+    pub ide: Vec<crate::ide::IdeDriveConfig>,
 }
 
 fn opts_err(option: &str) -> impl FnOnce(OptsError) -> VirtioArgError + '_ {
@@ -133,7 +154,7 @@ fn opts_err(option: &str) -> impl FnOnce(OptsError) -> VirtioArgError + '_ {
 pub(crate) fn is_virtio_driver(driver: &str) -> bool {
     matches!(
         driver,
-        "virtio-blk-device" | "virtio-net-device" | "virtio-rng-device"
+        "virtio-blk-device" | "virtio-net-device" | "virtio-rng-device" | "ide-hd" | "ide-cd"
     )
 }
 
@@ -151,17 +172,26 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 impl VirtioArgs {
-    /// `-drive`, `-hda`, `-netdev`, `-object`.
-    /// `-hda FILE`: a disk of the probed format (the path may be any bytes).
-    pub(crate) fn hda(&mut self, file: PathBuf) {
-        self.fronts.push(Front::BlockDirect(DriveConfig {
+    /// `-hda`..`-hdd` (index 0-3) and `-cdrom` (index 2, a CD): a drive of the probed format
+    /// on the machine's default interface (the path may be any bytes).
+    pub(crate) fn hdx(&mut self, index: u32, file: PathBuf, cdrom: bool) {
+        let drive = DriveConfig {
             file,
             format: None,
-            readonly: false,
+            readonly: cdrom,
             direct: false,
             serial: None,
             id: None,
-        }));
+        };
+        self.push_default(crate::ide::IdeFront::Drive {
+            index: Some(index),
+            drive: Some(drive),
+            cdrom,
+        });
+    }
+
+    fn push_default(&mut self, front: crate::ide::IdeFront) {
+        self.defaults.push((self.fronts.len(), front));
     }
 
     pub(crate) fn option(&mut self, name: &str, arg: &str) -> Result<(), VirtioArgError> {
@@ -181,7 +211,50 @@ impl VirtioArgs {
         ])
         .and_then(|()| opts.check_text(&["file"]))
         .map_err(opts_err("-drive"))?;
-        let path = opts.get_path("file").ok_or(VirtioArgError::DriveFile)?;
+        let cdrom = match opts.get("media").unwrap_or("disk") {
+            "disk" => false,
+            "cdrom" => true,
+            other => {
+                return Err(VirtioArgError::DriveMedia {
+                    file: opts
+                        .get_path("file")
+                        .unwrap_or_default()
+                        .display()
+                        .to_string(),
+                    media: other.into(),
+                })
+            }
+        };
+        let index = opts
+            .get("index")
+            .map(|i| {
+                i.parse::<u32>()
+                    .map_err(|_| VirtioArgError::DriveIndex(i.into()))
+            })
+            .transpose()?;
+        // QEMU: a CD-ROM drive may be empty (no file=).
+        let path = match opts.get_path("file").filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) => p,
+            None if cdrom => {
+                let front = crate::ide::IdeFront::Drive {
+                    index,
+                    drive: None,
+                    cdrom,
+                };
+                match opts.get("if") {
+                    None => self.push_default(front),
+                    Some("ide") => self.ide.push(front),
+                    Some(other) => {
+                        return Err(VirtioArgError::DriveInterface {
+                            file: String::new(),
+                            interface: other.into(),
+                        })
+                    }
+                }
+                return Ok(());
+            }
+            None => return Err(VirtioArgError::DriveFile),
+        };
         // For messages (lossy where the path is not text).
         let file = path.display().to_string();
         let format = match opts.get("format") {
@@ -204,10 +277,12 @@ impl VirtioArgs {
                 })
             }
         };
-        let readonly = opts
-            .get_bool("readonly")
-            .map_err(opts_err("-drive"))?
-            .unwrap_or(false);
+        // A CD-ROM is read-only whatever readonly= says (QEMU's media=cdrom).
+        let readonly = cdrom
+            || opts
+                .get_bool("readonly")
+                .map_err(opts_err("-drive"))?
+                .unwrap_or(false);
         let drive = DriveConfig {
             file: path,
             format,
@@ -216,10 +291,17 @@ impl VirtioArgs {
             serial: opts.get("serial").map(str::to_string),
             id: opts.get("id").map(str::to_string),
         };
-        // rvmm has no IDE/SCSI: a -drive without if= becomes virtio-blk (see --help).
-        match opts.get("if").unwrap_or("virtio") {
-            "virtio" => self.fronts.push(Front::BlockDirect(drive)),
-            "none" => {
+        let ide_front = |drive| crate::ide::IdeFront::Drive {
+            index,
+            drive: Some(drive),
+            cdrom,
+        };
+        match opts.get("if") {
+            // The machine's default: IDE (AHCI on q35) on pc/q35, virtio-blk on microvm.
+            None => self.push_default(ide_front(drive)),
+            Some("ide") => self.ide.push(ide_front(drive)),
+            Some("virtio") => self.fronts.push(Front::BlockDirect(drive)),
+            Some("none") => {
                 let id = opts
                     .get("id")
                     .ok_or(VirtioArgError::DriveId { file })?
@@ -227,13 +309,49 @@ impl VirtioArgs {
                 self.check_new_id(&id)?;
                 self.drives.push((id, drive));
             }
-            other => {
+            Some(other) => {
                 return Err(VirtioArgError::DriveInterface {
                     file,
                     interface: other.into(),
                 })
             }
         }
+        Ok(())
+    }
+
+    /// `-device ide-hd|ide-cd,drive=ID[,bus=ide.N][,unit=U][,bootindex=N]`.
+    fn ide_device(&mut self, opts: &QemuOpts, cdrom: bool) -> Result<(), VirtioArgError> {
+        let driver = if cdrom { "ide-cd" } else { "ide-hd" };
+        let option = format!("-device {driver}");
+        opts.check_known(&["driver", "id", "drive", "bus", "unit", "bootindex"])
+            .map_err(opts_err(&option))?;
+        let drive = opts
+            .get("drive")
+            .ok_or(VirtioArgError::MissingParam {
+                driver,
+                param: "drive",
+            })?
+            .to_string();
+        let bus = opts
+            .get("bus")
+            .map(|b| {
+                b.strip_prefix("ide.")
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .ok_or_else(|| VirtioArgError::IdeBusName {
+                        driver,
+                        bus: b.into(),
+                    })
+            })
+            .transpose()?;
+        let unit = opts.get_u32("unit").map_err(opts_err(&option))?;
+        let bootindex = opts.get_u32("bootindex").map_err(opts_err(&option))?;
+        self.ide.push(crate::ide::IdeFront::Device {
+            drive,
+            cdrom,
+            bus,
+            unit,
+            bootindex,
+        });
         Ok(())
     }
 
@@ -318,6 +436,7 @@ impl VirtioArgs {
         let driver = opts.get("driver").unwrap_or_default();
         let option = format!("-device {driver}");
         let front = match driver {
+            "ide-hd" | "ide-cd" => return self.ide_device(opts, driver == "ide-cd"),
             "virtio-blk-device" => {
                 opts.check_known(&["driver", "id", "drive"])
                     .map_err(opts_err(&option))?;
@@ -364,8 +483,33 @@ impl VirtioArgs {
         Ok(())
     }
 
-    /// Link front-ends to their back-ends by id, in command-line order.
-    pub(crate) fn resolve(mut self) -> Result<Vec<VirtioDeviceConfig>, VirtioArgError> {
+    /// Places default-interface drives for `machine`, then links front-ends to their back-ends
+    /// by id, in command-line order.
+    pub(crate) fn resolve(
+        mut self,
+        machine: crate::MachineKind,
+    ) -> Result<ResolvedDevices, VirtioArgError> {
+        let has_ide = crate::ide::ide_layout(machine).is_some();
+        let mut ide = Vec::new();
+        // Later insertions first, so earlier positions stay valid.
+        for (at, front) in std::mem::take(&mut self.defaults).into_iter().rev() {
+            match front {
+                crate::ide::IdeFront::Drive {
+                    drive: Some(drive),
+                    cdrom: false,
+                    ..
+                } if !has_ide => self.fronts.insert(at, Front::BlockDirect(drive)),
+                other => ide.push(other),
+            }
+        }
+        ide.reverse();
+        ide.append(&mut self.ide);
+        let ide = crate::ide::place(machine, ide, &mut self.drives)?;
+        let virtio = self.resolve_virtio()?;
+        Ok(ResolvedDevices { virtio, ide })
+    }
+
+    fn resolve_virtio(&mut self) -> Result<Vec<VirtioDeviceConfig>, VirtioArgError> {
         let mut out = Vec::with_capacity(self.fronts.len());
         for front in std::mem::take(&mut self.fronts) {
             out.push(match front {
@@ -417,14 +561,15 @@ mod tests {
         let mut v = VirtioArgs::default();
         for (n, a) in args {
             match *n {
-                "hda" => v.hda(PathBuf::from(a)),
+                "hda" => v.hdx(0, PathBuf::from(a), false),
                 _ => v.option(n, a)?,
             }
         }
         for d in devices {
             v.device(&QemuOpts::parse(d, Some("driver")).unwrap())?;
         }
-        v.resolve()
+        // microvm: the default interface is virtio.
+        v.resolve(crate::MachineKind::Microvm).map(|r| r.virtio)
     }
 
     #[test]
@@ -463,7 +608,13 @@ mod tests {
             parse(&[("drive", "file=a,if=ide")], &[])
                 .unwrap_err()
                 .to_string(),
-            "-drive a: if=ide is not supported (supported: none, virtio)"
+            "-drive a: machine type 'microvm' has no IDE controller (use if=virtio)"
+        );
+        assert_eq!(
+            parse(&[("drive", "file=a,if=scsi")], &[])
+                .unwrap_err()
+                .to_string(),
+            "-drive a: if=scsi is not supported (supported: none, ide, virtio)"
         );
         assert!(parse(&[("drive", "file=a,if=none")], &[]).is_err());
         assert_eq!(

@@ -41,10 +41,7 @@ pub enum VmmError {
     #[error(transparent)]
     Hypervisor(#[from] HvError),
     #[error("-smp {requested}: this host's KVM supports at most {max} vCPUs")]
-    TooManyCpus {
-        requested: u32,
-        max: usize,
-    },
+    TooManyCpus { requested: u32, max: usize },
     #[error("cannot allocate {size} bytes of guest memory: {source}")]
     Memory {
         size: u64,
