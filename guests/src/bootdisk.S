@@ -2,6 +2,7 @@
  * A disk that PC firmware boots: this boot sector, loaded by the BIOS at 0x7c00 in real mode.
  * Through the BIOS only (int 10h teletype output, which SeaBIOS's serial console forwards to
  * COM1; int 13h extended reads), it prints:
+ *   "bootdisk: N vCPUs, M MiB RAM"                  (fw_cfg NB_CPUS and RAM_SIZE)
  *   "bootdisk: drive XX, SSSSSSSSSSSSSSSS sectors"  (int 13h AH=48h)
  *   "lba1: <the NUL-terminated string at the start of LBA 1>"
  *   "lbahigh: <the string at LBA 0x10000008>"        only if the disk has that sector (LBA48)
@@ -26,6 +27,24 @@ _start:
     mov $0x7c00, %sp
     sti
     mov %dl, drive
+
+    /* fw_cfg (QEMU's firmware interface, ports 0x510/0x511): vCPUs and RAM. */
+    mov $info, %si
+    call puts
+    mov $0x05, %al
+    call fwcfg_read8
+    movzwl params, %eax
+    call dec32
+    mov $vcpus, %si
+    call puts
+    mov $0x03, %al
+    call fwcfg_read8
+    mov params, %eax
+    mov params + 4, %edx
+    shrd $20, %edx, %eax
+    call dec32
+    mov $ram, %si
+    call puts
 
     mov $banner, %si
     call puts
@@ -105,6 +124,35 @@ read_and_print:
     mov $crlf, %si
     jmp puts
 
+/* Read 8 bytes of fw_cfg item AL into params. */
+fwcfg_read8:
+    mov $0x510, %dx
+    xor %ah, %ah
+    out %ax, %dx
+    inc %dx
+    mov $params, %di
+    mov $8, %cx
+1:  in %dx, %al
+    stosb
+    loop 1b
+    ret
+
+/* Print EAX in decimal. */
+dec32:
+    mov $10, %ecx
+    xor %bp, %bp
+1:  xor %edx, %edx
+    div %ecx
+    push %dx
+    inc %bp
+    test %eax, %eax
+    jnz 1b
+2:  pop %ax
+    call hex4
+    dec %bp
+    jnz 2b
+    ret
+
 /* Teletype the NUL-terminated string at DS:SI. */
 puts:
     lodsb
@@ -137,7 +185,10 @@ hex4:
     int $0x10
     ret
 
-banner:  .asciz "\r\nbootdisk: drive "
+info:    .asciz "\r\nbootdisk: "
+vcpus:   .asciz " vCPUs, "
+ram:     .asciz " MiB RAM\r\n"
+banner:  .asciz "bootdisk: drive "
 sep:     .asciz ", "
 sectors: .asciz " sectors\r\n"
 lba1:    .asciz "lba1: "
