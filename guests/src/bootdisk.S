@@ -8,8 +8,7 @@
  *   "lbahigh: <the string at LBA 0x10000008>"        only if the disk has that sector (LBA48)
  *   "bootdisk: done"
  * then powers off through the ACPI PM1a control register at 0x604 (SLP_EN, SLP_TYP 0), where
- * SeaBIOS puts PMBASE on rvmm and QEMU (pc and q35), after four timer ticks (0.2 s) for the serial
- * console to flush. A read error prints "error AH=XX".
+ * SeaBIOS puts PMBASE on rvmm and QEMU (pc and q35). A read error prints "error AH=XX".
  */
 #define PM1A_CNT 0x604
 #define HIGH_LBA 0x10000008
@@ -86,13 +85,10 @@ _start:
     mov $done, %si
     call puts
 off:
-    /* SeaBIOS's serial console writes lazily, on timer ticks: wait four ticks of the BIOS
-     * clock (0x46c, counted by the PIT's IRQ 0), about 0.2 s. */
-    mov 0x46c, %cx
-    add $4, %cx
-4:  hlt
-    cmp 0x46c, %cx
-    jns 4b
+    /* SeaBIOS's serial console holds back the last character until the cursor moves on:
+     * a trailing space (held back itself) pushes out the line before it. */
+    mov $tail, %si
+    call puts
     mov $PM1A_CNT, %dx
     mov $0x2000, %ax
     out %ax, %dx
@@ -196,6 +192,7 @@ lbahigh: .asciz "lbahigh: "
 done:    .asciz "bootdisk: done\r\n"
 errmsg:  .asciz "error AH="
 crlf:    .asciz "\r\n"
+tail:    .asciz " "
 
     .balign 4
 dap:     .byte 0x10, 0

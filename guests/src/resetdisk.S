@@ -61,14 +61,11 @@ hang:
     hlt
     jmp hang
 
-/* SeaBIOS's serial console writes on timer ticks: wait four ticks. */
+/* SeaBIOS's serial console holds back the last character until the cursor moves on: a
+ * trailing space (held back itself) pushes out the line before it. */
 flush:
-    mov 0x46c, %cx
-    add $4, %cx
-1:  hlt
-    cmp 0x46c, %cx
-    jns 1b
-    ret
+    mov $' ', %al
+    jmp putc
 
 puts:
     lodsb

@@ -4,6 +4,7 @@
 use crate::control::Control;
 use crate::daemon::{self, Pidfile};
 use crate::device_manager::pci::attach_pci;
+use crate::device_manager::storage::{attach_storage, boot_paths, bootorder};
 use crate::device_manager::FirmwareImage;
 use crate::device_manager::{attach_chipset, attach_legacy, ChipsetConfig, DeviceManager};
 use crate::event_loop::{block_signals, EventLoop, Sources};
@@ -142,13 +143,18 @@ impl Boot {
         }
     }
 
-    fn firmware_items<'a>(&'a self, boot: &'a rvmm_cli::BootConfig) -> Option<FirmwareItems<'a>> {
+    fn firmware_items<'a>(
+        &'a self,
+        boot: &'a rvmm_cli::BootConfig,
+        machine: rvmm_cli::MachineKind,
+        ide: &[rvmm_cli::IdeDriveConfig],
+    ) -> Option<FirmwareItems<'a>> {
         match self {
             Boot::Kernel { .. } => None,
             Boot::Firmware { acpi, .. } => Some(FirmwareItems {
                 acpi: acpi.clone(),
                 boot,
-                bootorder: Vec::new(),
+                bootorder: bootorder(boot_paths(machine, ide), boot.strict),
             }),
         }
     }
@@ -272,6 +278,10 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         let image = dm.attach_firmware("BIOS", &bytes)?;
         image.restore_isa_alias(&mem)?;
         tracing::debug!(bios = %path.display(), base = image.base(), "firmware mapped");
+        // SeaBIOS's serial console carries the firmware's and bootloaders' text.
+        tracing::info!(
+            "rvmm has no display: firmware and bootloader text goes to the serial console (keys typed here reach the guest); graphical boot menus cannot be shown"
+        );
         Boot::Firmware {
             image,
             acpi: tables.firmware_acpi()?,
@@ -315,18 +325,50 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         max_cpus: config.smp.maxcpus,
         files: &config.fw_cfg,
         feature_control: rvmm_arch::cpu::feature_control(&base_cpuid),
-        firmware: boot.firmware_items(&config.firmware.boot),
+        firmware: boot.firmware_items(&config.firmware.boot, config.machine, &config.ide),
     };
     attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
+    let pci = attach_pci(
+        &dm,
+        config.machine,
+        &config.devices,
+        &ctl,
+        boot.is_firmware(),
+    )?;
+    // The built-in boot disk when the firmware has nothing else to boot.
+    let builtin = (boot.is_firmware()
+        && config.ide.is_empty()
+        && !config
+            .virtio
+            .iter()
+            .any(|d| matches!(d, rvmm_cli::VirtioDeviceConfig::Block(_))))
+    .then_some(rvmm_guests::BOOT_DISK);
+    if builtin.is_some() {
+        tracing::info!("no disk given: the firmware boots rvmm's built-in disk");
+    }
+    let mut storage = attach_storage(
+        &dm,
+        config.machine,
+        &config.ide,
+        builtin,
+        &mem,
+        &disk_events,
+    )?;
+    if let (Some(pci), false) = (&pci, boot.is_firmware()) {
+        // No firmware runs under direct kernel boot: rvmm programs the BARs, as firmware would.
+        pci.program_bars()?;
+    }
     let (mut device_lines, mut resamplers) = virtio.irq_lines()?;
     device_lines.extend(legacy.i8042_irq);
+    let storage_lines = std::mem::take(&mut storage.lines);
+    device_lines.extend(storage_lines);
+    resamplers.extend(std::mem::take(&mut storage.resamplers));
     if let Some((line, resampler)) = crate::platform::sci_line(config, &acpi_pm)? {
         device_lines.push(line);
         resamplers.extend(resampler);
     }
     let (ioapic, ioapic_lines) =
         crate::platform::attach_irqchip(&dm, config.irqchip, serial.as_deref(), device_lines)?;
-    let pci = attach_pci(&dm, config.machine, &config.devices, &ctl)?;
     let vcpu_boot = Arc::new(VcpuBoot {
         target: boot.target(),
     });
@@ -402,6 +444,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vm,
         devices: VmDevices {
             virtio,
+            storage,
             acpi_pm,
             pci,
         },

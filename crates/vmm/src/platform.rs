@@ -22,17 +22,10 @@ pub fn topology(config: &VmConfig) -> rvmm_arch::topology::CpuTopology {
 
 /// APIC IDs above 254 need x2APIC mode and 32-bit IDs in the in-kernel LAPICs (255 is the
 /// xAPIC broadcast ID).
-/// Whether PC firmware boots the VM: on pc and q35 without `-kernel`, once there is something
-/// for it to boot (a disk) or the user named a firmware image; otherwise rvmm boots its
-/// built-in guest directly.
+/// Whether PC firmware boots the VM: on pc and q35 without `-kernel`, as in QEMU (microvm
+/// without `-kernel` boots rvmm's built-in guest directly).
 pub fn firmware_boot(config: &VmConfig) -> bool {
-    let has_disk = config
-        .virtio
-        .iter()
-        .any(|d| matches!(d, rvmm_cli::VirtioDeviceConfig::Block(_)));
-    config.machine != rvmm_cli::MachineKind::Microvm
-        && config.kernel.is_none()
-        && (has_disk || config.firmware.bios.is_some())
+    config.machine != rvmm_cli::MachineKind::Microvm && config.kernel.is_none()
 }
 
 pub fn needs_x2apic_api(config: &VmConfig) -> bool {

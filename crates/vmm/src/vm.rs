@@ -64,6 +64,8 @@ pub trait Reloader {
 /// The devices the state machine drives itself.
 pub struct VmDevices {
     pub virtio: VirtioDevices,
+    /// The onboard IDE/AHCI controller's images.
+    pub storage: crate::device_manager::storage::Storage,
     pub acpi_pm: Arc<AcpiPm>,
     pub pci: Option<PciRoot>,
 }
@@ -338,6 +340,7 @@ impl Vmm {
         tracing::debug!("vCPU threads joined");
         // Every clean stop (power-off, -no-reboot reset, signals, QMP quit) ends here.
         self.devices.virtio.shutdown();
+        self.devices.storage.flush();
         self.state = VmState::Stopped { status };
         match self.error.take() {
             Some(e) => Err(e),

@@ -174,10 +174,9 @@ impl IdeChannel {
             return;
         }
         let hob = st.control & CONTROL_HOB != 0;
-        let any = st.drives.iter().any(Option::is_some);
-        let (tf, status, error, present) = match &st.drives[unit] {
-            Some(d) => (*d.regs(), d.status(), d.error(), true),
-            None => (st.latch, 0, 0, false),
+        let (tf, status, error) = match &st.drives[unit] {
+            Some(d) => (*d.regs(), d.status(), d.error()),
+            None => (st.latch, 0, 0),
         };
         let value = match reg {
             1 => error,
@@ -192,11 +191,9 @@ impl IdeChannel {
             6 => tf.device | DEVICE_OBSOLETE,
             7 => {
                 st.irq_level = false;
-                if present || any {
-                    status
-                } else {
-                    0xff
-                }
+                // An absent device, or a channel without devices, reads status 0 as on QEMU
+                // (hw/ide/core.c `ide_ioport_read`), so firmware does not wait out BSY.
+                status
             }
             _ => 0xff,
         };
@@ -281,11 +278,8 @@ impl IdeChannel {
 
     fn alt_status(&self) -> u8 {
         let st = self.lock();
-        match &st.drives[st.unit] {
-            Some(d) => d.status(),
-            None if st.drives.iter().any(Option::is_some) => 0,
-            None => 0xff,
-        }
+        // QEMU's `ide_status_read`: 0 for an absent device or an empty channel.
+        st.drives[st.unit].as_ref().map_or(0, |d| d.status())
     }
 
     fn bm_read(&self, reg: u64) -> u8 {

@@ -9,6 +9,7 @@ mod chipset;
 mod firmware;
 mod legacy;
 pub mod pci;
+pub mod storage;
 
 pub use chipset::{attach_chipset, set_cmos_boot_order, ChipsetConfig};
 pub use firmware::FirmwareImage;
@@ -89,6 +90,8 @@ pub enum DeviceManagerError {
     },
     #[error("virtio-mmio: {requested} virtio devices requested; at most {max} are supported")]
     TooManyVirtioDevices { requested: usize, max: usize },
+    #[error("disk image '{path}' is an ISO 9660 CD image: attach it with -cdrom or media=cdrom (or readonly=on to use it as a read-only disk)")]
+    IsoAsDisk { path: String },
     #[error("interrupt line: GSI {gsi} is past the IOAPIC's {pins} pins")]
     IrqPastIoapic { gsi: u32, pins: usize },
 }
@@ -148,6 +151,12 @@ impl DeviceManager {
 
     pub fn vm(&self) -> &Arc<Vm> {
         &self.vm
+    }
+
+    /// The GSI INTx `pin` (1 = INTA) of PCI function `devfn` interrupts on, once the PCI bus
+    /// exists.
+    pub fn pci_intx_gsi(&self, devfn: u8, pin: u8) -> Option<u32> {
+        self.pci.get()?.intx_gsi(devfn, pin)
     }
 
     pub fn pio_bus(&self) -> &Arc<PioBus> {

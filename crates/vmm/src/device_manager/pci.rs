@@ -159,6 +159,8 @@ pub struct PciRoot {
     pub relocator: Arc<PciRelocator>,
     /// Where the INTx pins of bus 0 interrupt (the DSDT's `_PRT` says the same).
     pub routing: PciIntxRouting,
+    /// PC firmware programs the BARs (at every boot); without it rvmm does.
+    pub firmware: bool,
 }
 
 fn ioevent_addr(space: PciSpace, base: u64, offset: u64) -> Option<IoEventAddr> {
@@ -553,12 +555,15 @@ impl PciRoot {
     }
 
     /// Machine reset: every function back to its power-on state (regions unmapped), then
-    /// programmed again.
+    /// programmed again unless firmware will do it.
     pub fn reset(&self) -> Result<(), DeviceManagerError> {
         self.bus
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .reset_devices();
+        if self.firmware {
+            return Ok(());
+        }
         self.program_bars()
     }
 }
@@ -659,6 +664,7 @@ pub fn attach_pci(
     machine: MachineKind,
     devices: &[DeviceConfig],
     control: &Arc<dyn VmControl>,
+    firmware: bool,
 ) -> Result<Option<PciRoot>, DeviceManagerError> {
     let kind = match machine {
         MachineKind::Microvm => return Ok(None),
@@ -690,6 +696,7 @@ pub fn attach_pci(
     let root = PciRoot {
         bus: bus.clone(),
         relocator,
+        firmware,
         routing: match kind {
             HostBridgeKind::Q35 => PciIntxRouting::Q35,
             HostBridgeKind::I440fx => PciIntxRouting::I440fx,
@@ -701,7 +708,6 @@ pub fn attach_pci(
     for (addr, f) in build_functions(devices)? {
         dm.add_pci(addr, f)?;
     }
-    root.program_bars()?;
     dm.add_pio(
         "PCI config ports",
         PCI_CONFIG_IO_BASE,
