@@ -278,10 +278,6 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         let image = dm.attach_firmware("BIOS", &bytes)?;
         image.restore_isa_alias(&mem)?;
         tracing::debug!(bios = %path.display(), base = image.base(), "firmware mapped");
-        // SeaBIOS's serial console carries the firmware's and bootloaders' text.
-        tracing::info!(
-            "rvmm has no display: firmware and bootloader text goes to the serial console (keys typed here reach the guest); graphical boot menus cannot be shown"
-        );
         Boot::Firmware {
             image,
             acpi: tables.firmware_acpi()?,
@@ -343,9 +339,6 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             .iter()
             .any(|d| matches!(d, rvmm_cli::VirtioDeviceConfig::Block(_))))
     .then_some(rvmm_guests::BOOT_DISK);
-    if builtin.is_some() {
-        tracing::info!("no disk given: the firmware boots rvmm's built-in disk");
-    }
     let mut storage = attach_storage(
         &dm,
         config.machine,
@@ -390,6 +383,15 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     tracing::debug!("vCPUs created");
     // After every check that can fail, so an error stays a one-line message.
     crate::host::announce();
+    if boot.is_firmware() {
+        // SeaBIOS's serial console carries the firmware's and bootloaders' text.
+        tracing::info!(
+            "rvmm has no display: firmware and bootloader text goes to the serial console (keys typed here reach the guest); graphical boot menus cannot be shown"
+        );
+        if builtin.is_some() {
+            tracing::info!("no disk given: the firmware boots rvmm's built-in disk");
+        }
+    }
     let qmp_server = QmpServer::bind(&config.qmp)?;
     let thread_ids: Arc<[AtomicI32]> = (0..cpus).map(|_| AtomicI32::new(0)).collect();
     install_kick_handler()?;

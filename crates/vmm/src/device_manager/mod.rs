@@ -90,6 +90,12 @@ pub enum DeviceManagerError {
     },
     #[error("virtio-mmio: {requested} virtio devices requested; at most {max} are supported")]
     TooManyVirtioDevices { requested: usize, max: usize },
+    #[error("{drive}: {source}")]
+    Drive {
+        drive: String,
+        #[source]
+        source: rvmm_block::BlockError,
+    },
     #[error("disk image '{path}' is an ISO 9660 CD image: attach it with -cdrom or media=cdrom (or readonly=on to use it as a read-only disk)")]
     IsoAsDisk { path: String },
     #[error("interrupt line: GSI {gsi} is past the IOAPIC's {pins} pins")]

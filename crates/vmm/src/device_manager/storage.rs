@@ -132,7 +132,10 @@ fn open(
         readonly: d.readonly || cdrom,
         direct: d.direct,
     };
-    let (disk, warning) = Disk::open(&opts).map_err(DeviceManagerError::Disk)?;
+    let (disk, warning) = Disk::open(&opts).map_err(|source| DeviceManagerError::Drive {
+        drive: name.to_string(),
+        source,
+    })?;
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
