@@ -14,6 +14,12 @@ command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v qemu-io >/dev/null || need_apt+=(qemu-utils)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v strace >/dev/null || need_apt+=(strace)
+# Firmware boot (tests/firmware.rs): SeaBIOS, and the tools that build boot CDs and GRUB ISOs.
+[ -e /usr/share/seabios/bios-256k.bin ] || need_apt+=(seabios)
+[ -d /usr/lib/grub/i386-pc ] || need_apt+=(grub-pc-bin)
+command -v grub-mkrescue >/dev/null || need_apt+=(grub-common)
+command -v xorriso >/dev/null || need_apt+=(xorriso)
+command -v mformat >/dev/null || need_apt+=(mtools)
 # Boot test 2's kernel (scripts/build-test-kernel.sh): the source package and its build tools.
 ls /usr/src/linux-source-6.1.tar.* >/dev/null 2>&1 || need_apt+=(linux-source-6.1)
 command -v make >/dev/null || need_apt+=(make)

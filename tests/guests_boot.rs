@@ -47,7 +47,12 @@ fn builtin_default_guest_runs_without_kernel() {
     if skip_on_qemu("QEMU has no built-in guest; without -kernel it runs the BIOS") {
         return;
     }
-    let out = VmCommand::without_kernel().arg("-smp").arg("2").run();
+    // On microvm; pc and q35 without -kernel boot the firmware (tests/firmware.rs).
+    let out = VmCommand::without_kernel()
+        .set_option("-M", "microvm")
+        .arg("-smp")
+        .arg("2")
+        .run();
     out.assert_stdout_contains("rvmm default guest: 2 vCPUs, 256 MiB RAM\n");
     out.assert_status(0);
 }

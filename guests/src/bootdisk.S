@@ -73,7 +73,10 @@ _start:
     mov $lba1, %si
     call read_and_print
 
-    /* The high sector, if the disk reaches it (upper dword of the count nonzero or low above). */
+    /* The high sector, if the disk reaches it (upper dword of the count nonzero or low above);
+     * all ones means unknown (CD-ROMs), not large. */
+    cmpl $0xffffffff, params + 0x10 + 4
+    je 2f
     cmpl $0, params + 0x10 + 4
     jne 1f
     cmpl $HIGH_LBA, params + 0x10

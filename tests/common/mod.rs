@@ -416,6 +416,11 @@ impl TempDir {
         TempDir(dir)
     }
 
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     /// Writes `contents` to `name` in the directory and returns its path.
     pub fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
         let path = self.0.join(name);

@@ -341,6 +341,10 @@ impl Pending {
                         v => opts::parse_bool("acpi", v).map_err(opts_err("-machine"))?,
                     }
                 }
+                // rvmm never has a graphical console: its firmware always uses the serial one.
+                "graphics" => {
+                    opts::parse_bool(key, value).map_err(opts_err("-machine"))?;
+                }
                 "pit" => {
                     self.config.pit =
                         crate::opts::parse_bool(key, value).map_err(opts_err("-machine"))?

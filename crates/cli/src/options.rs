@@ -24,7 +24,7 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
     },
     SupportedOption {
         names: &["machine", "M"],
-        arg: Some("[type=]pc|q35|microvm[,accel=kvm][,kernel-irqchip=on|split][,pit=on|off][,acpi=on|off][,bzimage-decompress=host|guest]"),
+        arg: Some("[type=]pc|q35|microvm[,accel=kvm][,kernel-irqchip=on|split][,pit=on|off][,acpi=on|off][,graphics=on|off][,bzimage-decompress=host|guest]"),
         help: "select the machine (default pc; pc-i440fx-X.Y and pc-q35-X.Y also accepted)",
     },
     SupportedOption {

@@ -13,8 +13,13 @@
 //! PCIEXBAR that enables another window is stored and warned about once.
 //!
 //! Reset follows QEMU's `mch_reset`: PCIEXBAR, SMRAM and ESMRAMC (and their lock) go back to
-//! their power-on values; PAM keeps its contents across a system reset as in QEMU (SeaBIOS's
-//! reboot path, `qemu_reboot`, relies on that), and so does the i440FX's area.
+//! their power-on values. PAM differs from QEMU on purpose: QEMU keeps it across a system reset,
+//! so the RAM behind 0xc0000-0xfffff still holds the last boot's BIOS and SeaBIOS takes its
+//! reboot path (`qemu_reboot` copies the image from flash again and resets once more). rvmm does
+//! not remap that RAM; it copies the ROM's tail into it at every reset instead, which is what
+//! the power-on PAM value (all ROM) describes. So PAM goes back to 0 and SeaBIOS does a cold
+//! POST, copying its whole image from flash itself (sb/fw/shadow.c `make_bios_writable`); with
+//! PAM kept, it would skip that copy and run the stale lower half of a 256 KiB image.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -141,8 +146,14 @@ impl HostBridge {
         })
     }
 
-    /// QEMU's `mch_reset` part of the device area; the i440FX has none.
+    /// QEMU's `mch_reset` part of the device area, and PAM back to its power-on value (see the
+    /// module documentation).
     fn reset_chipset_registers(&self, c: &mut PciConfig) {
+        let pam0 = match self.kind {
+            HostBridgeKind::Q35 => MCH_PAM0,
+            HostBridgeKind::I440fx => I440FX_PAM0,
+        };
+        let _ = c.set_device_bytes(pam0, &[0; PAM_COUNT]);
         if self.kind != HostBridgeKind::Q35 {
             return;
         }
