@@ -66,8 +66,17 @@ fn boot_cd(dir: &TempDir, name: &str) -> PathBuf {
     tool(
         "xorriso",
         &[
-            "-as", "mkisofs", "-quiet", "-o", path_str(&iso), "-b", "boot.bin",
-            "-no-emul-boot", "-boot-load-size", "4", path_str(&root),
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-o",
+            path_str(&iso),
+            "-b",
+            "boot.bin",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            path_str(&root),
         ],
     );
     iso
@@ -94,7 +103,10 @@ fn tool(program: &str, args: &[&str]) {
 
 fn blank_qcow2(dir: &TempDir, name: &str) -> PathBuf {
     let path = dir.path().join(name);
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", path_str(&path), "64M"]);
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", path_str(&path), "64M"],
+    );
     path
 }
 
@@ -240,7 +252,8 @@ fn bootindex_orders_the_boot_devices() {
             .arg("-drive")
             .arg(format!("if=none,id=cd,file={},media=cdrom", cd.display()))
             .arg("-device")
-            .arg("ide-cd,drive=cd,bootindex=1")
+            // QEMU needs the bus when ide.0 is taken (q35's AHCI ports hold one drive each).
+            .arg("ide-cd,drive=cd,bus=ide.1,bootindex=1")
             .run();
         out.assert_stdout_contains("Booting from DVD/CD");
         out.assert_stdout_lacks("bootdisk: drive 80");
@@ -260,8 +273,21 @@ fn the_seed_command_line_boots_the_installer_cd() {
     assert!(iso.exists());
     blank_qcow2(&dir, "ubuntu.qcow2");
     let args = [
-        "--enable-kvm", "-machine", "q35", "-cpu", "host,+vmx", "-smp", "1", "-m", "2048",
-        "-name", "ubuntu", "-hda", "ubuntu.qcow2", "-cdrom", "ubuntu.iso",
+        "--enable-kvm",
+        "-machine",
+        "q35",
+        "-cpu",
+        "host,+vmx",
+        "-smp",
+        "1",
+        "-m",
+        "2048",
+        "-name",
+        "ubuntu",
+        "-hda",
+        "ubuntu.qcow2",
+        "-cdrom",
+        "ubuntu.iso",
     ];
     let mut child = Command::new(binary())
         .args(args)
@@ -278,16 +304,33 @@ fn the_seed_command_line_boots_the_installer_cd() {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the seed command line did not finish in {:?}", common::TIMEOUT);
+            panic!(
+                "the seed command line did not finish in {:?}",
+                common::TIMEOUT
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stdout = String::new();
     let mut stderr = String::new();
     use std::io::Read;
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert_eq!(status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(stdout.contains("Booting from DVD/CD"), "{stdout}");
     assert!(stdout.contains("bootdisk: done"), "{stdout}");
     // -cpu host,+vmx: rvmm warns only if the host cannot nest VMX, and runs on either way.
@@ -312,10 +355,7 @@ fn grub_menu_on_the_serial_console_follows_keys_from_stdin() {
     )
     .unwrap();
     let iso = dir.path().join("grub.iso");
-    tool(
-        "grub-mkrescue",
-        &["-o", path_str(&iso), path_str(&root)],
-    );
+    tool("grub-mkrescue", &["-o", path_str(&iso), path_str(&root)]);
     let mut vm = firmware_vm("q35")
         .arg("-cdrom")
         .arg(&iso)

@@ -317,12 +317,12 @@ pub fn attach_storage(
                 if let Some(d) = ide.control_block(channel) {
                     dm.add_pio(&format!("{label} control"), ctl, 1, d)?;
                 }
-                let line = ide.irq_line(channel, irq).map_err(|source| {
-                    DeviceManagerError::Interrupt {
-                        name: label.clone(),
-                        source,
-                    }
-                })?;
+                let line =
+                    ide.irq_line(channel, irq)
+                        .map_err(|source| DeviceManagerError::Interrupt {
+                            name: label.clone(),
+                            source,
+                        })?;
                 storage.lines.push(line);
             }
         }
