@@ -377,3 +377,82 @@ fn grub_menu_on_the_serial_console_follows_keys_from_stdin() {
     out.assert_stdout_lacks("rvmm-grub-first");
     out.assert_status(0);
 }
+
+#[test]
+fn an_iso_as_a_writable_disk_and_a_missing_cd_are_refused_by_name() {
+    if skip_on_qemu("QEMU attaches an ISO as a writable disk") {
+        return;
+    }
+    let dir = TempDir::new("fw-refuse");
+    let iso = boot_cd(&dir, "x.iso");
+    for machine in machines() {
+        let hda = format!("file={},format=raw", iso.display());
+        common::expect_error(
+            &["-M", machine, "-drive", &hda],
+            "is an ISO 9660 CD image: attach it with -cdrom",
+        );
+        let missing = dir.path().join("missing.iso");
+        common::expect_error(
+            &["-M", machine, "-cdrom", path_str(&missing)],
+            path_str(&missing),
+        );
+    }
+    // Read-only, the same image is a disk like any other (one without a boot sector).
+    let mut vm = firmware_vm("pc")
+        .arg("-drive")
+        .arg(format!("file={},format=raw,readonly=on", iso.display()))
+        .spawn();
+    assert!(
+        vm.wait_for_stdout("Boot failed: not a bootable disk", common::TIMEOUT),
+        "{}",
+        vm.stdout()
+    );
+    vm.kill();
+}
+
+/// `-boot menu=on`: SeaBIOS offers its menu on the serial console; ESC opens it and a digit
+/// picks the CD although the disk comes first in the boot order.
+#[test]
+fn the_boot_menu_works_from_the_serial_console() {
+    let dir = TempDir::new("fw-menu");
+    let cd = boot_cd(&dir, "cd.iso");
+    let disk = boot_disk(&dir, "disk.img", false);
+    let mut vm = firmware_vm("q35")
+        .arg("-hda")
+        .arg(&disk)
+        .arg("-cdrom")
+        .arg(&cd)
+        .arg("-boot")
+        .arg("menu=on,splash-time=30000")
+        .stdin_pipe()
+        .spawn();
+    let wait = Duration::from_secs(60);
+    assert!(
+        vm.wait_for_stdout("Press ESC for boot menu", wait),
+        "no prompt:\n{}",
+        vm.stdout()
+    );
+    vm.write_stdin(b"\x1b");
+    assert!(
+        vm.wait_for_stdout("Select boot device", wait),
+        "no menu:\n{}",
+        vm.stdout()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let menu = vm.stdout();
+    let key = menu
+        .lines()
+        .find(|l| l.contains("DVD/CD"))
+        .and_then(|l| {
+            l.trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+                .chars()
+                .next()
+        })
+        .unwrap_or_else(|| panic!("no CD entry in the menu:\n{menu}"));
+    vm.write_stdin(&[key as u8]);
+    let out = vm.wait(wait);
+    out.assert_stdout_contains("Booting from DVD/CD");
+    out.assert_stdout_contains("bootdisk: done");
+    out.assert_stdout_lacks("bootdisk: drive 80");
+    out.assert_status(0);
+}
