@@ -456,3 +456,36 @@ fn the_boot_menu_works_from_the_serial_console() {
     out.assert_stdout_lacks("bootdisk: drive 80");
     out.assert_status(0);
 }
+
+/// A CD whose El Torito boot catalog is garbage: the firmware reports that it cannot boot it,
+/// and rvmm stays up (the catalog is the guest's business, rvmm only serves sectors).
+#[test]
+fn a_cd_with_a_garbage_boot_catalog_fails_in_the_firmware_not_in_rvmm() {
+    let dir = TempDir::new("fw-badcd");
+    let iso = boot_cd(&dir, "bad.iso");
+    let mut bytes = fs::read(&iso).unwrap();
+    // The boot record volume descriptor (sector 17) holds the catalog's sector at offset 0x47.
+    let at = 17 * 2048 + 0x47;
+    let catalog = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize * 2048;
+    let mut x: u32 = 0x2545_f491;
+    for b in &mut bytes[catalog..catalog + 2048] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    fs::write(&iso, &bytes).unwrap();
+    on_each_machine(|machine| {
+        let mut vm = firmware_vm(machine).arg("-cdrom").arg(&iso).spawn();
+        assert!(
+            vm.wait_for_stdout("No bootable device", common::TIMEOUT),
+            "{}",
+            vm.stdout()
+        );
+        let stdout = vm.stdout();
+        assert!(stdout.contains("Booting from DVD/CD"), "{stdout}");
+        assert!(!stdout.contains("bootdisk:"), "{stdout}");
+        let out = vm.kill();
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    });
+}

@@ -132,3 +132,32 @@ pub fn attach_chipset(
     }
     Ok(Chipset { acpi_pm, cmos })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rvmm_devices::BusDevice;
+
+    fn nvram(cmos: &Cmos, index: u8) -> u8 {
+        cmos.write(0, &[index]);
+        let mut b = [0u8];
+        cmos.read(1, &mut b);
+        b[0]
+    }
+
+    #[test]
+    fn boot_order_bytes_are_qemus() {
+        let cmos = Cmos::new(CmosMemory {
+            below_4g: 128 << 20,
+            above_4g: 0,
+            cpus: 1,
+        });
+        // QEMU's default "cad": disk (2), floppy (1), CD (3).
+        set_cmos_boot_order(&cmos, "cad");
+        assert_eq!((nvram(&cmos, 0x3d), nvram(&cmos, 0x38)), (0x12, 0x30));
+        set_cmos_boot_order(&cmos, "d");
+        assert_eq!((nvram(&cmos, 0x3d), nvram(&cmos, 0x38)), (0x03, 0x00));
+        set_cmos_boot_order(&cmos, "ndc");
+        assert_eq!((nvram(&cmos, 0x3d), nvram(&cmos, 0x38)), (0x34, 0x20));
+    }
+}
