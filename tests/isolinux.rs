@@ -110,7 +110,7 @@ fn isolinux_says_its_line_and_powers_off_on_pc_and_q35() {
                     .arg("-cdrom")
                     .arg(&iso)
                     .env("RVMM_LOG", "debug")
-                    .timeout(Duration::from_secs(90))
+                    .timeout(Duration::from_secs(150))
                     .run();
                 (machine, start.elapsed(), out)
             })
