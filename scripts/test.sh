@@ -29,6 +29,10 @@ command -v bc >/dev/null || need_apt+=(bc)
 [ -e /usr/include/libelf.h ] || need_apt+=(libelf-dev)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+# tests/isolinux.rs builds a bootable ISO from Debian's ISOLINUX at test time.
+[ -e /usr/lib/ISOLINUX/isolinux.bin ] || need_apt+=(isolinux)
+[ -e /usr/lib/syslinux/modules/bios/poweroff.c32 ] || need_apt+=(syslinux-common)
+command -v xorriso >/dev/null || need_apt+=(xorriso)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq
