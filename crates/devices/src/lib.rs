@@ -16,7 +16,7 @@ pub use bus::{
 };
 pub use interrupt::{InterruptError, IrqLine, MsiController, MsiMessage};
 
-/// What a device can ask of the VM as a whole (debug-exit, reset, power-off).
+/// What a device can ask of the VM as a whole (debug-exit, reset, power-off, sleep).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmRequest {
     /// Stop the VM and exit the process with this status (isa-debug-exit).
@@ -25,6 +25,11 @@ pub enum VmRequest {
     Reset,
     /// Power off (ACPI S5).
     PowerOff,
+    /// Suspend to RAM (ACPI S3): the vCPUs stop, RAM and the wake-up devices stay powered.
+    Suspend,
+    /// The RTC alarm fired with its interrupt enabled: wakes a suspended VM if the guest enabled
+    /// RTC wake-up (PM1_EN.RTC_EN).
+    RtcWake,
 }
 
 /// Handed to devices that can stop or reset the VM; implemented by the VMM.

@@ -15,7 +15,7 @@
 //!
 //! SCI (ACPI 6.5 section 4.8.2.1, QEMU `acpi_update_sci`): the FADT's SCI_INT (IRQ 9, level,
 //! active high per the MADT override) is asserted while SCI_EN is set and an enabled event is
-//! pending: `PM1a_STS & PM1a_EN` (PWRBTN) or `GPE0_STS & GPE0_EN`. The line is an [`IrqLine`] with
+//! pending: `PM1a_STS & PM1a_EN` (PWRBTN, RTC) or `GPE0_STS & GPE0_EN`. The line is an [`IrqLine`] with
 //! irqfd semantics: a raise asserts it until the guest's EOI, then the interrupt controller lowers
 //! it and signals the resample eventfd, and [`AcpiPm::resample`] asserts it again while the event
 //! is still pending. So a handler that clears the status before its EOI sees one interrupt, and
@@ -23,9 +23,15 @@
 //! toggling between accesses; Linux does not enable TMR_EN).
 //!
 //! Sleep: a PM1a_CNT write with SLP_EN (bit 13) and SLP_TYP (bits 10-12) = 0 requests
-//! [`VmRequest::PowerOff`], as QEMU's `acpi_pm_cnt_write` does for "soft power off"; our ACPI
-//! tables only describe \_S5 with type 0. Other sleep types (QEMU: 1 = S3 suspend, s4_val =
-//! S4) are ignored and the guest keeps running. SLP_EN always reads back as 0.
+//! [`VmRequest::PowerOff`] and SLP_TYP = 1 requests [`VmRequest::Suspend`], as QEMU's
+//! `acpi_pm1_cnt_write` does ("soft power off" and S3; the DSDT's \_S5 and \_S3 carry these
+//! values). Other sleep types (QEMU's S4, type 2, which it only offers with `disable_s4=0`) are
+//! ignored and the guest keeps running. SLP_EN always reads back as 0.
+//!
+//! Wake (ACPI 6.5 section 4.8.3.1.1, QEMU `acpi_notify_wakeup`): the VMM resets the machine on
+//! wake-up and then calls [`AcpiPm::woke`], which sets WAK_STS with the reason's status bit:
+//! RTC_STS for the RTC alarm, PWRBTN_STS for anything else (QMP `system_wakeup`). The RTC alarm
+//! wakes the machine only while the guest has RTC_EN set ([`AcpiPm::rtc_wake_enabled`]).
 //!
 //! There is no SMM, so like QEMU's "acpi_only" mode PM1a_CNT starts with SCI_EN set: the
 //! machine is already in ACPI mode and the guest never needs an SMI_CMD handshake.
@@ -62,6 +68,10 @@ const PM1A_CNT: u64 = 0x4;
 const TMR_STS: u16 = 1 << 0;
 /// PM1_STS.PWRBTN_STS and PM1_EN.PWRBTN_EN (ACPI 6.5 tables 4.11 and 4.12).
 pub const PWRBTN: u16 = 1 << 8;
+/// PM1_STS.RTC_STS and PM1_EN.RTC_EN.
+pub const RTC: u16 = 1 << 10;
+/// PM1_STS.WAK_STS: set when the machine woke from a sleeping state.
+pub const WAK_STS: u16 = 1 << 15;
 /// PM1_CNT.SCI_EN.
 const SCI_EN: u16 = 1 << 0;
 /// PM1_CNT.SLP_EN.
@@ -70,6 +80,8 @@ const SLP_TYP_SHIFT: u16 = 10;
 const SLP_TYP_MASK: u16 = 0x7;
 /// SLP_TYP value of \_S5 (soft off) in QEMU's and our DSDT.
 const SLP_TYP_SOFT_OFF: u16 = 0;
+/// SLP_TYP value of \_S3 (suspend to RAM) in QEMU's and our DSDT.
+pub const SLP_TYP_S3: u16 = 1;
 const TIMER_MASK: u64 = 0xff_ffff;
 /// GPE0_STS offset in the PM block (QEMU `ICH9_PMIO_GPE0_STS`).
 const GPE0_STS: u64 = 0x20;
@@ -114,8 +126,24 @@ impl Regs {
             .iter()
             .zip(&self.gpe_en)
             .any(|(s, e)| s & e != 0);
-        self.cnt & SCI_EN != 0 && (self.sts & self.en & PWRBTN != 0 || gpe)
+        self.cnt & SCI_EN != 0 && (self.sts & self.en & (PWRBTN | RTC) != 0 || gpe)
     }
+}
+
+/// What woke a suspended machine (QEMU's `WakeupReason`), for the status bits it sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeReason {
+    /// The RTC alarm (with RTC_EN set).
+    Rtc,
+    /// QMP `system_wakeup`: QEMU reports it as the power button.
+    Other,
+}
+
+/// A sleep state the guest entered through PM1a_CNT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sleep {
+    SoftOff,
+    Suspend,
 }
 
 /// The PM1a event/control registers and the PM timer.
@@ -203,6 +231,23 @@ impl AcpiPm {
         true
     }
 
+    /// Whether an RTC alarm may wake the machine (PM1_EN.RTC_EN, QEMU's wake-up reason mask).
+    pub fn rtc_wake_enabled(&self) -> bool {
+        self.lock().en & RTC != 0
+    }
+
+    /// After the reset of a wake-up: WAK_STS and the reason's status bit, as QEMU's
+    /// `acpi_notify_wakeup` sets them (the SCI follows if the guest enables the event).
+    pub fn woke(&self, reason: WakeReason) {
+        let mut regs = self.lock();
+        regs.sts |= WAK_STS
+            | match reason {
+                WakeReason::Rtc => RTC,
+                WakeReason::Other => PWRBTN,
+            };
+        self.update_sci(&regs);
+    }
+
     /// System reset: the registers return to their power-on values (a level SCI then stays
     /// low at its next resample, since nothing is pending).
     pub fn reset(&self) {
@@ -233,8 +278,8 @@ impl AcpiPm {
     }
 
     /// Apply a write of `value` to the bytes of the 16-bit register at `reg` selected by `mask`.
-    /// Returns true if the guest asked for soft power off.
-    fn write_reg(&self, regs: &mut Regs, reg: u64, value: u16, mask: u16) -> bool {
+    /// Returns the sleep state the guest asked for, if any.
+    fn write_reg(&self, regs: &mut Regs, reg: u64, value: u16, mask: u16) -> Option<Sleep> {
         let value = value & mask;
         match reg {
             PM1A_STS => {
@@ -242,18 +287,25 @@ impl AcpiPm {
                 if value & TMR_STS != 0 {
                     regs.tmr_epoch = self.ticks() >> 23;
                 }
-                false
+                None
             }
             PM1A_EN => {
                 regs.en = (regs.en & !mask) | value;
-                false
+                None
             }
             PM1A_CNT => {
                 let cnt = (regs.cnt & !mask) | value;
                 regs.cnt = cnt & !SLP_EN;
-                cnt & SLP_EN != 0 && (cnt >> SLP_TYP_SHIFT) & SLP_TYP_MASK == SLP_TYP_SOFT_OFF
+                if cnt & SLP_EN == 0 {
+                    return None;
+                }
+                match (cnt >> SLP_TYP_SHIFT) & SLP_TYP_MASK {
+                    SLP_TYP_SOFT_OFF => Some(Sleep::SoftOff),
+                    SLP_TYP_S3 => Some(Sleep::Suspend),
+                    _ => None,
+                }
             }
-            _ => false,
+            _ => None,
         }
     }
 }
@@ -316,9 +368,9 @@ impl BusDevice for AcpiPm {
     }
 
     fn write(&self, offset: u64, data: &[u8]) {
-        let power_off = {
+        let sleep = {
             let mut regs = self.lock();
-            let mut power_off = false;
+            let mut sleep = None;
             for (i, &b) in data.iter().enumerate() {
                 let Some(addr) = offset.checked_add(i as u64) else {
                     continue;
@@ -345,15 +397,17 @@ impl BusDevice for AcpiPm {
                     }
                 }
                 if mask != 0 {
-                    power_off |= self.write_reg(&mut regs, reg, value, mask);
+                    sleep = self.write_reg(&mut regs, reg, value, mask).or(sleep);
                 }
             }
             // An enable or SCI_EN write may expose a pending event.
             self.update_sci(&regs);
-            power_off
+            sleep
         };
-        if power_off {
-            self.control.request(VmRequest::PowerOff);
+        match sleep {
+            Some(Sleep::SoftOff) => self.control.request(VmRequest::PowerOff),
+            Some(Sleep::Suspend) => self.control.request(VmRequest::Suspend),
+            None => {}
         }
     }
 }
@@ -410,14 +464,45 @@ mod tests {
     }
 
     #[test]
-    fn other_sleep_types_are_ignored() {
+    fn s3_suspends_and_other_sleep_types_are_ignored() {
         let (ctl, pm) = setup();
-        // S3 (type 1) and S4 (type 2) with SLP_EN; type 0 without SLP_EN.
-        pm.write(PM1A_CNT_OFFSET, &(SLP_EN | (1 << 10)).to_le_bytes());
+        // S4 (type 2) and type 5 with SLP_EN; type 0 without SLP_EN.
         pm.write(PM1A_CNT_OFFSET, &(SLP_EN | (2 << 10)).to_le_bytes());
+        pm.write(PM1A_CNT_OFFSET, &(SLP_EN | (5 << 10)).to_le_bytes());
         pm.write(PM1A_CNT_OFFSET, &SCI_EN.to_le_bytes());
         assert!(ctl.requests().is_empty());
         assert_eq!(inw(&pm, PM1A_CNT_OFFSET), SCI_EN);
+        // S3 (type 1), as Linux writes it: the type first, then SLP_EN with it.
+        pm.write(PM1A_CNT_OFFSET, &(SCI_EN | (1 << 10)).to_le_bytes());
+        assert!(ctl.requests().is_empty());
+        pm.write(
+            PM1A_CNT_OFFSET,
+            &(SCI_EN | SLP_EN | (1 << 10)).to_le_bytes(),
+        );
+        assert_eq!(ctl.requests(), vec![VmRequest::Suspend]);
+        assert_eq!(inw(&pm, PM1A_CNT_OFFSET), SCI_EN | (1 << 10));
+    }
+
+    #[test]
+    fn wake_status_bits_and_rtc_enable() {
+        let (_, pm) = setup();
+        let line = pm.sci_line(9).unwrap();
+        assert!(!pm.rtc_wake_enabled());
+        pm.write(PM1A_EN, &RTC.to_le_bytes());
+        assert!(pm.rtc_wake_enabled());
+        // The VMM resets the machine, then reports the reason.
+        pm.reset();
+        assert!(!pm.rtc_wake_enabled(), "reset clears RTC_EN");
+        pm.woke(WakeReason::Rtc);
+        assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, WAK_STS | RTC);
+        assert_eq!(raises(&line), 0, "RTC_EN clear: no SCI");
+        pm.write(PM1A_EN, &RTC.to_le_bytes());
+        assert_eq!(raises(&line), 1, "RTC_STS & RTC_EN raise the SCI");
+        pm.write(PM1A_STS, &(WAK_STS | RTC).to_le_bytes());
+        assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, 0);
+        pm.reset();
+        pm.woke(WakeReason::Other);
+        assert_eq!(inw(&pm, PM1A_STS) & !TMR_STS, WAK_STS | PWRBTN);
     }
 
     #[test]

@@ -8,19 +8,46 @@
 //! - Register A's update-in-progress bit reads 1 during the last 244 us of each second, the
 //!   window in which a real RTC may be copying its counters (datasheet "UIP"), so guests that
 //!   wait for it behave as on hardware.
-//! - Register D's VRT (valid RAM and time) bit is always set; register C (interrupt flags)
-//!   reads 0: no RTC interrupt (IRQ 8) is raised yet.
+//! - Register D's VRT (valid RAM and time) bit is always set.
+//! - Interrupts (datasheet "Interrupts", QEMU `rtc_update_timer`/`rtc_periodic_timer`): register
+//!   C's flags are set as the clock runs, UF at every second boundary, AF when the time matches
+//!   the alarm registers 0x01/0x03/0x05 (a value with its two high bits set, 0xC0-0xFF, matches
+//!   any), PF at the periodic rate register A's RS bits select; IRQF and IRQ 8 (edge) follow when
+//!   a flag is set whose enable (UIE, AIE, PIE in register B) is on. Reading C returns and clears
+//!   the flags. Setting SET stops UF and AF; dividers held in reset (A bits 5-6 set) stop all.
+//!   The flags are brought up to date at each read of C, and by a timer the VMM's event loop
+//!   serves ([`Cmos::timer_fd`], [`Cmos::timer_fired`]), armed only while an interrupt is enabled.
+//! - An alarm with AIE set asks the VMM to wake a suspended VM ([`VmRequest::RtcWake`], QEMU's
+//!   `qemu_system_wakeup_request(QEMU_WAKEUP_REASON_RTC)`); the VMM honours it if the guest set
+//!   PM1_EN.RTC_EN.
+//! - System reset clears PIE, AIE and SQWE and the flags (QEMU `rtc_reset`); the shutdown status
+//!   byte 0x0F is kept, so firmware reads 0xFE there after an S3 wake-up ([`Cmos::suspend`]).
 //! - The memory-size bytes are filled as QEMU's `pc_cmos_init` (hw/i386/pc.c) does, and the
 //!   century byte (0x32) follows the clock.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::BusDevice;
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::{BusDevice, InterruptError, IrqLine, VmControl, VmRequest};
 
 /// Index port; the data port follows it.
 pub const CMOS_PORT_BASE: u64 = 0x70;
 pub const CMOS_PORT_LEN: u64 = 2;
+/// The RTC's ISA interrupt.
+pub const RTC_IRQ: u32 = 8;
+
+const REG_SECONDS_ALARM: u8 = 0x01;
+const REG_MINUTES_ALARM: u8 = 0x03;
+const REG_HOURS_ALARM: u8 = 0x05;
+/// An alarm register with both high bits set matches every value.
+const ALARM_ANY: u8 = 0xc0;
+/// The shutdown status byte; 0xFE asks firmware for an S3 resume (SeaBIOS `handle_resume`).
+pub const REG_SHUTDOWN_STATUS: u8 = 0x0f;
+pub const SHUTDOWN_S3_RESUME: u8 = 0xfe;
 
 const REG_SECONDS: u8 = 0x00;
 const REG_MINUTES: u8 = 0x02;
@@ -39,7 +66,20 @@ pub const REG_CENTURY: u8 = 0x32;
 const REG_A_UIP: u8 = 0x80;
 /// 32.768 kHz time base (DV = 010) and a 1024 Hz periodic rate (RS = 0110), the reset value.
 const REG_A_DEFAULT: u8 = 0x26;
+/// Register A: both divider-control bits set hold the dividers in reset.
+const REG_A_DIVIDER_RESET: u8 = 0x60;
+const REG_A_RS: u8 = 0x0f;
 const REG_B_SET: u8 = 0x80;
+const REG_B_PIE: u8 = 0x40;
+const REG_B_AIE: u8 = 0x20;
+const REG_B_UIE: u8 = 0x10;
+const REG_B_SQWE: u8 = 0x08;
+const REG_C_IRQF: u8 = 0x80;
+const REG_C_PF: u8 = 0x40;
+const REG_C_AF: u8 = 0x20;
+const REG_C_UF: u8 = 0x10;
+/// The RTC's time base, which the periodic rate divides.
+const RTC_BASE_HZ: u128 = 32_768;
 const REG_B_DM_BINARY: u8 = 0x04;
 const REG_B_24H: u8 = 0x02;
 const REG_D_VRT: u8 = 0x80;
@@ -142,12 +182,39 @@ struct CmosState {
     offset: i64,
     /// The time the guest is writing while SET is on (registers as written, in guest format).
     set_time: Option<DateTime>,
+    /// Register C: IRQF and the UF/AF/PF flags.
+    flags: u8,
+    /// The guest second up to which UF and AF are accounted for.
+    last_second: i64,
+    /// The periodic tick (host nanoseconds / period) up to which PF is accounted for.
+    last_tick: u128,
+    /// The interrupt timer, once the VMM asked for it.
+    timer: Option<TimerFd>,
 }
 
 /// The CMOS RTC device.
 pub struct Cmos {
     state: Mutex<CmosState>,
     clock: WallClock,
+    /// IRQ 8's trigger eventfd, once [`Cmos::irq_line`] connected it.
+    irq: OnceLock<EventFd>,
+    /// Where alarm wake-ups go, once connected.
+    control: OnceLock<Arc<dyn VmControl>>,
+}
+
+/// The periodic interrupt's period for register A (QEMU `periodic_timer_update`: rates 1 and 2
+/// are 256 and 128 Hz; rate n >= 3 is 32768 >> (n - 1) Hz; 0 is off).
+fn periodic_period_ns(a: u8) -> Option<u128> {
+    let rs = a & REG_A_RS;
+    if rs == 0 {
+        return None;
+    }
+    let rs = if rs <= 2 { rs + 7 } else { rs };
+    Some((1u128 << (rs - 1)) * 1_000_000_000 / RTC_BASE_HZ)
+}
+
+fn dividers_running(a: u8) -> bool {
+    a & REG_A_DIVIDER_RESET != REG_A_DIVIDER_RESET
 }
 
 fn host_clock() -> Duration {
@@ -191,6 +258,7 @@ impl Cmos {
         nvram[0x5c] = (high >> 8) as u8;
         nvram[0x5d] = (high >> 16) as u8;
         nvram[0x5f] = mem.cpus.saturating_sub(1) as u8;
+        let now = clock();
         Self {
             state: Mutex::new(CmosState {
                 index: 0,
@@ -198,8 +266,154 @@ impl Cmos {
                 nvram,
                 offset: 0,
                 set_time: None,
+                flags: 0,
+                last_second: now.as_secs() as i64,
+                last_tick: 0,
+                timer: None,
             }),
             clock,
+            irq: OnceLock::new(),
+            control: OnceLock::new(),
+        }
+    }
+
+    /// IRQ 8 as an edge-triggered line for the platform's interrupt controller. Only the first
+    /// call connects the device.
+    pub fn irq_line(&self) -> Result<IrqLine, InterruptError> {
+        let line = IrqLine::edge(RTC_IRQ)?;
+        let own = line
+            .trigger
+            .try_clone()
+            .map_err(|source| InterruptError::CloneEventFd {
+                gsi: RTC_IRQ,
+                source,
+            })?;
+        let _ = self.irq.set(own);
+        Ok(line)
+    }
+
+    /// Where an alarm with AIE set sends [`VmRequest::RtcWake`]. Only the first call counts.
+    pub fn connect_wake(&self, control: Arc<dyn VmControl>) {
+        let _ = self.control.set(control);
+    }
+
+    /// The interrupt timer's descriptor, for the VMM's event loop to poll (readable when it
+    /// expires: call [`Cmos::timer_fired`]). Created on the first call; it lives as long as the
+    /// device.
+    pub fn timer_fd(&self) -> std::io::Result<RawFd> {
+        let mut st = self.lock();
+        if st.timer.is_none() {
+            st.timer = Some(TimerFd::new()?);
+        }
+        self.rearm(&mut st);
+        Ok(st.timer.as_ref().map_or(-1, |t| t.as_raw_fd()))
+    }
+
+    /// The timer expired: update the flags, raise IRQ 8 if due, ask for a wake-up on an enabled
+    /// alarm, and arm the timer for the next event.
+    pub fn timer_fired(&self) {
+        let wake = {
+            let mut st = self.lock();
+            let wake = self.service(&mut st);
+            self.rearm(&mut st);
+            wake
+        };
+        if let (true, Some(control)) = (wake, self.control.get()) {
+            control.request(VmRequest::RtcWake);
+        }
+    }
+
+    /// The machine enters S3: the shutdown status byte tells firmware to resume (QEMU's RTC
+    /// suspend notifier).
+    pub fn suspend(&self) {
+        self.lock().nvram[usize::from(REG_SHUTDOWN_STATUS)] = SHUTDOWN_S3_RESUME;
+    }
+
+    /// System reset (also on wake-up from S3), as QEMU's `rtc_reset`: the periodic and alarm
+    /// interrupts and the square wave off, the flags cleared; time and NVRAM kept.
+    pub fn reset(&self) {
+        let mut st = self.lock();
+        st.nvram[usize::from(REG_B)] &= !(REG_B_PIE | REG_B_AIE | REG_B_SQWE);
+        st.flags = 0;
+        self.rearm(&mut st);
+    }
+
+    /// Bring register C up to date with the clock; raise IRQ 8 when IRQF becomes set. Returns
+    /// whether an alarm matched with AIE on.
+    fn service(&self, st: &mut CmosState) -> bool {
+        let host = (self.clock)();
+        let (a, b) = (st.nvram[usize::from(REG_A)], st.nvram[usize::from(REG_B)]);
+        let mut alarm = false;
+        if dividers_running(a) && b & REG_B_SET == 0 {
+            let now = host.as_secs() as i64 + st.offset;
+            if now > st.last_second {
+                st.flags |= REG_C_UF;
+                // Every second since the last look, at most a day (the alarm repeats daily).
+                let from = (st.last_second + 1).max(now - 86_399);
+                alarm = (from..=now).any(|s| Self::alarm_matches(st, DateTime::from_unix(s)));
+                if alarm {
+                    st.flags |= REG_C_AF;
+                }
+            }
+            st.last_second = now;
+        }
+        if let Some(period) = periodic_period_ns(a) {
+            let tick = host.as_nanos() / period;
+            if tick > st.last_tick && b & REG_B_PIE != 0 && dividers_running(a) {
+                st.flags |= REG_C_PF;
+            }
+            st.last_tick = tick;
+        }
+        if st.flags & b & (REG_C_PF | REG_C_AF | REG_C_UF) != 0 && st.flags & REG_C_IRQF == 0 {
+            st.flags |= REG_C_IRQF;
+            if let Some(irq) = self.irq.get() {
+                // Fails only if the counter would overflow: the line is pulsed anyway.
+                let _ = irq.write(1);
+            }
+        }
+        alarm && b & REG_B_AIE != 0
+    }
+
+    /// Whether the guest time `t` matches the alarm registers.
+    fn alarm_matches(st: &CmosState, t: DateTime) -> bool {
+        let b = st.nvram[usize::from(REG_B)];
+        let reg = |r: u8| st.nvram[usize::from(r)];
+        let any = |v: u8| v & ALARM_ANY == ALARM_ANY;
+        let (s, m, h) = (
+            reg(REG_SECONDS_ALARM),
+            reg(REG_MINUTES_ALARM),
+            reg(REG_HOURS_ALARM),
+        );
+        (any(s) || Self::decode(b, s) == t.second)
+            && (any(m) || Self::decode(b, m) == t.minute)
+            && (any(h) || Self::decode_hour(b, h) == t.hour)
+    }
+
+    /// Arm the timer for the next event an enabled interrupt waits for, or stop it.
+    fn rearm(&self, st: &mut CmosState) {
+        let host = (self.clock)();
+        let (a, b) = (st.nvram[usize::from(REG_A)], st.nvram[usize::from(REG_B)]);
+        let mut next: Option<u128> = None;
+        if dividers_running(a) {
+            if b & (REG_B_UIE | REG_B_AIE) != 0 && b & REG_B_SET == 0 {
+                // The next second boundary (the guest's seconds tick with the host's).
+                next = Some(1_000_000_000 - u128::from(host.subsec_nanos()));
+            }
+            if let (true, Some(period)) = (b & REG_B_PIE != 0, periodic_period_ns(a)) {
+                let rest = period - host.as_nanos() % period;
+                next = Some(next.map_or(rest, |n| n.min(rest)));
+            }
+        }
+        let Some(timer) = st.timer.as_mut() else {
+            return;
+        };
+        let result = match next {
+            // A zero duration would disarm it.
+            Some(ns) => timer.reset(Duration::from_nanos(ns.max(1) as u64), None),
+            None => timer.clear(),
+        };
+        if let Err(e) = result {
+            tracing::warn!("RTC timer: {e}");
         }
     }
 
@@ -284,7 +498,10 @@ impl Cmos {
                 let updating = b & REG_B_SET == 0 && frac >= Duration::from_secs(1) - UIP_WINDOW;
                 a | if updating { REG_A_UIP } else { 0 }
             }
-            REG_C => 0,
+            REG_C => {
+                self.service(st);
+                std::mem::take(&mut st.flags)
+            }
             REG_D => REG_D_VRT,
             _ => st.nvram[usize::from(reg & 0x7f)],
         }
@@ -325,8 +542,14 @@ impl Cmos {
             return;
         }
         match reg {
-            REG_A => st.nvram[usize::from(REG_A)] = v & !REG_A_UIP,
+            REG_A => {
+                // Flags due under the old rate first.
+                self.service(st);
+                st.nvram[usize::from(REG_A)] = v & !REG_A_UIP;
+                self.rearm(st);
+            }
             REG_B => {
+                self.service(st);
                 if v & REG_B_SET != 0 && b & REG_B_SET == 0 {
                     st.set_time = Some(self.now(st).0);
                 } else if v & REG_B_SET == 0 {
@@ -335,16 +558,21 @@ impl Cmos {
                     }
                 }
                 st.nvram[usize::from(REG_B)] = v;
+                // An interrupt enabled while its flag is already set raises IRQF now.
+                self.service(st);
+                self.rearm(st);
             }
             REG_C | REG_D => {} // read-only
             _ => st.nvram[usize::from(reg & 0x7f)] = v,
         }
     }
 
-    /// Makes `t` the current guest time.
+    /// Makes `t` the current guest time; UF and AF count from it.
     fn commit(&self, st: &mut CmosState, t: DateTime) {
         let host = (self.clock)().as_secs() as i64;
         st.offset = t.to_unix() - host;
+        st.last_second = t.to_unix();
+        self.rearm(st);
     }
 }
 
@@ -552,5 +780,85 @@ mod tests {
         c.write(1, &[]);
         c.write(u64::MAX, &[1]);
         assert_eq!(rd(&c, 0x40), 0x5a);
+    }
+
+    fn raises(line: &IrqLine) -> u64 {
+        line.trigger.read().unwrap_or(0)
+    }
+
+    #[test]
+    fn update_and_alarm_flags_raise_irq8_and_wake() {
+        use crate::test_utils::RecordingVmControl;
+        let now = Arc::new(AtomicU64::new(T0 * 1_000_000_000 + 100_000_000));
+        let c = cmos_at(now.clone(), mem(256 * MIB, 0));
+        let line = c.irq_line().unwrap();
+        assert_eq!(line.gsi, RTC_IRQ);
+        let ctl = Arc::new(RecordingVmControl::default());
+        c.connect_wake(ctl.clone());
+        // Alarm at 13:45:32 (BCD), two seconds ahead.
+        wr(&c, REG_SECONDS_ALARM, 0x32);
+        wr(&c, REG_MINUTES_ALARM, 0x45);
+        wr(&c, REG_HOURS_ALARM, 0x13);
+        wr(&c, REG_B, REG_B_24H | REG_B_AIE);
+        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        c.timer_fired();
+        assert_eq!(raises(&line), 0, "UF alone, UIE off");
+        assert!(ctl.requests().is_empty());
+        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        c.timer_fired();
+        assert_eq!(raises(&line), 1);
+        assert_eq!(ctl.requests(), vec![VmRequest::RtcWake]);
+        assert_eq!(rd(&c, REG_C), REG_C_IRQF | REG_C_AF | REG_C_UF);
+        assert_eq!(rd(&c, REG_C), 0, "reading C clears it");
+        // Don't-care values: every second matches; UIE raises on updates.
+        wr(&c, REG_SECONDS_ALARM, 0xff);
+        wr(&c, REG_B, REG_B_24H | REG_B_UIE);
+        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        c.timer_fired();
+        assert_eq!(raises(&line), 1);
+        assert_eq!(rd(&c, REG_C), REG_C_IRQF | REG_C_AF | REG_C_UF);
+        assert_eq!(ctl.requests().len(), 1, "AIE off: no wake-up");
+        // Reset clears AIE/PIE and the flags, keeps UIE (QEMU) and the S3 shutdown byte.
+        wr(&c, REG_B, REG_B_24H | REG_B_AIE | REG_B_PIE | REG_B_UIE);
+        now.fetch_add(1_000_000_000, Ordering::Relaxed);
+        c.suspend();
+        c.reset();
+        assert_eq!(rd(&c, REG_B), REG_B_24H | REG_B_UIE);
+        assert_eq!(rd(&c, REG_SHUTDOWN_STATUS), SHUTDOWN_S3_RESUME);
+    }
+
+    #[test]
+    fn periodic_flag_follows_the_rate_and_pie() {
+        let now = Arc::new(AtomicU64::new(T0 * 1_000_000_000));
+        let c = cmos_at(now.clone(), mem(256 * MIB, 0));
+        let line = c.irq_line().unwrap();
+        assert_eq!(periodic_period_ns(REG_A_DEFAULT), Some(976_562));
+        assert_eq!(periodic_period_ns(0x21), Some(3_906_250));
+        assert_eq!(periodic_period_ns(0x2f), Some(500_000_000));
+        assert_eq!(periodic_period_ns(0x20), None);
+        now.fetch_add(5_000_000, Ordering::Relaxed);
+        assert_eq!(rd(&c, REG_C), 0, "PIE off: no PF");
+        wr(&c, REG_B, REG_B_24H | REG_B_PIE);
+        assert_eq!(raises(&line), 0, "enabling starts a fresh period");
+        now.fetch_add(1_000_000, Ordering::Relaxed);
+        c.timer_fired();
+        assert_eq!(raises(&line), 1);
+        assert_eq!(rd(&c, REG_C), REG_C_IRQF | REG_C_PF);
+        // Dividers in reset: nothing.
+        wr(&c, REG_A, 0x66);
+        now.fetch_add(10_000_000, Ordering::Relaxed);
+        assert_eq!(rd(&c, REG_C), 0);
+    }
+
+    #[test]
+    fn timer_is_armed_only_while_an_interrupt_is_enabled() {
+        let c = Cmos::new(mem(256 * MIB, 0));
+        let _fd = c.timer_fd().unwrap();
+        let armed = |c: &Cmos| c.lock().timer.as_ref().unwrap().is_armed().unwrap();
+        assert!(!armed(&c));
+        wr(&c, REG_B, REG_B_24H | REG_B_AIE);
+        assert!(armed(&c));
+        c.reset();
+        assert!(!armed(&c));
     }
 }

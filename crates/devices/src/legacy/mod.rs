@@ -17,9 +17,10 @@ pub mod reset_control;
 pub mod serial;
 
 pub use acpi_pm::{
-    AcpiPm, PM1A_CNT_OFFSET, PM1A_EVT_OFFSET, PM_BASE, PM_LEN, PM_TMR_OFFSET, SMI_EN_APMC_EN,
+    AcpiPm, WakeReason, PM1A_CNT_OFFSET, PM1A_EVT_OFFSET, PM_BASE, PM_LEN, PM_TMR_OFFSET,
+    SMI_EN_APMC_EN,
 };
-pub use cmos::{Cmos, CmosMemory, CMOS_PORT_BASE, CMOS_PORT_LEN};
+pub use cmos::{Cmos, CmosMemory, CMOS_PORT_BASE, CMOS_PORT_LEN, RTC_IRQ};
 pub use debug_exit::{DebugExit, DEBUG_EXIT_DEFAULT_IOBASE, DEBUG_EXIT_DEFAULT_IOSIZE};
 pub use fw_cfg::{FwCfg, FwCfgError, FW_CFG_PORT_BASE, FW_CFG_PORT_LEN};
 pub use i8042::{
