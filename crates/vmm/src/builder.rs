@@ -12,7 +12,7 @@ use crate::exit_stats::{write_reports, ExitStats};
 use crate::firmware::{attach_fw_cfg, FirmwareItems, FirmwareTables, FwCfgConfig, KernelFiles};
 use crate::input::read_input;
 use crate::qmp::{self, Events, QmpServer};
-use crate::vcpu::{BootTarget, ExitCounters, VcpuBoot, VcpuContext, VcpuHandle};
+use crate::vcpu::{BootTarget, ExitCounters, VcpuBoot, VcpuContext, VcpuHandle, WakeEntry};
 use crate::vm::{Reloader, VmDevices, Vmm, VmmParts};
 use crate::VmmError;
 use rvmm_arch::{BootParams, KernelImage};
@@ -191,6 +191,11 @@ impl Reloader for FirmwareReloader {
         crate::device_manager::set_cmos_boot_order(&self.cmos, &self.order);
         Ok(self.image.restore_isa_alias(&self.mem)?)
     }
+
+    /// The firmware's shadow below 1 MiB is kept, so SeaBIOS takes its resume path.
+    fn wake_entry(&self) -> Option<WakeEntry> {
+        Some(WakeEntry::Firmware)
+    }
 }
 
 fn create_memory(vm: &Vm, size: u64) -> Result<GuestMemoryMmap, VmmError> {
@@ -221,6 +226,41 @@ struct ImageReloader {
 impl Reloader for ImageReloader {
     fn reload(&self) -> Result<(), VmmError> {
         self.images.load(&self.mem).map(|_| ())
+    }
+
+    /// What firmware would do: the FACS waking vector the guest left, in real mode (ACPI 6.5
+    /// section 5.2.10: X_Firmware_Waking_Vector first if set, real mode unless 64BIT_WAKE_F).
+    fn wake_entry(&self) -> Option<WakeEntry> {
+        use rvmm_arch::acpi::{
+            FACS_64BIT_WAKE, FACS_OSPM_FLAGS, FACS_WAKING_VECTOR, FACS_X_WAKING_VECTOR,
+        };
+        use vm_memory::{Bytes, GuestAddress};
+        let facs = self.images.firmware.facs_addr()?;
+        let read32 = |off| self.mem.read_obj::<u32>(GuestAddress(facs + off)).ok();
+        let x_vector = self
+            .mem
+            .read_obj::<u64>(GuestAddress(facs + FACS_X_WAKING_VECTOR))
+            .ok()?;
+        let vector = if x_vector != 0 {
+            if read32(FACS_OSPM_FLAGS)? & FACS_64BIT_WAKE != 0 {
+                tracing::warn!("S3 resume in 64-bit mode (FACS 64BIT_WAKE_F) is not supported: the guest boots again");
+                return None;
+            }
+            x_vector
+        } else {
+            u64::from(read32(FACS_WAKING_VECTOR)?)
+        };
+        match vector {
+            1..=0xf_ffff => Some(WakeEntry::RealMode(vector as u32)),
+            0 => {
+                tracing::debug!("no FACS waking vector: the guest boots again");
+                None
+            }
+            _ => {
+                tracing::warn!("FACS waking vector {vector:#x} is above 1 MiB: the guest boots again");
+                None
+            }
+        }
     }
 }
 
@@ -356,6 +396,15 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let storage_lines = std::mem::take(&mut storage.lines);
     device_lines.extend(storage_lines);
     resamplers.extend(std::mem::take(&mut storage.resamplers));
+    let cmos = chipset.cmos;
+    cmos.connect_wake(ctl.clone());
+    device_lines.push(
+        cmos.irq_line()
+            .map_err(|source| crate::device_manager::DeviceManagerError::Interrupt {
+                name: "RTC interrupt".into(),
+                source,
+            })?,
+    );
     if let Some((line, resampler)) = crate::platform::sci_line(config, &acpi_pm)? {
         device_lines.push(line);
         resamplers.extend(resampler);
@@ -448,9 +497,10 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             virtio,
             storage,
             acpi_pm,
+            cmos: cmos.clone(),
             pci,
         },
-        reloader: boot.into_reloader(mem.clone(), chipset.cmos, &config.firmware.boot),
+        reloader: boot.into_reloader(mem.clone(), cmos.clone(), &config.firmware.boot),
         events,
         no_reboot: config.no_reboot,
     });
@@ -468,6 +518,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             machine,
             ioapic_lines,
             resamplers,
+            rtc: cmos,
         })?;
         event_loop.qmp_server().greet_waiting();
         daemon.map(daemon::Daemon::ready).transpose()?;

@@ -1,11 +1,12 @@
 //! Requests to the VMM thread from devices and vCPU threads: stop with a status, shut down, reset,
-//! or a vCPU's fatal error. They queue here and wake the event loop through an eventfd; the VMM
+//! suspend or wake up, or a vCPU's fatal error. They queue here and wake the event loop through an eventfd; the VMM
 //! thread carries them out with the VM state machine (`vm.rs`).
 //!
 //! `attention` is what a vCPU reads after each exit (one atomic load): once anything is queued,
 //! or the VMM thread is pausing the vCPUs, a vCPU stops running guest code and waits for the
 //! request the VMM thread sends it.
 
+use rvmm_devices::legacy::WakeReason;
 use rvmm_devices::{VmControl, VmRequest};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +52,10 @@ pub enum Request {
     Shutdown(Cause),
     /// Reset the machine (or shut down under `-no-reboot`).
     Reset(Cause),
+    /// Enter ACPI S3: stop the vCPUs, keep RAM (SUSPEND event).
+    Suspend,
+    /// Wake a suspended VM for this reason, if the guest enabled it (WAKEUP event).
+    Wakeup(WakeReason),
     /// A vCPU could not go on; the VM stops with [`FATAL_STATUS`].
     Fatal(crate::vcpu::error::VcpuError),
 }
@@ -119,6 +124,8 @@ impl VmControl for Control {
                 VmRequest::Exit(status) => Request::Exit(status),
                 VmRequest::PowerOff => Request::Shutdown(Cause::GuestShutdown),
                 VmRequest::Reset => Request::Reset(Cause::GuestReset),
+                VmRequest::Suspend => Request::Suspend,
+                VmRequest::RtcWake => Request::Wakeup(WakeReason::Rtc),
             },
         );
     }

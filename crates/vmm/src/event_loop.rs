@@ -5,7 +5,8 @@
 //! - SIGTERM/SIGINT/SIGHUP (a signalfd; the signals are blocked in every thread);
 //! - stdin for `-serial stdio`;
 //! - the QMP sockets and their clients;
-//! - the user-space IOAPIC's input lines (split irqchip) and level-triggered lines' resamples.
+//! - the user-space IOAPIC's input lines (split irqchip) and level-triggered lines' resamples;
+//! - the CMOS RTC's interrupt timer (alarm, update and periodic interrupts; S3 wake-up).
 //!
 //! Handlers run to completion on this thread; the ones that change the VM's run state do it
 //! through [`Vmm`], which waits for every vCPU's answer.
@@ -88,6 +89,7 @@ enum Source {
     Qmp(usize),
     IoapicLine(usize),
     Resample(usize),
+    RtcTimer,
 }
 
 /// Everything the loop serves besides the VM.
@@ -99,6 +101,7 @@ pub struct Sources {
     pub machine: Arc<Machine>,
     pub ioapic_lines: Vec<IoapicLine>,
     pub resamplers: Vec<Resampler>,
+    pub rtc: Arc<rvmm_devices::legacy::Cmos>,
 }
 
 pub struct EventLoop {
@@ -152,6 +155,8 @@ impl EventLoop {
         for i in 0..l.s.resamplers.len() {
             l.add(l.s.resamplers[i].fd(), Source::Resample(i))?;
         }
+        let rtc = l.s.rtc.timer_fd().map_err(io_err("RTC timerfd"))?;
+        l.add(rtc, Source::RtcTimer)?;
         Ok(l)
     }
 
@@ -221,6 +226,7 @@ impl EventLoop {
                     Source::Qmp(i) => self.qmp(i, vmm)?,
                     Source::IoapicLine(i) => self.s.ioapic_lines[i].triggered(),
                     Source::Resample(i) => self.s.resamplers[i].fired(),
+                    Source::RtcTimer => self.s.rtc.timer_fired(),
                 }
                 if vmm.stopping() {
                     break;

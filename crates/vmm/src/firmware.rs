@@ -93,6 +93,11 @@ impl FirmwareTables {
             .map_err(FirmwareError::Acpi)
     }
 
+    /// The FACS address the tables get without firmware (None with `acpi=off`).
+    pub(crate) fn facs_addr(&self) -> Option<u64> {
+        self.acpi.as_ref().and_then(rvmm_arch::acpi::facs_addr)
+    }
+
     /// Writes the MP table and (unless `acpi=off`) the ACPI tables, and hands the kernel the
     /// RSDP address.
     pub(crate) fn write(

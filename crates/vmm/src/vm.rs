@@ -4,20 +4,26 @@
 //!
 //! ```text
 //!   Created --start--> Running <--pause/resume--> Paused (prelaunch with -S)
+//!                         |  ^ \--suspend (ACPI S3)--> Suspended
+//!                         |  +------wakeup: reset devices, vCPUs at the resume entry--/
 //!                         |  reset: pause vCPUs, reset devices, reload, vCPUs reload registers
 //!                         v
 //!                      Stopping --finish--> Stopped (vCPU threads joined, disks flushed)
 //! ```
+//!
+//! Suspended is QEMU's `suspended` run state: the vCPUs are held, while devices, timers and
+//! kvmclock run on (QEMU pauses only the vCPUs too); a wake-up resets the machine except RAM and
+//! the firmware's shadow below 1 MiB, as QEMU's `pc_machine_wakeup`.
 //!
 //! Each vCPU thread answers every request (`vcpu::VcpuHandle`), so when a method here returns,
 //! the vCPUs are where it says.
 
 use crate::control::{Cause, Control, Request, FATAL_STATUS};
 use crate::device_manager::pci::PciRoot;
-use crate::vcpu::{VcpuError, VcpuHandle, VcpuRequest, VcpuResponse, VcpuState};
+use crate::vcpu::{VcpuError, VcpuHandle, VcpuRequest, VcpuResponse, VcpuState, WakeEntry};
 use crate::virtio::VirtioDevices;
 use crate::VmmError;
-use rvmm_devices::legacy::AcpiPm;
+use rvmm_devices::legacy::{AcpiPm, Cmos, WakeReason};
 use rvmm_hypervisor::Vm;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,6 +38,8 @@ pub enum VmState {
     Paused {
         prelaunch: bool,
     },
+    /// In ACPI S3: the vCPUs are held until a wake-up.
+    Suspended,
     /// The VM is ending with this process exit status.
     Stopping {
         status: i32,
@@ -49,6 +57,8 @@ pub enum VmEvent {
     Resume,
     Reset(Cause),
     Shutdown(Cause),
+    Suspend,
+    Wakeup,
 }
 
 /// Where [`VmEvent`]s go.
@@ -59,6 +69,17 @@ pub trait VmEvents: Send + Sync {
 /// What a reset does besides the vCPUs: reload the guest's images (QEMU reloads -kernel too).
 pub trait Reloader {
     fn reload(&self) -> Result<(), VmmError>;
+    /// Where the boot CPU resumes after S3 (nothing is reloaded then); None if the guest left
+    /// no way to resume, and the machine boots again instead.
+    fn wake_entry(&self) -> Option<WakeEntry>;
+}
+
+/// Why a wake-up was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WakeupError {
+    /// QEMU's message.
+    #[error("Unable to wake up: guest is not in suspended state")]
+    NotSuspended,
 }
 
 /// The devices the state machine drives itself.
@@ -67,6 +88,7 @@ pub struct VmDevices {
     /// The onboard IDE/AHCI controller's images.
     pub storage: crate::device_manager::storage::Storage,
     pub acpi_pm: Arc<AcpiPm>,
+    pub cmos: Arc<Cmos>,
     pub pci: Option<PciRoot>,
 }
 
@@ -143,7 +165,7 @@ impl Vmm {
     /// Send `req` to every vCPU, then collect every answer. A vCPU that cannot answer is fatal.
     fn broadcast(
         &mut self,
-        req: fn() -> VcpuRequest,
+        req: impl Fn() -> VcpuRequest,
         what: &'static str,
     ) -> Result<Vec<VcpuResponse>, VcpuError> {
         for v in &self.vcpus {
@@ -223,7 +245,9 @@ impl Vmm {
                 released?;
                 Ok(states)
             }
-            VmState::Paused { .. } | VmState::Created => Ok(self.save_state()?),
+            VmState::Paused { .. } | VmState::Suspended | VmState::Created => {
+                Ok(self.save_state()?)
+            }
             VmState::Stopping { .. } | VmState::Stopped { .. } => Err(VmmError::ShuttingDown),
         }
     }
@@ -253,29 +277,93 @@ impl Vmm {
         let was = self.state;
         let result = self.hold().map_err(VmmError::from).and_then(|()| {
             tracing::debug!("system reset");
-            self.devices.acpi_pm.reset();
-            self.devices.virtio.reset();
-            if let Some(pci) = &self.devices.pci {
-                pci.reset()?;
-            }
+            self.reset_devices()?;
             self.reloader.reload()?;
-            for answer in self.broadcast(|| VcpuRequest::Reset, "reset")? {
-                if let VcpuResponse::ResetDone(r) = answer {
-                    r?;
-                }
-            }
-            Ok(())
+            self.reset_vcpus(|| VcpuRequest::Reset)
         });
         if let Err(e) = result {
             return self.fail(e);
         }
         self.events.emit(VmEvent::Reset(cause));
-        // A paused VM stays paused (QEMU's system_reset keeps the run state).
-        if was == VmState::Running {
+        // A paused VM stays paused (QEMU's system_reset keeps the run state); a suspended one
+        // runs, as a reset button wakes a sleeping PC.
+        if matches!(was, VmState::Running | VmState::Suspended) {
+            self.state = VmState::Running;
             if let Err(e) = self.release() {
                 self.fail(e);
             }
         }
+    }
+
+    /// The devices' part of a system reset (RAM and images untouched).
+    fn reset_devices(&mut self) -> Result<(), VmmError> {
+        self.devices.acpi_pm.reset();
+        self.devices.cmos.reset();
+        self.devices.virtio.reset();
+        if let Some(pci) = &self.devices.pci {
+            pci.reset()?;
+        }
+        Ok(())
+    }
+
+    /// Every vCPU loads the registers `req` asks for (the vCPUs are held).
+    fn reset_vcpus(&mut self, req: impl Fn() -> VcpuRequest) -> Result<(), VmmError> {
+        for answer in self.broadcast(req, "reset")? {
+            if let VcpuResponse::ResetDone(r) = answer {
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The guest entered ACPI S3: hold the vCPUs, tell firmware to resume at the next start
+    /// (CMOS shutdown status 0xFE), report SUSPEND (QEMU's `qemu_system_suspend`).
+    pub fn suspend(&mut self) {
+        if self.state != VmState::Running {
+            return;
+        }
+        if let Err(e) = self.hold() {
+            return self.fail(e);
+        }
+        self.devices.cmos.suspend();
+        self.state = VmState::Suspended;
+        tracing::debug!("VM suspended");
+        self.events.emit(VmEvent::Suspend);
+    }
+
+    /// Wake a suspended VM (QEMU's `qemu_system_wakeup_request` and `pc_machine_wakeup`): an
+    /// RTC alarm counts only if the guest set RTC_EN. The machine is reset but for RAM, the
+    /// PM1 status says why it woke, the boot CPU starts at the resume entry, then WAKEUP.
+    pub fn wakeup(&mut self, reason: WakeReason) -> Result<(), WakeupError> {
+        if self.state != VmState::Suspended {
+            return Err(WakeupError::NotSuspended);
+        }
+        if reason == WakeReason::Rtc && !self.devices.acpi_pm.rtc_wake_enabled() {
+            return Ok(());
+        }
+        tracing::debug!(?reason, "VM wakes up");
+        let Some(entry) = self.reloader.wake_entry() else {
+            // Nowhere to resume: the machine boots again, as SeaBIOS does without a waking
+            // vector.
+            self.events.emit(VmEvent::Wakeup);
+            self.reset(Cause::GuestReset);
+            return Ok(());
+        };
+        let result = self
+            .reset_devices()
+            .and_then(|()| self.reset_vcpus(|| VcpuRequest::Wake(entry)));
+        if let Err(e) = result {
+            self.fail(e);
+            return Ok(());
+        }
+        self.devices.acpi_pm.woke(reason);
+        self.state = VmState::Running;
+        if let Err(e) = self.release() {
+            self.fail(e);
+            return Ok(());
+        }
+        self.events.emit(VmEvent::Wakeup);
+        Ok(())
     }
 
     /// End the VM with status 0 and a SHUTDOWN event for `cause`.
@@ -309,6 +397,11 @@ impl Vmm {
                 Request::Exit(status) => self.exit(status),
                 Request::Shutdown(cause) => self.shutdown(cause),
                 Request::Reset(cause) => self.reset(cause),
+                Request::Suspend => self.suspend(),
+                // An alarm while running or already woken changes nothing.
+                Request::Wakeup(reason) => {
+                    let _ = self.wakeup(reason);
+                }
                 Request::Fatal(e) => self.fail(e),
             }
         }

@@ -250,6 +250,20 @@ pub fn build_tables(config: &AcpiConfig) -> Result<Vec<PlacedTable>, AcpiError> 
     Ok(std::iter::once(rsdp).chain(tables).collect())
 }
 
+/// Where [`write_acpi_tables`] puts the FACS, whose waking vector the VMM reads at an S3
+/// wake-up without firmware.
+pub fn facs_addr(config: &AcpiConfig) -> Option<u64> {
+    let tables = build_tables(config).ok()?;
+    tables.iter().find(|t| t.name == "FACS").map(|t| t.addr)
+}
+
+/// FACS fields (ACPI 6.5 table 5.14): Firmware_Waking_Vector (u32), X_Firmware_Waking_Vector
+/// (u64) and OSPM Flags (u32, bit 0 = 64BIT_WAKE_F).
+pub const FACS_WAKING_VECTOR: u64 = 12;
+pub const FACS_X_WAKING_VECTOR: u64 = 24;
+pub const FACS_OSPM_FLAGS: u64 = 36;
+pub const FACS_64BIT_WAKE: u32 = 1;
+
 /// Builds the tables, writes them to guest memory and returns the RSDP address.
 pub fn write_acpi_tables<M: GuestMemoryBackend>(
     mem: &M,

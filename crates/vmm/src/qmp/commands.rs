@@ -24,6 +24,7 @@ const COMMANDS: &[(&str, Handler)] = &[
     ("cont", cont),
     ("system_reset", system_reset),
     ("system_powerdown", system_powerdown),
+    ("system_wakeup", system_wakeup),
     ("x-query-exit-stats", x_query_exit_stats),
     ("human-monitor-command", human_monitor_command),
     // The session shuts the VM down after sending the reply.
@@ -73,6 +74,7 @@ fn query_status(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpErr
         VmState::Stopping { .. } | VmState::Stopped { .. } => "shutdown",
         VmState::Paused { prelaunch: true } | VmState::Created => "prelaunch",
         VmState::Paused { prelaunch: false } => "paused",
+        VmState::Suspended => "suspended",
         VmState::Running => "running",
     };
     Ok(json!({"status": status, "running": status == "running", "singlestep": false}))
@@ -163,6 +165,15 @@ fn system_powerdown(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpE
     let seen = m.acpi_pm.press_power_button();
     tracing::debug!(seen, "power button pressed");
     m.events.emit("POWERDOWN", None);
+    Ok(json!({}))
+}
+
+/// QEMU's `system_wakeup`: wake a guest in S3 (WAKEUP once it runs again); an error if it is
+/// not suspended.
+fn system_wakeup(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    no_args(args)?;
+    vmm.wakeup(rvmm_devices::legacy::WakeReason::Other)
+        .map_err(|e| QmpError::generic(e.to_string()))?;
     Ok(json!({}))
 }
 

@@ -140,6 +140,8 @@ impl VmEvents for Events {
             VmEvent::Resume => Events::emit(self, "RESUME", None),
             VmEvent::Reset(cause) => self.emit_cause("RESET", cause),
             VmEvent::Shutdown(cause) => self.emit_cause("SHUTDOWN", cause),
+            VmEvent::Suspend => Events::emit(self, "SUSPEND", None),
+            VmEvent::Wakeup => Events::emit(self, "WAKEUP", None),
         }
     }
 }

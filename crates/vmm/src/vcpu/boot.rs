@@ -15,6 +15,17 @@ pub enum BootTarget {
     Firmware,
 }
 
+/// Where the bootstrap processor restarts on wake-up from S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeEntry {
+    /// PC firmware: the reset vector; the firmware finds the shutdown status byte 0xFE and jumps
+    /// to the FACS waking vector itself (SeaBIOS `handle_resume` and `s3_resume`).
+    Firmware,
+    /// Without firmware: the FACS firmware waking vector, entered in real mode with
+    /// CS = vector >> 4 and IP = vector & 0xF (ACPI 6.5 section 5.2.10).
+    RealMode(u32),
+}
+
 /// IA32_APIC_BASE after RESET: the default base with the global enable bit (SDM vol. 3,
 /// 11.4.4), and BSP (bit 8) on the bootstrap processor.
 const APIC_BASE_ENABLED: u64 = 0xfee0_0000 | (1 << 11);
@@ -32,6 +43,28 @@ impl VcpuBoot {
         match &self.target {
             BootTarget::Kernel(entry) => Self::kernel_entry(vcpu, mem, entry),
             BootTarget::Firmware => Self::power_on(vcpu),
+        }
+    }
+
+    /// Put `vcpu` in its state for a wake-up from S3: as at power-on, the bootstrap processor at
+    /// `entry`, the others waiting for INIT/SIPI.
+    pub fn wake_vcpu(&self, vcpu: &Vcpu, entry: WakeEntry) -> Result<(), VmmError> {
+        Self::power_on(vcpu)?;
+        match entry {
+            WakeEntry::RealMode(vector) if vcpu.id() == 0 => {
+                let mut sregs = vcpu.sregs()?;
+                let segment = vector >> 4;
+                sregs.cs.selector = segment as u16;
+                sregs.cs.base = u64::from(segment) << 4;
+                vcpu.set_sregs(&sregs)?;
+                let regs = rvmm_hypervisor::kvm_regs {
+                    rip: u64::from(vector & 0xf),
+                    rflags: 0x2,
+                    ..Default::default()
+                };
+                Ok(vcpu.set_regs(&regs)?)
+            }
+            _ => Ok(()),
         }
     }
 

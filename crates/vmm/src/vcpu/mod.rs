@@ -19,7 +19,7 @@ mod boot;
 pub(crate) mod error;
 mod exit;
 
-pub use boot::{BootTarget, VcpuBoot};
+pub use boot::{BootTarget, VcpuBoot, WakeEntry};
 pub use error::{VcpuError, RESPONSE_TIMEOUT};
 
 use crate::control::{Control, Request};
@@ -68,6 +68,8 @@ pub enum VcpuRequest {
     Resume,
     /// Reload the power-on registers for the next boot (while paused).
     Reset,
+    /// Load the registers of a wake-up from S3 (while paused); answered with `ResetDone`.
+    Wake(WakeEntry),
     /// Report the registers (while paused).
     SaveState,
     /// End the thread.
@@ -241,6 +243,10 @@ impl VcpuThread {
                 (VcpuResponse::Resumed, State::Running)
             }
             VcpuRequest::Reset => (VcpuResponse::ResetDone(self.reset(buses)), State::Paused),
+            VcpuRequest::Wake(entry) => (
+                VcpuResponse::ResetDone(self.wake(buses, entry)),
+                State::Paused,
+            ),
             VcpuRequest::SaveState => (VcpuResponse::State(self.save()), State::Paused),
             VcpuRequest::Stop => (VcpuResponse::Stopped, State::Exited),
         };
@@ -257,6 +263,17 @@ impl VcpuThread {
         self.ctx
             .boot
             .reset_vcpu(&self.vcpu, &self.ctx.mem)
+            .map_err(|e| VcpuError::Reset {
+                vcpu: self.vcpu.id(),
+                source: Box::new(e),
+            })
+    }
+
+    fn wake(&mut self, buses: &mut Buses, entry: WakeEntry) -> Result<(), VcpuError> {
+        complete_pending_exit(&mut self.vcpu, &self.ctx, buses);
+        self.ctx
+            .boot
+            .wake_vcpu(&self.vcpu, entry)
             .map_err(|e| VcpuError::Reset {
                 vcpu: self.vcpu.id(),
                 source: Box::new(e),
