@@ -90,6 +90,11 @@ const GUESTS: &[Guest] = &[
     guest("pio_bench.elf", "pio_bench.S", Class::Elf32, "pvh.ld"),
     guest("heartbeat.elf", "heartbeat.S", Class::Elf32, "pvh.ld"),
     guest("powerbutton.elf", "powerbutton.S", Class::Elf32, "pvh.ld"),
+    guest("suspend.elf", "suspend.S", Class::Elf32, "pvh.ld"),
+    Guest {
+        defines: &["RTC_WAKE"],
+        ..guest("suspend_rtc.elf", "suspend.S", Class::Elf32, "pvh.ld")
+    },
     guest(
         "powerbutton_irq.elf",
         "powerbutton_irq.S",

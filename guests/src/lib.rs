@@ -45,6 +45,8 @@ pub const ALL: &[&str] = &[
     "pio_bench.elf",
     "heartbeat.elf",
     "powerbutton.elf",
+    "suspend.elf",
+    "suspend_rtc.elf",
     "exits.elf",
     "exits64.elf",
     "virtio.elf",
