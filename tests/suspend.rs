@@ -1,0 +1,177 @@
+//! ACPI S3 (suspend to RAM): the guest (`guests/src/suspend.S`) stores a real-mode waking vector
+//! in the FACS and writes SLP_TYP=1 with SLP_EN; the VM reports SUSPEND and `suspended`, keeps
+//! RAM, and an RTC alarm (with RTC_EN) or QMP `system_wakeup` brings it back at the vector, which
+//! prints PM1a_STS (WAK_STS with RTC_STS or PWRBTN_STS) and exits through isa-debug-exit.
+//!
+//! `RVMM_TEST_BIN=<wrapper around qemu-system-x86_64>` runs the same tests against QEMU, where
+//! SeaBIOS resumes the guest (QEMU always boots `-kernel` through firmware).
+
+mod common;
+
+use common::{TempDir, VmCommand};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Lines, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// isa-debug-exit status of the guest's EXIT_OK.
+const EXIT_OK: i32 = 33;
+
+/// A minimal QMP client over a Unix socket: JSON lines, events kept in order.
+struct Qmp {
+    writer: UnixStream,
+    lines: Lines<BufReader<UnixStream>>,
+    events: Vec<Value>,
+}
+
+impl Qmp {
+    fn connect(sock: &Path) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match UnixStream::connect(sock) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("connect to QMP at {}: {e}", sock.display())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut qmp = Qmp {
+            writer: stream.try_clone().unwrap(),
+            lines: BufReader::new(stream).lines(),
+            events: Vec::new(),
+        };
+        let greeting = qmp.message();
+        assert!(greeting.get("QMP").is_some(), "greeting: {greeting}");
+        qmp.execute("qmp_capabilities").expect("qmp_capabilities");
+        qmp
+    }
+
+    fn message(&mut self) -> Value {
+        let line = self
+            .lines
+            .next()
+            .expect("QMP connection closed")
+            .expect("read from QMP");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad QMP line {line}: {e}"))
+    }
+
+    /// Run `cmd`: its return value, or its error's description.
+    fn execute(&mut self, cmd: &str) -> Result<Value, String> {
+        writeln!(self.writer, "{{\"execute\": \"{cmd}\"}}").expect("write to QMP");
+        loop {
+            let msg = self.message();
+            if let Some(ret) = msg.get("return") {
+                return Ok(ret.clone());
+            }
+            if let Some(err) = msg.get("error") {
+                return Err(err["desc"].as_str().unwrap_or_default().to_string());
+            }
+            self.events.push(msg);
+        }
+    }
+
+    /// Wait for event `name` (earlier ones are dropped); returns the ones seen before it.
+    fn wait_event(&mut self, name: &str) -> Vec<String> {
+        let mut before = Vec::new();
+        loop {
+            let ev = if self.events.is_empty() {
+                self.message()
+            } else {
+                self.events.remove(0)
+            };
+            let Some(ev_name) = ev.get("event").and_then(Value::as_str) else {
+                continue;
+            };
+            if ev_name == name {
+                return before;
+            }
+            before.push(ev_name.to_string());
+        }
+    }
+
+    fn status(&mut self) -> (String, bool) {
+        let s = self.execute("query-status").expect("query-status");
+        (
+            s["status"].as_str().unwrap_or_default().to_string(),
+            s["running"].as_bool().unwrap_or(true),
+        )
+    }
+}
+
+/// The guest on `machine`, held at start (-S) until QMP says `cont`.
+fn suspend_vm(guest: &str, machine: &str, dir: &TempDir) -> (VmCommand, String) {
+    let sock = dir.path().join("qmp.sock");
+    let cmd = VmCommand::guest(guest)
+        .set_option("-M", machine)
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .arg("-S");
+    (cmd, sock.display().to_string())
+}
+
+/// The RTC alarm, armed two seconds ahead with AIE and RTC_EN, wakes the guest at its vector.
+fn rtc_alarm_wakes(machine: &str) {
+    let dir = TempDir::new(&format!("s3-rtc-{machine}"));
+    // Held at start until QMP listens for SUSPEND.
+    let (cmd, sock) = suspend_vm("suspend_rtc.elf", machine, &dir);
+    let mut vm = cmd.spawn();
+    let mut qmp = Qmp::connect(Path::new(&sock));
+    qmp.execute("cont").expect("cont");
+    qmp.wait_event("SUSPEND");
+    vm.expect_stdout("suspend: entering S3\n");
+    assert_eq!(qmp.status(), ("suspended".to_string(), false));
+    assert!(!vm.stdout().contains("resume"), "{}", vm.stdout());
+    let before = qmp.wait_event("WAKEUP");
+    assert!(before.is_empty(), "events before WAKEUP: {before:?}");
+    let out = vm.wait(common::TIMEOUT);
+    out.assert_stdout_contains("resume: woke, pm1_sts 8400\n");
+    out.assert_stdout_lacks("not suspended");
+    out.assert_status(EXIT_OK);
+}
+
+#[test]
+fn rtc_alarm_wakes_q35() {
+    rtc_alarm_wakes("q35");
+}
+
+#[test]
+fn rtc_alarm_wakes_pc() {
+    rtc_alarm_wakes("pc");
+}
+
+/// Without an alarm the guest sleeps until QMP `system_wakeup`, which is refused while the
+/// guest is not suspended; the power button does not wake it (QEMU's behaviour).
+#[test]
+fn qmp_system_wakeup() {
+    let dir = TempDir::new("s3-qmp");
+    let (cmd, sock) = suspend_vm("suspend.elf", "q35", &dir);
+    let vm = cmd.spawn();
+    let mut qmp = Qmp::connect(Path::new(&sock));
+    assert_eq!(
+        qmp.execute("system_wakeup"),
+        Err("Unable to wake up: guest is not in suspended state".to_string())
+    );
+    qmp.execute("cont").expect("cont");
+    qmp.wait_event("SUSPEND");
+    assert_eq!(qmp.status(), ("suspended".to_string(), false));
+    // stop and cont change nothing while suspended.
+    qmp.execute("stop").expect("stop");
+    qmp.execute("cont").expect("cont");
+    assert_eq!(qmp.status(), ("suspended".to_string(), false));
+    qmp.execute("system_powerdown").expect("system_powerdown");
+    qmp.wait_event("POWERDOWN");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(qmp.status(), ("suspended".to_string(), false));
+    assert!(!vm.stdout().contains("resume"), "{}", vm.stdout());
+    qmp.execute("system_wakeup").expect("system_wakeup");
+    let before = qmp.wait_event("WAKEUP");
+    assert!(before.is_empty(), "events before WAKEUP: {before:?}");
+    let out = vm.wait(common::TIMEOUT);
+    out.assert_stdout_contains("suspend: entering S3\nresume: woke, pm1_sts 8100\n");
+    out.assert_status(EXIT_OK);
+}
