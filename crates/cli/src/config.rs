@@ -302,6 +302,28 @@ pub struct VmConfig {
     pub exit_stats: Option<ExitStatsConfig>,
     /// Firmware image, search path and boot order (`-bios`, `-L`, `-boot`).
     pub firmware: crate::FirmwareConfig,
+    /// The `-global` properties rvmm honours.
+    pub globals: GlobalProps,
+}
+
+/// `-global DRIVER.PROP=VALUE` properties rvmm honours: QEMU 7.2's `ICH9-LPC.disable_s3` (q35)
+/// and `PIIX4_PM.disable_s3` (pc), which withdraw \_S3 from the DSDT (non-zero = withdrawn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GlobalProps {
+    pub ich9_disable_s3: bool,
+    pub piix4_disable_s3: bool,
+}
+
+impl VmConfig {
+    /// Whether the DSDT offers \_S3 (suspend to RAM): by default on pc and q35, as QEMU 7.2;
+    /// not on microvm, whose QEMU counterpart has no S3.
+    pub fn s3_offered(&self) -> bool {
+        match self.machine {
+            MachineKind::Q35 => !self.globals.ich9_disable_s3,
+            MachineKind::Pc => !self.globals.piix4_disable_s3,
+            MachineKind::Microvm => false,
+        }
+    }
 }
 
 /// Where `-exit-stats` reports go.
@@ -341,6 +363,7 @@ impl Default for VmConfig {
             firmware: crate::FirmwareConfig::default(),
             ide: Vec::new(),
             bzimage_decompress: BzImageDecompress::default(),
+            globals: GlobalProps::default(),
         }
     }
 }

@@ -24,8 +24,8 @@ use thiserror::Error;
 pub use boot::{boot_nibble, BootConfig, BootError, FirmwareConfig, DEFAULT_BOOT_ORDER};
 pub use config::{
     check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, ExitStatsConfig, FwCfgData,
-    FwCfgFile, IrqchipMode, MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig,
-    DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
+    FwCfgFile, GlobalProps, IrqchipMode, MachineKind, PciTestdevConfig, SerialConfig, SmpConfig,
+    VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use cpu::{cpu_help_text, CpuArgError, PropError};
 pub use ide::{ide_layout, IdeDriveConfig, IdeError};
@@ -60,6 +60,8 @@ pub enum CliError {
     MissingArgument(String),
     #[error("{0} is not supported")]
     UnsupportedOption(String),
+    #[error("-global {0}: rvmm supports only ICH9-LPC.disable_s3 and PIIX4_PM.disable_s3")]
+    UnsupportedGlobal(String),
     #[error("'{0}': disk image arguments are not supported (boot a kernel with -kernel)")]
     Positional(String),
     #[error("{option}: {source}")]
@@ -238,6 +240,26 @@ where
     state.finish().map(Action::Run)
 }
 
+/// `-global DRIVER.PROP=VALUE` for the properties in [`GlobalProps`]; QEMU's uint8 value.
+fn global(globals: &mut GlobalProps, arg: &str) -> Result<(), CliError> {
+    let unsupported = || CliError::UnsupportedGlobal(arg.to_string());
+    let (target, value) = arg.split_once('=').ok_or_else(unsupported)?;
+    let field = match target {
+        "ICH9-LPC.disable_s3" => &mut globals.ich9_disable_s3,
+        "PIIX4_PM.disable_s3" => &mut globals.piix4_disable_s3,
+        _ => return Err(unsupported()),
+    };
+    let n: u8 = value.parse().map_err(|_| CliError::Opts {
+        option: "-global".into(),
+        source: OptsError::InvalidNumber {
+            key: "disable_s3".into(),
+            value: value.into(),
+        },
+    })?;
+    *field = n != 0;
+    Ok(())
+}
+
 /// Wraps a QemuOpts error with the option it came from.
 fn opts_err(option: &str) -> impl FnOnce(OptsError) -> CliError + '_ {
     move |source| CliError::Opts {
@@ -311,6 +333,7 @@ impl Pending {
             "nodefaults" => c.nodefaults = true,
             "boot" => boot::parse_boot(&mut c.firmware.boot, arg).map_err(CliError::Boot)?,
             "no-reboot" => c.no_reboot = true,
+            "global" => global(&mut c.globals, arg)?,
             "mon" => self.monitors.add_mon(arg).map_err(monitor_err("-mon"))?,
             "S" => c.start_paused = true,
             "daemonize" => c.daemonize = true,

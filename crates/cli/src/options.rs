@@ -113,6 +113,11 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         help: "exit instead of rebooting the guest",
     },
     SupportedOption {
+        names: &["global"],
+        arg: Some("ICH9-LPC.disable_s3=1|PIIX4_PM.disable_s3=1"),
+        help: "withdraw ACPI S3 (suspend to RAM) from the guest (q35|pc)",
+    },
+    SupportedOption {
         names: &["fw_cfg"],
         arg: Some("[name=]opt/NAME,file=PATH|string=STR"),
         help: "add a file to the fw_cfg device (names should start with opt/)",
@@ -213,7 +218,7 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("debugcon", true), ("dtb", true),
     ("dump-vmstate", true), ("echr", true), ("enable-fips", false),
     ("enable-sync-profile", false), ("fda", true), ("fdb", true), ("fsdev", true),
-    ("full-screen", false), ("g", true), ("gdb", true), ("global", true),
+    ("full-screen", false), ("g", true), ("gdb", true),
      ("icount", true),
     ("incoming", true), ("iscsi", true), ("k", true),  ("loadvm", true),
     ("mem-path", true), ("mem-prealloc", false), ("monitor", true),

@@ -94,7 +94,6 @@ fn invalid_and_unsupported_options() {
         ("-usb", None),
         ("-soundhw", Some("all")),
         ("-rtc", Some("base=utc")),
-        ("-global", Some("a.b=c")),
         ("-snapshot", None),
         ("-icount", Some("1")),
         ("-d", Some("int")),
@@ -909,4 +908,30 @@ fn ide_drives_follow_the_machine() {
         .map(|d| (d.bus, d.unit, d.drive.is_some(), d.bootindex))
         .collect();
     assert_eq!(placed, [(0, 0, false, None), (1, 0, true, Some(0))]);
+}
+
+#[test]
+fn global_disable_s3_and_refusals() {
+    let c = run(&["-M", "q35"]);
+    assert!(c.s3_offered(), "QEMU 7.2 offers S3 on q35");
+    assert!(run(&["-M", "pc"]).s3_offered());
+    assert!(!run(&["-M", "microvm"]).s3_offered());
+    let c = run(&["-M", "q35", "-global", "ICH9-LPC.disable_s3=1"]);
+    assert!(c.globals.ich9_disable_s3 && !c.s3_offered());
+    // The other chipset's property is accepted and has no effect, as in QEMU.
+    assert!(run(&["-M", "q35", "-global", "PIIX4_PM.disable_s3=1"]).s3_offered());
+    assert!(!run(&["-M", "pc", "-global", "PIIX4_PM.disable_s3=1"]).s3_offered());
+    assert!(run(&["-M", "pc", "-global", "PIIX4_PM.disable_s3=0"]).s3_offered());
+    assert_eq!(
+        err(&["-global", "ICH9-LPC.disable_s4=1"]),
+        "-global ICH9-LPC.disable_s4=1: rvmm supports only ICH9-LPC.disable_s3 and PIIX4_PM.disable_s3"
+    );
+    assert_eq!(
+        err(&["-global", "driver=ICH9-LPC,property=disable_s3,value=1"]),
+        "-global driver=ICH9-LPC,property=disable_s3,value=1: rvmm supports only ICH9-LPC.disable_s3 and PIIX4_PM.disable_s3"
+    );
+    assert_eq!(
+        err(&["-global", "ICH9-LPC.disable_s3=yes"]),
+        "-global: parameter 'disable_s3' expects a number, got 'yes'"
+    );
 }

@@ -257,7 +257,9 @@ impl Reloader for ImageReloader {
                 None
             }
             _ => {
-                tracing::warn!("FACS waking vector {vector:#x} is above 1 MiB: the guest boots again");
+                tracing::warn!(
+                    "FACS waking vector {vector:#x} is above 1 MiB: the guest boots again"
+                );
                 None
             }
         }
@@ -398,13 +400,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     resamplers.extend(std::mem::take(&mut storage.resamplers));
     let cmos = chipset.cmos;
     cmos.connect_wake(ctl.clone());
-    device_lines.push(
-        cmos.irq_line()
-            .map_err(|source| crate::device_manager::DeviceManagerError::Interrupt {
-                name: "RTC interrupt".into(),
-                source,
-            })?,
-    );
+    device_lines.push(cmos.irq_line().map_err(|source| {
+        crate::device_manager::DeviceManagerError::Interrupt {
+            name: "RTC interrupt".into(),
+            source,
+        }
+    })?);
     if let Some((line, resampler)) = crate::platform::sci_line(config, &acpi_pm)? {
         device_lines.push(line);
         resamplers.extend(resampler);

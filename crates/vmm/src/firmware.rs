@@ -77,6 +77,7 @@ impl FirmwareTables {
                 MachineKind::Microvm => PciHostBridge::None,
             },
             virtio_mmio,
+            s3: config.s3_offered(),
         });
         Self { acpi, apic_ids }
     }

@@ -1,7 +1,8 @@
 //! The DSDT (ACPI 6.5 section 5.2.11.1): COM1, the PCI root bridge with its interrupt routing
 //! (`_PRT` over PCI interrupt link devices, ACPI 6.5 sections 6.2.13 and 6.2.16), the
-//! virtio-mmio transports, and the \_S5 sleep package that matches the PM1a_CNT device
-//! (SLP_TYP 0 powers off, as QEMU's \_S5).
+//! virtio-mmio transports, and the sleep packages that match the PM1a_CNT device (ACPI 6.5
+//! section 7.4.2, values as QEMU's `build_dsdt`): \_S3 {1, 1, 0, 0} unless withdrawn (SLP_TYP 1
+//! suspends to RAM) and \_S5 {0, 0, 0, 0} (SLP_TYP 0 powers off).
 
 use acpi_tables::aml::{
     AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Method, Name,
@@ -22,8 +23,12 @@ const PCI_CONFIG_PORT: u16 = 0xcf8;
 /// The DSDT AML for `config`.
 pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
     let mut aml = Vec::new();
-    // \_S5: {PM1a SLP_TYP, PM1b SLP_TYP}; the PM device powers off on type 0.
-    Name::new("_S5_".into(), &Package::new(vec![&0u8, &0u8])).to_aml_bytes(&mut aml);
+    // {PM1a SLP_TYP, PM1b SLP_TYP, reserved, reserved}, as QEMU writes them.
+    if config.s3 {
+        Name::new("_S3_".into(), &Package::new(vec![&1u8, &1u8, &0u8, &0u8]))
+            .to_aml_bytes(&mut aml);
+    }
+    Name::new("_S5_".into(), &Package::new(vec![&0u8, &0u8, &0u8, &0u8])).to_aml_bytes(&mut aml);
 
     let com1_io = IO::new(COM1_BASE, COM1_BASE, 1, 8);
     let com1_irq = Interrupt::new(true, true, false, false, COM1_IRQ);

@@ -236,6 +236,7 @@ mod tests {
             com1: true,
             pci: PciHostBridge::Pcie,
             virtio_mmio: Vec::new(),
+            s3: true,
         };
         let acpi = firmware_tables(&config).unwrap();
         let base = 0x7ffe_0000;

@@ -66,6 +66,8 @@ pub struct AcpiConfig {
     pub pci: PciHostBridge,
     /// virtio-mmio transports with a device, announced as LNRO0005 devices.
     pub virtio_mmio: Vec<VirtioMmioDevice>,
+    /// Whether the DSDT offers \_S3 (suspend to RAM).
+    pub s3: bool,
 }
 
 /// One virtio-mmio transport as the DSDT describes it (QEMU microvm: `VRnn`, `_HID`

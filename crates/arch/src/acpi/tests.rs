@@ -7,6 +7,7 @@ fn config(apic_ids: Vec<u32>) -> AcpiConfig {
         com1: true,
         pci: PciHostBridge::Pcie,
         virtio_mmio: Vec::new(),
+        s3: true,
     }
 }
 
@@ -184,15 +185,22 @@ fn dsdt_variants_and_s5() {
         com1: false,
         pci: PciHostBridge::None,
         virtio_mmio: Vec::new(),
+        s3: false,
     });
     let has = |t: &[u8], s: &[u8]| t.windows(s.len()).any(|w| w == s);
     for t in [&with, &without] {
-        // NameOp "_S5_" PackageOp len 4 count 2 Zero Zero.
+        // NameOp "_S5_" PackageOp len 6 count 4 Zero Zero Zero Zero (QEMU's package).
         assert!(has(
             t,
-            &[0x08, b'_', b'S', b'5', b'_', 0x12, 0x04, 0x02, 0x00, 0x00]
+            &[0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00]
         ));
     }
+    // \_S3 {One, One, Zero, Zero} only where offered.
+    let s3 = [
+        0x08, b'_', b'S', b'3', b'_', 0x12, 0x06, 0x04, 0x01, 0x01, 0x00, 0x00,
+    ];
+    assert!(has(&with, &s3));
+    assert!(!has(&without, b"_S3_"));
     assert!(has(&with, b"COM1") && has(&with, b"PCI0"));
     assert!(!has(&without, b"COM1") && !has(&without, b"PCI0"));
     // EISAID("PNP0501") and "PNP0A08" encodings.
@@ -312,6 +320,7 @@ fn iasl_disassembles_every_table_without_errors() {
             com1: true,
             pci,
             virtio_mmio: virtio_devices(2),
+            s3: true,
         };
         // iasl only takes description tables with a header; the RSDP is checked above.
         for t in build_tables(&cfg)
