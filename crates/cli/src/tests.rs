@@ -95,7 +95,6 @@ fn invalid_and_unsupported_options() {
         ("-soundhw", Some("all")),
         ("-rtc", Some("base=utc")),
         ("-global", Some("a.b=c")),
-        ("-snapshot", None),
         ("-icount", Some("1")),
         ("-d", Some("int")),
         ("-D", Some("log")),

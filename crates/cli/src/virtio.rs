@@ -134,6 +134,8 @@ pub(crate) struct VirtioArgs {
     defaults: Vec<(usize, crate::ide::IdeFront)>,
     /// `if=ide` drives and `-device ide-hd|ide-cd`.
     ide: Vec<crate::ide::IdeFront>,
+    /// `-snapshot` anywhere on the command line: `snapshot=on` for drives that do not say.
+    pub(crate) snapshot: bool,
 }
 
 /// What the block, network and entropy options resolve to.
@@ -180,6 +182,8 @@ impl VirtioArgs {
             format: None,
             readonly: cdrom,
             direct: false,
+            locking: true,
+            snapshot: self.snapshot,
             serial: None,
             id: None,
         };
@@ -207,7 +211,18 @@ impl VirtioArgs {
     pub(crate) fn drive(&mut self, arg: &OsStr) -> Result<(), VirtioArgError> {
         let opts = QemuOpts::parse_os(arg, None).map_err(opts_err("-drive"))?;
         opts.check_known(&[
-            "file", "format", "if", "id", "readonly", "cache", "media", "serial", "index",
+            "file",
+            "format",
+            "if",
+            "id",
+            "readonly",
+            "cache",
+            "media",
+            "serial",
+            "index",
+            "snapshot",
+            "locking",
+            "file.locking",
         ])
         .and_then(|()| opts.check_text(&["file"]))
         .map_err(opts_err("-drive"))?;
@@ -283,11 +298,34 @@ impl VirtioArgs {
                 .get_bool("readonly")
                 .map_err(opts_err("-drive"))?
                 .unwrap_or(false);
+        let locking = match (opts.get("file.locking"), opts.get("locking")) {
+            (Some(v), _) => ("file.locking", v),
+            (None, Some(v)) => ("locking", v),
+            (None, None) => ("file.locking", "auto"),
+        };
+        // QEMU's auto is on wherever the host has OFD locks, which Linux has.
+        let locking = match locking {
+            (_, "on" | "auto") => true,
+            (_, "off") => false,
+            (key, value) => {
+                return Err(VirtioArgError::DriveLocking {
+                    file,
+                    key,
+                    value: value.into(),
+                })
+            }
+        };
+        let snapshot = opts
+            .get_bool("snapshot")
+            .map_err(opts_err("-drive"))?
+            .unwrap_or(self.snapshot);
         let drive = DriveConfig {
             file: path,
             format,
             readonly,
             direct,
+            locking,
+            snapshot,
             serial: opts.get("serial").map(str::to_string),
             id: opts.get("id").map(str::to_string),
         };
@@ -589,6 +627,8 @@ mod tests {
                 format: Some("qcow2".into()),
                 readonly: true,
                 direct: true,
+                locking: true,
+                snapshot: false,
                 serial: None,
                 id: Some("d0".into()),
             })]
