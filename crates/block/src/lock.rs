@@ -61,7 +61,7 @@ impl Perms {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another user holds what this one needs, or needs what this one holds (QEMU's text).
-    #[error("Failed to get {shared}\"{perm}\" lock\nIs another process using the image [{path}]?")]
+    #[error("Failed to get {shared}\"{perm}\" lock. Is another process using the image [{path}]?")]
     Conflict {
         /// `"shared "` when the conflict is a permission this user would not share.
         shared: &'static str,

@@ -548,12 +548,12 @@ fn writers_exclude_everyone_readers_share() {
     let writer = open_with(&path, false, true, false).unwrap();
     let e = open_with(&path, false, true, false).unwrap_err();
     assert!(
-        e.contains("Failed to get \"write\" lock\n") && e.contains(&busy),
+        e.contains("Failed to get \"write\" lock. ") && e.contains(&busy),
         "{e}"
     );
     let e = open_with(&path, true, true, false).unwrap_err();
     assert!(
-        e.contains("Failed to get shared \"write\" lock\n") && e.contains(&busy),
+        e.contains("Failed to get shared \"write\" lock. ") && e.contains(&busy),
         "{e}"
     );
     // locking=off sees nothing.
@@ -563,7 +563,7 @@ fn writers_exclude_everyone_readers_share() {
     let r1 = open_with(&path, true, true, false).unwrap();
     let r2 = open_with(&path, true, true, false).unwrap();
     let e = open_with(&path, false, true, false).unwrap_err();
-    assert!(e.contains("Failed to get \"write\" lock\n"), "{e}");
+    assert!(e.contains("Failed to get \"write\" lock. "), "{e}");
     drop((r1, r2));
     drop(open_with(&path, false, true, false).unwrap());
 }
@@ -577,7 +577,7 @@ fn backing_files_are_locked_for_reading() {
     let e = open_with(&dir.path("base.qcow2"), false, true, false).unwrap_err();
     let base = dir.show("base.qcow2");
     assert!(
-        e.contains("Failed to get \"write\" lock\n")
+        e.contains("Failed to get \"write\" lock. ")
             && e.contains(&format!("using the image [{base}]")),
         "{e}"
     );

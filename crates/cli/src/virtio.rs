@@ -33,6 +33,12 @@ pub enum VirtioArgError {
     Ide(#[from] crate::ide::IdeError),
     #[error("-drive {file}: cache={mode} is not supported (supported: none, writeback, writethrough, directsync, unsafe)")]
     DriveCache { file: String, mode: String },
+    #[error("-drive {file}: {key}={value} is not supported (supported: on, off, auto)")]
+    DriveLocking {
+        file: String,
+        key: &'static str,
+        value: String,
+    },
     #[error("-drive {file}: if=none needs an id=")]
     DriveId { file: String },
     #[error("-netdev {0}: backend is not supported (supported: tap)")]
@@ -81,6 +87,10 @@ pub struct DriveConfig {
     pub readonly: bool,
     /// `cache=none` or `directsync`: O_DIRECT.
     pub direct: bool,
+    /// `file.locking=` (or `locking=`) on or auto, the default: QEMU's image locks.
+    pub locking: bool,
+    /// `snapshot=on`, or `-snapshot` without `snapshot=off`: writes go to a temporary overlay.
+    pub snapshot: bool,
     /// `serial=`: what VIRTIO_BLK_T_GET_ID returns.
     pub serial: Option<String>,
     /// `id=`: the drive's name in QMP events (BLOCK_IO_ERROR's `device`).
