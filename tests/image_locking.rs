@@ -351,9 +351,11 @@ fn snapshot_writes_never_reach_the_image() {
     }
 }
 
-/// A 128 MiB qcow2 image whose boot sector writes to it forever (guests/src/writedisk.S).
-fn writedisk_image(dir: &TempDir) -> PathBuf {
-    let boot = fs::read(common::guest("writedisk.bin")).expect("writedisk.bin");
+/// A 128 MiB qcow2 image whose boot sector writes to it forever (guests/src/writedisk.S),
+/// flushing after each write if `flush`.
+fn writedisk_image(dir: &TempDir, flush: bool) -> PathBuf {
+    let mut boot = fs::read(common::guest("writedisk.bin")).expect("writedisk.bin");
+    boot[509] = flush.into();
     let raw = dir.file("writedisk.raw", &boot);
     fs::OpenOptions::new()
         .write(true)
@@ -414,7 +416,7 @@ fn allocated(check: &str) -> u64 {
 #[test]
 fn a_qcow2_image_survives_sigkill_mid_write() {
     let dir = TempDir::new("sigkill");
-    let img = writedisk_image(&dir);
+    let img = writedisk_image(&dir, true);
     for pause_ms in [0, 300, 900] {
         let size = fs::metadata(&img).unwrap().len();
         let vm = writedisk_vm(&img);
@@ -440,7 +442,8 @@ fn sighup_sigterm_and_sigint_flush_the_disk() {
         return;
     }
     let dir = TempDir::new("sighup");
-    let img = writedisk_image(&dir);
+    // The guest never flushes: its writes reach the image's tables only through rvmm's exit.
+    let img = writedisk_image(&dir, false);
     for signal in ["HUP", "TERM", "INT"] {
         let vm = writedisk_vm(&img);
         vm.signal(signal);
