@@ -737,4 +737,59 @@ mod tests {
         )
         .is_err());
     }
+
+    fn block_drives(args: &[&str]) -> Vec<DriveConfig> {
+        let args = ["-M", "microvm"].iter().chain(args).map(|s| s.to_string());
+        match crate::parse_args(args) {
+            Ok(crate::Action::Run(c)) => c
+                .virtio
+                .into_iter()
+                .filter_map(|d| match d {
+                    VirtioDeviceConfig::Block(d) => Some(d),
+                    _ => None,
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn locking_and_snapshot() {
+        let flags = |args: &[&str]| -> Vec<(bool, bool)> {
+            block_drives(args)
+                .iter()
+                .map(|d| (d.locking, d.snapshot))
+                .collect()
+        };
+        assert_eq!(flags(&["-drive", "file=a"]), [(true, false)]);
+        for off in [
+            "file.locking=off",
+            "locking=off",
+            "locking=on,file.locking=off",
+        ] {
+            assert_eq!(
+                flags(&["-drive", &format!("file=a,{off}")]),
+                [(false, false)]
+            );
+        }
+        assert_eq!(flags(&["-drive", "file=a,locking=auto"]), [(true, false)]);
+        // -snapshot reaches drives on either side of it; snapshot=off wins.
+        let args = [
+            "-drive",
+            "file=a",
+            "-snapshot",
+            "-hda",
+            "b",
+            "-drive",
+            "file=c,snapshot=off",
+        ];
+        assert_eq!(flags(&args), [(true, true), (true, true), (true, false)]);
+        assert_eq!(flags(&["-drive", "file=a,snapshot=on"]), [(true, true)]);
+        assert_eq!(
+            parse(&[("drive", "file=a,file.locking=maybe")], &[])
+                .unwrap_err()
+                .to_string(),
+            "-drive a: file.locking=maybe is not supported (supported: on, off, auto)"
+        );
+    }
 }
