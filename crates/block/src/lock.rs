@@ -183,3 +183,44 @@ impl ImageLock {
         Ok(Self { _file: file })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// The bytes of `path` that OFD locks cover, from /proc/locks.
+    fn locked_bytes(path: &Path) -> Vec<i64> {
+        let ino = format!(":{}", fs::metadata(path).unwrap().ino());
+        let mut bytes = Vec::new();
+        for line in fs::read_to_string("/proc/locks").unwrap().lines() {
+            let f: Vec<_> = line.split_whitespace().collect();
+            if f.len() >= 8 && f[1] == "OFDLCK" && f[3] == "READ" && f[5].ends_with(&ino) {
+                let (start, end): (i64, i64) = (f[6].parse().unwrap(), f[7].parse().unwrap());
+                bytes.extend(start..=end);
+            }
+        }
+        bytes.sort();
+        bytes
+    }
+
+    #[test]
+    fn the_bytes_qemu_locks() {
+        let path = std::env::temp_dir().join(format!("rvmm-lock-{}", std::process::id()));
+        fs::write(&path, [0u8; 512]).unwrap();
+        let writer = ImageLock::acquire(&path, true).unwrap();
+        assert_eq!(locked_bytes(&path), [100, 101, 103, 201, 203]);
+        drop(writer);
+        assert_eq!(locked_bytes(&path), [] as [i64; 0]);
+        let reader = ImageLock::acquire(&path, false).unwrap();
+        assert_eq!(locked_bytes(&path), [100, 201, 203]);
+        let e = ImageLock::acquire(&path, true).unwrap_err().to_string();
+        let want = format!(
+            "Failed to get \"write\" lock. Is another process using the image [{}]?",
+            path.display()
+        );
+        assert_eq!(e, want);
+        drop(reader);
+        fs::remove_file(&path).unwrap();
+    }
+}
