@@ -6,6 +6,7 @@
 //! stops at a file already in it (by device and inode, so links and `..` do not hide a loop)
 //! and after [`MAX_CHAIN_LEN`] images; then each layer gets the one below as its backing image.
 
+use crate::lock::{ImageLock, LockError};
 use crate::qcow2::{self, HeaderError};
 use crate::ImageFormat;
 use imago::file::File;
@@ -29,6 +30,8 @@ pub const MAX_CHAIN_LEN: usize = 256;
 pub enum OpenError {
     #[error(transparent)]
     Io(#[from] io::Error),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("it is a {0}, not a regular file or block device")]
     NotAFile(&'static str),
     #[error(transparent)]
@@ -232,14 +235,24 @@ struct Next {
     named_by: Option<PathBuf>,
 }
 
+/// An opened chain: the top image's access (the layers below joined in), its format, and the
+/// locks on every file of the chain (held as long as this lives).
+pub(crate) struct Chain {
+    pub access: FormatAccess<File>,
+    pub format: ImageFormat,
+    pub locks: Vec<ImageLock>,
+}
+
 /// Opens the image at `path` (`format` `None`: probe it) and its whole backing chain (backing
-/// files read-only); returns it and the top image's format.
+/// files read-only). With `locking`, each file is locked before it is opened, the top one for
+/// a writer when `write`, the rest for a reader ([`crate::lock`]).
 pub(crate) fn open_chain(
     path: &Path,
     format: Option<ImageFormat>,
     write: bool,
     direct: bool,
-) -> Result<(FormatAccess<File>, ImageFormat), OpenError> {
+    locking: bool,
+) -> Result<Chain, OpenError> {
     let show = |p: &Path| p.display().to_string();
     // (device, inode, path) of every image opened so far.
     let mut seen: Vec<(u64, u64, PathBuf)> = Vec::new();
@@ -250,6 +263,7 @@ pub(crate) fn open_chain(
         named_by: None,
     });
     let mut top_format = None;
+    let mut locks = Vec::new();
     while let Some(n) = next.take() {
         let in_backing = |e: OpenError| match &n.named_by {
             None => e,
@@ -284,6 +298,9 @@ pub(crate) fn open_chain(
         seen.push((meta.dev(), meta.ino(), n.path.clone()));
         // Backing files are only read.
         let write = write && n.named_by.is_none();
+        if locking {
+            locks.push(ImageLock::acquire(&n.path, write).map_err(|e| in_backing(e.into()))?);
+        }
         let (layer, format, header) =
             open_layer(&n.path, n.format, write, direct).map_err(&in_backing)?;
         top_format.get_or_insert(format);
@@ -310,7 +327,11 @@ pub(crate) fn open_chain(
         });
     }
     match (below, top_format) {
-        (Some(access), Some(format)) => Ok((access, format)),
+        (Some(access), Some(format)) => Ok(Chain {
+            access,
+            format,
+            locks,
+        }),
         _ => Err(io::Error::other("no image opened").into()),
     }
 }

@@ -7,9 +7,12 @@
 //! reaches the guest as an error and the host once per disk as a log line naming the image.
 
 mod chain;
+mod lock;
+mod overlay;
 mod qcow2;
 
 pub use chain::{OpenError, MAX_CHAIN_LEN};
+pub use lock::{ImageLock, LockError, LOCK_PERM_BASE, LOCK_SHARED_BASE};
 pub use qcow2::HeaderError;
 
 use imago::file::File;
@@ -98,6 +101,10 @@ pub struct DiskOptions {
     pub readonly: bool,
     /// `cache=none`: bypass the host page cache (O_DIRECT).
     pub direct: bool,
+    /// `file.locking=on|auto` (the default): lock every file of the chain as QEMU does.
+    pub locking: bool,
+    /// `snapshot=on` / `-snapshot`: the image is only read; writes go to a temporary overlay.
+    pub snapshot: bool,
 }
 
 /// Guess the format from the file's first bytes (QEMU's probing: qcow2 magic, else raw).
@@ -119,6 +126,10 @@ pub struct Disk {
     events: OnceLock<Arc<dyn DiskEvents>>,
     /// ... and of one from the image's own contents (corrupt metadata).
     corruption_reported: AtomicBool,
+    /// The locks on every file of the chain, released when the disk is dropped.
+    _locks: Vec<ImageLock>,
+    /// Writes go to a temporary overlay, which is never synced.
+    snapshot: bool,
 }
 
 impl std::fmt::Debug for Disk {
@@ -136,13 +147,22 @@ impl Disk {
     /// Open `opts.path`; returns the disk and, when the format was probed, QEMU's warning text.
     pub fn open(opts: &DiskOptions) -> Result<(Self, Option<String>), BlockError> {
         let name = opts.path.display().to_string();
-        let (access, format) =
-            chain::open_chain(&opts.path, opts.format, !opts.readonly, opts.direct).map_err(
-                |source| BlockError::Open {
-                    path: name.clone(),
-                    source,
-                },
-            )?;
+        let open_err = |source| BlockError::Open {
+            path: name.clone(),
+            source,
+        };
+        // A snapshot only reads the image: it is locked and opened as a reader.
+        let snapshot = opts.snapshot && !opts.readonly;
+        let write = !opts.readonly && !snapshot;
+        let chain = chain::open_chain(&opts.path, opts.format, write, opts.direct, opts.locking)
+            .map_err(open_err)?;
+        let format = chain.format;
+        let access = if snapshot {
+            overlay::temporary_overlay(chain.access, &opts.path, format, &std::env::temp_dir())
+                .map_err(open_err)?
+        } else {
+            chain.access
+        };
         let warning = opts.format.is_none().then(|| {
             format!(
                 "Image format was not specified for '{name}' and probing guessed {}.\n\
@@ -162,6 +182,8 @@ impl Disk {
                 io_error_reported: AtomicBool::new(false),
                 events: OnceLock::new(),
                 corruption_reported: AtomicBool::new(false),
+                _locks: chain.locks,
+                snapshot,
             },
             warning,
         ))
@@ -294,10 +316,14 @@ impl Disk {
         if self.readonly {
             return Ok(());
         }
-        // imago's flush writes its cached metadata back; sync is the fdatasync.
+        // imago's flush writes its cached metadata back; sync is the fdatasync. A temporary
+        // overlay dies with the process, so it needs no sync (QEMU: cache.no-flush=on).
         self.access
             .flush()
-            .and_then(|()| self.access.sync())
+            .and_then(|()| match self.snapshot {
+                true => Ok(()),
+                false => self.access.sync(),
+            })
             .map_err(|e| self.failed("flush", 0, self.size, e))
     }
 }

@@ -15,6 +15,8 @@ fn raw_read_write_bounds_and_probe() {
         format: None,
         readonly: false,
         direct: false,
+        locking: true,
+        snapshot: false,
     })
     .unwrap();
     assert!(warning.unwrap().contains("probing guessed raw"));
@@ -41,6 +43,8 @@ fn raw_read_write_bounds_and_probe() {
         format: Some(ImageFormat::Raw),
         readonly: true,
         direct: false,
+        locking: true,
+        snapshot: false,
     })
     .unwrap();
     assert!(matches!(disk.write(&buf, 0), Err(BlockError::ReadOnly)));
@@ -54,6 +58,8 @@ fn missing_file_names_the_path() {
         format: Some(ImageFormat::Raw),
         readonly: false,
         direct: false,
+        locking: true,
+        snapshot: false,
     })
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/x.img"), "{err}");
@@ -133,6 +139,8 @@ fn open(path: &Path, format: Option<ImageFormat>, readonly: bool) -> Result<Disk
         format,
         readonly,
         direct: false,
+        locking: true,
+        snapshot: false,
     })
     .map(|(d, _)| d)
 }
@@ -514,4 +522,142 @@ fn corruption_at_run_time_fails_the_request_and_is_logged_once() {
         )),
         "{log}"
     );
+}
+
+fn open_with(path: &Path, readonly: bool, locking: bool, snapshot: bool) -> Result<Disk, String> {
+    Disk::open(&DiskOptions {
+        path: path.to_path_buf(),
+        format: None,
+        readonly,
+        direct: false,
+        locking,
+        snapshot,
+    })
+    .map(|(d, _)| d)
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn writers_exclude_everyone_readers_share() {
+    let dir = Scratch::new("locks");
+    let path = dir.path("disk.img");
+    std::fs::write(&path, vec![0u8; 65536]).unwrap();
+    let name = dir.show("disk.img");
+    let busy = format!("Is another process using the image [{name}]?");
+
+    let writer = open_with(&path, false, true, false).unwrap();
+    let e = open_with(&path, false, true, false).unwrap_err();
+    assert!(
+        e.contains("Failed to get \"write\" lock. ") && e.contains(&busy),
+        "{e}"
+    );
+    let e = open_with(&path, true, true, false).unwrap_err();
+    assert!(
+        e.contains("Failed to get shared \"write\" lock. ") && e.contains(&busy),
+        "{e}"
+    );
+    // locking=off sees nothing.
+    drop(open_with(&path, false, false, false).unwrap());
+    drop(writer);
+
+    let r1 = open_with(&path, true, true, false).unwrap();
+    let r2 = open_with(&path, true, true, false).unwrap();
+    let e = open_with(&path, false, true, false).unwrap_err();
+    assert!(e.contains("Failed to get \"write\" lock. "), "{e}");
+    drop((r1, r2));
+    drop(open_with(&path, false, true, false).unwrap());
+}
+
+#[test]
+fn backing_files_are_locked_for_reading() {
+    let dir = Scratch::new("lock-chain");
+    create_qcow2(&dir, "base.qcow2", None, &[]);
+    create_qcow2(&dir, "top.qcow2", Some(("base.qcow2", "qcow2")), &[]);
+    let top = open_with(&dir.path("top.qcow2"), false, true, false).unwrap();
+    let e = open_with(&dir.path("base.qcow2"), false, true, false).unwrap_err();
+    let base = dir.show("base.qcow2");
+    assert!(
+        e.contains("Failed to get \"write\" lock. ")
+            && e.contains(&format!("using the image [{base}]")),
+        "{e}"
+    );
+    // Another reader of the base (a second overlay on it) is fine.
+    drop(open_with(&dir.path("base.qcow2"), true, true, false).unwrap());
+    drop(top);
+}
+
+/// QEMU's own tools see rvmm's locks: `qemu-img info` takes its shared lock, `-U` takes none.
+#[test]
+fn qemu_img_respects_the_locks() {
+    let dir = Scratch::new("lock-qemu-img");
+    create_qcow2(&dir, "a.qcow2", None, &[]);
+    let disk = open_with(&dir.path("a.qcow2"), false, true, false).unwrap();
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "a.qcow2"])
+        .current_dir(&dir.0)
+        .output()
+        .expect("qemu-img (install qemu-utils)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Failed to get shared \"write\" lock"),
+        "{err}"
+    );
+    tool(&dir.0, "qemu-img", &["info", "-U", "a.qcow2"]);
+    drop(disk);
+    tool(&dir.0, "qemu-img", &["info", "a.qcow2"]);
+}
+
+fn fingerprint(path: &Path) -> (Vec<u8>, std::time::SystemTime, u64) {
+    let meta = std::fs::metadata(path).unwrap();
+    (
+        std::fs::read(path).unwrap(),
+        meta.modified().unwrap(),
+        meta.len(),
+    )
+}
+
+#[test]
+fn a_snapshot_writes_to_a_temporary_overlay_only() {
+    let dir = Scratch::new("snapshot");
+    create_qcow2(&dir, "base.qcow2", None, &[]);
+    qemu_io(&dir, "base.qcow2", "write -P 0x11 0 64k");
+    create_qcow2(&dir, "top.qcow2", Some(("base.qcow2", "qcow2")), &[]);
+    qemu_io(&dir, "top.qcow2", "write -P 0x22 64k 4k");
+    let raw = dir.path("raw.img");
+    std::fs::write(&raw, vec![0x33u8; 1 << 20]).unwrap();
+    for path in [dir.path("top.qcow2"), raw] {
+        let files = [&path, &dir.path("base.qcow2")];
+        let before: Vec<_> = files.iter().map(|p| fingerprint(p)).collect();
+        let mut disk = open_with(&path, false, true, true).unwrap();
+        assert!(!disk.readonly());
+        let first = read_byte(&disk, 0);
+        disk.write(&[0x44; 4096], 512).unwrap();
+        disk.write(&[0x55; 512], 70000).unwrap();
+        disk.write_zeroes(128 << 10, 64 << 10, true).unwrap();
+        disk.flush().unwrap();
+        let mut b = [0u8; 1024];
+        disk.read(&mut b, 0).unwrap();
+        assert_eq!(b[0], first, "{}", path.display());
+        assert!(b[512..].iter().all(|&x| x == 0x44));
+        assert_eq!(read_byte(&disk, 70000), 0x55);
+        assert_eq!(read_byte(&disk, 128 << 10), 0);
+        // The image is only read: other readers may share it, no writer may take it.
+        drop(open_with(&path, true, true, false).unwrap());
+        let e = open_with(&path, false, true, false).unwrap_err();
+        assert!(e.contains("Failed to get \"write\" lock"), "{e}");
+        drop(disk);
+        let after: Vec<_> = files.iter().map(|p| fingerprint(p)).collect();
+        assert!(before == after, "{} changed", path.display());
+    }
+    // Nothing is left behind in the temporary directory by this process.
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("rvmm-snapshot-{}-", std::process::id()))
+        })
+        .count();
+    assert_eq!(leftovers, 0);
 }

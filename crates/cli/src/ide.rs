@@ -253,6 +253,8 @@ mod tests {
             format: None,
             readonly: false,
             direct: false,
+            locking: true,
+            snapshot: false,
             serial: None,
             id: None,
         }

@@ -216,7 +216,12 @@ where
     S: Into<OsString>,
 {
     let mut state = Pending::default();
-    for item in tokenize(args.into_iter().map(Into::into))? {
+    let items = tokenize(args.into_iter().map(Into::into))?;
+    // -snapshot changes the default of every drive, those before it included.
+    state.virtio.snapshot = items
+        .iter()
+        .any(|i| matches!(i, Item::Opt { kind, .. } if kind.name == "snapshot"));
+    for item in items {
         let (kind, arg) = match item {
             Item::Positional(p) => return Err(CliError::Positional(p.to_string_lossy().into())),
             Item::Opt { kind, arg } => (kind, arg.unwrap_or_default()),
@@ -334,6 +339,8 @@ impl Pending {
             "boot" => boot::parse_boot(&mut c.firmware.boot, arg).map_err(CliError::Boot)?,
             "no-reboot" => c.no_reboot = true,
             "global" => global(&mut c.globals, arg)?,
+            // Applied to the drives before the rest (parse_args).
+            "snapshot" => {}
             "mon" => self.monitors.add_mon(arg).map_err(monitor_err("-mon"))?,
             "S" => c.start_paused = true,
             "daemonize" => c.daemonize = true,

@@ -118,6 +118,11 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         help: "withdraw ACPI S3 (suspend to RAM) from the guest (q35|pc)",
     },
     SupportedOption {
+        names: &["snapshot"],
+        arg: None,
+        help: "write to temporary overlays, never to the disk images (snapshot=on on every drive)",
+    },
+    SupportedOption {
         names: &["fw_cfg"],
         arg: Some("[name=]opt/NAME,file=PATH|string=STR"),
         help: "add a file to the fw_cfg device (names should start with opt/)",
@@ -129,7 +134,7 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
     },
     SupportedOption {
         names: &["drive"],
-        arg: Some("file=F[,format=raw|qcow2][,if=none|ide|virtio][,index=N][,media=disk|cdrom][,id=][,readonly=on][,cache=none]"),
+        arg: Some("file=F[,format=raw|qcow2][,if=none|ide|virtio][,index=N][,media=disk|cdrom][,id=][,readonly=on][,cache=none][,snapshot=on][,file.locking=on|off|auto]"),
         help: "disk or CD image; without if= it is IDE on pc/q35 (AHCI on q35) and virtio-blk on microvm; if=none pairs it with -device ide-hd|ide-cd|virtio-blk-device,drive=ID",
     },
     SupportedOption {
@@ -231,7 +236,7 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("qtest", true), ("qtest-log", true), ("readconfig", true), ("rotate", true),
     ("rtc", true), ("run-with", true), ("runas", true), ("s", false),
     ("sandbox", true), ("sd", true), ("sdl", false), ("seed", true), ("set", true),
-    ("show-cursor", false), ("singlestep", false), ("smbios", true), ("snapshot", false),
+    ("show-cursor", false), ("singlestep", false), ("smbios", true),
     ("soundhw", true), ("spice", true), ("tpmdev", true), ("trace", true), ("usb", false),
     ("usbdevice", true), ("uuid", true), ("vga", true), ("virtfs", true), ("vnc", true),
     ("watchdog", true), ("watchdog-action", true), ("win2k-hack", false),

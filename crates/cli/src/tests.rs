@@ -94,7 +94,6 @@ fn invalid_and_unsupported_options() {
         ("-usb", None),
         ("-soundhw", Some("all")),
         ("-rtc", Some("base=utc")),
-        ("-snapshot", None),
         ("-icount", Some("1")),
         ("-d", Some("int")),
         ("-D", Some("log")),

@@ -33,6 +33,12 @@ pub enum VirtioArgError {
     Ide(#[from] crate::ide::IdeError),
     #[error("-drive {file}: cache={mode} is not supported (supported: none, writeback, writethrough, directsync, unsafe)")]
     DriveCache { file: String, mode: String },
+    #[error("-drive {file}: {key}={value} is not supported (supported: on, off, auto)")]
+    DriveLocking {
+        file: String,
+        key: &'static str,
+        value: String,
+    },
     #[error("-drive {file}: if=none needs an id=")]
     DriveId { file: String },
     #[error("-netdev {0}: backend is not supported (supported: tap)")]
@@ -81,6 +87,10 @@ pub struct DriveConfig {
     pub readonly: bool,
     /// `cache=none` or `directsync`: O_DIRECT.
     pub direct: bool,
+    /// `file.locking=` (or `locking=`) on or auto, the default: QEMU's image locks.
+    pub locking: bool,
+    /// `snapshot=on`, or `-snapshot` without `snapshot=off`: writes go to a temporary overlay.
+    pub snapshot: bool,
     /// `serial=`: what VIRTIO_BLK_T_GET_ID returns.
     pub serial: Option<String>,
     /// `id=`: the drive's name in QMP events (BLOCK_IO_ERROR's `device`).
@@ -134,6 +144,8 @@ pub(crate) struct VirtioArgs {
     defaults: Vec<(usize, crate::ide::IdeFront)>,
     /// `if=ide` drives and `-device ide-hd|ide-cd`.
     ide: Vec<crate::ide::IdeFront>,
+    /// `-snapshot` anywhere on the command line: `snapshot=on` for drives that do not say.
+    pub(crate) snapshot: bool,
 }
 
 /// What the block, network and entropy options resolve to.
@@ -180,6 +192,8 @@ impl VirtioArgs {
             format: None,
             readonly: cdrom,
             direct: false,
+            locking: true,
+            snapshot: self.snapshot,
             serial: None,
             id: None,
         };
@@ -207,7 +221,18 @@ impl VirtioArgs {
     pub(crate) fn drive(&mut self, arg: &OsStr) -> Result<(), VirtioArgError> {
         let opts = QemuOpts::parse_os(arg, None).map_err(opts_err("-drive"))?;
         opts.check_known(&[
-            "file", "format", "if", "id", "readonly", "cache", "media", "serial", "index",
+            "file",
+            "format",
+            "if",
+            "id",
+            "readonly",
+            "cache",
+            "media",
+            "serial",
+            "index",
+            "snapshot",
+            "locking",
+            "file.locking",
         ])
         .and_then(|()| opts.check_text(&["file"]))
         .map_err(opts_err("-drive"))?;
@@ -283,11 +308,34 @@ impl VirtioArgs {
                 .get_bool("readonly")
                 .map_err(opts_err("-drive"))?
                 .unwrap_or(false);
+        let locking = match (opts.get("file.locking"), opts.get("locking")) {
+            (Some(v), _) => ("file.locking", v),
+            (None, Some(v)) => ("locking", v),
+            (None, None) => ("file.locking", "auto"),
+        };
+        // QEMU's auto is on wherever the host has OFD locks, which Linux has.
+        let locking = match locking {
+            (_, "on" | "auto") => true,
+            (_, "off") => false,
+            (key, value) => {
+                return Err(VirtioArgError::DriveLocking {
+                    file,
+                    key,
+                    value: value.into(),
+                })
+            }
+        };
+        let snapshot = opts
+            .get_bool("snapshot")
+            .map_err(opts_err("-drive"))?
+            .unwrap_or(self.snapshot);
         let drive = DriveConfig {
             file: path,
             format,
             readonly,
             direct,
+            locking,
+            snapshot,
             serial: opts.get("serial").map(str::to_string),
             id: opts.get("id").map(str::to_string),
         };
@@ -589,6 +637,8 @@ mod tests {
                 format: Some("qcow2".into()),
                 readonly: true,
                 direct: true,
+                locking: true,
+                snapshot: false,
                 serial: None,
                 id: Some("d0".into()),
             })]
@@ -686,5 +736,60 @@ mod tests {
             &[]
         )
         .is_err());
+    }
+
+    fn block_drives(args: &[&str]) -> Vec<DriveConfig> {
+        let args = ["-M", "microvm"].iter().chain(args).map(|s| s.to_string());
+        match crate::parse_args(args) {
+            Ok(crate::Action::Run(c)) => c
+                .virtio
+                .into_iter()
+                .filter_map(|d| match d {
+                    VirtioDeviceConfig::Block(d) => Some(d),
+                    _ => None,
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn locking_and_snapshot() {
+        let flags = |args: &[&str]| -> Vec<(bool, bool)> {
+            block_drives(args)
+                .iter()
+                .map(|d| (d.locking, d.snapshot))
+                .collect()
+        };
+        assert_eq!(flags(&["-drive", "file=a"]), [(true, false)]);
+        for off in [
+            "file.locking=off",
+            "locking=off",
+            "locking=on,file.locking=off",
+        ] {
+            assert_eq!(
+                flags(&["-drive", &format!("file=a,{off}")]),
+                [(false, false)]
+            );
+        }
+        assert_eq!(flags(&["-drive", "file=a,locking=auto"]), [(true, false)]);
+        // -snapshot reaches drives on either side of it; snapshot=off wins.
+        let args = [
+            "-drive",
+            "file=a",
+            "-snapshot",
+            "-hda",
+            "b",
+            "-drive",
+            "file=c,snapshot=off",
+        ];
+        assert_eq!(flags(&args), [(true, true), (true, true), (true, false)]);
+        assert_eq!(flags(&["-drive", "file=a,snapshot=on"]), [(true, true)]);
+        assert_eq!(
+            parse(&[("drive", "file=a,file.locking=maybe")], &[])
+                .unwrap_err()
+                .to_string(),
+            "-drive a: file.locking=maybe is not supported (supported: on, off, auto)"
+        );
     }
 }

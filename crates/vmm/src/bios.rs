@@ -99,7 +99,12 @@ mod tests {
         std::fs::write(a.join("x.bin"), [0u8; 16]).unwrap();
         let found = find_in(Path::new("x.bin"), &[a.clone(), b.clone()], &[]).unwrap();
         assert_eq!(found, a.join("x.bin"));
-        let e = find_in(Path::new("nope.bin"), &[a.clone()], &["/sys-dir"]).unwrap_err();
+        let e = find_in(
+            Path::new("nope.bin"),
+            std::slice::from_ref(&a),
+            &["/sys-dir"],
+        )
+        .unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("could not find PC BIOS 'nope.bin' (searched: "),

@@ -169,6 +169,8 @@ fn build_device(
                 format: d.format.as_deref().and_then(ImageFormat::from_name),
                 readonly: d.readonly,
                 direct: d.direct,
+                locking: d.locking,
+                snapshot: d.snapshot,
             };
             let (disk, warning) = Disk::open(&opts).map_err(DeviceManagerError::Disk)?;
             if let Some(w) = warning {

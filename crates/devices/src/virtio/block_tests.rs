@@ -34,6 +34,8 @@ fn open(path: &Path, format: ImageFormat, readonly: bool) -> Dev {
         format: Some(format),
         readonly,
         direct: false,
+        locking: true,
+        snapshot: false,
     })
     .unwrap();
     let mem = memory();

@@ -131,6 +131,8 @@ fn open(
         format: d.format.as_deref().and_then(ImageFormat::from_name),
         readonly: d.readonly || cdrom,
         direct: d.direct,
+        locking: d.locking,
+        snapshot: d.snapshot,
     };
     let (disk, warning) = Disk::open(&opts).map_err(|source| DeviceManagerError::Drive {
         drive: name.to_string(),
