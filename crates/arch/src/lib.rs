@@ -19,6 +19,7 @@ pub mod multiboot;
 pub mod payload;
 pub mod pci_irq;
 pub mod pvh;
+pub mod smbios;
 pub mod topology;
 pub mod vmlinux;
 
