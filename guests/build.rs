@@ -66,6 +66,15 @@ const GUESTS: &[Guest] = &[
             "bootsector.ld",
         )
     },
+    Guest {
+        flat: true,
+        ..guest(
+            "smbiosdisk.bin",
+            "smbiosdisk.S",
+            Class::Elf32,
+            "bootsector.ld",
+        )
+    },
     guest("pvh32.elf", "pvh.S", Class::Elf32, "pvh.ld"),
     guest("pvh64.elf", "pvh.S", Class::Elf64, "pvh.ld"),
     guest("multiboot.elf", "multiboot.S", Class::Elf32, "elf.ld"),

@@ -18,6 +18,7 @@ pub const ALL: &[&str] = &[
     "default.elf",
     "bootdisk.bin",
     "resetdisk.bin",
+    "smbiosdisk.bin",
     "writedisk.bin",
     "pvh32.elf",
     "pvh64.elf",

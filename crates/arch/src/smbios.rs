@@ -178,8 +178,9 @@ pub struct SmbiosConfig<'a> {
     pub product: &'a str,
     /// The versioned machine name, QEMU's default version in types 1, 2, 3 and 4.
     pub version: &'a str,
-    /// `-smp`: CPUs present, cores per die and threads per core.
-    pub cpus: u32,
+    /// `-smp` topology: sockets, dies per socket, cores per die, threads per core.
+    pub sockets: u32,
+    pub dies: u32,
     pub cores: u32,
     pub threads: u32,
     /// CPUID leaf 1 EAX and EDX of the boot CPU (type 4 processor ID).
@@ -410,18 +411,21 @@ fn processor(c: &SmbiosConfig, socket: u32) -> Result<Structure, SmbiosError> {
     s.string(0x20, f.serial.as_deref())?;
     s.string(0x21, f.asset.as_deref())?;
     s.string(0x22, f.part.as_deref())?;
+    // Per socket, as QEMU 7.2.x stable counts them (the 8.1 topology fixes are backported).
+    let cores = c.dies.saturating_mul(c.cores);
+    let threads = cores.saturating_mul(c.threads);
     let clamp = |n: u32| n.min(0xff) as u8;
-    s.u8(0x23, clamp(c.cores));
-    s.u8(0x24, clamp(c.cores));
-    s.u8(0x25, clamp(c.threads));
+    s.u8(0x23, clamp(cores));
+    s.u8(0x24, clamp(cores));
+    s.u8(0x25, clamp(threads));
     // Characteristics: unknown; family 2: other.
     s.u16(0x26, 0x02);
     s.u16(0x28, 0x01);
     if v30 {
         let clamp16 = |n: u32| n.min(0xffff) as u16;
-        s.u16(0x2a, clamp16(c.cores));
-        s.u16(0x2c, clamp16(c.cores));
-        s.u16(0x2e, clamp16(c.threads));
+        s.u16(0x2a, clamp16(cores));
+        s.u16(0x2c, clamp16(cores));
+        s.u16(0x2e, clamp16(threads));
     }
     Ok(s)
 }
@@ -522,9 +526,8 @@ pub fn build(c: &SmbiosConfig) -> Result<SmbiosBlobs, SmbiosError> {
         set.add(baseboard(c, b)?);
     }
     set.add(chassis(c)?);
-    // QEMU 7.2 counts sockets as the CPUs present over the CPUs per socket (dies included).
-    let per_socket = (c.cores * c.threads).max(1);
-    for socket in 0..c.cpus.div_ceil(per_socket).max(1) {
+    // Every socket of the topology, hot-pluggable CPUs included.
+    for socket in 0..c.sockets.max(1) {
         set.add(processor(c, socket)?);
     }
     if !f.oem_strings.is_empty() {

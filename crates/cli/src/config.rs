@@ -304,6 +304,8 @@ pub struct VmConfig {
     pub firmware: crate::FirmwareConfig,
     /// The `-global` properties rvmm honours.
     pub globals: GlobalProps,
+    /// SMBIOS fields for PC firmware (`-smbios type=N,...`, `-uuid`).
+    pub smbios: rvmm_arch::smbios::SmbiosFields,
 }
 
 /// `-global DRIVER.PROP=VALUE` properties rvmm honours: QEMU 7.2's `ICH9-LPC.disable_s3` (q35)
@@ -361,6 +363,7 @@ impl Default for VmConfig {
             daemonize: false,
             exit_stats: None,
             firmware: crate::FirmwareConfig::default(),
+            smbios: Default::default(),
             ide: Vec::new(),
             bzimage_decompress: BzImageDecompress::default(),
             globals: GlobalProps::default(),

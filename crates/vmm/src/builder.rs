@@ -148,6 +148,7 @@ impl Boot {
         boot: &'a rvmm_cli::BootConfig,
         machine: rvmm_cli::MachineKind,
         ide: &[rvmm_cli::IdeDriveConfig],
+        smbios: Option<rvmm_arch::smbios::SmbiosBlobs>,
     ) -> Option<FirmwareItems<'a>> {
         match self {
             Boot::Kernel { .. } => None,
@@ -155,6 +156,7 @@ impl Boot {
                 acpi: acpi.clone(),
                 boot,
                 bootorder: bootorder(boot_paths(machine, ide), boot.strict),
+                smbios,
             }),
         }
     }
@@ -357,13 +359,22 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
     let serial = legacy.serial;
     let kernel_files = boot.kernel_files();
+    let smbios = boot
+        .is_firmware()
+        .then(|| crate::firmware::smbios_blobs(config, cpuid_leaf1(&base_cpuid)))
+        .transpose()?;
     let fw_cfg = FwCfgConfig {
         memory_bytes: config.memory_bytes,
         cpus: config.smp.cpus,
         max_cpus: config.smp.maxcpus,
         files: &config.fw_cfg,
         feature_control: rvmm_arch::cpu::feature_control(&base_cpuid),
-        firmware: boot.firmware_items(&config.firmware.boot, config.machine, &config.ide),
+        firmware: boot.firmware_items(
+            &config.firmware.boot,
+            config.machine,
+            &config.ide,
+            smbios,
+        ),
     };
     attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
     let pci = attach_pci(
@@ -564,6 +575,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
 
 /// The CPUID every vCPU starts from: `-cpu` applied to what KVM supports (docs/CPU.md), with
 /// QEMU's warnings for requested features the host lacks.
+/// CPUID leaf 1 EAX (version) and EDX (features), for SMBIOS type 4.
+fn cpuid_leaf1(cpuid: &rvmm_hypervisor::CpuId) -> Option<(u32, u32)> {
+    let l1 = cpuid.as_slice().iter().find(|e| e.function == 1)?;
+    Some((l1.eax, l1.edx))
+}
+
 fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::CpuId, VmmError> {
     let mut supported = hv.supported_cpuid()?;
     if crate::host::kvm_emulates_kernel_mode() {

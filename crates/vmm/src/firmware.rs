@@ -23,6 +23,8 @@ pub enum FirmwareError {
     MpTable(#[source] MpTableError),
     #[error("firmware tables: {0}")]
     Acpi(#[source] AcpiError),
+    #[error("firmware tables: {0}")]
+    Smbios(#[source] rvmm_arch::smbios::SmbiosError),
     #[error("fw_cfg: {0}")]
     FwCfg(#[source] fc::FwCfgError),
     #[error("-fw_cfg name={name}: {source}")]
@@ -124,19 +126,62 @@ pub(crate) struct KernelFiles<'a> {
     pub entry: &'a BootEntry,
 }
 
+/// The RAM ranges of the e820 map: below the PCI hole from 0, and above 4 GiB.
+fn ram_ranges(mem_size: u64) -> Vec<(u64, u64)> {
+    let low = low_ram_end(mem_size);
+    [(0, low), (MMIO_GAP_END, mem_size - low)]
+        .into_iter()
+        .filter(|&(_, len)| len > 0)
+        .collect()
+}
+
 /// QEMU's `etc/e820`: packed {u64 address, u64 length, u32 type} little-endian entries, RAM
 /// below the PCI hole from 0 and RAM above 4 GiB (hw/i386/e820_memory_layout.h).
 fn e820_file(mem_size: u64) -> Vec<u8> {
-    let low = low_ram_end(mem_size);
     let mut out = Vec::new();
-    for (addr, len) in [(0, low), (MMIO_GAP_END, mem_size - low)] {
-        if len > 0 {
-            out.extend_from_slice(&addr.to_le_bytes());
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&E820_RAM.to_le_bytes());
-        }
+    for (addr, len) in ram_ranges(mem_size) {
+        out.extend_from_slice(&addr.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&E820_RAM.to_le_bytes());
     }
     out
+}
+
+/// QEMU 7.2's machine description and versioned name, its SMBIOS type 1 product and version
+/// (hw/i386/pc_q35.c, pc_piix.c `mc->desc`, `mc->name`).
+fn smbios_machine(machine: MachineKind) -> (&'static str, &'static str) {
+    match machine {
+        MachineKind::Q35 => ("Standard PC (Q35 + ICH9, 2009)", "pc-q35-7.2"),
+        MachineKind::Pc | MachineKind::Microvm => {
+            ("Standard PC (i440FX + PIIX, 1996)", "pc-i440fx-7.2")
+        }
+    }
+}
+
+/// The SMBIOS files QEMU gives PC firmware (hw/i386/fw_cfg.c `fw_cfg_build_smbios`): the
+/// processor ID is the boot CPU's CPUID leaf 1 EAX and EDX.
+pub(crate) fn smbios_blobs(
+    config: &VmConfig,
+    cpuid_leaf1: Option<(u32, u32)>,
+) -> Result<rvmm_arch::smbios::SmbiosBlobs, FirmwareError> {
+    let (product, version) = smbios_machine(config.machine);
+    let (cpuid_version, cpuid_features) = cpuid_leaf1.unwrap_or_default();
+    let ranges = ram_ranges(config.memory_bytes);
+    rvmm_arch::smbios::build(&rvmm_arch::smbios::SmbiosConfig {
+        fields: &config.smbios,
+        product,
+        version,
+        sockets: config.smp.sockets,
+        dies: config.smp.dies,
+        cores: config.smp.cores,
+        threads: config.smp.threads,
+        cpuid_version,
+        cpuid_features,
+        ram_size: config.memory_bytes,
+        ram_ranges: &ranges,
+        entry_point: rvmm_arch::smbios::EntryPointType::Bits32,
+    })
+    .map_err(FirmwareError::Smbios)
 }
 
 /// The kernel items QEMU's `x86_load_linux` sets for `-kernel`: a bzImage is split into its
@@ -193,6 +238,8 @@ pub(crate) struct FirmwareItems<'a> {
     pub boot: &'a rvmm_cli::BootConfig,
     /// `bootorder`: one OpenFirmware device path per line, from `bootindex=`.
     pub bootorder: Vec<u8>,
+    /// `etc/smbios/smbios-tables` and `etc/smbios/smbios-anchor`.
+    pub smbios: Option<rvmm_arch::smbios::SmbiosBlobs>,
 }
 
 /// Adds the firmware items of `items` to `fw`.
@@ -202,6 +249,11 @@ fn add_firmware_items(fw: &mut FwCfg, items: &FirmwareItems) -> Result<(), fc::F
         fw.add_file(TABLES_FILE, acpi.tables.clone())?;
         fw.add_file(RSDP_FILE, acpi.rsdp.clone())?;
         fw.add_file(TABLE_LOADER_FILE, acpi.loader.clone())?;
+    }
+    if let Some(smbios) = &items.smbios {
+        use rvmm_arch::smbios::{ANCHOR_FILE, TABLES_FILE};
+        fw.add_file(TABLES_FILE, smbios.tables.clone())?;
+        fw.add_file(ANCHOR_FILE, smbios.anchor.clone())?;
     }
     // rvmm has no display: the firmware's console is COM1 (SeaBIOS's sercon).
     fw.add_u16(fc::FW_CFG_NOGRAPHIC, 1)?;

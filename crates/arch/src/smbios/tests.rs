@@ -79,7 +79,8 @@ fn config<'a>(fields: &'a SmbiosFields, ram: &'a [(u64, u64)]) -> SmbiosConfig<'
         fields,
         product: "Standard PC (Q35 + ICH9, 2009)",
         version: "pc-q35-7.2",
-        cpus: 2,
+        sockets: 1,
+        dies: 1,
         cores: 2,
         threads: 1,
         cpuid_version: 0x000a_0671,
@@ -143,7 +144,7 @@ fn default_tables_are_qemus() {
     assert_eq!(t4.u32(12), 0x178b_fbff);
     assert_eq!((t4.u16(0x14), t4.u16(0x16)), (2000, 2000));
     assert_eq!(t4.formatted[0x18], 0x41);
-    assert_eq!(t4.formatted[0x23..0x26], [2, 2, 1]);
+    assert_eq!(t4.formatted[0x23..0x26], [2, 2, 2]);
     assert_eq!([t4.u16(0x1a), t4.u16(0x1c), t4.u16(0x1e)], [0xffff; 3]);
 
     let t16 = &t[3];
@@ -211,7 +212,7 @@ fn finalized_anchor_checksums_to_zero() {
         .find(|s| s.ty == 4)
         .unwrap();
     assert_eq!(t4.formatted.len(), 0x30);
-    assert_eq!([t4.u16(0x2a), t4.u16(0x2c), t4.u16(0x2e)], [2, 2, 1]);
+    assert_eq!([t4.u16(0x2a), t4.u16(0x2c), t4.u16(0x2e)], [2, 2, 2]);
 }
 
 #[test]
@@ -220,14 +221,16 @@ fn sockets_dimms_and_ranges_follow_the_machine() {
     // 40 GiB with the PCI hole: three DIMMs of 16, 16 and 8 GiB, two mapped ranges.
     let ram = [(0, 2 << 30), (4 << 30, 38 << 30)];
     let mut c = config(&fields, &ram);
-    c.cpus = 6;
-    c.cores = 2;
-    c.threads = 1;
+    c.sockets = 3;
+    c.dies = 2;
+    c.threads = 2;
     let t = parse(&build(&c).unwrap().tables);
     let t4: Vec<_> = t.iter().filter(|s| s.ty == 4).collect();
     assert_eq!(t4.len(), 3);
     assert_eq!(t4[2].handle, 0x402);
     assert_eq!(t4[2].string(4), Some("CPU 2"));
+    // Cores and threads per socket: 2 dies of 2 cores of 2 threads.
+    assert_eq!(t4[2].formatted[0x23..0x26], [4, 4, 8]);
     let t17: Vec<_> = t.iter().filter(|s| s.ty == 17).collect();
     let sizes: Vec<u16> = t17.iter().map(|s| s.u16(0x0c)).collect();
     assert_eq!(sizes, [16384, 16384, 8192]);
@@ -244,7 +247,7 @@ fn sockets_dimms_and_ranges_follow_the_machine() {
     // Beyond the 32-bit fields: extended sizes and addresses.
     let ram = [(0, 3 << 30), (4 << 30, (5 << 40) - (3 << 30))];
     let mut c = config(&fields, &ram);
-    c.cpus = 17;
+    c.sockets = 17;
     c.cores = 1;
     let t = parse(&build(&c).unwrap().tables);
     let t4: Vec<_> = t.iter().filter(|s| s.ty == 4).collect();
