@@ -369,12 +369,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         max_cpus: config.smp.maxcpus,
         files: &config.fw_cfg,
         feature_control: rvmm_arch::cpu::feature_control(&base_cpuid),
-        firmware: boot.firmware_items(
-            &config.firmware.boot,
-            config.machine,
-            &config.ide,
-            smbios,
-        ),
+        firmware: boot.firmware_items(&config.firmware.boot, config.machine, &config.ide, smbios),
     };
     attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
     let pci = attach_pci(
