@@ -125,3 +125,45 @@ fn pc_tables_have_a_processor_per_socket() {
         t4[1]
     );
 }
+
+#[test]
+fn smbios_and_uuid_options_set_the_fields() {
+    let r = boot(
+        "q35",
+        &[
+            "-uuid",
+            "12345678-9abc-def0-0123-456789abcdef",
+            "-smbios",
+            "type=1,manufacturer=ACME,product=Widget,serial=S-1,family=Tools",
+            "-smbios",
+            "type=0,vendor=rvmm-test,version=1.0,date=01/02/2024,release=1.2",
+            "-smbios",
+            "type=11,value=first,value=second",
+            "-smbios",
+            "type=17,loc_pfx=Slot,speed=3200",
+        ],
+    );
+    // Given type 0 fields, the VMM builds type 0 and the firmware adds none.
+    assert_eq!(
+        structure(&r, "00"),
+        "00180000010200e80300080000000000000000140102ffff|rvmm-test|1.0|01/02/2024"
+    );
+    assert_eq!(
+        r.iter().filter(|s| s.starts_with("00")).count(),
+        1,
+        "{r:#?}"
+    );
+    // The UUID's first three fields little-endian (SMBIOS 2.6+), wake-up type 6, family.
+    assert_eq!(
+        structure(&r, "01"),
+        "011b00010102030478563412bc9af0de0123456789abcdef060005\
+         |ACME|Widget|pc-q35-7.2|S-1|Tools"
+    );
+    assert_eq!(structure(&r, "0b"), "0b05000e02|first|second");
+    // Speed and configured speed 3200 MT/s (0x0c80).
+    assert_eq!(
+        structure(&r, "11"),
+        "112800110010feffffffffff000109000100070200800c02000000000000\
+         0000800c000000000000|Slot 0|QEMU"
+    );
+}

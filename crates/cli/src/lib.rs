@@ -12,6 +12,7 @@ pub mod monitor;
 mod options;
 pub mod opts;
 pub mod size;
+mod smbios;
 mod smp;
 mod virtio;
 
@@ -33,6 +34,7 @@ pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use options::{help_text, version_text};
 pub use opts::{OptsError, QemuOpts};
 pub use size::SizeError;
+pub use smbios::{parse_uuid, SmbiosArgError};
 pub use smp::{SmpArgs, SmpError};
 pub use virtio::{DriveConfig, TapConfig, VirtioArgError, VirtioDeviceConfig};
 
@@ -114,6 +116,10 @@ pub enum CliError {
     Invalid(#[source] ConfigError),
     #[error("-boot: {0}")]
     Boot(#[source] BootError),
+    #[error("-smbios: {0}")]
+    Smbios(#[source] SmbiosArgError),
+    #[error("-uuid: {0}")]
+    Uuid(#[source] SmbiosArgError),
     #[error(transparent)]
     Virtio(#[from] VirtioArgError),
     #[error("{option}: {source}")]
@@ -341,6 +347,8 @@ impl Pending {
             "global" => global(&mut c.globals, arg)?,
             // Applied to the drives before the rest (parse_args).
             "snapshot" => {}
+            "smbios" => smbios::parse_smbios(&mut c.smbios, arg).map_err(CliError::Smbios)?,
+            "uuid" => smbios::parse_uuid_option(&mut c.smbios, arg).map_err(CliError::Uuid)?,
             "mon" => self.monitors.add_mon(arg).map_err(monitor_err("-mon"))?,
             "S" => c.start_paused = true,
             "daemonize" => c.daemonize = true,

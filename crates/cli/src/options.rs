@@ -123,6 +123,16 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         help: "write to temporary overlays, never to the disk images (snapshot=on on every drive)",
     },
     SupportedOption {
+        names: &["smbios"],
+        arg: Some("type=0|1|2|3|4|11|17[,field=value...]"),
+        help: "SMBIOS fields the firmware publishes (QEMU's fields; pc and q35 firmware boot)",
+    },
+    SupportedOption {
+        names: &["uuid"],
+        arg: Some("%08x-%04x-%04x-%04x-%012x"),
+        help: "machine UUID (SMBIOS type 1)",
+    },
+    SupportedOption {
         names: &["fw_cfg"],
         arg: Some("[name=]opt/NAME,file=PATH|string=STR"),
         help: "add a file to the fw_cfg device (names should start with opt/)",
@@ -236,9 +246,9 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("qtest", true), ("qtest-log", true), ("readconfig", true), ("rotate", true),
     ("rtc", true), ("run-with", true), ("runas", true), ("s", false),
     ("sandbox", true), ("sd", true), ("sdl", false), ("seed", true), ("set", true),
-    ("show-cursor", false), ("singlestep", false), ("smbios", true),
+    ("show-cursor", false), ("singlestep", false),
     ("soundhw", true), ("spice", true), ("tpmdev", true), ("trace", true), ("usb", false),
-    ("usbdevice", true), ("uuid", true), ("vga", true), ("virtfs", true), ("vnc", true),
+    ("usbdevice", true), ("vga", true), ("virtfs", true), ("vnc", true),
     ("watchdog", true), ("watchdog-action", true), ("win2k-hack", false),
     ("xen-attach", false), ("xen-domid", true),
 ];

@@ -363,6 +363,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         .is_firmware()
         .then(|| crate::firmware::smbios_blobs(config, cpuid_leaf1(&base_cpuid)))
         .transpose()?;
+    if smbios.is_none() && config.smbios != Default::default() {
+        tracing::warn!("-smbios/-uuid: only PC firmware (pc or q35 without -kernel) publishes SMBIOS tables; ignored");
+    }
     let fw_cfg = FwCfgConfig {
         memory_bytes: config.memory_bytes,
         cpus: config.smp.cpus,
