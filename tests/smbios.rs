@@ -42,9 +42,10 @@ fn records(stdout: &str) -> Vec<String> {
     out
 }
 
-/// Boots the SMBIOS disk and returns its records after checking the entry point line.
-fn boot(machine: &str, args: &[&str]) -> Vec<String> {
-    let dir = TempDir::new(&format!("smbios-{machine}"));
+/// Boots the SMBIOS disk and returns its records after checking the entry point line; `test`
+/// names the test's own disk (a disk in use is locked).
+fn boot(test: &str, machine: &str, args: &[&str]) -> Vec<String> {
+    let dir = TempDir::new(&format!("smbios-{test}"));
     let disk = smbios_disk(&dir);
     let mut cmd = firmware_vm(machine)
         .arg("-drive")
@@ -72,7 +73,7 @@ fn structure<'a>(r: &'a [String], ty: &str) -> &'a str {
 
 #[test]
 fn q35_tables_match_qemu() {
-    let r = boot("q35", &["-smp", "2"]);
+    let r = boot("q35-defaults", "q35", &["-smp", "2"]);
     // SeaBIOS's type 0 (QEMU leaves it to the firmware), then QEMU's structures.
     let types: Vec<&str> = r[1..r.len() - 1].iter().map(|s| &s[..2]).collect();
     assert_eq!(
@@ -114,7 +115,7 @@ fn q35_tables_match_qemu() {
 
 #[test]
 fn pc_tables_have_a_processor_per_socket() {
-    let r = boot("pc", &["-smp", "2,sockets=2"]);
+    let r = boot("pc-sockets", "pc", &["-smp", "2,sockets=2"]);
     assert!(structure(&r, "01").ends_with("|QEMU|Standard PC (i440FX + PIIX, 1996)|pc-i440fx-7.2"));
     let t4: Vec<&String> = r.iter().filter(|s| s.starts_with("042a")).collect();
     assert_eq!(t4.len(), 2, "{r:#?}");
@@ -129,6 +130,7 @@ fn pc_tables_have_a_processor_per_socket() {
 #[test]
 fn smbios_and_uuid_options_set_the_fields() {
     let r = boot(
+        "q35-options",
         "q35",
         &[
             "-uuid",
