@@ -489,3 +489,21 @@ fn a_cd_with_a_garbage_boot_catalog_fails_in_the_firmware_not_in_rvmm() {
         assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     });
 }
+
+/// Past 2.75 GiB of RAM q35 moves RAM above 4 GiB to keep its PCIe ECAM window (0xb0000000)
+/// free, as QEMU does; the firmware must still find the PCI devices and the disk.
+#[test]
+fn large_memory_keeps_the_pci_windows_free() {
+    on_each_machine(|machine| {
+        let dir = TempDir::new(&format!("fw-bigmem-{machine}"));
+        let disk = boot_disk(&dir, "disk.img", false);
+        let out = firmware_vm(machine)
+            .set_option("-m", "4G")
+            .arg("-drive")
+            .arg(format!("file={},format=raw", disk.display()))
+            .run();
+        out.assert_stdout_contains("bootdisk: 1 vCPUs, 4096 MiB RAM");
+        out.assert_stdout_contains("lba1: LBA1-MARKER");
+        out.assert_status(0);
+    });
+}

@@ -83,9 +83,25 @@ pub struct E820Entry {
     pub kind: u32,
 }
 
+/// Where QEMU's q35 ends the RAM below 4 GiB (hw/i386/pc_q35.c `pc_q35_init`): all of it
+/// below 2.75 GiB, else the first 2 GiB, so the PCIe ECAM window at 0xb0000000 stays free.
+pub fn q35_low_ram_limit(mem_size: u64) -> u64 {
+    const ECAM_BASE: u64 = 0xb000_0000;
+    if mem_size >= ECAM_BASE {
+        0x8000_0000
+    } else {
+        ECAM_BASE
+    }
+}
+
 /// Guest RAM regions for `mem_size` bytes of RAM: below the MMIO gap, and the rest above 4 GiB.
 pub fn guest_memory_regions(mem_size: u64) -> Vec<(GuestAddress, usize)> {
-    let low = mem_size.min(MMIO_GAP_START);
+    guest_memory_regions_below(mem_size, MMIO_GAP_START)
+}
+
+/// Guest RAM regions when the RAM below 4 GiB ends at `low_limit` at the latest.
+pub fn guest_memory_regions_below(mem_size: u64, low_limit: u64) -> Vec<(GuestAddress, usize)> {
+    let low = mem_size.min(low_limit);
     let high = mem_size - low;
     let mut regions = Vec::with_capacity(2);
     if low > 0 {
@@ -100,6 +116,11 @@ pub fn guest_memory_regions(mem_size: u64) -> Vec<(GuestAddress, usize)> {
 /// End (exclusive) of the RAM below the MMIO gap.
 pub fn low_ram_end(mem_size: u64) -> u64 {
     mem_size.min(MMIO_GAP_START)
+}
+
+/// End (exclusive) of the RAM below 4 GiB when it ends at `low_limit` at the latest.
+pub fn low_ram_end_below(mem_size: u64, low_limit: u64) -> u64 {
+    mem_size.min(low_limit)
 }
 
 /// Whether `[addr, addr + size)` lies entirely inside one RAM region of `mem_size` bytes.
@@ -161,6 +182,24 @@ mod tests {
     use super::*;
 
     const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn q35_keeps_its_ecam_window_free_of_ram() {
+        assert_eq!(q35_low_ram_limit(2 * GIB), 0xb000_0000);
+        assert_eq!(q35_low_ram_limit(3 * GIB), 2 * GIB);
+        let r = guest_memory_regions_below(3 * GIB, q35_low_ram_limit(3 * GIB));
+        assert_eq!(
+            r,
+            vec![
+                (GuestAddress(0), (2 * GIB) as usize),
+                (GuestAddress(4 * GIB), GIB as usize)
+            ]
+        );
+        assert_eq!(
+            low_ram_end_below(2 * GIB, q35_low_ram_limit(2 * GIB)),
+            2 * GIB
+        );
+    }
 
     #[test]
     fn regions_split_around_the_mmio_gap() {

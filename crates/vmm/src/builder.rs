@@ -200,8 +200,8 @@ impl Reloader for FirmwareReloader {
     }
 }
 
-fn create_memory(vm: &Vm, size: u64) -> Result<GuestMemoryMmap, VmmError> {
-    let regions = rvmm_arch::guest_memory_regions(size);
+fn create_memory(vm: &Vm, size: u64, low_limit: u64) -> Result<GuestMemoryMmap, VmmError> {
+    let regions = rvmm_arch::layout::guest_memory_regions_below(size, low_limit);
     let mem = GuestMemoryMmap::from_ranges(&regions)
         .map_err(|source| VmmError::Memory { size, source })?;
     for (slot, region) in mem.iter().enumerate() {
@@ -288,7 +288,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let base_cpuid = guest_cpuid(&hv, config)?;
     let vm = Arc::new(hv.create_vm()?);
     tracing::debug!("KVM_CREATE_VM done");
-    let mem = Arc::new(create_memory(&vm, config.memory_bytes)?);
+    let low_limit = crate::platform::low_ram_limit(config);
+    let mem = Arc::new(create_memory(&vm, config.memory_bytes, low_limit)?);
     tracing::debug!("guest memory registered");
     match config.irqchip {
         IrqchipMode::Split => vm.create_split_irqchip(IOAPIC_PINS)?,
@@ -348,6 +349,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &ChipsetConfig {
             machine: config.machine,
             memory_bytes: config.memory_bytes,
+            low_ram_limit: low_limit,
             cpus: config.smp.cpus,
             boot_order: boot
                 .is_firmware()
@@ -368,6 +370,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
     let fw_cfg = FwCfgConfig {
         memory_bytes: config.memory_bytes,
+        low_ram_limit: low_limit,
         cpus: config.smp.cpus,
         max_cpus: config.smp.maxcpus,
         files: &config.fw_cfg,

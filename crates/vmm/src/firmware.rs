@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use rvmm_arch::acpi::{AcpiConfig, AcpiError, PciHostBridge};
-use rvmm_arch::layout::{low_ram_end, CMDLINE_START, HIMEM_START, MMIO_GAP_END};
+use rvmm_arch::layout::{low_ram_end_below, CMDLINE_START, HIMEM_START, MMIO_GAP_END};
 use rvmm_arch::mptable::MpTableError;
 use rvmm_arch::topology::CpuTopology;
 use rvmm_arch::{BootEntry, BootProtocol};
@@ -126,9 +126,10 @@ pub(crate) struct KernelFiles<'a> {
     pub entry: &'a BootEntry,
 }
 
-/// The RAM ranges of the e820 map: below the PCI hole from 0, and above 4 GiB.
-fn ram_ranges(mem_size: u64) -> Vec<(u64, u64)> {
-    let low = low_ram_end(mem_size);
+/// The RAM ranges of the e820 map: below the PCI hole from 0 (ending at `low_limit` at the
+/// latest), and above 4 GiB.
+fn ram_ranges(mem_size: u64, low_limit: u64) -> Vec<(u64, u64)> {
+    let low = low_ram_end_below(mem_size, low_limit);
     [(0, low), (MMIO_GAP_END, mem_size - low)]
         .into_iter()
         .filter(|&(_, len)| len > 0)
@@ -137,9 +138,9 @@ fn ram_ranges(mem_size: u64) -> Vec<(u64, u64)> {
 
 /// QEMU's `etc/e820`: packed {u64 address, u64 length, u32 type} little-endian entries, RAM
 /// below the PCI hole from 0 and RAM above 4 GiB (hw/i386/e820_memory_layout.h).
-fn e820_file(mem_size: u64) -> Vec<u8> {
+fn e820_file(mem_size: u64, low_limit: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    for (addr, len) in ram_ranges(mem_size) {
+    for (addr, len) in ram_ranges(mem_size, low_limit) {
         out.extend_from_slice(&addr.to_le_bytes());
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&E820_RAM.to_le_bytes());
@@ -166,7 +167,7 @@ pub(crate) fn smbios_blobs(
 ) -> Result<rvmm_arch::smbios::SmbiosBlobs, FirmwareError> {
     let (product, version) = smbios_machine(config.machine);
     let (cpuid_version, cpuid_features) = cpuid_leaf1.unwrap_or_default();
-    let ranges = ram_ranges(config.memory_bytes);
+    let ranges = ram_ranges(config.memory_bytes, crate::platform::low_ram_limit(config));
     rvmm_arch::smbios::build(&rvmm_arch::smbios::SmbiosConfig {
         fields: &config.smbios,
         product,
@@ -222,6 +223,8 @@ fn add_kernel_items(fw: &mut FwCfg, k: &KernelFiles) -> Result<(), fc::FwCfgErro
 /// What fw_cfg tells the firmware about the machine, and the user's `-fw_cfg` files.
 pub(crate) struct FwCfgConfig<'a> {
     pub memory_bytes: u64,
+    /// Where the RAM below 4 GiB ends at the latest (crate::platform::low_ram_limit).
+    pub low_ram_limit: u64,
     pub cpus: u32,
     pub max_cpus: u32,
     pub files: &'a [FwCfgFile],
@@ -292,8 +295,11 @@ fn fw_cfg_device(
     if let Some(items) = &config.firmware {
         add_firmware_items(&mut fw, items).map_err(FirmwareError::FwCfg)?;
     }
-    fw.add_file("etc/e820", e820_file(config.memory_bytes))
-        .map_err(FirmwareError::FwCfg)?;
+    fw.add_file(
+        "etc/e820",
+        e820_file(config.memory_bytes, config.low_ram_limit),
+    )
+    .map_err(FirmwareError::FwCfg)?;
     if let Some(k) = kernel {
         add_kernel_items(&mut fw, k).map_err(FirmwareError::FwCfg)?;
     }
@@ -363,12 +369,12 @@ mod tests {
 
     #[test]
     fn e820_file_matches_qemus_layout() {
-        let f = e820_file(256 << 20);
+        let f = e820_file(256 << 20, rvmm_arch::layout::MMIO_GAP_START);
         assert_eq!(f.len(), 20);
         assert_eq!(f[0..8], 0u64.to_le_bytes());
         assert_eq!(f[8..16], (256u64 << 20).to_le_bytes());
         assert_eq!(f[16..20], 1u32.to_le_bytes());
-        let f = e820_file(5 << 30);
+        let f = e820_file(5 << 30, rvmm_arch::layout::MMIO_GAP_START);
         assert_eq!(f.len(), 40);
         assert_eq!(f[20..28], (4u64 << 30).to_le_bytes());
         assert_eq!(f[28..36], (2u64 << 30).to_le_bytes());
@@ -379,6 +385,7 @@ mod tests {
             .expect("1 MiB of guest memory");
         let config = FwCfgConfig {
             memory_bytes: 1 << 20,
+            low_ram_limit: rvmm_arch::layout::MMIO_GAP_START,
             cpus: 1,
             max_cpus: 1,
             files,

@@ -28,6 +28,17 @@ pub fn firmware_boot(config: &VmConfig) -> bool {
     config.machine != rvmm_cli::MachineKind::Microvm && config.kernel.is_none()
 }
 
+/// Where the RAM below 4 GiB ends at the latest. Under firmware, q35 follows QEMU (its ECAM
+/// window at 0xb0000000, which SeaBIOS programs, must not be RAM); direct kernel boot keeps
+/// rvmm's 3 GiB split, which its boot protocols describe to the kernel.
+pub fn low_ram_limit(config: &VmConfig) -> u64 {
+    if config.machine == rvmm_cli::MachineKind::Q35 && firmware_boot(config) {
+        rvmm_arch::layout::q35_low_ram_limit(config.memory_bytes)
+    } else {
+        rvmm_arch::layout::MMIO_GAP_START
+    }
+}
+
 pub fn needs_x2apic_api(config: &VmConfig) -> bool {
     let topo = topology(config);
     config.smp.cpus > 0 && topo.apic_id(config.smp.cpus - 1) > 254

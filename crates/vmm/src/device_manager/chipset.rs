@@ -4,7 +4,7 @@
 //! (`pci::attach_pci`); they move the PM block through [`PmBlockMover`].
 
 use super::{DeviceManager, DeviceManagerError};
-use rvmm_arch::layout::low_ram_end;
+use rvmm_arch::layout::low_ram_end_below;
 use rvmm_cli::MachineKind;
 use rvmm_devices::chipset::{Apm, ApmKind, PmBaseRelocation, APM_PORT_BASE, APM_PORT_LEN};
 use rvmm_devices::legacy::{self, AcpiPm, Cmos, CmosMemory, ResetControl};
@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 pub struct ChipsetConfig {
     pub machine: MachineKind,
     pub memory_bytes: u64,
+    /// Where the RAM below 4 GiB ends at the latest (crate::platform::low_ram_limit).
+    pub low_ram_limit: u64,
     pub cpus: u32,
     /// PC firmware's boot order (`-boot` drive letters) for the CMOS; None without firmware.
     pub boot_order: Option<String>,
@@ -87,7 +89,7 @@ pub fn attach_chipset(
     });
     // Attached once per device manager; a second chipset would fail on the ports above.
     let _ = dm.pm_block.set(mover);
-    let below_4g = low_ram_end(config.memory_bytes);
+    let below_4g = low_ram_end_below(config.memory_bytes, config.low_ram_limit);
     let cmos = Cmos::new(CmosMemory {
         below_4g,
         above_4g: config.memory_bytes - below_4g,
