@@ -177,7 +177,7 @@ pub fn load<M: GuestMemoryBackend>(
         0 => CMDLINE_MAX - 1,
         n => n as usize,
     };
-    write_cmdline(mem, params.cmdline, max_cmdline)?;
+    write_cmdline(mem, &Default::default(), params.cmdline, max_cmdline)?;
     let initrd_max = match hdr.initrd_addr_max {
         0 => DEFAULT_INITRD_ADDR_MAX,
         n => n,
@@ -194,6 +194,7 @@ pub fn load<M: GuestMemoryBackend>(
         rax: 0,
         rbx: 0,
         rsi: ZERO_PAGE_START,
+        data: Default::default(),
     })
 }
 
@@ -232,13 +233,13 @@ pub fn load_unpacked<M: GuestMemoryBackend>(
     let image = ElfImage::parse(&elf).map_err(elf_err)?;
     let entry = image.physical_entry().map_err(elf_err)?;
     let kernel_end = image
-        .load(mem, &elf, params.mem_size, false)
+        .load(mem, &elf, params.mem_size, false, true)
         .map_err(elf_err)?;
     let max_cmdline = match hdr.cmdline_size {
         0 => CMDLINE_MAX - 1,
         n => n as usize,
     };
-    write_cmdline(mem, params.cmdline, max_cmdline)?;
+    write_cmdline(mem, &Default::default(), params.cmdline, max_cmdline)?;
     let initrd_max = match hdr.initrd_addr_max {
         0 => DEFAULT_INITRD_ADDR_MAX,
         n => n,
@@ -256,6 +257,7 @@ pub fn load_unpacked<M: GuestMemoryBackend>(
             rax: 0,
             rbx: 0,
             rsi: ZERO_PAGE_START,
+            data: Default::default(),
         },
     )))
 }

@@ -36,12 +36,12 @@ pub fn load<M: GuestMemoryBackend>(
     params: &BootParams,
 ) -> Result<BootEntry, LoadError> {
     let kernel_end = image
-        .load(mem, kernel.bytes, params.mem_size, true)
+        .load(mem, kernel.bytes, params.mem_size, true, true)
         .map_err(|reason| LoadError::Elf {
             name: kernel.name.to_string(),
             reason,
         })?;
-    write_cmdline(mem, params.cmdline, CMDLINE_MAX - 1)?;
+    write_cmdline(mem, &Default::default(), params.cmdline, CMDLINE_MAX - 1)?;
 
     let need = PVH_MODLIST_START - BOOT_TABLES_START
         + (params.initrds.len() * std::mem::size_of::<hvm_modlist_entry>()) as u64;
@@ -110,6 +110,7 @@ pub fn load<M: GuestMemoryBackend>(
         rax: 0,
         rbx: PVH_INFO_START,
         rsi: 0,
+        data: Default::default(),
     })
 }
 

@@ -31,9 +31,14 @@ pub fn load<M: vm_memory::GuestMemoryBackend>(
     };
     let entry = image.physical_entry().map_err(err)?;
     let kernel_end = image
-        .load(mem, kernel.bytes, params.mem_size, false)
+        .load(mem, kernel.bytes, params.mem_size, false, true)
         .map_err(err)?;
-    write_cmdline(mem, params.cmdline, LINUX_CMDLINE_MAX.min(CMDLINE_MAX - 1))?;
+    write_cmdline(
+        mem,
+        &Default::default(),
+        params.cmdline,
+        LINUX_CMDLINE_MAX.min(CMDLINE_MAX - 1),
+    )?;
     let initrd = load_initrd(mem, params, low_ram_end(params.mem_size), kernel_end)?;
     let hdr = setup_header {
         boot_flag: BOOT_FLAG_MAGIC,
@@ -53,6 +58,7 @@ pub fn load<M: vm_memory::GuestMemoryBackend>(
         rax: 0,
         rbx: 0,
         rsi: ZERO_PAGE_START,
+        data: Default::default(),
     })
 }
 
