@@ -25,8 +25,19 @@ fn check_low(guest: &str, kind: &str, machine: &str) {
         .initrd(&[&module])
         .run();
     out.assert_stdout_contains(&format!("multiboot ok ({kind})\n"));
-    // 256 MiB guest: 639 KiB below the EBDA, the rest above 1 MiB.
-    out.assert_stdout_contains("mem_lower: 639 KiB, mem_upper: 261120 KiB\n");
+    // 256 MiB guest: 639 KiB below the EBDA, the rest above 1 MiB (QEMU's BIOS keeps 128 KiB
+    // of it, rvmm none).
+    let upper: u64 = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("mem_lower: 639 KiB, mem_upper: "))
+        .and_then(|rest| rest.strip_suffix(" KiB"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no mem_lower: 639 KiB, mem_upper: N KiB line\n{out}"));
+    assert!(
+        (255 * 1024 - 128..=255 * 1024).contains(&upper),
+        "mem_upper {upper}\n{out}"
+    );
     let cmdline = out
         .stdout
         .lines()
@@ -56,6 +67,9 @@ fn check_all(addr: &str) {
 
 #[test]
 fn multiboot_linked_at_0x8000_boots() {
+    if skip_on_qemu("QEMU 7.2 enters it with multiboot information lacking the memory, command line and module flags") {
+        return;
+    }
     check_all("8000");
 }
 
