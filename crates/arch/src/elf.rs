@@ -7,7 +7,7 @@
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::layout::{
-    fmt_size, ram_contains, EBDA_START, HIMEM_START, LOW_STRUCTS_END, MMIO_GAP_END, MMIO_GAP_START,
+    fmt_size, ram_contains, EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START,
 };
 use crate::LoadError;
 
@@ -60,8 +60,6 @@ pub enum ElfError {
     },
     #[error("segment at {addr:#x} + {size:#x} does not fit in {ram} of RAM")]
     SegmentOutsideRam { addr: u64, size: u64, ram: String },
-    #[error("segment at {addr:#x} + {size:#x} overlaps the boot data rvmm writes below {end:#x}")]
-    SegmentOverlapsBootData { addr: u64, size: u64, end: u64 },
     #[error("segment at {addr:#x} + {size:#x} overlaps the BIOS area {start:#x}-{end:#x} (EBDA, ACPI and MP tables)")]
     SegmentOverlapsBiosArea {
         addr: u64,
@@ -345,9 +343,8 @@ impl ElfImage {
             .collect()
     }
 
-    /// Checks every loadable segment (file range, sizes, RAM, the BIOS area, with `fixed_low`
-    /// overlap with rvmm's default low boot data, and with `below_4g` that it ends below
-    /// 4 GiB), then copies them to their physical addresses and zeroes their bss. Returns the
+    /// Checks every loadable segment (file range, sizes, RAM, the BIOS area and MMIO hole, and
+    /// with `below_4g` that it ends below 4 GiB), then copies them to their physical addresses and zeroes their bss. Returns the
     /// end of the highest segment.
     pub fn load<M: GuestMemoryBackend>(
         &self,
@@ -355,13 +352,12 @@ impl ElfImage {
         bytes: &[u8],
         mem_size: u64,
         below_4g: bool,
-        fixed_low: bool,
     ) -> Result<u64, ElfError> {
         let mut kernel_end = 0;
         let mut any = false;
         for h in self.load_segments() {
             self.segment_bytes(bytes, h)?;
-            check_guest_range(h.paddr, h.memsz, mem_size, below_4g, fixed_low)?;
+            check_guest_range(h.paddr, h.memsz, mem_size, below_4g)?;
             kernel_end = kernel_end.max(h.paddr + h.memsz);
             any = true;
         }
@@ -388,15 +384,13 @@ fn align_up_usize(value: Option<usize>, align: usize) -> Option<usize> {
 }
 
 /// Checks that the guest range `[addr, addr + size)` a kernel part will occupy is RAM, stays out
-/// of the BIOS area and the MMIO hole, with `fixed_low` does not overlap rvmm's low boot
-/// structures (callers that move them with `BootData::place` pass false), and (for 32-bit
-/// entries) lies below 4 GiB.
+/// of the BIOS area and the MMIO hole, and (for 32-bit entries) lies below 4 GiB. rvmm's own boot
+/// data is no obstacle: callers move it out of the way with `BootData::place`.
 pub(crate) fn check_guest_range(
     addr: u64,
     size: u64,
     mem_size: u64,
     below_4g: bool,
-    fixed_low: bool,
 ) -> Result<(), ElfError> {
     let end = addr.checked_add(size);
     if below_4g && end.is_none_or(|end| end > 1 << 32) {
@@ -417,13 +411,6 @@ pub(crate) fn check_guest_range(
             size,
             start: MMIO_GAP_START,
             end: MMIO_GAP_END,
-        });
-    }
-    if fixed_low && addr < LOW_STRUCTS_END && size > 0 {
-        return Err(ElfError::SegmentOverlapsBootData {
-            addr,
-            size,
-            end: LOW_STRUCTS_END,
         });
     }
     if !ram_contains(mem_size, addr, size) {

@@ -131,7 +131,7 @@ pub fn load<M: GuestMemoryBackend>(
             return Err(err(MultibootError::EntryAbove4G(entry)));
         }
         image
-            .load(mem, bytes, params.mem_size, true, false)
+            .load(mem, bytes, params.mem_size, true)
             .map_err(elf_err)?;
         (entry, image.segment_ranges())
     } else {
@@ -224,7 +224,7 @@ fn load_kludge<M: GuestMemoryBackend>(
         u64::from(bss_end_addr)
     };
     let memsz = mem_end - u64::from(load_addr);
-    check_guest_range(u64::from(load_addr), memsz, mem_size, true, false)
+    check_guest_range(u64::from(load_addr), memsz, mem_size, true)
         .map_err(MultibootError::Image)?;
     write_and_zero(mem, u64::from(load_addr), data, memsz, mem_size)
         .map_err(MultibootError::Image)?;

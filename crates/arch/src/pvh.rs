@@ -35,7 +35,7 @@ pub fn load<M: GuestMemoryBackend>(
     params: &BootParams,
 ) -> Result<BootEntry, LoadError> {
     let kernel_end = image
-        .load(mem, kernel.bytes, params.mem_size, true, false)
+        .load(mem, kernel.bytes, params.mem_size, true)
         .map_err(|reason| LoadError::Elf {
             name: kernel.name.to_string(),
             reason,
