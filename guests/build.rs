@@ -28,6 +28,8 @@ struct Guest {
     script: &'static str,
     /// Convert the linked ELF to a flat binary.
     flat: bool,
+    /// Linker symbol definitions (`--defsym`), e.g. `LOAD_ADDR=0x8000` for `elf.ld`.
+    symbols: &'static [&'static str],
 }
 
 const fn guest(out: &'static str, src: &'static str, class: Class, script: &'static str) -> Guest {
@@ -38,6 +40,7 @@ const fn guest(out: &'static str, src: &'static str, class: Class, script: &'sta
         defines: &[],
         script,
         flat: false,
+        symbols: &[],
     }
 }
 
@@ -86,6 +89,52 @@ const GUESTS: &[Guest] = &[
     Guest {
         flat: true,
         ..guest("bzimage.bin", "bzimage.S", Class::Elf64, "bzimage.ld")
+    },
+    // Multiboot images linked below 1 MiB: rvmm moves its boot data out of their way.
+    Guest {
+        symbols: &["LOAD_ADDR=0x8000"],
+        ..guest("multiboot_8000.elf", "multiboot.S", Class::Elf32, "elf.ld")
+    },
+    Guest {
+        symbols: &["LOAD_ADDR=0x10000"],
+        ..guest("multiboot_10000.elf", "multiboot.S", Class::Elf32, "elf.ld")
+    },
+    Guest {
+        symbols: &["LOAD_ADDR=0x90000"],
+        ..guest("multiboot_90000.elf", "multiboot.S", Class::Elf32, "elf.ld")
+    },
+    Guest {
+        defines: &["MULTIBOOT_AOUT"],
+        flat: true,
+        symbols: &["LOAD_ADDR=0x8000"],
+        ..guest(
+            "multiboot_aout_8000.bin",
+            "multiboot.S",
+            Class::Elf32,
+            "elf.ld",
+        )
+    },
+    Guest {
+        defines: &["MULTIBOOT_AOUT"],
+        flat: true,
+        symbols: &["LOAD_ADDR=0x10000"],
+        ..guest(
+            "multiboot_aout_10000.bin",
+            "multiboot.S",
+            Class::Elf32,
+            "elf.ld",
+        )
+    },
+    Guest {
+        defines: &["MULTIBOOT_AOUT"],
+        flat: true,
+        symbols: &["LOAD_ADDR=0x90000"],
+        ..guest(
+            "multiboot_aout_90000.bin",
+            "multiboot.S",
+            Class::Elf32,
+            "elf.ld",
+        )
     },
     guest("vmlinux64.elf", "vmlinux64.S", Class::Elf64, "elf.ld"),
     guest("pio_mmio.elf", "pio_mmio.S", Class::Elf64, "pvh.ld"),
@@ -276,6 +325,9 @@ fn build_guest(g: &Guest, src: &Path, scripts: &Path, out_dir: &Path, ld_quiet: 
     ]);
     if ld_quiet {
         ld.arg("--no-warn-rwx-segments");
+    }
+    for s in g.symbols {
+        ld.arg(format!("--defsym={s}"));
     }
     ld.arg("-T")
         .arg(scripts.join(g.script))

@@ -132,7 +132,7 @@ fn main() {
             .unwrap_or_else(|e| die("KVM_SET_CPUID2", e));
         if id == 0 {
             let mut sregs = vcpu.get_sregs().unwrap_or_else(|e| die("KVM_GET_SREGS", e));
-            rvmm_arch::setup_cpu_mode(&mem, entry.mode, &mut sregs)
+            rvmm_arch::setup_cpu_mode(&mem, entry.mode, &entry.data, &mut sregs)
                 .unwrap_or_else(|e| die("cpu mode", e));
             vcpu.set_sregs(&sregs)
                 .unwrap_or_else(|e| die("KVM_SET_SREGS", e));

@@ -18,8 +18,8 @@ use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend};
 
 use crate::elf::{ElfError, ElfImage};
 use crate::layout::{
-    e820_entries, fmt_size, low_ram_end, BOOT_STACK_POINTER, CMDLINE_MAX, CMDLINE_START,
-    HIMEM_START, ZERO_PAGE_START,
+    e820_entries, fmt_size, low_ram_end, BootData, BOOT_STACK_POINTER, CMDLINE_MAX, HIMEM_START,
+    ZERO_PAGE_START,
 };
 use crate::payload::{Compression, PayloadError};
 use crate::{
@@ -177,14 +177,14 @@ pub fn load<M: GuestMemoryBackend>(
         0 => CMDLINE_MAX - 1,
         n => n as usize,
     };
-    write_cmdline(mem, params.cmdline, max_cmdline)?;
+    write_cmdline(mem, &Default::default(), params.cmdline, max_cmdline)?;
     let initrd_max = match hdr.initrd_addr_max {
         0 => DEFAULT_INITRD_ADDR_MAX,
         n => n,
     };
     let top = ram_end.min(u64::from(initrd_max) + 1);
     let initrd = load_initrd(mem, params, top, load_end.max(unpack_end))?;
-    write_zero_page(mem, hdr, params, initrd)?;
+    write_zero_page(mem, &BootData::default(), hdr, params, initrd)?;
 
     Ok(BootEntry {
         protocol: BootProtocol::BzImage,
@@ -194,6 +194,7 @@ pub fn load<M: GuestMemoryBackend>(
         rax: 0,
         rbx: 0,
         rsi: ZERO_PAGE_START,
+        data: Default::default(),
     })
 }
 
@@ -234,28 +235,35 @@ pub fn load_unpacked<M: GuestMemoryBackend>(
     let kernel_end = image
         .load(mem, &elf, params.mem_size, false)
         .map_err(elf_err)?;
+    let data = BootData::place(&image.segment_ranges(), params.mem_size).map_err(|reason| {
+        LoadError::NoRoomForBootData {
+            name: kernel.name.to_string(),
+            reason,
+        }
+    })?;
     let max_cmdline = match hdr.cmdline_size {
         0 => CMDLINE_MAX - 1,
         n => n as usize,
     };
-    write_cmdline(mem, params.cmdline, max_cmdline)?;
+    write_cmdline(mem, &data, params.cmdline, max_cmdline)?;
     let initrd_max = match hdr.initrd_addr_max {
         0 => DEFAULT_INITRD_ADDR_MAX,
         n => n,
     };
     let top = ram_end.min(u64::from(initrd_max) + 1);
-    let initrd = load_initrd(mem, params, top, kernel_end)?;
-    write_zero_page(mem, hdr, params, initrd)?;
+    let initrd = load_initrd(mem, params, top, kernel_end.max(data.end()))?;
+    write_zero_page(mem, &data, hdr, params, initrd)?;
     Ok(Some((
         format,
         BootEntry {
             protocol: BootProtocol::BzImage,
             mode: CpuMode::Long64,
             rip: entry,
-            rsp: BOOT_STACK_POINTER,
+            rsp: data.stack_pointer(),
             rax: 0,
             rbx: 0,
-            rsi: ZERO_PAGE_START,
+            rsi: data.zero_page(),
+            data,
         },
     )))
 }
@@ -277,9 +285,10 @@ pub(crate) fn load_initrd<M: GuestMemoryBackend>(
 }
 
 /// Fills the zero page around `hdr` (command line, initrd, e820) and writes it at
-/// `ZERO_PAGE_START`.
+/// `data.zero_page()`.
 pub(crate) fn write_zero_page<M: GuestMemoryBackend>(
     mem: &M,
+    data: &BootData,
     hdr: setup_header,
     params: &BootParams,
     initrd: Option<(u64, u64)>,
@@ -289,7 +298,7 @@ pub(crate) fn write_zero_page<M: GuestMemoryBackend>(
         ..Default::default()
     };
     zp.hdr.type_of_loader = LOADER_TYPE_UNDEFINED;
-    zp.hdr.cmd_line_ptr = CMDLINE_START as u32;
+    zp.hdr.cmd_line_ptr = data.cmdline() as u32;
     zp.ext_cmd_line_ptr = 0;
     if let Some((addr, size)) = initrd {
         // Both are below 4 GiB: place_high stays below the MMIO gap.
@@ -308,7 +317,7 @@ pub(crate) fn write_zero_page<M: GuestMemoryBackend>(
     }
     zp.e820_entries = e820.len().min(zp.e820_table.len()) as u8;
     LinuxBootConfigurator::write_bootparams::<M>(
-        &ConfiguratorParams::new(&zp, GuestAddress(ZERO_PAGE_START)),
+        &ConfiguratorParams::new(&zp, GuestAddress(data.zero_page())),
         mem,
     )
     .map_err(|source| LoadError::BootConfigurator {
@@ -320,6 +329,7 @@ pub(crate) fn write_zero_page<M: GuestMemoryBackend>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::layout::CMDLINE_START;
     use crate::test_utils::{guest_mem, read_obj};
 
     /// A minimal bzImage: `setup_sects` sectors of setup after the boot sector, a setup

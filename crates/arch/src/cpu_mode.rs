@@ -9,8 +9,7 @@ use kvm_bindings::{kvm_segment, kvm_sregs};
 use vm_memory::GuestMemoryBackend;
 
 use crate::layout::{
-    BOOT_CS_SELECTOR, BOOT_DS_SELECTOR, BOOT_TSS_SELECTOR, GDT_ENTRIES, GDT_START, IDT_START,
-    PDPT_START, PD_COUNT, PD_START, PML4_START,
+    BootData, BOOT_CS_SELECTOR, BOOT_DS_SELECTOR, BOOT_TSS_SELECTOR, GDT_ENTRIES, PD_COUNT,
 };
 use crate::{write_guest, CpuMode, LoadError};
 
@@ -82,18 +81,19 @@ pub fn gdt_for(mode: CpuMode) -> [u64; GDT_ENTRIES] {
     ]
 }
 
-/// Writes the GDT, IDT and (for `Long64`) page tables into guest memory and sets segments,
+/// Writes the GDT, IDT and (for `Long64`) page tables where `boot_data` places them and sets segments,
 /// descriptor tables, CR0/CR3/CR4 and EFER in `sregs` for `mode`. Other `sregs` fields (from
 /// KVM_GET_SREGS) are kept.
 pub fn setup_cpu_mode<M: GuestMemoryBackend>(
     mem: &M,
     mode: CpuMode,
+    boot_data: &BootData,
     sregs: &mut kvm_sregs,
 ) -> Result<(), LoadError> {
     let gdt = gdt_for(mode);
     let gdt_bytes: Vec<u8> = gdt.iter().flat_map(|e| e.to_le_bytes()).collect();
-    write_guest(mem, "GDT", GDT_START, &gdt_bytes)?;
-    write_guest(mem, "IDT", IDT_START, &[0u8; 8])?;
+    write_guest(mem, "GDT", boot_data.gdt(), &gdt_bytes)?;
+    write_guest(mem, "IDT", boot_data.idt(), &[0u8; 8])?;
 
     let index = |selector: u16| gdt[usize::from(selector >> 3)];
     let code = segment_from_gdt(index(BOOT_CS_SELECTOR), BOOT_CS_SELECTOR);
@@ -105,9 +105,9 @@ pub fn setup_cpu_mode<M: GuestMemoryBackend>(
     sregs.gs = data;
     sregs.ss = data;
     sregs.tr = segment_from_gdt(index(BOOT_TSS_SELECTOR), BOOT_TSS_SELECTOR);
-    sregs.gdt.base = GDT_START;
+    sregs.gdt.base = boot_data.gdt();
     sregs.gdt.limit = (gdt_bytes.len() - 1) as u16;
-    sregs.idt.base = IDT_START;
+    sregs.idt.base = boot_data.idt();
     sregs.idt.limit = 7;
 
     match mode {
@@ -119,9 +119,9 @@ pub fn setup_cpu_mode<M: GuestMemoryBackend>(
             sregs.efer = 0;
         }
         CpuMode::Long64 => {
-            write_identity_map(mem)?;
+            write_identity_map(mem, boot_data)?;
             sregs.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
-            sregs.cr3 = PML4_START;
+            sregs.cr3 = boot_data.pml4();
             sregs.cr4 = X86_CR4_PAE;
             sregs.efer = EFER_LME | EFER_LMA;
         }
@@ -130,27 +130,44 @@ pub fn setup_cpu_mode<M: GuestMemoryBackend>(
 }
 
 /// PML4[0] -> PDPT, PDPT[0..4] -> four PDs, each PD maps 1 GiB with 2 MiB pages.
-fn write_identity_map<M: GuestMemoryBackend>(mem: &M) -> Result<(), LoadError> {
+fn write_identity_map<M: GuestMemoryBackend>(mem: &M, data: &BootData) -> Result<(), LoadError> {
     write_guest(
         mem,
         "PML4",
-        PML4_START,
-        &(PDPT_START | PTE_PRESENT_RW).to_le_bytes(),
+        data.pml4(),
+        &(data.pdpt() | PTE_PRESENT_RW).to_le_bytes(),
     )?;
     let pdpt: Vec<u8> = (0..PD_COUNT)
-        .flat_map(|i| ((PD_START + i * 0x1000) | PTE_PRESENT_RW).to_le_bytes())
+        .flat_map(|i| ((data.pd() + i * 0x1000) | PTE_PRESENT_RW).to_le_bytes())
         .collect();
-    write_guest(mem, "PDPT", PDPT_START, &pdpt)?;
+    write_guest(mem, "PDPT", data.pdpt(), &pdpt)?;
     let pds: Vec<u8> = (0..PD_COUNT * 512)
         .flat_map(|i| ((i << 21) | PDE_PAGE_2M | PTE_PRESENT_RW).to_le_bytes())
         .collect();
-    write_guest(mem, "page directories", PD_START, &pds)
+    write_guest(mem, "page directories", data.pd(), &pds)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::{GDT_START, PDPT_START, PD_START, PML4_START};
     use crate::test_utils::{guest_mem, read_obj};
+
+    #[test]
+    fn moved_boot_data_moves_gdt_idt_and_page_tables() {
+        let mem = guest_mem(16 << 20);
+        let data = BootData { base: 0x10_0000 };
+        let mut sregs = kvm_sregs::default();
+        setup_cpu_mode(&mem, CpuMode::Long64, &data, &mut sregs).unwrap();
+        assert_eq!(sregs.gdt.base, 0x10_0000 + GDT_START);
+        assert_eq!(sregs.cr3, 0x10_0000 + PML4_START);
+        let pml4: u64 = read_obj(&mem, sregs.cr3);
+        assert_eq!(pml4, (0x10_0000 + PDPT_START) | 3);
+        let gdt: [u64; 5] = read_obj(&mem, sregs.gdt.base);
+        assert_eq!(gdt, gdt_for(CpuMode::Long64));
+        let old: u64 = read_obj(&mem, PML4_START);
+        assert_eq!(old, 0);
+    }
 
     #[test]
     fn gdt_entries_round_trip() {
@@ -174,7 +191,7 @@ mod tests {
     fn long_mode_writes_page_tables_and_sregs() {
         let mem = guest_mem(16 << 20);
         let mut sregs = kvm_sregs::default();
-        setup_cpu_mode(&mem, CpuMode::Long64, &mut sregs).unwrap();
+        setup_cpu_mode(&mem, CpuMode::Long64, &BootData::default(), &mut sregs).unwrap();
         assert_eq!(sregs.cr3, PML4_START);
         assert_eq!(
             sregs.cr0 & (X86_CR0_PE | X86_CR0_PG),
@@ -208,7 +225,7 @@ mod tests {
             cr0: 0x6000_0010,
             ..Default::default()
         };
-        setup_cpu_mode(&mem, CpuMode::Protected32, &mut sregs).unwrap();
+        setup_cpu_mode(&mem, CpuMode::Protected32, &BootData::default(), &mut sregs).unwrap();
         assert_eq!(sregs.cr0, X86_CR0_PE | X86_CR0_ET);
         assert_eq!((sregs.cr4, sregs.efer), (0, 0));
         assert_eq!(
@@ -228,7 +245,8 @@ mod tests {
     fn too_little_memory_is_an_error() {
         let mem = guest_mem(0x1000);
         let mut sregs = kvm_sregs::default();
-        let err = setup_cpu_mode(&mem, CpuMode::Long64, &mut sregs).unwrap_err();
+        let err =
+            setup_cpu_mode(&mem, CpuMode::Long64, &BootData::default(), &mut sregs).unwrap_err();
         assert_eq!(
             err.to_string(),
             "writing the PML4 to guest memory at 0x9000"

@@ -6,7 +6,9 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use crate::layout::{fmt_size, ram_contains, LOW_STRUCTS_END};
+use crate::layout::{
+    fmt_size, ram_contains, EBDA_START, HIMEM_START, MMIO_GAP_END, MMIO_GAP_START,
+};
 use crate::LoadError;
 
 /// `PT_LOAD`: a segment to copy into memory.
@@ -58,8 +60,20 @@ pub enum ElfError {
     },
     #[error("segment at {addr:#x} + {size:#x} does not fit in {ram} of RAM")]
     SegmentOutsideRam { addr: u64, size: u64, ram: String },
-    #[error("segment at {addr:#x} + {size:#x} overlaps the boot data rvmm writes below {end:#x}")]
-    SegmentOverlapsBootData { addr: u64, size: u64, end: u64 },
+    #[error("segment at {addr:#x} + {size:#x} overlaps the BIOS area {start:#x}-{end:#x} (EBDA, ACPI and MP tables)")]
+    SegmentOverlapsBiosArea {
+        addr: u64,
+        size: u64,
+        start: u64,
+        end: u64,
+    },
+    #[error("segment at {addr:#x} + {size:#x} overlaps the MMIO hole {start:#x}-{end:#x}")]
+    SegmentOverlapsMmioHole {
+        addr: u64,
+        size: u64,
+        start: u64,
+        end: u64,
+    },
     #[error("segment at {addr:#x} + {size:#x} is not below 4 GiB, out of reach of a 32-bit entry")]
     SegmentAbove4G { addr: u64, size: u64 },
     #[error("ELF has no loadable (PT_LOAD) segments")]
@@ -322,9 +336,16 @@ impl ElfImage {
         Err(ElfError::EntryOutsideSegments(self.entry))
     }
 
-    /// Checks every loadable segment (file range, sizes, RAM, overlap with rvmm's boot data,
-    /// and with `below_4g` that it ends below 4 GiB), then copies them to their physical
-    /// addresses and zeroes their bss. Returns the end of the highest segment.
+    /// `[start, end)` of every loadable segment in guest physical memory (saturating).
+    pub fn segment_ranges(&self) -> Vec<(u64, u64)> {
+        self.load_segments()
+            .map(|h| (h.paddr, h.paddr.saturating_add(h.memsz)))
+            .collect()
+    }
+
+    /// Checks every loadable segment (file range, sizes, RAM, the BIOS area and MMIO hole, and
+    /// with `below_4g` that it ends below 4 GiB), then copies them to their physical addresses and zeroes their bss. Returns the
+    /// end of the highest segment.
     pub fn load<M: GuestMemoryBackend>(
         &self,
         mem: &M,
@@ -362,8 +383,9 @@ fn align_up_usize(value: Option<usize>, align: usize) -> Option<usize> {
     value?.checked_add(align - 1).map(|v| v & !(align - 1))
 }
 
-/// Checks that the guest range `[addr, addr + size)` a kernel part will occupy is RAM, does not
-/// overlap rvmm's low boot structures, and (for 32-bit entries) lies below 4 GiB.
+/// Checks that the guest range `[addr, addr + size)` a kernel part will occupy is RAM, stays out
+/// of the BIOS area and the MMIO hole, and (for 32-bit entries) lies below 4 GiB. rvmm's own boot
+/// data is no obstacle: callers move it out of the way with `BootData::place`.
 pub(crate) fn check_guest_range(
     addr: u64,
     size: u64,
@@ -374,11 +396,21 @@ pub(crate) fn check_guest_range(
     if below_4g && end.is_none_or(|end| end > 1 << 32) {
         return Err(ElfError::SegmentAbove4G { addr, size });
     }
-    if addr < LOW_STRUCTS_END && size > 0 {
-        return Err(ElfError::SegmentOverlapsBootData {
+    let overlaps = |start: u64, stop: u64| size > 0 && addr < stop && end.is_none_or(|e| e > start);
+    if overlaps(EBDA_START, HIMEM_START) {
+        return Err(ElfError::SegmentOverlapsBiosArea {
             addr,
             size,
-            end: LOW_STRUCTS_END,
+            start: EBDA_START,
+            end: HIMEM_START,
+        });
+    }
+    if overlaps(MMIO_GAP_START, MMIO_GAP_END) {
+        return Err(ElfError::SegmentOverlapsMmioHole {
+            addr,
+            size,
+            start: MMIO_GAP_START,
+            end: MMIO_GAP_END,
         });
     }
     if !ram_contains(mem_size, addr, size) {

@@ -1,7 +1,9 @@
 //! x86_64 guest physical memory layout: where rvmm puts RAM, the 32-bit MMIO gap, and the
 //! boot structures it writes in the first 1 MiB before a direct kernel boot.
 //!
-//! Low memory map (all below `LOW_STRUCTS_END`, which kernels may not overlap):
+//! Low memory map by default (all below `LOW_STRUCTS_END`). A kernel whose segments reach into
+//! it wins: the whole block moves, unchanged inside, to free RAM out of the image's way
+//! (`BootData::place`), as QEMU moves its multiboot data after the image.
 //!
 //! ```text
 //! 0x0500  GDT (5 entries: null, null, code 0x10, data 0x18, TSS 0x20)
@@ -66,6 +68,99 @@ pub const MMIO_GAP_START: u64 = 0xc000_0000;
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// Guest page size used for module alignment.
 pub const PAGE_SIZE: u64 = 0x1000;
+
+/// Where rvmm's boot data block (GDT, IDT, boot info, zero page, stack, page tables, boot
+/// tables, command line) lies: the low memory map above shifted by `base`. `base` is 0 unless
+/// the kernel image occupies part of that map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootData {
+    /// Offset added to every address of the default low memory map.
+    pub base: u64,
+}
+
+/// Size of the block `BootData` moves as one piece (from address 0 of the default map).
+pub const BOOT_DATA_SIZE: u64 = LOW_STRUCTS_END;
+
+/// Why the boot data could not be placed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("no free RAM for rvmm's {size:#x}-byte boot data block out of the kernel image's way ({ram} of RAM)")]
+pub struct NoRoomForBootData {
+    pub size: u64,
+    pub ram: String,
+}
+
+impl BootData {
+    /// Chooses where the boot data goes for an image occupying `occupied` ([start, end)
+    /// ranges): the default map when it is free, else the first page-aligned spot after one
+    /// of the image's ranges (or at 1 MiB) that is RAM, below the EBDA or above 1 MiB, and
+    /// clear of the image.
+    pub fn place(occupied: &[(u64, u64)], mem_size: u64) -> Result<Self, NoRoomForBootData> {
+        let ram_end = low_ram_end(mem_size);
+        let fits = |base: u64| {
+            let Some(end) = base.checked_add(BOOT_DATA_SIZE) else {
+                return false;
+            };
+            let area_ok = end <= EBDA_START || (base >= HIMEM_START && end <= ram_end);
+            area_ok
+                && end <= ram_end
+                && occupied
+                    .iter()
+                    .all(|&(start, stop)| stop <= base || start >= end)
+        };
+        let mut candidates = vec![0, HIMEM_START];
+        candidates.extend(
+            occupied
+                .iter()
+                .filter_map(|&(_, end)| end.checked_add(PAGE_SIZE - 1))
+                .map(|end| end & !(PAGE_SIZE - 1)),
+        );
+        // Stable order: keep today's map first, then the lowest free spot.
+        candidates[1..].sort_unstable();
+        candidates
+            .into_iter()
+            .find(|&base| fits(base))
+            .map(|base| BootData { base })
+            .ok_or_else(|| NoRoomForBootData {
+                size: BOOT_DATA_SIZE,
+                ram: fmt_size(mem_size),
+            })
+    }
+
+    /// End (exclusive) of the block.
+    pub fn end(&self) -> u64 {
+        self.base + BOOT_DATA_SIZE
+    }
+    pub fn gdt(&self) -> u64 {
+        self.base + GDT_START
+    }
+    pub fn idt(&self) -> u64 {
+        self.base + IDT_START
+    }
+    pub fn info(&self) -> u64 {
+        self.base + BOOT_INFO_START
+    }
+    pub fn zero_page(&self) -> u64 {
+        self.base + ZERO_PAGE_START
+    }
+    pub fn stack_pointer(&self) -> u64 {
+        self.base + BOOT_STACK_POINTER
+    }
+    pub fn pml4(&self) -> u64 {
+        self.base + PML4_START
+    }
+    pub fn pdpt(&self) -> u64 {
+        self.base + PDPT_START
+    }
+    pub fn pd(&self) -> u64 {
+        self.base + PD_START
+    }
+    pub fn tables(&self) -> u64 {
+        self.base + BOOT_TABLES_START
+    }
+    pub fn cmdline(&self) -> u64 {
+        self.base + CMDLINE_START
+    }
+}
 
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;
@@ -258,6 +353,34 @@ mod tests {
         // Less than 640 KiB: only conventional memory.
         assert_eq!(e820_entries(0x8_0000).len(), 1);
         assert!(e820_entries(0).is_empty());
+    }
+
+    #[test]
+    fn boot_data_keeps_the_default_map_when_free() {
+        assert_eq!(BootData::place(&[], 256 << 20), Ok(BootData::default()));
+        let high = [(0x10_0000, 0x20_0000)];
+        assert_eq!(BootData::place(&high, 256 << 20).unwrap().base, 0);
+        // Just above the block: still free.
+        let at = [(LOW_STRUCTS_END, LOW_STRUCTS_END + 0x1000)];
+        assert_eq!(BootData::place(&at, 256 << 20).unwrap().base, 0);
+    }
+
+    #[test]
+    fn boot_data_moves_out_of_a_low_image() {
+        // Image at 0x8000: the block goes right after it, below the EBDA.
+        let low = [(0x8000, 0x9234)];
+        let d = BootData::place(&low, 256 << 20).unwrap();
+        assert_eq!(d.base, 0xa000);
+        assert_eq!(d.info(), 0xa000 + BOOT_INFO_START);
+        // Image filling low memory: the block goes to 1 MiB.
+        let big = [(0x1000, 0x9_0000)];
+        assert_eq!(BootData::place(&big, 256 << 20).unwrap().base, HIMEM_START);
+        // Image at 0x8000 and at 1 MiB: after the 1 MiB image.
+        let two = [(0x8000, 0x9_0000), (HIMEM_START, 0x10_2100)];
+        assert_eq!(BootData::place(&two, 256 << 20).unwrap().base, 0x10_3000);
+        // No room at all in a tiny guest.
+        let err = BootData::place(&[(0, 0x9_0000)], 0x9_0000).unwrap_err();
+        assert!(err.to_string().contains("no free RAM"), "{err}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use elf::ElfError;
 pub use layout::{e820_entries, guest_memory_regions, E820Entry};
 pub use multiboot::MultibootError;
 
-use layout::{fmt_size, CMDLINE_MAX, CMDLINE_START, LOW_STRUCTS_END, PAGE_SIZE};
+use layout::{fmt_size, CMDLINE_MAX, LOW_STRUCTS_END, PAGE_SIZE};
 
 /// A file handed to the loader: its path (for messages) and its contents.
 #[derive(Clone, Copy, Debug)]
@@ -84,6 +84,8 @@ pub struct BootEntry {
     pub rax: u64,
     pub rbx: u64,
     pub rsi: u64,
+    /// Where rvmm's boot data (GDT, IDT, page tables, boot info) was placed.
+    pub data: layout::BootData,
 }
 
 /// Why a kernel could not be loaded. File-related messages start with the file name.
@@ -126,6 +128,12 @@ pub enum LoadError {
         low: u64,
         high: u64,
         ram: String,
+    },
+    #[error("{name}: {reason}")]
+    NoRoomForBootData {
+        name: String,
+        #[source]
+        reason: layout::NoRoomForBootData,
     },
     #[error("boot data needs {need} bytes, more than the {have} rvmm reserves (too many or too long initrd names)")]
     BootTablesFull { need: u64, have: u64 },
@@ -229,9 +237,10 @@ pub(crate) fn write_guest<M: GuestMemoryBackend>(
         .map_err(|source| LoadError::GuestMemory { what, addr, source })
 }
 
-/// Writes the NUL-terminated command line at `CMDLINE_START`; `max_len` excludes the NUL.
+/// Writes the NUL-terminated command line at `data.cmdline()`; `max_len` excludes the NUL.
 pub(crate) fn write_cmdline<M: GuestMemoryBackend>(
     mem: &M,
+    data: &layout::BootData,
     cmdline: &[u8],
     max_len: usize,
 ) -> Result<(), LoadError> {
@@ -248,7 +257,7 @@ pub(crate) fn write_cmdline<M: GuestMemoryBackend>(
     let mut buf = Vec::with_capacity(cmdline.len() + 1);
     buf.extend_from_slice(cmdline);
     buf.push(0);
-    write_guest(mem, "kernel command line", CMDLINE_START, &buf)
+    write_guest(mem, "kernel command line", data.cmdline(), &buf)
 }
 
 /// Chooses page-aligned addresses for `images`, highest first, below `top` and at or above

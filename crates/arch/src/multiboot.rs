@@ -6,13 +6,17 @@
 //! information and the memory map are always given (flag bit 1), video requests (bit 2) are
 //! ignored, the kernel command line is "<kernel path> <cmdline>" and each module's string is
 //! its file name. Unknown required flags (bits 3-15) are refused as section 3.1.2 asks.
+//!
+//! The image's segments win over rvmm's boot data: an image linked below 1 MiB (0x8000,
+//! 0x10000, ...) gets the information structure, tables, command line, GDT and stack moved
+//! out of its way (`BootData::place`), as QEMU puts its multiboot data after the image.
 
 use vm_memory::GuestMemoryBackend;
 
 use crate::elf::{check_guest_range, file_range, write_and_zero, ElfError, ElfImage};
 use crate::layout::{
-    e820_entries, fmt_size, low_ram_end, BOOT_STACK_POINTER, BOOT_TABLES_END, BOOT_TABLES_START,
-    CMDLINE_MAX, CMDLINE_START, EBDA_START, HIMEM_START, MULTIBOOT_INFO_START, PAGE_SIZE,
+    e820_entries, fmt_size, low_ram_end, BootData, BOOT_TABLES_END, BOOT_TABLES_START, CMDLINE_MAX,
+    EBDA_START, HIMEM_START, PAGE_SIZE,
 };
 use crate::{
     align_up, write_cmdline, write_guest, BootEntry, BootParams, BootProtocol, CpuMode,
@@ -113,8 +117,9 @@ pub fn load<M: GuestMemoryBackend>(
     if flags & REQUIRED_FLAGS_MASK & !KNOWN_REQUIRED_FLAGS != 0 {
         return Err(err(MultibootError::UnsupportedFlags(flags)));
     }
-    let (entry, kernel_end) = if flags & FLAG_AOUT_KLUDGE != 0 {
-        load_kludge(mem, bytes, offset, params.mem_size).map_err(err)?
+    let (entry, kernel_ranges) = if flags & FLAG_AOUT_KLUDGE != 0 {
+        let (entry, start, end) = load_kludge(mem, bytes, offset, params.mem_size).map_err(err)?;
+        (entry, vec![(start, end)])
     } else if crate::elf::is_elf(bytes) {
         let elf_err = |reason| LoadError::Elf {
             name: name(),
@@ -125,10 +130,10 @@ pub fn load<M: GuestMemoryBackend>(
         if entry > u64::from(u32::MAX) {
             return Err(err(MultibootError::EntryAbove4G(entry)));
         }
-        let end = image
+        image
             .load(mem, bytes, params.mem_size, true)
             .map_err(elf_err)?;
-        (entry, end)
+        (entry, image.segment_ranges())
     } else {
         return Err(err(MultibootError::NoLoadInformation));
     };
@@ -139,29 +144,43 @@ pub fn load<M: GuestMemoryBackend>(
         cmdline.push(b' ');
         cmdline.extend_from_slice(params.cmdline);
     }
-    write_cmdline(mem, &cmdline, CMDLINE_MAX - 1)?;
-    let modules = load_modules(mem, params, kernel_end)?;
-    write_info(mem, params, &modules)?;
+    let data = BootData::place(&kernel_ranges, params.mem_size).map_err(|reason| {
+        LoadError::NoRoomForBootData {
+            name: name(),
+            reason,
+        }
+    })?;
+    write_cmdline(mem, &data, &cmdline, CMDLINE_MAX - 1)?;
+    let kernel_end = kernel_ranges.iter().map(|&(_, end)| end).max().unwrap_or(0);
+    // Modules go after the image, and after the boot data when it moved above 1 MiB.
+    let after = if data.base >= HIMEM_START {
+        kernel_end.max(data.end())
+    } else {
+        kernel_end
+    };
+    let modules = load_modules(mem, params, after)?;
+    write_info(mem, &data, params, &modules)?;
 
     Ok(BootEntry {
         protocol: BootProtocol::Multiboot,
         mode: CpuMode::Protected32,
         rip: entry,
-        rsp: BOOT_STACK_POINTER,
+        rsp: data.stack_pointer(),
         rax: u64::from(MULTIBOOT_BOOTLOADER_MAGIC),
-        rbx: MULTIBOOT_INFO_START,
+        rbx: data.info(),
         rsi: 0,
+        data,
     })
 }
 
 /// Loads an a.out-kludge image from the header's address fields (section 3.1.3); returns the
-/// entry point and the end of the bss.
+/// entry point, the load address and the end of the bss.
 fn load_kludge<M: GuestMemoryBackend>(
     mem: &M,
     bytes: &[u8],
     offset: usize,
     mem_size: u64,
-) -> Result<(u64, u64), MultibootError> {
+) -> Result<(u64, u64, u64), MultibootError> {
     let field = |i: usize| le_u32(bytes, offset + 12 + 4 * i);
     let (Some(header_addr), Some(load_addr), Some(load_end_addr), Some(bss_end_addr), Some(entry)) =
         (field(0), field(1), field(2), field(3), field(4))
@@ -209,7 +228,7 @@ fn load_kludge<M: GuestMemoryBackend>(
         .map_err(MultibootError::Image)?;
     write_and_zero(mem, u64::from(load_addr), data, memsz, mem_size)
         .map_err(MultibootError::Image)?;
-    Ok((u64::from(entry), mem_end))
+    Ok((u64::from(entry), u64::from(load_addr), mem_end))
 }
 
 /// A loaded module: where it is and the file name passed as its string.
@@ -255,6 +274,7 @@ fn load_modules<'a, M: GuestMemoryBackend>(
 /// Writes the memory map, module list, strings and the information structure.
 fn write_info<M: GuestMemoryBackend>(
     mem: &M,
+    data: &BootData,
     params: &BootParams,
     modules: &[Module],
 ) -> Result<(), LoadError> {
@@ -272,7 +292,7 @@ fn write_info<M: GuestMemoryBackend>(
     let mut strings = Vec::new();
     let strings_offset = tables.len() as u64;
     for (i, m) in modules.iter().enumerate() {
-        let string_addr = BOOT_TABLES_START + strings_offset + strings.len() as u64;
+        let string_addr = data.tables() + strings_offset + strings.len() as u64;
         strings.extend_from_slice(m.name.as_bytes());
         strings.push(0);
         let entry = &mut tables[mods_offset + i * MODULE_SIZE..][..MODULE_SIZE];
@@ -280,7 +300,7 @@ fn write_info<M: GuestMemoryBackend>(
         entry[4..8].copy_from_slice(&(m.end as u32).to_le_bytes());
         entry[8..12].copy_from_slice(&(string_addr as u32).to_le_bytes());
     }
-    let loader_name_addr = BOOT_TABLES_START + strings_offset + strings.len() as u64;
+    let loader_name_addr = data.tables() + strings_offset + strings.len() as u64;
     strings.extend_from_slice(LOADER_NAME);
     tables.extend_from_slice(&strings);
     let have = BOOT_TABLES_END - BOOT_TABLES_START;
@@ -290,7 +310,7 @@ fn write_info<M: GuestMemoryBackend>(
             have,
         });
     }
-    write_guest(mem, "multiboot tables", BOOT_TABLES_START, &tables)?;
+    write_guest(mem, "multiboot tables", data.tables(), &tables)?;
 
     let low_end = low_ram_end(params.mem_size);
     let mut info = [0u32; INFO_SIZE / 4];
@@ -299,14 +319,14 @@ fn write_info<M: GuestMemoryBackend>(
     info[1] = (low_end.min(EBDA_START) / 1024) as u32;
     info[2] = (low_end.saturating_sub(HIMEM_START) / 1024) as u32;
     info[3] = BOOT_DEVICE;
-    info[4] = CMDLINE_START as u32;
+    info[4] = data.cmdline() as u32;
     info[5] = modules.len() as u32;
-    info[6] = (BOOT_TABLES_START + mods_offset as u64) as u32;
+    info[6] = (data.tables() + mods_offset as u64) as u32;
     info[11] = mmap_length as u32;
-    info[12] = BOOT_TABLES_START as u32;
+    info[12] = data.tables() as u32;
     info[16] = loader_name_addr as u32;
     let bytes: Vec<u8> = info.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_guest(mem, "multiboot information", MULTIBOOT_INFO_START, &bytes)
+    write_guest(mem, "multiboot information", data.info(), &bytes)
 }
 
 #[cfg(test)]

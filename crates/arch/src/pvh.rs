@@ -1,6 +1,7 @@
 //! Xen PVH direct boot (x86/HVM direct boot ABI, Xen docs/misc/pvh.pandoc and
 //! public/arch-x86/hvm/start_info.h): segments at their physical addresses, 32-bit protected
 //! mode with paging off, EBX = `hvm_start_info` (version 1, with the e820 memory map).
+//! Segments linked below 1 MiB win: rvmm's boot data moves out of their way (`BootData::place`).
 
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams as ConfiguratorParams};
@@ -11,8 +12,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use crate::elf::ElfImage;
 use crate::layout::{
-    e820_entries, low_ram_end, BOOT_STACK_POINTER, BOOT_TABLES_END, BOOT_TABLES_START, CMDLINE_MAX,
-    CMDLINE_START, PVH_INFO_START,
+    e820_entries, low_ram_end, BootData, BOOT_TABLES_END, BOOT_TABLES_START, CMDLINE_MAX,
 };
 use crate::{
     place_high, write_cmdline, write_guest, BootEntry, BootParams, BootProtocol, CpuMode,
@@ -23,9 +23,8 @@ use crate::{
 pub const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 /// start_info version 1 adds the memory map.
 const START_INFO_VERSION: u32 = 1;
-/// The memory map goes first in the boot tables, the module list after it.
-const PVH_MEMMAP_START: u64 = BOOT_TABLES_START;
-const PVH_MODLIST_START: u64 = BOOT_TABLES_START + 0x400;
+/// The memory map goes first in the boot tables, the module list this far after it.
+const PVH_MODLIST_OFFSET: u64 = 0x400;
 
 /// Loads a PVH ELF (ELF32 or ELF64), its modules and `hvm_start_info`.
 pub fn load<M: GuestMemoryBackend>(
@@ -41,9 +40,17 @@ pub fn load<M: GuestMemoryBackend>(
             name: kernel.name.to_string(),
             reason,
         })?;
-    write_cmdline(mem, params.cmdline, CMDLINE_MAX - 1)?;
+    let data = BootData::place(&image.segment_ranges(), params.mem_size).map_err(|reason| {
+        LoadError::NoRoomForBootData {
+            name: kernel.name.to_string(),
+            reason,
+        }
+    })?;
+    write_cmdline(mem, &data, params.cmdline, CMDLINE_MAX - 1)?;
+    let memmap_start = data.tables();
+    let modlist_start = data.tables() + PVH_MODLIST_OFFSET;
 
-    let need = PVH_MODLIST_START - BOOT_TABLES_START
+    let need = PVH_MODLIST_OFFSET
         + (params.initrds.len() * std::mem::size_of::<hvm_modlist_entry>()) as u64;
     if need > BOOT_TABLES_END - BOOT_TABLES_START {
         return Err(LoadError::BootTablesFull {
@@ -54,7 +61,7 @@ pub fn load<M: GuestMemoryBackend>(
     let addrs = place_high(
         params.initrds,
         low_ram_end(params.mem_size),
-        kernel_end,
+        kernel_end.max(data.end()),
         params.mem_size,
     )?;
     let mut modules = Vec::with_capacity(addrs.len());
@@ -80,20 +87,16 @@ pub fn load<M: GuestMemoryBackend>(
         magic: XEN_HVM_START_MAGIC,
         version: START_INFO_VERSION,
         nr_modules: modules.len() as u32,
-        modlist_paddr: if modules.is_empty() {
-            0
-        } else {
-            PVH_MODLIST_START
-        },
-        cmdline_paddr: CMDLINE_START,
-        memmap_paddr: PVH_MEMMAP_START,
+        modlist_paddr: if modules.is_empty() { 0 } else { modlist_start },
+        cmdline_paddr: data.cmdline(),
+        memmap_paddr: memmap_start,
         memmap_entries: memmap.len() as u32,
         ..Default::default()
     };
-    let mut boot = ConfiguratorParams::new(&start_info, GuestAddress(PVH_INFO_START));
-    boot.set_sections(&memmap, GuestAddress(PVH_MEMMAP_START));
+    let mut boot = ConfiguratorParams::new(&start_info, GuestAddress(data.info()));
+    boot.set_sections(&memmap, GuestAddress(memmap_start));
     if !modules.is_empty() {
-        boot.set_modules(&modules, GuestAddress(PVH_MODLIST_START));
+        boot.set_modules(&modules, GuestAddress(modlist_start));
     }
     PvhBootConfigurator::write_bootparams::<M>(&boot, mem).map_err(|source| {
         LoadError::BootConfigurator {
@@ -106,10 +109,11 @@ pub fn load<M: GuestMemoryBackend>(
         protocol: BootProtocol::Pvh,
         mode: CpuMode::Protected32,
         rip: entry,
-        rsp: BOOT_STACK_POINTER,
+        rsp: data.stack_pointer(),
         rax: 0,
-        rbx: PVH_INFO_START,
+        rbx: data.info(),
         rsi: 0,
+        data,
     })
 }
 
@@ -117,8 +121,45 @@ pub fn load<M: GuestMemoryBackend>(
 mod tests {
     use super::*;
     use crate::elf::tests::{build_elf, note, Seg};
+    use crate::layout::{CMDLINE_START, PAGE_SIZE, PVH_INFO_START};
+    use crate::load_kernel;
     use crate::test_utils::{guest_mem, read_cstr, read_obj};
-    use crate::{layout::PAGE_SIZE, load_kernel};
+
+    #[test]
+    fn pvh_linked_at_0x8000_gets_its_boot_data_moved() {
+        let mem_size = 32 << 20;
+        let mem = guest_mem(mem_size);
+        let notes = note(b"Xen\0", 18, &0x8000u32.to_le_bytes());
+        let mut seg = Seg::at(0x8000, vec![0xf4; 0x80]);
+        seg.memsz = 0x2000;
+        let img = build_elf(false, 0x8000, &[seg], Some(&notes));
+        let m = vec![3u8; 0x100];
+        let initrds = [KernelImage {
+            name: "m",
+            bytes: &m,
+        }];
+        let params = BootParams {
+            initrds: &initrds,
+            cmdline: b"low",
+            mem_size,
+        };
+        let kernel = KernelImage {
+            name: "low.elf",
+            bytes: &img,
+        };
+        let entry = load_kernel(&mem, &kernel, &params).unwrap();
+        let data = entry.data;
+        assert_eq!(data.base, 0xa000);
+        assert_eq!((entry.rbx, entry.rsp), (data.info(), data.stack_pointer()));
+        let code: [u8; 4] = read_obj(&mem, 0x8000);
+        assert_eq!(code, [0xf4; 4]);
+        let si: hvm_start_info = read_obj(&mem, entry.rbx);
+        assert_eq!(si.magic, XEN_HVM_START_MAGIC);
+        assert_eq!(read_cstr(&mem, si.cmdline_paddr), "low");
+        let module: hvm_modlist_entry = read_obj(&mem, si.modlist_paddr);
+        assert_eq!(module.size, 0x100);
+        assert!(module.paddr >= data.end());
+    }
 
     #[test]
     fn loads_elf32_and_elf64_pvh_with_modules() {

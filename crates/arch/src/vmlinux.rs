@@ -6,7 +6,7 @@ use linux_loader::loader::bootparam::setup_header;
 
 use crate::bzimage::{load_initrd, write_zero_page, BOOT_FLAG_MAGIC};
 use crate::elf::ElfImage;
-use crate::layout::{low_ram_end, BOOT_STACK_POINTER, CMDLINE_MAX, ZERO_PAGE_START};
+use crate::layout::{low_ram_end, BootData, CMDLINE_MAX};
 use crate::{write_cmdline, BootEntry, BootParams, BootProtocol, CpuMode, KernelImage, LoadError};
 
 /// Protocol version rvmm claims in the synthetic setup header: 2.12, the 64-bit protocol.
@@ -33,8 +33,24 @@ pub fn load<M: vm_memory::GuestMemoryBackend>(
     let kernel_end = image
         .load(mem, kernel.bytes, params.mem_size, false)
         .map_err(err)?;
-    write_cmdline(mem, params.cmdline, LINUX_CMDLINE_MAX.min(CMDLINE_MAX - 1))?;
-    let initrd = load_initrd(mem, params, low_ram_end(params.mem_size), kernel_end)?;
+    let data = BootData::place(&image.segment_ranges(), params.mem_size).map_err(|reason| {
+        LoadError::NoRoomForBootData {
+            name: kernel.name.to_string(),
+            reason,
+        }
+    })?;
+    write_cmdline(
+        mem,
+        &data,
+        params.cmdline,
+        LINUX_CMDLINE_MAX.min(CMDLINE_MAX - 1),
+    )?;
+    let initrd = load_initrd(
+        mem,
+        params,
+        low_ram_end(params.mem_size),
+        kernel_end.max(data.end()),
+    )?;
     let hdr = setup_header {
         boot_flag: BOOT_FLAG_MAGIC,
         header: 0x5372_6448,
@@ -44,15 +60,16 @@ pub fn load<M: vm_memory::GuestMemoryBackend>(
         cmdline_size: LINUX_CMDLINE_MAX as u32,
         ..Default::default()
     };
-    write_zero_page(mem, hdr, params, initrd)?;
+    write_zero_page(mem, &data, hdr, params, initrd)?;
     Ok(BootEntry {
         protocol: BootProtocol::Elf64Linux,
         mode: CpuMode::Long64,
         rip: entry,
-        rsp: BOOT_STACK_POINTER,
+        rsp: data.stack_pointer(),
         rax: 0,
         rbx: 0,
-        rsi: ZERO_PAGE_START,
+        rsi: data.zero_page(),
+        data,
     })
 }
 
@@ -138,16 +155,34 @@ mod tests {
             err.to_string(),
             "vmlinux: segment at 0x1000000 + 0x20000000 does not fit in 256 MiB of RAM"
         );
-        let img = build_elf(true, 0x8000, &[Seg::at(0x8000, vec![0; 16])], None);
-        let err = load_kernel(
-            &mem,
-            &KernelImage {
-                name: "vmlinux",
-                bytes: &img,
-            },
-            &params,
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("overlaps the boot data"), "{err}");
+    }
+
+    #[test]
+    fn vmlinux_linked_at_0x8000_gets_its_boot_data_moved() {
+        let mem = guest_mem(256 << 20);
+        let mut seg = Seg::at(0x8000, vec![0xf4; 16]);
+        seg.memsz = 0x3000;
+        let img = build_elf(true, 0x8000, &[seg], None);
+        let params = BootParams {
+            initrds: &[],
+            cmdline: b"low",
+            mem_size: 256 << 20,
+        };
+        let kernel = KernelImage {
+            name: "vmlinux",
+            bytes: &img,
+        };
+        let entry = load_kernel(&mem, &kernel, &params).unwrap();
+        let data = entry.data;
+        assert_eq!(data.base, 0xb000);
+        assert_eq!(
+            (entry.rsi, entry.rsp),
+            (data.zero_page(), data.stack_pointer())
+        );
+        let zp: boot_params = read_obj(&mem, entry.rsi);
+        assert_eq!({ zp.hdr.cmd_line_ptr }, data.cmdline() as u32);
+        assert_eq!(read_cstr(&mem, data.cmdline()), "low");
+        let code: [u8; 4] = read_obj(&mem, 0x8000);
+        assert_eq!(code, [0xf4; 4]);
     }
 }

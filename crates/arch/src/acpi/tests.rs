@@ -392,6 +392,7 @@ fn rsdp_address_reaches_pvh_and_linux_boot_structures() {
         rax: 0,
         rbx: 0x6000,
         rsi: 0x7000,
+        data: Default::default(),
     };
     publish_rsdp(&mem, &entry(BootProtocol::Pvh), RSDP_ADDR).unwrap();
     let si: hvm_start_info = read_obj(&mem, 0x6000);

@@ -1,5 +1,6 @@
 use super::*;
 use crate::elf::tests::{build_elf, Seg};
+use crate::layout::{CMDLINE_START, MULTIBOOT_INFO_START};
 use crate::load_kernel;
 use crate::test_utils::{guest_mem, read_cstr, read_obj};
 
@@ -146,8 +147,70 @@ fn loads_aout_kludge_and_zeroes_bss() {
     let bss: [u8; 16] = read_obj(&mem, 0x202000);
     assert_eq!(bss, [0; 16]);
     assert_eq!(read_cstr(&mem, CMDLINE_START), "kludge.bin");
+    assert_eq!(entry.data, crate::layout::BootData::default());
     let m: [u32; 2] = read_obj(&mem, u64::from(info(&mem, 6)));
     assert_eq!(m, [0x203000, 0x203003]);
+}
+
+/// Loads `img` in `mem_size` bytes of RAM with one module and `-append lo`.
+fn load_low(img: &[u8], mem_size: u64) -> (vm_memory::GuestMemoryMmap, BootEntry) {
+    let mem = guest_mem(mem_size);
+    let m = vec![7u8; 5];
+    let initrds = [KernelImage {
+        name: "mod",
+        bytes: &m,
+    }];
+    let params = BootParams {
+        initrds: &initrds,
+        cmdline: b"lo",
+        mem_size,
+    };
+    let kernel = KernelImage {
+        name: "low",
+        bytes: img,
+    };
+    let entry = load_kernel(&mem, &kernel, &params).unwrap();
+    (mem, entry)
+}
+
+#[test]
+fn low_images_move_the_boot_data() {
+    for (addr, memsz) in [(0x8000u32, 0x1800u32), (0x10000, 0x3000), (0x90000, 0x2000)] {
+        // ELF: one segment at `addr` starting with the header.
+        let mut text = header(0, None);
+        text.extend_from_slice(&[0xf4; 0x40]);
+        let mut seg = Seg::at(u64::from(addr), text);
+        seg.memsz = u64::from(memsz);
+        let elf = build_elf(false, u64::from(addr) + 12, &[seg], None);
+        // a.out kludge: the header at file offset 0 loaded at `addr`.
+        let mut kludge = header(1 << 16, Some([addr, addr, 0, addr + memsz, addr + 0x30]));
+        kludge.extend_from_slice(&[0xf4; 0x40]);
+        for img in [elf, kludge] {
+            let (mem, entry) = load_low(&img, 64 << 20);
+            let data = entry.data;
+            let (start, end) = (u64::from(addr), u64::from(addr + memsz));
+            // Nothing of rvmm's block lies in the image.
+            assert!(
+                data.end() <= start || data.base >= end,
+                "{addr:#x}: {data:?}"
+            );
+            assert_eq!(entry.rbx, data.info());
+            assert_eq!(entry.rsp, data.stack_pointer());
+            let magic: u32 = read_obj(&mem, start);
+            assert_eq!(magic, MULTIBOOT_HEADER_MAGIC);
+            let info: [u32; 5] = read_obj(&mem, entry.rbx);
+            assert_eq!(read_cstr(&mem, u64::from(info[4])), "low lo");
+            assert_eq!((info[1], info[2]), (639, 63 * 1024));
+            let module: [u32; 2] = read_obj(&mem, u64::from(read_obj::<u32>(&mem, entry.rbx + 24)));
+            assert_eq!(module[1] - module[0], 5);
+            assert!(u64::from(module[0]) >= 0x10_0000);
+            if addr == 0x90000 {
+                assert_eq!(data.base, 0, "the default map is free below 0x90000");
+            } else {
+                assert_ne!(data.base, 0);
+            }
+        }
+    }
 }
 
 #[test]
@@ -200,8 +263,28 @@ fn rejects_bad_multiboot_headers() {
     assert!(load(&img).starts_with("mb: truncated: multiboot load_end_addr"));
     let img = header(1 << 16, Some([0x200000, 0x200000, 0, 0x100, 0x200000]));
     assert!(load(&img).contains("bss_end_addr 0x100 is below load_end_addr"));
-    let img = header(1 << 16, Some([0x1000, 0x1000, 0, 0, 0x1000]));
-    assert!(load(&img).contains("overlaps the boot data"));
+    // Fixed things win over the image: the BIOS area, the MMIO hole, RAM that does not exist.
+    let img = header(1 << 16, Some([0x9f000, 0x9f000, 0, 0xa0000, 0x9f000]));
+    assert_eq!(
+        load(&img),
+        "mb: segment at 0x9f000 + 0x1000 overlaps the BIOS area 0x9fc00-0x100000 (EBDA, ACPI and MP tables)"
+    );
+    let img = header(
+        1 << 16,
+        Some([0xbfff_0000, 0xbfff_0000, 0, 0xc001_0000, 0xbfff_0000]),
+    );
+    assert_eq!(
+        load(&img),
+        "mb: segment at 0xbfff0000 + 0x20000 overlaps the MMIO hole 0xc0000000-0x100000000"
+    );
+    let img = header(
+        1 << 16,
+        Some([0x100_0000, 0x100_0000, 0, 0x200_0000, 0x100_0000]),
+    );
+    assert_eq!(
+        load(&img),
+        "mb: segment at 0x1000000 + 0x1000000 does not fit in 16 MiB of RAM"
+    );
     let mut img = header(1 << 16, None);
     img.extend_from_slice(&[0; 8]);
     assert!(load(&img).starts_with("mb: truncated: the multiboot header at 0x0"));

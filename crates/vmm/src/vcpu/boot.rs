@@ -74,7 +74,7 @@ impl VcpuBoot {
             return Ok(vcpu.set_runnable(false)?);
         }
         let mut sregs = vcpu.sregs()?;
-        rvmm_arch::setup_cpu_mode(mem, e.mode, &mut sregs)?;
+        rvmm_arch::setup_cpu_mode(mem, e.mode, &e.data, &mut sregs)?;
         vcpu.set_sregs(&sregs)?;
         let regs = rvmm_hypervisor::kvm_regs {
             rip: e.rip,
