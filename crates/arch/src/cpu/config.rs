@@ -3,28 +3,45 @@
 //! applies it.
 
 use super::features::Feature;
+use super::models::{self, ModelDef};
 
-/// Named CPU models. Under KVM both start from every feature KVM supports.
-/// A table of fixed models (qemu64, Skylake-Server, ...) would add variants here with their
-/// leaf values (vendor, family/model/stepping, levels, feature words) and start from those.
+/// Named CPU models. Under KVM `host` and `max` start from every feature KVM supports; the
+/// others start from their QEMU table ([`super::models`]), filtered by what KVM supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuModel {
     #[default]
     Host,
     Max,
+    Qemu64,
+    SkylakeServer,
 }
 
 impl CpuModel {
-    pub const ALL: &'static [CpuModel] = &[CpuModel::Host, CpuModel::Max];
+    pub const ALL: &'static [CpuModel] = &[
+        CpuModel::Host,
+        CpuModel::Max,
+        CpuModel::Qemu64,
+        CpuModel::SkylakeServer,
+    ];
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|m| m.name() == name)
     }
 
     pub fn name(self) -> &'static str {
+        match self.definition() {
+            Some(def) => def.name,
+            None if self == CpuModel::Host => "host",
+            None => "max",
+        }
+    }
+
+    /// The model's QEMU table; `None` for `host` and `max`.
+    pub fn definition(self) -> Option<&'static ModelDef> {
         match self {
-            CpuModel::Host => "host",
-            CpuModel::Max => "max",
+            CpuModel::Host | CpuModel::Max => None,
+            CpuModel::Qemu64 => Some(&models::QEMU64),
+            CpuModel::SkylakeServer => Some(&models::SKYLAKE_SERVER),
         }
     }
 
@@ -40,7 +57,14 @@ impl CpuModel {
             CpuModel::Max => {
                 "Enables all features supported by the accelerator in the current host"
             }
+            CpuModel::Qemu64 => "QEMU Virtual CPU version 2.5+",
+            CpuModel::SkylakeServer => "(alias of Skylake-Server-v1)",
         }
+    }
+
+    /// QEMU's `pmu` default: on only for `host` and `max` (`max_x86_cpu_initfn`).
+    pub fn default_pmu(self) -> bool {
+        self.definition().is_none()
     }
 }
 

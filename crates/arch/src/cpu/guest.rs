@@ -8,6 +8,7 @@ use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 
 use super::config::CpuConfig;
 use super::features::{word_index, Feature, Reg, FEATURE_WORDS};
+use super::models::{ModelDef, DEFAULT_PHYS_BITS};
 
 /// CPUID.1:ECX bit 31; QEMU sets it in every model and treats it as always supported.
 const ECX_HYPERVISOR: u32 = 1 << 31;
@@ -103,8 +104,23 @@ fn word_value(cpuid: &CpuId, w: usize) -> u32 {
 }
 
 /// Builds the guest CPUID for `config` from `supported` (KVM_GET_SUPPORTED_CPUID, with any
-/// host-specific hiding already applied). Host and max start from everything supported.
+/// host-specific hiding already applied). Host and max start from everything supported; a named
+/// model from its table (QEMU's `x86_cpu_load_model`), whose bits count as requested: one the
+/// host lacks is left off with a warning, as QEMU's `x86_cpu_filter_features`.
 pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, CpuidError> {
+    let model = config.model.definition();
+    let model_words = model.map(ModelDef::feature_words);
+    // QEMU's default phys-bits for a named model, without the "does not match" warning.
+    let default_phys_bits =
+        model.is_some() && !config.host_phys_bits && config.phys_bits.unwrap_or(0) == 0;
+    let filled;
+    let config = match model {
+        Some(def) => {
+            filled = with_model_defaults(config, def);
+            &filled
+        }
+        None => config,
+    };
     let mut cpuid = supported.clone();
     let mut warnings = config.warnings.clone();
     let n = FEATURE_WORDS.len();
@@ -136,13 +152,15 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
         if w == hypervisor {
             host |= ECX_HYPERVISOR;
         }
-        let missing = on[w] & !host;
+        let base = model_words.as_ref().map_or(host, |m| m[w]);
+        let requested = (base | on[w]) & !off[w];
+        let missing = requested & !host;
         unavailable.extend(
             (0..32)
                 .filter(|bit| missing & (1 << bit) != 0)
                 .map(|bit| UnavailableFeature { word: w, bit }),
         );
-        let value = (host & !off[w]) | (on[w] & host);
+        let value = requested & host;
         if value == word_value(&cpuid, w) {
             continue;
         }
@@ -174,7 +192,14 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
     apply_identity(config, &mut cpuid)?;
     apply_levels(config, &mut cpuid);
     if let Some(w) = apply_phys_bits(config, &mut cpuid) {
-        warnings.push(w);
+        if !default_phys_bits {
+            warnings.push(w);
+        }
+    }
+    hide_xsave_leaf(supported, &mut cpuid);
+    if model.is_some() {
+        // host and max keep KVM's 80000001H:EDX, which has them on AMD hosts.
+        copy_amd_aliases(&mut cpuid);
     }
     Ok(GuestCpuid {
         cpuid,
@@ -182,6 +207,56 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
         warnings,
         enforce: config.enforce,
     })
+}
+
+/// `config` with the model's level, xlevel, family, model, stepping, model-id and phys-bits
+/// where the user set none.
+fn with_model_defaults(config: &CpuConfig, def: &ModelDef) -> CpuConfig {
+    let mut c = config.clone();
+    c.level.get_or_insert(def.level);
+    c.xlevel.get_or_insert(def.xlevel);
+    c.family.get_or_insert(def.family);
+    c.model_number.get_or_insert(def.model);
+    c.stepping.get_or_insert(def.stepping);
+    c.model_id.get_or_insert_with(|| def.model_id.into());
+    if c.phys_bits.unwrap_or(0) == 0 {
+        c.phys_bits = Some(DEFAULT_PHYS_BITS);
+    }
+    c
+}
+
+/// Without XSAVE, leaf 0xD is all zeros (QEMU's `cpu_x86_cpuid`, case 0xD); only when the
+/// host has XSAVE and the guest does not (a host without it keeps KVM's leaf).
+fn hide_xsave_leaf(supported: &CpuId, cpuid: &mut CpuId) {
+    let xsave = Feature::find("xsave").expect("xsave in table");
+    let has = |c: &CpuId| word_value(c, xsave.word) & xsave.mask != 0;
+    if has(supported) && !has(cpuid) {
+        for e in cpuid
+            .as_mut_slice()
+            .iter_mut()
+            .filter(|e| e.function == 0xd)
+        {
+            (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0);
+        }
+    }
+}
+
+/// CPUID.01H:EDX bits that AMD CPUs repeat in CPUID.80000001H:EDX (QEMU's
+/// CPUID_EXT2_AMD_ALIASES).
+const AMD_ALIASES: u32 = 0x0183_f3ff;
+
+/// On an AMD vendor the aliased bits of 80000001H:EDX are those of 01H:EDX (QEMU's
+/// `x86_cpu_realizefn`, IS_AMD_CPU).
+fn copy_amd_aliases(cpuid: &mut CpuId) {
+    let amd = entry(cpuid, 0, 0).is_some_and(|e| {
+        (e.ebx, e.edx, e.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163) // "AuthenticAMD"
+    });
+    let Some(edx1) = entry(cpuid, 1, 0).map(|e| e.edx) else {
+        return;
+    };
+    if let Some(e) = entry_mut(cpuid, 0x8000_0001, 0).filter(|_| amd) {
+        e.edx = (e.edx & !AMD_ALIASES) | (edx1 & AMD_ALIASES);
+    }
 }
 
 fn with_reg(function: u32, index: u32, reg: Reg, value: u32) -> kvm_cpuid_entry2 {

@@ -283,3 +283,58 @@ fn phys_bits() {
     );
     assert_eq!(CpuConfig::default().validate(), Ok(()));
 }
+
+#[test]
+fn qemu64_starts_from_its_table_and_warns_for_missing_bits() {
+    let config = CpuConfig {
+        model: CpuModel::Qemu64,
+        pmu: false,
+        ..with(&[("sse4.1", true)])
+    };
+    let g = guest_cpuid(&config, &supported()).unwrap();
+    let l0 = get(&g.cpuid, 0, 0).unwrap();
+    assert_eq!(
+        (l0.eax, l0.ebx),
+        (0xd, 0x6874_7541),
+        "level 0xd, host vendor"
+    );
+    let l1 = get(&g.cpuid, 1, 0).unwrap();
+    // family 15, model 107 (0x6b), stepping 1.
+    assert_eq!(l1.eax & 0x0fff_3fff, 0x0006_0fb1);
+    // The table's pni, cx16 and KVM's default x2apic are missing on this host; sse4.1 was
+    // asked for; sse4.2 and PDCM are not in qemu64.
+    assert_eq!(l1.ecx, SSE41 | (1 << 31));
+    assert_eq!(l1.edx & 0b11, 1, "fpu, no vme");
+    for name in ["pni [bit 0]", "cx16 [bit 13]", "x2apic [bit 21]"] {
+        assert!(
+            g.warnings.iter().any(|w| w
+                .starts_with("host doesn't support requested feature: CPUID.01H:ECX.")
+                && w.ends_with(name)),
+            "{name}: {:?}",
+            g.warnings
+        );
+    }
+    let ext1 = get(&g.cpuid, 0x8000_0001, 0).unwrap();
+    // lahf-lm kept, svm off (kvm_default_props), lm plus the AMD aliases of 01H:EDX.
+    assert_eq!(ext1.ecx, 1);
+    assert_eq!(ext1.edx, (1 << 29) | (l1.edx & 0x0183_f3ff));
+    assert_eq!(get(&g.cpuid, 0x8000_0000, 0).unwrap().eax, 0x8000_000a);
+    assert_eq!(get(&g.cpuid, 0x8000_0008, 0).unwrap().eax & 0xff, 40);
+    let brand = get(&g.cpuid, 0x8000_0002, 0).unwrap();
+    assert_eq!(&brand.eax.to_le_bytes(), b"QEMU");
+    assert_eq!(get(&g.cpuid, 0xa, 0).unwrap().eax, 0, "pmu=off");
+    let kvm = get(&g.cpuid, 0x4000_0001, 0).unwrap();
+    // kvmclock (0, 3), nopiodelay, asyncpf, steal-time, pv-eoi, stable bit; not pv-unhalt.
+    assert_eq!(kvm.eax, 0x0100_007b);
+    assert!(!g.warnings.iter().any(|w| w.contains("phys-bits")));
+}
+
+#[test]
+fn minus_feature_beats_a_model_bit() {
+    let config = CpuConfig {
+        model: CpuModel::Qemu64,
+        ..with(&[("lahf-lm", false)])
+    };
+    let g = guest_cpuid(&config, &supported()).unwrap();
+    assert_eq!(get(&g.cpuid, 0x8000_0001, 0).unwrap().ecx, 0);
+}

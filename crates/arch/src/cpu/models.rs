@@ -1,0 +1,154 @@
+//! Named CPU models: the entries of QEMU 7.2's `builtin_x86_defs` (target/i386/cpu.c) that rvmm
+//! implements, written as QEMU feature names, and the properties QEMU changes for every model
+//! under KVM (target/i386/kvm/kvm-cpu.c `kvm_default_props`).
+//!
+//! The vendor is not part of the table: under KVM QEMU's `x86_cpu_load_model` replaces the
+//! model's vendor with the host's (`accel_uses_host_cpuid`), so rvmm keeps KVM's leaf 0.
+
+use super::features::{Feature, FEATURE_WORDS};
+
+/// One model of `builtin_x86_defs` (version 1; no versioned props).
+#[derive(Debug)]
+pub struct ModelDef {
+    pub name: &'static str,
+    /// `.level`: highest basic leaf.
+    pub level: u32,
+    /// `.xlevel`: highest extended leaf.
+    pub xlevel: u32,
+    pub family: u32,
+    pub model: u32,
+    pub stepping: u32,
+    /// `.model_id`: the brand string.
+    pub model_id: &'static str,
+    /// Every bit of every `.features[FEAT_*]` word, by QEMU name.
+    pub features: &'static [&'static str],
+}
+
+#[rustfmt::skip]
+/// `builtin_x86_defs` "qemu64": QEMU's default model. family/model/stepping are 15/107/1 since
+/// QEMU 6.1 (6/6/3 before, kept only by pc-*-6.0 and older machine types).
+pub static QEMU64: ModelDef = ModelDef {
+    name: "qemu64",
+    level: 0xd,
+    xlevel: 0x8000_000a,
+    family: 15,
+    model: 107,
+    stepping: 1,
+    // QEMU_HW_VERSION is "2.5+".
+    model_id: "QEMU Virtual CPU version 2.5+",
+    features: &[
+        // FEAT_1_EDX: PPRO_FEATURES | MTRR | CLFLUSH | MCA | PSE36
+        "fpu", "de", "pse", "tsc", "msr", "mce", "cx8", "pge", "cmov", "pat", "fxsr", "mmx",
+        "sse", "sse2", "pae", "sep", "apic",
+        "mtrr", "clflush", "mca", "pse36",
+        // FEAT_1_ECX: SSE3 | CX16
+        "pni", "cx16",
+        // FEAT_8000_0001_EDX: LM | SYSCALL | NX
+        "lm", "syscall", "nx",
+        // FEAT_8000_0001_ECX: LAHF_LM | SVM
+        "lahf-lm", "svm",
+    ],
+};
+
+/// `builtin_x86_defs` "Skylake-Server" (version 1, which `-cpu Skylake-Server` names in 7.2).
+/// The FEAT_VMX_* words are MSRs, which rvmm does not model.
+#[rustfmt::skip]
+pub static SKYLAKE_SERVER: ModelDef = ModelDef {
+    name: "Skylake-Server",
+    level: 0xd,
+    xlevel: 0x8000_0008,
+    family: 6,
+    model: 85,
+    stepping: 4,
+    model_id: "Intel Xeon Processor (Skylake)",
+    features: &[
+        // FEAT_1_EDX
+        "vme", "sse2", "sse", "fxsr", "mmx", "clflush", "pse36", "pat", "cmov", "mca",
+        "pge", "mtrr", "sep", "apic", "cx8", "mce", "pae", "msr", "tsc", "pse", "de", "fpu",
+        // FEAT_1_ECX
+        "avx", "xsave", "aes", "popcnt", "x2apic", "sse4.2", "sse4.1", "cx16", "ssse3",
+        "pclmulqdq", "pni", "tsc-deadline", "fma", "movbe", "pcid", "f16c", "rdrand",
+        // FEAT_8000_0001_EDX
+        "lm", "pdpe1gb", "rdtscp", "nx", "syscall",
+        // FEAT_8000_0001_ECX
+        "abm", "lahf-lm", "3dnowprefetch",
+        // FEAT_7_0_EBX
+        "fsgsbase", "bmi1", "hle", "avx2", "smep", "bmi2", "erms", "invpcid", "rtm",
+        "rdseed", "adx", "smap", "clwb", "avx512f", "avx512dq", "avx512bw", "avx512cd",
+        "avx512vl", "clflushopt",
+        // FEAT_7_0_ECX
+        "pku",
+        // FEAT_XSAVE (XSAVES comes with version 5)
+        "xsaveopt", "xsavec", "xgetbv1",
+        // FEAT_6_EAX
+        "arat",
+    ],
+};
+
+/// `kvm_default_props` (QEMU 7.2 target/i386/kvm/kvm-cpu.c), applied to every named model
+/// under KVM before the user's `-cpu` options: (name, on).
+pub static KVM_DEFAULT_PROPS: &[(&str, bool)] = &[
+    ("kvmclock", true),
+    ("kvm-nopiodelay", true),
+    ("kvm-asyncpf", true),
+    ("kvm-steal-time", true),
+    ("kvm-pv-eoi", true),
+    ("kvmclock-stable-bit", true),
+    ("x2apic", true),
+    ("kvm-msi-ext-dest-id", false),
+    ("acpi", false),
+    ("monitor", false),
+    ("svm", false),
+];
+
+/// QEMU's TCG_PHYS_ADDR_BITS: the `phys-bits` of a named model unless set (x86_cpu_realizefn).
+pub const DEFAULT_PHYS_BITS: u32 = 40;
+
+impl ModelDef {
+    /// The model's feature words after `kvm_default_props`, indexed like [`FEATURE_WORDS`].
+    pub fn feature_words(&self) -> Vec<u32> {
+        let mut words = vec![0u32; FEATURE_WORDS.len()];
+        for name in self.features {
+            let f = Feature::find(name).expect("model feature in the name table");
+            words[f.word] |= f.mask;
+        }
+        for (name, on) in KVM_DEFAULT_PROPS {
+            let f = Feature::find(name).expect("KVM default in the name table");
+            if *on {
+                words[f.word] |= f.mask;
+            } else {
+                words[f.word] &= !f.mask;
+            }
+        }
+        words
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_use_known_names_once() {
+        for def in [&QEMU64, &SKYLAKE_SERVER] {
+            let mut seen = std::collections::HashSet::new();
+            for name in def.features {
+                assert!(Feature::find(name).is_some(), "{}: {name}", def.name);
+                assert!(seen.insert(name), "{}: {name} twice", def.name);
+            }
+            def.feature_words();
+        }
+        assert_eq!(QEMU64.features.len(), 28);
+    }
+
+    #[test]
+    fn qemu64_under_kvm() {
+        let w = QEMU64.feature_words();
+        let on = |n: &str| {
+            let f = Feature::find(n).unwrap();
+            w[f.word] & f.mask == f.mask
+        };
+        assert!(on("x2apic") && on("kvmclock") && on("lahf-lm") && on("pni"));
+        assert!(!on("svm") && !on("acpi") && !on("monitor") && !on("sse4.1"));
+    }
+}
