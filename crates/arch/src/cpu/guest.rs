@@ -196,7 +196,7 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
             warnings.push(w);
         }
     }
-    hide_xsave_leaf(supported, &mut cpuid);
+    hide_xsave_leaf(model.is_some(), supported, &mut cpuid);
     if model.is_some() {
         // host and max keep KVM's 80000001H:EDX, which has them on AMD hosts.
         copy_amd_aliases(&mut cpuid);
@@ -225,12 +225,12 @@ fn with_model_defaults(config: &CpuConfig, def: &ModelDef) -> CpuConfig {
     c
 }
 
-/// Without XSAVE, leaf 0xD is all zeros (QEMU's `cpu_x86_cpuid`, case 0xD); only when the
-/// host has XSAVE and the guest does not (a host without it keeps KVM's leaf).
-fn hide_xsave_leaf(supported: &CpuId, cpuid: &mut CpuId) {
+/// Without XSAVE, leaf 0xD is all zeros (QEMU's `cpu_x86_cpuid`, case 0xD). `host` and `max`
+/// keep KVM's leaf when KVM itself reports no XSAVE.
+fn hide_xsave_leaf(named_model: bool, supported: &CpuId, cpuid: &mut CpuId) {
     let xsave = Feature::find("xsave").expect("xsave in table");
     let has = |c: &CpuId| word_value(c, xsave.word) & xsave.mask != 0;
-    if has(supported) && !has(cpuid) {
+    if (named_model || has(supported)) && !has(cpuid) {
         for e in cpuid
             .as_mut_slice()
             .iter_mut()
