@@ -6,7 +6,7 @@ use std::fmt;
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 
-use super::config::CpuConfig;
+use super::config::{CpuConfig, CpuModel};
 use super::features::{word_index, Feature, Reg, FEATURE_WORDS};
 use super::models::{ModelDef, DEFAULT_PHYS_BITS};
 
@@ -152,7 +152,12 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
         if w == hypervisor {
             host |= ECX_HYPERVISOR;
         }
-        let base = model_words.as_ref().map_or(host, |m| m[w]);
+        let base = match &model_words {
+            Some(m) => m[w],
+            // QEMU's max: only bits it names, less its no_autoenable_flags.
+            None if config.model == CpuModel::Max => host & named_mask(w) & !no_autoenable(w),
+            None => host,
+        };
         let requested = (base | on[w]) & !off[w];
         let missing = requested & !host;
         unavailable.extend(
@@ -189,16 +194,27 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
     if !config.l3_cache {
         hide_l3(&mut cpuid);
     }
-    apply_identity(config, &mut cpuid)?;
+    if config.model == CpuModel::Max && config.model_id.is_none() {
+        // QEMU's max under KVM takes the host's brand string (host_cpu_max_instance_init).
+        let mut c = config.clone();
+        c.model_id = host_brand_string();
+        apply_identity(&c, &mut cpuid)?;
+    } else {
+        apply_identity(config, &mut cpuid)?;
+    }
     apply_levels(config, &mut cpuid);
     if let Some(w) = apply_phys_bits(config, &mut cpuid) {
         if !default_phys_bits {
             warnings.push(w);
         }
     }
-    hide_xsave_leaf(model.is_some(), supported, &mut cpuid);
-    if model.is_some() {
-        // host and max keep KVM's 80000001H:EDX, which has them on AMD hosts.
+    hide_xsave_leaf(
+        model.is_some() || config.model == CpuModel::Max,
+        supported,
+        &mut cpuid,
+    );
+    if model.is_some() || config.model == CpuModel::Max {
+        // host keeps KVM's 80000001H:EDX, which has them on AMD hosts.
         copy_amd_aliases(&mut cpuid);
     }
     Ok(GuestCpuid {
@@ -207,6 +223,49 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
         warnings,
         enforce: config.enforce,
     })
+}
+
+/// The bits of feature word `w` that have a name.
+fn named_mask(w: usize) -> u32 {
+    FEATURE_WORDS[w]
+        .names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.is_empty())
+        .fold(0, |m, (bit, _)| m | (1 << bit))
+}
+
+/// QEMU 7.2 `feature_word_info[].no_autoenable_flags`: bits `max` leaves off unless asked
+/// (topoext in 80000001H:ECX, kvm-hint-dedicated in 40000001H:EDX).
+fn no_autoenable(w: usize) -> u32 {
+    let word = &FEATURE_WORDS[w];
+    match (word.leaf, word.reg) {
+        (0x8000_0001, Reg::Ecx) => 1 << 22,
+        (0x4000_0001, Reg::Edx) => 1,
+        _ => 0,
+    }
+}
+
+/// The host's brand string (CPUID 80000002H-80000004H) up to its first NUL.
+fn host_brand_string() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        if __cpuid(0x8000_0000).eax < 0x8000_0004 {
+            return None;
+        }
+        let bytes: Vec<u8> = (0x8000_0002..=0x8000_0004)
+            .flat_map(|leaf| {
+                let r = __cpuid(leaf);
+                [r.eax, r.ebx, r.ecx, r.edx]
+            })
+            .flat_map(u32::to_le_bytes)
+            .take_while(|b| *b != 0)
+            .collect();
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
 /// `config` with the model's level, xlevel, family, model, stepping, model-id and phys-bits
@@ -225,12 +284,12 @@ fn with_model_defaults(config: &CpuConfig, def: &ModelDef) -> CpuConfig {
     c
 }
 
-/// Without XSAVE, leaf 0xD is all zeros (QEMU's `cpu_x86_cpuid`, case 0xD). `host` and `max`
-/// keep KVM's leaf when KVM itself reports no XSAVE.
-fn hide_xsave_leaf(named_model: bool, supported: &CpuId, cpuid: &mut CpuId) {
+/// Without XSAVE, leaf 0xD is all zeros (QEMU's `cpu_x86_cpuid`, case 0xD). `host` keeps
+/// KVM's leaf when KVM itself reports no XSAVE (`always` is false only for it).
+fn hide_xsave_leaf(always: bool, supported: &CpuId, cpuid: &mut CpuId) {
     let xsave = Feature::find("xsave").expect("xsave in table");
     let has = |c: &CpuId| word_value(c, xsave.word) & xsave.mask != 0;
-    if (named_model || has(supported)) && !has(cpuid) {
+    if (always || has(supported)) && !has(cpuid) {
         for e in cpuid
             .as_mut_slice()
             .iter_mut()

@@ -338,3 +338,37 @@ fn minus_feature_beats_a_model_bit() {
     let g = guest_cpuid(&config, &supported()).unwrap();
     assert_eq!(get(&g.cpuid, 0x8000_0001, 0).unwrap().ecx, 0);
 }
+
+#[test]
+fn max_keeps_named_bits_only_and_no_topoext() {
+    let mut host = supported();
+    for e in host.as_mut_slice() {
+        match e.function {
+            0x8000_0001 => e.ecx |= 1 << 22, // topoext
+            7 => e.edx |= 1 << 1,            // no QEMU name
+            _ => {}
+        }
+    }
+    let max = CpuConfig {
+        model: CpuModel::Max,
+        ..CpuConfig::default()
+    };
+    let g = guest_cpuid(&max, &host).unwrap();
+    assert_eq!(get(&g.cpuid, 0x8000_0001, 0).unwrap().ecx, 1 | (1 << 2));
+    assert_eq!(get(&g.cpuid, 7, 0).unwrap().edx, 0);
+    let max_topoext = CpuConfig {
+        model: CpuModel::Max,
+        ..with(&[("topoext", true)])
+    };
+    let g = guest_cpuid(&max_topoext, &host).unwrap();
+    assert_eq!(
+        get(&g.cpuid, 0x8000_0001, 0).unwrap().ecx & (1 << 22),
+        1 << 22
+    );
+    let g = guest_cpuid(&CpuConfig::default(), &host).unwrap();
+    assert_eq!(
+        get(&g.cpuid, 7, 0).unwrap().edx,
+        1 << 1,
+        "host passes it through"
+    );
+}
