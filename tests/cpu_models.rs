@@ -360,6 +360,8 @@ fn named_models_match_qemu() {
         "qemu64,+sse4.1,-lahf-lm,level=7,model-id=Test CPU",
         "Skylake-Server",
         "Skylake-Server,-hle,-rtm,+invpcid",
+        "EPYC",
+        "EPYC,-topoext,+ibpb",
         // QEMU 7.2 aborts on this host with max's arch-capabilities (MSR 0x10a); rvmm's max
         // defaults to migratable=off (docs/CPU.md), QEMU's to on.
         "max,-arch-capabilities,migratable=on",

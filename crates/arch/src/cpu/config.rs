@@ -14,6 +14,7 @@ pub enum CpuModel {
     Max,
     Qemu64,
     SkylakeServer,
+    Epyc,
 }
 
 impl CpuModel {
@@ -22,6 +23,7 @@ impl CpuModel {
         CpuModel::Max,
         CpuModel::Qemu64,
         CpuModel::SkylakeServer,
+        CpuModel::Epyc,
     ];
 
     pub fn from_name(name: &str) -> Option<Self> {
@@ -42,6 +44,7 @@ impl CpuModel {
             CpuModel::Host | CpuModel::Max => None,
             CpuModel::Qemu64 => Some(&models::QEMU64),
             CpuModel::SkylakeServer => Some(&models::SKYLAKE_SERVER),
+            CpuModel::Epyc => Some(&models::EPYC),
         }
     }
 
@@ -59,6 +62,7 @@ impl CpuModel {
             }
             CpuModel::Qemu64 => "QEMU Virtual CPU version 2.5+",
             CpuModel::SkylakeServer => "(alias of Skylake-Server-v1)",
+            CpuModel::Epyc => "(alias of EPYC-v1)",
         }
     }
 

@@ -24,20 +24,34 @@ pub struct UnavailableFeature {
     pub bit: u32,
 }
 
-impl fmt::Display for UnavailableFeature {
+impl UnavailableFeature {
     /// QEMU 7.2 `mark_unavailable_features`: "%s: %s%s%s [bit %d]".
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn message(&self, prefix: &str) -> String {
         let word = &FEATURE_WORDS[self.word];
         let name = word.names[self.bit as usize];
-        write!(
-            f,
-            "host doesn't support requested feature: {}{}{name} [bit {}]",
+        format!(
+            "{prefix}: {}{}{name} [bit {}]",
             word.description(),
             if name.is_empty() { "" } else { "." },
             self.bit
         )
     }
+
+    /// The warning for a feature whose prerequisite is off (QEMU's `x86_cpu_expand_features`).
+    pub fn depends_message(&self) -> String {
+        self.message("This feature depends on other features that were not requested")
+    }
 }
+
+impl fmt::Display for UnavailableFeature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message("host doesn't support requested feature"))
+    }
+}
+
+/// QEMU 7.2 `feature_dependencies` between the CPUID words rvmm names: (feature, the word that
+/// needs it). The VMX MSR and intel-pt leaf dependencies are not modelled.
+const FEATURE_DEPENDENCIES: &[(&str, &str)] = &[("xsave", "xsaveopt"), ("svm", "npt")];
 
 /// Errors while building the guest CPUID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,23 +156,55 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
     if config.migratable && config.setting(invtsc) != Some(true) {
         off[invtsc.word] |= invtsc.mask;
     }
+    let host_word = |w: usize| {
+        let host = word_value(supported, w);
+        if w == hypervisor {
+            host | ECX_HYPERVISOR
+        } else {
+            host
+        }
+    };
+    let mut requested: Vec<u32> = (0..n)
+        .map(|w| {
+            let host = host_word(w);
+            let base = match &model_words {
+                Some(m) => m[w],
+                // QEMU's max: only bits it names, less its no_autoenable_flags.
+                None if config.model == CpuModel::Max => host & named_mask(w) & !no_autoenable(w),
+                None => host,
+            };
+            (base | on[w]) & !off[w]
+        })
+        .collect();
+    // QEMU's feature_dependencies: without the first feature the second word is cleared; a bit
+    // of it the user asked for is unavailable ("depends on other features").
     let mut unavailable = Vec::new();
+    for (from, to) in FEATURE_DEPENDENCIES {
+        let from = Feature::find(from).expect("dependency in table");
+        let to = Feature::find(to).expect("dependency in table").word;
+        // host passes KVM's table through unless the user turned the feature off.
+        let applies = config.model != CpuModel::Host || off[from.word] & from.mask != 0;
+        if applies && requested[from.word] & from.mask == 0 {
+            let explicit = requested[to] & on[to];
+            let missing: Vec<_> = (0..32)
+                .filter(|bit| explicit & (1 << bit) != 0)
+                .map(|bit| UnavailableFeature { word: to, bit })
+                .collect();
+            if config.check || config.enforce {
+                warnings.extend(missing.iter().map(|u| u.depends_message()));
+            }
+            unavailable.extend(missing);
+            requested[to] = 0;
+        }
+    }
+    let dependent = unavailable.len();
     for (w, word) in FEATURE_WORDS.iter().enumerate() {
         // kvm=off drops these leaves below; QEMU clears the word before filtering.
         if !config.kvm && KVM_LEAVES.contains(&word.leaf) {
             continue;
         }
-        let mut host = word_value(supported, w);
-        if w == hypervisor {
-            host |= ECX_HYPERVISOR;
-        }
-        let base = match &model_words {
-            Some(m) => m[w],
-            // QEMU's max: only bits it names, less its no_autoenable_flags.
-            None if config.model == CpuModel::Max => host & named_mask(w) & !no_autoenable(w),
-            None => host,
-        };
-        let requested = (base | on[w]) & !off[w];
+        let host = host_word(w);
+        let requested = requested[w];
         let missing = requested & !host;
         unavailable.extend(
             (0..32)
@@ -178,7 +224,7 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
         }
     }
     if config.check || config.enforce {
-        warnings.extend(unavailable.iter().map(ToString::to_string));
+        warnings.extend(unavailable[dependent..].iter().map(ToString::to_string));
     }
     if !config.kvm {
         cpuid.retain(|e| !KVM_LEAVES.contains(&e.function));

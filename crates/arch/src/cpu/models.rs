@@ -85,6 +85,41 @@ pub static SKYLAKE_SERVER: ModelDef = ModelDef {
     ],
 };
 
+/// `builtin_x86_defs` "EPYC" (version 1). Its `.cache_info` (epyc_cache_info) is not modelled:
+/// the cache leaves stay KVM's.
+#[rustfmt::skip]
+pub static EPYC: ModelDef = ModelDef {
+    name: "EPYC",
+    level: 0xd,
+    xlevel: 0x8000_001e,
+    family: 23,
+    model: 1,
+    stepping: 2,
+    model_id: "AMD EPYC Processor",
+    features: &[
+        // FEAT_1_EDX
+        "sse2", "sse", "fxsr", "mmx", "clflush", "pse36", "pat", "cmov", "mca", "pge",
+        "mtrr", "sep", "apic", "cx8", "mce", "pae", "msr", "tsc", "pse", "de", "vme", "fpu",
+        // FEAT_1_ECX
+        "rdrand", "f16c", "avx", "xsave", "aes", "popcnt", "movbe", "sse4.2", "sse4.1",
+        "cx16", "fma", "ssse3", "monitor", "pclmulqdq", "pni",
+        // FEAT_8000_0001_EDX
+        "lm", "rdtscp", "pdpe1gb", "fxsr-opt", "mmxext", "nx", "syscall",
+        // FEAT_8000_0001_ECX
+        "osvw", "3dnowprefetch", "misalignsse", "sse4a", "abm", "cr8legacy", "svm",
+        "lahf-lm", "topoext",
+        // FEAT_7_0_EBX
+        "fsgsbase", "bmi1", "avx2", "smep", "bmi2", "rdseed", "adx", "smap", "clflushopt",
+        "sha-ni",
+        // FEAT_XSAVE
+        "xsaveopt", "xsavec", "xgetbv1",
+        // FEAT_6_EAX
+        "arat",
+        // FEAT_SVM
+        "npt", "nrip-save",
+    ],
+};
+
 /// `kvm_default_props` (QEMU 7.2 target/i386/kvm/kvm-cpu.c), applied to every named model
 /// under KVM before the user's `-cpu` options: (name, on).
 pub static KVM_DEFAULT_PROPS: &[(&str, bool)] = &[
@@ -130,7 +165,7 @@ mod tests {
 
     #[test]
     fn tables_use_known_names_once() {
-        for def in [&QEMU64, &SKYLAKE_SERVER] {
+        for def in [&QEMU64, &SKYLAKE_SERVER, &EPYC] {
             let mut seen = std::collections::HashSet::new();
             for name in def.features {
                 assert!(Feature::find(name).is_some(), "{}: {name}", def.name);

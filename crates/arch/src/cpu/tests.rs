@@ -372,3 +372,27 @@ fn max_keeps_named_bits_only_and_no_topoext() {
         "host passes it through"
     );
 }
+
+#[test]
+fn a_word_whose_feature_is_off_is_cleared_and_explicit_bits_warn() {
+    let mut host = supported();
+    host.push(leaf(0x8000_000a, 0, [1, 0x40, 0, 0b1001]))
+        .unwrap();
+    // svm is on in this host (80000001H:ECX bit 2); -svm clears npt and nrip-save.
+    let g = guest_cpuid(&with(&[("svm", false)]), &host).unwrap();
+    assert_eq!(get(&g.cpuid, 0x8000_000a, 0).unwrap().edx, 0);
+    assert!(g.warnings.is_empty());
+    let g = guest_cpuid(&with(&[("npt", true), ("svm", false)]), &host).unwrap();
+    assert_eq!(
+        g.warnings,
+        ["This feature depends on other features that were not requested: CPUID.8000000AH:EDX.npt [bit 0]"]
+    );
+    assert_eq!(g.unavailable.len(), 1);
+    // qemu64 has svm=off under KVM: no SVM word at all.
+    let q = CpuConfig {
+        model: CpuModel::Qemu64,
+        ..CpuConfig::default()
+    };
+    let g = guest_cpuid(&q, &host).unwrap();
+    assert_eq!(get(&g.cpuid, 0x8000_000a, 0).map_or(0, |e| e.edx), 0);
+}
