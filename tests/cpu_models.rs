@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binary, guest, skip_on_qemu};
+use common::{binary, guest, run_limited, skip_on_qemu, REFUSE_WITHIN};
 use serde_json::{json, Value};
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -378,4 +378,54 @@ fn named_models_match_qemu() {
         failures.extend(diffs.into_iter().map(|d| format!("-cpu {cpu}: {d}")));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// An unknown model or flag fails with QEMU's words (rvmm adds "-cpu: " and exits with 2).
+#[test]
+fn unknown_names_fail_as_qemu() {
+    if skip_on_qemu("compares rvmm with QEMU") {
+        return;
+    }
+    if !qemu_available() || !Path::new("/dev/kvm").exists() {
+        eprintln!("skipped: {QEMU} or /dev/kvm is not available to compare with");
+        return;
+    }
+    let kernel = guest("default.elf");
+    for cpu in [
+        "Foo",
+        "qemu64,+foo",
+        "qemu64,foo=on",
+        "Skylake-Server,-frob",
+        "EPYC,tsc_deadline=maybe",
+    ] {
+        let (code, qemu, _) = run_limited(
+            Path::new(QEMU),
+            &[
+                "-machine",
+                "q35,accel=kvm",
+                "-cpu",
+                cpu,
+                "-S",
+                "-nodefaults",
+            ]
+            .map(std::ffi::OsStr::new)
+            .into_iter()
+            .chain(["-display".as_ref(), "none".as_ref()])
+            .collect::<Vec<_>>(),
+            REFUSE_WITHIN,
+        );
+        assert_eq!(code, Some(1), "QEMU -cpu {cpu}: {qemu}");
+        let qemu = qemu
+            .trim()
+            .strip_prefix("qemu-system-x86_64: ")
+            .expect("QEMU error");
+        let args = ["-kernel".as_ref(), kernel.as_os_str()]
+            .into_iter()
+            .chain(["--enable-kvm", "-cpu", cpu, "-nodefaults"].map(std::ffi::OsStr::new))
+            .collect::<Vec<_>>();
+        let (code, rvmm, _) = run_limited(&binary(), &args, REFUSE_WITHIN);
+        assert_eq!(code, Some(2), "rvmm -cpu {cpu}: {rvmm}");
+        assert_eq!(rvmm.trim(), format!("rvmm: -cpu: {qemu}"), "-cpu {cpu}");
+        eprintln!("-cpu {cpu}: {qemu} (as QEMU)");
+    }
 }
