@@ -360,8 +360,16 @@ fn named_models_match_qemu() {
         "qemu64,+sse4.1,-lahf-lm,level=7,model-id=Test CPU",
         "Skylake-Server",
         "Skylake-Server,-hle,-rtm,+invpcid",
+        "Skylake-Server-IBRS",
+        "Skylake-Server-noTSX-IBRS",
+        "Skylake-Server-v4",
+        "Skylake-Server-v5",
         "EPYC",
         "EPYC,-topoext,+ibpb",
+        "EPYC-IBPB",
+        "EPYC-v3",
+        "EPYC,-svm,+npt",
+        "qemu64-v1,-xsave,+xsaveopt,enforce=off",
         // QEMU 7.2 aborts on this host with max's arch-capabilities (MSR 0x10a); rvmm's max
         // defaults to migratable=off (docs/CPU.md), QEMU's to on.
         "max,-arch-capabilities,migratable=on",

@@ -272,7 +272,7 @@ fn set_property(
 /// `-cpu help`, laid out as QEMU 7.2's `x86_cpu_list` (flags wrapped as its `listflags`).
 pub fn cpu_help_text() -> String {
     let mut out = String::from("Available CPUs:\n");
-    for model in CpuModel::ALL {
+    for model in CpuModel::all() {
         out.push_str(&format!(
             "x86 {:<20}  {}\n",
             model.name(),
@@ -321,9 +321,17 @@ mod tests {
         assert_eq!(parse_cpu("help"), Ok(CpuArg::Help));
         assert_eq!(parse_cpu("?"), Ok(CpuArg::Help));
         let q = config("qemu64,+x2apic");
-        assert_eq!((q.model, q.pmu), (CpuModel::Qemu64, false));
+        assert_eq!((q.model.name(), q.pmu), ("qemu64", false));
         assert_eq!(state(&q, "x2apic"), Some(true));
-        assert_eq!(config("Skylake-Server").model, CpuModel::SkylakeServer);
+        assert_eq!(config("Skylake-Server").model.name(), "Skylake-Server");
+        assert_eq!(
+            config("Skylake-Server-IBRS")
+                .model
+                .definition()
+                .map(|(_, v)| v),
+            Some(2)
+        );
+        assert_eq!(config("EPYC-v3").model.description(), "AMD EPYC Processor");
         assert!(config("max").pmu);
         assert_eq!(err("qemu65"), "unable to find CPU model 'qemu65'");
         assert_eq!(err("Host"), "unable to find CPU model 'Host'");
@@ -478,7 +486,9 @@ mod tests {
         assert!(help.starts_with(
             "Available CPUs:\nx86 host                  KVM processor with all supported host features\n"
         ));
-        assert!(help.contains("\nx86 qemu64                QEMU Virtual CPU version 2.5+\n"));
+        assert!(help.contains("\nx86 qemu64-v1             QEMU Virtual CPU version 2.5+\n"));
+        assert!(help.contains("\nx86 EPYC-IBPB             (alias of EPYC-v2)\n"));
+        assert!(help.contains("\nx86 qemu64                (alias configured by machine type)\n"));
         assert!(help.contains("\nRecognized CPUID flags:\n  3dnow 3dnowext"));
         assert!(help.contains(" vmx ") && help.contains(" sse4.1 ") && !help.contains("sse4_1"));
         assert!(help.lines().all(|l| l.len() <= 78 || l.starts_with("x86 ")));

@@ -50,8 +50,9 @@ impl fmt::Display for UnavailableFeature {
 }
 
 /// QEMU 7.2 `feature_dependencies` between the CPUID words rvmm names: (feature, the word that
-/// needs it). The VMX MSR and intel-pt leaf dependencies are not modelled.
-const FEATURE_DEPENDENCIES: &[(&str, &str)] = &[("xsave", "xsaveopt"), ("svm", "npt")];
+/// needs it). The VMX MSR and intel-pt leaf dependencies are not modelled. (7.2 has none from
+/// `xsave`: `-xsave,+xsaveopt` keeps xsaveopt in the word, and leaf 0xD is zeroed.)
+const FEATURE_DEPENDENCIES: &[(&str, &str)] = &[("svm", "npt")];
 
 /// Errors while building the guest CPUID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,14 +124,14 @@ fn word_value(cpuid: &CpuId, w: usize) -> u32 {
 /// host lacks is left off with a warning, as QEMU's `x86_cpu_filter_features`.
 pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, CpuidError> {
     let model = config.model.definition();
-    let model_words = model.map(ModelDef::feature_words);
+    let model_words = model.map(|(def, version)| def.feature_words(version));
     // QEMU's default phys-bits for a named model, without the "does not match" warning.
     let default_phys_bits =
         model.is_some() && !config.host_phys_bits && config.phys_bits.unwrap_or(0) == 0;
     let filled;
     let config = match model {
-        Some(def) => {
-            filled = with_model_defaults(config, def);
+        Some((def, version)) => {
+            filled = with_model_defaults(config, def, version);
             &filled
         }
         None => config,
@@ -316,14 +317,15 @@ fn host_brand_string() -> Option<String> {
 
 /// `config` with the model's level, xlevel, family, model, stepping, model-id and phys-bits
 /// where the user set none.
-fn with_model_defaults(config: &CpuConfig, def: &ModelDef) -> CpuConfig {
+fn with_model_defaults(config: &CpuConfig, def: &ModelDef, version: u32) -> CpuConfig {
     let mut c = config.clone();
     c.level.get_or_insert(def.level);
     c.xlevel.get_or_insert(def.xlevel);
     c.family.get_or_insert(def.family);
     c.model_number.get_or_insert(def.model);
     c.stepping.get_or_insert(def.stepping);
-    c.model_id.get_or_insert_with(|| def.model_id.into());
+    c.model_id
+        .get_or_insert_with(|| def.model_id(version).into());
     if c.phys_bits.unwrap_or(0) == 0 {
         c.phys_bits = Some(DEFAULT_PHYS_BITS);
     }

@@ -7,8 +7,8 @@
 
 use super::features::{Feature, FEATURE_WORDS};
 
-/// One model of `builtin_x86_defs` (version 1; no versioned props).
-#[derive(Debug)]
+/// One model of `builtin_x86_defs`, with its versions (`.versions`).
+#[derive(Debug, PartialEq, Eq)]
 pub struct ModelDef {
     pub name: &'static str,
     /// `.level`: highest basic leaf.
@@ -22,6 +22,35 @@ pub struct ModelDef {
     pub model_id: &'static str,
     /// Every bit of every `.features[FEAT_*]` word, by QEMU name.
     pub features: &'static [&'static str],
+    /// `.versions`; version 1 has no props. The unversioned name is version 1 in QEMU 7.2's
+    /// machine types (default_cpu_version 1).
+    pub versions: &'static [ModelVersion],
+}
+
+/// One entry of a model's `.versions`: the props it sets on top of the earlier versions.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ModelVersion {
+    /// "NAME-vN".
+    pub name: &'static str,
+    pub version: u32,
+    /// `.alias`, another name for this version.
+    pub alias: Option<&'static str>,
+    /// `.note`, shown by `-cpu help`.
+    pub note: Option<&'static str>,
+    /// Feature props; VMX MSR props (`vmx-*`) are left out, rvmm does not model them.
+    pub features: &'static [(&'static str, bool)],
+    pub model_id: Option<&'static str>,
+}
+
+const fn v1(name: &'static str) -> ModelVersion {
+    ModelVersion {
+        name,
+        version: 1,
+        alias: None,
+        note: None,
+        features: &[],
+        model_id: None,
+    }
 }
 
 #[rustfmt::skip]
@@ -48,6 +77,7 @@ pub static QEMU64: ModelDef = ModelDef {
         // FEAT_8000_0001_ECX: LAHF_LM | SVM
         "lahf-lm", "svm",
     ],
+    versions: &[v1("qemu64-v1")],
 };
 
 /// `builtin_x86_defs` "Skylake-Server" (version 1, which `-cpu Skylake-Server` names in 7.2).
@@ -82,6 +112,42 @@ pub static SKYLAKE_SERVER: ModelDef = ModelDef {
         "xsaveopt", "xsavec", "xgetbv1",
         // FEAT_6_EAX
         "arat",
+    ],
+    versions: &[
+        v1("Skylake-Server-v1"),
+        ModelVersion {
+            name: "Skylake-Server-v2",
+            version: 2,
+            alias: Some("Skylake-Server-IBRS"),
+            note: None,
+            features: &[("clflushopt", false), ("spec-ctrl", true)],
+            model_id: Some("Intel Xeon Processor (Skylake, IBRS)"),
+        },
+        ModelVersion {
+            name: "Skylake-Server-v3",
+            version: 3,
+            alias: Some("Skylake-Server-noTSX-IBRS"),
+            note: None,
+            features: &[("hle", false), ("rtm", false)],
+            model_id: Some("Intel Xeon Processor (Skylake, IBRS, no TSX)"),
+        },
+        // vmx-eptp-switching only.
+        ModelVersion {
+            name: "Skylake-Server-v4",
+            version: 4,
+            alias: None,
+            note: Some("IBRS, EPT switching, no TSX"),
+            features: &[],
+            model_id: None,
+        },
+        ModelVersion {
+            name: "Skylake-Server-v5",
+            version: 5,
+            alias: None,
+            note: Some("IBRS, XSAVES, EPT switching, no TSX"),
+            features: &[("xsaves", true)],
+            model_id: None,
+        },
     ],
 };
 
@@ -118,7 +184,35 @@ pub static EPYC: ModelDef = ModelDef {
         // FEAT_SVM
         "npt", "nrip-save",
     ],
+    versions: &[
+        v1("EPYC-v1"),
+        ModelVersion {
+            name: "EPYC-v2",
+            version: 2,
+            alias: Some("EPYC-IBPB"),
+            note: None,
+            features: &[("ibpb", true)],
+            model_id: Some("AMD EPYC Processor (with IBPB)"),
+        },
+        ModelVersion {
+            name: "EPYC-v3",
+            version: 3,
+            alias: None,
+            note: None,
+            features: &[
+                ("ibpb", true),
+                ("perfctr-core", true),
+                ("clzero", true),
+                ("xsaveerptr", true),
+                ("xsaves", true),
+            ],
+            model_id: Some("AMD EPYC Processor"),
+        },
+    ],
 };
+
+/// The models rvmm implements, in `-cpu help` order.
+pub static MODELS: &[&ModelDef] = &[&QEMU64, &SKYLAKE_SERVER, &EPYC];
 
 /// `kvm_default_props` (QEMU 7.2 target/i386/kvm/kvm-cpu.c), applied to every named model
 /// under KVM before the user's `-cpu` options: (name, on).
@@ -140,14 +234,29 @@ pub static KVM_DEFAULT_PROPS: &[(&str, bool)] = &[
 pub const DEFAULT_PHYS_BITS: u32 = 40;
 
 impl ModelDef {
-    /// The model's feature words after `kvm_default_props`, indexed like [`FEATURE_WORDS`].
-    pub fn feature_words(&self) -> Vec<u32> {
+    /// The versions up to `version` (QEMU's `x86_cpu_apply_version_props` applies them all).
+    fn versions_to(&self, version: u32) -> impl Iterator<Item = &ModelVersion> {
+        self.versions.iter().filter(move |v| v.version <= version)
+    }
+
+    /// The brand string of `version`.
+    pub fn model_id(&self, version: u32) -> &'static str {
+        self.versions_to(version)
+            .filter_map(|v| v.model_id)
+            .last()
+            .unwrap_or(self.model_id)
+    }
+
+    /// The feature words of `version` after `kvm_default_props`, indexed like
+    /// [`FEATURE_WORDS`].
+    pub fn feature_words(&self, version: u32) -> Vec<u32> {
         let mut words = vec![0u32; FEATURE_WORDS.len()];
         for name in self.features {
             let f = Feature::find(name).expect("model feature in the name table");
             words[f.word] |= f.mask;
         }
-        for (name, on) in KVM_DEFAULT_PROPS {
+        let props = self.versions_to(version).flat_map(|v| v.features.iter());
+        for (name, on) in props.chain(KVM_DEFAULT_PROPS) {
             let f = Feature::find(name).expect("KVM default in the name table");
             if *on {
                 words[f.word] |= f.mask;
@@ -165,25 +274,47 @@ mod tests {
 
     #[test]
     fn tables_use_known_names_once() {
-        for def in [&QEMU64, &SKYLAKE_SERVER, &EPYC] {
+        for def in MODELS {
             let mut seen = std::collections::HashSet::new();
             for name in def.features {
                 assert!(Feature::find(name).is_some(), "{}: {name}", def.name);
                 assert!(seen.insert(name), "{}: {name} twice", def.name);
             }
-            def.feature_words();
+            for v in def.versions {
+                for (name, _) in v.features {
+                    assert!(Feature::find(name).is_some(), "{}: {name}", v.name);
+                }
+                def.feature_words(v.version);
+            }
         }
         assert_eq!(QEMU64.features.len(), 28);
     }
 
     #[test]
     fn qemu64_under_kvm() {
-        let w = QEMU64.feature_words();
+        let w = QEMU64.feature_words(1);
         let on = |n: &str| {
             let f = Feature::find(n).unwrap();
             w[f.word] & f.mask == f.mask
         };
         assert!(on("x2apic") && on("kvmclock") && on("lahf-lm") && on("pni"));
         assert!(!on("svm") && !on("acpi") && !on("monitor") && !on("sse4.1"));
+    }
+
+    #[test]
+    fn versions_accumulate() {
+        let on = |w: &[u32], n: &str| {
+            let f = Feature::find(n).unwrap();
+            w[f.word] & f.mask != 0
+        };
+        let v3 = SKYLAKE_SERVER.feature_words(3);
+        assert!(!on(&v3, "hle") && !on(&v3, "clflushopt") && on(&v3, "spec-ctrl"));
+        assert!(!on(&v3, "xsaves") && on(&SKYLAKE_SERVER.feature_words(5), "xsaves"));
+        assert_eq!(
+            SKYLAKE_SERVER.model_id(5),
+            "Intel Xeon Processor (Skylake, IBRS, no TSX)"
+        );
+        assert_eq!(EPYC.model_id(3), "AMD EPYC Processor");
+        assert_eq!(EPYC.model_id(2), "AMD EPYC Processor (with IBPB)");
     }
 }

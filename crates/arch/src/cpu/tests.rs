@@ -287,7 +287,7 @@ fn phys_bits() {
 #[test]
 fn qemu64_starts_from_its_table_and_warns_for_missing_bits() {
     let config = CpuConfig {
-        model: CpuModel::Qemu64,
+        model: CpuModel::from_name("qemu64").unwrap(),
         pmu: false,
         ..with(&[("sse4.1", true)])
     };
@@ -332,7 +332,7 @@ fn qemu64_starts_from_its_table_and_warns_for_missing_bits() {
 #[test]
 fn minus_feature_beats_a_model_bit() {
     let config = CpuConfig {
-        model: CpuModel::Qemu64,
+        model: CpuModel::from_name("qemu64").unwrap(),
         ..with(&[("lahf-lm", false)])
     };
     let g = guest_cpuid(&config, &supported()).unwrap();
@@ -390,7 +390,7 @@ fn a_word_whose_feature_is_off_is_cleared_and_explicit_bits_warn() {
     assert_eq!(g.unavailable.len(), 1);
     // qemu64 has svm=off under KVM: no SVM word at all.
     let q = CpuConfig {
-        model: CpuModel::Qemu64,
+        model: CpuModel::from_name("qemu64").unwrap(),
         ..CpuConfig::default()
     };
     let g = guest_cpuid(&q, &host).unwrap();
