@@ -48,7 +48,7 @@ fn unsupported_and_unknown_options_are_named() {
     expect_error(&["-machine", "virt"], "virt");
     expect_error(&["-M", "microvm,foo=bar"], "foo");
     expect_error(&["-accel", "tcg"], "tcg");
-    expect_error(&["-cpu", "qemu64"], "qemu64");
+    expect_error(&["-cpu", "qemu65"], "qemu65");
     expect_error(&["-serial", "pty"], "pty");
     expect_error(&["-device", "virtio-blk-device"], "virtio-blk-device");
     expect_error(&["-device", "isa-debug-exit,iobase=0x10000"], "iobase");

@@ -117,7 +117,7 @@ fn unknown_features_and_properties_are_named() {
         "Parameter 'vmx' expects 'on' or 'off'",
     );
     expect_error(&["-cpu", "host,hv-relaxed"], "hv-relaxed");
-    expect_error(&["-cpu", "qemu64"], "CPU model 'qemu64' is not supported");
+    expect_error(&["-cpu", "qemu65"], "unable to find CPU model 'qemu65'");
 }
 
 #[test]

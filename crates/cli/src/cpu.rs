@@ -45,7 +45,8 @@ pub enum PropError {
 /// A `-cpu` error; `CliError` prefixes "-cpu: ".
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CpuArgError {
-    #[error("CPU model '{0}' is not supported (supported: host, max)")]
+    /// QEMU 7.2's `parse_cpu_option` error.
+    #[error("unable to find CPU model '{0}'")]
     Model(String),
     /// QEMU `object_apply_global_props`: "can't apply global %s.%s=%s: ".
     #[error("can't apply global {ty}.{name}={value}: {source}")]
@@ -108,6 +109,7 @@ pub(crate) fn parse_cpu(arg: &str) -> Result<CpuArg, CpuArgError> {
     let ty = model.type_name();
     let mut config = CpuConfig {
         model,
+        pmu: model.default_pmu(),
         ..CpuConfig::default()
     };
     let (mut plus, mut minus, mut globals) = (Vec::new(), Vec::new(), Vec::new());
@@ -270,7 +272,7 @@ fn set_property(
 /// `-cpu help`, laid out as QEMU 7.2's `x86_cpu_list` (flags wrapped as its `listflags`).
 pub fn cpu_help_text() -> String {
     let mut out = String::from("Available CPUs:\n");
-    for model in CpuModel::ALL {
+    for model in CpuModel::all() {
         out.push_str(&format!(
             "x86 {:<20}  {}\n",
             model.name(),
@@ -318,13 +320,24 @@ mod tests {
         assert_eq!(config("max").model, CpuModel::Max);
         assert_eq!(parse_cpu("help"), Ok(CpuArg::Help));
         assert_eq!(parse_cpu("?"), Ok(CpuArg::Help));
+        let q = config("qemu64,+x2apic");
+        assert_eq!((q.model.name(), q.pmu), ("qemu64", false));
+        assert_eq!(state(&q, "x2apic"), Some(true));
+        assert_eq!(config("Skylake-Server").model.name(), "Skylake-Server");
         assert_eq!(
-            err("qemu64"),
-            "CPU model 'qemu64' is not supported (supported: host, max)"
+            config("Skylake-Server-IBRS")
+                .model
+                .definition()
+                .map(|(_, v)| v),
+            Some(2)
         );
+        assert_eq!(config("EPYC-v3").model.description(), "AMD EPYC Processor");
+        assert!(config("max").pmu);
+        assert_eq!(err("qemu65"), "unable to find CPU model 'qemu65'");
+        assert_eq!(err("Host"), "unable to find CPU model 'Host'");
         assert_eq!(
-            err("Host"),
-            "CPU model 'Host' is not supported (supported: host, max)"
+            err("qemu64,+frobnicate"),
+            "Property 'qemu64-x86_64-cpu.frobnicate' not found"
         );
     }
 
@@ -473,6 +486,9 @@ mod tests {
         assert!(help.starts_with(
             "Available CPUs:\nx86 host                  KVM processor with all supported host features\n"
         ));
+        assert!(help.contains("\nx86 qemu64-v1             QEMU Virtual CPU version 2.5+\n"));
+        assert!(help.contains("\nx86 EPYC-IBPB             (alias of EPYC-v2)\n"));
+        assert!(help.contains("\nx86 qemu64                (alias configured by machine type)\n"));
         assert!(help.contains("\nRecognized CPUID flags:\n  3dnow 3dnowext"));
         assert!(help.contains(" vmx ") && help.contains(" sse4.1 ") && !help.contains("sse4_1"));
         assert!(help.lines().all(|l| l.len() <= 78 || l.starts_with("x86 ")));

@@ -601,6 +601,18 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
             l1.edx
         );
     }
+    // The whole table, for tests/cpu_models.rs (this host's KVM may not show it to the guest).
+    for e in guest.cpuid.as_slice() {
+        tracing::debug!(
+            "guest CPUID {:#010x}.{}: eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x}",
+            e.function,
+            e.index,
+            e.eax,
+            e.ebx,
+            e.ecx,
+            e.edx
+        );
+    }
     Ok(guest.cpuid)
 }
 

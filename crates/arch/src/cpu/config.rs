@@ -3,28 +3,65 @@
 //! applies it.
 
 use super::features::Feature;
+use super::models::{self, ModelDef};
 
-/// Named CPU models. Under KVM both start from every feature KVM supports.
-/// A table of fixed models (qemu64, Skylake-Server, ...) would add variants here with their
-/// leaf values (vendor, family/model/stepping, levels, feature words) and start from those.
+/// Named CPU models. Under KVM `host` starts from every feature KVM supports, `max` from the
+/// supported bits QEMU names; the others from their QEMU table ([`super::models`]), filtered by
+/// what KVM supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CpuModel {
     #[default]
     Host,
     Max,
+    /// A model of QEMU's table by the name it was given: unversioned ("EPYC", version 1), an
+    /// alias of a version ("EPYC-IBPB") or versioned ("EPYC-v3").
+    Named {
+        name: &'static str,
+        def: &'static ModelDef,
+        version: u32,
+        alias: bool,
+    },
 }
 
 impl CpuModel {
-    pub const ALL: &'static [CpuModel] = &[CpuModel::Host, CpuModel::Max];
+    /// Every model, in `-cpu help` order.
+    pub fn all() -> Vec<CpuModel> {
+        let mut all = vec![CpuModel::Host, CpuModel::Max];
+        for def in models::MODELS {
+            let named = |name, version, alias| CpuModel::Named {
+                name,
+                def,
+                version,
+                alias,
+            };
+            all.push(named(def.name, 1, true));
+            for v in def.versions {
+                all.push(named(v.name, v.version, false));
+                if let Some(alias) = v.alias {
+                    all.push(named(alias, v.version, true));
+                }
+            }
+        }
+        all
+    }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|m| m.name() == name)
+        Self::all().into_iter().find(|m| m.name() == name)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             CpuModel::Host => "host",
             CpuModel::Max => "max",
+            CpuModel::Named { name, .. } => name,
+        }
+    }
+
+    /// The model's QEMU table and version; `None` for `host` and `max`.
+    pub fn definition(self) -> Option<(&'static ModelDef, u32)> {
+        match self {
+            CpuModel::Host | CpuModel::Max => None,
+            CpuModel::Named { def, version, .. } => Some((def, version)),
         }
     }
 
@@ -33,14 +70,36 @@ impl CpuModel {
         format!("{}-x86_64-cpu", self.name())
     }
 
-    /// QEMU 7.2's `-cpu help` description.
-    pub fn description(self) -> &'static str {
+    /// QEMU 7.2's `-cpu help` description (`x86_cpu_list_entry`).
+    pub fn description(self) -> String {
         match self {
-            CpuModel::Host => "KVM processor with all supported host features",
+            CpuModel::Host => "KVM processor with all supported host features".into(),
             CpuModel::Max => {
-                "Enables all features supported by the accelerator in the current host"
+                "Enables all features supported by the accelerator in the current host".into()
+            }
+            // The unversioned name's version comes from the machine type (CPU_VERSION_AUTO).
+            CpuModel::Named { name, def, .. } if name == def.name => {
+                "(alias configured by machine type)".into()
+            }
+            CpuModel::Named {
+                def,
+                version,
+                alias: true,
+                ..
+            } => format!("(alias of {}-v{version})", def.name),
+            CpuModel::Named { def, version, .. } => {
+                let note = def.versions.iter().find(|v| v.version == version);
+                match note.and_then(|v| v.note) {
+                    Some(note) => format!("{} [{note}]", def.model_id(version)),
+                    None => def.model_id(version).into(),
+                }
             }
         }
+    }
+
+    /// QEMU's `pmu` default: on only for `host` and `max` (`max_x86_cpu_initfn`).
+    pub fn default_pmu(self) -> bool {
+        self.definition().is_none()
     }
 }
 

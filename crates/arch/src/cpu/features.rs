@@ -43,6 +43,8 @@ impl FeatureWord {
 /// KVM's paravirtual feature leaf (Documentation/virt/kvm/x86/cpuid.rst).
 pub const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
 
+/// In the order of QEMU 7.2's `FeatureWord` enum (target/i386/cpu.h), which is the order of
+/// its "host doesn't support requested feature" warnings.
 #[rustfmt::skip]
 pub static FEATURE_WORDS: &[FeatureWord] = &[
     FeatureWord { leaf: 1, subleaf: None, reg: Reg::Edx, names: [
@@ -57,6 +59,30 @@ pub static FEATURE_WORDS: &[FeatureWord] = &[
         "", "pcid", "dca", "sse4.1", "sse4.2", "x2apic", "movbe", "popcnt",
         "tsc-deadline", "aes", "xsave", "", "avx", "f16c", "rdrand", "hypervisor",
     ] },
+    FeatureWord { leaf: 7, subleaf: Some(0), reg: Reg::Ebx, names: [
+        "fsgsbase", "tsc-adjust", "sgx", "bmi1", "hle", "avx2", "fdp-excptn-only", "smep",
+        "bmi2", "erms", "invpcid", "rtm", "", "zero-fcs-fds", "mpx", "",
+        "avx512f", "avx512dq", "rdseed", "adx", "smap", "avx512ifma", "pcommit", "clflushopt",
+        "clwb", "intel-pt", "avx512pf", "avx512er", "avx512cd", "sha-ni", "avx512bw", "avx512vl",
+    ] },
+    FeatureWord { leaf: 7, subleaf: Some(0), reg: Reg::Ecx, names: [
+        "", "avx512vbmi", "umip", "pku", "", "waitpkg", "avx512vbmi2", "",
+        "gfni", "vaes", "vpclmulqdq", "avx512vnni", "avx512bitalg", "", "avx512-vpopcntdq", "",
+        "la57", "", "", "", "", "", "rdpid", "",
+        "bus-lock-detect", "cldemote", "", "movdiri", "movdir64b", "", "sgxlc", "pks",
+    ] },
+    FeatureWord { leaf: 7, subleaf: Some(0), reg: Reg::Edx, names: [
+        "", "", "avx512-4vnniw", "avx512-4fmaps", "fsrm", "", "", "",
+        "avx512-vp2intersect", "", "md-clear", "", "", "", "serialize", "",
+        "tsx-ldtrk", "", "", "arch-lbr", "", "", "amx-bf16", "avx512-fp16",
+        "amx-tile", "amx-int8", "spec-ctrl", "stibp", "", "arch-capabilities", "core-capability", "ssbd",
+    ] },
+    FeatureWord { leaf: 7, subleaf: Some(1), reg: Reg::Eax, names: [
+        "", "", "", "", "avx-vnni", "avx512-bf16", "", "",
+        "", "", "fzrm", "fsrs", "fsrc", "", "", "",
+        "", "", "", "", "", "", "", "",
+        "", "", "", "", "", "", "", "",
+    ] },
     FeatureWord { leaf: 0x8000_0001, subleaf: None, reg: Reg::Edx, names: [
         "", "", "", "", "", "", "", "",
         "", "", "", "syscall", "", "", "", "",
@@ -68,6 +94,18 @@ pub static FEATURE_WORDS: &[FeatureWord] = &[
         "3dnowprefetch", "osvw", "ibs", "xop", "skinit", "wdt", "", "lwp",
         "fma4", "tce", "", "nodeid-msr", "", "tbm", "topoext", "perfctr-core",
         "perfctr-nb", "", "", "", "", "", "", "",
+    ] },
+    FeatureWord { leaf: 0x8000_0007, subleaf: None, reg: Reg::Edx, names: [
+        "", "", "", "", "", "", "", "",
+        "invtsc", "", "", "", "", "", "", "",
+        "", "", "", "", "", "", "", "",
+        "", "", "", "", "", "", "", "",
+    ] },
+    FeatureWord { leaf: 0x8000_0008, subleaf: None, reg: Reg::Ebx, names: [
+        "clzero", "", "xsaveerptr", "", "", "", "", "",
+        "", "wbnoinvd", "", "", "ibpb", "", "ibrs", "amd-stibp",
+        "", "", "", "", "", "", "", "",
+        "amd-ssbd", "virt-ssbd", "amd-no-ssb", "", "", "", "", "",
     ] },
     FeatureWord { leaf: 0xC000_0001, subleaf: None, reg: Reg::Edx, names: [
         "", "", "xstore", "xstore-en", "", "", "xcrypt", "xcrypt-en",
@@ -95,42 +133,6 @@ pub static FEATURE_WORDS: &[FeatureWord] = &[
         "", "", "pause-filter", "", "pfthreshold", "avic", "", "v-vmsave-vmload",
         "vgif", "", "", "", "", "", "", "",
         "", "", "", "", "svme-addr-chk", "", "", "",
-    ] },
-    FeatureWord { leaf: 7, subleaf: Some(0), reg: Reg::Ebx, names: [
-        "fsgsbase", "tsc-adjust", "sgx", "bmi1", "hle", "avx2", "fdp-excptn-only", "smep",
-        "bmi2", "erms", "invpcid", "rtm", "", "zero-fcs-fds", "mpx", "",
-        "avx512f", "avx512dq", "rdseed", "adx", "smap", "avx512ifma", "pcommit", "clflushopt",
-        "clwb", "intel-pt", "avx512pf", "avx512er", "avx512cd", "sha-ni", "avx512bw", "avx512vl",
-    ] },
-    FeatureWord { leaf: 7, subleaf: Some(0), reg: Reg::Ecx, names: [
-        "", "avx512vbmi", "umip", "pku", "", "waitpkg", "avx512vbmi2", "",
-        "gfni", "vaes", "vpclmulqdq", "avx512vnni", "avx512bitalg", "", "avx512-vpopcntdq", "",
-        "la57", "", "", "", "", "", "rdpid", "",
-        "bus-lock-detect", "cldemote", "", "movdiri", "movdir64b", "", "sgxlc", "pks",
-    ] },
-    FeatureWord { leaf: 7, subleaf: Some(0), reg: Reg::Edx, names: [
-        "", "", "avx512-4vnniw", "avx512-4fmaps", "fsrm", "", "", "",
-        "avx512-vp2intersect", "", "md-clear", "", "", "", "serialize", "",
-        "tsx-ldtrk", "", "", "arch-lbr", "", "", "amx-bf16", "avx512-fp16",
-        "amx-tile", "amx-int8", "spec-ctrl", "stibp", "", "arch-capabilities", "core-capability", "ssbd",
-    ] },
-    FeatureWord { leaf: 7, subleaf: Some(1), reg: Reg::Eax, names: [
-        "", "", "", "", "avx-vnni", "avx512-bf16", "", "",
-        "", "", "fzrm", "fsrs", "fsrc", "", "", "",
-        "", "", "", "", "", "", "", "",
-        "", "", "", "", "", "", "", "",
-    ] },
-    FeatureWord { leaf: 0x8000_0007, subleaf: None, reg: Reg::Edx, names: [
-        "", "", "", "", "", "", "", "",
-        "invtsc", "", "", "", "", "", "", "",
-        "", "", "", "", "", "", "", "",
-        "", "", "", "", "", "", "", "",
-    ] },
-    FeatureWord { leaf: 0x8000_0008, subleaf: None, reg: Reg::Ebx, names: [
-        "clzero", "", "xsaveerptr", "", "", "", "", "",
-        "", "wbnoinvd", "", "", "ibpb", "", "ibrs", "amd-stibp",
-        "", "", "", "", "", "", "", "",
-        "amd-ssbd", "virt-ssbd", "amd-no-ssb", "", "", "", "", "",
     ] },
     FeatureWord { leaf: 0xD, subleaf: Some(1), reg: Reg::Eax, names: [
         "xsaveopt", "xsavec", "xgetbv1", "xsaves", "xfd", "", "", "",

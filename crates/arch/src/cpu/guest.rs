@@ -6,8 +6,9 @@ use std::fmt;
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 
-use super::config::CpuConfig;
+use super::config::{CpuConfig, CpuModel};
 use super::features::{word_index, Feature, Reg, FEATURE_WORDS};
+use super::models::{ModelDef, DEFAULT_PHYS_BITS};
 
 /// CPUID.1:ECX bit 31; QEMU sets it in every model and treats it as always supported.
 const ECX_HYPERVISOR: u32 = 1 << 31;
@@ -23,20 +24,35 @@ pub struct UnavailableFeature {
     pub bit: u32,
 }
 
-impl fmt::Display for UnavailableFeature {
+impl UnavailableFeature {
     /// QEMU 7.2 `mark_unavailable_features`: "%s: %s%s%s [bit %d]".
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn message(&self, prefix: &str) -> String {
         let word = &FEATURE_WORDS[self.word];
         let name = word.names[self.bit as usize];
-        write!(
-            f,
-            "host doesn't support requested feature: {}{}{name} [bit {}]",
+        format!(
+            "{prefix}: {}{}{name} [bit {}]",
             word.description(),
             if name.is_empty() { "" } else { "." },
             self.bit
         )
     }
+
+    /// The warning for a feature whose prerequisite is off (QEMU's `x86_cpu_expand_features`).
+    pub fn depends_message(&self) -> String {
+        self.message("This feature depends on other features that were not requested")
+    }
 }
+
+impl fmt::Display for UnavailableFeature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message("host doesn't support requested feature"))
+    }
+}
+
+/// QEMU 7.2 `feature_dependencies` between the CPUID words rvmm names: (feature, the word that
+/// needs it). The VMX MSR and intel-pt leaf dependencies are not modelled. (7.2 has none from
+/// `xsave`: `-xsave,+xsaveopt` keeps xsaveopt in the word, and leaf 0xD is zeroed.)
+const FEATURE_DEPENDENCIES: &[(&str, &str)] = &[("svm", "npt")];
 
 /// Errors while building the guest CPUID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,8 +119,23 @@ fn word_value(cpuid: &CpuId, w: usize) -> u32 {
 }
 
 /// Builds the guest CPUID for `config` from `supported` (KVM_GET_SUPPORTED_CPUID, with any
-/// host-specific hiding already applied). Host and max start from everything supported.
+/// host-specific hiding already applied). Host and max start from everything supported; a named
+/// model from its table (QEMU's `x86_cpu_load_model`), whose bits count as requested: one the
+/// host lacks is left off with a warning, as QEMU's `x86_cpu_filter_features`.
 pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, CpuidError> {
+    let model = config.model.definition();
+    let model_words = model.map(|(def, version)| def.feature_words(version));
+    // QEMU's default phys-bits for a named model, without the "does not match" warning.
+    let default_phys_bits =
+        model.is_some() && !config.host_phys_bits && config.phys_bits.unwrap_or(0) == 0;
+    let filled;
+    let config = match model {
+        Some((def, version)) => {
+            filled = with_model_defaults(config, def, version);
+            &filled
+        }
+        None => config,
+    };
     let mut cpuid = supported.clone();
     let mut warnings = config.warnings.clone();
     let n = FEATURE_WORDS.len();
@@ -126,23 +157,62 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
     if config.migratable && config.setting(invtsc) != Some(true) {
         off[invtsc.word] |= invtsc.mask;
     }
+    let host_word = |w: usize| {
+        let host = word_value(supported, w);
+        if w == hypervisor {
+            host | ECX_HYPERVISOR
+        } else {
+            host
+        }
+    };
+    let mut requested: Vec<u32> = (0..n)
+        .map(|w| {
+            let host = host_word(w);
+            let base = match &model_words {
+                Some(m) => m[w],
+                // QEMU's max: only bits it names, less its no_autoenable_flags.
+                None if config.model == CpuModel::Max => host & named_mask(w) & !no_autoenable(w),
+                None => host,
+            };
+            (base | on[w]) & !off[w]
+        })
+        .collect();
+    // QEMU's feature_dependencies: without the first feature the second word is cleared; a bit
+    // of it the user asked for is unavailable ("depends on other features").
     let mut unavailable = Vec::new();
+    for (from, to) in FEATURE_DEPENDENCIES {
+        let from = Feature::find(from).expect("dependency in table");
+        let to = Feature::find(to).expect("dependency in table").word;
+        // host passes KVM's table through unless the user turned the feature off.
+        let applies = config.model != CpuModel::Host || off[from.word] & from.mask != 0;
+        if applies && requested[from.word] & from.mask == 0 {
+            let explicit = requested[to] & on[to];
+            let missing: Vec<_> = (0..32)
+                .filter(|bit| explicit & (1 << bit) != 0)
+                .map(|bit| UnavailableFeature { word: to, bit })
+                .collect();
+            if config.check || config.enforce {
+                warnings.extend(missing.iter().map(|u| u.depends_message()));
+            }
+            unavailable.extend(missing);
+            requested[to] = 0;
+        }
+    }
+    let dependent = unavailable.len();
     for (w, word) in FEATURE_WORDS.iter().enumerate() {
         // kvm=off drops these leaves below; QEMU clears the word before filtering.
         if !config.kvm && KVM_LEAVES.contains(&word.leaf) {
             continue;
         }
-        let mut host = word_value(supported, w);
-        if w == hypervisor {
-            host |= ECX_HYPERVISOR;
-        }
-        let missing = on[w] & !host;
+        let host = host_word(w);
+        let requested = requested[w];
+        let missing = requested & !host;
         unavailable.extend(
             (0..32)
                 .filter(|bit| missing & (1 << bit) != 0)
                 .map(|bit| UnavailableFeature { word: w, bit }),
         );
-        let value = (host & !off[w]) | (on[w] & host);
+        let value = requested & host;
         if value == word_value(&cpuid, w) {
             continue;
         }
@@ -155,7 +225,7 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
         }
     }
     if config.check || config.enforce {
-        warnings.extend(unavailable.iter().map(ToString::to_string));
+        warnings.extend(unavailable[dependent..].iter().map(ToString::to_string));
     }
     if !config.kvm {
         cpuid.retain(|e| !KVM_LEAVES.contains(&e.function));
@@ -171,10 +241,28 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
     if !config.l3_cache {
         hide_l3(&mut cpuid);
     }
-    apply_identity(config, &mut cpuid)?;
+    if config.model == CpuModel::Max && config.model_id.is_none() {
+        // QEMU's max under KVM takes the host's brand string (host_cpu_max_instance_init).
+        let mut c = config.clone();
+        c.model_id = host_brand_string();
+        apply_identity(&c, &mut cpuid)?;
+    } else {
+        apply_identity(config, &mut cpuid)?;
+    }
     apply_levels(config, &mut cpuid);
     if let Some(w) = apply_phys_bits(config, &mut cpuid) {
-        warnings.push(w);
+        if !default_phys_bits {
+            warnings.push(w);
+        }
+    }
+    hide_xsave_leaf(
+        model.is_some() || config.model == CpuModel::Max,
+        supported,
+        &mut cpuid,
+    );
+    if model.is_some() || config.model == CpuModel::Max {
+        // host keeps KVM's 80000001H:EDX, which has them on AMD hosts.
+        copy_amd_aliases(&mut cpuid);
     }
     Ok(GuestCpuid {
         cpuid,
@@ -182,6 +270,100 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
         warnings,
         enforce: config.enforce,
     })
+}
+
+/// The bits of feature word `w` that have a name.
+fn named_mask(w: usize) -> u32 {
+    FEATURE_WORDS[w]
+        .names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.is_empty())
+        .fold(0, |m, (bit, _)| m | (1 << bit))
+}
+
+/// QEMU 7.2 `feature_word_info[].no_autoenable_flags`: bits `max` leaves off unless asked
+/// (topoext in 80000001H:ECX, kvm-hint-dedicated in 40000001H:EDX).
+fn no_autoenable(w: usize) -> u32 {
+    let word = &FEATURE_WORDS[w];
+    match (word.leaf, word.reg) {
+        (0x8000_0001, Reg::Ecx) => 1 << 22,
+        (0x4000_0001, Reg::Edx) => 1,
+        _ => 0,
+    }
+}
+
+/// The host's brand string (CPUID 80000002H-80000004H) up to its first NUL.
+fn host_brand_string() -> Option<String> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        if __cpuid(0x8000_0000).eax < 0x8000_0004 {
+            return None;
+        }
+        let bytes: Vec<u8> = (0x8000_0002..=0x8000_0004)
+            .flat_map(|leaf| {
+                let r = __cpuid(leaf);
+                [r.eax, r.ebx, r.ecx, r.edx]
+            })
+            .flat_map(u32::to_le_bytes)
+            .take_while(|b| *b != 0)
+            .collect();
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// `config` with the model's level, xlevel, family, model, stepping, model-id and phys-bits
+/// where the user set none.
+fn with_model_defaults(config: &CpuConfig, def: &ModelDef, version: u32) -> CpuConfig {
+    let mut c = config.clone();
+    c.level.get_or_insert(def.level);
+    c.xlevel.get_or_insert(def.xlevel);
+    c.family.get_or_insert(def.family);
+    c.model_number.get_or_insert(def.model);
+    c.stepping.get_or_insert(def.stepping);
+    c.model_id
+        .get_or_insert_with(|| def.model_id(version).into());
+    if c.phys_bits.unwrap_or(0) == 0 {
+        c.phys_bits = Some(DEFAULT_PHYS_BITS);
+    }
+    c
+}
+
+/// Without XSAVE, leaf 0xD is all zeros (QEMU's `cpu_x86_cpuid`, case 0xD). `host` keeps
+/// KVM's leaf when KVM itself reports no XSAVE (`always` is false only for it).
+fn hide_xsave_leaf(always: bool, supported: &CpuId, cpuid: &mut CpuId) {
+    let xsave = Feature::find("xsave").expect("xsave in table");
+    let has = |c: &CpuId| word_value(c, xsave.word) & xsave.mask != 0;
+    if (always || has(supported)) && !has(cpuid) {
+        for e in cpuid
+            .as_mut_slice()
+            .iter_mut()
+            .filter(|e| e.function == 0xd)
+        {
+            (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0);
+        }
+    }
+}
+
+/// CPUID.01H:EDX bits that AMD CPUs repeat in CPUID.80000001H:EDX (QEMU's
+/// CPUID_EXT2_AMD_ALIASES).
+const AMD_ALIASES: u32 = 0x0183_f3ff;
+
+/// On an AMD vendor the aliased bits of 80000001H:EDX are those of 01H:EDX (QEMU's
+/// `x86_cpu_realizefn`, IS_AMD_CPU).
+fn copy_amd_aliases(cpuid: &mut CpuId) {
+    let amd = entry(cpuid, 0, 0).is_some_and(|e| {
+        (e.ebx, e.edx, e.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163) // "AuthenticAMD"
+    });
+    let Some(edx1) = entry(cpuid, 1, 0).map(|e| e.edx) else {
+        return;
+    };
+    if let Some(e) = entry_mut(cpuid, 0x8000_0001, 0).filter(|_| amd) {
+        e.edx = (e.edx & !AMD_ALIASES) | (edx1 & AMD_ALIASES);
+    }
 }
 
 fn with_reg(function: u32, index: u32, reg: Reg, value: u32) -> kvm_cpuid_entry2 {

@@ -5,9 +5,11 @@
 pub mod config;
 pub mod features;
 pub mod guest;
+pub mod models;
 #[cfg(test)]
 mod tests;
 
 pub use config::{CpuConfig, CpuConfigError, CpuModel, FeatureSetting};
 pub use features::{Feature, FeatureWord, Reg, FEATURE_WORDS};
 pub use guest::{feature_control, guest_cpuid, CpuidError, GuestCpuid, UnavailableFeature};
+pub use models::ModelDef;

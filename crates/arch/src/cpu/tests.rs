@@ -283,3 +283,116 @@ fn phys_bits() {
     );
     assert_eq!(CpuConfig::default().validate(), Ok(()));
 }
+
+#[test]
+fn qemu64_starts_from_its_table_and_warns_for_missing_bits() {
+    let config = CpuConfig {
+        model: CpuModel::from_name("qemu64").unwrap(),
+        pmu: false,
+        ..with(&[("sse4.1", true)])
+    };
+    let g = guest_cpuid(&config, &supported()).unwrap();
+    let l0 = get(&g.cpuid, 0, 0).unwrap();
+    assert_eq!(
+        (l0.eax, l0.ebx),
+        (0xd, 0x6874_7541),
+        "level 0xd, host vendor"
+    );
+    let l1 = get(&g.cpuid, 1, 0).unwrap();
+    // family 15, model 107 (0x6b), stepping 1.
+    assert_eq!(l1.eax & 0x0fff_3fff, 0x0006_0fb1);
+    // The table's pni, cx16 and KVM's default x2apic are missing on this host; sse4.1 was
+    // asked for; sse4.2 and PDCM are not in qemu64.
+    assert_eq!(l1.ecx, SSE41 | (1 << 31));
+    assert_eq!(l1.edx & 0b11, 1, "fpu, no vme");
+    for name in ["pni [bit 0]", "cx16 [bit 13]", "x2apic [bit 21]"] {
+        assert!(
+            g.warnings.iter().any(|w| w
+                .starts_with("host doesn't support requested feature: CPUID.01H:ECX.")
+                && w.ends_with(name)),
+            "{name}: {:?}",
+            g.warnings
+        );
+    }
+    let ext1 = get(&g.cpuid, 0x8000_0001, 0).unwrap();
+    // lahf-lm kept, svm off (kvm_default_props), lm plus the AMD aliases of 01H:EDX.
+    assert_eq!(ext1.ecx, 1);
+    assert_eq!(ext1.edx, (1 << 29) | (l1.edx & 0x0183_f3ff));
+    assert_eq!(get(&g.cpuid, 0x8000_0000, 0).unwrap().eax, 0x8000_000a);
+    assert_eq!(get(&g.cpuid, 0x8000_0008, 0).unwrap().eax & 0xff, 40);
+    let brand = get(&g.cpuid, 0x8000_0002, 0).unwrap();
+    assert_eq!(&brand.eax.to_le_bytes(), b"QEMU");
+    assert_eq!(get(&g.cpuid, 0xa, 0).unwrap().eax, 0, "pmu=off");
+    let kvm = get(&g.cpuid, 0x4000_0001, 0).unwrap();
+    // kvmclock (0, 3), nopiodelay, asyncpf, steal-time, pv-eoi, stable bit; not pv-unhalt.
+    assert_eq!(kvm.eax, 0x0100_007b);
+    assert!(!g.warnings.iter().any(|w| w.contains("phys-bits")));
+}
+
+#[test]
+fn minus_feature_beats_a_model_bit() {
+    let config = CpuConfig {
+        model: CpuModel::from_name("qemu64").unwrap(),
+        ..with(&[("lahf-lm", false)])
+    };
+    let g = guest_cpuid(&config, &supported()).unwrap();
+    assert_eq!(get(&g.cpuid, 0x8000_0001, 0).unwrap().ecx, 0);
+}
+
+#[test]
+fn max_keeps_named_bits_only_and_no_topoext() {
+    let mut host = supported();
+    for e in host.as_mut_slice() {
+        match e.function {
+            0x8000_0001 => e.ecx |= 1 << 22, // topoext
+            7 => e.edx |= 1 << 1,            // no QEMU name
+            _ => {}
+        }
+    }
+    let max = CpuConfig {
+        model: CpuModel::Max,
+        ..CpuConfig::default()
+    };
+    let g = guest_cpuid(&max, &host).unwrap();
+    assert_eq!(get(&g.cpuid, 0x8000_0001, 0).unwrap().ecx, 1 | (1 << 2));
+    assert_eq!(get(&g.cpuid, 7, 0).unwrap().edx, 0);
+    let max_topoext = CpuConfig {
+        model: CpuModel::Max,
+        ..with(&[("topoext", true)])
+    };
+    let g = guest_cpuid(&max_topoext, &host).unwrap();
+    assert_eq!(
+        get(&g.cpuid, 0x8000_0001, 0).unwrap().ecx & (1 << 22),
+        1 << 22
+    );
+    let g = guest_cpuid(&CpuConfig::default(), &host).unwrap();
+    assert_eq!(
+        get(&g.cpuid, 7, 0).unwrap().edx,
+        1 << 1,
+        "host passes it through"
+    );
+}
+
+#[test]
+fn a_word_whose_feature_is_off_is_cleared_and_explicit_bits_warn() {
+    let mut host = supported();
+    host.push(leaf(0x8000_000a, 0, [1, 0x40, 0, 0b1001]))
+        .unwrap();
+    // svm is on in this host (80000001H:ECX bit 2); -svm clears npt and nrip-save.
+    let g = guest_cpuid(&with(&[("svm", false)]), &host).unwrap();
+    assert_eq!(get(&g.cpuid, 0x8000_000a, 0).unwrap().edx, 0);
+    assert!(g.warnings.is_empty());
+    let g = guest_cpuid(&with(&[("npt", true), ("svm", false)]), &host).unwrap();
+    assert_eq!(
+        g.warnings,
+        ["This feature depends on other features that were not requested: CPUID.8000000AH:EDX.npt [bit 0]"]
+    );
+    assert_eq!(g.unavailable.len(), 1);
+    // qemu64 has svm=off under KVM: no SVM word at all.
+    let q = CpuConfig {
+        model: CpuModel::from_name("qemu64").unwrap(),
+        ..CpuConfig::default()
+    };
+    let g = guest_cpuid(&q, &host).unwrap();
+    assert_eq!(get(&g.cpuid, 0x8000_000a, 0).map_or(0, |e| e.edx), 0);
+}
