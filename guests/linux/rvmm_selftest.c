@@ -16,6 +16,7 @@
 #include <linux/completion.h>
 #include <linux/delay.h>
 #include <linux/etherdevice.h>
+#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/init.h>
 #include <linux/init_syscalls.h>
@@ -452,6 +453,8 @@ static bool __init test_cd(void)
 out_free:
 	kfree(buf);
 out_umount:
+	/* A kthread's last fput is deferred to a workqueue: finish it, or the mount is busy. */
+	flush_delayed_fput();
 	ret = init_umount(dir, 0);
 	if (ret) {
 		pr_err(TAG "cd: umount: %d\n", ret);
