@@ -23,6 +23,12 @@ command -v bc >/dev/null || need_apt+=(bc)
 [ -e /usr/include/libelf.h ] || need_apt+=(libelf-dev)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+# Boot test 3's CD (tests/linux_firmware.rs): grub-mkrescue and GRUB's BIOS modules. (SeaBIOS
+# comes with qemu-system-x86.)
+command -v grub-mkrescue >/dev/null || need_apt+=(grub-common)
+[ -d /usr/lib/grub/i386-pc ] || need_apt+=(grub-pc-bin)
+command -v xorriso >/dev/null || need_apt+=(xorriso)
+command -v mformat >/dev/null || need_apt+=(mtools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq
@@ -59,3 +65,10 @@ RVMM_LINUX_DIR="$linux_dir" cargo test --test linux_boot -- --ignored --nocaptur
 test_kernel="$(scripts/build-test-kernel.sh)"
 echo "scripts/test.sh: Linux device test with $test_kernel"
 RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_devices -- --ignored --nocapture
+
+# Boot test 3: SeaBIOS boots a GRUB CD (made at test time), GRUB boots the same kernel, and its
+# self test finds the CD through ahci (q35) / ata_piix (pc) + sr and mounts it as iso9660, and
+# writes the -hda qcow2 through sd (tests/linux_firmware.rs). pc and q35 boot in parallel; several
+# minutes where KVM emulates CPL0 (firmware, GRUB and the kernel's decompressor all run there).
+echo "scripts/test.sh: firmware Linux test (SeaBIOS, GRUB CD, onboard ATA) with $test_kernel"
+RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_firmware -- --ignored --nocapture
