@@ -30,7 +30,7 @@ const WRITE_MAGIC: &[u8] = b"RVMM-LINUX-WROTE-SECTOR1";
 /// /rvmm/marker.txt on the ISO, as the self test expects it.
 const ISO_MARKER: &[u8] = b"RVMM-ISO-MARKER: read through sr and iso9660\n";
 /// /rvmm/pattern.bin: little-endian u32 words, word k = k * 2654435761, as the self test checks.
-const ISO_PATTERN_WORDS: u32 = 1 << 18;
+const ISO_PATTERN_WORDS: u32 = 1 << 16;
 /// The kernel parameters docs/EMULATED-KVM.md explains; reboot=k: the self test restarts
 /// through the i8042 and -no-reboot exits. rodata=off only saves boot time.
 const CMDLINE: &str = "console=ttyS0 noxsave clearcpuid=141,308,137 reboot=k panic=-1 rodata=off \
@@ -206,7 +206,7 @@ fn check_guest(machine: &str, out: &Output) {
         "rvmm-selftest: cd: sr0 is SCSI ".to_string(),
         format!(" on {driver} ({driver} {pci})"),
         "rvmm-selftest: cd: mounted sr0 (iso9660), /rvmm/marker.txt matches".into(),
-        "rvmm-selftest: cd: /rvmm/pattern.bin (1048576 bytes) matches".into(),
+        "rvmm-selftest: cd: /rvmm/pattern.bin (262144 bytes) matches".into(),
         "rvmm-selftest: disk: sda is SCSI ".into(),
         "rvmm-selftest: blk: sector 1 written, flushed and read back".into(),
         "rvmm-selftest: cd PASS".into(),
@@ -232,7 +232,15 @@ fn check_image(qcow2: &Path) {
     let raw = qcow2.with_extension("check.raw");
     tool(
         "qemu-img",
-        &["convert", "-f", "qcow2", "-O", "raw", q, raw.to_str().unwrap()],
+        &[
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            q,
+            raw.to_str().unwrap(),
+        ],
     );
     let data = std::fs::read(&raw).unwrap();
     assert_eq!(

@@ -16,7 +16,6 @@
 #include <linux/completion.h>
 #include <linux/delay.h>
 #include <linux/etherdevice.h>
-#include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/init.h>
 #include <linux/init_syscalls.h>
@@ -32,6 +31,7 @@
 #include <linux/rtnetlink.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
+#include <linux/task_work.h>
 #include <linux/uaccess.h>
 #include <asm/unaligned.h>
 #include <net/sch_generic.h>
@@ -57,8 +57,8 @@ static const char ping_magic[] = "RVMM-SELFTEST-PING";
 static const char pong_magic[] = "RVMM-SELFTEST-PONG";
 /* The files tests/linux_firmware.rs puts on the ISO. */
 static const char iso_marker[] = "RVMM-ISO-MARKER: read through sr and iso9660\n";
-/* 1 MiB of little-endian u32 words, word k = k * 2654435761 (mod 2^32). */
-#define ISO_PATTERN_SIZE (1 << 20)
+/* 256 KiB of little-endian u32 words, word k = k * 2654435761 (mod 2^32). */
+#define ISO_PATTERN_SIZE (256 << 10)
 
 static bool check_pattern(const u8 *buf, const char *magic, u8 mul, u8 add)
 {
@@ -453,8 +453,11 @@ static bool __init test_cd(void)
 out_free:
 	kfree(buf);
 out_umount:
-	/* A kthread's last fput is deferred to a workqueue: finish it, or the mount is busy. */
-	flush_delayed_fput();
+	/*
+	 * kernel_init is a user-mode thread: its last fput waits as task work for a return to user
+	 * space that has not come yet. Run it, or the mount stays busy.
+	 */
+	task_work_run();
 	ret = init_umount(dir, 0);
 	if (ret) {
 		pr_err(TAG "cd: umount: %d\n", ret);
