@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build the small Linux kernel of boot test 2 (tests/linux_devices.rs) from Debian's
-# linux-source-6.1: `make tinyconfig` + guests/linux/rvmm-test.config + the in-kernel device self
-# test guests/linux/rvmm_selftest.c. See docs/LINUX-TEST-KERNEL.md.
+# Build the small Linux kernel of boot tests 2 and 3 (tests/linux_devices.rs,
+# tests/linux_firmware.rs) from Debian's linux-source-6.1: `make tinyconfig` +
+# guests/linux/rvmm-test.config + the in-kernel device self test guests/linux/rvmm_selftest.c.
+# See docs/LINUX-TEST-KERNEL.md.
 # Usage: scripts/build-test-kernel.sh [CACHE_DIR]   (default: target/linux-test, or
 # $RVMM_TEST_KERNEL_CACHE). Prints the path of the bzImage, cached as bzImage-<hash> where the
 # hash covers the source tarball name, the config fragment, the self test and this script.

@@ -69,3 +69,16 @@ RVMM_LINUX_DIR="$linux_dir" cargo test --test linux_boot -- --ignored --nocaptur
 test_kernel="$(scripts/build-test-kernel.sh)"
 echo "scripts/test.sh: Linux device test with $test_kernel"
 RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_devices -- --ignored --nocapture
+
+# Boot test 3: SeaBIOS boots a GRUB CD (made at test time), GRUB boots the same kernel, and its
+# self test finds the CD through ahci (q35) / ata_piix (pc) + sr and mounts it as iso9660, and
+# writes the -hda qcow2 through sd (tests/linux_firmware.rs). pc and q35 boot in parallel; several
+# minutes where KVM emulates CPL0 (firmware, GRUB and the kernel's decompressor all run there).
+echo "scripts/test.sh: firmware Linux test (SeaBIOS, GRUB CD, onboard ATA) with $test_kernel"
+# On a loaded host whose KVM emulates CPL0 the test kernel's early periodic tick can fall behind
+# for good (docs/LINUX-TEST-KERNEL.md, "Boot test 3"): one retry, announced, for that host
+# timing problem; a second failure fails the run.
+if ! RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_firmware -- --ignored --nocapture; then
+  echo "scripts/test.sh: boot test 3 failed once; retrying it (see docs/LINUX-TEST-KERNEL.md)" >&2
+  RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_firmware -- --ignored --nocapture
+fi

@@ -5,9 +5,12 @@
  * Runs at late_initcall, prints one "rvmm-selftest: <dev> PASS|FAIL" line per device and a
  * summary line, then restarts the machine (boot with reboot=k; rvmm -no-reboot exits 0), or with
  * rvmm_selftest.restart=0 lets the boot go on to mount root= (and panic without an init).
- * Copied into the kernel tree by scripts/build-test-kernel.sh; the host side is
- * tests/linux_devices.rs.
+ * With rvmm_selftest.storage=1 it tests the onboard ATA controller instead (pc: PIIX IDE, q35:
+ * AHCI): the disk sda through sd and the CD sr0 through sr (ATAPI), mounted as iso9660.
+ * Copied into the kernel tree by scripts/build-test-kernel.sh; the host sides are
+ * tests/linux_devices.rs and tests/linux_firmware.rs.
  */
+#include <linux/async.h>
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/completion.h>
@@ -22,19 +25,27 @@
 #include <linux/moduleparam.h>
 #include <linux/mman.h>
 #include <linux/mount.h>
+#include <uapi/linux/mount.h>
 #include <linux/netdevice.h>
 #include <linux/reboot.h>
 #include <linux/rtnetlink.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
+#include <linux/task_work.h>
 #include <linux/uaccess.h>
+#include <asm/unaligned.h>
 #include <net/sch_generic.h>
+#include <scsi/scsi_device.h>
+#include <scsi/scsi_host.h>
 
 #define TAG "rvmm-selftest: "
 
 static bool restart = true;
 module_param(restart, bool, 0444);
 MODULE_PARM_DESC(restart, "restart the machine after the self test (default), else boot on");
+static bool storage;
+module_param(storage, bool, 0444);
+MODULE_PARM_DESC(storage, "test the onboard ATA disk and CD instead of the virtio devices");
 /* IEEE 802 "local experimental" EtherType: nothing else on the tap uses it. */
 #define SELFTEST_ETH_P 0x88b5
 
@@ -44,6 +55,10 @@ static const char disk_magic[] = "RVMM-LINUX-DISK-SECTOR0";
 static const char write_magic[] = "RVMM-LINUX-WROTE-SECTOR1";
 static const char ping_magic[] = "RVMM-SELFTEST-PING";
 static const char pong_magic[] = "RVMM-SELFTEST-PONG";
+/* The files tests/linux_firmware.rs puts on the ISO. */
+static const char iso_marker[] = "RVMM-ISO-MARKER: read through sr and iso9660\n";
+/* 256 KiB of little-endian u32 words, word k = k * 2654435761 (mod 2^32). */
+#define ISO_PATTERN_SIZE (256 << 10)
 
 static bool check_pattern(const u8 *buf, const char *magic, u8 mul, u8 add)
 {
@@ -72,24 +87,25 @@ static int sector_io(struct block_device *bdev, struct page *page, sector_t sect
 	return ret;
 }
 
-static bool __init test_blk(void)
+/* Checks the host's pattern in sector 0 of @path, writes, flushes and reads back sector 1. */
+static bool __init test_blk(const char *path)
 {
 	const fmode_t mode = FMODE_READ | FMODE_WRITE;
 	struct block_device *bdev;
 	struct page *page;
-	dev_t devt = name_to_dev_t("/dev/vda");
+	dev_t devt = name_to_dev_t(path);
 	bool ok = false;
 	u8 *buf;
 	size_t i;
 	int ret;
 
 	if (!devt) {
-		pr_err(TAG "blk: no /dev/vda\n");
+		pr_err(TAG "blk: no %s\n", path);
 		return false;
 	}
 	bdev = blkdev_get_by_dev(devt, mode, NULL);
 	if (IS_ERR(bdev)) {
-		pr_err(TAG "blk: open vda: %ld\n", PTR_ERR(bdev));
+		pr_err(TAG "blk: open %s: %ld\n", path, PTR_ERR(bdev));
 		return false;
 	}
 	page = alloc_page(GFP_KERNEL | __GFP_ZERO);
@@ -307,17 +323,183 @@ out:
 	return ok;
 }
 
+/*
+ * The SCSI device under a disk and the controller under it: proves which driver (sd or sr on
+ * libata's SCSI translation, and ahci or ata_piix) serves @path. Returns false if it is not a
+ * SCSI device of @type.
+ */
+static bool __init show_scsi_path(const char *what, dev_t devt, int type)
+{
+	struct block_device *bdev = blkdev_get_by_dev(devt, FMODE_READ, NULL);
+	struct scsi_device *sdev;
+	struct device *parent;
+	bool ok = false;
+
+	if (IS_ERR(bdev)) {
+		pr_err(TAG "%s: open: %ld\n", what, PTR_ERR(bdev));
+		return false;
+	}
+	parent = disk_to_dev(bdev->bd_disk)->parent;
+	if (!parent || !scsi_is_sdev_device(parent)) {
+		pr_err(TAG "%s: %s is not on a SCSI device\n", what, bdev->bd_disk->disk_name);
+		goto out;
+	}
+	sdev = to_scsi_device(parent);
+	pr_info(TAG "%s: %s is SCSI %s type %d \"%.8s\" \"%.16s\" on %s (%s %s)\n", what,
+		bdev->bd_disk->disk_name, dev_name(parent), sdev->type, sdev->vendor, sdev->model,
+		sdev->host->hostt->name, dev_driver_string(sdev->host->dma_dev),
+		dev_name(sdev->host->dma_dev));
+	ok = sdev->type == type;
+out:
+	blkdev_put(bdev, FMODE_READ);
+	return ok;
+}
+
+/* Waits up to 60 s for the asynchronous ATA and SCSI probes to create @path. */
+static dev_t __init wait_for_disk(const char *path)
+{
+	dev_t devt = 0;
+	int i;
+
+	for (i = 0; i < 600 && !devt; i++) {
+		wait_for_device_probe();
+		async_synchronize_full();
+		devt = name_to_dev_t(path);
+		if (!devt)
+			msleep(100);
+	}
+	if (!devt)
+		pr_err(TAG "no %s after 60 s\n", path);
+	return devt;
+}
+
+static bool __init iso_read(struct file *f, loff_t size, u8 *buf, size_t buf_size)
+{
+	loff_t pos = 0;
+	size_t i;
+
+	while (pos < size) {
+		loff_t start = pos;
+		ssize_t n = kernel_read(f, buf, min_t(loff_t, buf_size, size - pos), &pos);
+
+		if (n <= 0) {
+			pr_err(TAG "cd: pattern.bin read at %lld: %zd\n", start, n);
+			return false;
+		}
+		for (i = 0; i + 4 <= n; i += 4) {
+			u32 k = (u32)((start + i) / 4);
+
+			if (get_unaligned_le32(buf + i) != k * 2654435761u) {
+				pr_err(TAG "cd: pattern.bin wrong at %lld\n", start + i);
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+/* Mounts sr0 as iso9660 and checks the two files tests/linux_firmware.rs put on it. */
+static bool __init test_cd(void)
+{
+	static const char dev[] = "/dev/rvmm-sr0", dir[] = "/rvmm-cd";
+	const size_t buf_size = 64 << 10;
+	dev_t devt = wait_for_disk("/dev/sr0");
+	bool ok = false;
+	struct file *f;
+	loff_t pos = 0;
+	ssize_t n;
+	u8 *buf;
+	int ret;
+
+	if (!devt || !show_scsi_path("cd", devt, TYPE_ROM))
+		return false;
+	/* No devtmpfs before the root mount: make the node in the initial rootfs. */
+	ret = init_mknod(dev, S_IFBLK | 0600, new_encode_dev(devt));
+	if (!ret || ret == -EEXIST)
+		ret = init_mkdir(dir, 0755);
+	if (!ret || ret == -EEXIST)
+		ret = init_mount(dev, dir, "iso9660", MS_RDONLY, NULL);
+	if (ret) {
+		pr_err(TAG "cd: mknod, mkdir or mount of sr0 (iso9660) on %s: %d\n", dir, ret);
+		return false;
+	}
+	buf = kmalloc(buf_size, GFP_KERNEL);
+	if (!buf)
+		goto out_umount;
+	f = filp_open("/rvmm-cd/rvmm/marker.txt", O_RDONLY, 0);
+	if (IS_ERR(f)) {
+		pr_err(TAG "cd: open /rvmm/marker.txt: %ld\n", PTR_ERR(f));
+		goto out_free;
+	}
+	n = kernel_read(f, buf, buf_size - 1, &pos);
+	filp_close(f, NULL);
+	if (n != strlen(iso_marker) || memcmp(buf, iso_marker, n)) {
+		pr_err(TAG "cd: /rvmm/marker.txt: read %zd bytes, not the marker\n", n);
+		goto out_free;
+	}
+	pr_info(TAG "cd: mounted sr0 (iso9660), /rvmm/marker.txt matches\n");
+	f = filp_open("/rvmm-cd/rvmm/pattern.bin", O_RDONLY, 0);
+	if (IS_ERR(f)) {
+		pr_err(TAG "cd: open /rvmm/pattern.bin: %ld\n", PTR_ERR(f));
+		goto out_free;
+	}
+	if (i_size_read(file_inode(f)) != ISO_PATTERN_SIZE)
+		pr_err(TAG "cd: /rvmm/pattern.bin has %lld bytes\n", i_size_read(file_inode(f)));
+	else
+		ok = iso_read(f, ISO_PATTERN_SIZE, buf, buf_size);
+	filp_close(f, NULL);
+	if (ok)
+		pr_info(TAG "cd: /rvmm/pattern.bin (%d bytes) matches\n", ISO_PATTERN_SIZE);
+out_free:
+	kfree(buf);
+out_umount:
+	/*
+	 * kernel_init is a user-mode thread: its last fput waits as task work for a return to user
+	 * space that has not come yet. Run it, or the mount stays busy.
+	 */
+	task_work_run();
+	ret = init_umount(dir, 0);
+	if (ret) {
+		pr_err(TAG "cd: umount: %d\n", ret);
+		ok = false;
+	}
+	return ok;
+}
+
+static bool __init test_disk(void)
+{
+	dev_t devt = wait_for_disk("/dev/sda");
+
+	return devt && show_scsi_path("disk", devt, TYPE_DISK) && test_blk("/dev/sda");
+}
+
+static void __init finish(bool all)
+{
+	pr_info(TAG "%s, %s\n", all ? "all PASS" : "FAIL", restart ? "restarting" : "booting on");
+	if (restart)
+		kernel_restart(NULL);
+}
+
 static int __init rvmm_selftest(void)
 {
-	bool blk = test_blk(), rng = test_rng(), net = test_net();
+	bool blk, rng, net;
+
+	if (storage) {
+		bool cd = test_cd(), disk = test_disk();
+
+		pr_info(TAG "cd %s\n", cd ? "PASS" : "FAIL");
+		pr_info(TAG "disk %s\n", disk ? "PASS" : "FAIL");
+		finish(cd && disk);
+		return 0;
+	}
+	blk = test_blk("/dev/vda");
+	rng = test_rng();
+	net = test_net();
 
 	pr_info(TAG "blk %s\n", blk ? "PASS" : "FAIL");
 	pr_info(TAG "rng %s\n", rng ? "PASS" : "FAIL");
 	pr_info(TAG "net %s\n", net ? "PASS" : "FAIL");
-	pr_info(TAG "%s, %s\n", blk && rng && net ? "all PASS" : "FAIL",
-		restart ? "restarting" : "booting on");
-	if (restart)
-		kernel_restart(NULL);
+	finish(blk && rng && net);
 	return 0;
 }
 late_initcall(rvmm_selftest);

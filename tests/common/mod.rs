@@ -269,6 +269,11 @@ impl RunningVm {
         }
     }
 
+    /// Whether the VMM has exited (its status is collected by [`wait`](Self::wait)).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Like [`wait_for_stdout`](Self::wait_for_stdout) with the run timeout,
     /// failing the test with the captured output if `needle` never shows up.
     pub fn expect_stdout(&mut self, needle: &str) {
