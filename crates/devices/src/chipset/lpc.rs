@@ -16,8 +16,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{chipset_config, overlaps, set_defaults, write_start, PmBaseRelocation, VENDOR_INTEL};
-use crate::legacy::PM_BASE;
+use super::{chipset_config, set_defaults, PmBaseDecode, PmBaseRelocation, PmConfig, VENDOR_INTEL};
 use crate::pci::{
     BarChange, BarKind, BarSpec, PciConfig, PciDevice, PciIdentity, PCI_SUBDEVICE_ID_QEMU,
     PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
@@ -58,8 +57,7 @@ fn lock(m: &Mutex<PciConfig>) -> MutexGuard<'_, PciConfig> {
 
 /// The ICH9 LPC bridge, function 0 of device 31.
 pub struct Ich9Lpc {
-    config: Mutex<PciConfig>,
-    relocation: Option<Arc<dyn PmBaseRelocation>>,
+    pm: PmConfig,
 }
 
 impl Ich9Lpc {
@@ -84,8 +82,17 @@ impl Ich9Lpc {
         let _ = c.set_write_mask(RCBA, &RCBA_WMASK.to_le_bytes());
         Self::power_on(&mut c);
         Self {
-            config: Mutex::new(c),
-            relocation,
+            pm: PmConfig {
+                config: Mutex::new(c),
+                relocation,
+                decode: PmBaseDecode {
+                    base: PMBASE,
+                    mask: PMBASE_ADDR_MASK,
+                    enable: ACPI_CNTL,
+                    enable_bit: ACPI_CNTL_ACPI_EN,
+                },
+                power_on: Self::power_on,
+            },
         }
     }
 
@@ -106,54 +113,28 @@ impl Ich9Lpc {
 
     /// PIRQA-H routing as the guest programmed it (bit 7 set: not routed to the 8259).
     pub fn pirq_routes(&self) -> [u8; 8] {
-        let c = lock(&self.config);
+        let c = self.pm.lock();
         let (a, e) = (c.bytes_at::<4>(PIRQA_ROUT), c.bytes_at::<4>(PIRQE_ROUT));
         [a[0], a[1], a[2], a[3], e[0], e[1], e[2], e[3]]
     }
 
     /// The PM block's base if the guest enabled one (ACPI_EN and a non-zero PMBASE).
     pub fn pm_base(&self) -> Option<u16> {
-        Self::enabled_pm_base(&lock(&self.config))
-    }
-
-    fn enabled_pm_base(c: &PciConfig) -> Option<u16> {
-        let base = u32::from_le_bytes(c.bytes_at(PMBASE)) & PMBASE_ADDR_MASK;
-        // The mask keeps the base below 0x10000.
-        (c.byte(ACPI_CNTL) & ACPI_CNTL_ACPI_EN != 0 && base != 0).then_some(base as u16)
+        self.pm.pm_base()
     }
 }
 
 impl PciDevice for Ich9Lpc {
     fn config_read(&self, reg: usize) -> u32 {
-        lock(&self.config).read(reg)
+        self.pm.lock().read(reg)
     }
 
     fn config_write(&self, reg: usize, offset: usize, data: &[u8]) -> Vec<BarChange> {
-        let (changes, moved) = {
-            let mut c = lock(&self.config);
-            let changes = c.write(reg, offset, data);
-            let at = write_start(reg, offset);
-            let pm = overlaps(at, data.len(), PMBASE, 4) || overlaps(at, data.len(), ACPI_CNTL, 1);
-            (changes, pm.then(|| Self::enabled_pm_base(&c)).flatten())
-        };
-        if let (Some(base), Some(r)) = (moved, &self.relocation) {
-            r.move_pm_block(base);
-        }
-        changes
+        self.pm.write(reg, offset, data)
     }
 
     fn reset(&self) -> Vec<BarChange> {
-        let changes = {
-            let mut c = lock(&self.config);
-            let changes = c.reset();
-            Self::power_on(&mut c);
-            changes
-        };
-        if let Some(r) = &self.relocation {
-            // PM_BASE is a port number.
-            r.move_pm_block(PM_BASE as u16);
-        }
-        changes
+        self.pm.reset()
     }
 }
 

@@ -29,7 +29,10 @@ pub use apm::{Apm, ApmKind, APM_PORT_BASE, APM_PORT_LEN};
 pub use lpc::{Ich9Lpc, Ich9Smbus, ICH9_LPC_DEVFN, ICH9_SMBUS_DEVFN};
 pub use piix::{Piix3, Piix4Pm, PIIX3_DEVFN, PIIX4_PM_DEVFN};
 
-use crate::pci::{PciConfig, PciIdentity, PCI_CONFIG_SPACE_SIZE};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::legacy::PM_BASE;
+use crate::pci::{BarChange, PciConfig, PciIdentity, PCI_CONFIG_SPACE_SIZE};
 
 /// Moves the ACPI PM I/O block when firmware programs the chipset's PM base; implemented by the
 /// VMM's device manager (a bus range move). Called from the guest's config write, under the
@@ -70,6 +73,75 @@ fn overlaps(at: usize, len: usize, start: usize, reg_len: usize) -> bool {
 /// The byte offset a `(reg, offset)` config write starts at.
 fn write_start(reg: usize, offset: usize) -> usize {
     reg.saturating_mul(4).saturating_add(offset)
+}
+
+/// Where a chipset function's config space places the ACPI PM block: a 32-bit base register
+/// (address bits in `mask`) and the enable bit of another register (ICH9 LPC: PMBASE and
+/// ACPI_CNTL.ACPI_EN; PIIX4 PM: PMBA and PMREGMISC.PMIOSE).
+struct PmBaseDecode {
+    base: usize,
+    mask: u32,
+    enable: usize,
+    enable_bit: u8,
+}
+
+/// The config space of a function that places the PM block, with the relocation that moves
+/// the block when the guest programs it and back to [`PM_BASE`] at reset.
+struct PmConfig {
+    config: Mutex<PciConfig>,
+    relocation: Option<Arc<dyn PmBaseRelocation>>,
+    decode: PmBaseDecode,
+    /// The function's power-on register values (also applied at reset).
+    power_on: fn(&mut PciConfig),
+}
+
+impl PmConfig {
+    fn lock(&self) -> MutexGuard<'_, PciConfig> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The PM block's base if the guest enabled one (enable bit set and a non-zero base).
+    fn pm_base(&self) -> Option<u16> {
+        self.enabled_base(&self.lock())
+    }
+
+    fn enabled_base(&self, c: &PciConfig) -> Option<u16> {
+        let d = &self.decode;
+        let base = u32::from_le_bytes(c.bytes_at(d.base)) & d.mask;
+        // The mask keeps the base below 0x10000.
+        (c.byte(d.enable) & d.enable_bit != 0 && base != 0).then_some(base as u16)
+    }
+
+    /// A config write; moves the PM block if it touched the base or its enable.
+    fn write(&self, reg: usize, offset: usize, data: &[u8]) -> Vec<BarChange> {
+        let (changes, moved) = {
+            let mut c = self.lock();
+            let changes = c.write(reg, offset, data);
+            let at = write_start(reg, offset);
+            let d = &self.decode;
+            let pm = overlaps(at, data.len(), d.base, 4) || overlaps(at, data.len(), d.enable, 1);
+            (changes, pm.then(|| self.enabled_base(&c)).flatten())
+        };
+        if let (Some(base), Some(r)) = (moved, &self.relocation) {
+            r.move_pm_block(base);
+        }
+        changes
+    }
+
+    /// Power-on values again, and the PM block back where the FADT says.
+    fn reset(&self) -> Vec<BarChange> {
+        let changes = {
+            let mut c = self.lock();
+            let changes = c.reset();
+            (self.power_on)(&mut c);
+            changes
+        };
+        if let Some(r) = &self.relocation {
+            // PM_BASE is a port number.
+            r.move_pm_block(PM_BASE as u16);
+        }
+        changes
+    }
 }
 
 #[cfg(test)]

@@ -14,8 +14,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{chipset_config, overlaps, set_defaults, write_start, PmBaseRelocation, VENDOR_INTEL};
-use crate::legacy::PM_BASE;
+use super::{chipset_config, set_defaults, PmBaseDecode, PmBaseRelocation, PmConfig, VENDOR_INTEL};
 use crate::pci::{
     BarChange, PciConfig, PciDevice, PciIdentity, PCI_SUBDEVICE_ID_QEMU,
     PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
@@ -136,8 +135,7 @@ impl PciDevice for Piix3 {
 
 /// The PIIX4 power management function, function 3 of device 1.
 pub struct Piix4Pm {
-    config: Mutex<PciConfig>,
-    relocation: Option<Arc<dyn PmBaseRelocation>>,
+    pm: PmConfig,
 }
 
 impl Piix4Pm {
@@ -172,8 +170,17 @@ impl Piix4Pm {
         );
         Self::power_on(&mut c);
         Self {
-            config: Mutex::new(c),
-            relocation,
+            pm: PmConfig {
+                config: Mutex::new(c),
+                relocation,
+                decode: PmBaseDecode {
+                    base: PMBA,
+                    mask: PMBA_ADDR_MASK,
+                    enable: PMREGMISC,
+                    enable_bit: PMREGMISC_PMIOSE,
+                },
+                power_on: Self::power_on,
+            },
         }
     }
 
@@ -191,47 +198,21 @@ impl Piix4Pm {
 
     /// The PM block's base if the guest enabled one (PMREGMISC.PMIOSE and a non-zero PMBA).
     pub fn pm_base(&self) -> Option<u16> {
-        Self::enabled_pm_base(&lock(&self.config))
-    }
-
-    fn enabled_pm_base(c: &PciConfig) -> Option<u16> {
-        let base = u32::from_le_bytes(c.bytes_at(PMBA)) & PMBA_ADDR_MASK;
-        // The mask keeps the base below 0x10000.
-        (c.byte(PMREGMISC) & PMREGMISC_PMIOSE != 0 && base != 0).then_some(base as u16)
+        self.pm.pm_base()
     }
 }
 
 impl PciDevice for Piix4Pm {
     fn config_read(&self, reg: usize) -> u32 {
-        lock(&self.config).read(reg)
+        self.pm.lock().read(reg)
     }
 
     fn config_write(&self, reg: usize, offset: usize, data: &[u8]) -> Vec<BarChange> {
-        let (changes, moved) = {
-            let mut c = lock(&self.config);
-            let changes = c.write(reg, offset, data);
-            let at = write_start(reg, offset);
-            let pm = overlaps(at, data.len(), PMBA, 4) || overlaps(at, data.len(), PMREGMISC, 1);
-            (changes, pm.then(|| Self::enabled_pm_base(&c)).flatten())
-        };
-        if let (Some(base), Some(r)) = (moved, &self.relocation) {
-            r.move_pm_block(base);
-        }
-        changes
+        self.pm.write(reg, offset, data)
     }
 
     fn reset(&self) -> Vec<BarChange> {
-        let changes = {
-            let mut c = lock(&self.config);
-            let changes = c.reset();
-            Self::power_on(&mut c);
-            changes
-        };
-        if let Some(r) = &self.relocation {
-            // PM_BASE is a port number.
-            r.move_pm_block(PM_BASE as u16);
-        }
-        changes
+        self.pm.reset()
     }
 }
 
