@@ -90,6 +90,10 @@ pub enum DeviceManagerError {
     },
     #[error("virtio-mmio: {requested} virtio devices requested; at most {max} are supported")]
     TooManyVirtioDevices { requested: usize, max: usize },
+    #[error("ich9-ahci: {0}")]
+    Ahci(#[source] rvmm_devices::storage::AhciError),
+    #[error("piix3-ide: {0}")]
+    Ide(#[source] rvmm_devices::storage::IdeError),
     #[error("{drive}: {source}")]
     Drive {
         drive: String,

@@ -254,13 +254,10 @@ pub fn attach_storage(
         MachineKind::Microvm => return Ok(storage),
         MachineKind::Q35 => {
             let name = "ich9-ahci";
-            let ahci = Arc::new(
-                Ahci::new(mem.clone())
-                    .map_err(|e| io(name)(std::io::Error::other(e.to_string())))?,
-            );
+            let ahci = Arc::new(Ahci::new(mem.clone()).map_err(DeviceManagerError::Ahci)?);
             for (bus, _, drive) in drives(configs, builtin, events, &mut storage)? {
                 ahci.attach(bus as usize, drive)
-                    .map_err(|e| io(name)(std::io::Error::other(e.to_string())))?;
+                    .map_err(DeviceManagerError::Ahci)?;
             }
             let dev = ahci.clone();
             let parts = function_parts(name, ahci.clone(), ahci.regions(), move |r| {
@@ -294,13 +291,10 @@ pub fn attach_storage(
         }
         MachineKind::Pc => {
             let name = "piix3-ide";
-            let ide = Arc::new(
-                PiixIde::new(mem.clone())
-                    .map_err(|e| io(name)(std::io::Error::other(e.to_string())))?,
-            );
+            let ide = Arc::new(PiixIde::new(mem.clone()).map_err(DeviceManagerError::Ide)?);
             for (bus, unit, drive) in drives(configs, builtin, events, &mut storage)? {
                 ide.attach(bus as usize, unit as usize, drive)
-                    .map_err(|e| io(name)(std::io::Error::other(e.to_string())))?;
+                    .map_err(DeviceManagerError::Ide)?;
             }
             let dev = ide.clone();
             let parts = function_parts(name, ide.clone(), ide.regions(), move |r| {
