@@ -172,6 +172,7 @@ const GUESTS: &[Guest] = &[
     guest("exits64.elf", "exits64.S", Class::Elf64, "pvh.ld"),
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
     guest("pit.elf", "pit.S", Class::Elf32, "pvh.ld"),
+    guest("pit_ioapic.elf", "pit_ioapic.S", Class::Elf32, "pvh.ld"),
     guest("virtio_bench.elf", "virtio_bench.S", Class::Elf32, "pvh.ld"),
     Guest {
         defines: &["TEST_POPCNT"],
