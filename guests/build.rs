@@ -173,6 +173,7 @@ const GUESTS: &[Guest] = &[
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
     guest("pit.elf", "pit.S", Class::Elf32, "pvh.ld"),
     guest("pit_ioapic.elf", "pit_ioapic.S", Class::Elf32, "pvh.ld"),
+    guest("tsc_deadline.elf", "tsc_deadline.S", Class::Elf32, "pvh.ld"),
     guest("virtio_bench.elf", "virtio_bench.S", Class::Elf32, "pvh.ld"),
     Guest {
         defines: &["TEST_POPCNT"],

@@ -323,7 +323,7 @@ impl Pending {
             "accel" => return accel(&mut self.irqchip, arg),
             "cpu" => match cpu::parse_cpu(arg)? {
                 cpu::CpuArg::Help => return Ok(Some(Action::CpuHelp)),
-                cpu::CpuArg::Config(cpu) => c.cpu = cpu,
+                cpu::CpuArg::Config(cpu) => c.cpu = *cpu,
             },
             "display" => return display(arg),
             "netdev" | "object" => self.virtio.option(name, arg)?,

@@ -155,6 +155,21 @@ impl Hypervisor {
             .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))
     }
 
+    /// Whether KVM has capability `cap` (KVM_CHECK_EXTENSION with a `KVM_CAP_*` number, for
+    /// the capabilities kvm-ioctls has no name for).
+    pub fn has_capability(&self, cap: u32) -> bool {
+        self.kvm.check_extension_raw(u64::from(cap)) > 0
+    }
+
+    /// The MSRs KVM saves and restores for a vCPU (KVM_GET_MSR_INDEX_LIST).
+    pub fn msr_index_list(&self) -> Result<Vec<u32>> {
+        let list = self
+            .kvm
+            .get_msr_index_list()
+            .map_err(ioctl_err("KVM_GET_MSR_INDEX_LIST"))?;
+        Ok(list.as_slice().to_vec())
+    }
+
     /// `KVM_CREATE_VM`.
     pub fn create_vm(&self) -> Result<Vm> {
         let fd = self.kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;

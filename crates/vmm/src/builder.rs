@@ -590,6 +590,11 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
         tracing::debug!("hiding the paravirtual features that use hypercalls");
     }
     let guest = rvmm_arch::cpu::guest_cpuid(&config.cpu, &supported)?;
+    if config.cpu.hyperv.enabled() {
+        // After the table is logged, so tests can compare it with QEMU's where KVM lacks Hyper-V.
+        log_cpuid(&guest.cpuid);
+        config.cpu.hyperv.check(&hyperv_support(hv)?)?;
+    }
     for warning in &guest.warnings {
         tracing::warn!("{warning}");
     }
@@ -601,8 +606,15 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
             l1.edx
         );
     }
-    // The whole table, for tests/cpu_models.rs (this host's KVM may not show it to the guest).
-    for e in guest.cpuid.as_slice() {
+    if !config.cpu.hyperv.enabled() {
+        log_cpuid(&guest.cpuid);
+    }
+    Ok(guest.cpuid)
+}
+
+/// The whole table, for tests/cpu_models.rs (this host's KVM may not show it to the guest).
+fn log_cpuid(cpuid: &rvmm_hypervisor::CpuId) {
+    for e in cpuid.as_slice() {
         tracing::debug!(
             "guest CPUID {:#010x}.{}: eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x}",
             e.function,
@@ -613,7 +625,25 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
             e.edx
         );
     }
-    Ok(guest.cpuid)
+}
+
+/// Which Hyper-V enlightenments KVM implements, asked as QEMU 7.2 asks when it does not use
+/// KVM_GET_SUPPORTED_HV_CPUID (`get_supported_hv_cpuid_legacy`): capabilities and MSRs.
+fn hyperv_support(hv: &Hypervisor) -> Result<rvmm_arch::cpu::HypervSupport, VmmError> {
+    use rvmm_arch::cpu::hyperv as h;
+    let msrs = hv.msr_index_list()?;
+    let has_msr = |msr: u32| msrs.contains(&msr);
+    Ok(rvmm_arch::cpu::HypervSupport {
+        hyperv: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV),
+        time: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV_TIME),
+        tlbflush: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV_TLBFLUSH),
+        send_ipi: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV_SEND_IPI),
+        msr_vp_index: has_msr(h::HV_X64_MSR_VP_INDEX),
+        msr_reset: has_msr(h::HV_X64_MSR_RESET),
+        msr_vp_runtime: has_msr(h::HV_X64_MSR_VP_RUNTIME),
+        msr_frequencies: has_msr(h::HV_X64_MSR_TSC_FREQUENCY),
+        msr_crash: has_msr(h::HV_X64_MSR_CRASH_CTL),
+    })
 }
 
 /// QEMU removes its listening sockets at exit too.

@@ -70,6 +70,8 @@ pub enum VmmError {
     Firmware(#[from] firmware::FirmwareError),
     #[error(transparent)]
     Cpuid(#[from] rvmm_arch::cpu::CpuidError),
+    #[error("-cpu: {0}")]
+    Hyperv(#[from] rvmm_arch::cpu::HypervError),
     #[error(transparent)]
     Bios(#[from] bios::BiosError),
     #[error("QMP socket {what}: {source}")]
