@@ -159,12 +159,17 @@ fn system_reset(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpErr
     Ok(json!({}))
 }
 
-/// QEMU's ACPI power button: PWRBTN_STS if the guest enabled it; POWERDOWN either way.
-fn system_powerdown(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+/// QEMU's ACPI power button: PWRBTN_STS if the guest enabled it; POWERDOWN either way. A guest
+/// in S3 wakes up, as a real PC's does (ACPI 6.5 4.8.2.2.1); QEMU 7.2's does not.
+fn system_powerdown(m: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     let seen = m.acpi_pm.press_power_button();
     tracing::debug!(seen, "power button pressed");
     m.events.emit("POWERDOWN", None);
+    if vmm.state() == crate::vm::VmState::Suspended {
+        vmm.wakeup(rvmm_devices::legacy::WakeReason::PowerButton)
+            .map_err(|e| QmpError::generic(e.to_string()))?;
+    }
     Ok(json!({}))
 }
 
