@@ -72,6 +72,15 @@ const GUESTS: &[Guest] = &[
     Guest {
         flat: true,
         ..guest(
+            "suspenddisk.bin",
+            "suspenddisk.S",
+            Class::Elf32,
+            "bootsector.ld",
+        )
+    },
+    Guest {
+        flat: true,
+        ..guest(
             "smbiosdisk.bin",
             "smbiosdisk.S",
             Class::Elf32,

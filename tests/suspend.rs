@@ -197,3 +197,42 @@ fn power_button_wakes_a_suspended_guest() {
     out.assert_stdout_contains("suspend: entering S3\nresume: woke, pm1_sts 8100\n");
     out.assert_status(EXIT_OK);
 }
+
+/// Under PC firmware: SeaBIOS boots a disk whose code (suspend.S behind a boot sector) enters S3
+/// with the RTC alarm armed; on wake-up SeaBIOS takes its resume path (CMOS shutdown status
+/// 0xFE) and jumps to the FACS waking vector, where the guest prints PM1a_STS.
+fn firmware_resume(machine: &str) {
+    let dir = TempDir::new(&format!("s3-firmware-{machine}"));
+    let mut disk = std::fs::read(common::guest("suspenddisk.bin")).expect("suspenddisk.bin");
+    // SeaBIOS's AHCI driver (on QEMU too) does not boot a 64 KiB disk; 1 MiB it does.
+    disk.resize(1 << 20, 0);
+    let path = dir.file("suspend.img", &disk);
+    let sock = dir.path().join("qmp.sock");
+    let mut vm = VmCommand::without_kernel()
+        .set_option("-M", machine)
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=ide", path.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .arg("-S")
+        .spawn();
+    let mut qmp = Qmp::connect(&sock);
+    qmp.execute("cont").expect("cont");
+    qmp.wait_event("SUSPEND");
+    vm.expect_stdout("suspend: entering S3\n");
+    assert_eq!(qmp.status(), ("suspended".to_string(), false));
+    qmp.wait_event("WAKEUP");
+    let out = vm.wait(common::TIMEOUT);
+    out.assert_stdout_contains("resume: woke, pm1_sts 8400\n");
+    out.assert_status(EXIT_OK);
+}
+
+#[test]
+fn firmware_resumes_at_the_waking_vector_on_q35() {
+    firmware_resume("q35");
+}
+
+#[test]
+fn firmware_resumes_at_the_waking_vector_on_pc() {
+    firmware_resume("pc");
+}
