@@ -236,5 +236,11 @@ pub fn next_source_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+pub mod vga;
+pub mod vram;
+
+pub use vga::StdVga;
+pub use vram::{DirtyLog, Vram};
+
 #[cfg(test)]
 mod tests;
