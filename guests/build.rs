@@ -71,6 +71,10 @@ const GUESTS: &[Guest] = &[
     },
     Guest {
         flat: true,
+        ..guest("vgadisk.bin", "vgadisk.S", Class::Elf32, "bootsector.ld")
+    },
+    Guest {
+        flat: true,
         ..guest(
             "suspenddisk.bin",
             "suspenddisk.S",

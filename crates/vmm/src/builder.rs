@@ -3,6 +3,7 @@
 
 use crate::control::Control;
 use crate::daemon::{self, Pidfile};
+use crate::device_manager::display::DisplayFactory;
 use crate::device_manager::pci::attach_pci;
 use crate::device_manager::storage::{attach_storage, boot_paths, bootorder};
 use crate::device_manager::FirmwareImage;
@@ -200,21 +201,32 @@ impl Reloader for FirmwareReloader {
     }
 }
 
-fn create_memory(vm: &Vm, size: u64, low_limit: u64) -> Result<GuestMemoryMmap, VmmError> {
+/// Guest RAM as KVM memory slots. `hole` is a range left to MMIO (the VGA window at
+/// 0xa0000-0xbffff when a standard VGA decodes it); the RAM behind it stays allocated but
+/// unreachable by the guest, as on QEMU, where the VGA window covers it.
+fn create_memory(
+    vm: &Vm,
+    size: u64,
+    low_limit: u64,
+    hole: Option<(u64, u64)>,
+) -> Result<GuestMemoryMmap, VmmError> {
     let regions = rvmm_arch::layout::guest_memory_regions_below(size, low_limit);
     let mem = GuestMemoryMmap::from_ranges(&regions)
         .map_err(|source| VmmError::Memory { size, source })?;
-    for (slot, region) in mem.iter().enumerate() {
-        // SAFETY: the mapping is owned by `mem`, which the VMM keeps alive (in an Arc shared with the
-        // vCPU threads) until every vCPU thread has been joined, i.e. for as long as the VM runs.
-        unsafe {
-            vm.set_memory_region(
-                slot as u32,
-                region.start_addr().raw_value(),
-                region.len(),
-                region.as_ptr() as u64,
-            )
-        }?;
+    let mut slot = 0u32;
+    for region in mem.iter() {
+        let (start, len) = (region.start_addr().raw_value(), region.len());
+        let mut pieces = vec![(start, len)];
+        if let Some((h0, h1)) = hole.filter(|&(h0, h1)| h0 >= start && h1 <= start + len) {
+            pieces = vec![(start, h0 - start), (h1, start + len - h1)];
+        }
+        for (gpa, n) in pieces.into_iter().filter(|&(_, n)| n > 0) {
+            // SAFETY: the mapping is owned by `mem`, which the VMM keeps alive (in an Arc shared
+            // with the vCPU threads) until every vCPU thread has been joined, i.e. for as long as
+            // the VM runs; `gpa - start` stays inside the region.
+            unsafe { vm.set_memory_region(slot, gpa, n, region.as_ptr() as u64 + (gpa - start)) }?;
+            slot += 1;
+        }
     }
     Ok(mem)
 }
@@ -289,7 +301,16 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let vm = Arc::new(hv.create_vm()?);
     tracing::debug!("KVM_CREATE_VM done");
     let low_limit = crate::platform::low_ram_limit(config);
-    let mem = Arc::new(create_memory(&vm, config.memory_bytes, low_limit)?);
+    let vga_window = config.has_vga_window().then_some((
+        rvmm_devices::display::vga::VGA_WINDOW_BASE,
+        rvmm_devices::display::vga::VGA_WINDOW_BASE + rvmm_devices::display::vga::VGA_WINDOW_SIZE,
+    ));
+    let mem = Arc::new(create_memory(
+        &vm,
+        config.memory_bytes,
+        low_limit,
+        vga_window,
+    )?);
     tracing::debug!("guest memory registered");
     match config.irqchip {
         IrqchipMode::Split => vm.create_split_irqchip(IOAPIC_PINS)?,
@@ -378,13 +399,16 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         firmware: boot.firmware_items(&config.firmware.boot, config.machine, &config.ide, smbios),
     };
     attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
+    let displays = DisplayFactory::new(&config.firmware.data_dirs, config.default_vga);
     let pci = attach_pci(
         &dm,
         config.machine,
         &config.devices,
         &ctl,
         boot.is_firmware(),
+        &displays,
     )?;
+    let display = displays.sources().into_iter().next();
     // The built-in boot disk when the firmware has nothing else to boot.
     let builtin = (boot.is_firmware()
         && config.ide.is_empty()
@@ -485,6 +509,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         name: config.name.clone(),
         smp: config.smp,
         exit_stats: stats.clone(),
+        display: display.clone(),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.
     let mut handles = Vec::with_capacity(vcpus.len());

@@ -21,6 +21,7 @@ mod input;
 mod interrupts;
 mod platform;
 pub mod qmp;
+pub mod screendump;
 mod vcpu;
 pub mod virtio;
 mod vm;

@@ -94,7 +94,7 @@ pub fn attach_legacy(
                 dm.add_fixed_mmio(dm.fixed_mmio().pc_testdev_iomem, t.iomem)?;
             }
             // On the PCI bus (device_manager::pci).
-            DeviceConfig::PciTestdev { .. } => {}
+            DeviceConfig::PciTestdev { .. } | DeviceConfig::Display(_) => {}
         }
     }
     let i8042_irq = i8042

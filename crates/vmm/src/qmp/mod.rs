@@ -179,6 +179,8 @@ pub struct Machine {
     pub smp: SmpConfig,
     /// Set with `-exit-stats`: served by `x-query-exit-stats`.
     pub exit_stats: Option<Arc<crate::exit_stats::ExitStats>>,
+    /// The first display device (`-vga std` / `-device VGA`): served by `screendump`.
+    pub display: Option<Arc<dyn rvmm_devices::display::DisplaySource>>,
 }
 
 enum Listener {
