@@ -23,6 +23,7 @@ mod platform;
 pub mod qmp;
 mod vcpu;
 pub mod virtio;
+pub mod virtio_pci;
 mod vm;
 
 pub use control::FATAL_STATUS;
