@@ -31,9 +31,13 @@ fn virtio_pci_devices_on_pc_and_q35() {
                 VirtioPciOptions::default(),
             ]
         );
-        assert!(matches!(&c.virtio_pci[0].device, VirtioDeviceConfig::Block(d) if d.file.ends_with("a.img")));
+        assert!(
+            matches!(&c.virtio_pci[0].device, VirtioDeviceConfig::Block(d) if d.file.ends_with("a.img"))
+        );
         assert_eq!(c.virtio_pci[1].device, VirtioDeviceConfig::Rng);
-        assert!(matches!(&c.virtio_pci[2].device, VirtioDeviceConfig::Block(d) if d.file.ends_with("b.img")));
+        assert!(
+            matches!(&c.virtio_pci[2].device, VirtioDeviceConfig::Block(d) if d.file.ends_with("b.img"))
+        );
     }
     // virtio-*-device stays on virtio-mmio on pc.
     let c = run(&["-device", "virtio-rng-device"]);
@@ -60,6 +64,9 @@ fn virtio_pci_option_errors() {
     assert!(err(&["-device", "virtio-rng-pci,bootindex=x"]).contains("bootindex"));
     assert!(err(&["-device", "virtio-rng-device,addr=3"]).contains("addr"));
     assert!(err(&["-device", "virtio-blk-pci"]).contains("'drive' is missing"));
-    let c = run(&["-device", "virtio-rng-pci,disable-legacy=on,disable-modern=off"]);
+    let c = run(&[
+        "-device",
+        "virtio-rng-pci,disable-legacy=on,disable-modern=off",
+    ]);
     assert_eq!(c.virtio_pci.len(), 1);
 }

@@ -375,7 +375,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         boot.is_firmware(),
     )?;
     // The built-in boot disk when the firmware has nothing else to boot.
-    let is_disk = |d: &rvmm_cli::VirtioDeviceConfig| matches!(d, rvmm_cli::VirtioDeviceConfig::Block(_));
+    let is_disk =
+        |d: &rvmm_cli::VirtioDeviceConfig| matches!(d, rvmm_cli::VirtioDeviceConfig::Block(_));
     let builtin = (boot.is_firmware()
         && config.ide.is_empty()
         && !config.virtio.iter().any(is_disk)

@@ -110,10 +110,12 @@ pub(crate) fn attach_virtio_pci(
             });
             next_gsi += 1;
         }
-        let t = VirtioPciTransport::new(device, mem.clone(), vectors, routes.clone())
-            .map_err(|e| DeviceManagerError::Io {
-                name: format!("{name}-pci"),
-                source: std::io::Error::other(e),
+        let t =
+            VirtioPciTransport::new(device, mem.clone(), vectors, routes.clone()).map_err(|e| {
+                DeviceManagerError::Io {
+                    name: format!("{name}-pci"),
+                    source: std::io::Error::other(e),
+                }
             })?;
         let t = Arc::new(t);
         let ioevents = t.ioevents().map_err(io("queue eventfds"))?;
