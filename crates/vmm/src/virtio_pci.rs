@@ -17,7 +17,7 @@ use rvmm_cli::{VirtioDeviceConfig, VirtioPciDeviceConfig};
 use rvmm_devices::pci::{MsiRoutes, MsixVector};
 use rvmm_devices::virtio::pci::{default_vectors, VirtioPciTransport};
 use rvmm_devices::{IrqLine, MsiMessage};
-use rvmm_hypervisor::Vm;
+use rvmm_hypervisor::{GsiRoute, Vm};
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -68,9 +68,16 @@ struct KvmMsiRoutes(Arc<Vm>);
 
 impl MsiRoutes for KvmMsiRoutes {
     fn set_msi_route(&self, gsi: u32, msg: Option<MsiMessage>) -> std::io::Result<()> {
-        // TODO(vpci): the shared GSI routing table (lead's hypervisor change) goes here.
-        let _ = (&self.0, gsi, msg);
-        Err(std::io::Error::other("MSI routes are not wired yet"))
+        let routes: &[GsiRoute] = match msg {
+            Some(m) => &[GsiRoute::Msi {
+                address: m.address,
+                data: m.data,
+            }],
+            None => &[],
+        };
+        self.0
+            .set_gsi_routes(gsi, routes)
+            .map_err(std::io::Error::other)
     }
 }
 
@@ -100,6 +107,14 @@ pub(crate) fn attach_virtio_pci(
         let count = default_vectors(device.device_type(), device.queue_max_sizes().len());
         let mut vectors = Vec::with_capacity(count);
         for _ in 0..count {
+            // GSIs from MSI_GSI_BASE that no one else routes (the vectors' routes come later).
+            next_gsi = dm
+                .vm()
+                .free_gsi(next_gsi)
+                .ok_or_else(|| DeviceManagerError::Io {
+                    name: format!("{name}-pci"),
+                    source: std::io::Error::other("no free GSI for an MSI-X vector"),
+                })?;
             let irqfd = EventFd::new(EFD_NONBLOCK).map_err(io("MSI-X eventfd"))?;
             dm.vm()
                 .register_irqfd(&irqfd, next_gsi)
