@@ -1,9 +1,13 @@
-//! virtio-pci under firmware: SeaBIOS boots a virtio-blk-pci disk (`-drive if=virtio` and
-//! `-device virtio-blk-pci`) on pc and q35, and `bootindex=` picks which of two such disks boots
-//! (fw_cfg `bootorder`, the `/pci@i0cf8/scsi@SLOT/disk@0,0` paths of QEMU's get_fw_dev_path).
+//! virtio-pci on pc and q35. A ring-3 polling driver (guests/src/virtio_bench.S built with
+//! VIRTIO_PCI) finds the virtio-blk-pci function on bus 0, sets it up through the common
+//! configuration in BAR4 and reads random sectors, notifying through the ioeventfd; under
+//! firmware, SeaBIOS boots a virtio-blk-pci disk (`-drive if=virtio` and `-device
+//! virtio-blk-pci`), and `bootindex=` picks which of two such disks boots (fw_cfg `bootorder`,
+//! the `/pci@i0cf8/scsi@SLOT/disk@0,0` paths of QEMU's get_fw_dev_path).
 //!
-//! The guest is guests/src/bootdisk.S (BIOS services only), so every test here also runs against
-//! QEMU (`RVMM_TEST_BIN=qemu-system-x86_64`).
+//! The guests use only the PCI configuration ports, BAR4 and BIOS services, so every test here
+//! also runs against QEMU (`RVMM_TEST_BIN=qemu-system-x86_64`; `disable-legacy=on` gives QEMU's
+//! device the modern-only identity rvmm's has).
 
 mod common;
 
@@ -42,6 +46,34 @@ fn on_each_machine(f: impl Fn(&'static str) + Sync) {
             if let Err(e) = h.join() {
                 std::panic::resume_unwind(e);
             }
+        }
+    });
+}
+
+#[test]
+fn a_polling_driver_reads_through_virtio_blk_pci() {
+    on_each_machine(|machine| {
+        let dir = TempDir::new(&format!("vpci-driver-{machine}"));
+        let mut image = vec![0u8; 4 << 20];
+        for (i, b) in image.iter_mut().enumerate() {
+            *b = (i * 7 / 3) as u8;
+        }
+        let disk = dir.file("disk.raw", &image);
+        for args in [
+            "n=300 bs=4096 qd=1",
+            "n=300 bs=4096 qd=8",
+            "n=40 bs=65536 qd=2 seq",
+        ] {
+            let out = VmCommand::guest("virtio_bench_pci.elf")
+                .set_option("-M", machine)
+                .arg("-drive")
+                .arg(format!("file={},format=raw,if=none,id=d0", disk.display()))
+                .arg("-device")
+                .arg("virtio-blk-pci,drive=d0,disable-legacy=on")
+                .append(args)
+                .run();
+            out.assert_stdout_contains("virtio_bench: errors 0");
+            out.assert_status(33);
         }
     });
 }
