@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""virtio-blk read throughput: rvmm and QEMU microvm side by side on the same image and guest.
+"""virtio-blk read throughput: rvmm and QEMU side by side on the same image and guest, over
+virtio-mmio on microvm (the default) or, with --transport pci, over modern virtio-pci on q35
+(guest virtio_bench_pci.elf, `-device virtio-blk-pci,disable-legacy=on` on both VMMs; QEMU runs
+SeaBIOS before the guest, which the n=0 runs subtract).
 
 The guest (guests/src/virtio_bench.S) sets up the first virtio-blk device, then runs a polling
 driver in ring 3 (sysexit): it keeps `qd` read requests of `bs` bytes in flight (random 4 KiB-
@@ -9,7 +12,7 @@ rate = n / (t(n) - t(0)), medians of alternating runs. The image is a raw file o
 (page-cached after the first run, default cache mode on both VMMs).
 
 Usage: benches/virtio_blk.py [--runs R] [--image PATH] [--size-mib M] [--rvmm PATH] [--qemu PATH]
-       [--baseline OTHER_RVMM]
+       [--baseline OTHER_RVMM] [--transport mmio|pci] [--machine q35|pc]
 """
 
 import argparse
@@ -41,13 +44,17 @@ def find_guest(name):
     return hits[-1]
 
 
-def run(name, binary, kernel, image, guest_args, cpu="host"):
-    args = [binary, "-M", "microvm", "-accel", "kvm", "-cpu", cpu, "-m", "256", "-nodefaults",
+def run(name, binary, kernel, image, guest_args, cpu="host", machine="microvm"):
+    device = "virtio-blk-device,drive=d0"
+    if machine != "microvm":
+        # Modern only on both: QEMU's virtio-blk-pci is transitional by default.
+        device = "virtio-blk-pci,drive=d0,disable-legacy=on"
+    args = [binary, "-M", machine, "-accel", "kvm", "-cpu", cpu, "-m", "256", "-nodefaults",
             "-no-reboot", "-display", "none", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", kernel,
-            "-drive", f"file={image},format=raw,if=none,id=d0", "-device", "virtio-blk-device,drive=d0",
+            "-drive", f"file={image},format=raw,if=none,id=d0", "-device", device,
             "-append", guest_args]
-    if "qemu" in os.path.basename(binary):
+    if "qemu" in os.path.basename(binary) and machine == "microvm":
         # QEMU's virtio-mmio is legacy (version 1) unless told otherwise; the guest is modern-only.
         args += ["-global", "virtio-mmio.force-legacy=false"]
     start = time.perf_counter()
@@ -68,8 +75,11 @@ def main():
     ap.add_argument("--rvmm", default=os.path.join(ROOT, "target", "release", "rvmm"))
     ap.add_argument("--qemu", default="qemu-system-x86_64")
     ap.add_argument("--baseline", help="another rvmm binary to compare (e.g. before a change)")
+    ap.add_argument("--transport", choices=["mmio", "pci"], default="mmio")
+    ap.add_argument("--machine", choices=["q35", "pc"], default="q35", help="for --transport pci")
     a = ap.parse_args()
-    kernel = find_guest("virtio_bench.elf")
+    machine = "microvm" if a.transport == "mmio" else a.machine
+    kernel = find_guest("virtio_bench.elf" if a.transport == "mmio" else "virtio_bench_pci.elf")
     if not os.path.exists(a.image) or os.path.getsize(a.image) != a.size_mib << 20:
         with open(a.image, "wb") as f:
             for _ in range(a.size_mib):
@@ -79,7 +89,8 @@ def main():
     if a.baseline:
         vmms.append(("baseline", a.baseline))
     extra = " | baseline | rvmm/baseline" if a.baseline else ""
-    print(f"{a.size_mib} MiB raw image, {a.runs} alternating runs, medians of t(n) - t(0)")
+    print(f"virtio-{a.transport} on {machine}: {a.size_mib} MiB raw image, {a.runs} alternating runs, "
+          "medians of t(n) - t(0)")
     print(f"| workload | rvmm | QEMU | rvmm/QEMU{extra} |")
     print("|---|---|---|---" + ("|---|---" if a.baseline else "") + "|")
     for label, guest_args, n, bs in WORKLOADS:
@@ -88,7 +99,7 @@ def main():
             for name, binary in vmms:
                 for count in (0, n):
                     times[name][count].append(run(name, binary, kernel, a.image, f"n={count} {guest_args}",
-                                                  qemu_cpu if name == "QEMU" else "host"))
+                                                  qemu_cpu if name == "QEMU" else "host", machine))
         rate = {}
         for name, _ in vmms:
             dt = statistics.median(times[name][n]) - statistics.median(times[name][0])
