@@ -80,11 +80,12 @@ pub enum VirtioArgError {
     NoPciBus { driver: String },
     #[error("-device {driver}: Property 'addr' doesn't take value '{value}' (expected SLOT[.FUNCTION], hex, slot < 0x20, function < 8)")]
     PciAddr { driver: String, value: String },
-    #[error("-device {driver}: {key}={value} is not supported (rvmm's virtio-pci devices are modern only: disable-legacy=on, disable-modern=off)")]
+    #[error("-device {driver}: {key}={value} is not supported ({why})")]
     VirtioPciInterface {
         driver: String,
         key: &'static str,
         value: String,
+        why: &'static str,
     },
 }
 
@@ -123,6 +124,8 @@ pub struct VirtioPciOptions {
     pub addr: Option<(u8, u8)>,
     /// `bootindex=` (virtio-blk-pci, virtio-net-pci).
     pub bootindex: Option<u32>,
+    /// `disable-legacy=`: None for `auto` (QEMU on pc/q35's root bus: a transitional device).
+    pub disable_legacy: Option<bool>,
 }
 
 /// A virtio device over virtio-pci (pc and q35), in command-line order.
@@ -539,21 +542,40 @@ impl VirtioArgs {
             })
             .transpose()?;
         let bootindex = opts.get_u32("bootindex").map_err(opts_err(&option))?;
-        for (key, supported) in [
-            ("disable-legacy", ["on", "auto"]),
-            ("disable-modern", ["off", "false"]),
-        ] {
-            if let Some(value) = opts.get(key) {
-                if !supported.contains(&value) && !(key == "disable-legacy" && value == "true") {
-                    return Err(VirtioArgError::VirtioPciInterface {
-                        driver: driver.into(),
-                        key,
-                        value: value.into(),
-                    });
-                }
+        let refuse = |key, value: &str, why| VirtioArgError::VirtioPciInterface {
+            driver: driver.into(),
+            key,
+            value: value.into(),
+            why,
+        };
+        let disable_legacy = match opts.get("disable-legacy") {
+            None | Some("auto") => None,
+            Some("on" | "true") => Some(true),
+            Some(v @ ("off" | "false")) if driver == "virtio-net-pci" => {
+                return Err(refuse(
+                    "disable-legacy",
+                    v,
+                    "rvmm's virtio-net-pci has no legacy interface",
+                ))
+            }
+            Some("off" | "false") => Some(false),
+            Some(v) => return Err(refuse("disable-legacy", v, "expected on, off or auto")),
+        };
+        match opts.get("disable-modern") {
+            None | Some("off" | "false") => {}
+            Some(v) => {
+                return Err(refuse(
+                    "disable-modern",
+                    v,
+                    "rvmm's virtio-pci devices always have the modern interface",
+                ))
             }
         }
-        Ok(VirtioPciOptions { addr, bootindex })
+        Ok(VirtioPciOptions {
+            addr,
+            bootindex,
+            disable_legacy,
+        })
     }
 
     /// `-device virtio-*-device,...` and `-device virtio-*-pci,...`.

@@ -25,7 +25,8 @@ fn virtio_pci_devices_on_pc_and_q35() {
             vec![
                 VirtioPciOptions {
                     addr: Some((5, 0)),
-                    bootindex: Some(1)
+                    bootindex: Some(1),
+                    disable_legacy: None,
                 },
                 VirtioPciOptions::default(),
                 VirtioPciOptions::default(),
@@ -59,8 +60,15 @@ fn microvm_keeps_mmio_and_has_no_pci_bus() {
 #[test]
 fn virtio_pci_option_errors() {
     assert!(err(&["-device", "virtio-rng-pci,addr=0x20"]).contains("Property 'addr'"));
-    assert!(err(&["-device", "virtio-rng-pci,disable-modern=on"]).contains("modern only"));
-    assert!(err(&["-device", "virtio-rng-pci,disable-legacy=off"]).contains("modern only"));
+    assert!(err(&["-device", "virtio-rng-pci,disable-modern=on"]).contains("modern interface"));
+    assert!(err(&["-device", "virtio-rng-pci,disable-legacy=x"]).contains("on, off or auto"));
+    assert!(err(&[
+        "-netdev",
+        "tap,id=n,ifname=t",
+        "-device",
+        "virtio-net-pci,netdev=n,disable-legacy=off"
+    ])
+    .contains("no legacy interface"));
     assert!(err(&["-device", "virtio-rng-pci,bootindex=x"]).contains("bootindex"));
     assert!(err(&["-device", "virtio-rng-device,addr=3"]).contains("addr"));
     assert!(err(&["-device", "virtio-blk-pci"]).contains("'drive' is missing"));

@@ -125,35 +125,30 @@ pub(crate) fn attach_virtio_pci(
             });
             next_gsi += 1;
         }
-        let t =
-            VirtioPciTransport::new(device, mem.clone(), vectors, routes.clone()).map_err(|e| {
-                DeviceManagerError::Io {
-                    name: format!("{name}-pci"),
-                    source: std::io::Error::other(e),
-                }
+        // QEMU's disable-legacy=auto on the root bus of pc and q35: transitional. rvmm's
+        // virtio-net model speaks only the VERSION_1 header, so its function stays modern only.
+        let is_net = matches!(cfg.device, VirtioDeviceConfig::Net { .. });
+        let transitional = !is_net && cfg.pci.disable_legacy != Some(true);
+        let t = VirtioPciTransport::new(device, mem.clone(), vectors, routes.clone(), transitional)
+            .map_err(|e| DeviceManagerError::Io {
+                name: format!("{name}-pci"),
+                source: std::io::Error::other(e),
             })?;
         let t = Arc::new(t);
-        let ioevents = t.ioevents().map_err(io("queue eventfds"))?;
-        let regions = t
-            .regions()
-            .into_iter()
-            .filter_map(|(region, space, size)| {
-                let ioevents = match region {
-                    rvmm_devices::pci::PciRegion::Bar(rvmm_devices::virtio::pci::MODERN_BAR) => {
-                        ioevents.clone()
-                    }
-                    _ => Vec::new(),
-                };
-                Some(RegionParts {
+        let mut regions = Vec::new();
+        for (region, space, size) in t.regions() {
+            let ioevents = t.ioevents(region).map_err(io("queue eventfds"))?;
+            if let Some(device) = t.region_device(region) {
+                regions.push(RegionParts {
                     region,
                     space,
                     size,
-                    device: t.region_device(region)?,
+                    device,
                     ioevents,
                     memory: None,
-                })
-            })
-            .collect();
+                });
+            }
+        }
         let ids = dm.add_pci(
             cfg.pci.addr,
             PciFunctionParts {

@@ -239,7 +239,7 @@ impl VirtioInterrupt {
     }
 
     /// Read and clear the status (virtio-pci's ISR, §4.1.4.5: reading it acknowledges).
-    fn take_status(&self) -> u32 {
+    pub(crate) fn take_status(&self) -> u32 {
         self.status.swap(0, Ordering::AcqRel)
     }
 
@@ -341,6 +341,11 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Read from the device-specific config space; bytes past its end read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Bytes of config space, for transports that size a window after it (virtio-pci's legacy
+    /// I/O BAR).
+    fn config_size(&self) -> usize {
+        0
+    }
     /// Write to the config space; read-only fields ignore writes.
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Start processing the queues (on a worker thread).

@@ -1,8 +1,10 @@
-//! The virtio-pci transport, modern interface (virtio 1.2 §4.1), laid out as QEMU 7.2's
-//! virtio-pci with its defaults (`disable-legacy=on`, `page-per-vq=off`):
+//! The virtio-pci transport (virtio 1.2 §4.1), laid out as QEMU 7.2's virtio-pci with its
+//! defaults (`page-per-vq=off`): modern only (`disable-legacy=on`), or transitional, with the
+//! legacy registers in an I/O BAR0 as well ([`legacy`]).
 //!
 //! | where | what |
 //! |---|---|
+//! | BAR0 (I/O, transitional only) | legacy registers and device config |
 //! | BAR1 (32-bit memory, 4 KiB) | MSI-X table at 0, PBA at 0x800 (`msix_init_exclusive_bar`) |
 //! | BAR4 (64-bit prefetchable memory, 16 KiB) | common cfg 0x0, ISR 0x1000, device cfg 0x2000, notify 0x3000 (4 bytes per queue) |
 //! | config 0x40, 0x50, 0x60, 0x70, 0x84 | vendor capabilities: common, ISR, device, notify, PCI cfg access |
@@ -26,10 +28,17 @@ use crate::pci::{
 use crate::BusDevice;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+mod legacy;
+pub use legacy::LEGACY_QUEUE_NOTIFY;
+
 /// `PCI_VENDOR_ID_REDHAT_QUMRANET`.
 pub const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
 /// Modern device IDs are 0x1040 + the virtio device type (§4.1.2).
 pub const VIRTIO_PCI_MODERN_BASE: u16 = 0x1040;
+/// Transitional device IDs (§4.1.2.3): 0x1000 net, 0x1001 blk, 0x1005 rng.
+pub const VIRTIO_PCI_TRANSITIONAL_BASE: u16 = 0x1000;
+/// The legacy I/O BAR.
+pub const LEGACY_BAR: u8 = 0;
 /// The MSI-X BAR (QEMU's `msix_bar_idx`).
 pub const MSIX_BAR: u8 = 1;
 /// The modern memory BAR (QEMU's `modern_mem_bar_idx`).
@@ -114,6 +123,25 @@ pub fn modern_identity(device_type: u32) -> PciIdentity {
     }
 }
 
+/// The PCI identity QEMU 7.2 gives a transitional virtio device (`disable-legacy=off`):
+/// device 0x1000 + legacy ID, revision 0, subsystem 1af4:<device type>; None for a type without
+/// a transitional ID.
+pub fn transitional_identity(device_type: u32) -> Option<PciIdentity> {
+    let legacy_id = match device_type {
+        TYPE_NET => 0,
+        TYPE_BLOCK => 1,
+        super::TYPE_RNG => 5,
+        _ => return None,
+    };
+    Some(PciIdentity {
+        device: VIRTIO_PCI_TRANSITIONAL_BASE + legacy_id,
+        revision: 0,
+        subsystem_vendor: VIRTIO_PCI_VENDOR,
+        subsystem: device_type as u16,
+        ..modern_identity(device_type)
+    })
+}
+
 /// QEMU's vector count for a device with `queues` queues: one per queue and one for config
 /// changes (virtio-net-pci: 2 per queue pair + 2).
 pub fn default_vectors(device_type: u32, queues: usize) -> usize {
@@ -152,12 +180,14 @@ fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
 
 impl VirtioPciTransport {
     /// `device` behind a modern virtio-pci function with one MSI-X vector per element of
-    /// `vectors` (whose GSIs `routes` keeps routed).
+    /// `vectors` (whose GSIs `routes` keeps routed); `transitional` adds the legacy interface
+    /// (for a device type that has one).
     pub fn new(
         device: Box<dyn VirtioDevice>,
         mem: GuestMemory,
         vectors: Vec<MsixVector>,
         routes: Arc<dyn MsiRoutes>,
+        transitional: bool,
     ) -> Result<Self, VirtioPciError> {
         let name = device.name();
         let cfg_err = |source| VirtioPciError::Config {
@@ -165,8 +195,24 @@ impl VirtioPciTransport {
             source,
         };
         let queues = device.queue_max_sizes().len();
-        let mut config = PciConfig::new(&modern_identity(device.device_type()));
+        let identity = transitional
+            .then(|| transitional_identity(device.device_type()))
+            .flatten();
+        let mut config = PciConfig::new(&identity.unwrap_or(modern_identity(device.device_type())));
         config.set_interrupt_pin(1);
+        if identity.is_some() {
+            let size = (legacy::LEGACY_REGS_SIZE + device.config_size() as u64).next_power_of_two();
+            config
+                .add_bar(
+                    LEGACY_BAR,
+                    BarSpec {
+                        size,
+                        kind: BarKind::Io,
+                        prefetchable: false,
+                    },
+                )
+                .map_err(cfg_err)?;
+        }
         config
             .add_bar(
                 MSIX_BAR,
@@ -280,21 +326,28 @@ impl VirtioPciTransport {
         self.pci().config.regions()
     }
 
-    /// The queue notification ioeventfds, at offsets in BAR4.
-    pub fn ioevents(&self) -> std::io::Result<Vec<IoEvent>> {
-        self.res
-            .notify
-            .iter()
-            .enumerate()
-            .map(|(q, evt)| {
-                Ok(IoEvent {
-                    offset: NOTIFY_OFFSET + NOTIFY_MULTIPLIER * q as u64,
-                    len: 0,
-                    datamatch: None,
+    /// The queue notification ioeventfds of `region`: BAR4's notify addresses (any length, as
+    /// QEMU), or BAR0's legacy notify register (16 bits, datamatch = queue index).
+    pub fn ioevents(&self, region: PciRegion) -> std::io::Result<Vec<IoEvent>> {
+        let at = |q: usize| match region {
+            PciRegion::Bar(MODERN_BAR) => {
+                Some((NOTIFY_OFFSET + NOTIFY_MULTIPLIER * q as u64, 0, None))
+            }
+            PciRegion::Bar(LEGACY_BAR) => Some((LEGACY_QUEUE_NOTIFY, 2, Some(q as u64))),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for (q, evt) in self.res.notify.iter().enumerate() {
+            if let Some((offset, len, datamatch)) = at(q) {
+                out.push(IoEvent {
+                    offset,
+                    len,
+                    datamatch,
                     fd: Arc::new(evt.try_clone()?),
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Flush the device's cached data (clean shutdown).
@@ -546,12 +599,26 @@ impl BusDevice for ModernBar {
     }
 }
 
+/// BAR0 (legacy registers) of a transitional transport, as a bus device.
+pub struct LegacyBar(pub Arc<VirtioPciTransport>);
+
+impl BusDevice for LegacyBar {
+    fn read(&self, offset: u64, data: &mut [u8]) {
+        self.0.legacy_read(offset, data);
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) {
+        self.0.legacy_write(offset, data);
+    }
+}
+
 impl VirtioPciTransport {
     /// The bus device serving `region`.
     pub fn region_device(self: &Arc<Self>, region: PciRegion) -> Option<Arc<dyn BusDevice>> {
         match region {
             PciRegion::Bar(MSIX_BAR) => Some(Arc::new(MsixBar(self.msix.clone()))),
             PciRegion::Bar(MODERN_BAR) => Some(Arc::new(ModernBar(self.clone()))),
+            PciRegion::Bar(LEGACY_BAR) => Some(Arc::new(LegacyBar(self.clone()))),
             _ => None,
         }
     }

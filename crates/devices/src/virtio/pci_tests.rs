@@ -37,6 +37,7 @@ fn rng_pci() -> (Arc<VirtioPciTransport>, super::GuestMemory) {
         mem.clone(),
         vectors,
         Arc::new(Routes::default()),
+        false,
     )
     .unwrap();
     (Arc::new(t), mem)
@@ -272,4 +273,110 @@ fn masked_config_vector_is_pending() {
     assert!(t.msix().vectors()[0].irqfd.read().is_err());
     program_vector(&t, 0, 0x30);
     assert_eq!(t.msix().vectors()[0].irqfd.read().unwrap(), 1);
+}
+
+fn transitional_rng() -> (Arc<VirtioPciTransport>, super::GuestMemory) {
+    let mem = memory();
+    let vectors = (0..2)
+        .map(|i| MsixVector {
+            gsi: 24 + i,
+            irqfd: EventFd::new(EFD_NONBLOCK).unwrap(),
+        })
+        .collect();
+    let t = VirtioPciTransport::new(
+        Box::new(RngDevice::new()),
+        mem.clone(),
+        vectors,
+        Arc::new(Routes::default()),
+        true,
+    )
+    .unwrap();
+    (Arc::new(t), mem)
+}
+
+#[test]
+fn transitional_identity_and_legacy_bar() {
+    let (t, _) = transitional_rng();
+    assert_eq!(cfg16(&t, 2), 0x1005, "transitional virtio-rng");
+    assert_eq!(cfg8(&t, 8), 0, "revision 0");
+    assert_eq!(cfg16(&t, 0x2c), 0x1af4);
+    assert_eq!(cfg16(&t, 0x2e), 4, "subsystem: the device type");
+    assert_eq!(cfg32(&t, 0x10) & 1, 1, "BAR0 is I/O");
+    let regions: Vec<_> = t.regions().into_iter().map(|(r, _, s)| (r, s)).collect();
+    assert_eq!(
+        regions,
+        vec![
+            (PciRegion::Bar(0), 0x20),
+            (PciRegion::Bar(1), 0x1000),
+            (PciRegion::Bar(4), 0x4000)
+        ]
+    );
+    let ev = t.ioevents(PciRegion::Bar(0)).unwrap();
+    assert_eq!(
+        (ev[0].offset, ev[0].len, ev[0].datamatch),
+        (0x10, 2, Some(0))
+    );
+    // The modern interface is there too.
+    assert_eq!(capabilities(&t).len(), 6);
+}
+
+#[test]
+fn legacy_driver_runs_a_request() {
+    let (t, mem) = transitional_rng();
+    let w = |off: u64, data: &[u8]| t.legacy_write(off, data);
+    let r = |off: u64, len: usize| {
+        let mut b = [0u8; 4];
+        t.legacy_read(off, &mut b[..len]);
+        u32::from_le_bytes(b)
+    };
+    w(0x12, &[0]);
+    w(0x12, &[STATUS_ACKNOWLEDGE as u8]);
+    w(0x12, &[(STATUS_ACKNOWLEDGE | STATUS_DRIVER) as u8]);
+    let host = r(0x00, 4);
+    assert_ne!(host & (1 << 28), 0, "INDIRECT_DESC offered");
+    w(0x04, &0u32.to_le_bytes());
+    w(0x0e, &0u16.to_le_bytes());
+    assert_eq!(r(0x0c, 2), 256);
+    // The legacy layout of a 256-entry queue at page 0x10 is Ring::new(0, 256)'s.
+    let mut ring = Ring::new(0, 256);
+    w(0x08, &0x10u32.to_le_bytes());
+    assert_eq!(r(0x08, 4), 0x10);
+    w(
+        0x12,
+        &[(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK) as u8],
+    );
+    assert_eq!(r(0x12, 1) & STATUS_DEVICE_NEEDS_RESET, 0);
+    ring.set_desc(&mem, 0, 0x40000, 64, F_WRITE, 0);
+    ring.push(&mem, 0);
+    w(0x10, &0u16.to_le_bytes());
+    assert!(ring.wait_used(&mem, 1));
+    assert_eq!(ring.used(&mem, 0), (0, 64));
+    assert_eq!(r(0x13, 1), 1, "ISR: used ring");
+    assert_eq!(r(0x13, 1), 0, "read clears");
+    // MSI-X off: device config at 0x14 (rng has none: zeros); vectors are not registers there.
+    assert_eq!(r(0x14, 2), 0);
+    // PFN 0 resets the device.
+    w(0x08, &0u32.to_le_bytes());
+    assert_eq!(r(0x12, 1), 0);
+    // Garbage: unknown offsets and sizes, a queue that does not exist.
+    w(0x0e, &9u16.to_le_bytes());
+    w(0x08, &0x20u32.to_le_bytes());
+    assert_eq!(r(0x0c, 2), 0);
+    w(0x10, &9u16.to_le_bytes());
+    w(0x01, &[1, 2, 3]);
+    w(0x1f, &[0xff]);
+}
+
+#[test]
+fn legacy_queue_outside_ram_needs_reset() {
+    let (t, _) = transitional_rng();
+    t.legacy_write(0x12, &[(STATUS_ACKNOWLEDGE | STATUS_DRIVER) as u8]);
+    t.legacy_write(0x08, &u32::MAX.to_le_bytes());
+    t.legacy_write(
+        0x12,
+        &[(STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_DRIVER_OK) as u8],
+    );
+    let mut s = [0u8];
+    t.legacy_read(0x12, &mut s);
+    assert_ne!(u32::from(s[0]) & STATUS_DEVICE_NEEDS_RESET, 0);
 }

@@ -78,6 +78,9 @@ pub(crate) struct TransportCore {
     pub driver_features: u64,
     pub queue_sel: u32,
     pub queues: Vec<QueueConfig>,
+    /// The driver uses the legacy interface (virtio-pci's I/O BAR0, §4.1.5.1.1.1 ff. "legacy
+    /// interface"): no FEATURES_OK step, 32 feature bits, queues placed by PFN.
+    pub legacy: bool,
     active: bool,
 }
 
@@ -96,6 +99,7 @@ impl TransportCore {
             driver_features: 0,
             queue_sel: 0,
             queues,
+            legacy: false,
             active: false,
         }
     }
@@ -170,6 +174,7 @@ impl TransportCore {
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
         self.queue_sel = 0;
+        self.legacy = false;
         for q in &mut self.queues {
             *q = QueueConfig::power_on(q.max_size);
         }
@@ -202,6 +207,18 @@ impl TransportCore {
             return;
         }
         let new = v & !self.status;
+        if self.legacy {
+            // A legacy driver negotiates by writing its features and goes on to DRIVER_OK.
+            self.status = v;
+            if new & STATUS_DRIVER_OK != 0 {
+                if self.driver_features & !self.device.features() != 0 {
+                    tracing::warn!("{name}: legacy driver accepted features it was not offered");
+                    return res.interrupt.set_needs_reset();
+                }
+                self.activate(res);
+            }
+            return;
+        }
         if new & STATUS_FEATURES_OK != 0 {
             let offered = self.device.features();
             let acked = self.driver_features;
