@@ -138,3 +138,40 @@ fn microvm_has_no_pci_bus_for_virtio_pci() {
         "No 'PCI' bus found for device 'virtio-rng-pci'",
     );
 }
+
+/// The IDs and class codes on bus 0 are QEMU 7.2's: transitional virtio-blk-pci and
+/// virtio-rng-pci by default, modern ones with `disable-legacy=on` (guests/src/pci_scan.S).
+#[test]
+fn pci_identities_are_qemus() {
+    on_each_machine(|machine| {
+        let dir = TempDir::new(&format!("vpci-ids-{machine}"));
+        let drive = |id: &str| {
+            let disk = dir.file(&format!("{id}.raw"), &[0u8; 4096]);
+            format!("file={},format=raw,if=none,id={id}", disk.display())
+        };
+        let out = VmCommand::guest("pci_scan.elf")
+            .set_option("-M", machine)
+            .arg("-drive")
+            .arg(drive("d0"))
+            .arg("-device")
+            .arg("virtio-blk-pci,drive=d0,addr=5")
+            .arg("-device")
+            .arg("virtio-rng-pci,addr=6")
+            .arg("-drive")
+            .arg(drive("d1"))
+            .arg("-device")
+            .arg("virtio-blk-pci,drive=d1,addr=7,disable-legacy=on")
+            .arg("-device")
+            .arg("virtio-rng-pci,addr=0x8,disable-legacy=on")
+            .run();
+        for line in [
+            "pci 00:05.0 1af4:1001 class 010000",
+            "pci 00:06.0 1af4:1005 class 00ff00",
+            "pci 00:07.0 1af4:1042 class 010000",
+            "pci 00:08.0 1af4:1044 class 00ff00",
+        ] {
+            out.assert_stdout_contains(line);
+        }
+        out.assert_status(33);
+    });
+}
