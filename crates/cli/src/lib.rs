@@ -15,6 +15,7 @@ pub mod size;
 mod smbios;
 mod smp;
 mod virtio;
+mod virtio_pci;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
