@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod chipset;
+pub mod input;
 pub mod interrupt;
 pub mod legacy;
 pub mod pci;

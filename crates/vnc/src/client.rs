@@ -1,0 +1,434 @@
+//! One client connection: the handshake, a reader feeding input, a writer sending updates from
+//! the client's own dirty tiles.
+
+use std::io::{self, BufReader, Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use rvmm_devices::input::{keymap, keys};
+
+use crate::encode::{self, Frame, PixelFormat, Zrle};
+use crate::protocol::{self, ClientMessage, ProtocolError, Security};
+use crate::server::{lock, Shared, Stream};
+use crate::{keysym, Rect};
+
+/// A handshake that takes longer than this is dropped (a silent client cannot hold a slot).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Dirty-tracking granularity (ZRLE's tile size).
+const TILE: u32 = 64;
+
+/// Which tiles of the screen a client has not seen yet.
+#[derive(Default)]
+pub(crate) struct Tiles {
+    pub(crate) cols: u32,
+    pub(crate) rows: u32,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) dirty: Vec<bool>,
+}
+
+impl Tiles {
+    pub(crate) fn new(width: u32, height: u32) -> Tiles {
+        let (cols, rows) = (width.div_ceil(TILE), height.div_ceil(TILE));
+        Tiles {
+            cols,
+            rows,
+            width,
+            height,
+            dirty: vec![false; (cols * rows) as usize],
+        }
+    }
+
+    pub(crate) fn mark(&mut self, r: Rect) {
+        let r = r.clip(self.width, self.height);
+        if r.is_empty() {
+            return;
+        }
+        for ty in r.y / TILE..=(r.y + r.h - 1) / TILE {
+            for tx in r.x / TILE..=(r.x + r.w - 1) / TILE {
+                if let Some(d) = self.dirty.get_mut((ty * self.cols + tx) as usize) {
+                    *d = true;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn mark_all(&mut self) {
+        self.dirty.fill(true);
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.dirty.contains(&true)
+    }
+
+    /// The dirty tiles as rectangles (runs along each tile row), clearing them.
+    pub(crate) fn take(&mut self) -> Vec<Rect> {
+        let mut rects = Vec::new();
+        for ty in 0..self.rows {
+            let mut tx = 0;
+            while tx < self.cols {
+                let start = tx;
+                while tx < self.cols && self.dirty[(ty * self.cols + tx) as usize] {
+                    self.dirty[(ty * self.cols + tx) as usize] = false;
+                    tx += 1;
+                }
+                if tx > start {
+                    let r = Rect {
+                        x: start * TILE,
+                        y: ty * TILE,
+                        w: (tx - start) * TILE,
+                        h: TILE,
+                    };
+                    rects.push(r.clip(self.width, self.height));
+                } else {
+                    tx += 1;
+                }
+            }
+        }
+        rects
+    }
+}
+
+/// One client's state, shared by its reader, its writer and the poller.
+pub(crate) struct ClientState {
+    pub(crate) pf: PixelFormat,
+    pub(crate) encoding: i32,
+    pub(crate) desktop_size: bool,
+    pub(crate) ext_key_ack: bool,
+    /// An update request is outstanding (requests coalesce: a flood costs nothing).
+    pub(crate) requested: bool,
+    pub(crate) tiles: Tiles,
+    /// The size the client was last told.
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) closed: bool,
+}
+
+pub(crate) struct Client {
+    pub(crate) host: String,
+    pub(crate) service: String,
+    pub(crate) state: Mutex<ClientState>,
+    pub(crate) wake: Condvar,
+    pub(crate) stream: Stream,
+}
+
+impl Client {
+    pub(crate) fn close(&self) {
+        lock(&self.state).closed = true;
+        self.wake.notify_all();
+        self.stream.shutdown();
+    }
+}
+
+/// One connection: handshake, then this thread reads while a writer thread sends updates.
+pub(crate) fn serve(
+    shared: &Arc<Shared>,
+    stream: Stream,
+    host: String,
+    service: String,
+) -> Result<(), ProtocolError> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream.try_clone()?;
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let password = lock(&shared.password).clone();
+    let security = match shared.options.password {
+        false => Security::None,
+        true => Security::Password(password.as_deref()),
+    };
+    {
+        let mut both = Duplex(&mut reader, &mut writer);
+        protocol::handshake(&mut both, security)?;
+    }
+    let (width, height) = {
+        let s = shared
+            .surface
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        (s.width, s.height)
+    };
+    protocol::server_init(&mut writer, width, height, &shared.options.name)?;
+    stream.set_read_timeout(None)?;
+    let client = Arc::new(Client {
+        host,
+        service,
+        state: Mutex::new(ClientState {
+            pf: PixelFormat::XRGB8888,
+            encoding: encode::ENC_RAW,
+            desktop_size: false,
+            ext_key_ack: false,
+            requested: false,
+            tiles: Tiles::new(width, height),
+            width,
+            height,
+            closed: false,
+        }),
+        wake: Condvar::new(),
+        stream,
+    });
+    lock(&shared.clients).push(client.clone());
+    let (s, c) = (shared.clone(), client.clone());
+    let writer_thread = std::thread::Builder::new()
+        .name("vnc-writer".into())
+        .spawn(move || {
+            if let Err(e) = write_loop(&s, &c, writer) {
+                tracing::debug!("vnc: writer: {e}");
+            }
+            c.close();
+        });
+    let result = match writer_thread {
+        Ok(w) => {
+            let r = read_loop(shared, &client, &mut reader);
+            client.close();
+            let _ = w.join();
+            r
+        }
+        Err(e) => Err(e.into()),
+    };
+    client.close();
+    lock(&shared.clients).retain(|c| !Arc::ptr_eq(c, &client));
+    result
+}
+
+/// A reader and a writer seen as one stream (for the handshake).
+struct Duplex<'a, R, W>(&'a mut R, &'a mut W);
+
+impl<R: Read, W> Read for Duplex<'_, R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R, W: Write> Write for Duplex<'_, R, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.1.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.1.flush()
+    }
+}
+
+/// Per-connection input state.
+#[derive(Default)]
+struct InputState {
+    shift_held: u8,
+    last_pointer: Option<(u16, u16)>,
+    buttons: u8,
+}
+
+fn read_loop(
+    shared: &Shared,
+    client: &Client,
+    reader: &mut impl Read,
+) -> Result<(), ProtocolError> {
+    let mut input = InputState::default();
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let msg = match protocol::read_message(reader) {
+            Ok(m) => m,
+            Err(ProtocolError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match msg {
+            ClientMessage::SetPixelFormat(pf) => {
+                let mut st = lock(&client.state);
+                st.pf = pf;
+                st.tiles.mark_all();
+            }
+            ClientMessage::SetEncodings(list) => {
+                let mut st = lock(&client.state);
+                st.encoding = list
+                    .iter()
+                    .copied()
+                    .find(|&e| e == encode::ENC_ZRLE || e == encode::ENC_RAW)
+                    .unwrap_or(encode::ENC_RAW);
+                st.desktop_size = list.contains(&encode::ENC_DESKTOP_SIZE);
+                st.ext_key_ack = list.contains(&encode::ENC_QEMU_EXT_KEY);
+            }
+            ClientMessage::UpdateRequest { incremental, rect } => {
+                let mut st = lock(&client.state);
+                if !incremental {
+                    st.tiles.mark(rect);
+                }
+                st.requested = true;
+                drop(st);
+                client.wake.notify_all();
+            }
+            ClientMessage::Key { down, keysym } => key_event(shared, &mut input, down, keysym),
+            ClientMessage::QemuKey { down, keysym, qnum } => match keymap::by_qnum(qnum) {
+                Some(k) => shared.input.key(k.code, down),
+                None => key_event(shared, &mut input, down, keysym),
+            },
+            ClientMessage::Pointer { buttons, x, y } => {
+                let (dx, dy) = match input.last_pointer {
+                    Some((lx, ly)) => (i32::from(x) - i32::from(lx), i32::from(y) - i32::from(ly)),
+                    None => (0, 0),
+                };
+                input.last_pointer = Some((x, y));
+                // Bits 3 and 4 are wheel up and down, sent as a press and a release.
+                let pressed = buttons & !input.buttons;
+                let wheel = i32::from(pressed & 0x10 != 0) - i32::from(pressed & 0x08 != 0);
+                input.buttons = buttons;
+                shared.input.pointer_rel(dx, dy, wheel, buttons & 0x07);
+            }
+            ClientMessage::CutText => {}
+        }
+    }
+}
+
+fn key_event(shared: &Shared, input: &mut InputState, down: bool, keysym: u32) {
+    let Some((code, needs_shift)) = keysym::to_key(keysym) else {
+        tracing::debug!("vnc: no key for keysym {keysym:#x}");
+        return;
+    };
+    if code == keys::KEY_LEFTSHIFT || code == keys::KEY_RIGHTSHIFT {
+        let bit = if code == keys::KEY_LEFTSHIFT { 1 } else { 2 };
+        input.shift_held = if down {
+            input.shift_held | bit
+        } else {
+            input.shift_held & !bit
+        };
+    }
+    // A shifted symbol sent without Shift held: wrap the press in one (the release needs none).
+    if down && needs_shift && input.shift_held == 0 {
+        shared.input.key(keys::KEY_LEFTSHIFT, true);
+        shared.input.key(code, true);
+        shared.input.key(keys::KEY_LEFTSHIFT, false);
+    } else {
+        shared.input.key(code, down);
+    }
+}
+
+fn write_loop(shared: &Shared, client: &Client, mut out: Stream) -> Result<(), ProtocolError> {
+    let mut zrle = Zrle::default();
+    let mut buf = Vec::new();
+    loop {
+        let (rects, pf, encoding, resize, ext_ack) = {
+            let mut st = lock(&client.state);
+            loop {
+                if st.closed || shared.stop.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                let resize =
+                    st.desktop_size && (st.tiles.width, st.tiles.height) != (st.width, st.height);
+                if st.requested && (st.tiles.any() || resize || st.ext_key_ack) {
+                    break;
+                }
+                st = client
+                    .wake
+                    .wait_timeout(st, Duration::from_millis(500))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            st.requested = false;
+            let resize =
+                (st.tiles.width, st.tiles.height) != (st.width, st.height) && st.desktop_size;
+            if resize {
+                (st.width, st.height) = (st.tiles.width, st.tiles.height);
+                st.tiles.mark_all();
+            }
+            let ext_ack = std::mem::take(&mut st.ext_key_ack);
+            (st.tiles.take(), st.pf, st.encoding, resize, ext_ack)
+        };
+        buf.clear();
+        let surface = shared
+            .surface
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let frame = Frame {
+            width: surface.width,
+            pixels: &surface.pixels,
+        };
+        let mut n = 0u16;
+        buf.extend_from_slice(&[0, 0, 0, 0]);
+        if ext_ack {
+            encode::rect_header(Rect::default(), encode::ENC_QEMU_EXT_KEY, &mut buf);
+            n += 1;
+        }
+        if resize {
+            encode::desktop_size(surface.width, surface.height, &mut buf);
+            n += 1;
+        }
+        let (cw, ch) = {
+            let st = lock(&client.state);
+            (st.width, st.height)
+        };
+        // A client that cannot resize keeps its size: send what fits.
+        let consistent = surface.pixels.len() == (surface.width * surface.height) as usize;
+        for r in rects {
+            let r = r.clip(surface.width.min(cw), surface.height.min(ch));
+            if r.is_empty() || !consistent || n == u16::MAX {
+                continue;
+            }
+            match encoding {
+                encode::ENC_ZRLE => zrle.encode(&frame, r, pf, &mut buf),
+                _ => encode::raw(&frame, r, pf, &mut buf),
+            }
+            n += 1;
+        }
+        drop(surface);
+        buf[2..4].copy_from_slice(&n.to_be_bytes());
+        out.write_all(&buf)?;
+        shared
+            .bytes_sent
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_merge_runs_and_clip() {
+        let mut t = Tiles::new(200, 100);
+        assert!(!t.any());
+        t.mark(Rect {
+            x: 10,
+            y: 10,
+            w: 100,
+            h: 5,
+        });
+        t.mark(Rect {
+            x: 190,
+            y: 90,
+            w: 1000,
+            h: 1000,
+        });
+        t.mark(Rect {
+            x: 5000,
+            y: 0,
+            w: 1,
+            h: 1,
+        });
+        t.mark(Rect {
+            x: 0,
+            y: 0,
+            w: 0,
+            h: 0,
+        });
+        let r = t.take();
+        assert_eq!(
+            r,
+            vec![
+                Rect {
+                    x: 0,
+                    y: 0,
+                    w: 128,
+                    h: 64
+                },
+                Rect {
+                    x: 128,
+                    y: 64,
+                    w: 72,
+                    h: 36
+                }
+            ]
+        );
+        assert!(!t.any());
+        t.mark_all();
+        assert_eq!(t.take().len(), 2);
+    }
+}
