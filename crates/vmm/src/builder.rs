@@ -358,7 +358,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &ctl,
     )?;
     let acpi_pm = chipset.acpi_pm;
-    let legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
+    let mut legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
     let serial = legacy.serial;
     let kernel_files = boot.kernel_files();
     let smbios = boot
@@ -406,7 +406,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         pci.program_bars()?;
     }
     let (mut device_lines, mut resamplers) = virtio.irq_lines()?;
-    device_lines.extend(legacy.i8042_irq);
+    device_lines.extend(std::mem::take(&mut legacy.i8042_irqs));
     let storage_lines = std::mem::take(&mut storage.lines);
     device_lines.extend(storage_lines);
     resamplers.extend(std::mem::take(&mut storage.resamplers));
