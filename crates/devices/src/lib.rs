@@ -2,6 +2,7 @@
 
 pub mod bus;
 pub mod chipset;
+pub mod display;
 pub mod input;
 pub mod interrupt;
 pub mod legacy;
