@@ -52,6 +52,7 @@ pub const ALL: &[&str] = &[
     "pci_bar.elf",
     "pio_bench.elf",
     "heartbeat.elf",
+    "kbdecho.elf",
     "powerbutton.elf",
     "suspend.elf",
     "suspend_rtc.elf",

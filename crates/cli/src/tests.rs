@@ -23,7 +23,21 @@ fn err(args: &[&str]) -> String {
 
 #[test]
 fn empty_command_line_gives_qemu_defaults() {
-    assert_eq!(run(&[]), VmConfig::default());
+    let mut config = run(&[]);
+    // No display named: VNC on localhost, announced (QEMU built without a window system).
+    let vnc = config.vnc.take().expect("default VNC server");
+    assert!(vnc.announce);
+    assert_eq!(config, VmConfig::default());
+    assert_eq!(run(&["-display", "none"]).vnc, None);
+    assert_eq!(run(&["-nographic"]).vnc, None);
+    assert_eq!(
+        run(&["-vnc", "unix:/run/x,password=on"])
+            .vnc
+            .unwrap()
+            .listen,
+        crate::VncListen::Unix("/run/x".into())
+    );
+    assert!(err(&["-vnc", "localhost"]).starts_with("-vnc: 'localhost' is not a VNC display"));
 }
 
 #[test]
@@ -99,7 +113,6 @@ fn invalid_and_unsupported_options() {
         ("-D", Some("log")),
         ("-trace", Some("x")),
         ("-k", Some("en-us")),
-        ("-vnc", Some(":0")),
         ("-spice", Some("port=5900")),
         ("-incoming", Some("defer")),
         ("-no-shutdown", None),
@@ -343,7 +356,7 @@ fn display() {
     run(&["-display", "type=none"]);
     assert_eq!(
         err(&["-display", "gtk"]),
-        "-display: display type 'gtk' is not supported (supported: none)"
+        "-display: display type 'gtk' is not supported (supported: none, vnc=...)"
     );
     assert_eq!(
         err(&["-display", "none,gl=on"]),

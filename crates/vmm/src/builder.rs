@@ -455,6 +455,16 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         }
     }
     let qmp_server = QmpServer::bind(&config.qmp)?;
+    let input: Arc<dyn rvmm_devices::input::InputSink> = legacy.i8042.clone();
+    let vnc = match &config.vnc {
+        Some(vnc) => Some(Arc::new(crate::display::start_vnc(
+            vnc,
+            config.name.as_deref(),
+            Arc::new(crate::display::BlankDisplay),
+            input.clone(),
+        )?)),
+        None => None,
+    };
     let thread_ids: Arc<[AtomicI32]> = (0..cpus).map(|_| AtomicI32::new(0)).collect();
     install_kick_handler()?;
     let stats = config.exit_stats.as_ref().map(|_| {
@@ -485,6 +495,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         name: config.name.clone(),
         smp: config.smp,
         exit_stats: stats.clone(),
+        vnc,
+        input,
+        pointer_buttons: Default::default(),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.
     let mut handles = Vec::with_capacity(vcpus.len());

@@ -145,7 +145,7 @@ pub(crate) fn serve(
             .surface
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        (s.width, s.height)
+        (s.width(), s.height())
     };
     protocol::server_init(&mut writer, width, height, &shared.options.name)?;
     stream.set_read_timeout(None)?;
@@ -338,8 +338,8 @@ fn write_loop(shared: &Shared, client: &Client, mut out: Stream) -> Result<(), P
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let frame = Frame {
-            width: surface.width,
-            pixels: &surface.pixels,
+            width: surface.width(),
+            pixels: surface.pixels(),
         };
         let mut n = 0u16;
         buf.extend_from_slice(&[0, 0, 0, 0]);
@@ -348,7 +348,7 @@ fn write_loop(shared: &Shared, client: &Client, mut out: Stream) -> Result<(), P
             n += 1;
         }
         if resize {
-            encode::desktop_size(surface.width, surface.height, &mut buf);
+            encode::desktop_size(surface.width(), surface.height(), &mut buf);
             n += 1;
         }
         let (cw, ch) = {
@@ -356,9 +356,9 @@ fn write_loop(shared: &Shared, client: &Client, mut out: Stream) -> Result<(), P
             (st.width, st.height)
         };
         // A client that cannot resize keeps its size: send what fits.
-        let consistent = surface.pixels.len() == (surface.width * surface.height) as usize;
+        let consistent = surface.pixels().len() == (surface.width() * surface.height()) as usize;
         for r in rects {
-            let r = r.clip(surface.width.min(cw), surface.height.min(ch));
+            let r = r.clip(surface.width().min(cw), surface.height().min(ch));
             if r.is_empty() || !consistent || n == u16::MAX {
                 continue;
             }

@@ -3,7 +3,8 @@
 //!
 //! Threads, none of them a vCPU: an acceptor, a display poller that asks the [`DisplaySource`]
 //! for what changed at most [`REFRESH_HZ`] times a second while some client waits for an update,
-//! and two per client (a reader parsing messages and feeding the [`InputSink`], a writer
+//! and two per client (a reader parsing messages and feeding the
+//! [`InputSink`](rvmm_devices::input::InputSink), a writer
 //! encoding updates). Each client keeps its own dirty tiles, so a slow client never holds back a
 //! fast one and memory per client is bounded by the screen size. Security: None or VNC
 //! Authentication; encodings Raw and ZRLE, the DesktopSize pseudo-encoding for mode switches and
@@ -18,6 +19,7 @@ mod server;
 
 pub use encode::PixelFormat;
 pub use protocol::{ClientMessage, ProtocolError, MAX_CUT_TEXT};
+pub use rvmm_devices::display::{DisplaySource, Framebuffer, RenderResult};
 pub use server::{ClientInfo, VncServer};
 
 use std::path::PathBuf;
@@ -37,6 +39,16 @@ pub struct Rect {
 }
 
 impl Rect {
+    /// A display device's rectangle.
+    pub fn from_display(r: rvmm_devices::display::Rect) -> Rect {
+        Rect {
+            x: r.x,
+            y: r.y,
+            w: r.width,
+            h: r.height,
+        }
+    }
+
     /// The part of `self` inside a `width` x `height` screen (possibly empty).
     pub fn clip(self, width: u32, height: u32) -> Rect {
         let x = self.x.min(width);
@@ -52,29 +64,6 @@ impl Rect {
     pub fn is_empty(self) -> bool {
         self.w == 0 || self.h == 0
     }
-}
-
-/// The server's copy of the guest screen: XRGB8888 (`0x00RRGGBB`), `width * height` pixels.
-#[derive(Debug, Clone, Default)]
-pub struct Surface {
-    pub width: u32,
-    pub height: u32,
-    pub pixels: Vec<u32>,
-}
-
-/// What changed in a [`Surface`] since the last refresh.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Damage {
-    Rects(Vec<Rect>),
-    /// Everything, possibly at a new size (a mode switch).
-    All,
-}
-
-/// The screen a VNC server shows (the VGA device, or a blank screen without one).
-pub trait DisplaySource: Send + Sync {
-    /// Brings `surface` up to date (resizing it on a mode switch) and says what changed since
-    /// the previous call.
-    fn refresh(&self, surface: &mut Surface) -> Damage;
 }
 
 /// Where the server listens.

@@ -13,7 +13,7 @@ use rvmm_devices::input::InputSink;
 use crate::client::{serve, Client, Tiles};
 
 use crate::{
-    Damage, DisplaySource, Listen, Surface, VncError, VncOptions, MAX_CLIENTS, REFRESH_HZ,
+    DisplaySource, Framebuffer, Listen, Rect, VncError, VncOptions, MAX_CLIENTS, REFRESH_HZ,
 };
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,7 +109,7 @@ pub(crate) struct Shared {
     pub(crate) options: VncOptions,
     pub(crate) display: Arc<dyn DisplaySource>,
     pub(crate) input: Arc<dyn InputSink>,
-    pub(crate) surface: RwLock<Surface>,
+    pub(crate) surface: RwLock<Framebuffer>,
     pub(crate) clients: Mutex<Vec<Arc<Client>>>,
     pub(crate) password: Mutex<Option<Vec<u8>>>,
     pub(crate) stop: AtomicBool,
@@ -143,8 +143,8 @@ impl VncServer {
         input: Arc<dyn InputSink>,
     ) -> Result<VncServer, VncError> {
         let (listener, local) = bind(&options.listen)?;
-        let mut surface = Surface::default();
-        display.refresh(&mut surface);
+        let mut surface = Framebuffer::new();
+        display.render(&mut surface);
         let shared = Arc::new(Shared {
             options,
             display,
@@ -312,24 +312,27 @@ fn poll_loop(shared: &Shared) {
         if !clients.iter().any(|c| lock(&c.state).requested) {
             continue;
         }
-        let (damage, width, height) = {
+        let (result, width, height) = {
             let mut surface = shared
                 .surface
                 .write()
                 .unwrap_or_else(PoisonError::into_inner);
-            let d = shared.display.refresh(&mut surface);
-            (d, surface.width, surface.height)
+            let r = shared.display.render(&mut surface);
+            (r, surface.width(), surface.height())
         };
+        if !result.resized && result.dirty.is_empty() {
+            continue;
+        }
         for c in clients {
             let mut st = lock(&c.state);
-            match &damage {
-                Damage::Rects(rects) if rects.is_empty() => continue,
-                Damage::Rects(rects) => rects.iter().for_each(|r| st.tiles.mark(*r)),
-                Damage::All => {
-                    if (st.tiles.width, st.tiles.height) != (width, height) {
-                        st.tiles = Tiles::new(width, height);
-                    }
-                    st.tiles.mark_all();
+            if result.resized {
+                if (st.tiles.width, st.tiles.height) != (width, height) {
+                    st.tiles = Tiles::new(width, height);
+                }
+                st.tiles.mark_all();
+            } else {
+                for r in &result.dirty {
+                    st.tiles.mark(Rect::from_display(*r));
                 }
             }
             drop(st);

@@ -1,7 +1,7 @@
 //! The server end to end over TCP with a scripted client.
 
 use super::*;
-use crate::{encode, Rect};
+use crate::{encode, Rect, RenderResult};
 use rvmm_devices::input::keys;
 use std::io::{Read, Write};
 
@@ -10,15 +10,19 @@ struct Pattern {
 }
 
 impl DisplaySource for Pattern {
-    fn refresh(&self, s: &mut Surface) -> Damage {
+    fn render(&self, s: &mut Framebuffer) -> RenderResult {
         let (w, h) = *lock(&self.size);
-        if (s.width, s.height) == (w, h) {
-            return Damage::Rects(Vec::new());
+        if (s.width(), s.height()) == (w, h) {
+            return RenderResult::default();
         }
-        s.width = w;
-        s.height = h;
-        s.pixels = (0..w * h).map(|i| (i % w) << 16 | (i / w)).collect();
-        Damage::All
+        s.resize(w, h);
+        for (i, p) in (0u32..).zip(s.pixels_mut()) {
+            *p = ((i % w) << 16) | (i / w);
+        }
+        RenderResult {
+            resized: true,
+            dirty: Vec::new(),
+        }
     }
 }
 

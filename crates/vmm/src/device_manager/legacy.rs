@@ -13,6 +13,8 @@ pub struct LegacyDevices {
     pub serial: Option<Arc<SerialDevice>>,
     /// The i8042's IRQ 1 and IRQ 12 (edge), for the interrupt controller.
     pub i8042_irqs: Vec<IrqLine>,
+    /// The PS/2 keyboard and mouse, for the front ends (VNC, QMP `send-key`).
+    pub i8042: Arc<I8042>,
 }
 
 fn serial_output(
@@ -112,5 +114,9 @@ pub fn attach_legacy(
             i8042_irqs.push(line);
         }
     }
-    Ok(LegacyDevices { serial, i8042_irqs })
+    Ok(LegacyDevices {
+        serial,
+        i8042_irqs,
+        i8042,
+    })
 }
