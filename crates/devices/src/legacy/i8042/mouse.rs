@@ -166,8 +166,13 @@ impl Mouse {
         self.dx = self.dx.saturating_add(dx);
         self.dy = self.dy.saturating_add(dy);
         self.dz = self.dz.saturating_add(wheel);
+        let changed = self.buttons != buttons;
         self.buttons = buttons;
         if self.status & STATUS_ENABLED == 0 || self.status & STATUS_REMOTE != 0 {
+            return;
+        }
+        // Nothing moved and no button changed: no packet (as QEMU).
+        if !changed && self.dx == 0 && self.dy == 0 && self.dz == 0 {
             return;
         }
         // At least one packet (a button change), then until the motion is sent.
@@ -242,6 +247,9 @@ mod tests {
         m.event(-3, 10, -1, BUTTON_LEFT);
         // Accumulated (5,5) from before plus this motion: (2, 15) -> y up is negative.
         assert_eq!(drain(&mut m), [0x08 | 0x01 | 0x20, 2, (-15i8) as u8, 0xff]);
+        // No motion, same buttons: nothing to report.
+        m.event(0, 0, 0, BUTTON_LEFT);
+        assert!(drain(&mut m).is_empty());
         // Large motion splits into packets of at most 127.
         m.event(300, 0, 0, 0);
         assert_eq!(
