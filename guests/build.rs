@@ -71,6 +71,19 @@ const GUESTS: &[Guest] = &[
     },
     Guest {
         flat: true,
+        ..guest("vgadisk.bin", "vgadisk.S", Class::Elf32, "bootsector.ld")
+    },
+    Guest {
+        flat: true,
+        ..guest(
+            "suspenddisk.bin",
+            "suspenddisk.S",
+            Class::Elf32,
+            "bootsector.ld",
+        )
+    },
+    Guest {
+        flat: true,
         ..guest(
             "smbiosdisk.bin",
             "smbiosdisk.S",
@@ -173,6 +186,8 @@ const GUESTS: &[Guest] = &[
     guest("exits64.elf", "exits64.S", Class::Elf64, "pvh.ld"),
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
     guest("pit.elf", "pit.S", Class::Elf32, "pvh.ld"),
+    guest("pit_ioapic.elf", "pit_ioapic.S", Class::Elf32, "pvh.ld"),
+    guest("tsc_deadline.elf", "tsc_deadline.S", Class::Elf32, "pvh.ld"),
     guest("virtio_bench.elf", "virtio_bench.S", Class::Elf32, "pvh.ld"),
     Guest {
         defines: &["TEST_POPCNT"],

@@ -19,6 +19,7 @@ pub const ALL: &[&str] = &[
     "bootdisk.bin",
     "resetdisk.bin",
     "smbiosdisk.bin",
+    "vgadisk.bin",
     "writedisk.bin",
     "pvh32.elf",
     "pvh64.elf",

@@ -30,6 +30,9 @@ except ImportError:
     sys.exit("test_vnc.py: the vncdotool package is missing: pip install vncdotool")
 
 TIMEOUT = 20.0
+# QEMU boots the guest through SeaBIOS (seconds, many more on a loaded host where CPL0 is
+# emulated): waits for the guest's first words get this long.
+BOOT_TIMEOUT = 120.0
 VMM = None
 QEMU = None
 GUESTS = None
@@ -73,7 +76,7 @@ class Vm:
         with self.lock:
             return bytes(self.err if err else self.out).decode(errors="replace")
 
-    def wait_for(self, pattern, err=False, timeout=TIMEOUT):
+    def wait_for(self, pattern, err=False, timeout=BOOT_TIMEOUT):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = re.search(pattern, self.text(err))

@@ -166,6 +166,25 @@ pub enum DeviceConfig {
     PcTestdev,
     /// QEMU's `pci-testdev` (1b36:0005), at `addr` (slot, function) or the first free slot.
     PciTestdev(PciTestdevConfig),
+    /// A display device (`-device VGA`, `-device bochs-display`), at `addr` or the first free
+    /// slot.
+    Display(DisplayDeviceConfig),
+}
+
+/// Which display device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayModel {
+    /// QEMU's standard VGA (1234:1111 with the VGA BIOS): `-vga std`, `-device VGA`.
+    StdVga,
+    /// `-device bochs-display`: the same framebuffer and DISPI registers, no legacy VGA.
+    BochsDisplay,
+}
+
+/// `-device VGA|bochs-display[,addr=]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisplayDeviceConfig {
+    pub model: DisplayModel,
+    pub addr: Option<(u8, u8)>,
 }
 
 /// `-device pci-testdev[,addr=][,romfile=][,membar=]`.
@@ -196,6 +215,10 @@ impl DeviceConfig {
             DeviceConfig::IsaDebugExit { .. } => "isa-debug-exit",
             DeviceConfig::PcTestdev => "pc-testdev",
             DeviceConfig::PciTestdev(_) => "pci-testdev",
+            DeviceConfig::Display(d) => match d.model {
+                DisplayModel::StdVga => "VGA",
+                DisplayModel::BochsDisplay => "bochs-display",
+            },
         }
     }
 }
@@ -284,6 +307,9 @@ pub struct VmConfig {
     /// IDE drives (PIIX IDE on pc, AHCI on q35), ordered by bus and unit.
     pub ide: Vec<crate::IdeDriveConfig>,
     pub nodefaults: bool,
+    /// The default display device (`-vga std`, and QEMU's default on pc and q35 unless
+    /// `-vga none`, `-nodefaults` or a `-device VGA`); placed before the `-device`s.
+    pub default_vga: bool,
     /// ACPI tables for the guest (`-machine acpi=on|off|auto`); without them only the MP table.
     pub acpi: bool,
     /// User fw_cfg files (`-fw_cfg`), in command-line order.
@@ -319,6 +345,20 @@ pub struct GlobalProps {
 }
 
 impl VmConfig {
+    /// Whether a standard VGA decodes the legacy window 0xa0000-0xbffff (so it is not RAM).
+    pub fn has_vga_window(&self) -> bool {
+        self.default_vga
+            || self.devices.iter().any(|d| {
+                matches!(
+                    d,
+                    DeviceConfig::Display(DisplayDeviceConfig {
+                        model: DisplayModel::StdVga,
+                        ..
+                    })
+                )
+            })
+    }
+
     /// Whether the DSDT offers \_S3 (suspend to RAM): by default on pc and q35, as QEMU 7.2;
     /// not on microvm, whose QEMU counterpart has no S3.
     pub fn s3_offered(&self) -> bool {
@@ -357,6 +397,7 @@ impl Default for VmConfig {
             devices: Vec::new(),
             virtio: Vec::new(),
             nodefaults: false,
+            default_vga: false,
             acpi: true,
             fw_cfg: Vec::new(),
             qmp: Vec::new(),
@@ -410,6 +451,11 @@ impl VmConfig {
                 DeviceConfig::PciTestdev(_) => {
                     if self.machine == MachineKind::Microvm {
                         return Err(ConfigError::NoPciBus("pci-testdev"));
+                    }
+                }
+                DeviceConfig::Display(_) => {
+                    if self.machine == MachineKind::Microvm {
+                        return Err(ConfigError::NoPciBus(device.driver()));
                     }
                 }
             }

@@ -25,9 +25,10 @@ use thiserror::Error;
 
 pub use boot::{boot_nibble, BootConfig, BootError, FirmwareConfig, DEFAULT_BOOT_ORDER};
 pub use config::{
-    check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, ExitStatsConfig, FwCfgData,
-    FwCfgFile, GlobalProps, IrqchipMode, MachineKind, PciTestdevConfig, SerialConfig, SmpConfig,
-    VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
+    check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, DisplayDeviceConfig,
+    DisplayModel, ExitStatsConfig, FwCfgData, FwCfgFile, GlobalProps, IrqchipMode, MachineKind,
+    PciTestdevConfig, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES,
+    MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use cpu::{cpu_help_text, CpuArgError, PropError};
 pub use display::{DisplayArgError, VncConfig, VncListen, VNC_BASE_PORT};
@@ -104,10 +105,12 @@ pub enum CliError {
     SerialCount,
     #[error("-serial: file: needs a path")]
     SerialPath,
-    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)")]
+    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, VGA, bochs-display, virtio-blk-device, virtio-net-device, virtio-rng-device)")]
     Device(String),
     #[error("-device: Property 'addr' doesn't take value '{0}' (expected SLOT[.FUNCTION], hex, slot < 0x20, function < 8)")]
     PciAddr(String),
+    #[error("-vga {0}: not supported (supported: std, none)")]
+    Vga(String),
     #[error("-device: parameter 'driver' is missing")]
     DeviceDriverMissing,
     #[error("-initrd: empty file name in '{0}'")]
@@ -209,6 +212,8 @@ struct Pending {
     config: VmConfig,
     smp: SmpArgs,
     serial: Option<SerialConfig>,
+    /// `-vga std` (true) or `-vga none` (false), if given.
+    vga: Option<bool>,
     virtio: virtio::VirtioArgs,
     monitors: monitor::Monitors,
     display: display::DisplayArgs,
@@ -328,7 +333,7 @@ impl Pending {
             "accel" => return accel(&mut self.irqchip, arg),
             "cpu" => match cpu::parse_cpu(arg)? {
                 cpu::CpuArg::Help => return Ok(Some(Action::CpuHelp)),
-                cpu::CpuArg::Config(cpu) => c.cpu = cpu,
+                cpu::CpuArg::Config(cpu) => c.cpu = *cpu,
             },
             "display" => {
                 if self.display.display(arg).map_err(CliError::Display)? {
@@ -337,6 +342,16 @@ impl Pending {
             }
             "vnc" => self.display.vnc(arg).map_err(CliError::Vnc)?,
             "nographic" => self.display.nographic(),
+            "vga" => {
+                self.vga = match Some(arg) {
+                    Some("std") => Some(true),
+                    Some("none") => Some(false),
+                    Some("help") => return Ok(Some(Action::Help)),
+                    _ => {
+                        return Err(CliError::Vga(arg.to_string()));
+                    }
+                }
+            }
             "netdev" | "object" => self.virtio.option(name, arg)?,
             // rvmm always runs on KVM.
             "enable-kvm" => {}
@@ -473,6 +488,22 @@ impl Pending {
                     membar: membar.unwrap_or(0),
                 })
             }
+            "VGA" | "bochs-display" => {
+                opts.check_known(&["driver", "id", "addr"])
+                    .map_err(opts_err(&option))?;
+                let addr = opts
+                    .get("addr")
+                    .map(|a| parse_pci_addr(a).ok_or_else(|| CliError::PciAddr(a.to_string())))
+                    .transpose()?;
+                DeviceConfig::Display(DisplayDeviceConfig {
+                    model: if driver == "VGA" {
+                        DisplayModel::StdVga
+                    } else {
+                        DisplayModel::BochsDisplay
+                    },
+                    addr,
+                })
+            }
             d if virtio::is_virtio_driver(d) => {
                 self.virtio.device(&opts)?;
                 return Ok(None);
@@ -535,6 +566,23 @@ impl Pending {
         let mons = self.monitors.resolve().map_err(monitor_err("-mon"))?;
         config.vnc = self.display.resolve();
         config.qmp.extend(mons);
+        // QEMU's default VGA: on machines with PCI, unless removed or given as -device VGA.
+        let explicit_vga = config.devices.iter().any(|d| {
+            matches!(
+                d,
+                DeviceConfig::Display(DisplayDeviceConfig {
+                    model: DisplayModel::StdVga,
+                    ..
+                })
+            )
+        });
+        config.default_vga = match self.vga {
+            Some(std) => std,
+            None => !config.nodefaults && config.machine != MachineKind::Microvm && !explicit_vga,
+        };
+        if config.default_vga && config.machine == MachineKind::Microvm {
+            return Err(CliError::Invalid(ConfigError::NoPciBus("VGA")));
+        }
         // rvmm has no graphical console: the terminal is the default console, like -nographic.
         config.serial = match self.serial {
             Some(serial) => serial,

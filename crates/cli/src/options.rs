@@ -108,6 +108,11 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         help: "COM1 backend (default stdio; none with -nodefaults)",
     },
     SupportedOption {
+        names: &["vga"],
+        arg: Some("std|none"),
+        help: "display device (default std on pc and q35: QEMU's standard VGA)",
+    },
+    SupportedOption {
         names: &["nodefaults"],
         arg: None,
         help: "create no default devices (no COM1 unless -serial)",
@@ -253,7 +258,7 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("sandbox", true), ("sd", true), ("sdl", false), ("seed", true), ("set", true),
     ("show-cursor", false), ("singlestep", false),
     ("soundhw", true), ("spice", true), ("tpmdev", true), ("trace", true), ("usb", false),
-    ("usbdevice", true), ("vga", true), ("virtfs", true),
+    ("usbdevice", true), ("virtfs", true),
     ("watchdog", true), ("watchdog-action", true), ("win2k-hack", false),
     ("xen-attach", false), ("xen-domid", true),
 ];
@@ -373,9 +378,9 @@ mod tests {
             })
         );
         assert_eq!(
-            lookup("vga"),
+            lookup("spice"),
             Some(OptionKind {
-                name: "vga",
+                name: "spice",
                 takes_arg: true,
                 supported: false
             })

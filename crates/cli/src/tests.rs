@@ -27,7 +27,12 @@ fn empty_command_line_gives_qemu_defaults() {
     // No display named: VNC on localhost, announced (QEMU built without a window system).
     let vnc = config.vnc.take().expect("default VNC server");
     assert!(vnc.announce);
-    assert_eq!(config, VmConfig::default());
+    // QEMU's pc machine comes with its standard VGA.
+    let want = VmConfig {
+        default_vga: true,
+        ..VmConfig::default()
+    };
+    assert_eq!(config, want);
     assert_eq!(run(&["-display", "none"]).vnc, None);
     assert_eq!(run(&["-nographic"]).vnc, None);
     assert_eq!(
@@ -38,6 +43,34 @@ fn empty_command_line_gives_qemu_defaults() {
         crate::VncListen::Unix("/run/x".into())
     );
     assert!(err(&["-vnc", "localhost"]).starts_with("-vnc: 'localhost' is not a VNC display"));
+}
+
+#[test]
+fn vga_default_and_its_removal() {
+    assert!(run(&["-M", "q35"]).default_vga);
+    assert!(run(&["-vga", "std", "-nodefaults"]).default_vga);
+    assert!(!run(&["-vga", "none"]).default_vga);
+    assert!(!run(&["-nodefaults"]).default_vga);
+    assert!(!run(&["-M", "microvm"]).default_vga);
+    // An explicit -device VGA replaces the default one.
+    let c = run(&["-device", "VGA,addr=5"]);
+    assert!(!c.default_vga);
+    assert_eq!(
+        c.devices,
+        [DeviceConfig::Display(DisplayDeviceConfig {
+            model: DisplayModel::StdVga,
+            addr: Some((5, 0)),
+        })]
+    );
+    let c = run(&["-device", "bochs-display"]);
+    assert!(c.default_vga);
+    assert_eq!(c.devices[0].driver(), "bochs-display");
+    assert_eq!(
+        err(&["-vga", "cirrus"]),
+        "-vga cirrus: not supported (supported: std, none)"
+    );
+    assert!(err(&["-M", "microvm", "-vga", "std"]).contains("PCI"));
+    assert!(err(&["-M", "microvm", "-device", "VGA"]).contains("PCI"));
 }
 
 #[test]
@@ -99,8 +132,7 @@ fn invalid_and_unsupported_options() {
     assert_eq!(err(&["--foo"]), "-foo: invalid option");
     assert_eq!(err(&["-m=512"]), "-m=512: invalid option");
     assert_eq!(err(&["-"]), "-: invalid option");
-    assert_eq!(err(&["-vga", "std"]), "-vga is not supported");
-    assert_eq!(err(&["--vga", "std"]), "-vga is not supported");
+    assert_eq!(err(&["-sdl"]), "-sdl is not supported");
     for (opt, arg) in [
         ("-monitor", Some("stdio")),
         ("-s", None),
@@ -440,7 +472,7 @@ fn devices() {
     );
     assert_eq!(
         err(&["-device", "virtio-gpu-device"]),
-        "-device virtio-gpu-device: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)"
+        "-device virtio-gpu-device: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, VGA, bochs-display, virtio-blk-device, virtio-net-device, virtio-rng-device)"
     );
     assert_eq!(
         err(&["-device", "isa-debug-exit,foo=1"]),

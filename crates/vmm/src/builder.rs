@@ -3,6 +3,7 @@
 
 use crate::control::Control;
 use crate::daemon::{self, Pidfile};
+use crate::device_manager::display::DisplayFactory;
 use crate::device_manager::pci::attach_pci;
 use crate::device_manager::storage::{attach_storage, boot_paths, bootorder};
 use crate::device_manager::FirmwareImage;
@@ -200,21 +201,32 @@ impl Reloader for FirmwareReloader {
     }
 }
 
-fn create_memory(vm: &Vm, size: u64, low_limit: u64) -> Result<GuestMemoryMmap, VmmError> {
+/// Guest RAM as KVM memory slots. `hole` is a range left to MMIO (the VGA window at
+/// 0xa0000-0xbffff when a standard VGA decodes it); the RAM behind it stays allocated but
+/// unreachable by the guest, as on QEMU, where the VGA window covers it.
+fn create_memory(
+    vm: &Vm,
+    size: u64,
+    low_limit: u64,
+    hole: Option<(u64, u64)>,
+) -> Result<GuestMemoryMmap, VmmError> {
     let regions = rvmm_arch::layout::guest_memory_regions_below(size, low_limit);
     let mem = GuestMemoryMmap::from_ranges(&regions)
         .map_err(|source| VmmError::Memory { size, source })?;
-    for (slot, region) in mem.iter().enumerate() {
-        // SAFETY: the mapping is owned by `mem`, which the VMM keeps alive (in an Arc shared with the
-        // vCPU threads) until every vCPU thread has been joined, i.e. for as long as the VM runs.
-        unsafe {
-            vm.set_memory_region(
-                slot as u32,
-                region.start_addr().raw_value(),
-                region.len(),
-                region.as_ptr() as u64,
-            )
-        }?;
+    let mut slot = 0u32;
+    for region in mem.iter() {
+        let (start, len) = (region.start_addr().raw_value(), region.len());
+        let mut pieces = vec![(start, len)];
+        if let Some((h0, h1)) = hole.filter(|&(h0, h1)| h0 >= start && h1 <= start + len) {
+            pieces = vec![(start, h0 - start), (h1, start + len - h1)];
+        }
+        for (gpa, n) in pieces.into_iter().filter(|&(_, n)| n > 0) {
+            // SAFETY: the mapping is owned by `mem`, which the VMM keeps alive (in an Arc shared
+            // with the vCPU threads) until every vCPU thread has been joined, i.e. for as long as
+            // the VM runs; `gpa - start` stays inside the region.
+            unsafe { vm.set_memory_region(slot, gpa, n, region.as_ptr() as u64 + (gpa - start)) }?;
+            slot += 1;
+        }
     }
     Ok(mem)
 }
@@ -289,7 +301,16 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let vm = Arc::new(hv.create_vm()?);
     tracing::debug!("KVM_CREATE_VM done");
     let low_limit = crate::platform::low_ram_limit(config);
-    let mem = Arc::new(create_memory(&vm, config.memory_bytes, low_limit)?);
+    let vga_window = config.has_vga_window().then_some((
+        rvmm_devices::display::vga::VGA_WINDOW_BASE,
+        rvmm_devices::display::vga::VGA_WINDOW_BASE + rvmm_devices::display::vga::VGA_WINDOW_SIZE,
+    ));
+    let mem = Arc::new(create_memory(
+        &vm,
+        config.memory_bytes,
+        low_limit,
+        vga_window,
+    )?);
     tracing::debug!("guest memory registered");
     match config.irqchip {
         IrqchipMode::Split => vm.create_split_irqchip(IOAPIC_PINS)?,
@@ -378,13 +399,16 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         firmware: boot.firmware_items(&config.firmware.boot, config.machine, &config.ide, smbios),
     };
     attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
+    let displays = DisplayFactory::new(&config.firmware.data_dirs, config.default_vga);
     let pci = attach_pci(
         &dm,
         config.machine,
         &config.devices,
         &ctl,
         boot.is_firmware(),
+        &displays,
     )?;
+    let display = displays.sources().into_iter().next();
     // The built-in boot disk when the firmware has nothing else to boot.
     let builtin = (boot.is_firmware()
         && config.ide.is_empty()
@@ -443,28 +467,33 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vcpu.reload_lapic()?;
     }
     tracing::debug!("vCPUs created");
-    // After every check that can fail, so an error stays a one-line message.
-    crate::host::announce();
-    if boot.is_firmware() {
-        // SeaBIOS's serial console carries the firmware's and bootloaders' text.
-        tracing::info!(
-            "rvmm has no display: firmware and bootloader text goes to the serial console (keys typed here reach the guest); graphical boot menus cannot be shown"
-        );
-        if builtin.is_some() {
-            tracing::info!("no disk given: the firmware boots rvmm's built-in disk");
-        }
-    }
-    let qmp_server = QmpServer::bind(&config.qmp)?;
+    // The screen and its keyboard: the display device, or a blank screen without one.
     let input: Arc<dyn rvmm_devices::input::InputSink> = legacy.i8042.clone();
     let vnc = match &config.vnc {
         Some(vnc) => Some(Arc::new(crate::display::start_vnc(
             vnc,
             config.name.as_deref(),
-            Arc::new(crate::display::BlankDisplay),
+            display
+                .clone()
+                .unwrap_or_else(|| Arc::new(crate::display::BlankDisplay)),
             input.clone(),
         )?)),
         None => None,
     };
+    // After every check that can fail, so an error stays a one-line message.
+    crate::host::announce();
+    if boot.is_firmware() {
+        if vnc.is_none() || display.is_none() {
+            // SeaBIOS's serial console carries the firmware's and bootloaders' text.
+            tracing::info!(
+                "no screen is shown: firmware and bootloader text goes to the serial console (keys typed here reach the guest); graphical boot menus need a VGA and a VNC client"
+            );
+        }
+        if builtin.is_some() {
+            tracing::info!("no disk given: the firmware boots rvmm's built-in disk");
+        }
+    }
+    let qmp_server = QmpServer::bind(&config.qmp)?;
     let thread_ids: Arc<[AtomicI32]> = (0..cpus).map(|_| AtomicI32::new(0)).collect();
     install_kick_handler()?;
     let stats = config.exit_stats.as_ref().map(|_| {
@@ -498,6 +527,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vnc,
         input,
         pointer_buttons: Default::default(),
+        display: display.clone(),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.
     let mut handles = Vec::with_capacity(vcpus.len());
@@ -603,6 +633,11 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
         tracing::debug!("hiding the paravirtual features that use hypercalls");
     }
     let guest = rvmm_arch::cpu::guest_cpuid(&config.cpu, &supported)?;
+    if config.cpu.hyperv.enabled() {
+        // After the table is logged, so tests can compare it with QEMU's where KVM lacks Hyper-V.
+        log_cpuid(&guest.cpuid);
+        config.cpu.hyperv.check(&hyperv_support(hv)?)?;
+    }
     for warning in &guest.warnings {
         tracing::warn!("{warning}");
     }
@@ -614,8 +649,15 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
             l1.edx
         );
     }
-    // The whole table, for tests/cpu_models.rs (this host's KVM may not show it to the guest).
-    for e in guest.cpuid.as_slice() {
+    if !config.cpu.hyperv.enabled() {
+        log_cpuid(&guest.cpuid);
+    }
+    Ok(guest.cpuid)
+}
+
+/// The whole table, for tests/cpu_models.rs (this host's KVM may not show it to the guest).
+fn log_cpuid(cpuid: &rvmm_hypervisor::CpuId) {
+    for e in cpuid.as_slice() {
         tracing::debug!(
             "guest CPUID {:#010x}.{}: eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x}",
             e.function,
@@ -626,7 +668,25 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
             e.edx
         );
     }
-    Ok(guest.cpuid)
+}
+
+/// Which Hyper-V enlightenments KVM implements, asked as QEMU 7.2 asks when it does not use
+/// KVM_GET_SUPPORTED_HV_CPUID (`get_supported_hv_cpuid_legacy`): capabilities and MSRs.
+fn hyperv_support(hv: &Hypervisor) -> Result<rvmm_arch::cpu::HypervSupport, VmmError> {
+    use rvmm_arch::cpu::hyperv as h;
+    let msrs = hv.msr_index_list()?;
+    let has_msr = |msr: u32| msrs.contains(&msr);
+    Ok(rvmm_arch::cpu::HypervSupport {
+        hyperv: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV),
+        time: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV_TIME),
+        tlbflush: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV_TLBFLUSH),
+        send_ipi: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV_SEND_IPI),
+        msr_vp_index: has_msr(h::HV_X64_MSR_VP_INDEX),
+        msr_reset: has_msr(h::HV_X64_MSR_RESET),
+        msr_vp_runtime: has_msr(h::HV_X64_MSR_VP_RUNTIME),
+        msr_frequencies: has_msr(h::HV_X64_MSR_TSC_FREQUENCY),
+        msr_crash: has_msr(h::HV_X64_MSR_CRASH_CTL),
+    })
 }
 
 /// QEMU removes its listening sockets at exit too.

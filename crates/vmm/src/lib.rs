@@ -22,6 +22,7 @@ mod input;
 mod interrupts;
 mod platform;
 pub mod qmp;
+pub mod screendump;
 mod vcpu;
 pub mod virtio;
 mod vm;
@@ -73,6 +74,8 @@ pub enum VmmError {
     Firmware(#[from] firmware::FirmwareError),
     #[error(transparent)]
     Cpuid(#[from] rvmm_arch::cpu::CpuidError),
+    #[error("-cpu: {0}")]
+    Hyperv(#[from] rvmm_arch::cpu::HypervError),
     #[error(transparent)]
     Bios(#[from] bios::BiosError),
     #[error("QMP socket {what}: {source}")]

@@ -3,6 +3,7 @@
 //! record of the pages it wrote (the guest's direct writes show up in KVM's dirty log instead).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use vm_memory::{Bytes, MmapRegion, VolatileMemory};
 
 /// Dirty tracking granule: a host page, as in KVM's dirty log.
@@ -21,7 +22,7 @@ pub enum VramError {
 
 /// Video memory: `size` bytes, zeroed, with a bitmap of pages the device itself wrote.
 pub struct Vram {
-    map: MmapRegion<()>,
+    map: Arc<MmapRegion<()>>,
     dirty: Vec<AtomicU64>,
 }
 
@@ -36,7 +37,7 @@ impl Vram {
         let map = MmapRegion::new(size).map_err(|source| VramError::Map { size, source })?;
         let pages = size.div_ceil(PAGE_SIZE);
         Ok(Self {
-            map,
+            map: Arc::new(map),
             dirty: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
         })
     }
@@ -45,9 +46,9 @@ impl Vram {
         self.map.size()
     }
 
-    /// Host address of the mapping (for a KVM memory slot).
-    pub fn host_addr(&self) -> u64 {
-        self.map.as_ptr() as u64
+    /// The mapping, for the VMM to map into the guest as well (a KVM memory slot).
+    pub fn mapping(&self) -> &Arc<MmapRegion<()>> {
+        &self.map
     }
 
     /// Whether `[offset, offset + len)` lies inside the memory (vm-memory's object accessors

@@ -96,7 +96,7 @@ pub fn attach_legacy(
                 dm.add_fixed_mmio(dm.fixed_mmio().pc_testdev_iomem, t.iomem)?;
             }
             // On the PCI bus (device_manager::pci).
-            DeviceConfig::PciTestdev { .. } => {}
+            DeviceConfig::PciTestdev { .. } | DeviceConfig::Display(_) => {}
         }
     }
     let mut i8042_irqs = Vec::new();

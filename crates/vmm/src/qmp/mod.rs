@@ -186,6 +186,8 @@ pub struct Machine {
     pub input: Arc<dyn rvmm_devices::input::InputSink>,
     /// The mouse buttons `input-send-event` holds down.
     pub pointer_buttons: std::sync::Mutex<u8>,
+    /// The first display device (`-vga std` / `-device VGA`): served by `screendump`.
+    pub display: Option<Arc<dyn rvmm_devices::display::DisplaySource>>,
 }
 
 enum Listener {

@@ -78,12 +78,23 @@ pub struct StdVga {
 impl StdVga {
     /// A powered-on VGA with 16 MiB of video memory; `rom_size` is the ROM BAR's size (0: none).
     pub fn new(rom_size: u64) -> Result<Arc<Self>, VgaError> {
+        Self::build(rom_size, false)
+    }
+
+    /// QEMU's `bochs-display` (hw/display/bochs-display.c): the same PCI id, class 0x0380, the
+    /// framebuffer and BAR2 with the DISPI registers, no legacy VGA (the VMM maps no ports or
+    /// window); the picture is the VBE mode or blank.
+    pub fn new_bochs_display(rom_size: u64) -> Result<Arc<Self>, VgaError> {
+        Self::build(rom_size, true)
+    }
+
+    fn build(rom_size: u64, bochs: bool) -> Result<Arc<Self>, VgaError> {
         let vram = Arc::new(Vram::new(VGA_VRAM_SIZE as usize)?);
         let mut config = PciConfig::new(&PciIdentity {
             vendor: VGA_VENDOR,
             device: VGA_DEVICE,
             class: 0x03,
-            subclass: 0x00,
+            subclass: if bochs { 0x80 } else { 0x00 },
             prog_if: 0,
             revision: VGA_REVISION,
             subsystem_vendor: PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
@@ -109,7 +120,7 @@ impl StdVga {
             config.add_rom(rom_size)?;
         }
         Ok(Arc::new(Self {
-            regs: Mutex::new(VgaRegs::new(VGA_VRAM_SIZE as u32)),
+            regs: Mutex::new(VgaRegs::new(VGA_VRAM_SIZE as u32, bochs)),
             renderer: Mutex::new(Renderer::new(&vram)),
             vram,
             dirty_log: OnceLock::new(),
@@ -190,7 +201,8 @@ impl PciDevice for StdVga {
     }
 
     fn reset(&self) -> Vec<BarChange> {
-        *lock(&self.regs) = VgaRegs::new(VGA_VRAM_SIZE as u32);
+        let bochs = lock(&self.regs).bochs;
+        *lock(&self.regs) = VgaRegs::new(VGA_VRAM_SIZE as u32, bochs);
         lock(&self.config).reset()
     }
 }

@@ -131,10 +131,12 @@ pub struct VgaRegs {
     pub vbe_start: u32,
     bank_offset: u32,
     vram_size: u32,
+    /// bochs-display: no legacy VGA; only VBE modes are shown.
+    pub bochs: bool,
 }
 
 impl VgaRegs {
-    pub fn new(vram_size: u32) -> Self {
+    pub fn new(vram_size: u32, bochs: bool) -> Self {
         let mut r = Self {
             msr: 0,
             fcr: 0,
@@ -163,6 +165,7 @@ impl VgaRegs {
             vbe_start: 0,
             bank_offset: 0,
             vram_size,
+            bochs,
         };
         r.vbe[VBE_ID] = VBE_ID5;
         r

@@ -137,10 +137,13 @@ fn vertical_display_end(r: &VgaRegs) -> u32 {
 }
 
 fn mode_of(r: &VgaRegs) -> Mode {
-    if r.ar_index & 0x20 == 0 {
+    if r.bochs && !r.vbe_enabled() {
         return Mode::Blank;
     }
-    if r.gr[GR_MISC] & 1 == 0 {
+    if !r.bochs && r.ar_index & 0x20 == 0 {
+        return Mode::Blank;
+    }
+    if !r.bochs && r.gr[GR_MISC] & 1 == 0 {
         let cell_height = u32::from(r.cr[CR_MAX_SCAN] & 0x1f) + 1;
         let cell_width = if r.sr[SR_CLOCK_MODE] & 0x08 != 0 {
             16

@@ -1,7 +1,7 @@
 use super::*;
 
 fn regs() -> (VgaRegs, Vram) {
-    (VgaRegs::new(1 << 20), Vram::new(1 << 20).unwrap())
+    (VgaRegs::new(1 << 20, false), Vram::new(1 << 20).unwrap())
 }
 
 fn set(r: &mut VgaRegs, index_port: u16, index: u8, val: u8) {
