@@ -51,6 +51,7 @@ cases!(
     send_key_and_input_send_event,
     mouse,
     screen_and_resize,
+    vga_screen_and_mode_switch,
     password,
     default_display_and_several_clients,
     hostile_clients,
@@ -75,5 +76,5 @@ fn every_python_case_is_run() {
             "test_vnc.py case {case} has no Rust test"
         );
     }
-    assert_eq!(in_script.len(), 8, "cases in test_vnc.py: {in_script:?}");
+    assert_eq!(in_script.len(), 9, "cases in test_vnc.py: {in_script:?}");
 }

@@ -46,17 +46,19 @@ class Vm:
         self.qmp = os.path.join(tmp, f"{name}-qmp.sock")
         qemu = "qemu" in os.path.basename(vmm)
         cpu = "host,-arch-capabilities" if qemu else "host"
-        args = [vmm, "-M", "q35", "-accel", "kvm", "-cpu", cpu, "-m", "64", "-nodefaults",
-                "-serial", "stdio", "-kernel", os.path.join(GUESTS, guest),
+        args = [vmm, "-M", "q35", "-accel", "kvm", "-cpu", cpu, "-m", "64", "-serial", "stdio",
                 "-qmp", f"unix:{self.qmp},server=on,wait=off"]
-        if qemu:
+        args.append("-nodefaults")
+        if guest:
+            args += ["-kernel", os.path.join(GUESTS, guest)]
+        if qemu and "-vga" not in extra:
             # QEMU sends VNC keys to the PS/2 keyboard only while a graphic console is shown
             # (without one, to its text console); -display none: no GTK window.
             args += ["-vga", "std", "-display", "none"]
         if vnc is not False:
             args += ["-vnc", vnc or f"unix:{self.vnc}"]
         args += list(extra)
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         self.out = bytearray()
         self.err = bytearray()
@@ -122,6 +124,22 @@ class Vm:
                     break
         s.close()
         return reply
+
+    def write_stdin(self, data):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def screendump(self, path):
+        """QMP screendump as PPM (tests/display.rs checks it against computed pixels):
+        (width, height, [0xRRGGBB...])."""
+        r = self.qmp_cmd("screendump", filename=path)
+        assert r == {"return": {}}, r
+        data = open(path, "rb").read()
+        fields = data.split(maxsplit=4)
+        assert fields[0] == b"P6" and fields[3] == b"255", fields[:4]
+        w, h = int(fields[1]), int(fields[2])
+        rgb = fields[4][-w * h * 3:]
+        return w, h, [int.from_bytes(rgb[i:i + 3], "big") for i in range(0, len(rgb), 3)]
 
     def stop(self):
         if self.proc.poll() is None:
@@ -271,6 +289,82 @@ def case_screen_and_resize(tmp):
                 c.disconnect()
     finally:
         vm.stop()
+
+
+def capture(client):
+    """A full update's pixels: (width, height, [0xRRGGBB...])."""
+    client.refreshScreen()
+    img = client.screen.convert("RGB")
+    w, h = img.size
+    return w, h, [(r << 16) | (g << 8) | b for r, g, b in img.getdata()]
+
+
+def first_difference(a, b):
+    if a[:2] != b[:2]:
+        return f"size {a[:2]} != {b[:2]}"
+    for i, (p, q) in enumerate(zip(a[2], b[2])):
+        if p != q:
+            return f"pixel ({i % a[0]}, {i // a[0]}): {p:06x} != {q:06x}"
+    return None
+
+
+def vga_run(vmm, tmp, encoding):
+    """Boots vgadisk (SeaBIOS, text mode, then a VBE mode) with -vga std and captures both
+    screens over VNC with one client that stays connected across the mode switch."""
+    disk = os.path.join(tmp, "vgadisk.img")
+    with open(os.path.join(GUESTS, "vgadisk.bin"), "rb") as f:
+        data = f.read()
+    with open(disk, "wb") as f:
+        f.write(data.ljust(1 << 20, b"\0"))
+    name = os.path.basename(vmm)
+    extra = ["-vga", "std", "-display", "none", "-drive", f"file={disk},format=raw,if=ide"]
+    vm = Vm(vmm, tmp, guest=None, extra=extra, name=name)
+    try:
+        vm.wait_for(r"vgadisk: text ready")
+
+        class Factory(api.VNCDoToolFactory):
+            pass
+        Factory.protocol = type("P", (Factory.protocol,), {"encoding": encoding})
+        c = api.connect(vm.vnc, timeout=TIMEOUT, factory_class=Factory)
+        try:
+            text = capture(c)
+            text_dump = vm.screendump(os.path.join(tmp, f"{name}-text.ppm"))
+            vm.write_stdin(b"\n")
+            vm.wait_for(r"vgadisk: vbe ready")
+            vbe = capture(c)
+            vbe_dump = vm.screendump(os.path.join(tmp, f"{name}-vbe.ppm"))
+        finally:
+            c.disconnect()
+    finally:
+        vm.stop()
+    return text, text_dump, vbe, vbe_dump
+
+
+BARS = [0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff, 0x00ffff, 0xffffff, 0x804020]
+
+
+def case_vga_screen_and_mode_switch(tmp):
+    """The VGA's text screen and, after the guest's switch to a Bochs VBE mode, the resized
+    screen arrive pixel for pixel (ZRLE and Raw): the same as QMP screendump (which
+    tests/display.rs checks against pixels computed from the VGA BIOS font), the VBE bars as
+    the guest draws them, and the same as QEMU's VNC server shows."""
+    results = {}
+    for vmm, encoding in ((VMM, 16), (VMM, 0), (QEMU, 16)):
+        if not vmm:
+            continue
+        text, text_dump, vbe, vbe_dump = vga_run(vmm, tmp, encoding)
+        assert text[:2] == (720, 400), text[:2]
+        assert vbe[:2] == (320, 200), f"the client was not resized: {vbe[:2]}"
+        for what, got, dump in (("text", text, text_dump), ("vbe", vbe, vbe_dump)):
+            diff = first_difference(got, dump)
+            assert diff is None, f"{vmm} encoding {encoding}: {what} capture vs screendump: {diff}"
+        bars = (320, 200, [BARS[(x // 40 + y // 25) & 7] for y in range(200) for x in range(320)])
+        assert first_difference(vbe, bars) is None, first_difference(vbe, bars)
+        results[(vmm, encoding)] = (text, vbe)
+    if QEMU:
+        for what, i in (("text", 0), ("vbe", 1)):
+            diff = first_difference(results[(VMM, 16)][i], results[(QEMU, 16)][i])
+            assert diff is None, f"{what}: rvmm vs QEMU: {diff}"
 
 
 def case_password(tmp):

@@ -98,6 +98,9 @@ pub(crate) struct ClientState {
     pub(crate) ext_key_ack: bool,
     /// An update request is outstanding (requests coalesce: a flood costs nothing).
     pub(crate) requested: bool,
+    /// The display was rendered since the last request (an answer shows the screen as it is
+    /// now, not as it was at the previous poll: QEMU renders before it answers too).
+    pub(crate) rendered: bool,
     pub(crate) tiles: Tiles,
     /// The size the client was last told.
     pub(crate) width: u32,
@@ -158,6 +161,7 @@ pub(crate) fn serve(
             desktop_size: false,
             ext_key_ack: false,
             requested: false,
+            rendered: false,
             tiles: Tiles::new(width, height),
             width,
             height,
@@ -253,8 +257,7 @@ fn read_loop(
                     st.tiles.mark(rect);
                 }
                 st.requested = true;
-                drop(st);
-                client.wake.notify_all();
+                st.rendered = false;
             }
             ClientMessage::Key { down, keysym } => key_event(shared, &mut input, down, keysym),
             ClientMessage::QemuKey { down, keysym, qnum } => match keymap::by_qnum(qnum) {
@@ -313,7 +316,7 @@ fn write_loop(shared: &Shared, client: &Client, mut out: Stream) -> Result<(), P
                 }
                 let resize =
                     st.desktop_size && (st.tiles.width, st.tiles.height) != (st.width, st.height);
-                if st.requested && (st.tiles.any() || resize || st.ext_key_ack) {
+                if st.requested && st.rendered && (st.tiles.any() || resize || st.ext_key_ack) {
                     break;
                 }
                 st = client

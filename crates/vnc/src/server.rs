@@ -320,11 +320,9 @@ fn poll_loop(shared: &Shared) {
             let r = shared.display.render(&mut surface);
             (r, surface.width(), surface.height())
         };
-        if !result.resized && result.dirty.is_empty() {
-            continue;
-        }
         for c in clients {
             let mut st = lock(&c.state);
+            st.rendered = true;
             if result.resized {
                 if (st.tiles.width, st.tiles.height) != (width, height) {
                     st.tiles = Tiles::new(width, height);
