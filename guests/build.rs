@@ -75,6 +75,10 @@ const GUESTS: &[Guest] = &[
     },
     Guest {
         flat: true,
+        ..guest("vgabench.bin", "vgabench.S", Class::Elf32, "bootsector.ld")
+    },
+    Guest {
+        flat: true,
         ..guest(
             "suspenddisk.bin",
             "suspenddisk.S",

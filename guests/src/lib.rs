@@ -20,6 +20,7 @@ pub const ALL: &[&str] = &[
     "resetdisk.bin",
     "smbiosdisk.bin",
     "vgadisk.bin",
+    "vgabench.bin",
     "writedisk.bin",
     "pvh32.elf",
     "pvh64.elf",

@@ -15,8 +15,9 @@ use crate::{keysym, Rect};
 
 /// A handshake that takes longer than this is dropped (a silent client cannot hold a slot).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Dirty-tracking granularity (ZRLE's tile size).
-const TILE: u32 = 64;
+/// Dirty-tracking granularity: small enough that a blinking cursor or a typed character costs
+/// little more than its own pixels (ZRLE then cuts each rectangle into its 64x64 tiles).
+const TILE: u32 = 16;
 
 /// Which tiles of the screen a client has not seen yet.
 #[derive(Default)]
@@ -62,10 +63,14 @@ impl Tiles {
         self.dirty.contains(&true)
     }
 
-    /// The dirty tiles as rectangles (runs along each tile row), clearing them.
+    /// The dirty tiles as rectangles, clearing them: runs along each tile row, merged with the
+    /// run of the same columns in the row above.
     pub(crate) fn take(&mut self) -> Vec<Rect> {
-        let mut rects = Vec::new();
+        let mut done = Vec::new();
+        // Rectangles that reach the previous tile row and may grow downwards.
+        let mut open: Vec<Rect> = Vec::new();
         for ty in 0..self.rows {
+            let mut next_open = Vec::new();
             let mut tx = 0;
             while tx < self.cols {
                 let start = tx;
@@ -73,20 +78,33 @@ impl Tiles {
                     self.dirty[(ty * self.cols + tx) as usize] = false;
                     tx += 1;
                 }
-                if tx > start {
-                    let r = Rect {
-                        x: start * TILE,
-                        y: ty * TILE,
-                        w: (tx - start) * TILE,
-                        h: TILE,
-                    };
-                    rects.push(r.clip(self.width, self.height));
-                } else {
+                if tx == start {
                     tx += 1;
+                    continue;
                 }
+                let (x, w) = (start * TILE, (tx - start) * TILE);
+                let run = match open.iter().position(|r| r.x == x && r.w == w) {
+                    Some(i) => {
+                        let mut r = open.swap_remove(i);
+                        r.h += TILE;
+                        r
+                    }
+                    None => Rect {
+                        x,
+                        y: ty * TILE,
+                        w,
+                        h: TILE,
+                    },
+                };
+                next_open.push(run);
             }
+            done.append(&mut open);
+            open = next_open;
         }
-        rects
+        done.append(&mut open);
+        done.into_iter()
+            .map(|r| r.clip(self.width, self.height))
+            .collect()
     }
 }
 
@@ -386,52 +404,22 @@ mod tests {
 
     #[test]
     fn tiles_merge_runs_and_clip() {
+        let rect = |x, y, w, h| Rect { x, y, w, h };
         let mut t = Tiles::new(200, 100);
         assert!(!t.any());
-        t.mark(Rect {
-            x: 10,
-            y: 10,
-            w: 100,
-            h: 5,
-        });
-        t.mark(Rect {
-            x: 190,
-            y: 90,
-            w: 1000,
-            h: 1000,
-        });
-        t.mark(Rect {
-            x: 5000,
-            y: 0,
-            w: 1,
-            h: 1,
-        });
-        t.mark(Rect {
-            x: 0,
-            y: 0,
-            w: 0,
-            h: 0,
-        });
-        let r = t.take();
-        assert_eq!(
-            r,
-            vec![
-                Rect {
-                    x: 0,
-                    y: 0,
-                    w: 128,
-                    h: 64
-                },
-                Rect {
-                    x: 128,
-                    y: 64,
-                    w: 72,
-                    h: 36
-                }
-            ]
-        );
+        // Tiles 0..=6 of rows 0..=1, and the bottom-right corner (clipped).
+        t.mark(rect(10, 10, 100, 10));
+        t.mark(rect(190, 90, 1000, 1000));
+        t.mark(rect(5000, 0, 1, 1));
+        t.mark(rect(0, 0, 0, 0));
+        assert_eq!(t.take(), vec![rect(0, 0, 112, 32), rect(176, 80, 24, 20)]);
         assert!(!t.any());
+        // Everything: one rectangle (13 columns of 16 cover 200, clipped).
         t.mark_all();
-        assert_eq!(t.take().len(), 2);
+        assert_eq!(t.take(), vec![rect(0, 0, 200, 100)]);
+        // Runs of different widths stay apart.
+        t.mark(rect(0, 0, 16, 16));
+        t.mark(rect(0, 16, 32, 16));
+        assert_eq!(t.take(), vec![rect(0, 0, 16, 16), rect(0, 16, 32, 16)]);
     }
 }
