@@ -223,9 +223,15 @@ impl Zrle {
                     h: th,
                 };
                 self.tile.clear();
+                let native = pf.is_native();
                 for y in ty..ty + th {
-                    self.tile
-                        .extend(frame.row(t, y).iter().map(|&p| pf.convert(p)));
+                    let row = frame.row(t, y);
+                    if native {
+                        // XRGB8888 is the client's format: the pixel values are the same.
+                        self.tile.extend(row.iter().map(|&p| p & 0x00ff_ffff));
+                    } else {
+                        self.tile.extend(row.iter().map(|&p| pf.convert(p)));
+                    }
                 }
                 encode_tile(&self.tile, tw as usize, pf, &mut self.plain);
                 tx += tw;
