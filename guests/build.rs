@@ -75,6 +75,10 @@ const GUESTS: &[Guest] = &[
     },
     Guest {
         flat: true,
+        ..guest("vgabench.bin", "vgabench.S", Class::Elf32, "bootsector.ld")
+    },
+    Guest {
+        flat: true,
         ..guest(
             "suspenddisk.bin",
             "suspenddisk.S",
@@ -169,6 +173,7 @@ const GUESTS: &[Guest] = &[
     guest("pci_bar.elf", "pci_bar.S", Class::Elf32, "pvh.ld"),
     guest("pio_bench.elf", "pio_bench.S", Class::Elf32, "pvh.ld"),
     guest("heartbeat.elf", "heartbeat.S", Class::Elf32, "pvh.ld"),
+    guest("kbdecho.elf", "kbdecho.S", Class::Elf32, "pvh.ld"),
     guest("powerbutton.elf", "powerbutton.S", Class::Elf32, "pvh.ld"),
     guest("suspend.elf", "suspend.S", Class::Elf32, "pvh.ld"),
     Guest {

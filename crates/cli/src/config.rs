@@ -334,6 +334,8 @@ pub struct VmConfig {
     pub globals: GlobalProps,
     /// SMBIOS fields for PC firmware (`-smbios type=N,...`, `-uuid`).
     pub smbios: rvmm_arch::smbios::SmbiosFields,
+    /// The VNC server (`-vnc`, `-display vnc=`, or rvmm's default when no display is named).
+    pub vnc: Option<crate::VncConfig>,
 }
 
 /// `-global DRIVER.PROP=VALUE` properties rvmm honours: QEMU 7.2's `ICH9-LPC.disable_s3` (q35)
@@ -407,6 +409,7 @@ impl Default for VmConfig {
             daemonize: false,
             exit_stats: None,
             firmware: crate::FirmwareConfig::default(),
+            vnc: None,
             smbios: Default::default(),
             ide: Vec::new(),
             bzimage_decompress: BzImageDecompress::default(),

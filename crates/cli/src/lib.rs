@@ -7,6 +7,7 @@
 mod boot;
 mod config;
 mod cpu;
+mod display;
 mod ide;
 pub mod monitor;
 mod options;
@@ -31,6 +32,7 @@ pub use config::{
     MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use cpu::{cpu_help_text, CpuArgError, PropError};
+pub use display::{DisplayArgError, VncConfig, VncListen, VNC_BASE_PORT};
 pub use ide::{ide_layout, IdeDriveConfig, IdeError};
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use options::{help_text, version_text};
@@ -97,8 +99,10 @@ pub enum CliError {
     Accelerator { option: &'static str, name: String },
     #[error("-cpu: {0}")]
     Cpu(#[from] CpuArgError),
-    #[error("-display: display type '{0}' is not supported (supported: none)")]
-    Display(String),
+    #[error("-display: {0}")]
+    Display(#[source] DisplayArgError),
+    #[error("-vnc: {0}")]
+    Vnc(#[source] DisplayArgError),
     #[error("-serial: backend '{0}' is not supported (supported: stdio, mon:stdio, none, null, file:PATH)")]
     SerialBackend(String),
     #[error("-serial: only one serial port (COM1) is supported")]
@@ -216,6 +220,7 @@ struct Pending {
     vga: Option<bool>,
     virtio: virtio::VirtioArgs,
     monitors: monitor::Monitors,
+    display: display::DisplayArgs,
     /// `kernel-irqchip=` as given (-machine or -accel); else the machine type's default.
     irqchip: Option<IrqchipMode>,
 }
@@ -334,7 +339,13 @@ impl Pending {
                 cpu::CpuArg::Help => return Ok(Some(Action::CpuHelp)),
                 cpu::CpuArg::Config(cpu) => c.cpu = *cpu,
             },
-            "display" => return display(arg),
+            "display" => {
+                if self.display.display(arg).map_err(CliError::Display)? {
+                    return Ok(Some(Action::Help));
+                }
+            }
+            "vnc" => self.display.vnc(arg).map_err(CliError::Vnc)?,
+            "nographic" => self.display.nographic(),
             "vga" => {
                 self.vga = match Some(arg) {
                     Some("std") => Some(true),
@@ -346,8 +357,8 @@ impl Pending {
                 }
             }
             "netdev" | "object" => self.virtio.option(name, arg)?,
-            // rvmm always runs on KVM and never has a graphical console.
-            "enable-kvm" | "nographic" => {}
+            // rvmm always runs on KVM.
+            "enable-kvm" => {}
             "smp" => {
                 let opts = QemuOpts::parse(arg, Some("cpus")).map_err(opts_err("-smp"))?;
                 self.smp.merge(&opts).map_err(opts_err("-smp"))?;
@@ -558,6 +569,7 @@ impl Pending {
         config.virtio_pci = devices.virtio_pci;
         config.ide = devices.ide;
         let mons = self.monitors.resolve().map_err(monitor_err("-mon"))?;
+        config.vnc = self.display.resolve();
         config.qmp.extend(mons);
         // QEMU's default VGA: on machines with PCI, unless removed or given as -device VGA.
         let explicit_vga = config.devices.iter().any(|d| {
@@ -688,21 +700,6 @@ fn fw_cfg(arg: &OsStr) -> Result<FwCfgFile, CliError> {
         name: name.to_string(),
         data,
     })
-}
-
-/// `-display none`.
-fn display(arg: &str) -> Result<Option<Action>, CliError> {
-    let opts = QemuOpts::parse(arg, Some("type")).map_err(opts_err("-display"))?;
-    if opts.wants_help() {
-        return Ok(Some(Action::Help));
-    }
-    match opts.get("type").unwrap_or_default() {
-        "none" => {
-            opts.check_known(&["type"]).map_err(opts_err("-display"))?;
-            Ok(None)
-        }
-        other => Err(CliError::Display(other.to_string())),
-    }
 }
 
 /// `-m [size=]SIZE`: bare numbers are MiB; rounded up to QEMU's 8 KiB granularity.

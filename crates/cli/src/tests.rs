@@ -23,12 +23,26 @@ pub(crate) fn err(args: &[&str]) -> String {
 
 #[test]
 fn empty_command_line_gives_qemu_defaults() {
+    let mut config = run(&[]);
+    // No display named: VNC on localhost, announced (QEMU built without a window system).
+    let vnc = config.vnc.take().expect("default VNC server");
+    assert!(vnc.announce);
     // QEMU's pc machine comes with its standard VGA.
     let want = VmConfig {
         default_vga: true,
         ..VmConfig::default()
     };
-    assert_eq!(run(&[]), want);
+    assert_eq!(config, want);
+    assert_eq!(run(&["-display", "none"]).vnc, None);
+    assert_eq!(run(&["-nographic"]).vnc, None);
+    assert_eq!(
+        run(&["-vnc", "unix:/run/x,password=on"])
+            .vnc
+            .unwrap()
+            .listen,
+        crate::VncListen::Unix("/run/x".into())
+    );
+    assert!(err(&["-vnc", "localhost"]).starts_with("-vnc: 'localhost' is not a VNC display"));
 }
 
 #[test]
@@ -131,7 +145,6 @@ fn invalid_and_unsupported_options() {
         ("-D", Some("log")),
         ("-trace", Some("x")),
         ("-k", Some("en-us")),
-        ("-vnc", Some(":0")),
         ("-spice", Some("port=5900")),
         ("-incoming", Some("defer")),
         ("-no-shutdown", None),
@@ -375,7 +388,7 @@ fn display() {
     run(&["-display", "type=none"]);
     assert_eq!(
         err(&["-display", "gtk"]),
-        "-display: display type 'gtk' is not supported (supported: none)"
+        "-display: display type 'gtk' is not supported (supported: none, vnc=...)"
     );
     assert_eq!(
         err(&["-display", "none,gl=on"]),

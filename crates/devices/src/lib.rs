@@ -3,6 +3,7 @@
 pub mod bus;
 pub mod chipset;
 pub mod display;
+pub mod input;
 pub mod interrupt;
 pub mod legacy;
 pub mod pci;

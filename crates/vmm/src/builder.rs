@@ -378,7 +378,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &ctl,
     )?;
     let acpi_pm = chipset.acpi_pm;
-    let legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
+    let mut legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
     let serial = legacy.serial;
     let kernel_files = boot.kernel_files();
     let smbios = boot
@@ -441,7 +441,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let (mut device_lines, mut resamplers) = virtio.irq_lines()?;
     device_lines.append(&mut virtio_pci.lines);
     resamplers.append(&mut virtio_pci.resamplers);
-    device_lines.extend(legacy.i8042_irq);
+    device_lines.extend(std::mem::take(&mut legacy.i8042_irqs));
     let storage_lines = std::mem::take(&mut storage.lines);
     device_lines.extend(storage_lines);
     resamplers.extend(std::mem::take(&mut storage.resamplers));
@@ -478,13 +478,28 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vcpu.reload_lapic()?;
     }
     tracing::debug!("vCPUs created");
+    // The screen and its keyboard: the display device, or a blank screen without one.
+    let input: Arc<dyn rvmm_devices::input::InputSink> = legacy.i8042.clone();
+    let vnc = match &config.vnc {
+        Some(vnc) => Some(Arc::new(crate::display::start_vnc(
+            vnc,
+            config.name.as_deref(),
+            display
+                .clone()
+                .unwrap_or_else(|| Arc::new(crate::display::BlankDisplay)),
+            input.clone(),
+        )?)),
+        None => None,
+    };
     // After every check that can fail, so an error stays a one-line message.
     crate::host::announce();
     if boot.is_firmware() {
-        // SeaBIOS's serial console carries the firmware's and bootloaders' text.
-        tracing::info!(
-            "rvmm has no display: firmware and bootloader text goes to the serial console (keys typed here reach the guest); graphical boot menus cannot be shown"
-        );
+        if vnc.is_none() || display.is_none() {
+            // SeaBIOS's serial console carries the firmware's and bootloaders' text.
+            tracing::info!(
+                "no screen is shown: firmware and bootloader text goes to the serial console (keys typed here reach the guest); graphical boot menus need a VGA and a VNC client"
+            );
+        }
         if builtin.is_some() {
             tracing::info!("no disk given: the firmware boots rvmm's built-in disk");
         }
@@ -520,6 +535,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         name: config.name.clone(),
         smp: config.smp,
         exit_stats: stats.clone(),
+        vnc,
+        input,
+        pointer_buttons: Default::default(),
         display: display.clone(),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.

@@ -12,6 +12,7 @@ mod console;
 mod control;
 mod daemon;
 mod device_manager;
+mod display;
 mod emulation;
 mod event_loop;
 pub mod exit_stats;
@@ -42,6 +43,8 @@ use rvmm_hypervisor::HvError;
 pub enum VmmError {
     #[error(transparent)]
     Hypervisor(#[from] HvError),
+    #[error("-vnc: {0}")]
+    Vnc(#[from] rvmm_vnc::VncError),
     #[error("-smp {requested}: this host's KVM supports at most {max} vCPUs")]
     TooManyCpus { requested: u32, max: usize },
     #[error("cannot allocate {size} bytes of guest memory: {source}")]

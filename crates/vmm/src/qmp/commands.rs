@@ -26,6 +26,10 @@ const COMMANDS: &[(&str, Handler)] = &[
     ("system_powerdown", system_powerdown),
     ("system_wakeup", system_wakeup),
     ("x-query-exit-stats", x_query_exit_stats),
+    ("query-vnc", super::input::query_vnc),
+    ("change-vnc-password", super::input::change_vnc_password),
+    ("send-key", super::input::send_key),
+    ("input-send-event", super::input::input_send_event),
     ("human-monitor-command", human_monitor_command),
     ("screendump", screendump),
     // The session shuts the VM down after sending the reply.
