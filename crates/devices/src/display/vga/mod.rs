@@ -61,6 +61,9 @@ pub enum VgaError {
     Config(#[from] PciConfigError),
 }
 
+/// See [`StdVga::set_flush_hook`].
+pub type FlushHook = Arc<dyn Fn() + Send + Sync>;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -71,6 +74,8 @@ pub struct StdVga {
     vram: Arc<Vram>,
     renderer: Mutex<Renderer>,
     dirty_log: OnceLock<Arc<dyn DirtyLog>>,
+    /// Completes guest writes the VMM has queued but not yet delivered (coalesced MMIO).
+    flush: OnceLock<FlushHook>,
     source: u64,
     config: Mutex<PciConfig>,
 }
@@ -124,9 +129,15 @@ impl StdVga {
             renderer: Mutex::new(Renderer::new(&vram)),
             vram,
             dirty_log: OnceLock::new(),
+            flush: OnceLock::new(),
             source: next_source_id(),
             config: Mutex::new(config),
         }))
+    }
+
+    /// Whether this is a bochs-display (no legacy VGA).
+    pub fn is_bochs_display(&self) -> bool {
+        lock(&self.regs).bochs
     }
 
     /// Video memory, for the VMM to map as BAR0.
@@ -138,6 +149,12 @@ impl StdVga {
     /// VMM. Without it every render redraws the whole VBE picture.
     pub fn set_dirty_log(&self, log: Arc<dyn DirtyLog>) {
         let _ = self.dirty_log.set(log);
+    }
+
+    /// Called before each render to deliver guest writes to the legacy window that the VMM
+    /// queued (KVM's coalesced MMIO ring); set once by the VMM.
+    pub fn set_flush_hook(&self, hook: FlushHook) {
+        let _ = self.flush.set(hook);
     }
 
     /// The regions the VMM maps: BAR0 (framebuffer) and BAR2 (MMIO).
@@ -182,6 +199,9 @@ impl StdVga {
 
 impl DisplaySource for StdVga {
     fn render(&self, out: &mut Framebuffer) -> RenderResult {
+        if let Some(flush) = self.flush.get() {
+            flush();
+        }
         let regs = lock(&self.regs).clone();
         let mut r = lock(&self.renderer);
         let log = self.dirty_log.get().map(|l| l.as_ref());
