@@ -236,7 +236,7 @@ pub(crate) fn build_device(
                 0x56u8.wrapping_add(counts.nics),
             ]);
             counts.nics = counts.nics.wrapping_add(1);
-            Box::new(NetDevice::new(opened, mac))
+            Box::new(NetDevice::new(Arc::new(opened), mac))
         }
     })
 }
