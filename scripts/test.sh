@@ -29,6 +29,8 @@ command -v bc >/dev/null || need_apt+=(bc)
 [ -e /usr/include/libelf.h ] || need_apt+=(libelf-dev)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+# -netdev user and the default NIC run passt (docs/NETWORKING.md).
+command -v passt >/dev/null || need_apt+=(passt)
 # tests/isolinux.rs builds a bootable ISO from Debian's ISOLINUX at test time.
 [ -e /usr/lib/ISOLINUX/isolinux.bin ] || need_apt+=(isolinux)
 [ -e /usr/lib/syslinux/modules/bios/poweroff.c32 ] || need_apt+=(syslinux-common)
