@@ -3,6 +3,7 @@
 
 use rvmm_cli::{NetBackendConfig, StreamAddr, StreamConfig, TapConfig};
 use rvmm_devices::virtio::backend::NetBackend;
+use rvmm_devices::virtio::restrict::Restricted;
 use rvmm_devices::virtio::stream::StreamBackend;
 use rvmm_devices::virtio::tap::Tap;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -59,7 +60,22 @@ pub fn open_backend(cfg: &NetBackendConfig, nic: u8) -> Result<Arc<dyn NetBacken
                     source,
                 }
             })?;
-            Arc::new(backend)
+            if u.restrict {
+                let ports = |udp: bool| -> Vec<u16> {
+                    u.hostfwd
+                        .iter()
+                        .filter(|f| f.udp == udp)
+                        .map(|f| f.guest_port)
+                        .collect()
+                };
+                Arc::new(Restricted::new(
+                    Arc::new(backend),
+                    ports(false),
+                    ports(true),
+                ))
+            } else {
+                Arc::new(backend)
+            }
         }
     })
 }

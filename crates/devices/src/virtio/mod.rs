@@ -11,6 +11,7 @@ pub mod chain;
 pub mod mmio;
 pub mod net;
 pub mod pci;
+pub mod restrict;
 pub mod rng;
 pub mod stream;
 pub mod tap;

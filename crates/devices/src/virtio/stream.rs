@@ -356,6 +356,20 @@ impl NetBackend for StreamBackend {
     }
 
     fn link_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        if !self.up.load(Ordering::Acquire) {
+            return false;
+        }
+        // A peer that went away while no worker reads (the driver has not started the device)
+        // is seen here: the driver probing later finds the link down.
+        let st = self.lock();
+        let Some(fd) = &st.fd else { return false };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd, without waiting.
+        let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+        !(rc > 0 && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0)
     }
 }
