@@ -252,9 +252,8 @@ fn linux_gets_dhcp_netconsole_and_a_hostfwd_echo_over_user_networking() {
     let mut buf = [0u8; 4096];
     let deadline = start + BOOT_TIMEOUT;
     // netconsole replays the log once eth0 is up, then streams it.
-    while !(log.contains("IP-Config: Complete")
-        && log.contains("rvmm-selftest: udp echo on port 7"))
-    {
+    // ipconfig's "Complete:" line is followed by the one with the addresses.
+    while !(log.contains(" gw=") && log.contains("rvmm-selftest: udp echo on port 7")) {
         assert!(
             Instant::now() < deadline,
             "no DHCP lease / echo over netconsole in {BOOT_TIMEOUT:?}\nnetconsole:\n{log}\nserial:\n{}",
