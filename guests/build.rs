@@ -156,6 +156,7 @@ const GUESTS: &[Guest] = &[
     guest("pci_bar.elf", "pci_bar.S", Class::Elf32, "pvh.ld"),
     guest("pio_bench.elf", "pio_bench.S", Class::Elf32, "pvh.ld"),
     guest("heartbeat.elf", "heartbeat.S", Class::Elf32, "pvh.ld"),
+    guest("counter.elf", "counter.S", Class::Elf32, "pvh.ld"),
     guest("powerbutton.elf", "powerbutton.S", Class::Elf32, "pvh.ld"),
     guest("suspend.elf", "suspend.S", Class::Elf32, "pvh.ld"),
     Guest {

@@ -200,6 +200,15 @@ impl DeviceConfig {
     }
 }
 
+/// `-incoming`: where the VM's state comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncomingConfig {
+    /// `file:PATH`: the state file QMP `migrate` wrote (RAM in `PATH.mem`).
+    File(PathBuf),
+    /// `defer`: wait for QMP `migrate-incoming`.
+    Defer,
+}
+
 /// QEMU's `kernel-irqchip=`: which interrupt controllers live in KVM.
 ///
 /// `Split` keeps only the LAPICs in the kernel, as Cloud Hypervisor and QEMU's microvm do; on
@@ -292,6 +301,8 @@ pub struct VmConfig {
     pub qmp: Vec<crate::QmpConfig>,
     /// `-S`: create the vCPUs stopped; a QMP `cont` starts them.
     pub start_paused: bool,
+    /// `-incoming`: restore a snapshot instead of booting.
+    pub incoming: Option<IncomingConfig>,
     /// `-pidfile`: written once the VM is set up, removed at exit.
     pub pidfile: Option<PathBuf>,
     /// `-daemonize`: detach once the VM is set up (the parent exits 0 when the child is ready).
@@ -359,6 +370,7 @@ impl Default for VmConfig {
             fw_cfg: Vec::new(),
             qmp: Vec::new(),
             start_paused: false,
+            incoming: None,
             pidfile: None,
             daemonize: false,
             exit_stats: None,

@@ -25,8 +25,9 @@ use thiserror::Error;
 pub use boot::{boot_nibble, BootConfig, BootError, FirmwareConfig, DEFAULT_BOOT_ORDER};
 pub use config::{
     check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, ExitStatsConfig, FwCfgData,
-    FwCfgFile, GlobalProps, IrqchipMode, MachineKind, PciTestdevConfig, SerialConfig, SmpConfig,
-    VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
+    FwCfgFile, GlobalProps, IncomingConfig, IrqchipMode, MachineKind, PciTestdevConfig,
+    SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT,
+    MIN_MEMORY_BYTES,
 };
 pub use cpu::{cpu_help_text, CpuArgError, PropError};
 pub use ide::{ide_layout, IdeDriveConfig, IdeError};
@@ -84,6 +85,8 @@ pub enum CliError {
         #[source]
         source: ConfigError,
     },
+    #[error("-incoming {0}")]
+    Incoming(String),
     #[error("-smp: {0}")]
     Smp(#[source] SmpError),
     #[error("-machine: machine type '{0}' is not supported (supported: pc, q35, microvm)")]
@@ -351,6 +354,7 @@ impl Pending {
             "uuid" => smbios::parse_uuid_option(&mut c.smbios, arg).map_err(CliError::Uuid)?,
             "mon" => self.monitors.add_mon(arg).map_err(monitor_err("-mon"))?,
             "S" => c.start_paused = true,
+            "incoming" => c.incoming = Some(incoming(arg)?),
             "daemonize" => c.daemonize = true,
             _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
         }
@@ -586,6 +590,19 @@ fn irqchip_mode(option: &'static str, value: &str) -> Result<IrqchipMode, CliErr
                 value: value.into(),
             },
         }),
+    }
+}
+
+/// `-incoming file:PATH` or `-incoming defer`; QEMU's other transports are refused by name.
+fn incoming(arg: &str) -> Result<IncomingConfig, CliError> {
+    let bad = |reason: &str| CliError::Incoming(format!("'{arg}': {reason}"));
+    match arg.split_once(':') {
+        _ if arg == "defer" => Ok(IncomingConfig::Defer),
+        Some(("file", path)) if !path.is_empty() => Ok(IncomingConfig::File(path.into())),
+        Some(("exec" | "unix" | "tcp" | "fd" | "rdma", _)) => Err(bad(
+            "rvmm restores only 'file:PATH' snapshots (or 'defer' and QMP migrate-incoming)",
+        )),
+        _ => Err(bad("expected file:PATH or defer")),
     }
 }
 

@@ -101,7 +101,6 @@ fn invalid_and_unsupported_options() {
         ("-k", Some("en-us")),
         ("-vnc", Some(":0")),
         ("-spice", Some("port=5900")),
-        ("-incoming", Some("defer")),
         ("-no-shutdown", None),
     ] {
         let mut args = vec![opt];

@@ -12,11 +12,12 @@ use crate::exit_stats::{write_reports, ExitStats};
 use crate::firmware::{attach_fw_cfg, FirmwareItems, FirmwareTables, FwCfgConfig, KernelFiles};
 use crate::input::read_input;
 use crate::qmp::{self, Events, QmpServer};
+use crate::snapshot::{MachineIdentity, SnapshotContext};
 use crate::vcpu::{BootTarget, ExitCounters, VcpuBoot, VcpuContext, VcpuHandle, WakeEntry};
-use crate::vm::{Reloader, VmDevices, Vmm, VmmParts};
+use crate::vm::{Incoming, Reloader, VmDevices, Vmm, VmmParts};
 use crate::VmmError;
 use rvmm_arch::{BootParams, KernelImage};
-use rvmm_cli::{IrqchipMode, SerialConfig, VmConfig};
+use rvmm_cli::{IncomingConfig, IrqchipMode, SerialConfig, VmConfig};
 use rvmm_hypervisor::{hide_hypercall_features, install_kick_handler, vcpu_cpuid, Hypervisor, Vm};
 use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
@@ -476,6 +477,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         ioapic,
         thread_ids: thread_ids.clone(),
         stats: stats.clone(),
+        msr_indices: vm.msr_indices().into(),
     };
     let stats_sources = virtio.stats_sources();
     let machine = Arc::new(qmp::Machine {
@@ -502,10 +504,18 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         }
     }
     tracing::debug!("vCPU threads started");
+    let snapshot = SnapshotContext {
+        mem: mem.clone(),
+        devices: dm.states().clone(),
+        vm: vm.clone(),
+        identity: machine_identity(config),
+        file_backed: false,
+    };
     let mut vmm = Vmm::new(VmmParts {
         vcpus: handles,
         control: control.clone(),
         vm,
+        snapshot,
         devices: VmDevices {
             virtio,
             storage,
@@ -535,7 +545,16 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         })?;
         event_loop.qmp_server().greet_waiting();
         daemon.map(daemon::Daemon::ready).transpose()?;
-        vmm.start(config.start_paused);
+        match &config.incoming {
+            None => vmm.start(config.start_paused),
+            Some(incoming) => {
+                let incoming = match incoming {
+                    IncomingConfig::File(path) => Incoming::File(path.clone()),
+                    IncomingConfig::Defer => Incoming::Deferred,
+                };
+                vmm.start_incoming(incoming, !config.start_paused)?;
+            }
+        }
         event_loop.run(&mut vmm)
         // The console leaves raw mode when the loop is dropped here.
     });
@@ -614,6 +633,18 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
         );
     }
     Ok(guest.cpuid)
+}
+
+/// What a snapshot's VM and the restoring VM must share (the device list comes from the buses).
+fn machine_identity(config: &VmConfig) -> MachineIdentity {
+    MachineIdentity {
+        machine: format!("{:?}", config.machine),
+        memory_bytes: config.memory_bytes,
+        smp: format!("{:?}", config.smp),
+        cpu: format!("{:?}", config.cpu),
+        irqchip: format!("{:?}, pit={}", config.irqchip, config.pit),
+        devices: Vec::new(),
+    }
 }
 
 /// QEMU removes its listening sockets at exit too.

@@ -21,6 +21,7 @@ mod input;
 mod interrupts;
 mod platform;
 pub mod qmp;
+pub mod snapshot;
 mod vcpu;
 pub mod virtio;
 mod vm;
@@ -84,6 +85,8 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("load of migration failed: {0}")]
+    Incoming(#[source] snapshot::SnapshotError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

@@ -227,6 +227,63 @@ impl State {
     }
 }
 
+/// The controller's and the keyboard's registers and output buffer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    ctr: u8,
+    outport: u8,
+    last_was_cmd: bool,
+    pending: Option<u8>,
+    out_buf: Vec<u8>,
+    last_read: u8,
+    raise: bool,
+    kbd_pending: Option<u8>,
+    kbd_scancode_set: u8,
+    kbd_scan_enabled: bool,
+}
+
+impl crate::Persist for I8042 {
+    type State = I8042State;
+
+    fn save(&self) -> I8042State {
+        let st = self.lock();
+        I8042State {
+            ctr: st.ctr,
+            outport: st.outport,
+            last_was_cmd: st.last_was_cmd,
+            pending: st.pending,
+            out_buf: st.out_buf.iter().copied().collect(),
+            last_read: st.last_read,
+            raise: st.raise,
+            kbd_pending: st.kbd.pending,
+            kbd_scancode_set: st.kbd.scancode_set,
+            kbd_scan_enabled: st.kbd.scan_enabled,
+        }
+    }
+
+    fn restore(&self, s: I8042State) -> Result<(), crate::StateError> {
+        if s.out_buf.len() > OUT_BUF_CAP || !(1..=3).contains(&s.kbd_scancode_set) {
+            return Err(crate::StateError::Invalid(format!(
+                "i8042: output buffer of {} bytes or scan code set {}",
+                s.out_buf.len(),
+                s.kbd_scancode_set
+            )));
+        }
+        let mut st = self.lock();
+        st.ctr = s.ctr;
+        st.outport = s.outport;
+        st.last_was_cmd = s.last_was_cmd;
+        st.pending = s.pending;
+        st.out_buf = s.out_buf.into();
+        st.last_read = s.last_read;
+        st.raise = s.raise;
+        st.kbd.pending = s.kbd_pending;
+        st.kbd.scancode_set = s.kbd_scancode_set;
+        st.kbd.scan_enabled = s.kbd_scan_enabled;
+        Ok(())
+    }
+}
+
 /// The shared controller state behind the two ports.
 pub struct I8042 {
     state: Mutex<State>,

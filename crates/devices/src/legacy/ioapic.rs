@@ -248,6 +248,47 @@ impl Ioapic {
     }
 }
 
+/// The I/O APIC's registers and input lines.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IoapicState {
+    pub id: u32,
+    pub regsel: u32,
+    pub rte: Vec<u64>,
+    pub irr: u32,
+}
+
+impl crate::Persist for Ioapic {
+    type State = IoapicState;
+
+    fn save(&self) -> IoapicState {
+        let st = self.lock();
+        IoapicState {
+            id: st.id,
+            regsel: st.regsel,
+            rte: st.rte.to_vec(),
+            irr: st.irr,
+        }
+    }
+
+    fn restore(&self, s: IoapicState) -> Result<(), crate::StateError> {
+        let rte: [u64; IOAPIC_PINS] = s.rte.try_into().map_err(|v: Vec<u64>| {
+            crate::StateError::Invalid(format!(
+                "IOAPIC: {} redirection entries, this one has {IOAPIC_PINS}",
+                v.len()
+            ))
+        })?;
+        let mut st = self.lock();
+        st.id = s.id & ID_MASK;
+        st.regsel = s.regsel;
+        st.rte = rte;
+        st.irr = s.irr;
+        // KVM's EOI routes for the level-triggered pins, as the guest had them.
+        st.routes.clear();
+        self.update_routes(&mut st);
+        Ok(())
+    }
+}
+
 /// The pin and half (high = true) of redirection register `reg`, if it is one.
 fn redirection_index(reg: u32) -> Option<(usize, bool)> {
     let n = reg.checked_sub(REG_REDIR_BASE)? as usize;

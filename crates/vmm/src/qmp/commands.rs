@@ -7,7 +7,7 @@ use crate::vm::{VmState, Vmm};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 
-type Args = Map<String, Value>;
+pub(super) type Args = Map<String, Value>;
 type Handler = fn(&Machine, &mut Vmm, &Args) -> Result<Value, QmpError>;
 
 /// Every command after negotiation, in `query-commands` order. `qmp_capabilities` is handled by
@@ -27,6 +27,17 @@ const COMMANDS: &[(&str, Handler)] = &[
     ("system_wakeup", system_wakeup),
     ("x-query-exit-stats", x_query_exit_stats),
     ("human-monitor-command", human_monitor_command),
+    ("migrate", super::migration::migrate),
+    ("migrate-incoming", super::migration::migrate_incoming),
+    ("query-migrate", super::migration::query_migrate),
+    (
+        "migrate-set-capabilities",
+        super::migration::set_capabilities,
+    ),
+    (
+        "query-migrate-capabilities",
+        super::migration::query_capabilities,
+    ),
     // The session shuts the VM down after sending the reply.
     ("quit", |_, _, _| Ok(json!({}))),
 ];
@@ -71,6 +82,8 @@ fn query_commands(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpErr
 fn query_status(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     let status = match vmm.state() {
+        _ if vmm.in_incoming() => "inmigrate",
+        VmState::Paused { prelaunch: false } if vmm.postmigrate() => "postmigrate",
         VmState::Stopping { .. } | VmState::Stopped { .. } => "shutdown",
         VmState::Paused { prelaunch: true } | VmState::Created => "prelaunch",
         VmState::Paused { prelaunch: false } => "paused",
