@@ -309,3 +309,56 @@ fn unsupported_devices_and_uris_are_refused_by_name() {
     q.execute("quit", json!({})).unwrap();
     vm.wait(Duration::from_secs(20));
 }
+
+/// `-incoming defer` waits in `inmigrate` for `migrate-incoming`; `-S` holds the restored guest
+/// `paused` until `cont`. Both go on with the next count.
+#[test]
+fn incoming_defer_and_start_paused() {
+    if skip_on_qemu("rvmm's snapshot files") {
+        return;
+    }
+    let dir = TempDir::new("snapshot-defer");
+    let state = dir.path().join("state");
+    let last = save_counter("microvm", 1, &dir, &state);
+    let uri = format!("file:{}", state.display());
+
+    let qmp = dir.path().join("defer.qmp");
+    let mut vm = counter("microvm", 1, &qmp)
+        .arg("-incoming")
+        .arg("defer")
+        .spawn();
+    let mut q = Qmp::connect(&qmp);
+    let status = q.execute("query-status", json!({})).unwrap();
+    assert_eq!(status["status"], "inmigrate", "{status}");
+    q.execute("migrate-incoming", json!({"uri": uri})).unwrap();
+    vm.expect_stdout(&format!("count {}\n", last + 1));
+    let status = q.execute("query-status", json!({})).unwrap();
+    assert_eq!(status["status"], "running", "{status}");
+    // A second migrate-incoming is refused.
+    assert!(q.execute("migrate-incoming", json!({"uri": uri})).is_err());
+    q.execute("quit", json!({})).unwrap();
+    let out = vm.wait(Duration::from_secs(20));
+    assert_eq!(counts(&out.stdout)[0], last + 1, "{out}");
+    assert!(!out.stdout.contains("counter: running"), "{out}");
+
+    let qmp = dir.path().join("paused.qmp");
+    let mut vm = counter("microvm", 1, &qmp)
+        .arg("-incoming")
+        .arg(&uri)
+        .arg("-S")
+        .spawn();
+    let mut q = Qmp::connect(&qmp);
+    let status = q.execute("query-status", json!({})).unwrap();
+    assert_eq!(status["status"], "paused", "{status}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        counts(&vm.stdout()).is_empty(),
+        "ran before cont: {}",
+        vm.stdout()
+    );
+    q.execute("cont", json!({})).unwrap();
+    vm.expect_stdout(&format!("count {}\n", last + 2));
+    q.execute("quit", json!({})).unwrap();
+    let out = vm.wait(Duration::from_secs(20));
+    assert_eq!(counts(&out.stdout)[..2], [last + 1, last + 2], "{out}");
+}

@@ -12,13 +12,14 @@ use crate::exit_stats::{write_reports, ExitStats};
 use crate::firmware::{attach_fw_cfg, FirmwareItems, FirmwareTables, FwCfgConfig, KernelFiles};
 use crate::input::read_input;
 use crate::qmp::{self, Events, QmpServer};
-use crate::snapshot::{MachineIdentity, SnapshotContext};
+use crate::snapshot::{MachineIdentity, SnapshotContext, SnapshotState};
 use crate::vcpu::{BootTarget, ExitCounters, VcpuBoot, VcpuContext, VcpuHandle, WakeEntry};
 use crate::vm::{Incoming, Reloader, VmDevices, Vmm, VmmParts};
 use crate::VmmError;
 use rvmm_arch::{BootParams, KernelImage};
 use rvmm_cli::{IncomingConfig, IrqchipMode, SerialConfig, VmConfig};
 use rvmm_hypervisor::{hide_hypercall_features, install_kick_handler, vcpu_cpuid, Hypervisor, Vm};
+use std::path::Path;
 use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -201,10 +202,25 @@ impl Reloader for FirmwareReloader {
     }
 }
 
-fn create_memory(vm: &Vm, size: u64, low_limit: u64) -> Result<GuestMemoryMmap, VmmError> {
+/// Guest RAM, registered with KVM; with `snapshot` (`-incoming file:`) the snapshot's memory
+/// file is mapped over it first.
+fn create_memory(
+    vm: &Vm,
+    size: u64,
+    low_limit: u64,
+    snapshot: Option<(&Path, &SnapshotState)>,
+) -> Result<GuestMemoryMmap, VmmError> {
     let regions = rvmm_arch::layout::guest_memory_regions_below(size, low_limit);
     let mem = GuestMemoryMmap::from_ranges(&regions)
         .map_err(|source| VmmError::Memory { size, source })?;
+    if let Some((path, state)) = snapshot {
+        crate::snapshot::memory::map(
+            &mem,
+            &state.header.memory,
+            &crate::snapshot::memory::mem_path(path),
+        )
+        .map_err(|e| VmmError::Incoming(e.into()))?;
+    }
     for (slot, region) in mem.iter().enumerate() {
         // SAFETY: the mapping is owned by `mem`, which the VMM keeps alive (in an Arc shared with the
         // vCPU threads) until every vCPU thread has been joined, i.e. for as long as the VM runs.
@@ -290,8 +306,40 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let vm = Arc::new(hv.create_vm()?);
     tracing::debug!("KVM_CREATE_VM done");
     let low_limit = crate::platform::low_ram_limit(config);
-    let mem = Arc::new(create_memory(&vm, config.memory_bytes, low_limit)?);
+    // -incoming file: the state is read and RAM mapped before KVM's memory slots exist.
+    let incoming = match &config.incoming {
+        Some(IncomingConfig::File(path)) => {
+            let state = crate::snapshot::read_state(path).map_err(VmmError::Incoming)?;
+            crate::snapshot::check_config(path, &state, &machine_identity(config))
+                .map_err(VmmError::Incoming)?;
+            Some((path.clone(), state))
+        }
+        _ => None,
+    };
+    let mem = Arc::new(create_memory(
+        &vm,
+        config.memory_bytes,
+        low_limit,
+        incoming.as_ref().map(|(p, s)| (p.as_path(), s)),
+    )?);
     tracing::debug!("guest memory registered");
+    // What the VM build writes into RAM (kernel, boot tables, power-on page tables) goes to a
+    // throw-away copy when RAM comes from a snapshot.
+    let scratch = match &incoming {
+        Some(_) => Some(
+            GuestMemoryMmap::from_ranges(&rvmm_arch::layout::guest_memory_regions_below(
+                config.memory_bytes,
+                low_limit,
+            ))
+            .map_err(|source| VmmError::Memory {
+                size: config.memory_bytes,
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let boot_mem: &GuestMemoryMmap = scratch.as_ref().unwrap_or(&mem);
+    let mut preloaded = incoming;
     match config.irqchip {
         IrqchipMode::Split => vm.create_split_irqchip(IOAPIC_PINS)?,
         IrqchipMode::Kernel => {
@@ -322,7 +370,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         let path = crate::bios::find_bios(&config.firmware)?;
         let bytes = crate::bios::read_bios(&path)?;
         let image = dm.attach_firmware("BIOS", &bytes)?;
-        image.restore_isa_alias(&mem)?;
+        image.restore_isa_alias(boot_mem)?;
         tracing::debug!(bios = %path.display(), base = image.base(), "firmware mapped");
         Boot::Firmware {
             image,
@@ -335,7 +383,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             .cmdline
             .extend_from_slice(virtio.cmdline_suffix().as_bytes());
         images.cmdline = images.cmdline.trim_ascii_start().to_vec();
-        let entry = images.load(&mem)?;
+        let entry = images.load(boot_mem)?;
         tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
         Boot::Kernel { images, entry }
     };
@@ -436,7 +484,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         let apic_id = topo.apic_id(index);
         let vcpu = vm.create_vcpu(apic_id)?;
         vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, apic_id, &topo))?;
-        vcpu_boot.reset_vcpu(&vcpu, &mem)?;
+        vcpu_boot.reset_vcpu(&vcpu, boot_mem)?;
         vcpus.push(vcpu);
     }
     // Once every vCPU exists, so that KVM's APIC ID map includes them all (see reload_lapic).
@@ -548,9 +596,10 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         match &config.incoming {
             None => vmm.start(config.start_paused),
             Some(incoming) => {
-                let incoming = match incoming {
-                    IncomingConfig::File(path) => Incoming::File(path.clone()),
-                    IncomingConfig::Defer => Incoming::Deferred,
+                let incoming = match (incoming, preloaded.take()) {
+                    (_, Some((path, state))) => Incoming::Mapped(path, Box::new(state)),
+                    (IncomingConfig::File(path), None) => Incoming::File(path.clone()),
+                    (IncomingConfig::Defer, None) => Incoming::Deferred,
                 };
                 vmm.start_incoming(incoming, !config.start_paused)?;
             }

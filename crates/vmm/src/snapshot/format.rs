@@ -113,3 +113,83 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotState, FormatError> {
     let payload = check_header(bytes)?;
     serde_json::from_slice(payload).map_err(FormatError::Json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::memory::MemoryRecord;
+    use crate::snapshot::{MachineIdentity, SnapshotHeader};
+    use rvmm_hypervisor::{VcpuSnapshot, VmSnapshot};
+
+    fn sample() -> Vec<u8> {
+        let machine = MachineIdentity {
+            machine: "Microvm".into(),
+            memory_bytes: 128 << 20,
+            smp: "1".into(),
+            cpu: "host".into(),
+            irqchip: "Split".into(),
+            devices: vec!["COM1".into()],
+        };
+        let state = SnapshotState {
+            header: SnapshotHeader {
+                rvmm_version: "0".into(),
+                digest: machine.digest(),
+                machine,
+                memory: MemoryRecord {
+                    id: 7,
+                    regions: Vec::new(),
+                },
+            },
+            vm: VmSnapshot {
+                irqchip: Vec::new(),
+                pit: None,
+                clock: 5,
+            },
+            vcpus: vec![VcpuSnapshot {
+                id: 0,
+                mp_state: Default::default(),
+                regs: Default::default(),
+                sregs: Default::default(),
+                xsave: Default::default(),
+                xcrs: Default::default(),
+                debugregs: Default::default(),
+                lapic: Default::default(),
+                msrs: vec![Default::default()],
+                events: Default::default(),
+                tsc_khz: Some(1),
+            }],
+            devices: [("COM1".to_string(), serde_json::json!({"x": 1}))].into(),
+        };
+        encode(&state).unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = sample();
+        let state = decode(&bytes).unwrap();
+        assert_eq!(state.vm.clock, 5);
+        assert_eq!(state.vcpus[0].tsc_khz, Some(1));
+        assert_eq!(state.header.memory.id, 7);
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_an_error() {
+        let bytes = sample();
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "truncated to {len}");
+        }
+        // A flipped bit anywhere: header fields or payload (checksum).
+        for i in (0..bytes.len()).step_by(97).chain(0..HEADER_LEN) {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            // Bytes 12..16 are reserved and unchecked.
+            if !(12..16).contains(&i) {
+                assert!(decode(&b).is_err(), "flip at {i}");
+            }
+        }
+        assert!(matches!(
+            decode(b"RVMMSNAP"),
+            Err(FormatError::ShortHeader { len: 8 })
+        ));
+    }
+}

@@ -371,24 +371,54 @@ pub fn save(
     })
 }
 
-/// Read and check the state file at `path` against this VM (nothing is changed yet).
-pub fn load(ctx: &SnapshotContext, path: &Path) -> Result<SnapshotState, SnapshotError> {
-    let shown = path.display().to_string();
+/// Read the state file at `path` and check its format (not yet against this VM).
+pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
     let bytes = read_limited(path)?;
-    let state = format::decode(&bytes).map_err(|source| SnapshotError::Format {
-        path: shown.clone(),
+    format::decode(&bytes).map_err(|source| SnapshotError::Format {
+        path: path.display().to_string(),
         source,
-    })?;
+    })
+}
+
+/// Check `state` against this VM: the rvmm version and the machine identity.
+pub fn check(
+    ctx: &SnapshotContext,
+    path: &Path,
+    state: &SnapshotState,
+) -> Result<(), SnapshotError> {
+    check_identity(path, state, &ctx.identity())
+}
+
+/// [`check`] before the devices exist: everything but the device list (the later [`check`]
+/// compares that too).
+pub fn check_config(
+    path: &Path,
+    state: &SnapshotState,
+    ours: &MachineIdentity,
+) -> Result<(), SnapshotError> {
+    let ours = MachineIdentity {
+        devices: state.header.machine.devices.clone(),
+        ..ours.clone()
+    };
+    check_identity(path, state, &ours)
+}
+
+fn check_identity(
+    path: &Path,
+    state: &SnapshotState,
+    ours: &MachineIdentity,
+) -> Result<(), SnapshotError> {
+    let shown = path.display().to_string();
     let h = &state.header;
-    let ours = env!("CARGO_PKG_VERSION");
-    if h.rvmm_version != ours {
+    let version = env!("CARGO_PKG_VERSION");
+    if h.rvmm_version != version {
         return Err(SnapshotError::RvmmVersion {
             path: shown,
             found: h.rvmm_version.clone(),
-            ours: ours.into(),
+            ours: version.into(),
         });
     }
-    if let Some((what, saved, here)) = h.machine.difference(&ctx.identity()) {
+    if let Some((what, saved, here)) = h.machine.difference(ours) {
         return Err(SnapshotError::Mismatch {
             path: shown,
             what,
@@ -396,7 +426,7 @@ pub fn load(ctx: &SnapshotContext, path: &Path) -> Result<SnapshotState, Snapsho
             ours: here,
         });
     }
-    Ok(state)
+    Ok(())
 }
 
 /// The state file, refusing one larger than any snapshot (a hostile size is not read).
@@ -410,13 +440,14 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, SnapshotError> {
     Ok(bytes)
 }
 
-/// Put the checked `state`'s RAM, VM state and device state into this VM; returns the vCPU
-/// states for the vCPU threads to load.
+/// Put the checked `state`'s RAM (unless `mapped` already, at start-up), VM state and device
+/// state into this VM; returns the vCPU states for the vCPU threads to load and kvmclock.
 pub fn restore_machine(
     ctx: &SnapshotContext,
     path: &Path,
     state: SnapshotState,
     vcpu_count: usize,
+    mapped: bool,
 ) -> Result<(Vec<VcpuSnapshot>, u64), SnapshotError> {
     let shown = path.display().to_string();
     if state.vcpus.len() != vcpu_count {
@@ -426,7 +457,9 @@ pub fn restore_machine(
             ours: vcpu_count,
         });
     }
-    memory::map(&ctx.mem, &state.header.memory, &memory::mem_path(path))?;
+    if !mapped {
+        memory::map(&ctx.mem, &state.header.memory, &memory::mem_path(path))?;
+    }
     ctx.vm
         .restore_state(&state.vm)
         .map_err(|source| SnapshotError::Hypervisor {

@@ -36,12 +36,22 @@ impl MigrationStatus {
 }
 
 /// Where an incoming migration stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     /// `-incoming defer`: waiting for `migrate-incoming`.
     Deferred,
     /// Restoring from this file.
     File(PathBuf),
+    /// `-incoming file:PATH` whose state was read and whose RAM was mapped while the VM was
+    /// built (before KVM's memory slots existed: remapping RAM behind a slot costs KVM a walk
+    /// over every page of it).
+    Mapped(PathBuf, Box<crate::snapshot::SnapshotState>),
+}
+
+impl PartialEq for Incoming {
+    fn eq(&self, other: &Self) -> bool {
+        matches!((self, other), (Incoming::Deferred, Incoming::Deferred))
+            || matches!((self, other), (Incoming::File(a), Incoming::File(b)) if a == b)
+    }
 }
 
 /// `file:PATH`, the one migration URI rvmm serves; the QMP error text for any other.
@@ -255,10 +265,19 @@ impl Vmm {
     /// `migrate-incoming`, `-incoming file:PATH` restores at once. `autostart`: no `-S`.
     pub fn start_incoming(&mut self, incoming: Incoming, autostart: bool) -> Result<(), VmmError> {
         self.migration.autostart = autostart;
-        self.migration.incoming = Some(incoming.clone());
         match incoming {
-            Incoming::Deferred => Ok(()),
-            Incoming::File(path) => self.incoming_file(&path),
+            Incoming::Deferred => {
+                self.migration.incoming = Some(Incoming::Deferred);
+                Ok(())
+            }
+            Incoming::File(path) => {
+                self.migration.incoming = Some(Incoming::File(path.clone()));
+                self.incoming_file(&path, None)
+            }
+            Incoming::Mapped(path, state) => {
+                self.migration.incoming = Some(Incoming::File(path.clone()));
+                self.incoming_file(&path, Some(*state))
+            }
         }
     }
 
@@ -275,23 +294,28 @@ impl Vmm {
     /// A `migrate-incoming` after its reply: a failure stops rvmm, as QEMU exits when an
     /// incoming migration fails.
     fn run_pending_incoming(&mut self) {
-        let Some(Incoming::File(path)) = self.migration.incoming.clone() else {
+        let Some(Incoming::File(path)) = &self.migration.incoming else {
             return;
         };
+        let path = path.clone();
         if self.state != VmState::Created {
             return;
         }
-        if let Err(e) = self.incoming_file(&path) {
+        if let Err(e) = self.incoming_file(&path, None) {
             tracing::error!("{e}");
             self.fail(e);
         }
     }
 
     /// Restore from `path` into this freshly built VM, then run it (or hold it under `-S`).
-    fn incoming_file(&mut self, path: &Path) -> Result<(), VmmError> {
+    fn incoming_file(
+        &mut self,
+        path: &Path,
+        mapped: Option<crate::snapshot::SnapshotState>,
+    ) -> Result<(), VmmError> {
         let start = Instant::now();
         self.set_migration_status(MigrationStatus::Active);
-        if let Err(e) = self.restore_snapshot(path) {
+        if let Err(e) = self.restore_snapshot(path, mapped) {
             self.migration.error = Some(e.to_string());
             self.set_migration_status(MigrationStatus::Failed);
             return Err(VmmError::Incoming(e));
@@ -313,10 +337,20 @@ impl Vmm {
         Ok(())
     }
 
-    fn restore_snapshot(&mut self, path: &Path) -> Result<(), SnapshotError> {
-        let state = snapshot::load(&self.migration.ctx, path)?;
+    fn restore_snapshot(
+        &mut self,
+        path: &Path,
+        mapped: Option<crate::snapshot::SnapshotState>,
+    ) -> Result<(), SnapshotError> {
+        let ctx = &self.migration.ctx;
+        let is_mapped = mapped.is_some();
+        let state = match mapped {
+            Some(s) => s,
+            None => snapshot::read_state(path)?,
+        };
+        snapshot::check(ctx, path, &state)?;
         let (vcpus, clock) =
-            snapshot::restore_machine(&self.migration.ctx, path, state, self.vcpus.len())?;
+            snapshot::restore_machine(ctx, path, state, self.vcpus.len(), is_mapped)?;
         for (v, s) in self.vcpus.iter().zip(vcpus) {
             v.send(VcpuRequest::Restore(Box::new(s)))
                 .map_err(vcpu_err)?;
