@@ -356,6 +356,13 @@ impl MmioTransport {
     }
 
     fn activate(&self, st: &mut State) {
+        self.activate_at(st, false)
+    }
+
+    /// Activate; `restored`: each queue goes on from the used index in guest memory (a
+    /// snapshot is taken with the workers drained, so every descriptor the device consumed is
+    /// in the used ring: next_avail == next_used == used->idx).
+    fn activate_at(&self, st: &mut State, restored: bool) {
         if st.active {
             return;
         }
@@ -364,7 +371,21 @@ impl MmioTransport {
         let mut queues = Vec::with_capacity(st.queues.len());
         for (i, c) in st.queues.iter().enumerate() {
             match self.build_queue(c, event_idx) {
-                Ok(Some(queue)) => {
+                Ok(Some(mut queue)) => {
+                    if restored {
+                        use vm_memory::{Address, Bytes};
+                        let used_idx = vm_memory::GuestAddress(c.device)
+                            .checked_add(2)
+                            .and_then(|a| self.mem.read_obj::<u16>(a).ok());
+                        let Some(idx) = used_idx else {
+                            tracing::warn!(
+                                "{name}: queue {i}: used ring unreadable; device needs reset"
+                            );
+                            return self.interrupt.set_needs_reset();
+                        };
+                        queue.set_next_avail(idx);
+                        queue.set_next_used(idx);
+                    }
                     let notify = match self.notify[i].try_clone() {
                         Ok(e) => e,
                         Err(e) => {
@@ -429,6 +450,100 @@ impl MmioTransport {
             return Err("rings lie outside guest memory");
         }
         Ok(Some(q))
+    }
+}
+
+/// One queue as the driver configured it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct QueueState {
+    pub size: u16,
+    pub ready: bool,
+    pub desc: u64,
+    pub driver: u64,
+    pub device: u64,
+}
+
+/// The transport's registers and queue configuration. Queue positions are not saved: they are
+/// in the used rings in guest RAM (see [`MmioTransport::activate_at`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MmioTransportState {
+    pub device_type: u32,
+    pub status: u32,
+    pub device_features_sel: u32,
+    pub driver_features_sel: u32,
+    pub driver_features: u64,
+    pub queue_sel: u32,
+    pub queues: Vec<QueueState>,
+    pub interrupt_status: u32,
+    pub needs_reset: bool,
+    pub config_generation: u32,
+}
+
+impl crate::Persist for MmioTransport {
+    type State = MmioTransportState;
+
+    /// Call with the VM paused and the workers held ([`MmioTransport::pause`]).
+    fn save(&self) -> MmioTransportState {
+        let st = self.lock();
+        let (interrupt_status, needs_reset, config_generation) = self.interrupt.saved();
+        MmioTransportState {
+            device_type: st.device.device_type(),
+            status: st.status,
+            device_features_sel: st.device_features_sel,
+            driver_features_sel: st.driver_features_sel,
+            driver_features: st.driver_features,
+            queue_sel: st.queue_sel,
+            queues: st
+                .queues
+                .iter()
+                .map(|q| QueueState {
+                    size: q.size,
+                    ready: q.ready,
+                    desc: q.desc,
+                    driver: q.driver,
+                    device: q.device,
+                })
+                .collect(),
+            interrupt_status,
+            needs_reset,
+            config_generation,
+        }
+    }
+
+    fn restore(&self, s: MmioTransportState) -> Result<(), crate::StateError> {
+        let mut st = self.lock();
+        let name = st.device.name();
+        if s.device_type != st.device.device_type() || s.queues.len() != st.queues.len() {
+            return Err(crate::StateError::Invalid(format!(
+                "{name}: the snapshot has device type {} with {} queues here",
+                s.device_type,
+                s.queues.len()
+            )));
+        }
+        self.reset(&mut st);
+        st.device_features_sel = s.device_features_sel;
+        st.driver_features_sel = s.driver_features_sel;
+        st.driver_features = s.driver_features;
+        st.queue_sel = s.queue_sel;
+        for (c, q) in st.queues.iter_mut().zip(&s.queues) {
+            c.size = q.size;
+            c.ready = q.ready;
+            c.desc = q.desc;
+            c.driver = q.driver;
+            c.device = q.device;
+        }
+        st.status = s.status;
+        if s.status & STATUS_DRIVER_OK != 0 && !s.needs_reset {
+            // Queue checks (sizes, alignment, rings inside RAM) run as on a driver's DRIVER_OK.
+            self.activate_at(&mut st, true);
+            // Work the driver queued before the snapshot (notifications are not saved).
+            for evt in &self.notify {
+                let _ = evt.write(1);
+            }
+        }
+        self.interrupt
+            .restore(s.interrupt_status, s.needs_reset, s.config_generation);
+        Ok(())
     }
 }
 
