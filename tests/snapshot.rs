@@ -194,6 +194,26 @@ fn microvm_4_vcpus_continue_after_restore() {
 }
 
 #[test]
+fn pc_continues_after_restore() {
+    continues("pc", 1);
+}
+
+#[test]
+fn pc_4_vcpus_continue_after_restore() {
+    continues("pc", 4);
+}
+
+#[test]
+fn q35_continues_after_restore() {
+    continues("q35", 1);
+}
+
+#[test]
+fn q35_4_vcpus_continue_after_restore() {
+    continues("q35", 4);
+}
+
+#[test]
 fn restoring_twice_continues_identically() {
     if skip_on_qemu("rvmm's snapshot files") {
         return;
@@ -306,6 +326,28 @@ fn unsupported_devices_and_uris_are_refused_by_name() {
     assert!(!state.exists());
     let status = q.execute("query-status", json!({})).unwrap();
     assert_eq!(status["status"], "running");
+    q.execute("quit", json!({})).unwrap();
+    vm.wait(Duration::from_secs(20));
+
+    // pc's IDE controller with a drive: its ATA state is not saved yet.
+    let disk = dir.file("disk.raw", &vec![0u8; 1 << 20]);
+    let qmp = dir.path().join("ide.qmp");
+    let mut vm = counter("pc", 1, &qmp)
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=ide", disk.display()))
+        .spawn();
+    vm.expect_stdout("count 1\n");
+    let mut q = Qmp::connect(&qmp);
+    let err = q
+        .execute(
+            "migrate",
+            json!({"uri": format!("file:{}", state.display())}),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "State blocked by non-migratable device 'piix3-ide (with drives attached)'"
+    );
     q.execute("quit", json!({})).unwrap();
     vm.wait(Duration::from_secs(20));
 }

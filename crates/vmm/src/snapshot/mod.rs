@@ -9,6 +9,7 @@
 
 pub mod format;
 pub mod memory;
+pub mod pci;
 
 use memory::{MemoryFileError, MemoryRecord};
 use rvmm_devices::{DeviceState, MmioBus, PioBus, StateError};
