@@ -12,7 +12,10 @@ one run mean anything):
             time until the restored guest runs again (at most ~1 ms of it is the guest's tick);
 * files:    bytes the snapshot takes on disk (rvmm's PATH.mem is sparse).
 
-Usage: benches/snapshot.py [--runs N] [--sizes 128M,2G,16G] [--rvmm PATH] [--qemu PATH] [--dir DIR]
+Each saved snapshot is restored --restores times (default 3) and the median restore kept.
+
+Usage: benches/snapshot.py [--runs N] [--restores N] [--sizes 128M,2G,16G] [--rvmm PATH] [--qemu PATH]
+                           [--dir DIR]
 """
 
 import argparse
@@ -118,14 +121,17 @@ def vm_args(kernel, mem, cpu):
             "-display", "none", "-serial", "stdio", "-kernel", kernel]
 
 
-def one(binary, is_qemu, kernel, mem, cpu, workdir):
-    """(save seconds, restore seconds, snapshot bytes on disk)."""
+def one(binary, is_qemu, kernel, mem, cpu, workdir, restores):
+    """(save seconds, restore seconds, snapshot bytes on disk, boot seconds)."""
     state = os.path.join(workdir, "qemu.state" if is_qemu else "rvmm.state")
     qmp_path = os.path.join(workdir, "bench.qmp")
     args = vm_args(kernel, mem, cpu)
+    start = time.perf_counter()
     proc = subprocess.Popen([binary] + args + ["-qmp", f"unix:{qmp_path},server=on,wait=off"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
     try:
+        wait_line(proc, b"count 1")
+        boot = time.perf_counter() - start
         wait_line(proc, b"count 20")
         q = Qmp(qmp_path)
         q.cmd("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
@@ -151,22 +157,25 @@ def one(binary, is_qemu, kernel, mem, cpu, workdir):
     files = [state] + ([] if is_qemu else [state + ".mem"])
     disk = sum(os.stat(f).st_blocks * 512 for f in files)
     incoming = f"exec:cat {state}" if is_qemu else f"file:{state}"
-    start = time.perf_counter()
-    proc = subprocess.Popen([binary] + args + ["-incoming", incoming], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    try:
-        line, buf = wait_line(proc, b"count ")
-        restore = time.perf_counter() - start
-        if b"counter: running" in buf:
-            raise RuntimeError(f"{binary}: the guest booted again instead of being restored")
-        if count_of(line) <= 20:
-            raise RuntimeError(f"{binary}: restored guest printed {line!r}, the source was past count 20")
-    finally:
-        proc.kill()
-        proc.wait()
+    times = []
+    for _ in range(restores):
+        start = time.perf_counter()
+        proc = subprocess.Popen([binary] + args + ["-incoming", incoming], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        try:
+            line, buf = wait_line(proc, b"count ")
+            times.append(time.perf_counter() - start)
+            if b"counter: running" in buf:
+                raise RuntimeError(f"{binary}: the guest booted again instead of being restored")
+            if count_of(line) <= 20:
+                raise RuntimeError(f"{binary}: restored guest printed {line!r}, the source was past count 20")
+        finally:
+            proc.kill()
+            proc.wait()
+    restore = statistics.median(times)
     for f in files:
         os.unlink(f)
-    return save, restore, disk
+    return save, restore, disk, boot
 
 
 def fmt_t(s):
@@ -176,6 +185,7 @@ def fmt_t(s):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--restores", type=int, default=3)
     ap.add_argument("--sizes", default="128M,2G,16G")
     ap.add_argument("--rvmm", default=os.path.join(ROOT, "target", "release", "rvmm"))
     ap.add_argument("--qemu", default=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64")
@@ -185,7 +195,8 @@ def main():
     qemu_cpu = qemu_host.qemu_cpu(a.qemu)
     workdir = a.dir or tempfile.mkdtemp(prefix="rvmm-snapshot-bench-")
     os.makedirs(workdir, exist_ok=True)
-    print(f"guest {kernel}\nrvmm {a.rvmm}\nqemu {a.qemu} (-cpu {qemu_cpu})\nsnapshots in {workdir}\n")
+    print(f"guest {kernel}\nrvmm {a.rvmm}\nqemu {a.qemu} (-cpu {qemu_cpu})\nsnapshots in {workdir}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f}\n")
     rows = []
     try:
         for size in a.sizes.split(","):
@@ -195,22 +206,23 @@ def main():
                 if run % 2:
                     order.reverse()
                 for name, binary, is_qemu, cpu in order:
-                    r = one(binary, is_qemu, kernel, size, cpu, workdir)
+                    r = one(binary, is_qemu, kernel, size, cpu, workdir, a.restores)
                     res[name].append(r)
                     print(f"{size:>5} run {run + 1} {name:4}: save {fmt_t(r[0])}, restore {fmt_t(r[1])}, "
-                          f"on disk {r[2] / 2**20:.1f} MiB", flush=True)
-            med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in res.items()}
+                          f"on disk {r[2] / 2**20:.1f} MiB, boot {fmt_t(r[3])}", flush=True)
+            med = {k: [statistics.median(x[i] for x in v) for i in range(4)] for k, v in res.items()}
             rows.append((size, med))
     finally:
         if a.dir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nmedians of {a.runs} runs; ratio = QEMU / rvmm")
-    print("| RAM | rvmm save | QEMU save | ratio | rvmm restore | QEMU restore | ratio | rvmm on disk | QEMU on disk |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| RAM | rvmm save | QEMU save | ratio | rvmm restore | QEMU restore | ratio | rvmm on disk | QEMU on disk "
+          "| rvmm boot | QEMU boot |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for size, m in rows:
         r, q = m["rvmm"], m["qemu"]
         print(f"| {size} | {fmt_t(r[0])} | {fmt_t(q[0])} | {q[0] / r[0]:.1f} | {fmt_t(r[1])} | {fmt_t(q[1])} | "
-              f"{q[1] / r[1]:.1f} | {r[2] / 2**20:.1f} MiB | {q[2] / 2**20:.1f} MiB |")
+              f"{q[1] / r[1]:.1f} | {r[2] / 2**20:.2f} MiB | {q[2] / 2**20:.1f} MiB | {fmt_t(r[3])} | {fmt_t(q[3])} |")
 
 
 if __name__ == "__main__":
