@@ -509,4 +509,22 @@ mod tests {
         io.write(IOWIN, &[0]);
         assert_eq!(io.redirection_entry(0), Some(RTE_MASKED));
     }
+
+    #[test]
+    fn state_survives_save_and_restore() {
+        use crate::Persist;
+        let (_, a) = setup();
+        write_reg(&a, 0x10 + 2 * 9, 0x39 | RTE_LEVEL as u32);
+        write_reg(&a, REG_ID, 0x0300_0000);
+        let saved = a.save();
+        let (msi, b) = setup();
+        b.restore(saved.clone()).unwrap();
+        assert_eq!(b.save(), saved);
+        assert_eq!(read_reg(&b, 0x10 + 2 * 9) & 0xff, 0x39);
+        // The level pin's EOI route goes back to KVM.
+        assert_eq!(msi.routes.lock().unwrap().last().map(Vec::len), Some(1));
+        let mut bad = saved;
+        bad.rte.pop();
+        assert!(b.restore(bad).is_err());
+    }
 }

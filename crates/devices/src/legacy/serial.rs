@@ -324,4 +324,29 @@ mod tests {
         dev.write(THR, b"x");
         assert_eq!(read1(&dev, LSR) & 0x60, 0x60);
     }
+
+    #[test]
+    fn state_survives_save_and_restore() {
+        use crate::Persist;
+        let out = SharedBuf::default();
+        let a = SerialDevice::new(Box::new(out.clone())).unwrap();
+        a.write(LCR, &[0x03]);
+        a.write(SCR, &[0x5a]);
+        a.write(IER, &[0x01]);
+        a.enqueue_input(b"hi");
+        let saved = a.save();
+        let b = SerialDevice::new(Box::new(SharedBuf::default())).unwrap();
+        b.restore(saved.clone()).unwrap();
+        assert_eq!(b.save(), saved);
+        assert_eq!(read1(&b, SCR), 0x5a);
+        assert_eq!(read1(&b, THR), b'h');
+        // The restored UART still writes where it wrote before.
+        a.restore(saved.clone()).unwrap();
+        a.write(THR, b"z");
+        assert!(out.0.lock().unwrap().0.ends_with(b"z"));
+        // A FIFO no 16550A has is refused.
+        let mut bad = saved;
+        bad.in_buffer = vec![0; 65];
+        assert!(b.restore(bad).is_err());
+    }
 }
