@@ -477,3 +477,55 @@ fn virtio_blk_goes_on_after_restore() {
         "sectors 1-2 are not what the guest wrote"
     );
 }
+
+/// QEMU 7.2's spelling of a snapshot to a file: `migrate exec:cat > PATH` and
+/// `-incoming "exec:cat PATH"` (one stream; RAM copied in instead of mapped).
+#[test]
+fn exec_uris_as_qemu_spells_them() {
+    if skip_on_qemu("rvmm's own stream; QEMU's is checked by benches/snapshot.py") {
+        return;
+    }
+    let dir = TempDir::new("snapshot-exec");
+    let stream = dir.path().join("stream");
+    let qmp = dir.path().join("save.qmp");
+    let mut vm = counter("q35", 2, &qmp).spawn();
+    vm.expect_stdout("count 3\n");
+    let mut q = Qmp::connect(&qmp);
+    q.execute(
+        "migrate",
+        json!({"uri": format!("exec:cat > {}", stream.display())}),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = q.execute("query-migrate", json!({})).unwrap();
+        if info["status"] == "completed" {
+            break;
+        }
+        assert_ne!(info["status"], "failed", "{info}");
+        assert!(Instant::now() < deadline, "migrate did not complete");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let last = *counts(&vm.stdout()).last().unwrap();
+    q.execute("quit", json!({})).unwrap();
+    vm.wait(Duration::from_secs(20)).assert_status(0);
+
+    let qmp = dir.path().join("restore.qmp");
+    let mut vm = counter("q35", 2, &qmp)
+        .arg("-incoming")
+        .arg(format!("exec:cat {}", stream.display()))
+        .spawn();
+    vm.expect_stdout(&format!("count {}\n", last + 2));
+    let out = vm.kill();
+    assert_eq!(counts(&out.stdout)[..2], [last + 1, last + 2], "{out}");
+
+    // A command that fails fails the restore, naming it.
+    let out = counter("q35", 2, &dir.path().join("bad.qmp"))
+        .arg("-incoming")
+        .arg("exec:exit 3")
+        .timeout(Duration::from_secs(30))
+        .run();
+    assert_ne!(out.status, Some(0), "{out}");
+    assert!(out.stderr.contains("exec:exit 3"), "{out}");
+}

@@ -205,6 +205,8 @@ impl DeviceConfig {
 pub enum IncomingConfig {
     /// `file:PATH`: the state file QMP `migrate` wrote (RAM in `PATH.mem`).
     File(PathBuf),
+    /// `exec:CMD`: the stream `sh -c CMD` writes (QEMU: `-incoming "exec:cat PATH"`).
+    Exec(String),
     /// `defer`: wait for QMP `migrate-incoming`.
     Defer,
 }

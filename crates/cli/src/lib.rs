@@ -599,10 +599,11 @@ fn incoming(arg: &str) -> Result<IncomingConfig, CliError> {
     match arg.split_once(':') {
         _ if arg == "defer" => Ok(IncomingConfig::Defer),
         Some(("file", path)) if !path.is_empty() => Ok(IncomingConfig::File(path.into())),
-        Some(("exec" | "unix" | "tcp" | "fd" | "rdma", _)) => Err(bad(
-            "rvmm restores only 'file:PATH' snapshots (or 'defer' and QMP migrate-incoming)",
+        Some(("exec", cmd)) if !cmd.trim().is_empty() => Ok(IncomingConfig::Exec(cmd.into())),
+        Some(("unix" | "tcp" | "fd" | "rdma", _)) => Err(bad(
+            "rvmm restores only 'file:PATH' and 'exec:CMD' snapshots (or 'defer' and QMP migrate-incoming)",
         )),
-        _ => Err(bad("expected file:PATH or defer")),
+        _ => Err(bad("expected file:PATH, exec:CMD or defer")),
     }
 }
 

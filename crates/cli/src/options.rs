@@ -204,7 +204,7 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
     },
     SupportedOption {
         names: &["incoming"],
-        arg: Some("file:path|defer"),
+        arg: Some("file:path|exec:cmd|defer"),
         help: "restore a snapshot QMP 'migrate' wrote (docs/SNAPSHOT.md); defer waits for 'migrate-incoming'",
     },
     SupportedOption {

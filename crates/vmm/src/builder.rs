@@ -14,7 +14,7 @@ use crate::input::read_input;
 use crate::qmp::{self, Events, QmpServer};
 use crate::snapshot::{MachineIdentity, SnapshotContext, SnapshotState};
 use crate::vcpu::{BootTarget, ExitCounters, VcpuBoot, VcpuContext, VcpuHandle, WakeEntry};
-use crate::vm::{Incoming, Reloader, VmDevices, Vmm, VmmParts};
+use crate::vm::{Incoming, MigrationTarget, Reloader, VmDevices, Vmm, VmmParts};
 use crate::VmmError;
 use rvmm_arch::{BootParams, KernelImage};
 use rvmm_cli::{IncomingConfig, IrqchipMode, SerialConfig, VmConfig};
@@ -324,8 +324,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     )?);
     tracing::debug!("guest memory registered");
     // What the VM build writes into RAM (kernel, boot tables, power-on page tables) goes to a
-    // throw-away copy when RAM comes from a snapshot.
-    let scratch = match &incoming {
+    // throw-away copy when RAM comes from a snapshot (a stream fills only the pages it has).
+    let scratch = match &config.incoming {
         Some(_) => Some(
             GuestMemoryMmap::from_ranges(&rvmm_arch::layout::guest_memory_regions_below(
                 config.memory_bytes,
@@ -598,7 +598,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             Some(incoming) => {
                 let incoming = match (incoming, preloaded.take()) {
                     (_, Some((path, state))) => Incoming::Mapped(path, Box::new(state)),
-                    (IncomingConfig::File(path), None) => Incoming::File(path.clone()),
+                    (IncomingConfig::File(path), None) => {
+                        Incoming::From(MigrationTarget::File(path.clone()))
+                    }
+                    (IncomingConfig::Exec(cmd), None) => {
+                        Incoming::From(MigrationTarget::Exec(cmd.clone()))
+                    }
                     (IncomingConfig::Defer, None) => Incoming::Deferred,
                 };
                 vmm.start_incoming(incoming, !config.start_paused)?;

@@ -20,7 +20,7 @@
 
 mod migration;
 
-pub use migration::{Incoming, Migration, MigrationStatus};
+pub use migration::{Incoming, Migration, MigrationStatus, MigrationTarget};
 
 use crate::control::{Cause, Control, Request, FATAL_STATUS};
 use crate::device_manager::pci::PciRoot;

@@ -172,14 +172,31 @@ pub fn save(
     header[16..24].copy_from_slice(&record.id.to_le_bytes());
     header[24..32].copy_from_slice(&(record.file_len() - DATA_OFFSET).to_le_bytes());
     file.write_all_at(&header, 0).map_err(io(path))?;
+    let mut written = 0u64;
+    for_each_run(mem, anonymous, |index, offset, data| {
+        let base = record.regions.get(index).map_or(0, |r| r.offset);
+        written += data.len() as u64;
+        file.write_all_at(data, base + offset)
+    })
+    .map_err(io(path))?;
+    Ok(written)
+}
+
+/// Call `f(region index, offset in the region, bytes)` for every run of RAM pages that may hold
+/// data. `anonymous`: RAM is still rvmm's anonymous mapping, so pages the page map says were
+/// never touched are skipped unread; all-zero pages are skipped either way.
+pub fn for_each_run(
+    mem: &GuestMemoryMmap,
+    anonymous: bool,
+    mut f: impl FnMut(usize, u64, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let pagemap = if anonymous {
         PageMap::open()
     } else {
         PageMap(None)
     };
     let mut touched = Vec::with_capacity(CHUNK_PAGES);
-    let mut written = 0u64;
-    for (region, rec) in mem.iter().zip(&record.regions) {
+    for (index, region) in mem.iter().enumerate() {
         let base = region.as_ptr() as usize;
         let len = region.len() as usize;
         // SAFETY: the region's mapping is `len` bytes from `base` and lives as long as `mem`;
@@ -191,7 +208,6 @@ pub fn save(
             if anonymous {
                 pagemap.touched(base + page * PAGE, pages, &mut touched);
             }
-            // Runs of pages with data, written with one pwrite each.
             let mut run: Option<usize> = None;
             for i in 0..=pages {
                 let p = page + i;
@@ -206,9 +222,7 @@ pub fn save(
                     (false, Some(first)) => {
                         let start = first * PAGE;
                         let end = (p * PAGE).min(len);
-                        file.write_all_at(&bytes[start..end], rec.offset + start as u64)
-                            .map_err(io(path))?;
-                        written += (end - start) as u64;
+                        f(index, start as u64, &bytes[start..end])?;
                         run = None;
                     }
                     _ => {}
@@ -217,7 +231,7 @@ pub fn save(
             page += pages;
         }
     }
-    Ok(written)
+    Ok(())
 }
 
 /// Map the memory file at `path` over `mem` (MAP_PRIVATE | MAP_FIXED), after checking it belongs

@@ -10,6 +10,7 @@
 pub mod format;
 pub mod memory;
 pub mod pci;
+pub mod stream;
 
 use memory::{MemoryFileError, MemoryRecord};
 use rvmm_devices::{DeviceState, MmioBus, PioBus, StateError};
@@ -329,11 +330,19 @@ fn snapshot_id() -> u64 {
     )
 }
 
-/// Write the snapshot of a paused VM: RAM to `path.mem`, then the state to `path`. `clock` is
-/// the kvmclock value at the pause.
+/// Where a snapshot goes.
+pub enum SaveTarget<'a> {
+    /// `PATH` and `PATH.mem`.
+    File(&'a Path),
+    /// One stream (`exec:`), named `what` in messages.
+    Stream(&'a mut dyn std::io::Write, &'a str),
+}
+
+/// Write the snapshot of a paused VM: RAM to `path.mem`, then the state to `path`; or both to
+/// a stream. `clock` is the kvmclock value at the pause.
 pub fn save(
     ctx: &SnapshotContext,
-    path: &Path,
+    target: SaveTarget<'_>,
     clock: u64,
     vcpus: Vec<VcpuSnapshot>,
 ) -> Result<SaveStats, SnapshotError> {
@@ -347,8 +356,12 @@ pub fn save(
         })?;
     let machine = ctx.identity();
     let memory = MemoryRecord::layout(&ctx.mem, snapshot_id());
-    let mem_path = memory::mem_path(path);
-    let ram_written = memory::save(&ctx.mem, &memory, &mem_path, !ctx.file_backed)?;
+    let ram_written = match &target {
+        SaveTarget::File(path) => {
+            memory::save(&ctx.mem, &memory, &memory::mem_path(path), !ctx.file_backed)?
+        }
+        SaveTarget::Stream(..) => 0,
+    };
     let state = SnapshotState {
         header: SnapshotHeader {
             rvmm_version: env!("CARGO_PKG_VERSION").into(),
@@ -360,11 +373,21 @@ pub fn save(
         vcpus,
         devices,
     };
+    let what = match &target {
+        SaveTarget::File(path) => path.display().to_string(),
+        SaveTarget::Stream(_, what) => what.to_string(),
+    };
     let bytes = format::encode(&state).map_err(|source| SnapshotError::Format {
-        path: path.display().to_string(),
+        path: what.clone(),
         source,
     })?;
-    std::fs::write(path, &bytes).map_err(io_err(path))?;
+    let ram_written = match target {
+        SaveTarget::File(path) => {
+            std::fs::write(path, &bytes).map_err(io_err(path))?;
+            ram_written
+        }
+        SaveTarget::Stream(out, what) => stream::write(ctx, &bytes, out, what)?,
+    };
     Ok(SaveStats {
         ram_total: state.header.memory.regions.iter().map(|r| r.len).sum(),
         ram_written,
@@ -461,12 +484,41 @@ pub fn restore_machine(
     if !mapped {
         memory::map(&ctx.mem, &state.header.memory, &memory::mem_path(path))?;
     }
+    restore_rest(ctx, &shown, state)
+}
+
+/// Restore from a stream (`exec:`): the state, checked, then RAM copied in, then the rest.
+pub fn restore_stream(
+    ctx: &SnapshotContext,
+    input: &mut impl std::io::Read,
+    what: &str,
+    vcpu_count: usize,
+) -> Result<(Vec<VcpuSnapshot>, u64), SnapshotError> {
+    let state = stream::read_state(input, what)?;
+    check_identity(Path::new(what), &state, &ctx.identity())?;
+    if state.vcpus.len() != vcpu_count {
+        return Err(SnapshotError::VcpuCount {
+            path: what.into(),
+            count: state.vcpus.len(),
+            ours: vcpu_count,
+        });
+    }
+    stream::read_memory(ctx, input, what)?;
+    restore_rest(ctx, what, state)
+}
+
+/// After RAM is in place: the VM state and the devices; returns the vCPU states and kvmclock.
+pub fn restore_rest(
+    ctx: &SnapshotContext,
+    shown: &str,
+    state: SnapshotState,
+) -> Result<(Vec<VcpuSnapshot>, u64), SnapshotError> {
     ctx.vm
         .restore_state(&state.vm)
         .map_err(|source| SnapshotError::Hypervisor {
             what: format!("{shown}: VM state"),
             source,
         })?;
-    ctx.devices.restore(&shown, state.devices)?;
+    ctx.devices.restore(shown, state.devices)?;
     Ok((state.vcpus, state.vm.clock))
 }

@@ -5,11 +5,11 @@
 //! destination runs unless `-S`).
 
 use super::{VmEvent, VmState, Vmm};
-use crate::snapshot::{self, SaveStats, SnapshotContext, SnapshotError};
+use crate::snapshot::{self, SaveStats, SaveTarget, SnapshotContext, SnapshotError};
 use crate::vcpu::{VcpuError, VcpuRequest, VcpuResponse};
 use crate::VmmError;
 use rvmm_hypervisor::VcpuSnapshot;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// QEMU's MigrationStatus values rvmm goes through.
@@ -39,30 +39,63 @@ impl MigrationStatus {
 pub enum Incoming {
     /// `-incoming defer`: waiting for `migrate-incoming`.
     Deferred,
-    /// Restoring from this file.
-    File(PathBuf),
+    /// Restoring from this file (or stream).
+    From(MigrationTarget),
     /// `-incoming file:PATH` whose state was read and whose RAM was mapped while the VM was
     /// built (before KVM's memory slots existed: remapping RAM behind a slot costs KVM a walk
     /// over every page of it).
     Mapped(PathBuf, Box<crate::snapshot::SnapshotState>),
 }
 
-impl PartialEq for Incoming {
-    fn eq(&self, other: &Self) -> bool {
-        matches!((self, other), (Incoming::Deferred, Incoming::Deferred))
-            || matches!((self, other), (Incoming::File(a), Incoming::File(b)) if a == b)
-    }
+/// Where a snapshot goes or comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationTarget {
+    /// `file:PATH`: the state file PATH and RAM in PATH.mem.
+    File(PathBuf),
+    /// `exec:CMD`: one stream to CMD's stdin (save) or from its stdout (restore), `sh -c CMD`.
+    Exec(String),
 }
 
-/// `file:PATH`, the one migration URI rvmm serves; the QMP error text for any other.
-pub fn parse_uri(uri: &str) -> Result<PathBuf, String> {
+/// `file:PATH` or `exec:CMD`; the QMP error text for any other URI.
+pub fn parse_uri(uri: &str) -> Result<MigrationTarget, String> {
     match uri.split_once(':') {
-        Some(("file", path)) if !path.is_empty() => Ok(path.into()),
-        Some(("exec" | "unix" | "tcp" | "fd" | "rdma", _)) => Err(format!(
-            "Migration URI '{uri}': rvmm saves and restores only 'file:PATH' (the guest's RAM goes to PATH.mem next to it)"
+        Some(("file", path)) if !path.is_empty() => Ok(MigrationTarget::File(path.into())),
+        Some(("exec", cmd)) if !cmd.trim().is_empty() => Ok(MigrationTarget::Exec(cmd.into())),
+        Some(("unix" | "tcp" | "fd" | "rdma", _)) => Err(format!(
+            "Migration URI '{uri}': rvmm saves and restores only 'file:PATH' (the guest's RAM goes to PATH.mem next to it) and 'exec:CMD'"
         )),
         _ => Err(format!("unknown migration protocol: {uri}")),
     }
+}
+
+fn spawn_exec(cmd: &str, save: bool) -> Result<std::process::Child, SnapshotError> {
+    use std::process::{Command, Stdio};
+    let (stdin, stdout) = if save {
+        (Stdio::piped(), Stdio::inherit())
+    } else {
+        (Stdio::null(), Stdio::piped())
+    };
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(stdin)
+        .stdout(stdout)
+        .spawn()
+        .map_err(|source| SnapshotError::Io {
+            path: format!("exec:{cmd}"),
+            source,
+        })
+}
+
+fn exec_status(cmd: &str, child: &mut std::process::Child) -> Result<(), SnapshotError> {
+    let status = child.wait().map_err(|source| SnapshotError::Io {
+        path: format!("exec:{cmd}"),
+        source,
+    })?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(SnapshotError::Vcpu(format!("exec:{cmd}: {status}")))
 }
 
 /// The migration side of the VM.
@@ -73,7 +106,7 @@ pub struct Migration {
     events: bool,
     /// The VM stopped for a completed migration (query-status `postmigrate`).
     postmigrate: bool,
-    pending: Option<PathBuf>,
+    pending: Option<MigrationTarget>,
     incoming: Option<Incoming>,
     /// Run after the incoming migration (no `-S`, or `cont` while in `inmigrate`).
     autostart: bool,
@@ -159,7 +192,7 @@ impl Vmm {
     /// QMP `migrate`: check what can be checked now and queue the save, which
     /// [`run_pending`](Self::run_pending) does once the reply is sent (QEMU replies first too).
     pub fn migrate(&mut self, uri: &str) -> Result<(), String> {
-        let path = parse_uri(uri)?;
+        let target = parse_uri(uri)?;
         if self.in_incoming() {
             return Err("Guest is waiting for an incoming migration".into());
         }
@@ -182,7 +215,7 @@ impl Vmm {
             .check_migratable()
             .map_err(|e| e.to_string())?;
         self.migration.error = None;
-        self.migration.pending = Some(path);
+        self.migration.pending = Some(target);
         self.set_migration_status(MigrationStatus::Setup);
         Ok(())
     }
@@ -190,7 +223,7 @@ impl Vmm {
     /// Carry out a queued `migrate` or `migrate-incoming` (called after the command's reply).
     pub fn run_pending(&mut self) {
         self.run_pending_incoming();
-        let Some(path) = self.migration.pending.take() else {
+        let Some(target) = self.migration.pending.take() else {
             return;
         };
         let start = Instant::now();
@@ -201,7 +234,7 @@ impl Vmm {
             return self.migration_failed("the VM could not be paused".into(), false);
         }
         let stopped = Instant::now();
-        match self.save_snapshot(&path) {
+        match self.save_snapshot(&target) {
             Ok(stats) => {
                 // Disks too: what the guest wrote is on them before `completed`.
                 self.devices.virtio.flush();
@@ -210,7 +243,7 @@ impl Vmm {
                 self.migration.total_ms = start.elapsed().as_millis() as u64;
                 self.migration.downtime_ms = stopped.elapsed().as_millis() as u64;
                 self.migration.postmigrate = true;
-                tracing::debug!(path = %path.display(), ?stats, "snapshot saved");
+                tracing::debug!(?target, ?stats, "snapshot saved");
                 self.set_migration_status(MigrationStatus::Completed);
             }
             Err(e) => self.migration_failed(e.to_string(), was_running),
@@ -232,7 +265,7 @@ impl Vmm {
         self.migration.postmigrate = false;
     }
 
-    fn save_snapshot(&mut self, path: &Path) -> Result<SaveStats, SnapshotError> {
+    fn save_snapshot(&mut self, target: &MigrationTarget) -> Result<SaveStats, SnapshotError> {
         let vcpus = self.vcpu_snapshots()?;
         let clock = match self.clock {
             Some(c) => c,
@@ -244,7 +277,26 @@ impl Vmm {
                     source,
                 })?,
         };
-        snapshot::save(&self.migration.ctx, path, clock, vcpus)
+        let ctx = &self.migration.ctx;
+        match target {
+            MigrationTarget::File(path) => {
+                snapshot::save(ctx, SaveTarget::File(path), clock, vcpus)
+            }
+            MigrationTarget::Exec(cmd) => {
+                let mut child = spawn_exec(cmd, true)?;
+                let what = format!("exec:{cmd}");
+                let saved = match child.stdin.take() {
+                    Some(mut stdin) => {
+                        snapshot::save(ctx, SaveTarget::Stream(&mut stdin, &what), clock, vcpus)
+                    }
+                    None => Err(SnapshotError::Vcpu(format!("{what}: no stdin"))),
+                };
+                // stdin is closed here: the command sees the end of the stream.
+                let status = exec_status(cmd, &mut child);
+                let stats = saved?;
+                status.map(|()| stats)
+            }
+        }
     }
 
     fn vcpu_snapshots(&mut self) -> Result<Vec<VcpuSnapshot>, SnapshotError> {
@@ -270,52 +322,53 @@ impl Vmm {
                 self.migration.incoming = Some(Incoming::Deferred);
                 Ok(())
             }
-            Incoming::File(path) => {
-                self.migration.incoming = Some(Incoming::File(path.clone()));
-                self.incoming_file(&path, None)
+            Incoming::From(target) => {
+                self.migration.incoming = Some(Incoming::From(target.clone()));
+                self.incoming(&target, None)
             }
             Incoming::Mapped(path, state) => {
-                self.migration.incoming = Some(Incoming::File(path.clone()));
-                self.incoming_file(&path, Some(*state))
+                let target = MigrationTarget::File(path);
+                self.migration.incoming = Some(Incoming::From(target.clone()));
+                self.incoming(&target, Some(*state))
             }
         }
     }
 
     /// QMP `migrate-incoming`: only while `-incoming defer` waits.
     pub fn migrate_incoming(&mut self, uri: &str) -> Result<(), String> {
-        if self.migration.incoming != Some(Incoming::Deferred) {
+        if !matches!(self.migration.incoming, Some(Incoming::Deferred)) {
             return Err("The incoming migration has already been started".into());
         }
-        let path = parse_uri(uri)?;
-        self.migration.incoming = Some(Incoming::File(path));
+        let target = parse_uri(uri)?;
+        self.migration.incoming = Some(Incoming::From(target));
         Ok(())
     }
 
     /// A `migrate-incoming` after its reply: a failure stops rvmm, as QEMU exits when an
     /// incoming migration fails.
     fn run_pending_incoming(&mut self) {
-        let Some(Incoming::File(path)) = &self.migration.incoming else {
+        let Some(Incoming::From(target)) = &self.migration.incoming else {
             return;
         };
-        let path = path.clone();
+        let target = target.clone();
         if self.state != VmState::Created {
             return;
         }
-        if let Err(e) = self.incoming_file(&path, None) {
+        if let Err(e) = self.incoming(&target, None) {
             tracing::error!("{e}");
             self.fail(e);
         }
     }
 
     /// Restore from `path` into this freshly built VM, then run it (or hold it under `-S`).
-    fn incoming_file(
+    fn incoming(
         &mut self,
-        path: &Path,
+        target: &MigrationTarget,
         mapped: Option<crate::snapshot::SnapshotState>,
     ) -> Result<(), VmmError> {
         let start = Instant::now();
         self.set_migration_status(MigrationStatus::Active);
-        if let Err(e) = self.restore_snapshot(path, mapped) {
+        if let Err(e) = self.restore_snapshot(target, mapped) {
             self.migration.error = Some(e.to_string());
             self.set_migration_status(MigrationStatus::Failed);
             return Err(VmmError::Incoming(e));
@@ -324,7 +377,11 @@ impl Vmm {
         self.migration.ctx.file_backed = true;
         self.migration.total_ms = start.elapsed().as_millis() as u64;
         self.set_migration_status(MigrationStatus::Completed);
-        tracing::debug!(path = %path.display(), us = start.elapsed().as_micros() as u64, "snapshot restored");
+        tracing::debug!(
+            ?target,
+            us = start.elapsed().as_micros() as u64,
+            "snapshot restored"
+        );
         if self.migration.autostart {
             // QEMU's incoming side reports RESUME as the guest starts.
             self.events.emit(VmEvent::Resume);
@@ -339,18 +396,35 @@ impl Vmm {
 
     fn restore_snapshot(
         &mut self,
-        path: &Path,
+        target: &MigrationTarget,
         mapped: Option<crate::snapshot::SnapshotState>,
     ) -> Result<(), SnapshotError> {
         let ctx = &self.migration.ctx;
-        let is_mapped = mapped.is_some();
-        let state = match mapped {
-            Some(s) => s,
-            None => snapshot::read_state(path)?,
+        let (vcpus, clock) = match target {
+            MigrationTarget::File(path) => {
+                let is_mapped = mapped.is_some();
+                let state = match mapped {
+                    Some(s) => s,
+                    None => snapshot::read_state(path)?,
+                };
+                snapshot::check(ctx, path, &state)?;
+                snapshot::restore_machine(ctx, path, state, self.vcpus.len(), is_mapped)?
+            }
+            MigrationTarget::Exec(cmd) => {
+                let what = format!("exec:{cmd}");
+                let mut child = spawn_exec(cmd, false)?;
+                let result = match child.stdout.take() {
+                    Some(mut out) => {
+                        snapshot::restore_stream(ctx, &mut out, &what, self.vcpus.len())
+                    }
+                    None => Err(SnapshotError::Vcpu(format!("{what}: no stdout"))),
+                };
+                let status = exec_status(cmd, &mut child);
+                let restored = result?;
+                status?;
+                restored
+            }
         };
-        snapshot::check(ctx, path, &state)?;
-        let (vcpus, clock) =
-            snapshot::restore_machine(ctx, path, state, self.vcpus.len(), is_mapped)?;
         for (v, s) in self.vcpus.iter().zip(vcpus) {
             v.send(VcpuRequest::Restore(Box::new(s)))
                 .map_err(vcpu_err)?;
