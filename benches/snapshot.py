@@ -12,6 +12,9 @@ one run mean anything):
             time until the restored guest runs again (at most ~1 ms of it is the guest's tick);
 * files:    bytes the snapshot takes on disk (rvmm's PATH.mem is sparse).
 
+rvmm also runs with QEMU's transport (`exec:cat > PATH` / `-incoming "exec:cat PATH"`, RAM copied
+from the stream instead of mapped), reported as rvmm-exec.
+
 Each saved snapshot is restored --restores times (default 3) and the median restore kept.
 
 Usage: benches/snapshot.py [--runs N] [--restores N] [--sizes 128M,2G,16G] [--rvmm PATH] [--qemu PATH]
@@ -121,8 +124,9 @@ def vm_args(kernel, mem, cpu):
             "-display", "none", "-serial", "stdio", "-kernel", kernel]
 
 
-def one(binary, is_qemu, kernel, mem, cpu, workdir, restores):
+def one(binary, is_qemu, kernel, mem, cpu, workdir, restores, exec_uri=False):
     """(save seconds, restore seconds, snapshot bytes on disk, boot seconds)."""
+    exec_uri = exec_uri or is_qemu
     state = os.path.join(workdir, "qemu.state" if is_qemu else "rvmm.state")
     qmp_path = os.path.join(workdir, "bench.qmp")
     args = vm_args(kernel, mem, cpu)
@@ -135,7 +139,7 @@ def one(binary, is_qemu, kernel, mem, cpu, workdir, restores):
         wait_line(proc, b"count 20")
         q = Qmp(qmp_path)
         q.cmd("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
-        uri = f"exec:cat > {state}" if is_qemu else f"file:{state}"
+        uri = f"exec:cat > {state}" if exec_uri else f"file:{state}"
         start = time.perf_counter()
         q.cmd("migrate", {"uri": uri})
         q.wait_migration("completed")
@@ -154,9 +158,9 @@ def one(binary, is_qemu, kernel, mem, cpu, workdir, restores):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    files = [state] + ([] if is_qemu else [state + ".mem"])
+    files = [state] + ([] if exec_uri else [state + ".mem"])
     disk = sum(os.stat(f).st_blocks * 512 for f in files)
-    incoming = f"exec:cat {state}" if is_qemu else f"file:{state}"
+    incoming = f"exec:cat {state}" if exec_uri else f"file:{state}"
     times = []
     for _ in range(restores):
         start = time.perf_counter()
@@ -200,13 +204,14 @@ def main():
     rows = []
     try:
         for size in a.sizes.split(","):
-            res = {"rvmm": [], "qemu": []}
+            res = {"rvmm": [], "qemu": [], "rvmm-exec": []}
             for run in range(a.runs):
-                order = [("rvmm", a.rvmm, False, "host"), ("qemu", a.qemu, True, qemu_cpu)]
+                order = [("rvmm", a.rvmm, False, "host", False), ("qemu", a.qemu, True, qemu_cpu, True),
+                         ("rvmm-exec", a.rvmm, False, "host", True)]
                 if run % 2:
                     order.reverse()
-                for name, binary, is_qemu, cpu in order:
-                    r = one(binary, is_qemu, kernel, size, cpu, workdir, a.restores)
+                for name, binary, is_qemu, cpu, exec_uri in order:
+                    r = one(binary, is_qemu, kernel, size, cpu, workdir, a.restores, exec_uri)
                     res[name].append(r)
                     print(f"{size:>5} run {run + 1} {name:4}: save {fmt_t(r[0])}, restore {fmt_t(r[1])}, "
                           f"on disk {r[2] / 2**20:.1f} MiB, boot {fmt_t(r[3])}", flush=True)
@@ -223,6 +228,13 @@ def main():
         r, q = m["rvmm"], m["qemu"]
         print(f"| {size} | {fmt_t(r[0])} | {fmt_t(q[0])} | {q[0] / r[0]:.1f} | {fmt_t(r[1])} | {fmt_t(q[1])} | "
               f"{q[1] / r[1]:.1f} | {r[2] / 2**20:.2f} MiB | {q[2] / 2**20:.1f} MiB | {fmt_t(r[3])} | {fmt_t(q[3])} |")
+    print("\nrvmm with QEMU's transport (exec:cat)")
+    print("| RAM | rvmm-exec save | QEMU save | ratio | rvmm-exec restore | QEMU restore | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for size, m in rows:
+        r, q = m["rvmm-exec"], m["qemu"]
+        print(f"| {size} | {fmt_t(r[0])} | {fmt_t(q[0])} | {q[0] / r[0]:.1f} | {fmt_t(r[1])} | {fmt_t(q[1])} | "
+              f"{q[1] / r[1]:.1f} |")
 
 
 if __name__ == "__main__":
