@@ -103,17 +103,26 @@ fn linux_restored_after_boot_keeps_running() {
     loop {
         let r = qmp(
             &sock,
-            &[r#"{"execute":"qmp_capabilities"}"#, r#"{"execute":"query-migrate"}"#],
+            &[
+                r#"{"execute":"qmp_capabilities"}"#,
+                r#"{"execute":"query-migrate"}"#,
+            ],
         );
         if r[1].contains("completed") {
             break;
         }
-        assert!(!r[1].contains("failed") && Instant::now() < deadline, "{r:?}");
+        assert!(
+            !r[1].contains("failed") && Instant::now() < deadline,
+            "{r:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let before = source.kill();
     let saved_at = stamp(&before.stdout, WAITING).expect("the waiting line's timestamp");
-    assert!(!before.stdout.contains(PANIC), "the source got past the delay\n{before}");
+    assert!(
+        !before.stdout.contains(PANIC),
+        "the source got past the delay\n{before}"
+    );
 
     let out = vm(&kernel, &dir.path().join("restore.qmp"))
         .arg("-incoming")

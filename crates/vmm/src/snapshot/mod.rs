@@ -71,6 +71,10 @@ pub enum SnapshotError {
     },
     #[error("{0}")]
     Vcpu(String),
+    #[error("exec:{cmd}: {problem}")]
+    Exec { cmd: String, problem: String },
+    #[error("{what}: RAM record at {gpa:#x}, {len:#x} bytes, lies outside guest RAM")]
+    RamRecord { what: String, gpa: u64, len: u64 },
     #[error("{what}: {source}")]
     Hypervisor {
         what: String,

@@ -96,10 +96,10 @@ pub fn read_memory(
         if gpa == END && len == 0 {
             return Ok(());
         }
-        let bad = || {
-            SnapshotError::Vcpu(format!(
-                "{what}: RAM record at {gpa:#x}, {len:#x} bytes, lies outside guest RAM"
-            ))
+        let bad = || SnapshotError::RamRecord {
+            what: what.into(),
+            gpa,
+            len,
         };
         let end = gpa.checked_add(len).ok_or_else(bad)?;
         let inside = ctx.mem.iter().any(|r| {

@@ -95,7 +95,10 @@ fn exec_status(cmd: &str, child: &mut std::process::Child) -> Result<(), Snapsho
     if status.success() {
         return Ok(());
     }
-    Err(SnapshotError::Vcpu(format!("exec:{cmd}: {status}")))
+    Err(SnapshotError::Exec {
+        cmd: cmd.into(),
+        problem: status.to_string(),
+    })
 }
 
 /// The migration side of the VM.
@@ -289,7 +292,10 @@ impl Vmm {
                     Some(mut stdin) => {
                         snapshot::save(ctx, SaveTarget::Stream(&mut stdin, &what), clock, vcpus)
                     }
-                    None => Err(SnapshotError::Vcpu(format!("{what}: no stdin"))),
+                    None => Err(SnapshotError::Exec {
+                        cmd: cmd.clone(),
+                        problem: "no stdin".into(),
+                    }),
                 };
                 // stdin is closed here: the command sees the end of the stream.
                 let status = exec_status(cmd, &mut child);
@@ -374,7 +380,9 @@ impl Vmm {
             return Err(VmmError::Incoming(e));
         }
         self.migration.incoming = None;
-        self.migration.ctx.file_backed = true;
+        // RAM is now a private file mapping (file:), whose untouched pages are not zero; a
+        // stream was copied into anonymous RAM.
+        self.migration.ctx.file_backed = matches!(target, MigrationTarget::File(_));
         self.migration.total_ms = start.elapsed().as_millis() as u64;
         self.set_migration_status(MigrationStatus::Completed);
         tracing::debug!(
@@ -417,7 +425,10 @@ impl Vmm {
                     Some(mut out) => {
                         snapshot::restore_stream(ctx, &mut out, &what, self.vcpus.len())
                     }
-                    None => Err(SnapshotError::Vcpu(format!("{what}: no stdout"))),
+                    None => Err(SnapshotError::Exec {
+                        cmd: cmd.clone(),
+                        problem: "no stdout".into(),
+                    }),
                 };
                 let status = exec_status(cmd, &mut child);
                 let restored = result?;
