@@ -237,6 +237,14 @@ impl crate::Persist for Cmos {
         let nvram: [u8; 128] = s.nvram.try_into().map_err(|v: Vec<u8>| {
             crate::StateError::Invalid(format!("CMOS: {} bytes of NVRAM, not 128", v.len()))
         })?;
+        // Seconds within +-3000 years keep the clock arithmetic far from overflowing.
+        const SPAN: i64 = 100_000_000_000;
+        if !(-SPAN..=SPAN).contains(&s.offset) || !(-SPAN..=SPAN).contains(&s.last_second) {
+            return Err(crate::StateError::Invalid(format!(
+                "CMOS: clock offset {} s or last second {} out of range",
+                s.offset, s.last_second
+            )));
+        }
         let mut st = self.lock();
         st.index = s.index & 0x7f;
         st.nmi_disabled = s.nmi_disabled;
