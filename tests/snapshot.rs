@@ -291,6 +291,77 @@ fn mismatches_and_hostile_files_are_refused_by_name() {
     refused(&path, "microvm", "128", "belongs to another snapshot");
 }
 
+/// FNV-1a 64, the state file's checksum (docs/SNAPSHOT.md).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A state file with `edit` applied to its JSON and a valid checksum: hostile values that pass
+/// the format checks.
+fn reframed(bytes: &[u8], edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&bytes[32..]).unwrap();
+    edit(&mut v);
+    let payload = serde_json::to_vec(&v).unwrap();
+    let mut out = bytes[..16].to_vec();
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&fnv1a(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[test]
+fn hostile_values_behind_a_valid_checksum_are_refused() {
+    if skip_on_qemu("rvmm's snapshot files") {
+        return;
+    }
+    let dir = TempDir::new("snapshot-hostile-values");
+    let state = dir.path().join("state");
+    save_counter("microvm", 1, &dir, &state);
+    let bytes = std::fs::read(&state).unwrap();
+    let hostile = |name: &str, contents: Vec<u8>, needle: &str| {
+        let path = dir.file(name, &contents);
+        std::fs::copy(mem_of(&state), mem_of(&path)).unwrap();
+        refused(&path, "microvm", "128", needle);
+    };
+    hostile(
+        "fifo",
+        reframed(&bytes, |v| {
+            v["devices"]["COM1"]["in_buffer"] = json!(vec![0; 100])
+        }),
+        "device 'COM1': invalid state: COM1 receive FIFO of 100 bytes",
+    );
+    hostile(
+        "nodevice",
+        reframed(&bytes, |v| {
+            v["devices"].as_object_mut().unwrap().remove("CMOS RTC");
+        }),
+        "no state for device 'CMOS RTC'",
+    );
+    hostile(
+        "msr",
+        reframed(&bytes, |v| {
+            v["vcpus"][0]["msrs"][0] =
+                json!([0xef, 0xbe, 0xad, 0xde, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        }),
+        "KVM_SET_MSRS refused MSR 0xdeadbeef",
+    );
+    hostile(
+        "vcpus",
+        reframed(&bytes, |v| v["vcpus"].as_array_mut().unwrap().clear()),
+        "0 vCPU states for 1 vCPUs",
+    );
+    hostile(
+        "junk",
+        reframed(&bytes, |v| v["vm"] = json!("junk")),
+        "corrupted",
+    );
+}
+
 fn mem_of(state: &Path) -> PathBuf {
     let mut p = state.as_os_str().to_owned();
     p.push(".mem");
