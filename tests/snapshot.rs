@@ -600,3 +600,48 @@ fn exec_uris_as_qemu_spells_them() {
     assert_ne!(out.status, Some(0), "{out}");
     assert!(out.stderr.contains("exec:exit 3"), "{out}");
 }
+
+/// A restored VM runs on a private mapping of PATH.mem: saving it again to the same PATH must
+/// not change that file under it (the new files are renamed into place), and the new snapshot
+/// goes on from the later count.
+#[test]
+fn saving_over_the_snapshot_a_vm_runs_from() {
+    if skip_on_qemu("rvmm's snapshot files") {
+        return;
+    }
+    let dir = TempDir::new("snapshot-resave");
+    let state = dir.path().join("state");
+    let first = save_counter("microvm", 1, &dir, &state);
+    let qmp = dir.path().join("again.qmp");
+    let mut vm = counter("microvm", 1, &qmp)
+        .arg("-incoming")
+        .arg(format!("file:{}", state.display()))
+        .spawn();
+    vm.expect_stdout(&format!("count {}\n", first + 5));
+    let mut q = Qmp::connect(&qmp);
+    q.execute(
+        "migrate",
+        json!({"uri": format!("file:{}", state.display())}),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while q.execute("query-migrate", json!({})).unwrap()["status"] != "completed" {
+        assert!(Instant::now() < deadline, "migrate did not complete");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The source runs on from its (replaced) file after `cont`.
+    q.execute("cont", json!({})).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    q.execute("stop", json!({})).unwrap();
+    let out = vm.stdout();
+    q.execute("quit", json!({})).unwrap();
+    vm.wait(Duration::from_secs(20)).assert_status(0);
+    let seen = counts(&out);
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+    let after = restore_counter("microvm", 1, &dir, &state, 2);
+    assert!(
+        after[0] > first + 5,
+        "restored at {after:?}, first snapshot at {first}"
+    );
+    assert_eq!(after[1], after[0] + 1);
+}

@@ -164,22 +164,37 @@ pub fn save(
     path: &Path,
     anonymous: bool,
 ) -> Result<u64, MemoryFileError> {
-    let file = File::create(path).map_err(io(path))?;
-    file.set_len(record.file_len()).map_err(io(path))?;
+    // A new file, renamed over `path` by the caller ([`commit`]): the running VM's RAM may be a
+    // mapping of the old one (restored from the same path), which must not change under it.
+    let tmp = tmp_path(path);
+    let file = File::create(&tmp).map_err(io(&tmp))?;
+    file.set_len(record.file_len()).map_err(io(&tmp))?;
     let mut header = [0u8; 32];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&VERSION.to_le_bytes());
     header[16..24].copy_from_slice(&record.id.to_le_bytes());
     header[24..32].copy_from_slice(&(record.file_len() - DATA_OFFSET).to_le_bytes());
-    file.write_all_at(&header, 0).map_err(io(path))?;
+    file.write_all_at(&header, 0).map_err(io(&tmp))?;
     let mut written = 0u64;
     for_each_run(mem, anonymous, |index, offset, data| {
         let base = record.regions.get(index).map_or(0, |r| r.offset);
         written += data.len() as u64;
         file.write_all_at(data, base + offset)
     })
-    .map_err(io(path))?;
+    .map_err(io(&tmp))?;
     Ok(written)
+}
+
+/// `PATH.tmp`, where a file is written before it is renamed to `PATH`.
+pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".tmp");
+    p.into()
+}
+
+/// Rename `PATH.tmp` to `PATH` (atomic: a reader sees the old file or the new one).
+pub fn commit(path: &Path) -> std::io::Result<()> {
+    std::fs::rename(tmp_path(path), path)
 }
 
 /// Call `f(region index, offset in the region, bytes)` for every run of RAM pages that may hold

@@ -387,7 +387,13 @@ pub fn save(
     })?;
     let ram_written = match target {
         SaveTarget::File(path) => {
-            std::fs::write(path, &bytes).map_err(io_err(path))?;
+            let tmp = memory::tmp_path(path);
+            std::fs::write(&tmp, &bytes).map_err(io_err(&tmp))?;
+            // RAM first: between the renames the new memory file's id does not match the old
+            // state file's, which a restore reports.
+            let mem_path = memory::mem_path(path);
+            memory::commit(&mem_path).map_err(io_err(&mem_path))?;
+            memory::commit(path).map_err(io_err(path))?;
             ram_written
         }
         SaveTarget::Stream(out, what) => stream::write(ctx, &bytes, out, what)?,
