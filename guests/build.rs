@@ -71,6 +71,23 @@ const GUESTS: &[Guest] = &[
     },
     Guest {
         flat: true,
+        ..guest("vgadisk.bin", "vgadisk.S", Class::Elf32, "bootsector.ld")
+    },
+    Guest {
+        flat: true,
+        ..guest("vgabench.bin", "vgabench.S", Class::Elf32, "bootsector.ld")
+    },
+    Guest {
+        flat: true,
+        ..guest(
+            "suspenddisk.bin",
+            "suspenddisk.S",
+            Class::Elf32,
+            "bootsector.ld",
+        )
+    },
+    Guest {
+        flat: true,
         ..guest(
             "smbiosdisk.bin",
             "smbiosdisk.S",
@@ -156,6 +173,7 @@ const GUESTS: &[Guest] = &[
     guest("pci_bar.elf", "pci_bar.S", Class::Elf32, "pvh.ld"),
     guest("pio_bench.elf", "pio_bench.S", Class::Elf32, "pvh.ld"),
     guest("heartbeat.elf", "heartbeat.S", Class::Elf32, "pvh.ld"),
+    guest("kbdecho.elf", "kbdecho.S", Class::Elf32, "pvh.ld"),
     guest("counter.elf", "counter.S", Class::Elf32, "pvh.ld"),
     Guest {
         defines: &["FAST"],
@@ -177,7 +195,18 @@ const GUESTS: &[Guest] = &[
     guest("exits64.elf", "exits64.S", Class::Elf64, "pvh.ld"),
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
     guest("pit.elf", "pit.S", Class::Elf32, "pvh.ld"),
+    guest("pit_ioapic.elf", "pit_ioapic.S", Class::Elf32, "pvh.ld"),
+    guest("tsc_deadline.elf", "tsc_deadline.S", Class::Elf32, "pvh.ld"),
     guest("virtio_bench.elf", "virtio_bench.S", Class::Elf32, "pvh.ld"),
+    Guest {
+        defines: &["VIRTIO_PCI"],
+        ..guest(
+            "virtio_bench_pci.elf",
+            "virtio_bench.S",
+            Class::Elf32,
+            "pvh.ld",
+        )
+    },
     Guest {
         defines: &["TEST_POPCNT"],
         ..guest("emulate_popcnt.elf", "emulate.S", Class::Elf64, "pvh.ld")

@@ -45,6 +45,8 @@ fi
 # tests/qmp.rs drives rvmm with QEMU's own Python QMP library.
 command -v python3 >/dev/null || { echo "scripts/test.sh: python3 is needed for the QMP tests" >&2; exit 1; }
 python3 -c 'import qemu.qmp' 2>/dev/null || python3 -m pip install -q qemu.qmp
+# tests/vnc.rs drives rvmm's VNC server with a real client, vncdotool.
+python3 -c 'import vncdotool' 2>/dev/null || python3 -m pip install -q vncdotool
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 
 if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then

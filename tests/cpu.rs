@@ -5,7 +5,10 @@
 
 mod common;
 
-use common::{binary, expect_error, guest, run_limited, skip_on_qemu, TIMEOUT};
+use common::{binary, expect_error, guest, run_limited, skip_on_qemu, VmCommand, TIMEOUT};
+
+/// isa-debug-exit status of a guest that passed (`(0x10 << 1) | 1`).
+const EXIT_OK: i32 = (0x10 << 1) | 1;
 use std::process::Command;
 
 /// Runs the default guest (direct boot, so no firmware is needed) with `-cpu cpu`; returns
@@ -116,7 +119,7 @@ fn unknown_features_and_properties_are_named() {
         &["-cpu", "host,vmx=maybe"],
         "Parameter 'vmx' expects 'on' or 'off'",
     );
-    expect_error(&["-cpu", "host,hv-relaxed"], "hv-relaxed");
+    expect_error(&["-cpu", "host,hv-synic"], "hv-synic");
     expect_error(&["-cpu", "qemu65"], "unable to find CPU model 'qemu65'");
 }
 
@@ -164,4 +167,29 @@ fn cpu_help_lists_models_and_flags() {
         text.contains(" vmx ") && text.contains(" sse4.2 "),
         "{text}"
     );
+}
+
+/// The LAPIC timer's TSC-deadline mode follows the `tsc-deadline` flag, as on QEMU: with it the
+/// LVT takes mode 2 and IA32_TSC_DEADLINE fires the timer; without it the mode field is one bit
+/// wide (mode 2 reads back as 0) and KVM ignores the MSR (reads 0) rather than raising #GP.
+#[test]
+fn tsc_deadline_mode_follows_the_flag() {
+    for cpu in ["host", "qemu64,+tsc-deadline"] {
+        let out = VmCommand::guest("tsc_deadline.elf")
+            .set_option("-cpu", cpu)
+            .run();
+        out.assert_stdout_contains("tsc deadline: lvt mode 2\n");
+        out.assert_stdout_contains("tsc deadline: msr reads armed\n");
+        out.assert_stdout_contains("tsc deadline: interrupt on vector 0x33\n");
+        out.assert_status(EXIT_OK);
+    }
+    for cpu in ["qemu64", "qemu64,-tsc-deadline"] {
+        let out = VmCommand::guest("tsc_deadline.elf")
+            .set_option("-cpu", cpu)
+            .run();
+        out.assert_stdout_contains("tsc deadline: lvt mode 0\n");
+        out.assert_stdout_contains("tsc deadline: msr reads 0\n");
+        out.assert_stdout_lacks("#GP");
+        out.assert_status(EXIT_OK);
+    }
 }

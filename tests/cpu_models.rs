@@ -437,3 +437,106 @@ fn unknown_names_fail_as_qemu() {
         eprintln!("-cpu {cpu}: {qemu} (as QEMU)");
     }
 }
+
+/// QEMU 7.2's Hyper-V leaves for `-cpu qemu64,hv-relaxed,hv-vapic,hv-time,hv-spinlocks=0x1fff`
+/// (target/i386/kvm/kvm.c `hyperv_fill_cpuids` with cpu.c's defaults), KVM's moved to 0x40000100.
+const HYPERV_LEAVES: &[(u32, [u32; 4])] = &[
+    (
+        0x4000_0000,
+        [0x4000_0005, 0x7263_694d, 0x666f_736f, 0x7648_2074],
+    ),
+    (0x4000_0001, [0x3123_7648, 0, 0, 0]),
+    (0x4000_0002, [0x3839, 0x000a_0000, 0, 0]),
+    (0x4000_0003, [0x232, 0, 0, 0x8]),
+    (0x4000_0004, [0x28, 0x1fff, 0, 0]),
+    (0x4000_0005, [0xffff_ffff, 64, 0, 0]),
+];
+
+/// QEMU's leaves 0x40000000-0x40000005 as it hands them to KVM_SET_CPUID2 (strace decodes the
+/// ioctl), if it hands any: QEMU 7.2 leaves them out where KVM lacks KVM_CAP_HYPERV.
+fn qemu_hyperv_leaves(cpu: &str) -> Option<Table> {
+    let out = Command::new("strace")
+        .args(["-f", "-v", "-s", "65536", "-e", "trace=ioctl", QEMU])
+        .args(["-enable-kvm", "-M", "q35", "-cpu", cpu, "-nodefaults"])
+        .args(["-display", "none", "-S", "-qmp", "stdio"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let call = text.lines().rfind(|l| l.contains("KVM_SET_CPUID2"))?;
+    let mut table = Table::new();
+    for entry in call.split("{function=").skip(1) {
+        let field = |name: &str| {
+            let v = entry.split(&format!("{name}=")).nth(1)?;
+            Some(hex(v.split([',', '}']).next()?))
+        };
+        let function = hex(entry.split(',').next()?);
+        if (0x4000_0000..=0x4000_0005).contains(&function) {
+            let regs = [field("eax")?, field("ebx")?, field("ecx")?, field("edx")?];
+            table.insert((function, 0), regs);
+        }
+    }
+    table
+        .get(&(0x4000_0000, 0))
+        .is_some_and(|r| r[1] == 0x7263_694d)
+        .then_some(table)
+}
+
+/// `hv-relaxed`, `hv-vapic`, `hv-time` and `hv-spinlocks=` put QEMU's Hyper-V leaves at
+/// 0x40000000 and move KVM's to 0x40000100; a KVM without Hyper-V support refuses them by name
+/// (QEMU 7.2 drops the leaves there and then aborts setting the Hyper-V MSRs).
+#[test]
+fn hyperv_enlightenments_give_qemus_leaves() {
+    if skip_on_qemu("reads rvmm's CPUID dump") {
+        return;
+    }
+    let cpu = "qemu64,hv-relaxed,hv-vapic,hv-time,hv-spinlocks=0x1fff";
+    let (table, _, _) = rvmm_cpuid(cpu);
+    for (leaf, regs) in HYPERV_LEAVES {
+        assert_eq!(
+            table.get(&(*leaf, 0)),
+            Some(regs),
+            "leaf {leaf:#x} for -cpu {cpu}"
+        );
+    }
+    let kvm = table
+        .get(&(0x4000_0100, 0))
+        .expect("KVM signature leaf moved");
+    assert_eq!(kvm[0], 0x4000_0101, "highest KVM leaf");
+    assert!(table.contains_key(&(0x4000_0101, 0)), "KVM features leaf");
+    let kernel = guest("default.elf");
+    let args = [
+        "-kernel".as_ref(),
+        kernel.as_os_str(),
+        "-M".as_ref(),
+        "q35".as_ref(),
+        "-cpu".as_ref(),
+        cpu.as_ref(),
+        "-nodefaults".as_ref(),
+    ];
+    let (code, stderr, _) = run_limited(&binary(), &args, REFUSE_WITHIN * 4);
+    if stderr.contains("is not supported by kernel") {
+        assert!(
+            stderr.contains(
+                "rvmm: -cpu: Hyper-V relaxed timing (hv-relaxed) is not supported by kernel"
+            ),
+            "{stderr}"
+        );
+        assert_eq!(code, Some(2), "{stderr}");
+        println!("this host's KVM has no Hyper-V support: rvmm refuses the enlightenments by name");
+    } else {
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    match qemu_available().then(|| qemu_hyperv_leaves(cpu)).flatten() {
+        Some(qemu) => {
+            for (leaf, regs) in HYPERV_LEAVES {
+                assert_eq!(qemu.get(&(*leaf, 0)), Some(regs), "QEMU's leaf {leaf:#x}");
+            }
+            println!("compared with the leaves QEMU hands to KVM_SET_CPUID2");
+        }
+        None => println!(
+            "QEMU hands KVM no Hyper-V leaves here (its KVM lacks KVM_CAP_HYPERV, or no strace/QEMU): \
+             compared with the values of QEMU 7.2's hyperv_fill_cpuids"
+        ),
+    }
+}

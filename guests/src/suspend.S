@@ -19,7 +19,9 @@
 
 #define CMOS_INDEX   0x70
 #define CMOS_DATA    0x71
+#ifndef RESUME_ADDR
 #define RESUME_ADDR  0x8000
+#endif
 #define PM1_RTC      0x0400          /* RTC_STS / RTC_EN */
 #define PM1_TMR_STS  0x0001
 #define SLP_TYP_S3   (1 << 10)
@@ -29,12 +31,15 @@
 #define FADT_FIRMWARE_CTRL   36
 #define FADT_X_FIRMWARE_CTRL 132
 
+#ifndef SUSPEND_ENTRY
+#define SUSPEND_ENTRY _start
     PVH_NOTE _start
+    .globl _start
+#endif
 
     .code32
     .text
-    .globl _start
-_start:
+SUSPEND_ENTRY:
     START32
     call find_facs
     jc fail

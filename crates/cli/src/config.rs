@@ -166,6 +166,25 @@ pub enum DeviceConfig {
     PcTestdev,
     /// QEMU's `pci-testdev` (1b36:0005), at `addr` (slot, function) or the first free slot.
     PciTestdev(PciTestdevConfig),
+    /// A display device (`-device VGA`, `-device bochs-display`), at `addr` or the first free
+    /// slot.
+    Display(DisplayDeviceConfig),
+}
+
+/// Which display device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayModel {
+    /// QEMU's standard VGA (1234:1111 with the VGA BIOS): `-vga std`, `-device VGA`.
+    StdVga,
+    /// `-device bochs-display`: the same framebuffer and DISPI registers, no legacy VGA.
+    BochsDisplay,
+}
+
+/// `-device VGA|bochs-display[,addr=]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisplayDeviceConfig {
+    pub model: DisplayModel,
+    pub addr: Option<(u8, u8)>,
 }
 
 /// `-device pci-testdev[,addr=][,romfile=][,membar=]`.
@@ -196,6 +215,10 @@ impl DeviceConfig {
             DeviceConfig::IsaDebugExit { .. } => "isa-debug-exit",
             DeviceConfig::PcTestdev => "pc-testdev",
             DeviceConfig::PciTestdev(_) => "pci-testdev",
+            DeviceConfig::Display(d) => match d.model {
+                DisplayModel::StdVga => "VGA",
+                DisplayModel::BochsDisplay => "bochs-display",
+            },
         }
     }
 }
@@ -292,9 +315,14 @@ pub struct VmConfig {
     pub devices: Vec<DeviceConfig>,
     /// virtio-mmio devices, in command-line order.
     pub virtio: Vec<crate::VirtioDeviceConfig>,
+    /// virtio-pci devices (pc and q35), in command-line order.
+    pub virtio_pci: Vec<crate::VirtioPciDeviceConfig>,
     /// IDE drives (PIIX IDE on pc, AHCI on q35), ordered by bus and unit.
     pub ide: Vec<crate::IdeDriveConfig>,
     pub nodefaults: bool,
+    /// The default display device (`-vga std`, and QEMU's default on pc and q35 unless
+    /// `-vga none`, `-nodefaults` or a `-device VGA`); placed before the `-device`s.
+    pub default_vga: bool,
     /// ACPI tables for the guest (`-machine acpi=on|off|auto`); without them only the MP table.
     pub acpi: bool,
     /// User fw_cfg files (`-fw_cfg`), in command-line order.
@@ -319,6 +347,8 @@ pub struct VmConfig {
     pub globals: GlobalProps,
     /// SMBIOS fields for PC firmware (`-smbios type=N,...`, `-uuid`).
     pub smbios: rvmm_arch::smbios::SmbiosFields,
+    /// The VNC server (`-vnc`, `-display vnc=`, or rvmm's default when no display is named).
+    pub vnc: Option<crate::VncConfig>,
 }
 
 /// `-global DRIVER.PROP=VALUE` properties rvmm honours: QEMU 7.2's `ICH9-LPC.disable_s3` (q35)
@@ -330,6 +360,20 @@ pub struct GlobalProps {
 }
 
 impl VmConfig {
+    /// Whether a standard VGA decodes the legacy window 0xa0000-0xbffff (so it is not RAM).
+    pub fn has_vga_window(&self) -> bool {
+        self.default_vga
+            || self.devices.iter().any(|d| {
+                matches!(
+                    d,
+                    DeviceConfig::Display(DisplayDeviceConfig {
+                        model: DisplayModel::StdVga,
+                        ..
+                    })
+                )
+            })
+    }
+
     /// Whether the DSDT offers \_S3 (suspend to RAM): by default on pc and q35, as QEMU 7.2;
     /// not on microvm, whose QEMU counterpart has no S3.
     pub fn s3_offered(&self) -> bool {
@@ -367,7 +411,9 @@ impl Default for VmConfig {
             no_reboot: false,
             devices: Vec::new(),
             virtio: Vec::new(),
+            virtio_pci: Vec::new(),
             nodefaults: false,
+            default_vga: false,
             acpi: true,
             fw_cfg: Vec::new(),
             qmp: Vec::new(),
@@ -377,6 +423,7 @@ impl Default for VmConfig {
             daemonize: false,
             exit_stats: None,
             firmware: crate::FirmwareConfig::default(),
+            vnc: None,
             smbios: Default::default(),
             ide: Vec::new(),
             bzimage_decompress: BzImageDecompress::default(),
@@ -421,6 +468,11 @@ impl VmConfig {
                 DeviceConfig::PciTestdev(_) => {
                     if self.machine == MachineKind::Microvm {
                         return Err(ConfigError::NoPciBus("pci-testdev"));
+                    }
+                }
+                DeviceConfig::Display(_) => {
+                    if self.machine == MachineKind::Microvm {
+                        return Err(ConfigError::NoPciBus(device.driver()));
                     }
                 }
             }

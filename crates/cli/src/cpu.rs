@@ -8,14 +8,14 @@
 //! the order. `+feat`/`-feat` are looked up exactly (the listed aliases like `lahf_lm` exist).
 
 use rvmm_arch::cpu::features::canonical_names;
-use rvmm_arch::cpu::{CpuConfig, CpuConfigError, CpuModel, Feature, FeatureSetting};
+use rvmm_arch::cpu::{CpuConfig, CpuConfigError, CpuModel, Feature, FeatureSetting, HypervFeature};
 use thiserror::Error;
 
 /// What `-cpu` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CpuArg {
     Help,
-    Config(CpuConfig),
+    Config(Box<CpuConfig>),
 }
 
 /// A property error, as QEMU's QOM reports it; wrapped by [`CpuArgError`].
@@ -161,7 +161,7 @@ pub(crate) fn parse_cpu(arg: &str) -> Result<CpuArg, CpuArgError> {
         }
     }
     config.validate()?;
-    Ok(CpuArg::Config(config))
+    Ok(CpuArg::Config(Box::new(config)))
 }
 
 /// QEMU's `qapi_bool_parse`.
@@ -255,7 +255,24 @@ fn set_property(
             })
         }
         "model-id" => config.model_id = Some(value.into()),
-        _ if name.starts_with("hv-") => return Err(PropError::HyperV(name.into())),
+        "hv-spinlocks" => config.hyperv.spinlocks = uint32(name, value)?,
+        "hv-vendor-id" => config.hyperv.vendor_id = Some(value.into()),
+        "hv-version-id-build" => config.hyperv.version.build = uint32(name, value)?,
+        "hv-version-id-major" => {
+            config.hyperv.version.major = ranged(name, value, 0, 0xffff)? as u16
+        }
+        "hv-version-id-minor" => {
+            config.hyperv.version.minor = ranged(name, value, 0, 0xffff)? as u16
+        }
+        "hv-version-id-spack" => config.hyperv.version.service_pack = uint32(name, value)?,
+        "hv-version-id-sbranch" => {
+            config.hyperv.version.service_branch = ranged(name, value, 0, 0xff)? as u8
+        }
+        "hv-version-id-snumber" => config.hyperv.version.service_number = uint32(name, value)?,
+        _ if name.starts_with("hv-") => match HypervFeature::from_name(&name[3..]) {
+            Some(feature) => config.hyperv.set(feature, parse_bool(name, value)?),
+            None => return Err(PropError::HyperV(name.into())),
+        },
         _ if name.starts_with("vmx-") || UNSUPPORTED.contains(&name) => {
             return Err(PropError::Unsupported(name.into()))
         }
@@ -300,7 +317,7 @@ mod tests {
 
     fn config(arg: &str) -> CpuConfig {
         match parse_cpu(arg) {
-            Ok(CpuArg::Config(c)) => c,
+            Ok(CpuArg::Config(c)) => *c,
             other => panic!("{arg}: {other:?}"),
         }
     }
@@ -469,8 +486,8 @@ mod tests {
             "can't apply global host-x86_64-cpu.vendor=Intel: Property '.vendor' doesn't take value 'Intel'"
         );
         assert_eq!(
-            err("host,hv_relaxed"),
-            "can't apply global host-x86_64-cpu.hv-relaxed=on: Hyper-V enlightenment 'hv-relaxed' is not supported by rvmm"
+            err("host,hv_synic"),
+            "can't apply global host-x86_64-cpu.hv-synic=on: Hyper-V enlightenment 'hv-synic' is not supported by rvmm"
         );
         assert!(err("host,tsc-freq=1G").contains("property 'tsc-frequency' is not supported"));
         assert!(err("host,+vmx-ept").contains("property 'vmx-ept' is not supported"));

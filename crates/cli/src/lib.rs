@@ -7,6 +7,7 @@
 mod boot;
 mod config;
 mod cpu;
+mod display;
 mod ide;
 pub mod monitor;
 mod options;
@@ -15,6 +16,7 @@ pub mod size;
 mod smbios;
 mod smp;
 mod virtio;
+mod virtio_pci;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -24,12 +26,13 @@ use thiserror::Error;
 
 pub use boot::{boot_nibble, BootConfig, BootError, FirmwareConfig, DEFAULT_BOOT_ORDER};
 pub use config::{
-    check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, ExitStatsConfig, FwCfgData,
-    FwCfgFile, GlobalProps, IncomingConfig, IrqchipMode, MachineKind, PciTestdevConfig,
-    SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT,
-    MIN_MEMORY_BYTES,
+    check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, DisplayDeviceConfig,
+    DisplayModel, ExitStatsConfig, FwCfgData, FwCfgFile, GlobalProps, IncomingConfig, IrqchipMode,
+    MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES,
+    MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use cpu::{cpu_help_text, CpuArgError, PropError};
+pub use display::{DisplayArgError, VncConfig, VncListen, VNC_BASE_PORT};
 pub use ide::{ide_layout, IdeDriveConfig, IdeError};
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use options::{help_text, version_text};
@@ -37,7 +40,10 @@ pub use opts::{OptsError, QemuOpts};
 pub use size::SizeError;
 pub use smbios::{parse_uuid, SmbiosArgError};
 pub use smp::{SmpArgs, SmpError};
-pub use virtio::{DriveConfig, TapConfig, VirtioArgError, VirtioDeviceConfig};
+pub use virtio::{
+    DriveConfig, TapConfig, VirtioArgError, VirtioDeviceConfig, VirtioPciDeviceConfig,
+    VirtioPciOptions,
+};
 
 use options::OptionKind;
 use size::{parse_size, MIB};
@@ -95,18 +101,22 @@ pub enum CliError {
     Accelerator { option: &'static str, name: String },
     #[error("-cpu: {0}")]
     Cpu(#[from] CpuArgError),
-    #[error("-display: display type '{0}' is not supported (supported: none)")]
-    Display(String),
+    #[error("-display: {0}")]
+    Display(#[source] DisplayArgError),
+    #[error("-vnc: {0}")]
+    Vnc(#[source] DisplayArgError),
     #[error("-serial: backend '{0}' is not supported (supported: stdio, mon:stdio, none, null, file:PATH)")]
     SerialBackend(String),
     #[error("-serial: only one serial port (COM1) is supported")]
     SerialCount,
     #[error("-serial: file: needs a path")]
     SerialPath,
-    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)")]
+    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, VGA, bochs-display, virtio-blk-device, virtio-net-device, virtio-rng-device, virtio-blk-pci, virtio-net-pci, virtio-rng-pci)")]
     Device(String),
     #[error("-device: Property 'addr' doesn't take value '{0}' (expected SLOT[.FUNCTION], hex, slot < 0x20, function < 8)")]
     PciAddr(String),
+    #[error("-vga {0}: not supported (supported: std, none)")]
+    Vga(String),
     #[error("-device: parameter 'driver' is missing")]
     DeviceDriverMissing,
     #[error("-initrd: empty file name in '{0}'")]
@@ -208,8 +218,11 @@ struct Pending {
     config: VmConfig,
     smp: SmpArgs,
     serial: Option<SerialConfig>,
+    /// `-vga std` (true) or `-vga none` (false), if given.
+    vga: Option<bool>,
     virtio: virtio::VirtioArgs,
     monitors: monitor::Monitors,
+    display: display::DisplayArgs,
     /// `kernel-irqchip=` as given (-machine or -accel); else the machine type's default.
     irqchip: Option<IrqchipMode>,
 }
@@ -326,12 +339,28 @@ impl Pending {
             "accel" => return accel(&mut self.irqchip, arg),
             "cpu" => match cpu::parse_cpu(arg)? {
                 cpu::CpuArg::Help => return Ok(Some(Action::CpuHelp)),
-                cpu::CpuArg::Config(cpu) => c.cpu = cpu,
+                cpu::CpuArg::Config(cpu) => c.cpu = *cpu,
             },
-            "display" => return display(arg),
+            "display" => {
+                if self.display.display(arg).map_err(CliError::Display)? {
+                    return Ok(Some(Action::Help));
+                }
+            }
+            "vnc" => self.display.vnc(arg).map_err(CliError::Vnc)?,
+            "nographic" => self.display.nographic(),
+            "vga" => {
+                self.vga = match Some(arg) {
+                    Some("std") => Some(true),
+                    Some("none") => Some(false),
+                    Some("help") => return Ok(Some(Action::Help)),
+                    _ => {
+                        return Err(CliError::Vga(arg.to_string()));
+                    }
+                }
+            }
             "netdev" | "object" => self.virtio.option(name, arg)?,
-            // rvmm always runs on KVM and never has a graphical console.
-            "enable-kvm" | "nographic" => {}
+            // rvmm always runs on KVM.
+            "enable-kvm" => {}
             "smp" => {
                 let opts = QemuOpts::parse(arg, Some("cpus")).map_err(opts_err("-smp"))?;
                 self.smp.merge(&opts).map_err(opts_err("-smp"))?;
@@ -466,6 +495,22 @@ impl Pending {
                     membar: membar.unwrap_or(0),
                 })
             }
+            "VGA" | "bochs-display" => {
+                opts.check_known(&["driver", "id", "addr"])
+                    .map_err(opts_err(&option))?;
+                let addr = opts
+                    .get("addr")
+                    .map(|a| parse_pci_addr(a).ok_or_else(|| CliError::PciAddr(a.to_string())))
+                    .transpose()?;
+                DeviceConfig::Display(DisplayDeviceConfig {
+                    model: if driver == "VGA" {
+                        DisplayModel::StdVga
+                    } else {
+                        DisplayModel::BochsDisplay
+                    },
+                    addr,
+                })
+            }
             d if virtio::is_virtio_driver(d) => {
                 self.virtio.device(&opts)?;
                 return Ok(None);
@@ -524,9 +569,28 @@ impl Pending {
         config.smp = self.smp.resolve(config.machine).map_err(CliError::Smp)?;
         let devices = self.virtio.resolve(config.machine)?;
         config.virtio = devices.virtio;
+        config.virtio_pci = devices.virtio_pci;
         config.ide = devices.ide;
         let mons = self.monitors.resolve().map_err(monitor_err("-mon"))?;
+        config.vnc = self.display.resolve();
         config.qmp.extend(mons);
+        // QEMU's default VGA: on machines with PCI, unless removed or given as -device VGA.
+        let explicit_vga = config.devices.iter().any(|d| {
+            matches!(
+                d,
+                DeviceConfig::Display(DisplayDeviceConfig {
+                    model: DisplayModel::StdVga,
+                    ..
+                })
+            )
+        });
+        config.default_vga = match self.vga {
+            Some(std) => std,
+            None => !config.nodefaults && config.machine != MachineKind::Microvm && !explicit_vga,
+        };
+        if config.default_vga && config.machine == MachineKind::Microvm {
+            return Err(CliError::Invalid(ConfigError::NoPciBus("VGA")));
+        }
         // rvmm has no graphical console: the terminal is the default console, like -nographic.
         config.serial = match self.serial {
             Some(serial) => serial,
@@ -552,7 +616,7 @@ impl Pending {
 
 /// Accepts an accelerator list (`kvm`, or QEMU's `kvm:tcg` fallback form) that includes KVM.
 /// QEMU's PCI `addr=` property: `SLOT[.FUNCTION]` in hex (`4`, `04.0`, `0x1f.7`).
-fn parse_pci_addr(s: &str) -> Option<(u8, u8)> {
+pub(crate) fn parse_pci_addr(s: &str) -> Option<(u8, u8)> {
     let (slot, function) = match s.split_once('.') {
         Some((slot, function)) => (slot, function),
         None => (s, "0"),
@@ -655,21 +719,6 @@ fn fw_cfg(arg: &OsStr) -> Result<FwCfgFile, CliError> {
     })
 }
 
-/// `-display none`.
-fn display(arg: &str) -> Result<Option<Action>, CliError> {
-    let opts = QemuOpts::parse(arg, Some("type")).map_err(opts_err("-display"))?;
-    if opts.wants_help() {
-        return Ok(Some(Action::Help));
-    }
-    match opts.get("type").unwrap_or_default() {
-        "none" => {
-            opts.check_known(&["type"]).map_err(opts_err("-display"))?;
-            Ok(None)
-        }
-        other => Err(CliError::Display(other.to_string())),
-    }
-}
-
 /// `-m [size=]SIZE`: bare numbers are MiB; rounded up to QEMU's 8 KiB granularity.
 fn memory(arg: &str) -> Result<u64, CliError> {
     let opts = QemuOpts::parse(arg, Some("size")).map_err(opts_err("-m"))?;
@@ -750,3 +799,5 @@ fn split_initrd(arg: &OsStr) -> Result<Vec<PathBuf>, CliError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod virtio_pci_tests;

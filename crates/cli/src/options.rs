@@ -90,17 +90,27 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
     SupportedOption {
         names: &["nographic"],
         arg: None,
-        help: "no graphical output (rvmm never has any)",
+        help: "no display (no default VNC server; COM1 on stdio)",
     },
     SupportedOption {
         names: &["display"],
-        arg: Some("none"),
-        help: "display backend (only none)",
+        arg: Some("none|vnc=[host]:N[,...]"),
+        help: "display backend; without -display, -nographic or -vnc: VNC on localhost:5900+",
+    },
+    SupportedOption {
+        names: &["vnc"],
+        arg: Some("[host]:N|unix:path|none[,password=on][,to=L]"),
+        help: "VNC server on port 5900+N (host defaults to 127.0.0.1)",
     },
     SupportedOption {
         names: &["serial"],
         arg: Some("stdio|mon:stdio|none|null|file:path"),
         help: "COM1 backend (default stdio; none with -nodefaults)",
+    },
+    SupportedOption {
+        names: &["vga"],
+        arg: Some("std|none"),
+        help: "display device (default std on pc and q35: QEMU's standard VGA)",
     },
     SupportedOption {
         names: &["nodefaults"],
@@ -253,7 +263,7 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("sandbox", true), ("sd", true), ("sdl", false), ("seed", true), ("set", true),
     ("show-cursor", false), ("singlestep", false),
     ("soundhw", true), ("spice", true), ("tpmdev", true), ("trace", true), ("usb", false),
-    ("usbdevice", true), ("vga", true), ("virtfs", true), ("vnc", true),
+    ("usbdevice", true), ("virtfs", true),
     ("watchdog", true), ("watchdog-action", true), ("win2k-hack", false),
     ("xen-attach", false), ("xen-domid", true),
 ];
@@ -373,9 +383,9 @@ mod tests {
             })
         );
         assert_eq!(
-            lookup("vga"),
+            lookup("spice"),
             Some(OptionKind {
-                name: "vga",
+                name: "spice",
                 takes_arg: true,
                 supported: false
             })

@@ -7,14 +7,14 @@ fn parse(args: &[&str]) -> Result<Action, CliError> {
     parse_args(args.iter().map(|s| s.to_string()))
 }
 
-fn run(args: &[&str]) -> VmConfig {
+pub(crate) fn run(args: &[&str]) -> VmConfig {
     match parse(args) {
         Ok(Action::Run(config)) => config,
         other => panic!("{args:?} gave {other:?}"),
     }
 }
 
-fn err(args: &[&str]) -> String {
+pub(crate) fn err(args: &[&str]) -> String {
     match parse(args) {
         Err(e) => e.to_string(),
         Ok(other) => panic!("{args:?} unexpectedly gave {other:?}"),
@@ -23,7 +23,54 @@ fn err(args: &[&str]) -> String {
 
 #[test]
 fn empty_command_line_gives_qemu_defaults() {
-    assert_eq!(run(&[]), VmConfig::default());
+    let mut config = run(&[]);
+    // No display named: VNC on localhost, announced (QEMU built without a window system).
+    let vnc = config.vnc.take().expect("default VNC server");
+    assert!(vnc.announce);
+    // QEMU's pc machine comes with its standard VGA.
+    let want = VmConfig {
+        default_vga: true,
+        ..VmConfig::default()
+    };
+    assert_eq!(config, want);
+    assert_eq!(run(&["-display", "none"]).vnc, None);
+    assert_eq!(run(&["-nographic"]).vnc, None);
+    assert_eq!(
+        run(&["-vnc", "unix:/run/x,password=on"])
+            .vnc
+            .unwrap()
+            .listen,
+        crate::VncListen::Unix("/run/x".into())
+    );
+    assert!(err(&["-vnc", "localhost"]).starts_with("-vnc: 'localhost' is not a VNC display"));
+}
+
+#[test]
+fn vga_default_and_its_removal() {
+    assert!(run(&["-M", "q35"]).default_vga);
+    assert!(run(&["-vga", "std", "-nodefaults"]).default_vga);
+    assert!(!run(&["-vga", "none"]).default_vga);
+    assert!(!run(&["-nodefaults"]).default_vga);
+    assert!(!run(&["-M", "microvm"]).default_vga);
+    // An explicit -device VGA replaces the default one.
+    let c = run(&["-device", "VGA,addr=5"]);
+    assert!(!c.default_vga);
+    assert_eq!(
+        c.devices,
+        [DeviceConfig::Display(DisplayDeviceConfig {
+            model: DisplayModel::StdVga,
+            addr: Some((5, 0)),
+        })]
+    );
+    let c = run(&["-device", "bochs-display"]);
+    assert!(c.default_vga);
+    assert_eq!(c.devices[0].driver(), "bochs-display");
+    assert_eq!(
+        err(&["-vga", "cirrus"]),
+        "-vga cirrus: not supported (supported: std, none)"
+    );
+    assert!(err(&["-M", "microvm", "-vga", "std"]).contains("PCI"));
+    assert!(err(&["-M", "microvm", "-device", "VGA"]).contains("PCI"));
 }
 
 #[test]
@@ -85,8 +132,7 @@ fn invalid_and_unsupported_options() {
     assert_eq!(err(&["--foo"]), "-foo: invalid option");
     assert_eq!(err(&["-m=512"]), "-m=512: invalid option");
     assert_eq!(err(&["-"]), "-: invalid option");
-    assert_eq!(err(&["-vga", "std"]), "-vga is not supported");
-    assert_eq!(err(&["--vga", "std"]), "-vga is not supported");
+    assert_eq!(err(&["-sdl"]), "-sdl is not supported");
     for (opt, arg) in [
         ("-monitor", Some("stdio")),
         ("-s", None),
@@ -99,7 +145,6 @@ fn invalid_and_unsupported_options() {
         ("-D", Some("log")),
         ("-trace", Some("x")),
         ("-k", Some("en-us")),
-        ("-vnc", Some(":0")),
         ("-spice", Some("port=5900")),
         ("-no-shutdown", None),
     ] {
@@ -342,7 +387,7 @@ fn display() {
     run(&["-display", "type=none"]);
     assert_eq!(
         err(&["-display", "gtk"]),
-        "-display: display type 'gtk' is not supported (supported: none)"
+        "-display: display type 'gtk' is not supported (supported: none, vnc=...)"
     );
     assert_eq!(
         err(&["-display", "none,gl=on"]),
@@ -426,7 +471,7 @@ fn devices() {
     );
     assert_eq!(
         err(&["-device", "virtio-gpu-device"]),
-        "-device virtio-gpu-device: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, virtio-blk-device, virtio-net-device, virtio-rng-device)"
+        "-device virtio-gpu-device: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, VGA, bochs-display, virtio-blk-device, virtio-net-device, virtio-rng-device, virtio-blk-pci, virtio-net-pci, virtio-rng-pci)"
     );
     assert_eq!(
         err(&["-device", "isa-debug-exit,foo=1"]),
@@ -812,7 +857,8 @@ fn arguments_that_are_not_utf8() {
         panic!("not a run")
     };
     let bytes_of = |p: &std::path::Path| p.as_os_str().as_bytes().to_vec();
-    let VirtioDeviceConfig::Block(d) = &c.virtio[0] else {
+    // if=virtio on q35 is virtio-blk-pci.
+    let VirtioDeviceConfig::Block(d) = &c.virtio_pci[0].device else {
         panic!("not a disk")
     };
     assert_eq!(bytes_of(&d.file), b"\xff,x.img");

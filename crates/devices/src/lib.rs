@@ -2,6 +2,8 @@
 
 pub mod bus;
 pub mod chipset;
+pub mod display;
+pub mod input;
 pub mod interrupt;
 pub mod legacy;
 pub mod pci;

@@ -10,7 +10,7 @@ pub use cpuid::{hide_hypercall_features, vcpu_cpuid};
 pub use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
 pub use state::{VcpuSnapshot, VmSnapshot};
 pub use vcpu::{install_kick_handler, kick_signal, EmulationFailure, SystemEvent, Vcpu, VcpuExit};
-pub use vm::{IoEventAddr, MemoryFlags, MemorySlot, Vm};
+pub use vm::{GsiRoute, IoEventAddr, MemoryFlags, MemorySlot, Vm, KERNEL_IOAPIC_PINS};
 
 use kvm_ioctls::Kvm;
 use std::path::Path;
@@ -159,6 +159,21 @@ impl Hypervisor {
         self.kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))
+    }
+
+    /// Whether KVM has capability `cap` (KVM_CHECK_EXTENSION with a `KVM_CAP_*` number, for
+    /// the capabilities kvm-ioctls has no name for).
+    pub fn has_capability(&self, cap: u32) -> bool {
+        self.kvm.check_extension_raw(u64::from(cap)) > 0
+    }
+
+    /// The MSRs KVM saves and restores for a vCPU (KVM_GET_MSR_INDEX_LIST).
+    pub fn msr_index_list(&self) -> Result<Vec<u32>> {
+        let list = self
+            .kvm
+            .get_msr_index_list()
+            .map_err(ioctl_err("KVM_GET_MSR_INDEX_LIST"))?;
+        Ok(list.as_slice().to_vec())
     }
 
     /// `KVM_CREATE_VM`.

@@ -3,19 +3,23 @@
 
 mod ioevent;
 mod memory;
+mod routing;
 
 pub(crate) use ioevent::datamatch_text;
 pub use ioevent::IoEventAddr;
 pub use memory::{MemoryFlags, MemorySlot};
+pub use routing::{GsiRoute, KERNEL_IOAPIC_PINS};
 
 use crate::{ioctl_err, HvError, Result, Vcpu};
 use kvm_bindings::{
-    kvm_clock_data, kvm_enable_cap, kvm_irq_routing_entry, kvm_msi, kvm_pit_config, KvmIrqRouting,
-    KVM_CAP_SPLIT_IRQCHIP, KVM_CAP_X2APIC_API, KVM_IRQ_ROUTING_MSI, KVM_PIT_SPEAKER_DUMMY,
-    KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, KVM_X2APIC_API_USE_32BIT_IDS,
+    kvm_clock_data, kvm_enable_cap, kvm_msi, kvm_pit_config, KVM_CAP_SPLIT_IRQCHIP,
+    KVM_CAP_X2APIC_API, KVM_PIT_SPEAKER_DUMMY, KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+    KVM_X2APIC_API_USE_32BIT_IDS,
 };
 use kvm_ioctls::{Cap, VmFd};
 use memory::SlotTable;
+use routing::RoutingTable;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use vmm_sys_util::eventfd::EventFd;
@@ -34,6 +38,8 @@ pub struct Vm {
     pit: AtomicBool,
     /// Memory slots by number; taken only to change the memory map, never on an exit path.
     slots: Mutex<SlotTable>,
+    /// The GSI routing table, set whole on every change.
+    routes: Mutex<RoutingTable>,
 }
 
 impl Vm {
@@ -45,10 +51,12 @@ impl Vm {
             irqchip: AtomicBool::new(false),
             pit: AtomicBool::new(false),
             slots: Mutex::new(SlotTable::new(slot_limit)),
+            routes: Mutex::new(RoutingTable::default()),
         }
     }
 
-    /// Create the in-kernel PIC, IOAPIC and LAPICs. Must come before any vCPU is created.
+    /// Create the in-kernel PIC, IOAPIC and LAPICs, wired as a PC (`RoutingTable::pc_irqchip`:
+    /// the PIT's GSI 0 reaches IOAPIC pin 2). Must come before any vCPU is created.
     pub fn create_irqchip(&self) -> Result<()> {
         self.fd
             .set_tss_address(KVM_TSS_ADDRESS)
@@ -57,7 +65,9 @@ impl Vm {
             .create_irq_chip()
             .map_err(ioctl_err("KVM_CREATE_IRQCHIP"))?;
         self.irqchip.store(true, Ordering::Relaxed);
-        Ok(())
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        *routes = RoutingTable::pc_irqchip();
+        self.commit_routes(&routes)
     }
 
     /// Whether the PIC and IOAPIC are in the kernel.
@@ -135,27 +145,38 @@ impl Vm {
             .map_err(ioctl_err("KVM_SIGNAL_MSI"))
     }
 
-    /// Replace the GSI routing table with MSI routes `(gsi, address, data)` (KVM_SET_GSI_ROUTING).
-    /// Under the split irqchip, KVM also derives from these routes (for GSIs below the reserved
-    /// IOAPIC pin count) which vectors make the LAPIC exit with KVM_EXIT_IOAPIC_EOI.
-    pub fn set_msi_routes(&self, routes: &[(u32, u64, u32)]) -> Result<()> {
-        let mut table =
-            KvmIrqRouting::new(0).map_err(|_| HvError::MissingCapability("GSI routing"))?;
+    /// Make MSI routes `(gsi, address, data)` the only routes of the GSIs in `gsis`
+    /// (KVM_SET_GSI_ROUTING); routes of other GSIs stay. Under the split irqchip, KVM also derives
+    /// from these routes (for GSIs below the reserved IOAPIC pin count) which vectors make the
+    /// LAPIC exit with KVM_EXIT_IOAPIC_EOI.
+    pub fn set_msi_routes(&self, gsis: Range<u32>, routes: &[(u32, u64, u32)]) -> Result<()> {
+        let mut table = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        table.clear(gsis);
         for &(gsi, address, data) in routes {
-            let mut entry = kvm_irq_routing_entry {
-                gsi,
-                type_: KVM_IRQ_ROUTING_MSI,
-                ..Default::default()
-            };
-            entry.u.msi.address_lo = address as u32;
-            entry.u.msi.address_hi = (address >> 32) as u32;
-            entry.u.msi.data = data;
-            table
-                .push(entry)
-                .map_err(|_| HvError::MissingCapability("more GSI routes"))?;
+            table.set(gsi, &[GsiRoute::Msi { address, data }]);
         }
+        self.commit_routes(&table)
+    }
+
+    /// Make `routes` the only routes of `gsi` (an empty list removes the GSI).
+    pub fn set_gsi_routes(&self, gsi: u32, routes: &[GsiRoute]) -> Result<()> {
+        let mut table = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        table.set(gsi, routes);
+        self.commit_routes(&table)
+    }
+
+    /// The first GSI at or above `from` that has no route, for a new MSI route.
+    pub fn free_gsi(&self, from: u32) -> Option<u32> {
+        let table = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        table.first_free(from)
+    }
+
+    fn commit_routes(&self, table: &RoutingTable) -> Result<()> {
+        let kvm = table
+            .to_kvm()
+            .ok_or(HvError::MissingCapability("more GSI routes"))?;
         self.fd
-            .set_gsi_routing(&table)
+            .set_gsi_routing(&kvm)
             .map_err(ioctl_err("KVM_SET_GSI_ROUTING"))
     }
 

@@ -45,6 +45,16 @@ pub fn find_bios(config: &FirmwareConfig) -> Result<PathBuf, BiosError> {
     find_in(&name, &config.data_dirs, SYSTEM_DIRS)
 }
 
+/// A device's option ROM (`vgabios-stdvga.bin`), searched as QEMU's `qemu_find_file` does
+/// for QEMU_FILE_TYPE_BIOS: as given, then `-L` directories, then Debian's QEMU directories.
+/// The error lists the directories searched.
+pub fn find_rom(name: &str, data_dirs: &[PathBuf]) -> Result<PathBuf, String> {
+    find_in(Path::new(name), data_dirs, SYSTEM_DIRS).map_err(|e| match e {
+        BiosError::NotFound { searched, .. } => searched,
+        other => other.to_string(),
+    })
+}
+
 fn find_in(name: &Path, user_dirs: &[PathBuf], system: &[&str]) -> Result<PathBuf, BiosError> {
     if name.exists() {
         return Ok(name.to_path_buf());

@@ -3,6 +3,7 @@
 
 use crate::control::Control;
 use crate::daemon::{self, Pidfile};
+use crate::device_manager::display::DisplayFactory;
 use crate::device_manager::pci::attach_pci;
 use crate::device_manager::storage::{attach_storage, boot_paths, bootorder};
 use crate::device_manager::FirmwareImage;
@@ -148,8 +149,7 @@ impl Boot {
     fn firmware_items<'a>(
         &'a self,
         boot: &'a rvmm_cli::BootConfig,
-        machine: rvmm_cli::MachineKind,
-        ide: &[rvmm_cli::IdeDriveConfig],
+        boot_paths: Vec<(u32, String)>,
         smbios: Option<rvmm_arch::smbios::SmbiosBlobs>,
     ) -> Option<FirmwareItems<'a>> {
         match self {
@@ -157,7 +157,7 @@ impl Boot {
             Boot::Firmware { acpi, .. } => Some(FirmwareItems {
                 acpi: acpi.clone(),
                 boot,
-                bootorder: bootorder(boot_paths(machine, ide), boot.strict),
+                bootorder: bootorder(boot_paths, boot.strict),
                 smbios,
             }),
         }
@@ -202,12 +202,15 @@ impl Reloader for FirmwareReloader {
     }
 }
 
-/// Guest RAM, registered with KVM; with `snapshot` (`-incoming file:`) the snapshot's memory
-/// file is mapped over it first.
+/// Guest RAM as KVM memory slots. `hole` is a range left to MMIO (the VGA window at
+/// 0xa0000-0xbffff when a standard VGA decodes it); the RAM behind it stays allocated but
+/// unreachable by the guest, as on QEMU, where the VGA window covers it. With `snapshot`
+/// (`-incoming file:`) the snapshot's memory file is mapped over RAM before the slots exist.
 fn create_memory(
     vm: &Vm,
     size: u64,
     low_limit: u64,
+    hole: Option<(u64, u64)>,
     snapshot: Option<(&Path, &SnapshotState)>,
 ) -> Result<GuestMemoryMmap, VmmError> {
     let regions = rvmm_arch::layout::guest_memory_regions_below(size, low_limit);
@@ -221,17 +224,20 @@ fn create_memory(
         )
         .map_err(|e| VmmError::Incoming(e.into()))?;
     }
-    for (slot, region) in mem.iter().enumerate() {
-        // SAFETY: the mapping is owned by `mem`, which the VMM keeps alive (in an Arc shared with the
-        // vCPU threads) until every vCPU thread has been joined, i.e. for as long as the VM runs.
-        unsafe {
-            vm.set_memory_region(
-                slot as u32,
-                region.start_addr().raw_value(),
-                region.len(),
-                region.as_ptr() as u64,
-            )
-        }?;
+    let mut slot = 0u32;
+    for region in mem.iter() {
+        let (start, len) = (region.start_addr().raw_value(), region.len());
+        let mut pieces = vec![(start, len)];
+        if let Some((h0, h1)) = hole.filter(|&(h0, h1)| h0 >= start && h1 <= start + len) {
+            pieces = vec![(start, h0 - start), (h1, start + len - h1)];
+        }
+        for (gpa, n) in pieces.into_iter().filter(|&(_, n)| n > 0) {
+            // SAFETY: the mapping is owned by `mem`, which the VMM keeps alive (in an Arc shared
+            // with the vCPU threads) until every vCPU thread has been joined, i.e. for as long as
+            // the VM runs; `gpa - start` stays inside the region.
+            unsafe { vm.set_memory_region(slot, gpa, n, region.as_ptr() as u64 + (gpa - start)) }?;
+            slot += 1;
+        }
     }
     Ok(mem)
 }
@@ -316,10 +322,15 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         }
         _ => None,
     };
+    let vga_window = config.has_vga_window().then_some((
+        rvmm_devices::display::vga::VGA_WINDOW_BASE,
+        rvmm_devices::display::vga::VGA_WINDOW_BASE + rvmm_devices::display::vga::VGA_WINDOW_SIZE,
+    ));
     let mem = Arc::new(create_memory(
         &vm,
         config.memory_bytes,
         low_limit,
+        vga_window,
         incoming.as_ref().map(|(p, s)| (p.as_path(), s)),
     )?);
     tracing::debug!("guest memory registered");
@@ -362,7 +373,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             device,
         })
     };
-    let virtio =
+    let mut virtio =
         crate::virtio::attach_virtio(&dm, &config.virtio, config.acpi, &mem, &disk_events)?;
     let tables = FirmwareTables::new(config, virtio.acpi_devices());
     // pc and q35 boot through PC firmware unless given a kernel.
@@ -407,7 +418,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &ctl,
     )?;
     let acpi_pm = chipset.acpi_pm;
-    let legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
+    let mut legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
     let serial = legacy.serial;
     let kernel_files = boot.kernel_files();
     let smbios = boot
@@ -417,30 +428,23 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     if smbios.is_none() && config.smbios != Default::default() {
         tracing::warn!("-smbios/-uuid: only PC firmware (pc or q35 without -kernel) publishes SMBIOS tables; ignored");
     }
-    let fw_cfg = FwCfgConfig {
-        memory_bytes: config.memory_bytes,
-        low_ram_limit: low_limit,
-        cpus: config.smp.cpus,
-        max_cpus: config.smp.maxcpus,
-        files: &config.fw_cfg,
-        feature_control: rvmm_arch::cpu::feature_control(&base_cpuid),
-        firmware: boot.firmware_items(&config.firmware.boot, config.machine, &config.ide, smbios),
-    };
-    attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
+    let displays = DisplayFactory::new(&config.firmware.data_dirs, config.default_vga);
     let pci = attach_pci(
         &dm,
         config.machine,
         &config.devices,
         &ctl,
         boot.is_firmware(),
+        &displays,
     )?;
+    let display = displays.sources().into_iter().next();
     // The built-in boot disk when the firmware has nothing else to boot.
+    let is_disk =
+        |d: &rvmm_cli::VirtioDeviceConfig| matches!(d, rvmm_cli::VirtioDeviceConfig::Block(_));
     let builtin = (boot.is_firmware()
         && config.ide.is_empty()
-        && !config
-            .virtio
-            .iter()
-            .any(|d| matches!(d, rvmm_cli::VirtioDeviceConfig::Block(_))))
+        && !config.virtio.iter().any(is_disk)
+        && !config.virtio_pci.iter().any(|d| is_disk(&d.device)))
     .then_some(rvmm_guests::BOOT_DISK);
     let mut storage = attach_storage(
         &dm,
@@ -450,12 +454,34 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &mem,
         &disk_events,
     )?;
+    let mut virtio_pci = crate::virtio_pci::attach_virtio_pci(
+        &dm,
+        &config.virtio_pci,
+        &mem,
+        &mut virtio.counts,
+        &disk_events,
+    )?;
+    virtio.add_pci(&virtio_pci.functions);
+    let mut boot_order = boot_paths(config.machine, &config.ide);
+    boot_order.extend(virtio_pci.boot_paths());
+    let fw_cfg = FwCfgConfig {
+        memory_bytes: config.memory_bytes,
+        low_ram_limit: low_limit,
+        cpus: config.smp.cpus,
+        max_cpus: config.smp.maxcpus,
+        files: &config.fw_cfg,
+        feature_control: rvmm_arch::cpu::feature_control(&base_cpuid),
+        firmware: boot.firmware_items(&config.firmware.boot, boot_order, smbios),
+    };
+    attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
     if let (Some(pci), false) = (&pci, boot.is_firmware()) {
         // No firmware runs under direct kernel boot: rvmm programs the BARs, as firmware would.
         pci.program_bars()?;
     }
     let (mut device_lines, mut resamplers) = virtio.irq_lines()?;
-    device_lines.extend(legacy.i8042_irq);
+    device_lines.append(&mut virtio_pci.lines);
+    resamplers.append(&mut virtio_pci.resamplers);
+    device_lines.extend(std::mem::take(&mut legacy.i8042_irqs));
     let storage_lines = std::mem::take(&mut storage.lines);
     device_lines.extend(storage_lines);
     resamplers.extend(std::mem::take(&mut storage.resamplers));
@@ -492,13 +518,28 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vcpu.reload_lapic()?;
     }
     tracing::debug!("vCPUs created");
+    // The screen and its keyboard: the display device, or a blank screen without one.
+    let input: Arc<dyn rvmm_devices::input::InputSink> = legacy.i8042.clone();
+    let vnc = match &config.vnc {
+        Some(vnc) => Some(Arc::new(crate::display::start_vnc(
+            vnc,
+            config.name.as_deref(),
+            display
+                .clone()
+                .unwrap_or_else(|| Arc::new(crate::display::BlankDisplay)),
+            input.clone(),
+        )?)),
+        None => None,
+    };
     // After every check that can fail, so an error stays a one-line message.
     crate::host::announce();
     if boot.is_firmware() {
-        // SeaBIOS's serial console carries the firmware's and bootloaders' text.
-        tracing::info!(
-            "rvmm has no display: firmware and bootloader text goes to the serial console (keys typed here reach the guest); graphical boot menus cannot be shown"
-        );
+        if vnc.is_none() || display.is_none() {
+            // SeaBIOS's serial console carries the firmware's and bootloaders' text.
+            tracing::info!(
+                "no screen is shown: firmware and bootloader text goes to the serial console (keys typed here reach the guest); graphical boot menus need a VGA and a VNC client"
+            );
+        }
         if builtin.is_some() {
             tracing::info!("no disk given: the firmware boots rvmm's built-in disk");
         }
@@ -535,6 +576,10 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         name: config.name.clone(),
         smp: config.smp,
         exit_stats: stats.clone(),
+        vnc,
+        input,
+        pointer_buttons: Default::default(),
+        display: display.clone(),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.
     let mut handles = Vec::with_capacity(vcpus.len());
@@ -663,6 +708,11 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
         tracing::debug!("hiding the paravirtual features that use hypercalls");
     }
     let guest = rvmm_arch::cpu::guest_cpuid(&config.cpu, &supported)?;
+    if config.cpu.hyperv.enabled() {
+        // After the table is logged, so tests can compare it with QEMU's where KVM lacks Hyper-V.
+        log_cpuid(&guest.cpuid);
+        config.cpu.hyperv.check(&hyperv_support(hv)?)?;
+    }
     for warning in &guest.warnings {
         tracing::warn!("{warning}");
     }
@@ -674,8 +724,15 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
             l1.edx
         );
     }
-    // The whole table, for tests/cpu_models.rs (this host's KVM may not show it to the guest).
-    for e in guest.cpuid.as_slice() {
+    if !config.cpu.hyperv.enabled() {
+        log_cpuid(&guest.cpuid);
+    }
+    Ok(guest.cpuid)
+}
+
+/// The whole table, for tests/cpu_models.rs (this host's KVM may not show it to the guest).
+fn log_cpuid(cpuid: &rvmm_hypervisor::CpuId) {
+    for e in cpuid.as_slice() {
         tracing::debug!(
             "guest CPUID {:#010x}.{}: eax={:#010x} ebx={:#010x} ecx={:#010x} edx={:#010x}",
             e.function,
@@ -686,7 +743,25 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
             e.edx
         );
     }
-    Ok(guest.cpuid)
+}
+
+/// Which Hyper-V enlightenments KVM implements, asked as QEMU 7.2 asks when it does not use
+/// KVM_GET_SUPPORTED_HV_CPUID (`get_supported_hv_cpuid_legacy`): capabilities and MSRs.
+fn hyperv_support(hv: &Hypervisor) -> Result<rvmm_arch::cpu::HypervSupport, VmmError> {
+    use rvmm_arch::cpu::hyperv as h;
+    let msrs = hv.msr_index_list()?;
+    let has_msr = |msr: u32| msrs.contains(&msr);
+    Ok(rvmm_arch::cpu::HypervSupport {
+        hyperv: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV),
+        time: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV_TIME),
+        tlbflush: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV_TLBFLUSH),
+        send_ipi: hv.has_capability(kvm_bindings::KVM_CAP_HYPERV_SEND_IPI),
+        msr_vp_index: has_msr(h::HV_X64_MSR_VP_INDEX),
+        msr_reset: has_msr(h::HV_X64_MSR_RESET),
+        msr_vp_runtime: has_msr(h::HV_X64_MSR_VP_RUNTIME),
+        msr_frequencies: has_msr(h::HV_X64_MSR_TSC_FREQUENCY),
+        msr_crash: has_msr(h::HV_X64_MSR_CRASH_CTL),
+    })
 }
 
 /// What a snapshot's VM and the restoring VM must share (the device list comes from the buses).

@@ -32,7 +32,7 @@ impl MsiController for KvmMsi {
             .collect();
         tracing::debug!(?routes, "IOAPIC MSI routes");
         self.0
-            .set_msi_routes(&routes)
+            .set_msi_routes(0..IOAPIC_PINS as u32, &routes)
             .map_err(std::io::Error::other)
     }
 }

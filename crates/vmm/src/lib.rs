@@ -12,6 +12,7 @@ mod console;
 mod control;
 mod daemon;
 mod device_manager;
+mod display;
 mod emulation;
 mod event_loop;
 pub mod exit_stats;
@@ -21,9 +22,11 @@ mod input;
 mod interrupts;
 mod platform;
 pub mod qmp;
+pub mod screendump;
 pub mod snapshot;
 mod vcpu;
 pub mod virtio;
+pub mod virtio_pci;
 mod vm;
 
 pub use control::FATAL_STATUS;
@@ -41,6 +44,8 @@ use rvmm_hypervisor::HvError;
 pub enum VmmError {
     #[error(transparent)]
     Hypervisor(#[from] HvError),
+    #[error("-vnc: {0}")]
+    Vnc(#[from] rvmm_vnc::VncError),
     #[error("-smp {requested}: this host's KVM supports at most {max} vCPUs")]
     TooManyCpus { requested: u32, max: usize },
     #[error("cannot allocate {size} bytes of guest memory: {source}")]
@@ -71,6 +76,8 @@ pub enum VmmError {
     Firmware(#[from] firmware::FirmwareError),
     #[error(transparent)]
     Cpuid(#[from] rvmm_arch::cpu::CpuidError),
+    #[error("-cpu: {0}")]
+    Hyperv(#[from] rvmm_arch::cpu::HypervError),
     #[error(transparent)]
     Bios(#[from] bios::BiosError),
     #[error("QMP socket {what}: {source}")]

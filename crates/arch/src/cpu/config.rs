@@ -145,6 +145,8 @@ pub struct CpuConfig {
     pub phys_bits: Option<u32>,
     pub host_phys_bits: bool,
     pub host_phys_bits_limit: Option<u32>,
+    /// The Hyper-V enlightenments (`hv-*`).
+    pub hyperv: super::hyperv::HypervConfig,
     /// Warnings from parsing the option (QEMU's "Ambiguous CPU model string"), printed with
     /// the CPUID warnings when the VM is built.
     pub warnings: Vec<String>,
@@ -171,6 +173,7 @@ impl Default for CpuConfig {
             phys_bits: None,
             host_phys_bits: false,
             host_phys_bits_limit: None,
+            hyperv: Default::default(),
             warnings: Vec::new(),
         }
     }

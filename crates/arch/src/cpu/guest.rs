@@ -8,6 +8,7 @@ use kvm_bindings::{kvm_cpuid_entry2, CpuId};
 
 use super::config::{CpuConfig, CpuModel};
 use super::features::{word_index, Feature, Reg, FEATURE_WORDS};
+use super::hyperv::{HypervConfig, KVM_LEAVES_WITH_HYPERV};
 use super::models::{ModelDef, DEFAULT_PHYS_BITS};
 
 /// CPUID.1:ECX bit 31; QEMU sets it in every model and treats it as always supported.
@@ -264,12 +265,33 @@ pub fn guest_cpuid(config: &CpuConfig, supported: &CpuId) -> Result<GuestCpuid, 
         // host keeps KVM's 80000001H:EDX, which has them on AMD hosts.
         copy_amd_aliases(&mut cpuid);
     }
+    if config.hyperv.enabled() {
+        add_hyperv_leaves(&config.hyperv, &mut cpuid)?;
+    }
     Ok(GuestCpuid {
         cpuid,
         unavailable,
         warnings,
         enforce: config.enforce,
     })
+}
+
+/// Hyper-V's leaves take 0x40000000 and KVM's move up to 0x40000100 (QEMU's
+/// `KVM_CPUID_SIGNATURE_NEXT`), where Linux also looks for them.
+fn add_hyperv_leaves(hyperv: &HypervConfig, cpuid: &mut CpuId) -> Result<(), CpuidError> {
+    for e in cpuid.as_mut_slice() {
+        if KVM_LEAVES.contains(&e.function) {
+            e.function += KVM_LEAVES_WITH_HYPERV - KVM_LEAVES.start;
+            if e.function == KVM_LEAVES_WITH_HYPERV {
+                // The signature leaf's EAX is the highest KVM leaf (KVM_CPUID_FEATURES).
+                e.eax += KVM_LEAVES_WITH_HYPERV - KVM_LEAVES.start;
+            }
+        }
+    }
+    for leaf in hyperv.leaves() {
+        push(cpuid, leaf)?;
+    }
+    Ok(())
 }
 
 /// The bits of feature word `w` that have a name.

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod features;
 pub mod guest;
+pub mod hyperv;
 pub mod models;
 #[cfg(test)]
 mod tests;
@@ -12,4 +13,5 @@ mod tests;
 pub use config::{CpuConfig, CpuConfigError, CpuModel, FeatureSetting};
 pub use features::{Feature, FeatureWord, Reg, FEATURE_WORDS};
 pub use guest::{feature_control, guest_cpuid, CpuidError, GuestCpuid, UnavailableFeature};
+pub use hyperv::{HypervConfig, HypervError, HypervFeature, HypervSupport};
 pub use models::ModelDef;

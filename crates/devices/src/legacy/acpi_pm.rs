@@ -191,6 +191,8 @@ pub enum WakeReason {
     Rtc,
     /// QMP `system_wakeup`: QEMU reports it as the power button.
     Other,
+    /// The ACPI power button pressed while the guest sleeps.
+    PowerButton,
 }
 
 /// A sleep state the guest entered through PM1a_CNT.
@@ -301,7 +303,7 @@ impl AcpiPm {
         regs.sts |= WAK_STS
             | match reason {
                 WakeReason::Rtc => RTC,
-                WakeReason::Other => PWRBTN,
+                WakeReason::Other | WakeReason::PowerButton => PWRBTN,
             };
         self.update_sci(&regs);
     }

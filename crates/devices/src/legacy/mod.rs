@@ -24,8 +24,8 @@ pub use cmos::{Cmos, CmosMemory, CMOS_PORT_BASE, CMOS_PORT_LEN, RTC_IRQ};
 pub use debug_exit::{DebugExit, DEBUG_EXIT_DEFAULT_IOBASE, DEBUG_EXIT_DEFAULT_IOSIZE};
 pub use fw_cfg::{FwCfg, FwCfgError, FW_CFG_PORT_BASE, FW_CFG_PORT_LEN};
 pub use i8042::{
-    I8042CommandPort, I8042DataPort, I8042, I8042_COMMAND_PORT, I8042_DATA_PORT, I8042_KBD_IRQ,
-    I8042_PORT_LEN,
+    I8042CommandPort, I8042DataPort, I8042, I8042_AUX_IRQ, I8042_COMMAND_PORT, I8042_DATA_PORT,
+    I8042_KBD_IRQ, I8042_PORT_LEN,
 };
 pub use ioapic::{Ioapic, IOAPIC_LEN, IOAPIC_PINS};
 pub use pc_testdev::{

@@ -251,6 +251,19 @@ impl Vm {
         unsafe { self.commit_slot(&mut table, "KVM_SET_USER_MEMORY_REGION(move)", region) }
     }
 
+    /// The pages of `slot` written since the previous call (KVM_GET_DIRTY_LOG), one bit per
+    /// 4 KiB page; the slot must have been added with `log_dirty`.
+    pub fn dirty_log(&self, slot: u32) -> Result<Vec<u64>> {
+        let size = self
+            .memory_slot(slot)
+            .ok_or(HvError::UnknownSlot { slot })?
+            .size;
+        let size = usize::try_from(size).map_err(|_| HvError::UnknownSlot { slot })?;
+        self.fd
+            .get_dirty_log(slot, size)
+            .map_err(crate::ioctl_err("KVM_GET_DIRTY_LOG"))
+    }
+
     /// The slot numbered `slot`, if mapped.
     pub fn memory_slot(&self, slot: u32) -> Option<MemorySlot> {
         self.slot_table().slots.get(&slot).copied()

@@ -11,8 +11,10 @@ use std::sync::Arc;
 pub struct LegacyDevices {
     /// COM1, unless `-serial none` / `-nodefaults`.
     pub serial: Option<Arc<SerialDevice>>,
-    /// The i8042's IRQ 1 (edge), for the interrupt controller.
-    pub i8042_irq: Option<IrqLine>,
+    /// The i8042's IRQ 1 and IRQ 12 (edge), for the interrupt controller.
+    pub i8042_irqs: Vec<IrqLine>,
+    /// The PS/2 keyboard and mouse, for the front ends (VNC, QMP `send-key`).
+    pub i8042: Arc<I8042>,
 }
 
 fn serial_output(
@@ -99,16 +101,27 @@ pub fn attach_legacy(
                 dm.add_fixed_mmio(dm.fixed_mmio().pc_testdev_iomem, t.iomem)?;
             }
             // On the PCI bus (device_manager::pci).
-            DeviceConfig::PciTestdev { .. } => {}
+            DeviceConfig::PciTestdev { .. } | DeviceConfig::Display(_) => {}
         }
     }
-    let i8042_irq = i8042
-        .interrupt_evt()
-        .map(|evt| IrqLine::from_eventfd(legacy::I8042_KBD_IRQ, evt))
-        .transpose()
-        .map_err(|source| DeviceManagerError::Interrupt {
-            name: "i8042 interrupt".into(),
-            source,
-        })?;
-    Ok(LegacyDevices { serial, i8042_irq })
+    let mut i8042_irqs = Vec::new();
+    for (gsi, evt) in [
+        (legacy::I8042_KBD_IRQ, i8042.interrupt_evt()),
+        (legacy::I8042_AUX_IRQ, i8042.aux_interrupt_evt()),
+    ] {
+        if let Some(evt) = evt {
+            let line = IrqLine::from_eventfd(gsi, evt).map_err(|source| {
+                DeviceManagerError::Interrupt {
+                    name: format!("i8042 IRQ {gsi}"),
+                    source,
+                }
+            })?;
+            i8042_irqs.push(line);
+        }
+    }
+    Ok(LegacyDevices {
+        serial,
+        i8042_irqs,
+        i8042,
+    })
 }

@@ -6,6 +6,7 @@
 //! The attach functions take the typed pieces of the configuration they need.
 
 mod chipset;
+pub mod display;
 mod firmware;
 mod legacy;
 pub mod pci;

@@ -11,10 +11,11 @@
 //!
 //! Lock order: PCI bus (read) -> relocator's function table -> address map -> bus writer lock.
 
+use super::display::DisplayFactory;
 use super::{DeviceManager, DeviceManagerError};
 use rvmm_arch::allocator::{AddressAllocator, AddressMap};
 use rvmm_arch::pci_irq::PciIntxRouting;
-use rvmm_cli::{DeviceConfig, MachineKind, PciTestdevConfig};
+use rvmm_cli::{DeviceConfig, DisplayDeviceConfig, DisplayModel, MachineKind, PciTestdevConfig};
 use rvmm_devices::chipset::{
     Ich9Lpc, Ich9Smbus, Piix3, Piix4Pm, PmBaseRelocation, ICH9_LPC_DEVFN, ICH9_SMBUS_DEVFN,
     PIIX3_DEVFN, PIIX4_PM_DEVFN,
@@ -28,6 +29,7 @@ use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, Pi
 use rvmm_hypervisor::{IoEventAddr, MemoryFlags, Vm};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use vm_memory::{MmapRegion, VolatileMemory};
 
@@ -60,9 +62,16 @@ pub struct RegionParts {
 /// Host memory behind a region, mapped into the guest as a KVM memory slot that moves with the
 /// region. Read-only regions make guest writes exit (and be dropped).
 pub struct RegionMemory {
-    map: MmapRegion<()>,
+    map: Arc<MmapRegion<()>>,
     readonly: bool,
+    /// KVM logs the guest's writes (a framebuffer); see [`RegionMemory::dirty_log`].
+    log_dirty: bool,
+    /// The KVM slot while mapped (`NO_SLOT` otherwise), and a count of slot changes.
+    slot: AtomicU32,
+    moves: AtomicU64,
 }
+
+const NO_SLOT: u32 = u32::MAX;
 
 impl RegionMemory {
     /// `size` bytes (the region's size) starting with `contents`, the rest zero.
@@ -71,7 +80,28 @@ impl RegionMemory {
         let map = MmapRegion::<()>::new(len).map_err(std::io::Error::other)?;
         let n = contents.len().min(len);
         map.as_volatile_slice().copy_from(&contents[..n]);
-        Ok(Self { map, readonly })
+        Ok(Self::shared(Arc::new(map), readonly, false))
+    }
+
+    /// Memory a device also uses (video memory), optionally dirty-logged.
+    pub(crate) fn shared(map: Arc<MmapRegion<()>>, readonly: bool, log_dirty: bool) -> Self {
+        Self {
+            map,
+            readonly,
+            log_dirty,
+            slot: AtomicU32::new(NO_SLOT),
+            moves: AtomicU64::new(0),
+        }
+    }
+
+    /// The KVM slot the region is mapped as, if any.
+    pub(crate) fn slot(&self) -> Option<u32> {
+        Some(self.slot.load(Ordering::Acquire)).filter(|&s| s != NO_SLOT)
+    }
+
+    /// How many times the slot was added, moved or removed.
+    pub(crate) fn moves(&self) -> u64 {
+        self.moves.load(Ordering::Acquire)
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -91,7 +121,7 @@ impl RegionMemory {
     pub(crate) fn flags(&self) -> MemoryFlags {
         MemoryFlags {
             readonly: self.readonly,
-            log_dirty: false,
+            log_dirty: self.log_dirty,
         }
     }
 }
@@ -365,6 +395,10 @@ impl PciRelocator {
             }
             (None, None) => None,
         };
+        memory
+            .slot
+            .store(r.slot.unwrap_or(NO_SLOT), Ordering::Release);
+        memory.moves.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 }
@@ -391,12 +425,15 @@ impl BarRelocation for PciRelocator {
 
 /// The PCI `-device`s of `devices`, built.
 fn build_functions(
+    dm: &DeviceManager,
     devices: &[DeviceConfig],
+    displays: &DisplayFactory,
 ) -> Result<Vec<(PciAddr, PciFunctionParts)>, DeviceManagerError> {
     devices
         .iter()
         .filter_map(|d| match d {
             DeviceConfig::PciTestdev(cfg) => Some(testdev_parts(cfg).map(|p| (cfg.addr, p))),
+            DeviceConfig::Display(cfg) => Some(displays.parts(dm, cfg).map(|p| (cfg.addr, p))),
             _ => None,
         })
         .collect()
@@ -441,7 +478,7 @@ fn testdev_parts(cfg: &PciTestdevConfig) -> Result<PciFunctionParts, DeviceManag
 
 /// QEMU's `romfile=`: the file's contents as the function's expansion ROM, sized to the next
 /// power of two (at least the 2 KiB the PCI spec allows), read-only to the guest.
-fn rom_region(device: &str, path: &Path) -> Result<RegionParts, DeviceManagerError> {
+pub(crate) fn rom_region(device: &str, path: &Path) -> Result<RegionParts, DeviceManagerError> {
     let io = |source| DeviceManagerError::Io {
         name: format!("{device}: romfile {}", path.display()),
         source,
@@ -665,6 +702,7 @@ pub fn attach_pci(
     devices: &[DeviceConfig],
     control: &Arc<dyn VmControl>,
     firmware: bool,
+    displays: &DisplayFactory,
 ) -> Result<Option<PciRoot>, DeviceManagerError> {
     let kind = match machine {
         MachineKind::Microvm => return Ok(None),
@@ -705,7 +743,15 @@ pub fn attach_pci(
     if dm.pci.set(root.clone()).is_err() {
         return Err(DeviceManagerError::PciBusTwice);
     }
-    for (addr, f) in build_functions(devices)? {
+    // QEMU creates the default VGA with the machine, before the -devices.
+    if displays.default_vga {
+        let vga = DisplayDeviceConfig {
+            model: DisplayModel::StdVga,
+            addr: None,
+        };
+        dm.add_pci(None, displays.parts(dm, &vga)?)?;
+    }
+    for (addr, f) in build_functions(dm, devices, displays)? {
         dm.add_pci(addr, f)?;
     }
     let config_io = Arc::new(PciConfigIo::new(bus.clone(), control.clone()));

@@ -26,7 +26,12 @@ const COMMANDS: &[(&str, Handler)] = &[
     ("system_powerdown", system_powerdown),
     ("system_wakeup", system_wakeup),
     ("x-query-exit-stats", x_query_exit_stats),
+    ("query-vnc", super::input::query_vnc),
+    ("change-vnc-password", super::input::change_vnc_password),
+    ("send-key", super::input::send_key),
+    ("input-send-event", super::input::input_send_event),
     ("human-monitor-command", human_monitor_command),
+    ("screendump", screendump),
     ("migrate", super::migration::migrate),
     ("migrate-incoming", super::migration::migrate_incoming),
     ("query-migrate", super::migration::query_migrate),
@@ -172,12 +177,17 @@ fn system_reset(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpErr
     Ok(json!({}))
 }
 
-/// QEMU's ACPI power button: PWRBTN_STS if the guest enabled it; POWERDOWN either way.
-fn system_powerdown(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+/// QEMU's ACPI power button: PWRBTN_STS if the guest enabled it; POWERDOWN either way. A guest
+/// in S3 wakes up, as a real PC's does (ACPI 6.5 4.8.2.2.1); QEMU 7.2's does not.
+fn system_powerdown(m: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     let seen = m.acpi_pm.press_power_button();
     tracing::debug!(seen, "power button pressed");
     m.events.emit("POWERDOWN", None);
+    if vmm.state() == crate::vm::VmState::Suspended {
+        vmm.wakeup(rvmm_devices::legacy::WakeReason::PowerButton)
+            .map_err(|e| QmpError::generic(e.to_string()))?;
+    }
     Ok(json!({}))
 }
 
@@ -186,6 +196,56 @@ fn system_powerdown(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpE
 fn system_wakeup(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     vmm.wakeup(rvmm_devices::legacy::WakeReason::Other)
+        .map_err(|e| QmpError::generic(e.to_string()))?;
+    Ok(json!({}))
+}
+
+/// `screendump {"filename": STR, "device"?: STR, "head"?: INT, "format"?: "ppm"|"png"}`: the
+/// display's picture as a file (PPM by default, as QEMU).
+fn screendump(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    use crate::screendump::ImageFormat;
+    let mut filename = None;
+    let mut format = ImageFormat::Ppm;
+    for (key, value) in args {
+        match key.as_str() {
+            "filename" => {
+                filename = Some(value.as_str().ok_or_else(|| {
+                    QmpError::generic("Invalid parameter type for 'filename', expected: string")
+                })?)
+            }
+            "format" => {
+                format = match value.as_str() {
+                    Some("ppm") => ImageFormat::Ppm,
+                    Some("png") => ImageFormat::Png,
+                    Some(other) => {
+                        return Err(QmpError::generic(format!(
+                            "Parameter 'format' does not accept value '{other}'"
+                        )))
+                    }
+                    None => {
+                        return Err(QmpError::generic(
+                            "Invalid parameter type for 'format', expected: string",
+                        ))
+                    }
+                }
+            }
+            // One display with one head: the device name is not checked further.
+            "device" if value.is_string() => {}
+            "head" if value.as_u64() == Some(0) => {}
+            "head" => {
+                return Err(QmpError::generic(
+                    "Parameter 'head' expects a head number of the display (0)",
+                ))
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+    let filename = filename.ok_or_else(|| QmpError::generic("Parameter 'filename' is missing"))?;
+    let display = m
+        .display
+        .as_deref()
+        .ok_or_else(|| QmpError::generic("There is no console to take a screendump from."))?;
+    crate::screendump::screendump(display, std::path::Path::new(filename), format)
         .map_err(|e| QmpError::generic(e.to_string()))?;
     Ok(json!({}))
 }

@@ -9,6 +9,7 @@
 
 mod commands;
 mod hmp;
+mod input;
 mod migration;
 pub mod protocol;
 
@@ -183,6 +184,14 @@ pub struct Machine {
     pub smp: SmpConfig,
     /// Set with `-exit-stats`: served by `x-query-exit-stats`.
     pub exit_stats: Option<Arc<crate::exit_stats::ExitStats>>,
+    /// The VNC server (`query-vnc`, `change-vnc-password`).
+    pub vnc: Option<Arc<rvmm_vnc::VncServer>>,
+    /// Where `send-key` and `input-send-event` go: the PS/2 keyboard and mouse.
+    pub input: Arc<dyn rvmm_devices::input::InputSink>,
+    /// The mouse buttons `input-send-event` holds down.
+    pub pointer_buttons: std::sync::Mutex<u8>,
+    /// The first display device (`-vga std` / `-device VGA`): served by `screendump`.
+    pub display: Option<Arc<dyn rvmm_devices::display::DisplaySource>>,
 }
 
 enum Listener {

@@ -1,4 +1,4 @@
-//! i8042 PS/2 controller, enough for reboot and for guests that probe it.
+//! i8042 PS/2 controller with a keyboard ([`keyboard`]) and a mouse ([`mouse`]).
 //!
 //! Ports: 0x60 data, 0x64 status (read) / command (write). Port 0x61 (system control port B)
 //! belongs to the PIT/speaker, so the two ports are separate bus devices sharing one state:
@@ -11,33 +11,38 @@
 //!
 //! Controller commands answered (a reply appears in the output buffer, status bit 0 set):
 //! 0x20-0x3F read controller RAM (0x20 = command byte), 0x60-0x7F write it, 0xAA self-test
-//! (0x55), 0xAB keyboard interface test (0x00), 0xA7/0xA8/0xAD/0xAE disable/enable ports,
-//! 0xD0/0xD1 read/write output port, 0xD2 write keyboard output buffer.
-//! A keyboard that never sends a key answers the commands firmware and kernels send it, as
-//! QEMU's hw/input/ps2.c `ps2_write_keyboard` (SeaBIOS sb/hw/ps2port.c would otherwise wait for
-//! its reset to time out): 0xFF reset (ACK 0xFA, BAT 0xAA), 0xF2 get ID (FA AB, then 0x41 with
-//! scan code translation on in the command byte, else 0x83), 0xF0 scan code set (0 reads it
-//! back), 0xED LEDs, 0xF3 typematic rate, 0xFC make/break (each ACKed, then their parameter
-//! byte ACKed), 0xF4/0xF5/0xF6 enable/disable/defaults, 0xFA, 0xEE echo, 0x00; anything else
-//! gets RESEND (0xFE). Writing to the keyboard re-enables its port, as QEMU does.
-//! No mouse is attached: the AUX interface test (0xA9) reports a stuck clock line (0x02) and the
-//! AUX loopback (0xD3) echoes on the keyboard channel, which Linux reads as "no AUX port"
-//! without timing out; bytes for the mouse are dropped.
+//! (0x55), 0xAB/0xA9 keyboard/AUX interface tests (0x00), 0xA7/0xA8/0xAD/0xAE disable/enable
+//! ports, 0xD0/0xD1 read/write output port, 0xD2/0xD3 write the keyboard/AUX output buffer
+//! (loopback), 0xD4 write to the mouse.
 //!
-//! Interrupt: IRQ 1 is pulsed through [`I8042::interrupt_evt`] whenever a byte becomes readable
-//! while the command byte enables the keyboard interrupt (QEMU raises its IRQ 1 line then);
-//! the VMM connects it as an edge-triggered ISA line. Guests that poll see the same bytes.
+//! One output buffer byte at a time, filled from (in order) the controller's own replies, the
+//! keyboard's queue unless its port is disabled, the mouse's queue unless the AUX port is
+//! disabled; status bit 5 says the byte is the mouse's. Key presses ([`InputSink::key`]) become
+//! scan codes in the keyboard's set, translated to set 1 when command byte bit 6 says so.
+//!
+//! Interrupts: IRQ 1 (keyboard byte) and IRQ 12 (mouse byte) are pulsed through
+//! [`I8042::interrupt_evt`] / [`I8042::aux_interrupt_evt`] whenever a byte becomes readable while
+//! the command byte enables that port's interrupt (QEMU raises its lines then); the VMM connects
+//! them as edge-triggered ISA lines. Guests that poll see the same bytes.
 //! Wider accesses act on the first byte; the other bytes read as 0xff.
+
+mod keyboard;
+mod mouse;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::input::InputSink;
 use crate::{BusDevice, VmControl, VmRequest};
+use keyboard::Keyboard;
+use mouse::Mouse;
 
 /// The keyboard's ISA interrupt line.
 pub const I8042_KBD_IRQ: u32 = 1;
+/// The mouse's ISA interrupt line.
+pub const I8042_AUX_IRQ: u32 = 12;
 
 /// The data port.
 pub const I8042_DATA_PORT: u64 = 0x60;
@@ -51,6 +56,7 @@ const STS_OBF: u8 = 0x01;
 const STS_SYS: u8 = 0x04;
 const STS_CMD: u8 = 0x08;
 const STS_UNLOCKED: u8 = 0x10;
+const STS_AUXDATA: u8 = 0x20;
 
 // Controller command byte (CTR) bits.
 const CTR_KBD_INT: u8 = 0x01;
@@ -85,110 +91,18 @@ const CMD_WRITE_AUX: u8 = 0xd4;
 const CMD_PULSE_FIRST: u8 = 0xf0;
 
 const SELF_TEST_OK: u8 = 0x55;
-const KBD_TEST_OK: u8 = 0x00;
-/// "Clock line stuck high": nothing attached to the AUX port.
-const AUX_TEST_ABSENT: u8 = 0x02;
-/// Replies queued beyond this are dropped, so a guest cannot grow the queue without bound.
+const PORT_TEST_OK: u8 = 0x00;
+/// Controller replies queued beyond this are dropped, so a guest cannot grow the queue.
 const OUT_BUF_CAP: usize = 16;
 
-// Keyboard commands and replies (QEMU hw/input/ps2.c).
-const KBD_CMD_SET_LEDS: u8 = 0xed;
-const KBD_CMD_ECHO: u8 = 0xee;
-const KBD_CMD_SCANCODE: u8 = 0xf0;
-const KBD_CMD_GET_ID: u8 = 0xf2;
-const KBD_CMD_SET_RATE: u8 = 0xf3;
-const KBD_CMD_ENABLE: u8 = 0xf4;
-const KBD_CMD_RESET_DISABLE: u8 = 0xf5;
-const KBD_CMD_RESET_ENABLE: u8 = 0xf6;
-const KBD_CMD_SET_TYPEMATIC: u8 = 0xfa;
-const KBD_CMD_SET_MAKE_BREAK: u8 = 0xfc;
-const KBD_CMD_RESET: u8 = 0xff;
-const KBD_REPLY_ACK: u8 = 0xfa;
-const KBD_REPLY_RESEND: u8 = 0xfe;
-const KBD_REPLY_POR: u8 = 0xaa;
-const KBD_REPLY_ID: u8 = 0xab;
-/// Second ID byte of an MF2 keyboard, without and with translation.
-const KBD_ID_MF2: u8 = 0x83;
-const KBD_ID_MF2_XLATE: u8 = 0x41;
-/// Scan code sets 1-3 as seen through translation (QEMU's `translate_table` entries).
-const XLATED_SCANCODE_SET: [u8; 3] = [0x43, 0x41, 0x3f];
-const DEFAULT_SCANCODE_SET: u8 = 2;
-
-/// The keyboard behind the controller.
-struct Keyboard {
-    /// A command waiting for its parameter byte.
-    pending: Option<u8>,
-    scancode_set: u8,
-    scan_enabled: bool,
+/// Which port a byte in the output buffer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum Source {
+    Kbd,
+    Aux,
 }
 
-impl Keyboard {
-    fn new() -> Self {
-        Self {
-            pending: None,
-            scancode_set: DEFAULT_SCANCODE_SET,
-            scan_enabled: true,
-        }
-    }
-
-    /// QEMU's `ps2_reset_keyboard`.
-    fn reset(&mut self) {
-        self.scancode_set = DEFAULT_SCANCODE_SET;
-        self.scan_enabled = true;
-    }
-
-    /// The bytes the keyboard answers to `byte`.
-    fn write(&mut self, byte: u8, translate: bool) -> Vec<u8> {
-        match self.pending.take() {
-            Some(KBD_CMD_SCANCODE) => match byte {
-                0 if translate => {
-                    let set = usize::from(self.scancode_set.clamp(1, 3) - 1);
-                    vec![KBD_REPLY_ACK, XLATED_SCANCODE_SET[set]]
-                }
-                0 => vec![KBD_REPLY_ACK, self.scancode_set],
-                1..=3 => {
-                    self.scancode_set = byte;
-                    vec![KBD_REPLY_ACK]
-                }
-                _ => vec![KBD_REPLY_RESEND],
-            },
-            // LED state, rate and make/break modes: accepted, nothing to show.
-            Some(_) => vec![KBD_REPLY_ACK],
-            None => match byte {
-                0x00 => vec![KBD_REPLY_ACK],
-                KBD_CMD_GET_ID => {
-                    let id = if translate {
-                        KBD_ID_MF2_XLATE
-                    } else {
-                        KBD_ID_MF2
-                    };
-                    vec![KBD_REPLY_ACK, KBD_REPLY_ID, id]
-                }
-                KBD_CMD_ECHO => vec![KBD_CMD_ECHO],
-                KBD_CMD_ENABLE => {
-                    self.scan_enabled = true;
-                    vec![KBD_REPLY_ACK]
-                }
-                KBD_CMD_SCANCODE | KBD_CMD_SET_LEDS | KBD_CMD_SET_RATE | KBD_CMD_SET_MAKE_BREAK => {
-                    self.pending = Some(byte);
-                    vec![KBD_REPLY_ACK]
-                }
-                KBD_CMD_RESET_DISABLE | KBD_CMD_RESET_ENABLE => {
-                    self.reset();
-                    self.scan_enabled = byte == KBD_CMD_RESET_ENABLE;
-                    vec![KBD_REPLY_ACK]
-                }
-                KBD_CMD_RESET => {
-                    self.reset();
-                    vec![KBD_REPLY_ACK, KBD_REPLY_POR]
-                }
-                KBD_CMD_SET_TYPEMATIC => vec![KBD_REPLY_ACK],
-                _ => vec![KBD_REPLY_RESEND],
-            },
-        }
-    }
-}
-
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct State {
     ctr: u8,
     outport: u8,
@@ -196,26 +110,55 @@ struct State {
     last_was_cmd: bool,
     /// A command waiting for its data byte on port 0x60.
     pending: Option<u8>,
-    out_buf: VecDeque<u8>,
+    /// The output buffer.
+    obf: Option<(u8, Source)>,
+    /// Controller replies (and loopback bytes) waiting for the output buffer.
+    replies: VecDeque<(u8, Source)>,
     /// What the data port returns when the output buffer is empty (the last byte read).
     last_read: u8,
     kbd: Keyboard,
+    mouse: Mouse,
     /// A byte became readable since the interrupt was last pulsed.
-    raise: bool,
+    raise: Option<Source>,
 }
 
 impl State {
-    fn push(&mut self, byte: u8) {
-        if self.out_buf.len() < OUT_BUF_CAP {
-            self.raise |= self.out_buf.is_empty();
-            self.out_buf.push_back(byte);
+    fn reply(&mut self, byte: u8, source: Source) {
+        if self.replies.len() < OUT_BUF_CAP {
+            self.replies.push_back((byte, source));
+        }
+        self.fill();
+    }
+
+    /// Moves the next byte into an empty output buffer.
+    fn fill(&mut self) {
+        if self.obf.is_some() {
+            return;
+        }
+        let next = self.replies.pop_front().or_else(|| {
+            let kbd = (self.ctr & CTR_KBD_DIS == 0)
+                .then(|| self.kbd.pop())
+                .flatten()
+                .map(|b| (b, Source::Kbd));
+            kbd.or_else(|| {
+                (self.ctr & CTR_AUX_DIS == 0)
+                    .then(|| self.mouse.pop())
+                    .flatten()
+                    .map(|b| (b, Source::Aux))
+            })
+        });
+        if let Some((b, src)) = next {
+            self.obf = Some((b, src));
+            self.raise = Some(src);
         }
     }
 
     fn status(&self) -> u8 {
         let mut s = STS_UNLOCKED;
-        if !self.out_buf.is_empty() {
-            s |= STS_OBF;
+        match self.obf {
+            Some((_, Source::Aux)) => s |= STS_OBF | STS_AUXDATA,
+            Some((_, Source::Kbd)) => s |= STS_OBF,
+            None => {}
         }
         if self.ctr & CTR_SYS != 0 {
             s |= STS_SYS;
@@ -225,61 +168,32 @@ impl State {
         }
         s
     }
+
+    fn translate(&self) -> bool {
+        self.ctr & CTR_XLATE != 0
+    }
 }
 
-/// The controller's and the keyboard's registers and output buffer.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct I8042State {
-    ctr: u8,
-    outport: u8,
-    last_was_cmd: bool,
-    pending: Option<u8>,
-    out_buf: Vec<u8>,
-    last_read: u8,
-    raise: bool,
-    kbd_pending: Option<u8>,
-    kbd_scancode_set: u8,
-    kbd_scan_enabled: bool,
-}
+/// The controller's, the keyboard's and the mouse's registers and queues, as they are.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct I8042State(State);
 
 impl crate::Persist for I8042 {
     type State = I8042State;
 
     fn save(&self) -> I8042State {
-        let st = self.lock();
-        I8042State {
-            ctr: st.ctr,
-            outport: st.outport,
-            last_was_cmd: st.last_was_cmd,
-            pending: st.pending,
-            out_buf: st.out_buf.iter().copied().collect(),
-            last_read: st.last_read,
-            raise: st.raise,
-            kbd_pending: st.kbd.pending,
-            kbd_scancode_set: st.kbd.scancode_set,
-            kbd_scan_enabled: st.kbd.scan_enabled,
-        }
+        I8042State(self.lock().clone())
     }
 
     fn restore(&self, s: I8042State) -> Result<(), crate::StateError> {
-        if s.out_buf.len() > OUT_BUF_CAP || !(1..=3).contains(&s.kbd_scancode_set) {
-            return Err(crate::StateError::Invalid(format!(
-                "i8042: output buffer of {} bytes or scan code set {}",
-                s.out_buf.len(),
-                s.kbd_scancode_set
-            )));
+        let st = s.0;
+        // The queues never grow past their caps while a guest runs.
+        if st.replies.len() > OUT_BUF_CAP || st.kbd.queued() > 4096 || st.mouse.queued() > 4096 {
+            return Err(crate::StateError::Invalid(
+                "i8042: queues longer than the device keeps".into(),
+            ));
         }
-        let mut st = self.lock();
-        st.ctr = s.ctr;
-        st.outport = s.outport;
-        st.last_was_cmd = s.last_was_cmd;
-        st.pending = s.pending;
-        st.out_buf = s.out_buf.into();
-        st.last_read = s.last_read;
-        st.raise = s.raise;
-        st.kbd.pending = s.kbd_pending;
-        st.kbd.scancode_set = s.kbd_scancode_set;
-        st.kbd.scan_enabled = s.kbd_scan_enabled;
+        *self.lock() = st;
         Ok(())
     }
 }
@@ -288,8 +202,9 @@ impl crate::Persist for I8042 {
 pub struct I8042 {
     state: Mutex<State>,
     control: Arc<dyn VmControl>,
-    /// Pulsed for IRQ 1.
+    /// Pulsed for IRQ 1 and IRQ 12.
     irq: Option<EventFd>,
+    aux_irq: Option<EventFd>,
 }
 
 impl I8042 {
@@ -301,14 +216,17 @@ impl I8042 {
                 outport: OUT_RESET | OUT_A20,
                 last_was_cmd: true,
                 pending: None,
-                out_buf: VecDeque::new(),
+                obf: None,
+                replies: VecDeque::new(),
                 last_read: 0,
                 kbd: Keyboard::new(),
-                raise: false,
+                mouse: Mouse::new(),
+                raise: None,
             }),
             control,
             // Without an eventfd (descriptor exhaustion) the controller still works polled.
             irq: EventFd::new(EFD_NONBLOCK).ok(),
+            aux_irq: EventFd::new(EFD_NONBLOCK).ok(),
         })
     }
 
@@ -318,10 +236,20 @@ impl I8042 {
         self.irq.as_ref()
     }
 
-    /// Pulse IRQ 1 if a byte became readable and the command byte enables the interrupt.
+    /// The eventfd pulsed for IRQ 12 ([`I8042_AUX_IRQ`]).
+    pub fn aux_interrupt_evt(&self) -> Option<&EventFd> {
+        self.aux_irq.as_ref()
+    }
+
+    /// Pulse IRQ 1 or 12 if a byte became readable and the command byte enables its interrupt.
     fn update_irq(&self, s: &mut State) {
-        if std::mem::take(&mut s.raise) && s.ctr & CTR_KBD_INT != 0 {
-            if let Some(evt) = &self.irq {
+        let (enable, evt) = match s.raise.take() {
+            Some(Source::Kbd) => (CTR_KBD_INT, &self.irq),
+            Some(Source::Aux) => (CTR_AUX_INT, &self.aux_irq),
+            None => return,
+        };
+        if s.ctr & enable != 0 {
+            if let Some(evt) = evt {
                 // A full counter (impossible at one per byte) only merges pulses.
                 let _ = evt.write(1);
             }
@@ -342,16 +270,20 @@ impl I8042 {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The keyboard LEDs the guest last set (bit 0 Scroll, 1 Num, 2 Caps Lock).
+    pub fn leds(&self) -> u8 {
+        self.lock().kbd.leds
+    }
+
     fn read_status(&self) -> u8 {
         self.lock().status()
     }
 
     fn read_data(&self) -> u8 {
         let mut s = self.lock();
-        if let Some(b) = s.out_buf.pop_front() {
+        if let Some((b, _)) = s.obf.take() {
             s.last_read = b;
-            // The next byte is readable now.
-            s.raise = !s.out_buf.is_empty();
+            s.fill();
             self.update_irq(&mut s);
         }
         s.last_read
@@ -365,28 +297,33 @@ impl I8042 {
             match cmd {
                 CMD_READ_RAM_FIRST => {
                     let ctr = s.ctr;
-                    s.push(ctr);
+                    s.reply(ctr, Source::Kbd);
                 }
                 // The rest of controller RAM is not modelled.
-                c if c > CMD_READ_RAM_FIRST && c <= CMD_READ_RAM_LAST => s.push(0),
+                c if c > CMD_READ_RAM_FIRST && c <= CMD_READ_RAM_LAST => s.reply(0, Source::Kbd),
                 CMD_WRITE_RAM_FIRST..=CMD_WRITE_RAM_LAST
                 | CMD_WRITE_OUTPORT
                 | CMD_WRITE_KBD_OUTBUF
                 | CMD_WRITE_AUX_OUTBUF
                 | CMD_WRITE_AUX => s.pending = Some(cmd),
                 CMD_AUX_DISABLE => s.ctr |= CTR_AUX_DIS,
-                CMD_AUX_ENABLE => s.ctr &= !CTR_AUX_DIS,
-                CMD_AUX_TEST => s.push(AUX_TEST_ABSENT),
+                CMD_AUX_ENABLE => {
+                    s.ctr &= !CTR_AUX_DIS;
+                    s.fill();
+                }
+                CMD_AUX_TEST | CMD_KBD_TEST => s.reply(PORT_TEST_OK, Source::Kbd),
                 CMD_SELF_TEST => {
                     s.ctr |= CTR_SYS;
-                    s.push(SELF_TEST_OK);
+                    s.reply(SELF_TEST_OK, Source::Kbd);
                 }
-                CMD_KBD_TEST => s.push(KBD_TEST_OK),
                 CMD_KBD_DISABLE => s.ctr |= CTR_KBD_DIS,
-                CMD_KBD_ENABLE => s.ctr &= !CTR_KBD_DIS,
+                CMD_KBD_ENABLE => {
+                    s.ctr &= !CTR_KBD_DIS;
+                    s.fill();
+                }
                 CMD_READ_OUTPORT => {
                     let out = s.outport;
-                    s.push(out);
+                    s.reply(out, Source::Kbd);
                 }
                 _ => {}
             }
@@ -406,6 +343,7 @@ impl I8042 {
             let reset = match s.pending.take() {
                 Some(CMD_WRITE_RAM_FIRST) => {
                     s.ctr = byte;
+                    s.fill();
                     false
                 }
                 Some(CMD_WRITE_OUTPORT) => {
@@ -413,20 +351,27 @@ impl I8042 {
                     s.outport = byte;
                     byte & OUT_RESET == 0
                 }
-                // No AUX port: the loopback byte comes back on the keyboard channel.
-                Some(CMD_WRITE_KBD_OUTBUF | CMD_WRITE_AUX_OUTBUF) => {
-                    s.push(byte);
+                Some(CMD_WRITE_KBD_OUTBUF) => {
+                    s.reply(byte, Source::Kbd);
                     false
                 }
-                // Other controller RAM bytes or the (absent) mouse.
+                Some(CMD_WRITE_AUX_OUTBUF) => {
+                    s.reply(byte, Source::Aux);
+                    false
+                }
+                Some(CMD_WRITE_AUX) => {
+                    s.mouse.write(byte);
+                    s.fill();
+                    false
+                }
+                // The rest of controller RAM.
                 Some(_) => false,
                 None => {
                     // Sending to the keyboard re-enables its port (QEMU's `kbd_write_data`).
                     s.ctr &= !CTR_KBD_DIS;
-                    let translate = s.ctr & CTR_XLATE != 0;
-                    for b in s.kbd.write(byte, translate) {
-                        s.push(b);
-                    }
+                    let translate = s.translate();
+                    s.kbd.write(byte, translate);
+                    s.fill();
                     false
                 }
             };
@@ -436,6 +381,23 @@ impl I8042 {
         if reset {
             self.control.request(VmRequest::Reset);
         }
+    }
+}
+
+impl InputSink for I8042 {
+    fn key(&self, code: u16, down: bool) {
+        let mut s = self.lock();
+        let translate = s.translate();
+        s.kbd.key(code, down, translate);
+        s.fill();
+        self.update_irq(&mut s);
+    }
+
+    fn pointer_rel(&self, dx: i32, dy: i32, wheel: i32, buttons: u8) {
+        let mut s = self.lock();
+        s.mouse.event(dx, dy, wheel, buttons);
+        s.fill();
+        self.update_irq(&mut s);
     }
 }
 
@@ -478,7 +440,18 @@ impl BusDevice for I8042CommandPort {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::input::keys;
     use crate::test_utils::RecordingVmControl;
+
+    // Keyboard commands (keyboard.rs).
+    const KBD_CMD_SET_LEDS: u8 = 0xed;
+    const KBD_CMD_ECHO: u8 = 0xee;
+    const KBD_CMD_SCANCODE: u8 = 0xf0;
+    const KBD_CMD_GET_ID: u8 = 0xf2;
+    const KBD_CMD_SET_RATE: u8 = 0xf3;
+    const KBD_CMD_ENABLE: u8 = 0xf4;
+    const KBD_CMD_RESET_DISABLE: u8 = 0xf5;
+    const KBD_CMD_RESET: u8 = 0xff;
 
     struct Ports {
         ctl: Arc<RecordingVmControl>,
@@ -561,23 +534,25 @@ mod tests {
         p.cmd.write(0, &[CMD_SELF_TEST]);
         assert_eq!(inb(p.data.as_ref()), SELF_TEST_OK);
         p.cmd.write(0, &[CMD_KBD_TEST]);
-        assert_eq!(inb(p.data.as_ref()), KBD_TEST_OK);
+        assert_eq!(inb(p.data.as_ref()), PORT_TEST_OK);
         p.cmd.write(0, &[CMD_AUX_TEST]);
-        assert_eq!(inb(p.data.as_ref()), AUX_TEST_ABSENT);
+        assert_eq!(inb(p.data.as_ref()), PORT_TEST_OK);
+        // AUX loopback (Linux's i8042_check_aux): the byte comes back as mouse data.
         p.cmd.write(0, &[CMD_WRITE_AUX_OUTBUF]);
         p.data.write(0, &[0x5a]);
         assert_eq!(
-            inb(p.cmd.as_ref()) & (STS_OBF | 0x20),
-            STS_OBF,
-            "keyboard channel"
+            inb(p.cmd.as_ref()) & (STS_OBF | STS_AUXDATA),
+            STS_OBF | STS_AUXDATA,
+            "AUX channel"
         );
         assert_eq!(inb(p.data.as_ref()), 0x5a);
-        // The keyboard answers its ID; mouse bytes get no answer.
+        // The keyboard answers its ID, and so does the mouse.
         p.data.write(0, &[0xf2]);
         assert_eq!(read_all(&p), vec![0xfa, 0xab, 0x83]);
         p.cmd.write(0, &[CMD_WRITE_AUX]);
         p.data.write(0, &[0xf2]);
-        assert_eq!(inb(p.cmd.as_ref()) & STS_OBF, 0);
+        assert_eq!(inb(p.cmd.as_ref()) & STS_AUXDATA, STS_AUXDATA);
+        assert_eq!(read_all(&p), vec![0xfa, 0x00]);
     }
 
     fn read_all(p: &Ports) -> Vec<u8> {
@@ -673,7 +648,7 @@ mod tests {
             inb(p.data.as_ref());
             n += 1;
         }
-        assert_eq!(n, OUT_BUF_CAP);
+        assert_eq!(n, OUT_BUF_CAP + 1, "the queue and the output buffer");
         let mut w = [0u8; 4];
         p.cmd.read(0, &mut w);
         assert_eq!(w[1..], [0xff; 3]);
@@ -686,5 +661,58 @@ mod tests {
         p.cmd.write(0, &[]);
         p.data.read(0, &mut []);
         assert!(p.ctl.requests().is_empty());
+    }
+
+    #[test]
+    fn keys_reach_the_guest_translated_with_irq1_and_mouse_with_irq12() {
+        let ctl = Arc::new(RecordingVmControl::default());
+        let dev = I8042::new(ctl);
+        let (data, cmd) = (dev.data_port(), dev.command_port());
+        let irq1 = || dev.interrupt_evt().unwrap().read().unwrap_or(0);
+        let irq12 = || dev.aux_interrupt_evt().unwrap().read().unwrap_or(0);
+        let p = Ports {
+            ctl: Arc::new(RecordingVmControl::default()),
+            data: data.clone(),
+            cmd: cmd.clone(),
+        };
+        // Linux's default: translation on.
+        cmd.write(0, &[0x60]);
+        data.write(0, &[CTR_XLATE | CTR_SYS | CTR_KBD_INT | CTR_AUX_INT]);
+        dev.key(keys::KEY_A, true);
+        dev.key(keys::KEY_A, false);
+        assert_eq!(irq1(), 1);
+        assert_eq!(read_all(&p), vec![0x1e, 0x9e]);
+        // Untranslated: set 2.
+        cmd.write(0, &[0x60]);
+        data.write(0, &[CTR_SYS | CTR_KBD_INT | CTR_AUX_INT]);
+        dev.key(keys::KEY_A, true);
+        dev.key(keys::KEY_A, false);
+        assert_eq!(read_all(&p), vec![0x1c, 0xf0, 0x1c]);
+        // Keyboard port disabled: keys wait; enabling delivers them.
+        cmd.write(0, &[CMD_KBD_DISABLE]);
+        dev.key(keys::KEY_B, true);
+        assert_eq!(inb(cmd.as_ref()) & STS_OBF, 0);
+        cmd.write(0, &[CMD_KBD_ENABLE]);
+        assert_eq!(read_all(&p), vec![0x32]);
+        // The mouse, enabled through 0xD4, reports motion on IRQ 12 with the AUX status bit.
+        irq12();
+        cmd.write(0, &[CMD_WRITE_AUX]);
+        data.write(0, &[0xf4]);
+        assert_eq!(read_all(&p), vec![0xfa]);
+        irq12();
+        dev.pointer_rel(4, -2, 0, crate::input::BUTTON_RIGHT);
+        assert_eq!(irq12(), 1);
+        assert_eq!(inb(cmd.as_ref()) & STS_AUXDATA, STS_AUXDATA);
+        assert_eq!(read_all(&p), vec![0x0a, 4, 2]);
+        assert_eq!(irq12(), 2, "one pulse per byte");
+        // AUX interrupt disabled: no pulse, bytes still readable.
+        cmd.write(0, &[0x60]);
+        data.write(0, &[CTR_SYS | CTR_KBD_INT]);
+        dev.pointer_rel(1, 0, 0, 0);
+        assert_eq!(irq12(), 0);
+        assert_eq!(read_all(&p), vec![0x08, 1, 0]);
+        dev.key(keys::KEY_LEFTMETA, true);
+        assert_eq!(read_all(&p), vec![0xe0, 0x1f]);
+        assert_eq!(dev.leds(), 0);
     }
 }

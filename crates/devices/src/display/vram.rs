@@ -1,0 +1,221 @@
+//! Video memory shared by a display device and the guest: one anonymous mapping that the VMM
+//! also maps into the guest as the framebuffer BAR (a KVM memory slot), plus the device's own
+//! record of the pages it wrote (the guest's direct writes show up in KVM's dirty log instead).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use vm_memory::{Bytes, MmapRegion, VolatileMemory};
+
+/// Dirty tracking granule: a host page, as in KVM's dirty log.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Errors creating video memory.
+#[derive(Debug, thiserror::Error)]
+pub enum VramError {
+    #[error("cannot map {size} bytes of video memory: {source}")]
+    Map {
+        size: usize,
+        #[source]
+        source: vm_memory::mmap::MmapRegionError,
+    },
+}
+
+/// Video memory: `size` bytes, zeroed, with a bitmap of pages the device itself wrote.
+pub struct Vram {
+    map: Arc<MmapRegion<()>>,
+    dirty: Vec<AtomicU64>,
+}
+
+impl std::fmt::Debug for Vram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vram").field("size", &self.size()).finish()
+    }
+}
+
+impl Vram {
+    pub fn new(size: usize) -> Result<Self, VramError> {
+        let map = MmapRegion::new(size).map_err(|source| VramError::Map { size, source })?;
+        let pages = size.div_ceil(PAGE_SIZE);
+        Ok(Self {
+            map: Arc::new(map),
+            dirty: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    pub fn size(&self) -> usize {
+        self.map.size()
+    }
+
+    /// The mapping, for the VMM to map into the guest as well (a KVM memory slot).
+    pub fn mapping(&self) -> &Arc<MmapRegion<()>> {
+        &self.map
+    }
+
+    /// Whether `[offset, offset + len)` lies inside the memory (vm-memory's object accessors
+    /// copy partially and then fail, so whole-object accesses are checked first).
+    fn fits(&self, offset: usize, len: usize) -> bool {
+        offset
+            .checked_add(len)
+            .is_some_and(|end| end <= self.size())
+    }
+
+    /// Byte at `offset`, 0xff past the end.
+    pub fn read_u8(&self, offset: usize) -> u8 {
+        self.map
+            .as_volatile_slice()
+            .read_obj(offset)
+            .unwrap_or(0xff)
+    }
+
+    /// Store a byte; ignored past the end.
+    pub fn write_u8(&self, offset: usize, value: u8) {
+        if self.fits(offset, 1)
+            && self
+                .map
+                .as_volatile_slice()
+                .write_obj(value, offset)
+                .is_ok()
+        {
+            self.mark(offset, 1);
+        }
+    }
+
+    /// Little-endian dword at `offset` (the four planes of a VGA address); 0 past the end.
+    pub fn read_u32(&self, offset: usize) -> u32 {
+        if !self.fits(offset, 4) {
+            return 0;
+        }
+        self.map
+            .as_volatile_slice()
+            .read_obj::<u32>(offset)
+            .map(u32::from_le)
+            .unwrap_or(0)
+    }
+
+    pub fn write_u32(&self, offset: usize, value: u32) {
+        if self.fits(offset, 4)
+            && self
+                .map
+                .as_volatile_slice()
+                .write_obj(value.to_le(), offset)
+                .is_ok()
+        {
+            self.mark(offset, 4);
+        }
+    }
+
+    /// Copy `out.len()` bytes from `offset`; bytes past the end read 0.
+    pub fn read(&self, offset: usize, out: &mut [u8]) {
+        out.fill(0);
+        let end = offset.saturating_add(out.len()).min(self.size());
+        if offset >= end {
+            return;
+        }
+        let n = end - offset;
+        if let Ok(s) = self.map.as_volatile_slice().subslice(offset, n) {
+            s.copy_to(&mut out[..n]);
+        }
+    }
+
+    /// Copy `data` to `offset`, clipped to the memory.
+    pub fn write(&self, offset: usize, data: &[u8]) {
+        let end = offset.saturating_add(data.len()).min(self.size());
+        if offset >= end {
+            return;
+        }
+        let n = end - offset;
+        if let Ok(s) = self.map.as_volatile_slice().subslice(offset, n) {
+            s.copy_from(&data[..n]);
+            self.mark(offset, n);
+        }
+    }
+
+    /// Zero `len` bytes from `offset`, clipped.
+    pub fn clear(&self, offset: usize, len: usize) {
+        let end = offset.saturating_add(len).min(self.size());
+        if offset >= end {
+            return;
+        }
+        if let Ok(s) = self.map.as_volatile_slice().subslice(offset, end - offset) {
+            // Zeros a page at a time: no allocation the size of the guest's request.
+            let zero = [0u8; PAGE_SIZE];
+            let mut o = 0;
+            while o < end - offset {
+                let n = (end - offset - o).min(PAGE_SIZE);
+                let _ = s.write_slice(&zero[..n], o);
+                o += n;
+            }
+            self.mark(offset, end - offset);
+        }
+    }
+
+    /// Record that `[offset, offset + len)` changed.
+    pub fn mark(&self, offset: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let first = offset / PAGE_SIZE;
+        let last = (offset + len - 1) / PAGE_SIZE;
+        for page in first..=last {
+            if let Some(w) = self.dirty.get(page / 64) {
+                w.fetch_or(1 << (page % 64), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// OR the pages written since the last call into `bitmap` (one bit per page, as KVM's
+    /// dirty log) and forget them.
+    pub fn take_dirty(&self, bitmap: &mut [u64]) {
+        for (w, out) in self.dirty.iter().zip(bitmap.iter_mut()) {
+            *out |= w.swap(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Words of a page bitmap covering this memory.
+    pub fn bitmap_words(&self) -> usize {
+        self.dirty.len()
+    }
+}
+
+/// The guest's direct writes to video memory mapped as guest RAM: implemented by the VMM over
+/// KVM's dirty log of the framebuffer's memory slot.
+pub trait DirtyLog: Send + Sync {
+    /// OR the pages written since the last call into `bitmap` (bit n = page n of video
+    /// memory). Returns false if the log is unavailable: the caller then treats every page as
+    /// written.
+    fn take_dirty(&self, bitmap: &mut [u64]) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accesses_are_bounded_and_tracked() {
+        let v = Vram::new(3 * PAGE_SIZE).unwrap();
+        v.write_u8(5, 0x12);
+        v.write_u32(PAGE_SIZE * 2, 0xaabbccdd);
+        assert_eq!(v.read_u8(5), 0x12);
+        assert_eq!(v.read_u32(PAGE_SIZE * 2), 0xaabbccdd);
+        // Past the end: ignored, reads fixed values.
+        v.write_u8(3 * PAGE_SIZE, 1);
+        v.write_u32(3 * PAGE_SIZE - 2, 1);
+        v.write(usize::MAX - 1, &[1, 2, 3]);
+        assert_eq!(v.read_u8(3 * PAGE_SIZE), 0xff);
+        assert_eq!(v.read_u32(usize::MAX - 2), 0);
+        let mut buf = [9u8; 4];
+        v.read(3 * PAGE_SIZE - 2, &mut buf);
+        assert_eq!(buf, [0; 4]);
+        let mut bm = [0u64; 1];
+        v.take_dirty(&mut bm);
+        assert_eq!(bm[0], 0b101);
+        let mut bm = [0u64; 1];
+        v.take_dirty(&mut bm);
+        assert_eq!(bm[0], 0);
+        v.clear(10, PAGE_SIZE);
+        v.take_dirty(&mut bm);
+        assert_eq!(bm[0], 0b11);
+        assert_eq!(v.read_u8(5), 0x12);
+        assert_eq!(v.read_u8(10), 0);
+    }
+}

@@ -1,0 +1,430 @@
+//! The standard VGA and QMP `screendump`: SeaBIOS with its VGA BIOS boots guests/src/vgadisk.S,
+//! which writes a text pattern to 0xb8000 and then draws bars in a Bochs VBE mode through the
+//! linear framebuffer; each screen is dumped (PPM and PNG) and compared pixel for pixel with a
+//! picture the test computes: text from the VGA BIOS's own 8x16 font (read from the ROM file)
+//! and the standard text palette, bars from the guest's formula. The firmware's banner is read
+//! back from the dump with the same font. The same guest runs on QEMU (`-vga std`) and the
+//! dumps must be identical.
+
+mod common;
+
+use common::{binary, is_qemu, TempDir, VmCommand};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// SeaBIOS plus the VGA BIOS at emulated CPL0: a few seconds on this host, more under load.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const CELL_W: usize = 9;
+const CELL_H: usize = 16;
+/// What vgadisk.S writes on row 10 (attribute 0x1f) and how row 11 is made.
+const TEXT: &str = "rvmm VGA text 0123456789";
+const TEXT_ROW: usize = 10;
+const COLOUR_ROW: usize = 11;
+/// vgadisk.S's VBE mode and bar colours.
+const VBE_W: usize = 320;
+const VBE_H: usize = 200;
+const BARS: [u32; 8] = [
+    0xff0000, 0x00ff00, 0x0000ff, 0xffff00, 0xff00ff, 0x00ffff, 0xffffff, 0x804020,
+];
+
+/// The VGA BIOS's default text palette (6-bit DAC values of the 16 CGA colours).
+const TEXT_DAC: [[u8; 3]; 16] = [
+    [0x00, 0x00, 0x00],
+    [0x00, 0x00, 0x2a],
+    [0x00, 0x2a, 0x00],
+    [0x00, 0x2a, 0x2a],
+    [0x2a, 0x00, 0x00],
+    [0x2a, 0x00, 0x2a],
+    [0x2a, 0x15, 0x00],
+    [0x2a, 0x2a, 0x2a],
+    [0x15, 0x15, 0x15],
+    [0x15, 0x15, 0x3f],
+    [0x15, 0x3f, 0x15],
+    [0x15, 0x3f, 0x3f],
+    [0x3f, 0x15, 0x15],
+    [0x3f, 0x15, 0x3f],
+    [0x3f, 0x3f, 0x15],
+    [0x3f, 0x3f, 0x3f],
+];
+
+/// A 6-bit DAC value as 8 bits, the way QEMU's VGA expands it.
+fn dac8(v: u8) -> u32 {
+    let v = u32::from(v);
+    (v << 2) | ((v & 1) << 1) | (v & 1)
+}
+
+fn text_colour(i: u8) -> u32 {
+    let [r, g, b] = TEXT_DAC[usize::from(i & 0xf)];
+    (dac8(r) << 16) | (dac8(g) << 8) | dac8(b)
+}
+
+/// The VGA BIOS's 8x16 font: 256 glyphs of 16 bytes, found in the ROM by its first two glyphs
+/// (an empty one and the IBM smiley, the same in every VGA font).
+fn rom_font() -> Vec<u8> {
+    let rom = ["/usr/share/seabios", "/usr/share/qemu"]
+        .iter()
+        .map(|d| Path::new(d).join("vgabios-stdvga.bin"))
+        .find(|p| p.exists())
+        .expect("vgabios-stdvga.bin (Debian's seabios package)");
+    let rom = std::fs::read(&rom).unwrap();
+    let mut head = vec![0u8; 16];
+    head.extend_from_slice(&[
+        0x00, 0x00, 0x7e, 0x81, 0xa5, 0x81, 0x81, 0xbd, 0x99, 0x81, 0x81, 0x7e, 0x00, 0x00, 0x00,
+        0x00,
+    ]);
+    let at = rom
+        .windows(head.len())
+        .position(|w| w == head)
+        .expect("an 8x16 font in the VGA BIOS");
+    rom[at..at + 256 * 16].to_vec()
+}
+
+/// A screen dump: width, height, XRGB pixels.
+struct Picture {
+    width: usize,
+    height: usize,
+    pixels: Vec<u32>,
+}
+
+impl Picture {
+    fn at(&self, x: usize, y: usize) -> u32 {
+        self.pixels[y * self.width + x]
+    }
+
+    /// QEMU's P6 PPM.
+    fn from_ppm(data: &[u8]) -> Picture {
+        let mut fields = Vec::new();
+        let mut pos = 0;
+        while fields.len() < 4 {
+            let end = pos
+                + data[pos..]
+                    .iter()
+                    .position(|b| b.is_ascii_whitespace())
+                    .unwrap();
+            fields.push(std::str::from_utf8(&data[pos..end]).unwrap().to_string());
+            pos = end + 1;
+        }
+        assert_eq!(fields[0], "P6");
+        assert_eq!(fields[3], "255");
+        let (width, height): (usize, usize) =
+            (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+        let rgb = &data[pos..];
+        assert_eq!(rgb.len(), width * height * 3, "PPM size");
+        let pixels = rgb
+            .chunks_exact(3)
+            .map(|p| (u32::from(p[0]) << 16) | (u32::from(p[1]) << 8) | u32::from(p[2]))
+            .collect();
+        Picture {
+            width,
+            height,
+            pixels,
+        }
+    }
+
+    fn from_png(data: &[u8]) -> Picture {
+        let decoder = png::Decoder::new(data);
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        let pixels = buf[..info.buffer_size()]
+            .chunks_exact(3)
+            .map(|p| (u32::from(p[0]) << 16) | (u32::from(p[1]) << 8) | u32::from(p[2]))
+            .collect();
+        Picture {
+            width: info.width as usize,
+            height: info.height as usize,
+            pixels,
+        }
+    }
+}
+
+/// The expected pixels of one text cell.
+fn cell(font: &[u8], c: u8, attr: u8) -> [[u32; CELL_W]; CELL_H] {
+    let (fg, bg) = (text_colour(attr & 0xf), text_colour(attr >> 4));
+    let mut out = [[bg; CELL_W]; CELL_H];
+    for (y, row) in out.iter_mut().enumerate() {
+        let bits = font[usize::from(c) * 16 + y];
+        for (x, px) in row.iter_mut().take(8).enumerate() {
+            if bits & (0x80 >> x) != 0 {
+                *px = fg;
+            }
+        }
+        // Line-drawing characters extend into the ninth column.
+        if (0xb0..=0xdf).contains(&c) && bits & 1 != 0 {
+            row[8] = fg;
+        }
+    }
+    out
+}
+
+/// The character in text cell (col, row) of `pic`, matched against `font` (None: no glyph).
+fn read_cell(pic: &Picture, font: &[u8], col: usize, row: usize) -> Option<u8> {
+    let (x0, y0) = (col * CELL_W, row * CELL_H);
+    let bg = pic.at(x0 + 8, y0);
+    let bits: Vec<u8> = (0..CELL_H)
+        .map(|y| {
+            (0..8).fold(0u8, |b, x| {
+                b | (u8::from(pic.at(x0 + x, y0 + y) != bg) << (7 - x))
+            })
+        })
+        .collect();
+    (0x20..0x7f).find(|&c| font[usize::from(c) * 16..][..16] == bits[..])
+}
+
+fn read_row(pic: &Picture, font: &[u8], row: usize) -> String {
+    (0..pic.width / CELL_W)
+        .map(|col| read_cell(pic, font, col, row).map_or('?', char::from))
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+}
+
+/// A QMP connection.
+struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    fn connect(path: &Path) -> Qmp {
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                    panic!("QMP {}: {e}", path.display())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        qmp.line();
+        qmp.execute("qmp_capabilities", json!({})).unwrap();
+        qmp
+    }
+
+    fn line(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("QMP reply");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("QMP: {e}: {line}"))
+    }
+
+    /// The command's `return`, or its error description.
+    fn execute(&mut self, command: &str, args: Value) -> Result<Value, String> {
+        let msg = json!({"execute": command, "arguments": args});
+        // One write: rvmm acts on a complete JSON object before its newline arrives, and after
+        // `quit` a separate newline write would find the socket closed.
+        self.writer
+            .write_all(format!("{msg}\n").as_bytes())
+            .map_err(|e| format!("QMP write: {e}"))?;
+        loop {
+            let reply = self.line();
+            if let Some(r) = reply.get("return") {
+                return Ok(r.clone());
+            }
+            if let Some(e) = reply.get("error") {
+                return Err(e["desc"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+
+    /// Dump the screen as PPM and PNG; both must hold the same picture.
+    fn screendump(&mut self, dir: &TempDir, name: &str) -> Picture {
+        let ppm = dir.path().join(format!("{name}.ppm"));
+        let png = dir.path().join(format!("{name}.png"));
+        self.execute("screendump", json!({"filename": ppm}))
+            .unwrap();
+        self.execute("screendump", json!({"filename": png, "format": "png"}))
+            .unwrap();
+        let a = Picture::from_ppm(&std::fs::read(&ppm).unwrap());
+        let b = Picture::from_png(&std::fs::read(&png).unwrap());
+        assert_eq!(
+            (a.width, a.height),
+            (b.width, b.height),
+            "PPM and PNG sizes"
+        );
+        assert!(a.pixels == b.pixels, "PPM and PNG differ");
+        a
+    }
+}
+
+/// The boot disk: vgadisk.bin padded to 1 MiB.
+fn vga_disk(dir: &TempDir) -> PathBuf {
+    let mut disk = std::fs::read(common::guest("vgadisk.bin")).expect("vgadisk.bin");
+    disk.resize(1 << 20, 0);
+    dir.file("vgadisk.img", &disk)
+}
+
+/// Boot vgadisk on `program` (rvmm or QEMU) and dump the text and VBE screens.
+fn run_vgadisk(program: &Path, machine: &str, tag: &str) -> (Picture, Picture) {
+    let dir = TempDir::new(&format!("display-{tag}-{machine}"));
+    let disk = vga_disk(&dir);
+    let sock = dir.path().join("qmp.sock");
+    let mut cmd = VmCommand::without_kernel()
+        .program(program)
+        .set_option("-M", machine)
+        .arg("-vga")
+        .arg("std")
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=ide", disk.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .stdin_pipe()
+        .timeout(BOOT_TIMEOUT);
+    if program.to_string_lossy().contains("qemu") {
+        // This host's `-cpu host` can abort QEMU (MSR 0x10a).
+        cmd = cmd.set_option("-cpu", "host,-arch-capabilities");
+    }
+    let mut vm = cmd.spawn();
+    let mut qmp = Qmp::connect(&sock);
+    assert!(
+        vm.wait_for_stdout("vgadisk: text ready", BOOT_TIMEOUT),
+        "no text phase\n{}",
+        vm.stdout()
+    );
+    let text = qmp.screendump(&dir, "text");
+    vm.write_stdin(b"\n");
+    assert!(
+        vm.wait_for_stdout("vgadisk: vbe ready", BOOT_TIMEOUT),
+        "no VBE phase\n{}",
+        vm.stdout()
+    );
+    let vbe = qmp.screendump(&dir, "vbe");
+    let _ = qmp.execute("quit", json!({}));
+    vm.wait(BOOT_TIMEOUT);
+    (text, vbe)
+}
+
+fn check_text(pic: &Picture, font: &[u8]) {
+    assert_eq!((pic.width, pic.height), (80 * CELL_W, 25 * CELL_H));
+    let banner = read_row(pic, font, 0);
+    assert!(
+        banner.starts_with("SeaBIOS (version "),
+        "row 0 reads {banner:?}"
+    );
+    let mut cells: Vec<(u8, u8)> = TEXT.bytes().map(|c| (c, 0x1f)).collect();
+    cells.resize(80, (b' ', 0x07));
+    let mut colours: Vec<(u8, u8)> = (0..16u8).map(|i| (b'X', (i << 4) | (15 - i))).collect();
+    colours.resize(80, (b' ', 0x07));
+    for (row, cells) in [(TEXT_ROW, cells), (COLOUR_ROW, colours)] {
+        for (col, &(c, attr)) in cells.iter().enumerate() {
+            let want = cell(font, c, attr);
+            for (y, line) in want.iter().enumerate() {
+                for (x, &px) in line.iter().enumerate() {
+                    let (px_x, px_y) = (col * CELL_W + x, row * CELL_H + y);
+                    assert_eq!(
+                        pic.at(px_x, px_y),
+                        px,
+                        "pixel ({px_x}, {px_y}) of cell ({col}, {row}) '{}' attr {attr:#04x}",
+                        char::from(c)
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(read_row(pic, font, TEXT_ROW), TEXT);
+}
+
+fn check_vbe(pic: &Picture) {
+    assert_eq!((pic.width, pic.height), (VBE_W, VBE_H));
+    for y in 0..VBE_H {
+        for x in 0..VBE_W {
+            let want = BARS[(x / 40 + y / 25) & 7];
+            assert_eq!(pic.at(x, y), want, "pixel ({x}, {y})");
+        }
+    }
+}
+
+#[test]
+fn text_mode_vbe_and_the_firmware_banner_appear_in_screendump() {
+    let font = rom_font();
+    let (text, vbe) = run_vgadisk(&binary(), "pc", "self");
+    check_text(&text, &font);
+    check_vbe(&vbe);
+}
+
+#[test]
+fn screendumps_match_qemu() {
+    if is_qemu() {
+        eprintln!("skipped: the binary under test is QEMU already");
+        return;
+    }
+    let qemu = Path::new("/usr/bin/qemu-system-x86_64");
+    if !qemu.exists() {
+        eprintln!("skipped: no {}", qemu.display());
+        return;
+    }
+    let (text, vbe) = run_vgadisk(&binary(), "q35", "rvmm");
+    let (qtext, qvbe) = run_vgadisk(qemu, "q35", "qemu");
+    for (name, a, b) in [("text", &text, &qtext), ("vbe", &vbe, &qvbe)] {
+        assert_eq!((a.width, a.height), (b.width, b.height), "{name} size");
+        let diff = a.pixels.iter().zip(&b.pixels).position(|(p, q)| p != q);
+        assert!(
+            diff.is_none(),
+            "{name}: first differing pixel at {:?}",
+            diff.map(|i| (i % a.width, i / a.width))
+        );
+    }
+}
+
+#[test]
+fn screendump_errors() {
+    if common::skip_on_qemu("rvmm's own error paths") {
+        return;
+    }
+    let dir = TempDir::new("display-errors");
+    let sock = dir.path().join("qmp.sock");
+    let vm = VmCommand::without_kernel()
+        .set_option("-M", "pc")
+        .arg("-S")
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .spawn();
+    let mut qmp = Qmp::connect(&sock);
+    let e = qmp
+        .execute("screendump", json!({"filename": dir.path().join("x.ppm")}))
+        .unwrap_err();
+    assert_eq!(e, "There is no console to take a screendump from.");
+    let _ = qmp.execute("quit", json!({}));
+    vm.wait(Duration::from_secs(30));
+
+    // With a VGA (not yet initialised by firmware: -S).
+    let sock = dir.path().join("qmp2.sock");
+    let vm = VmCommand::without_kernel()
+        .set_option("-M", "q35")
+        .arg("-vga")
+        .arg("std")
+        .arg("-S")
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .spawn();
+    let mut qmp = Qmp::connect(&sock);
+    let missing = qmp.execute("screendump", json!({})).unwrap_err();
+    assert!(missing.contains("'filename' is missing"), "{missing}");
+    let bad = qmp
+        .execute(
+            "screendump",
+            json!({"filename": "/x.ppm", "format": "jpeg"}),
+        )
+        .unwrap_err();
+    assert!(bad.contains("'format'"), "{bad}");
+    let unwritable = dir.path().join("no-such-dir").join("x.ppm");
+    let e = qmp
+        .execute("screendump", json!({"filename": unwritable}))
+        .unwrap_err();
+    assert!(e.starts_with("failed to open file"), "{e}");
+    let blank = qmp.screendump(&dir, "blank");
+    assert!(blank.pixels.iter().all(|&p| p == 0), "a blank screen");
+    let _ = qmp.execute("quit", json!({}));
+    vm.wait(Duration::from_secs(30));
+}
