@@ -59,6 +59,8 @@ pub struct VcpuContext {
     pub stats: Option<Arc<ExitStats>>,
     /// The MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST).
     pub msr_indices: Arc<[u32]>,
+    /// KVM's coalesced MMIO ring (the VGA window's writes), replayed before each exit.
+    pub coalesced: Option<Arc<rvmm_hypervisor::CoalescedRing>>,
 }
 
 /// What the VMM thread asks of a vCPU.
