@@ -78,6 +78,10 @@ RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_devices -- --ignored --n
 echo "scripts/test.sh: user networking test with $test_kernel"
 RVMM_TEST_KERNEL="$test_kernel" cargo test --test usernet -- --ignored --nocapture
 
+# The same kernel saved while it waits for its root device and restored by a new rvmm
+# (tests/linux_snapshot.rs, docs/SNAPSHOT.md): about a minute where KVM emulates CPL0.
+RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_snapshot -- --ignored --nocapture
+
 # Boot test 3: SeaBIOS boots a GRUB CD (made at test time), GRUB boots the same kernel, and its
 # self test finds the CD through ahci (q35) / ata_piix (pc) + sr and mounts it as iso9660, and
 # writes the -hda qcow2 through sd (tests/linux_firmware.rs). pc and q35 boot in parallel; several

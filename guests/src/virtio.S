@@ -11,6 +11,9 @@
  *               program with interrupts off. Every other completion is polled from the used ring.
  *   end=poweroff|reset|hang   how to stop (default isa-debug-exit EXIT_OK, status 33)
  *   wait        before stopping, wait for a byte on COM1 (the test attaches a tracer first)
+ *   blkagain    after the wait, one more request on the same virtio-blk queue (no new setup):
+ *               sector 2 filled with 0x5a, then a flush: "virtio-blk: wrote sector 2" (the
+ *               snapshot test saves the guest while it waits)
  * Prints "virtio: done" before stopping; any failure prints "virtio: FAIL ..." and exits
  * EXIT_FAIL (status 35).
  */
@@ -39,6 +42,7 @@ k_noflush:  .asciz "noflush"
 k_poweroff: .asciz "end=poweroff"
 k_reset:    .asciz "end=reset"
 k_hang:     .asciz "end=hang"
+k_blkagain: .asciz "blkagain"
 k_wait:     .asciz "wait"
 
     .section .bss
@@ -185,6 +189,28 @@ do_rng:
 9:  mov $.Lbad_rng, %esi
     jmp fail
 
+/* blk_again: sector 2 = 0x5a and a flush, on the queue do_blk set up. */
+blk_again:
+    mov $blk_ctx, %ebx
+    mov $BLK_DATA, %edi
+    mov $SECTOR, %ecx
+    mov $WRITE_BYTE, %al
+    rep stosb
+    mov $VIRTIO_BLK_T_OUT, %eax
+    mov $2, %edx
+    call blk_request
+    test %eax, %eax
+    jnz 1f
+    mov $VIRTIO_BLK_T_FLUSH, %eax
+    xor %edx, %edx
+    call blk_request
+    test %eax, %eax
+    jnz 1f
+    PUTS32 "virtio-blk: wrote sector 2\n"
+    ret
+1:  mov $.Lblk_status, %esi
+    jmp fail
+
 /* blk_request: type %eax, sector %edx, data BLK_DATA; waits; %eax = status byte. */
 blk_request:
     push %ecx
@@ -310,7 +336,11 @@ _start:
 5:  in %dx, %al
     test $1, %al
     jz 5b
-6:
+6:  mov $k_blkagain, %edi
+    call has_key
+    jne 7f
+    call blk_again
+7:
     mov $k_poweroff, %edi
     call has_key
     je poweroff32

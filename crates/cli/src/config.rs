@@ -223,6 +223,17 @@ impl DeviceConfig {
     }
 }
 
+/// `-incoming`: where the VM's state comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncomingConfig {
+    /// `file:PATH`: the state file QMP `migrate` wrote (RAM in `PATH.mem`).
+    File(PathBuf),
+    /// `exec:CMD`: the stream `sh -c CMD` writes (QEMU: `-incoming "exec:cat PATH"`).
+    Exec(String),
+    /// `defer`: wait for QMP `migrate-incoming`.
+    Defer,
+}
+
 /// QEMU's `kernel-irqchip=`: which interrupt controllers live in KVM.
 ///
 /// `Split` keeps only the LAPICs in the kernel, as Cloud Hypervisor and QEMU's microvm do; on
@@ -320,6 +331,8 @@ pub struct VmConfig {
     pub qmp: Vec<crate::QmpConfig>,
     /// `-S`: create the vCPUs stopped; a QMP `cont` starts them.
     pub start_paused: bool,
+    /// `-incoming`: restore a snapshot instead of booting.
+    pub incoming: Option<IncomingConfig>,
     /// `-pidfile`: written once the VM is set up, removed at exit.
     pub pidfile: Option<PathBuf>,
     /// `-daemonize`: detach once the VM is set up (the parent exits 0 when the child is ready).
@@ -405,6 +418,7 @@ impl Default for VmConfig {
             fw_cfg: Vec::new(),
             qmp: Vec::new(),
             start_paused: false,
+            incoming: None,
             pidfile: None,
             daemonize: false,
             exit_stats: None,

@@ -28,9 +28,9 @@ use thiserror::Error;
 pub use boot::{boot_nibble, BootConfig, BootError, FirmwareConfig, DEFAULT_BOOT_ORDER};
 pub use config::{
     check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, DisplayDeviceConfig,
-    DisplayModel, ExitStatsConfig, FwCfgData, FwCfgFile, GlobalProps, IrqchipMode, MachineKind,
-    PciTestdevConfig, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES,
-    MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
+    DisplayModel, ExitStatsConfig, FwCfgData, FwCfgFile, GlobalProps, IncomingConfig, IrqchipMode,
+    MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES,
+    MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use cpu::{cpu_help_text, CpuArgError, PropError};
 pub use display::{DisplayArgError, VncConfig, VncListen, VNC_BASE_PORT};
@@ -94,6 +94,8 @@ pub enum CliError {
         #[source]
         source: ConfigError,
     },
+    #[error("-incoming {0}")]
+    Incoming(String),
     #[error("-smp: {0}")]
     Smp(#[source] SmpError),
     #[error("-machine: machine type '{0}' is not supported (supported: pc, q35, microvm)")]
@@ -384,6 +386,7 @@ impl Pending {
             "uuid" => smbios::parse_uuid_option(&mut c.smbios, arg).map_err(CliError::Uuid)?,
             "mon" => self.monitors.add_mon(arg).map_err(monitor_err("-mon"))?,
             "S" => c.start_paused = true,
+            "incoming" => c.incoming = Some(incoming(arg)?),
             "daemonize" => c.daemonize = true,
             _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
         }
@@ -654,6 +657,20 @@ fn irqchip_mode(option: &'static str, value: &str) -> Result<IrqchipMode, CliErr
                 value: value.into(),
             },
         }),
+    }
+}
+
+/// `-incoming file:PATH` or `-incoming defer`; QEMU's other transports are refused by name.
+fn incoming(arg: &str) -> Result<IncomingConfig, CliError> {
+    let bad = |reason: &str| CliError::Incoming(format!("'{arg}': {reason}"));
+    match arg.split_once(':') {
+        _ if arg == "defer" => Ok(IncomingConfig::Defer),
+        Some(("file", path)) if !path.is_empty() => Ok(IncomingConfig::File(path.into())),
+        Some(("exec", cmd)) if !cmd.trim().is_empty() => Ok(IncomingConfig::Exec(cmd.into())),
+        Some(("unix" | "tcp" | "fd" | "rdma", _)) => Err(bad(
+            "rvmm restores only 'file:PATH' and 'exec:CMD' snapshots (or 'defer' and QMP migrate-incoming)",
+        )),
+        _ => Err(bad("expected file:PATH, exec:CMD or defer")),
     }
 }
 

@@ -223,6 +223,11 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         help: "start with the vCPUs stopped (QMP 'cont' starts them)",
     },
     SupportedOption {
+        names: &["incoming"],
+        arg: Some("file:path|exec:cmd|defer"),
+        help: "restore a snapshot QMP 'migrate' wrote (docs/SNAPSHOT.md); defer waits for 'migrate-incoming'",
+    },
+    SupportedOption {
         names: &["pidfile"],
         arg: Some("file"),
         help: "write the process id to file (removed at exit)",
@@ -255,7 +260,7 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("enable-sync-profile", false), ("fda", true), ("fdb", true), ("fsdev", true),
     ("full-screen", false), ("g", true), ("gdb", true),
      ("icount", true),
-    ("incoming", true), ("iscsi", true), ("k", true),  ("loadvm", true),
+    ("iscsi", true), ("k", true),  ("loadvm", true),
     ("mem-path", true), ("mem-prealloc", false), ("monitor", true),
     ("msg", true), ("mtdblock", true),
     ("no-acpi", false), ("no-fd-bootchk", false), ("no-hpet", false), ("no-quit", false),

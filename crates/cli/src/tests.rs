@@ -253,7 +253,6 @@ fn invalid_and_unsupported_options() {
         ("-trace", Some("x")),
         ("-k", Some("en-us")),
         ("-spice", Some("port=5900")),
-        ("-incoming", Some("defer")),
         ("-no-shutdown", None),
     ] {
         let mut args = vec![opt];

@@ -7,6 +7,7 @@ pub mod input;
 pub mod interrupt;
 pub mod legacy;
 pub mod pci;
+pub mod state;
 pub mod storage;
 #[cfg(test)]
 mod test_utils;
@@ -17,6 +18,7 @@ pub use bus::{
     Pio, PioBus,
 };
 pub use interrupt::{InterruptError, IrqLine, MsiController, MsiMessage};
+pub use state::{DeviceState, Persist, StateError};
 
 /// What a device can ask of the VM as a whole (debug-exit, reset, power-off, sleep).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

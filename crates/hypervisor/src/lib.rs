@@ -2,11 +2,13 @@
 //! and turn `KVM_RUN` results into a neutral [`VcpuExit`] that the VMM dispatches to its buses.
 
 mod cpuid;
+mod state;
 mod vcpu;
 mod vm;
 
 pub use cpuid::{hide_hypercall_features, vcpu_cpuid};
 pub use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
+pub use state::{VcpuSnapshot, VmSnapshot};
 pub use vcpu::{install_kick_handler, kick_signal, EmulationFailure, SystemEvent, Vcpu, VcpuExit};
 pub use vm::{
     CoalescedRing, GsiRoute, IoEventAddr, MemoryFlags, MemorySlot, Vm, KERNEL_IOAPIC_PINS,
@@ -84,6 +86,10 @@ pub enum HvError {
     UnknownSlot { slot: u32 },
     #[error("no free memory slot: KVM allows {limit} and all are in use")]
     NoFreeSlot { limit: u32 },
+    #[error("KVM_SET_MSRS refused MSR {index:#x} = {value:#x}")]
+    MsrRefused { index: u32, value: u64 },
+    #[error("{0}")]
+    StateMismatch(&'static str),
     #[error("{op} failed: {source}")]
     Ioctl {
         op: &'static str,
@@ -175,7 +181,13 @@ impl Hypervisor {
     /// `KVM_CREATE_VM`.
     pub fn create_vm(&self) -> Result<Vm> {
         let fd = self.kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
-        Ok(Vm::new(fd))
+        // For snapshots; a host without the list saves no MSRs beyond the registers.
+        let msrs = self
+            .kvm
+            .get_msr_index_list()
+            .map(|l| l.as_slice().to_vec())
+            .unwrap_or_default();
+        Ok(Vm::new(fd, msrs))
     }
 }
 

@@ -137,8 +137,8 @@ pub fn install_kick_handler() -> Result<()> {
 
 /// One virtual CPU. Owned and run by exactly one thread.
 pub struct Vcpu {
-    fd: VcpuFd,
-    id: u32,
+    pub(crate) fd: VcpuFd,
+    pub(crate) id: u32,
     bound: bool,
 }
 

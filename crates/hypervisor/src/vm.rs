@@ -22,6 +22,7 @@ use kvm_ioctls::{Cap, VmFd};
 use memory::SlotTable;
 use routing::RoutingTable;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -31,7 +32,12 @@ const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 
 /// One KVM virtual machine.
 pub struct Vm {
-    fd: VmFd,
+    pub(crate) fd: VmFd,
+    /// KVM_GET_MSR_INDEX_LIST: the MSRs a snapshot saves.
+    msr_indices: Vec<u32>,
+    /// Whether the in-kernel PIC/IOAPIC and PIT were created (what a snapshot holds).
+    irqchip: AtomicBool,
+    pit: AtomicBool,
     /// Memory slots by number; taken only to change the memory map, never on an exit path.
     slots: Mutex<SlotTable>,
     /// The GSI routing table, set whole on every change.
@@ -39,10 +45,13 @@ pub struct Vm {
 }
 
 impl Vm {
-    pub(crate) fn new(fd: VmFd) -> Self {
+    pub(crate) fn new(fd: VmFd, msr_indices: Vec<u32>) -> Self {
         let slot_limit = fd.check_extension_int(Cap::NrMemslots);
         Self {
             fd,
+            msr_indices,
+            irqchip: AtomicBool::new(false),
+            pit: AtomicBool::new(false),
             slots: Mutex::new(SlotTable::new(slot_limit)),
             routes: Mutex::new(RoutingTable::default()),
         }
@@ -57,9 +66,25 @@ impl Vm {
         self.fd
             .create_irq_chip()
             .map_err(ioctl_err("KVM_CREATE_IRQCHIP"))?;
+        self.irqchip.store(true, Ordering::Relaxed);
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         *routes = RoutingTable::pc_irqchip();
         self.commit_routes(&routes)
+    }
+
+    /// Whether the PIC and IOAPIC are in the kernel.
+    pub fn has_irqchip(&self) -> bool {
+        self.irqchip.load(Ordering::Relaxed)
+    }
+
+    /// Whether the in-kernel PIT exists.
+    pub fn has_pit(&self) -> bool {
+        self.pit.load(Ordering::Relaxed)
+    }
+
+    /// The MSRs KVM lists for save and restore (KVM_GET_MSR_INDEX_LIST).
+    pub fn msr_indices(&self) -> &[u32] {
+        &self.msr_indices
     }
 
     /// Keep only the LAPICs in the kernel (KVM_CAP_SPLIT_IRQCHIP); the IOAPIC and PIC, if any, are
@@ -83,7 +108,9 @@ impl Vm {
         };
         self.fd
             .create_pit2(config)
-            .map_err(ioctl_err("KVM_CREATE_PIT2"))
+            .map_err(ioctl_err("KVM_CREATE_PIT2"))?;
+        self.pit.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Deliver interrupts on GSI `gsi` whenever `fd` is written (KVM_IRQFD).

@@ -13,12 +13,14 @@ use crate::exit_stats::{write_reports, ExitStats};
 use crate::firmware::{attach_fw_cfg, FirmwareItems, FirmwareTables, FwCfgConfig, KernelFiles};
 use crate::input::read_input;
 use crate::qmp::{self, Events, QmpServer};
+use crate::snapshot::{MachineIdentity, SnapshotContext, SnapshotState};
 use crate::vcpu::{BootTarget, ExitCounters, VcpuBoot, VcpuContext, VcpuHandle, WakeEntry};
-use crate::vm::{Reloader, VmDevices, Vmm, VmmParts};
+use crate::vm::{Incoming, MigrationTarget, Reloader, VmDevices, Vmm, VmmParts};
 use crate::VmmError;
 use rvmm_arch::{BootParams, KernelImage};
-use rvmm_cli::{IrqchipMode, SerialConfig, VmConfig};
+use rvmm_cli::{IncomingConfig, IrqchipMode, SerialConfig, VmConfig};
 use rvmm_hypervisor::{hide_hypercall_features, install_kick_handler, vcpu_cpuid, Hypervisor, Vm};
+use std::path::Path;
 use std::sync::atomic::AtomicI32;
 use std::sync::Arc;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -202,16 +204,26 @@ impl Reloader for FirmwareReloader {
 
 /// Guest RAM as KVM memory slots. `hole` is a range left to MMIO (the VGA window at
 /// 0xa0000-0xbffff when a standard VGA decodes it); the RAM behind it stays allocated but
-/// unreachable by the guest, as on QEMU, where the VGA window covers it.
+/// unreachable by the guest, as on QEMU, where the VGA window covers it. With `snapshot`
+/// (`-incoming file:`) the snapshot's memory file is mapped over RAM before the slots exist.
 fn create_memory(
     vm: &Vm,
     size: u64,
     low_limit: u64,
     hole: Option<(u64, u64)>,
+    snapshot: Option<(&Path, &SnapshotState)>,
 ) -> Result<GuestMemoryMmap, VmmError> {
     let regions = rvmm_arch::layout::guest_memory_regions_below(size, low_limit);
     let mem = GuestMemoryMmap::from_ranges(&regions)
         .map_err(|source| VmmError::Memory { size, source })?;
+    if let Some((path, state)) = snapshot {
+        crate::snapshot::memory::map(
+            &mem,
+            &state.header.memory,
+            &crate::snapshot::memory::mem_path(path),
+        )
+        .map_err(|e| VmmError::Incoming(e.into()))?;
+    }
     let mut slot = 0u32;
     for region in mem.iter() {
         let (start, len) = (region.start_addr().raw_value(), region.len());
@@ -332,6 +344,16 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let vm = Arc::new(hv.create_vm()?);
     tracing::debug!("KVM_CREATE_VM done");
     let low_limit = crate::platform::low_ram_limit(config);
+    // -incoming file: the state is read and RAM mapped before KVM's memory slots exist.
+    let incoming = match &config.incoming {
+        Some(IncomingConfig::File(path)) => {
+            let state = crate::snapshot::read_state(path).map_err(VmmError::Incoming)?;
+            crate::snapshot::check_config(path, &state, &machine_identity(config))
+                .map_err(VmmError::Incoming)?;
+            Some((path.clone(), state))
+        }
+        _ => None,
+    };
     let vga_window = config.has_vga_window().then_some((
         rvmm_devices::display::vga::VGA_WINDOW_BASE,
         rvmm_devices::display::vga::VGA_WINDOW_BASE + rvmm_devices::display::vga::VGA_WINDOW_SIZE,
@@ -341,8 +363,26 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         config.memory_bytes,
         low_limit,
         vga_window,
+        incoming.as_ref().map(|(p, s)| (p.as_path(), s)),
     )?);
     tracing::debug!("guest memory registered");
+    // What the VM build writes into RAM (kernel, boot tables, power-on page tables) goes to a
+    // throw-away copy when RAM comes from a snapshot (a stream fills only the pages it has).
+    let scratch = match &config.incoming {
+        Some(_) => Some(
+            GuestMemoryMmap::from_ranges(&rvmm_arch::layout::guest_memory_regions_below(
+                config.memory_bytes,
+                low_limit,
+            ))
+            .map_err(|source| VmmError::Memory {
+                size: config.memory_bytes,
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let boot_mem: &GuestMemoryMmap = scratch.as_ref().unwrap_or(&mem);
+    let mut preloaded = incoming;
     match config.irqchip {
         IrqchipMode::Split => vm.create_split_irqchip(IOAPIC_PINS)?,
         IrqchipMode::Kernel => {
@@ -373,7 +413,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         let path = crate::bios::find_bios(&config.firmware)?;
         let bytes = crate::bios::read_bios(&path)?;
         let image = dm.attach_firmware("BIOS", &bytes)?;
-        image.restore_isa_alias(&mem)?;
+        image.restore_isa_alias(boot_mem)?;
         tracing::debug!(bios = %path.display(), base = image.base(), "firmware mapped");
         Boot::Firmware {
             image,
@@ -386,7 +426,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             .cmdline
             .extend_from_slice(virtio.cmdline_suffix().as_bytes());
         images.cmdline = images.cmdline.trim_ascii_start().to_vec();
-        let entry = images.load(&mem)?;
+        let entry = images.load(boot_mem)?;
         tracing::debug!(kernel = images.kernel_name, ?entry, "kernel loaded");
         Boot::Kernel { images, entry }
     };
@@ -502,7 +542,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         let apic_id = topo.apic_id(index);
         let vcpu = vm.create_vcpu(apic_id)?;
         vcpu.set_cpuid(&vcpu_cpuid(&base_cpuid, apic_id, &topo))?;
-        vcpu_boot.reset_vcpu(&vcpu, &mem)?;
+        vcpu_boot.reset_vcpu(&vcpu, boot_mem)?;
         vcpus.push(vcpu);
     }
     // Once every vCPU exists, so that KVM's APIC ID map includes them all (see reload_lapic).
@@ -558,6 +598,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         ioapic,
         thread_ids: thread_ids.clone(),
         stats: stats.clone(),
+        msr_indices: vm.msr_indices().into(),
         coalesced: coalesced_vga_window(&vm, &vcpus, &displays, dm.mmio_bus())?,
     };
     let stats_sources = virtio.stats_sources();
@@ -589,10 +630,18 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         }
     }
     tracing::debug!("vCPU threads started");
+    let snapshot = SnapshotContext {
+        mem: mem.clone(),
+        devices: dm.states().clone(),
+        vm: vm.clone(),
+        identity: machine_identity(config),
+        file_backed: false,
+    };
     let mut vmm = Vmm::new(VmmParts {
         vcpus: handles,
         control: control.clone(),
         vm,
+        snapshot,
         devices: VmDevices {
             virtio,
             storage,
@@ -622,7 +671,22 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         })?;
         event_loop.qmp_server().greet_waiting();
         daemon.map(daemon::Daemon::ready).transpose()?;
-        vmm.start(config.start_paused);
+        match &config.incoming {
+            None => vmm.start(config.start_paused),
+            Some(incoming) => {
+                let incoming = match (incoming, preloaded.take()) {
+                    (_, Some((path, state))) => Incoming::Mapped(path, Box::new(state)),
+                    (IncomingConfig::File(path), None) => {
+                        Incoming::From(MigrationTarget::File(path.clone()))
+                    }
+                    (IncomingConfig::Exec(cmd), None) => {
+                        Incoming::From(MigrationTarget::Exec(cmd.clone()))
+                    }
+                    (IncomingConfig::Defer, None) => Incoming::Deferred,
+                };
+                vmm.start_incoming(incoming, !config.start_paused)?;
+            }
+        }
         event_loop.run(&mut vmm)
         // The console leaves raw mode when the loop is dropped here.
     });
@@ -731,6 +795,18 @@ fn hyperv_support(hv: &Hypervisor) -> Result<rvmm_arch::cpu::HypervSupport, VmmE
         msr_frequencies: has_msr(h::HV_X64_MSR_TSC_FREQUENCY),
         msr_crash: has_msr(h::HV_X64_MSR_CRASH_CTL),
     })
+}
+
+/// What a snapshot's VM and the restoring VM must share (the device list comes from the buses).
+fn machine_identity(config: &VmConfig) -> MachineIdentity {
+    MachineIdentity {
+        machine: format!("{:?}", config.machine),
+        memory_bytes: config.memory_bytes,
+        smp: format!("{:?}", config.smp),
+        cpu: format!("{:?}", config.cpu),
+        irqchip: format!("{:?}, pit={}", config.irqchip, config.pit),
+        devices: Vec::new(),
+    }
 }
 
 /// QEMU removes its listening sockets at exit too.

@@ -360,6 +360,8 @@ pub(crate) fn attach_fw_cfg(
         fc::FW_CFG_DMA_PORT_LEN,
         fw.dma_port(),
     )?;
+    dm.states().register("fw_cfg", fw.clone());
+    dm.states().register_stateless("fw_cfg DMA");
     Ok(())
 }
 

@@ -25,6 +25,7 @@ mod passt;
 mod platform;
 pub mod qmp;
 pub mod screendump;
+pub mod snapshot;
 mod vcpu;
 pub mod virtio;
 pub mod virtio_pci;
@@ -93,6 +94,8 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("load of migration failed: {0}")]
+    Incoming(#[source] snapshot::SnapshotError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

@@ -66,7 +66,9 @@ pub fn attach_irqchip(
         IrqchipMode::Kernel => None,
         IrqchipMode::Split => {
             let ioapic = Arc::new(Ioapic::new(Arc::new(KvmMsi(dm.vm().clone()))));
-            dm.add_fixed_mmio(dm.fixed_mmio().ioapic, ioapic.clone())?;
+            let range = dm.fixed_mmio().ioapic;
+            dm.add_fixed_mmio(range, ioapic.clone())?;
+            dm.states().register(range.name, ioapic.clone());
             Some(ioapic)
         }
     };

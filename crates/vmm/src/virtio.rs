@@ -288,5 +288,35 @@ pub fn attach_virtio(
         tracing::debug!(name, base = slot.base, irq = slot.irq, "virtio-mmio device");
         out.transports.push((slot, t));
     }
+    if !out.transports.is_empty() {
+        let all = out.transports.iter().map(|(_, t)| t.clone()).collect();
+        dm.states()
+            .register("virtio-mmio", Arc::new(TransportStates(all)));
+    }
     Ok(out)
+}
+
+/// Every virtio-mmio transport's state, in transport order (they share the bus name).
+struct TransportStates(Vec<Arc<MmioTransport>>);
+
+impl rvmm_devices::Persist for TransportStates {
+    type State = Vec<rvmm_devices::virtio::TransportState>;
+
+    fn save(&self) -> Self::State {
+        self.0.iter().map(|t| t.save()).collect()
+    }
+
+    fn restore(&self, states: Self::State) -> Result<(), rvmm_devices::StateError> {
+        if states.len() != self.0.len() {
+            return Err(rvmm_devices::StateError::Invalid(format!(
+                "virtio-mmio: {} transports in the snapshot, {} here",
+                states.len(),
+                self.0.len()
+            )));
+        }
+        for (t, s) in self.0.iter().zip(states) {
+            t.restore(s)?;
+        }
+        Ok(())
+    }
 }

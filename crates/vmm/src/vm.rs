@@ -18,6 +18,10 @@
 //! Each vCPU thread answers every request (`vcpu::VcpuHandle`), so when a method here returns,
 //! the vCPUs are where it says.
 
+mod migration;
+
+pub use migration::{Incoming, Migration, MigrationStatus, MigrationTarget};
+
 use crate::control::{Cause, Control, Request, FATAL_STATUS};
 use crate::device_manager::pci::PciRoot;
 use crate::vcpu::{VcpuError, VcpuHandle, VcpuRequest, VcpuResponse, VcpuState, WakeEntry};
@@ -59,6 +63,8 @@ pub enum VmEvent {
     Shutdown(Cause),
     Suspend,
     Wakeup,
+    /// MIGRATION with this status (only with the `events` migration capability).
+    Migration(&'static str),
 }
 
 /// Where [`VmEvent`]s go.
@@ -106,6 +112,7 @@ pub struct Vmm {
     clock: Option<u64>,
     /// The first fatal error, returned by [`Vmm::finish`].
     error: Option<VmmError>,
+    migration: Migration,
 }
 
 pub struct VmmParts {
@@ -116,6 +123,7 @@ pub struct VmmParts {
     pub reloader: Box<dyn Reloader>,
     pub events: Arc<dyn VmEvents>,
     pub no_reboot: bool,
+    pub snapshot: crate::snapshot::SnapshotContext,
 }
 
 impl Vmm {
@@ -131,6 +139,7 @@ impl Vmm {
             no_reboot: p.no_reboot,
             clock: None,
             error: None,
+            migration: Migration::new(p.snapshot),
         }
     }
 
@@ -189,6 +198,11 @@ impl Vmm {
     /// QMP `stop`: pause a running VM (STOP before returning, as QEMU). Returns false if it was
     /// not running.
     pub fn pause(&mut self) -> bool {
+        if self.in_incoming() {
+            // QEMU: `stop` in `inmigrate` keeps the guest paused once restored.
+            self.set_autostart(false);
+            return false;
+        }
         if self.state != VmState::Running {
             return false;
         }
@@ -212,9 +226,15 @@ impl Vmm {
     /// QMP `cont`: RESUME, then the guest runs again exactly where it stopped. Returns false if
     /// it was not paused.
     pub fn resume(&mut self) -> bool {
+        if self.in_incoming() {
+            // QEMU: `cont` in `inmigrate` starts the guest once restored.
+            self.set_autostart(true);
+            return false;
+        }
         if !matches!(self.state, VmState::Paused { .. }) {
             return false;
         }
+        self.leave_postmigrate();
         // RESUME before any guest code runs again (QEMU's vm_prepare_start).
         self.events.emit(VmEvent::Resume);
         if let Some(ns) = self.clock.take() {

@@ -92,6 +92,20 @@ impl BusDevice for Apm {
     }
 }
 
+/// APMC and APMS.
+impl crate::Persist for Apm {
+    type State = [u8; 2];
+
+    fn save(&self) -> [u8; 2] {
+        *self.regs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn restore(&self, regs: [u8; 2]) -> Result<(), crate::StateError> {
+        *self.regs.lock().unwrap_or_else(PoisonError::into_inner) = regs;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

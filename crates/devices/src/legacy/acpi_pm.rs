@@ -130,6 +130,60 @@ impl Regs {
     }
 }
 
+/// The PM registers and the timer's count: a restored timer goes on from where it stood.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AcpiPmState {
+    sts: u16,
+    en: u16,
+    cnt: u16,
+    tmr_epoch: u64,
+    gpe_sts: Vec<u8>,
+    gpe_en: Vec<u8>,
+    smi_en: u32,
+    ticks: u64,
+}
+
+impl crate::Persist for AcpiPm {
+    type State = AcpiPmState;
+
+    fn save(&self) -> AcpiPmState {
+        let r = self.lock();
+        AcpiPmState {
+            sts: r.sts,
+            en: r.en,
+            cnt: r.cnt,
+            tmr_epoch: r.tmr_epoch,
+            gpe_sts: r.gpe_sts.to_vec(),
+            gpe_en: r.gpe_en.to_vec(),
+            smi_en: r.smi_en,
+            ticks: self.ticks(),
+        }
+    }
+
+    fn restore(&self, s: AcpiPmState) -> Result<(), crate::StateError> {
+        let bad = || crate::StateError::Invalid("ACPI PM: GPE0 block of the wrong size".into());
+        let gpe_sts: [u8; GPE0_HALF] = s.gpe_sts.try_into().map_err(|_| bad())?;
+        let gpe_en: [u8; GPE0_HALF] = s.gpe_en.try_into().map_err(|_| bad())?;
+        let mut r = self.lock();
+        r.sts = s.sts;
+        r.en = s.en;
+        r.cnt = s.cnt;
+        r.tmr_epoch = s.tmr_epoch;
+        r.gpe_sts = gpe_sts;
+        r.gpe_en = gpe_en;
+        r.smi_en = s.smi_en;
+        let now = self.ticks();
+        let base = self.tick_base.load(std::sync::atomic::Ordering::Relaxed);
+        // ticks() = elapsed + base: make it s.ticks now.
+        self.tick_base.store(
+            s.ticks.wrapping_sub(now.wrapping_sub(base)),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.update_sci(&r);
+        Ok(())
+    }
+}
+
 /// What woke a suspended machine (QEMU's `WakeupReason`), for the status bits it sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WakeReason {
@@ -152,6 +206,8 @@ enum Sleep {
 pub struct AcpiPm {
     regs: Mutex<Regs>,
     start: Instant,
+    /// Ticks a restored snapshot's timer had reached when `start` was taken.
+    tick_base: std::sync::atomic::AtomicU64,
     control: Arc<dyn VmControl>,
     /// The SCI's trigger eventfd, once [`AcpiPm::sci_line`] connected it.
     sci: OnceLock<EventFd>,
@@ -162,6 +218,7 @@ impl AcpiPm {
         Self {
             regs: Mutex::new(Regs::power_on()),
             start: Instant::now(),
+            tick_base: std::sync::atomic::AtomicU64::new(0),
             control,
             sci: OnceLock::new(),
         }
@@ -212,7 +269,8 @@ impl AcpiPm {
     /// Timer ticks since the device was created, not truncated to 24 bits.
     fn ticks(&self) -> u64 {
         let ns = self.start.elapsed().as_nanos();
-        (ns * u128::from(PM_TIMER_HZ) / 1_000_000_000) as u64
+        let base = self.tick_base.load(std::sync::atomic::Ordering::Relaxed);
+        ((ns * u128::from(PM_TIMER_HZ) / 1_000_000_000) as u64).wrapping_add(base)
     }
 
     /// The current 24-bit PM_TMR value.

@@ -105,7 +105,7 @@ pub struct CmosMemory {
 }
 
 /// A broken-down UTC date and time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct DateTime {
     year: i64,
     month: u32,
@@ -200,6 +200,63 @@ pub struct Cmos {
     irq: OnceLock<EventFd>,
     /// Where alarm wake-ups go, once connected.
     control: OnceLock<Arc<dyn VmControl>>,
+}
+
+/// The RTC's registers and NVRAM. The guest's clock stays an offset from the host's, so a
+/// restored guest sees the time it is (as QEMU's default `-rtc base=utc`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CmosSnapshot {
+    index: u8,
+    nmi_disabled: bool,
+    nvram: Vec<u8>,
+    offset: i64,
+    set_time: Option<DateTime>,
+    flags: u8,
+    last_second: i64,
+    last_tick: u128,
+}
+
+impl crate::Persist for Cmos {
+    type State = CmosSnapshot;
+
+    fn save(&self) -> CmosSnapshot {
+        let st = self.lock();
+        CmosSnapshot {
+            index: st.index,
+            nmi_disabled: st.nmi_disabled,
+            nvram: st.nvram.to_vec(),
+            offset: st.offset,
+            set_time: st.set_time,
+            flags: st.flags,
+            last_second: st.last_second,
+            last_tick: st.last_tick,
+        }
+    }
+
+    fn restore(&self, s: CmosSnapshot) -> Result<(), crate::StateError> {
+        let nvram: [u8; 128] = s.nvram.try_into().map_err(|v: Vec<u8>| {
+            crate::StateError::Invalid(format!("CMOS: {} bytes of NVRAM, not 128", v.len()))
+        })?;
+        // Seconds within +-3000 years keep the clock arithmetic far from overflowing.
+        const SPAN: i64 = 100_000_000_000;
+        if !(-SPAN..=SPAN).contains(&s.offset) || !(-SPAN..=SPAN).contains(&s.last_second) {
+            return Err(crate::StateError::Invalid(format!(
+                "CMOS: clock offset {} s or last second {} out of range",
+                s.offset, s.last_second
+            )));
+        }
+        let mut st = self.lock();
+        st.index = s.index & 0x7f;
+        st.nmi_disabled = s.nmi_disabled;
+        st.nvram = nvram;
+        st.offset = s.offset;
+        st.set_time = s.set_time;
+        st.flags = s.flags;
+        st.last_second = s.last_second;
+        st.last_tick = s.last_tick;
+        self.rearm(&mut st);
+        Ok(())
+    }
 }
 
 /// The periodic interrupt's period for register A (QEMU `periodic_timer_update`: rates 1 and 2

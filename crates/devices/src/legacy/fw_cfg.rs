@@ -123,8 +123,8 @@ pub enum FwCfgError {
     ItemTooLarge { selector: u16, len: usize },
 }
 
-#[derive(Default)]
-struct Cursor {
+#[derive(Default, Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
     /// The selected item's key, None after selecting an unknown one.
     key: Option<u16>,
     offset: usize,
@@ -145,6 +145,27 @@ pub struct FwCfg {
     cursor: Mutex<Cursor>,
     /// Guest memory for DMA; without it the DMA interface is not offered.
     mem: Option<GuestMemoryMmap>,
+}
+
+/// Only the selector and offset change while the guest runs: the items come from the command
+/// line, which a restore must repeat.
+impl crate::Persist for FwCfg {
+    type State = Cursor;
+
+    fn save(&self) -> Cursor {
+        self.cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn restore(&self, c: Cursor) -> Result<(), crate::StateError> {
+        *self
+            .cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = c;
+        Ok(())
+    }
 }
 
 impl Default for FwCfg {

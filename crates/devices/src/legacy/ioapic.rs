@@ -248,6 +248,47 @@ impl Ioapic {
     }
 }
 
+/// The I/O APIC's registers and input lines.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IoapicState {
+    pub id: u32,
+    pub regsel: u32,
+    pub rte: Vec<u64>,
+    pub irr: u32,
+}
+
+impl crate::Persist for Ioapic {
+    type State = IoapicState;
+
+    fn save(&self) -> IoapicState {
+        let st = self.lock();
+        IoapicState {
+            id: st.id,
+            regsel: st.regsel,
+            rte: st.rte.to_vec(),
+            irr: st.irr,
+        }
+    }
+
+    fn restore(&self, s: IoapicState) -> Result<(), crate::StateError> {
+        let rte: [u64; IOAPIC_PINS] = s.rte.try_into().map_err(|v: Vec<u64>| {
+            crate::StateError::Invalid(format!(
+                "IOAPIC: {} redirection entries, this one has {IOAPIC_PINS}",
+                v.len()
+            ))
+        })?;
+        let mut st = self.lock();
+        st.id = s.id & ID_MASK;
+        st.regsel = s.regsel;
+        st.rte = rte;
+        st.irr = s.irr;
+        // KVM's EOI routes for the level-triggered pins, as the guest had them.
+        st.routes.clear();
+        self.update_routes(&mut st);
+        Ok(())
+    }
+}
+
 /// The pin and half (high = true) of redirection register `reg`, if it is one.
 fn redirection_index(reg: u32) -> Option<(usize, bool)> {
     let n = reg.checked_sub(REG_REDIR_BASE)? as usize;
@@ -467,5 +508,23 @@ mod tests {
         io.write(IOREGSEL, &[0x10]);
         io.write(IOWIN, &[0]);
         assert_eq!(io.redirection_entry(0), Some(RTE_MASKED));
+    }
+
+    #[test]
+    fn state_survives_save_and_restore() {
+        use crate::Persist;
+        let (_, a) = setup();
+        write_reg(&a, 0x10 + 2 * 9, 0x39 | RTE_LEVEL as u32);
+        write_reg(&a, REG_ID, 0x0300_0000);
+        let saved = a.save();
+        let (msi, b) = setup();
+        b.restore(saved.clone()).unwrap();
+        assert_eq!(b.save(), saved);
+        assert_eq!(read_reg(&b, 0x10 + 2 * 9) & 0xff, 0x39);
+        // The level pin's EOI route goes back to KVM.
+        assert_eq!(msi.routes.lock().unwrap().last().map(Vec::len), Some(1));
+        let mut bad = saved;
+        bad.rte.pop();
+        assert!(b.restore(bad).is_err());
     }
 }

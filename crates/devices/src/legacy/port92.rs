@@ -54,6 +54,26 @@ impl BusDevice for Port92 {
     }
 }
 
+/// The A20 gate bit (bit 0, the reset bit, is write-only).
+impl crate::Persist for Port92 {
+    type State = u8;
+
+    fn save(&self) -> u8 {
+        *self
+            .value
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn restore(&self, value: u8) -> Result<(), crate::StateError> {
+        *self
+            .value
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

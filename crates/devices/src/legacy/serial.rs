@@ -105,6 +105,79 @@ impl SerialDevice {
     }
 }
 
+/// The UART's registers and receive FIFO (vm-superio's `SerialState`, which has no serde).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub in_buffer: Vec<u8>,
+}
+
+/// The 16550A's receive FIFO depth: a longer saved buffer is not from a UART.
+const FIFO_SIZE: usize = 64;
+
+impl crate::Persist for SerialDevice {
+    type State = SerialSnapshot;
+
+    fn save(&self) -> SerialSnapshot {
+        let s = self.lock().state();
+        SerialSnapshot {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    fn restore(&self, s: SerialSnapshot) -> Result<(), crate::StateError> {
+        if s.in_buffer.len() > FIFO_SIZE {
+            return Err(crate::StateError::Invalid(format!(
+                "COM1 receive FIFO of {} bytes (at most {FIFO_SIZE})",
+                s.in_buffer.len()
+            )));
+        }
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        };
+        let trigger = || {
+            self.interrupt_evt
+                .try_clone()
+                .map(EventFdTrigger)
+                .map_err(|e| crate::StateError::Invalid(format!("COM1 interrupt eventfd: {e}")))
+        };
+        let mut uart = self.lock();
+        // The writer moves from the old UART to the restored one.
+        let sink: Box<dyn Write + Send> = Box::new(io::sink());
+        let old = std::mem::replace(&mut *uart, Serial::new(trigger()?, sink));
+        let out = old.into_writer();
+        *uart = Serial::from_state(&state, trigger()?, NoEvents, out)
+            .map_err(|e| crate::StateError::Invalid(format!("COM1: {e:?}")))?;
+        Ok(())
+    }
+}
+
 /// The UART register for the `i`-th byte of an access at `offset`, if it is one of ours.
 fn register(offset: u64, i: usize) -> Option<u8> {
     let reg = offset.checked_add(i as u64)?;
@@ -250,5 +323,30 @@ mod tests {
         // A broken writer loses output but the UART keeps answering.
         dev.write(THR, b"x");
         assert_eq!(read1(&dev, LSR) & 0x60, 0x60);
+    }
+
+    #[test]
+    fn state_survives_save_and_restore() {
+        use crate::Persist;
+        let out = SharedBuf::default();
+        let a = SerialDevice::new(Box::new(out.clone())).unwrap();
+        a.write(LCR, &[0x03]);
+        a.write(SCR, &[0x5a]);
+        a.write(IER, &[0x01]);
+        a.enqueue_input(b"hi");
+        let saved = a.save();
+        let b = SerialDevice::new(Box::new(SharedBuf::default())).unwrap();
+        b.restore(saved.clone()).unwrap();
+        assert_eq!(b.save(), saved);
+        assert_eq!(read1(&b, SCR), 0x5a);
+        assert_eq!(read1(&b, THR), b'h');
+        // The restored UART still writes where it wrote before.
+        a.restore(saved.clone()).unwrap();
+        a.write(THR, b"z");
+        assert!(out.0.lock().unwrap().0.ends_with(b"z"));
+        // A FIFO no 16550A has is refused.
+        let mut bad = saved;
+        bad.in_buffer = vec![0; 65];
+        assert!(b.restore(bad).is_err());
     }
 }

@@ -96,6 +96,17 @@ impl PciBus {
         self.functions.get(usize::from(devfn))?.as_ref()
     }
 
+    /// The devfns of bus 0 that have a function.
+    pub fn devfns(&self) -> Vec<u8> {
+        (0..=255u8)
+            .filter(|&d| {
+                self.functions
+                    .get(usize::from(d))
+                    .is_some_and(Option::is_some)
+            })
+            .collect()
+    }
+
     /// Read dword `reg` of bus:devfn; all-ones when nothing answers.
     pub fn read(&self, bus: u8, devfn: u8, reg: usize) -> u32 {
         match self.function(bus, devfn) {

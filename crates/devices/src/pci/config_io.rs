@@ -63,6 +63,24 @@ impl PciConfigIo {
     }
 }
 
+/// CONFIG_ADDRESS and the reset control register.
+impl crate::Persist for PciConfigIo {
+    type State = (u32, u8);
+
+    fn save(&self) -> (u32, u8) {
+        (
+            *self.address.lock().unwrap_or_else(|e| e.into_inner()),
+            *self.rcr.lock().unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    fn restore(&self, (address, rcr): (u32, u8)) -> Result<(), crate::StateError> {
+        *self.address.lock().unwrap_or_else(|e| e.into_inner()) = address;
+        *self.rcr.lock().unwrap_or_else(|e| e.into_inner()) = rcr;
+        Ok(())
+    }
+}
+
 impl BusDevice for PciConfigIo {
     fn read(&self, offset: u64, data: &mut [u8]) {
         match offset {

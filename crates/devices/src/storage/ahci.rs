@@ -376,6 +376,96 @@ impl Inner {
 }
 
 /// BAR5: the HBA registers.
+/// One port's registers (a port without a drive: drives are not saved yet).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AhciPortState {
+    clb: u64,
+    fb: u64,
+    is: u32,
+    ie: u32,
+    cmd: u32,
+    tfd: u32,
+    sig: u32,
+    ssts: u32,
+    sctl: u32,
+    serr: u32,
+    sact: u32,
+    ci: u32,
+}
+
+/// The HBA's registers. Only a controller without drives is registered for snapshots; its PCI
+/// config space (MSI included) is saved with the bus.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AhciState {
+    ghc: u32,
+    idp_index: u32,
+    ports: Vec<AhciPortState>,
+}
+
+impl Ahci {
+    /// Whether any port has a drive (then the controller cannot be saved yet).
+    pub fn has_drives(&self) -> bool {
+        self.inner.hba().ports.iter().any(|p| p.drive.is_some())
+    }
+}
+
+impl crate::Persist for Ahci {
+    type State = AhciState;
+
+    fn save(&self) -> AhciState {
+        let hba = self.inner.hba();
+        AhciState {
+            ghc: hba.ghc,
+            idp_index: hba.idp_index,
+            ports: hba
+                .ports
+                .iter()
+                .map(|p| AhciPortState {
+                    clb: p.clb,
+                    fb: p.fb,
+                    is: p.is,
+                    ie: p.ie,
+                    cmd: p.cmd,
+                    tfd: p.tfd,
+                    sig: p.sig,
+                    ssts: p.ssts,
+                    sctl: p.sctl,
+                    serr: p.serr,
+                    sact: p.sact,
+                    ci: p.ci,
+                })
+                .collect(),
+        }
+    }
+
+    fn restore(&self, s: AhciState) -> Result<(), crate::StateError> {
+        let mut hba = self.inner.hba();
+        if s.ports.len() != hba.ports.len() || hba.ports.iter().any(|p| p.drive.is_some()) {
+            return Err(crate::StateError::Invalid(
+                "ich9-ahci: the snapshot's ports do not match".into(),
+            ));
+        }
+        hba.ghc = s.ghc;
+        hba.idp_index = s.idp_index;
+        for (p, q) in hba.ports.iter_mut().zip(s.ports) {
+            p.clb = q.clb;
+            p.fb = q.fb;
+            p.is = q.is;
+            p.ie = q.ie;
+            p.cmd = q.cmd;
+            p.tfd = q.tfd;
+            p.sig = q.sig;
+            p.ssts = q.ssts;
+            p.sctl = q.sctl;
+            p.serr = q.serr;
+            p.sact = q.sact;
+            p.ci = q.ci;
+        }
+        self.inner.update_irq(&hba);
+        Ok(())
+    }
+}
+
 struct AbarRegion(Arc<Inner>);
 
 impl BusDevice for AbarRegion {

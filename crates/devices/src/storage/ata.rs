@@ -50,7 +50,7 @@ pub(crate) const MAX_REPLY: usize = 4096;
 
 /// The ATA task file as the host writes it; `hob_*` are the previous contents ("high order
 /// bytes") of the 48-bit commands.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskFile {
     pub feature: u8,
     pub hob_feature: u8,

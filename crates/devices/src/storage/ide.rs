@@ -71,7 +71,7 @@ pub enum IdeError {
 }
 
 /// Bus-master registers of one channel.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct BusMaster {
     cmd: u8,
     status: u8,
@@ -494,6 +494,64 @@ impl BusDevice for BmdmaRegion {
                 ch.bm_write(at % 8, v);
             }
         }
+    }
+}
+
+/// One channel's registers, for a channel without drives (drives are not saved yet).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct IdeChannelState {
+    latch: TaskFile,
+    unit: usize,
+    control: u8,
+    irq_level: bool,
+    bm: BusMaster,
+}
+
+impl PiixIde {
+    /// Whether any drive is attached (then the controller cannot be saved yet).
+    pub fn has_drives(&self) -> bool {
+        self.channels
+            .iter()
+            .any(|c| c.lock().drives.iter().any(Option::is_some))
+    }
+}
+
+/// The two channels' registers. Only a controller without drives is registered for snapshots
+/// (the ATA drive state is not saved yet); its PCI config space is saved with the bus.
+impl crate::Persist for PiixIde {
+    type State = Vec<IdeChannelState>;
+
+    fn save(&self) -> Self::State {
+        self.channels
+            .iter()
+            .map(|c| {
+                let st = c.lock();
+                IdeChannelState {
+                    latch: st.latch,
+                    unit: st.unit,
+                    control: st.control,
+                    irq_level: st.irq_level,
+                    bm: st.bm,
+                }
+            })
+            .collect()
+    }
+
+    fn restore(&self, saved: Self::State) -> Result<(), crate::StateError> {
+        if saved.len() != self.channels.len() || self.has_drives() {
+            return Err(crate::StateError::Invalid(
+                "piix3-ide: the snapshot's channels do not match".into(),
+            ));
+        }
+        for (c, s) in self.channels.iter().zip(saved) {
+            let mut st = c.lock();
+            st.latch = s.latch;
+            st.unit = s.unit & 1;
+            st.control = s.control;
+            st.irq_level = s.irq_level;
+            st.bm = s.bm;
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 //! queue's eventfd as a KVM ioeventfd on QueueNotify, so the vCPU does not even exit. A
 //! QueueNotify write that does arrive here (no ioeventfd) signals the same eventfd.
 
-use super::transport::{set_high, set_low, TransportCore, TransportResources};
+use super::transport::{set_high, set_low, TransportCore, TransportResources, TransportState};
 use super::{DeviceCounters, GuestMemory, VirtioDevice, VirtioInterrupt};
 use crate::BusDevice;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -195,6 +195,20 @@ impl MmioTransport {
                 "virtio-mmio: write to read-only or unknown register"
             ),
         }
+    }
+}
+
+/// The transport's registers and queue configuration ([`TransportState`]).
+impl crate::Persist for MmioTransport {
+    type State = TransportState;
+
+    /// Call with the VM paused and the workers held ([`MmioTransport::pause`]).
+    fn save(&self) -> TransportState {
+        self.lock().save(&self.res)
+    }
+
+    fn restore(&self, s: TransportState) -> Result<(), crate::StateError> {
+        self.lock().restore(&self.res, s)
     }
 }
 

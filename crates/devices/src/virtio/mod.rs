@@ -18,6 +18,7 @@ pub mod tap;
 #[cfg(test)]
 pub(crate) mod testing;
 mod transport;
+pub use transport::{QueueState, TransportState};
 pub mod worker;
 
 pub use chain::{ChainError, DescChain};
@@ -227,6 +228,27 @@ impl VirtioInterrupt {
 
     pub fn needs_reset(&self) -> bool {
         self.needs_reset.load(Ordering::Acquire)
+    }
+
+    /// (InterruptStatus, NEEDS_RESET, ConfigGeneration), for a snapshot.
+    pub(crate) fn saved(&self) -> (u32, bool, u32) {
+        (
+            self.status(),
+            self.needs_reset(),
+            self.config_generation.load(Ordering::Acquire),
+        )
+    }
+
+    /// Back to a snapshot's values; a pending interrupt is raised again (the line follows
+    /// InterruptStatus, and a spurious edge only makes the driver look at its rings).
+    pub(crate) fn restore(&self, status: u32, needs_reset: bool, config_generation: u32) {
+        self.status.store(status, Ordering::Release);
+        self.needs_reset.store(needs_reset, Ordering::Release);
+        self.config_generation
+            .store(config_generation, Ordering::Release);
+        if status != 0 {
+            let _ = self.evt.write(1);
+        }
     }
 
     pub fn status(&self) -> u32 {

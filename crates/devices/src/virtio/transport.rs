@@ -246,6 +246,13 @@ impl TransportCore {
     }
 
     fn activate(&mut self, res: &TransportResources) {
+        self.activate_at(res, false)
+    }
+
+    /// Activate; `restored`: each ready queue goes on from the used index in guest memory (a
+    /// snapshot is taken with the workers drained, so every descriptor the device consumed is
+    /// in the used ring: next_avail == next_used == used->idx).
+    fn activate_at(&mut self, res: &TransportResources, restored: bool) {
         if self.active {
             return;
         }
@@ -253,13 +260,25 @@ impl TransportCore {
         let event_idx = self.driver_features & (1 << VIRTIO_F_RING_EVENT_IDX) != 0;
         let mut queues = Vec::with_capacity(self.queues.len());
         for (i, c) in self.queues.iter().enumerate() {
-            let queue = match build_queue(c, event_idx, &res.mem) {
+            let mut queue = match build_queue(c, event_idx, &res.mem) {
                 Ok(q) => q,
                 Err(what) => {
                     tracing::warn!("{name}: queue {i}: {what}; device needs reset");
                     return res.interrupt.set_needs_reset();
                 }
             };
+            if restored && c.ready {
+                use vm_memory::{Address, Bytes};
+                let used_idx = vm_memory::GuestAddress(c.device)
+                    .checked_add(2)
+                    .and_then(|a| res.mem.read_obj::<u16>(a).ok());
+                let Some(idx) = used_idx else {
+                    tracing::warn!("{name}: queue {i}: used ring unreadable; device needs reset");
+                    return res.interrupt.set_needs_reset();
+                };
+                queue.set_next_avail(idx);
+                queue.set_next_used(idx);
+            }
             let Some(notify) = res.notify.get(i).and_then(|e| e.try_clone().ok()) else {
                 tracing::error!("{name}: cannot clone queue {i}'s eventfd");
                 return res.interrupt.set_needs_reset();
@@ -280,6 +299,104 @@ impl TransportCore {
                 res.interrupt.set_needs_reset();
             }
         }
+    }
+}
+
+/// One queue as the driver configured it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct QueueState {
+    pub size: u16,
+    pub ready: bool,
+    pub desc: u64,
+    pub driver: u64,
+    pub device: u64,
+}
+
+/// A transport's common registers and queue configuration, for snapshots. Queue positions are
+/// not saved: they are in the used rings in guest RAM (see [`TransportCore::restore`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TransportState {
+    pub device_type: u32,
+    pub status: u32,
+    pub device_features_sel: u32,
+    pub driver_features_sel: u32,
+    pub driver_features: u64,
+    pub queue_sel: u32,
+    pub legacy: bool,
+    pub queues: Vec<QueueState>,
+    pub interrupt_status: u32,
+    pub needs_reset: bool,
+    pub config_generation: u32,
+}
+
+impl TransportCore {
+    /// The state now (the VM paused, the workers held).
+    pub fn save(&self, res: &TransportResources) -> TransportState {
+        let (interrupt_status, needs_reset, config_generation) = res.interrupt.saved();
+        TransportState {
+            device_type: self.device.device_type(),
+            status: self.status,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            legacy: self.legacy,
+            queues: self
+                .queues
+                .iter()
+                .map(|q| QueueState {
+                    size: q.size,
+                    ready: q.ready,
+                    desc: q.desc,
+                    driver: q.driver,
+                    device: q.device,
+                })
+                .collect(),
+            interrupt_status,
+            needs_reset,
+            config_generation,
+        }
+    }
+
+    /// Become the saved transport: a driver-ready device is activated again with the same
+    /// checks as on DRIVER_OK, its queues going on from the used rings, and every queue's
+    /// notification is raised once (work queued before the snapshot lost its notification).
+    pub fn restore(
+        &mut self,
+        res: &TransportResources,
+        s: TransportState,
+    ) -> Result<(), crate::StateError> {
+        let name = self.device.name();
+        if s.device_type != self.device.device_type() || s.queues.len() != self.queues.len() {
+            return Err(crate::StateError::Invalid(format!(
+                "{name}: the snapshot has device type {} with {} queues here",
+                s.device_type,
+                s.queues.len()
+            )));
+        }
+        self.reset(res);
+        self.device_features_sel = s.device_features_sel;
+        self.driver_features_sel = s.driver_features_sel;
+        self.driver_features = s.driver_features;
+        self.queue_sel = s.queue_sel;
+        self.legacy = s.legacy;
+        for (c, q) in self.queues.iter_mut().zip(&s.queues) {
+            c.size = q.size;
+            c.ready = q.ready;
+            c.desc = q.desc;
+            c.driver = q.driver;
+            c.device = q.device;
+        }
+        self.status = s.status;
+        if s.status & STATUS_DRIVER_OK != 0 && !s.needs_reset {
+            self.activate_at(res, true);
+            for evt in &res.notify {
+                let _ = evt.write(1);
+            }
+        }
+        res.interrupt
+            .restore(s.interrupt_status, s.needs_reset, s.config_generation);
+        Ok(())
     }
 }
 

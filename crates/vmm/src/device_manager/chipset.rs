@@ -81,6 +81,7 @@ pub fn attach_chipset(
 ) -> Result<Chipset, DeviceManagerError> {
     let acpi_pm = Arc::new(AcpiPm::new(control.clone()));
     let pm_id = dm.add_pio("ACPI PM", legacy::PM_BASE, legacy::PM_LEN, acpi_pm.clone())?;
+    dm.states().register("ACPI PM", acpi_pm.clone());
     let mover: Arc<dyn PmBaseRelocation> = Arc::new(PmBlockMover {
         pio: dm.pio.clone(),
         id: pm_id,
@@ -105,24 +106,24 @@ pub fn attach_chipset(
         legacy::CMOS_PORT_LEN,
         cmos.clone(),
     )?;
+    dm.states().register("CMOS RTC", cmos.clone());
     let apm = match config.machine {
         MachineKind::Microvm => None,
         MachineKind::Pc => Some(ApmKind::Piix4),
         MachineKind::Q35 => Some(ApmKind::Ich9),
     };
     if let Some(kind) = apm {
-        dm.add_pio(
-            "APM",
-            APM_PORT_BASE,
-            APM_PORT_LEN,
-            Arc::new(Apm::new(kind, Some(acpi_pm.clone()))),
-        )?;
+        let apm = Arc::new(Apm::new(kind, Some(acpi_pm.clone())));
+        dm.add_pio("APM", APM_PORT_BASE, APM_PORT_LEN, apm.clone())?;
+        dm.states().register("APM", apm);
+        let port92 = Arc::new(legacy::Port92::new(control.clone()));
         dm.add_pio(
             "port 92",
             legacy::PORT92_PORT,
             legacy::PORT92_LEN,
-            Arc::new(legacy::Port92::new(control.clone())),
+            port92.clone(),
         )?;
+        dm.states().register("port 92", port92);
     }
     if config.machine == MachineKind::Microvm {
         dm.add_pio(
@@ -131,6 +132,7 @@ pub fn attach_chipset(
             legacy::RESET_CONTROL_LEN,
             Arc::new(ResetControl::new(control.clone())),
         )?;
+        dm.states().register_stateless("reset control");
     }
     Ok(Chipset { acpi_pm, cmos })
 }

@@ -80,6 +80,8 @@ impl DeviceManager {
             size,
             Arc::new(RegionMemoryDevice(memory.clone())),
         )?;
+        // Read-only: its contents come from the command line.
+        self.states().register_stateless(name);
         // SAFETY: `memory` is kept by the returned FirmwareImage, which the VMM holds for as
         // long as the VM exists, so the mapping outlives the slot.
         unsafe {

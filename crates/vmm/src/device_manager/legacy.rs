@@ -50,6 +50,7 @@ pub fn attach_legacy(
                 legacy::SERIAL_PORT_LEN,
                 dev.clone(),
             )?;
+            dm.states().register("COM1", dev.clone());
             Some(dev)
         }
         None => None,
@@ -67,6 +68,9 @@ pub fn attach_legacy(
         legacy::I8042_PORT_LEN,
         i8042.command_port(),
     )?;
+    dm.states().register("i8042 data", i8042.clone());
+    dm.states().register_stateless("i8042 command");
+    dm.states().register_stateless("POST port");
     dm.add_pio(
         "POST port",
         legacy::PORT80_BASE,
@@ -78,6 +82,7 @@ pub fn attach_legacy(
             DeviceConfig::IsaDebugExit { iobase, iosize } => {
                 let d = Arc::new(DebugExit::with_iosize(control.clone(), u64::from(*iosize)));
                 dm.add_pio("isa-debug-exit", u64::from(*iobase), d.iosize(), d)?;
+                dm.states().register_stateless("isa-debug-exit");
             }
             DeviceConfig::PcTestdev => {
                 let t = PcTestdev::new();

@@ -16,6 +16,7 @@ pub use chipset::{attach_chipset, set_cmos_boot_order, ChipsetConfig};
 pub use firmware::FirmwareImage;
 pub use legacy::attach_legacy;
 
+use crate::snapshot::DeviceStates;
 use rvmm_arch::allocator::{AddressMap, AllocError, FixedMmio, FixedRange};
 use rvmm_cli::MachineKind;
 use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, PioBus};
@@ -129,6 +130,8 @@ pub struct DeviceManager {
     pci: OnceLock<pci::PciRoot>,
     /// Moves the ACPI PM block when the chipset's PM base is programmed (attach_chipset).
     pm_block: OnceLock<Arc<dyn rvmm_devices::chipset::PmBaseRelocation>>,
+    /// Each device's snapshot state, by bus name (docs/SNAPSHOT.md).
+    states: Arc<DeviceStates>,
 }
 
 impl DeviceManager {
@@ -138,10 +141,13 @@ impl DeviceManager {
             MachineKind::Pc => AddressMap::pc(),
             MachineKind::Q35 => AddressMap::q35(),
         };
+        let pio = Arc::new(PioBus::new());
+        let mmio = Arc::new(MmioBus::new());
         Self {
             vm,
-            pio: Arc::new(PioBus::new()),
-            mmio: Arc::new(MmioBus::new()),
+            states: Arc::new(DeviceStates::new(pio.clone(), mmio.clone())),
+            pio,
+            mmio,
             map: Arc::new(Mutex::new(map)),
             pci: OnceLock::new(),
             pm_block: OnceLock::new(),
@@ -156,6 +162,11 @@ impl DeviceManager {
     /// exists.
     pub fn pci_intx_gsi(&self, devfn: u8, pin: u8) -> Option<u32> {
         self.pci.get()?.intx_gsi(devfn, pin)
+    }
+
+    /// Where devices register their snapshot state.
+    pub fn states(&self) -> &Arc<DeviceStates> {
+        &self.states
     }
 
     pub fn pio_bus(&self) -> &Arc<PioBus> {

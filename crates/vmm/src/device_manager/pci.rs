@@ -754,14 +754,21 @@ pub fn attach_pci(
     for (addr, f) in build_functions(dm, devices, displays)? {
         dm.add_pci(addr, f)?;
     }
+    let config_io = Arc::new(PciConfigIo::new(bus.clone(), control.clone()));
     dm.add_pio(
         "PCI config ports",
         PCI_CONFIG_IO_BASE,
         PCI_CONFIG_IO_LEN,
-        Arc::new(PciConfigIo::new(bus.clone(), control.clone())),
+        config_io.clone(),
     )?;
+    dm.states().register("PCI config ports", config_io);
     if let Some(ecam) = dm.fixed_mmio().pci_ecam {
         dm.add_fixed_mmio(ecam, Arc::new(PciConfigMmio::new(bus.clone())))?;
+        dm.states().register_stateless(ecam.name);
     }
+    dm.states().register(
+        "PCI bus 0",
+        Arc::new(crate::snapshot::pci::PciConfigState(bus.clone())),
+    );
     Ok(Some(root))
 }

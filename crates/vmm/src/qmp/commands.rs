@@ -7,7 +7,7 @@ use crate::vm::{VmState, Vmm};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering;
 
-type Args = Map<String, Value>;
+pub(super) type Args = Map<String, Value>;
 type Handler = fn(&Machine, &mut Vmm, &Args) -> Result<Value, QmpError>;
 
 /// Every command after negotiation, in `query-commands` order. `qmp_capabilities` is handled by
@@ -32,6 +32,17 @@ const COMMANDS: &[(&str, Handler)] = &[
     ("input-send-event", super::input::input_send_event),
     ("human-monitor-command", human_monitor_command),
     ("screendump", screendump),
+    ("migrate", super::migration::migrate),
+    ("migrate-incoming", super::migration::migrate_incoming),
+    ("query-migrate", super::migration::query_migrate),
+    (
+        "migrate-set-capabilities",
+        super::migration::set_capabilities,
+    ),
+    (
+        "query-migrate-capabilities",
+        super::migration::query_capabilities,
+    ),
     // The session shuts the VM down after sending the reply.
     ("quit", |_, _, _| Ok(json!({}))),
 ];
@@ -76,6 +87,8 @@ fn query_commands(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpErr
 fn query_status(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     let status = match vmm.state() {
+        _ if vmm.in_incoming() => "inmigrate",
+        VmState::Paused { prelaunch: false } if vmm.postmigrate() => "postmigrate",
         VmState::Stopping { .. } | VmState::Stopped { .. } => "shutdown",
         VmState::Paused { prelaunch: true } | VmState::Created => "prelaunch",
         VmState::Paused { prelaunch: false } => "paused",

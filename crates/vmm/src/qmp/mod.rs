@@ -10,6 +10,7 @@
 mod commands;
 mod hmp;
 mod input;
+mod migration;
 pub mod protocol;
 
 use crate::control::Cause;
@@ -143,6 +144,9 @@ impl VmEvents for Events {
             VmEvent::Shutdown(cause) => self.emit_cause("SHUTDOWN", cause),
             VmEvent::Suspend => Events::emit(self, "SUSPEND", None),
             VmEvent::Wakeup => Events::emit(self, "WAKEUP", None),
+            VmEvent::Migration(status) => {
+                Events::emit(self, "MIGRATION", Some(json!({"status": status})))
+            }
         }
     }
 }
@@ -481,6 +485,8 @@ impl Session {
             // After the reply, as QEMU: the client sees {"return": {}} before the socket closes.
             vmm.shutdown(Cause::HostQmpQuit);
         }
+        // A `migrate` or `migrate-incoming` runs after its reply, as in QEMU.
+        vmm.run_pending();
     }
 
     /// `qmp_capabilities [enable: [...]]`: leave negotiation mode and start receiving events.

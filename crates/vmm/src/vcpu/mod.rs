@@ -26,7 +26,7 @@ use crate::control::{Control, Request};
 use crate::exit_stats::ExitStats;
 use exit::{complete_pending_exit, run_once, Buses};
 use rvmm_devices::{MmioBus, PioBus};
-use rvmm_hypervisor::{kick_signal, kvm_regs, kvm_sregs, Vcpu};
+use rvmm_hypervisor::{kick_signal, kvm_regs, kvm_sregs, Vcpu, VcpuSnapshot};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -57,6 +57,8 @@ pub struct VcpuContext {
     pub thread_ids: Arc<[AtomicI32]>,
     /// Set with `-exit-stats`.
     pub stats: Option<Arc<ExitStats>>,
+    /// The MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST).
+    pub msr_indices: Arc<[u32]>,
     /// KVM's coalesced MMIO ring (the VGA window's writes), replayed before each exit.
     pub coalesced: Option<Arc<rvmm_hypervisor::CoalescedRing>>,
 }
@@ -74,6 +76,10 @@ pub enum VcpuRequest {
     Wake(WakeEntry),
     /// Report the registers (while paused).
     SaveState,
+    /// Report the whole KVM state for a snapshot (while paused).
+    Snapshot,
+    /// Load a snapshot's state (while paused, before the first run); answered with `ResetDone`.
+    Restore(Box<VcpuSnapshot>),
     /// End the thread.
     Stop,
 }
@@ -92,6 +98,7 @@ pub enum VcpuResponse {
     Resumed,
     ResetDone(Result<(), VcpuError>),
     State(Result<Box<VcpuState>, VcpuError>),
+    Snapshot(Result<Box<VcpuSnapshot>, VcpuError>),
     Stopped,
 }
 
@@ -250,6 +257,11 @@ impl VcpuThread {
                 State::Paused,
             ),
             VcpuRequest::SaveState => (VcpuResponse::State(self.save()), State::Paused),
+            VcpuRequest::Snapshot => (VcpuResponse::Snapshot(self.snapshot()), State::Paused),
+            VcpuRequest::Restore(s) => (
+                VcpuResponse::ResetDone(self.restore(buses, &s)),
+                State::Paused,
+            ),
             VcpuRequest::Stop => (VcpuResponse::Stopped, State::Exited),
         };
         // The VMM thread waits for every answer; if it is gone, so is the VM.
@@ -279,6 +291,39 @@ impl VcpuThread {
             .map_err(|e| VcpuError::Reset {
                 vcpu: self.vcpu.id(),
                 source: Box::new(e),
+            })
+    }
+
+    fn snapshot(&self) -> Result<Box<VcpuSnapshot>, VcpuError> {
+        let vcpu = self.vcpu.id();
+        self.vcpu
+            .save_state(&self.ctx.msr_indices)
+            .map(Box::new)
+            .map_err(|source| VcpuError::State {
+                vcpu,
+                what: "snapshot",
+                source,
+            })
+    }
+
+    fn restore(&mut self, buses: &mut Buses, s: &VcpuSnapshot) -> Result<(), VcpuError> {
+        complete_pending_exit(&mut self.vcpu, &self.ctx, buses);
+        let vcpu = self.vcpu.id();
+        if s.id != vcpu {
+            return Err(VcpuError::State {
+                vcpu,
+                what: "restore",
+                source: rvmm_hypervisor::HvError::StateMismatch(
+                    "the snapshot's vCPU IDs (APIC IDs) are not this VM's",
+                ),
+            });
+        }
+        self.vcpu
+            .restore_state(s)
+            .map_err(|source| VcpuError::State {
+                vcpu,
+                what: "restore",
+                source,
             })
     }
 

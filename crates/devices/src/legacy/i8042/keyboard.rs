@@ -43,6 +43,7 @@ const DEFAULT_TYPEMATIC: u8 = 0x2b;
 const SCANCODE_CAP: usize = 64;
 const BREAK_SET2: u8 = 0xf0;
 
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Keyboard {
     /// A command waiting for its parameter byte.
     pending: Option<u8>,
@@ -233,6 +234,13 @@ pub(super) fn translate_bytes(bytes: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+impl Keyboard {
+    /// Bytes queued for the guest (for checking a restored state).
+    pub(super) fn queued(&self) -> usize {
+        self.replies.len() + self.scancodes.len()
+    }
 }
 
 #[cfg(test)]

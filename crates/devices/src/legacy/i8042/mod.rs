@@ -96,12 +96,13 @@ const PORT_TEST_OK: u8 = 0x00;
 const OUT_BUF_CAP: usize = 16;
 
 /// Which port a byte in the output buffer came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Source {
     Kbd,
     Aux,
 }
 
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct State {
     ctr: u8,
     outport: u8,
@@ -170,6 +171,30 @@ impl State {
 
     fn translate(&self) -> bool {
         self.ctr & CTR_XLATE != 0
+    }
+}
+
+/// The controller's, the keyboard's and the mouse's registers and queues, as they are.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct I8042State(State);
+
+impl crate::Persist for I8042 {
+    type State = I8042State;
+
+    fn save(&self) -> I8042State {
+        I8042State(self.lock().clone())
+    }
+
+    fn restore(&self, s: I8042State) -> Result<(), crate::StateError> {
+        let st = s.0;
+        // The queues never grow past their caps while a guest runs.
+        if st.replies.len() > OUT_BUF_CAP || st.kbd.queued() > 4096 || st.mouse.queued() > 4096 {
+            return Err(crate::StateError::Invalid(
+                "i8042: queues longer than the device keeps".into(),
+            ));
+        }
+        *self.lock() = st;
+        Ok(())
     }
 }
 

@@ -36,6 +36,7 @@ const TYPE_IMEX: u8 = 4;
 /// Bytes held for the guest: packets beyond this are dropped (motion accumulates instead).
 const QUEUE_CAP: usize = 256;
 
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Mouse {
     pending: Option<u8>,
     status: u8,
@@ -213,6 +214,13 @@ impl Mouse {
             _ => self.dz = 0,
         }
         p
+    }
+}
+
+impl Mouse {
+    /// Bytes queued for the guest (for checking a restored state).
+    pub(super) fn queued(&self) -> usize {
+        self.replies.len() + self.packets.len()
     }
 }
 

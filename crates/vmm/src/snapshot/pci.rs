@@ -1,0 +1,74 @@
+//! PCI bus 0 in a snapshot: every function's configuration space (the first 256 bytes, where
+//! BARs, COMMAND and the capabilities live). Restore replays it as config writes through the
+//! same path the guest's writes take, so BAR mappings, ioeventfds and memory slots follow, and
+//! chipset registers (PAM, PCIEXBAR, the PM base) take effect as when firmware wrote them.
+//! What a function keeps outside config space is its own device's state, saved under its bus
+//! name (a function with BARs but no registered state blocks the snapshot by that name).
+
+use rvmm_devices::pci::PciBus;
+use rvmm_devices::{Persist, StateError};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, RwLock};
+
+/// Dwords saved per function (256 bytes).
+const DWORDS: usize = 64;
+/// COMMAND / STATUS.
+const REG_COMMAND: usize = 1;
+/// Cache line size, latency timer, header type, BIST.
+const REG_HEADER: usize = 3;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FunctionState {
+    pub devfn: u8,
+    pub config: Vec<u32>,
+}
+
+pub struct PciConfigState(pub Arc<RwLock<PciBus>>);
+
+impl Persist for PciConfigState {
+    type State = Vec<FunctionState>;
+
+    fn save(&self) -> Self::State {
+        let bus = self.0.read().unwrap_or_else(|e| e.into_inner());
+        bus.devfns()
+            .into_iter()
+            .map(|devfn| FunctionState {
+                devfn,
+                config: (0..DWORDS).map(|reg| bus.read(0, devfn, reg)).collect(),
+            })
+            .collect()
+    }
+
+    fn restore(&self, saved: Self::State) -> Result<(), StateError> {
+        let bus = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let ours = bus.devfns();
+        let theirs: Vec<u8> = saved.iter().map(|f| f.devfn).collect();
+        if ours != theirs {
+            return Err(StateError::Invalid(format!(
+                "PCI functions {theirs:02x?} in the snapshot, {ours:02x?} here"
+            )));
+        }
+        for f in &saved {
+            if f.config.len() != DWORDS || f.config[0] != bus.read(0, f.devfn, 0) {
+                return Err(StateError::Invalid(format!(
+                    "PCI {:02x}.{}: another device or a short config space in the snapshot",
+                    f.devfn >> 3,
+                    f.devfn & 7
+                )));
+            }
+        }
+        for f in &saved {
+            let write =
+                |reg: usize, bytes: &[u8]| bus.write_and_relocate(0, f.devfn, reg, 0, bytes);
+            // Decoding off while the BARs move, as firmware does.
+            write(REG_COMMAND, &0u16.to_le_bytes());
+            write(REG_HEADER, &f.config[REG_HEADER].to_le_bytes()[..2]);
+            for reg in 4..DWORDS {
+                write(reg, &f.config[reg].to_le_bytes());
+            }
+            // COMMAND last (not STATUS: its bits are write-1-to-clear).
+            write(REG_COMMAND, &f.config[REG_COMMAND].to_le_bytes()[..2]);
+        }
+        Ok(())
+    }
+}

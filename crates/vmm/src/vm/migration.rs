@@ -1,0 +1,457 @@
+//! QMP `migrate` to a file and `-incoming` from one (docs/SNAPSHOT.md): the VM state machine's
+//! part of a snapshot. The work is in [`crate::snapshot`]; here is when the vCPUs stop, what is
+//! reported (`query-migrate`, the MIGRATION events when the `events` capability is on) and
+//! what state the VM is left in (QEMU 7.2: the source stays paused in `postmigrate`; the
+//! destination runs unless `-S`).
+
+use super::{VmEvent, VmState, Vmm};
+use crate::snapshot::{self, SaveStats, SaveTarget, SnapshotContext, SnapshotError};
+use crate::vcpu::{VcpuError, VcpuRequest, VcpuResponse};
+use crate::VmmError;
+use rvmm_hypervisor::VcpuSnapshot;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// QEMU's MigrationStatus values rvmm goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigrationStatus {
+    #[default]
+    None,
+    Setup,
+    Active,
+    Completed,
+    Failed,
+}
+
+impl MigrationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Setup => "setup",
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Where an incoming migration stands.
+pub enum Incoming {
+    /// `-incoming defer`: waiting for `migrate-incoming`.
+    Deferred,
+    /// Restoring from this file (or stream).
+    From(MigrationTarget),
+    /// `-incoming file:PATH` whose state was read and whose RAM was mapped while the VM was
+    /// built (before KVM's memory slots existed: remapping RAM behind a slot costs KVM a walk
+    /// over every page of it).
+    Mapped(PathBuf, Box<crate::snapshot::SnapshotState>),
+}
+
+/// Where a snapshot goes or comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationTarget {
+    /// `file:PATH`: the state file PATH and RAM in PATH.mem.
+    File(PathBuf),
+    /// `exec:CMD`: one stream to CMD's stdin (save) or from its stdout (restore), `sh -c CMD`.
+    Exec(String),
+}
+
+/// `file:PATH` or `exec:CMD`; the QMP error text for any other URI.
+pub fn parse_uri(uri: &str) -> Result<MigrationTarget, String> {
+    match uri.split_once(':') {
+        Some(("file", path)) if !path.is_empty() => Ok(MigrationTarget::File(path.into())),
+        Some(("exec", cmd)) if !cmd.trim().is_empty() => Ok(MigrationTarget::Exec(cmd.into())),
+        Some(("unix" | "tcp" | "fd" | "rdma", _)) => Err(format!(
+            "Migration URI '{uri}': rvmm saves and restores only 'file:PATH' (the guest's RAM goes to PATH.mem next to it) and 'exec:CMD'"
+        )),
+        _ => Err(format!("unknown migration protocol: {uri}")),
+    }
+}
+
+fn spawn_exec(cmd: &str, save: bool) -> Result<std::process::Child, SnapshotError> {
+    use std::process::{Command, Stdio};
+    let (stdin, stdout) = if save {
+        (Stdio::piped(), Stdio::inherit())
+    } else {
+        (Stdio::null(), Stdio::piped())
+    };
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(stdin)
+        .stdout(stdout)
+        .spawn()
+        .map_err(|source| SnapshotError::Io {
+            path: format!("exec:{cmd}"),
+            source,
+        })
+}
+
+fn exec_status(cmd: &str, child: &mut std::process::Child) -> Result<(), SnapshotError> {
+    let status = child.wait().map_err(|source| SnapshotError::Io {
+        path: format!("exec:{cmd}"),
+        source,
+    })?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(SnapshotError::Exec {
+        cmd: cmd.into(),
+        problem: status.to_string(),
+    })
+}
+
+/// The migration side of the VM.
+pub struct Migration {
+    ctx: SnapshotContext,
+    status: MigrationStatus,
+    /// `migrate-set-capabilities` `events`: MIGRATION events are sent.
+    events: bool,
+    /// The VM stopped for a completed migration (query-status `postmigrate`).
+    postmigrate: bool,
+    pending: Option<MigrationTarget>,
+    incoming: Option<Incoming>,
+    /// Run after the incoming migration (no `-S`, or `cont` while in `inmigrate`).
+    autostart: bool,
+    error: Option<String>,
+    stats: SaveStats,
+    total_ms: u64,
+    downtime_ms: u64,
+}
+
+impl Migration {
+    pub fn new(ctx: SnapshotContext) -> Self {
+        Self {
+            ctx,
+            status: MigrationStatus::None,
+            events: false,
+            postmigrate: false,
+            pending: None,
+            incoming: None,
+            autostart: true,
+            error: None,
+            stats: SaveStats::default(),
+            total_ms: 0,
+            downtime_ms: 0,
+        }
+    }
+}
+
+/// What `query-migrate` reports.
+pub struct MigrationInfo {
+    pub status: MigrationStatus,
+    pub error: Option<String>,
+    pub stats: SaveStats,
+    pub total_ms: u64,
+    pub downtime_ms: u64,
+}
+
+fn vcpu_err(e: VcpuError) -> SnapshotError {
+    SnapshotError::Vcpu(e.to_string())
+}
+
+impl Vmm {
+    fn set_migration_status(&mut self, status: MigrationStatus) {
+        self.migration.status = status;
+        if self.migration.events {
+            self.events.emit(VmEvent::Migration(status.as_str()));
+        }
+    }
+
+    /// `migrate-set-capabilities` `events`.
+    pub fn set_migration_events(&mut self, on: bool) {
+        self.migration.events = on;
+    }
+
+    pub fn migration_events(&self) -> bool {
+        self.migration.events
+    }
+
+    pub fn migration_info(&self) -> MigrationInfo {
+        let m = &self.migration;
+        MigrationInfo {
+            status: m.status,
+            error: m.error.clone(),
+            stats: m.stats,
+            total_ms: m.total_ms,
+            downtime_ms: m.downtime_ms,
+        }
+    }
+
+    /// QEMU's `inmigrate` run state: waiting for or doing an incoming migration.
+    pub fn in_incoming(&self) -> bool {
+        self.migration.incoming.is_some()
+    }
+
+    pub fn postmigrate(&self) -> bool {
+        self.migration.postmigrate
+    }
+
+    /// `cont` / `stop` while in `inmigrate`: whether the guest runs once restored.
+    pub fn set_autostart(&mut self, on: bool) {
+        self.migration.autostart = on;
+    }
+
+    /// QMP `migrate`: check what can be checked now and queue the save, which
+    /// [`run_pending`](Self::run_pending) does once the reply is sent (QEMU replies first too).
+    pub fn migrate(&mut self, uri: &str) -> Result<(), String> {
+        let target = parse_uri(uri)?;
+        if self.in_incoming() {
+            return Err("Guest is waiting for an incoming migration".into());
+        }
+        if matches!(
+            self.migration.status,
+            MigrationStatus::Setup | MigrationStatus::Active
+        ) || self.migration.pending.is_some()
+        {
+            return Err("There's a migration process in progress".into());
+        }
+        match self.state {
+            VmState::Running | VmState::Paused { .. } => {}
+            VmState::Suspended => return Err("rvmm cannot save a suspended (S3) guest yet".into()),
+            VmState::Created | VmState::Stopping { .. } | VmState::Stopped { .. } => {
+                return Err("The VM is not running".into())
+            }
+        }
+        self.migration
+            .ctx
+            .check_migratable()
+            .map_err(|e| e.to_string())?;
+        self.migration.error = None;
+        self.migration.pending = Some(target);
+        self.set_migration_status(MigrationStatus::Setup);
+        Ok(())
+    }
+
+    /// Carry out a queued `migrate` or `migrate-incoming` (called after the command's reply).
+    pub fn run_pending(&mut self) {
+        self.run_pending_incoming();
+        let Some(target) = self.migration.pending.take() else {
+            return;
+        };
+        let start = Instant::now();
+        self.set_migration_status(MigrationStatus::Active);
+        let was_running = self.state == VmState::Running;
+        // STOP comes with the pause, as in QEMU's completion phase.
+        if was_running && !self.pause() {
+            return self.migration_failed("the VM could not be paused".into(), false);
+        }
+        let stopped = Instant::now();
+        match self.save_snapshot(&target) {
+            Ok(stats) => {
+                // Disks too: what the guest wrote is on them before `completed`.
+                self.devices.virtio.flush();
+                self.devices.storage.flush();
+                self.migration.stats = stats;
+                self.migration.total_ms = start.elapsed().as_millis() as u64;
+                self.migration.downtime_ms = stopped.elapsed().as_millis() as u64;
+                self.migration.postmigrate = true;
+                tracing::debug!(?target, ?stats, "snapshot saved");
+                self.set_migration_status(MigrationStatus::Completed);
+            }
+            Err(e) => self.migration_failed(e.to_string(), was_running),
+        }
+    }
+
+    fn migration_failed(&mut self, error: String, resume: bool) {
+        tracing::warn!("migration failed: {error}");
+        self.migration.error = Some(error);
+        self.set_migration_status(MigrationStatus::Failed);
+        if resume {
+            // QEMU lets the source run on after a failed migration.
+            self.resume();
+        }
+    }
+
+    /// Leaving `postmigrate` (`cont` after a completed migration runs the source again).
+    pub(super) fn leave_postmigrate(&mut self) {
+        self.migration.postmigrate = false;
+    }
+
+    fn save_snapshot(&mut self, target: &MigrationTarget) -> Result<SaveStats, SnapshotError> {
+        let vcpus = self.vcpu_snapshots()?;
+        let clock = match self.clock {
+            Some(c) => c,
+            None => self
+                .vm
+                .clock()
+                .map_err(|source| SnapshotError::Hypervisor {
+                    what: "kvmclock".into(),
+                    source,
+                })?,
+        };
+        let ctx = &self.migration.ctx;
+        match target {
+            MigrationTarget::File(path) => {
+                snapshot::save(ctx, SaveTarget::File(path), clock, vcpus)
+            }
+            MigrationTarget::Exec(cmd) => {
+                let mut child = spawn_exec(cmd, true)?;
+                let what = format!("exec:{cmd}");
+                let saved = match child.stdin.take() {
+                    Some(mut stdin) => {
+                        snapshot::save(ctx, SaveTarget::Stream(&mut stdin, &what), clock, vcpus)
+                    }
+                    None => Err(SnapshotError::Exec {
+                        cmd: cmd.clone(),
+                        problem: "no stdin".into(),
+                    }),
+                };
+                // stdin is closed here: the command sees the end of the stream.
+                let status = exec_status(cmd, &mut child);
+                let stats = saved?;
+                status.map(|()| stats)
+            }
+        }
+    }
+
+    fn vcpu_snapshots(&mut self) -> Result<Vec<VcpuSnapshot>, SnapshotError> {
+        let answers = self
+            .broadcast(|| VcpuRequest::Snapshot, "snapshot")
+            .map_err(vcpu_err)?;
+        answers
+            .into_iter()
+            .zip(0u32..)
+            .map(|(a, vcpu)| match a {
+                VcpuResponse::Snapshot(s) => s.map(|s| *s).map_err(vcpu_err),
+                _ => Err(vcpu_err(VcpuError::Gone { vcpu })),
+            })
+            .collect()
+    }
+
+    /// Wait in `inmigrate` for an incoming migration: `-incoming defer` waits for
+    /// `migrate-incoming`, `-incoming file:PATH` restores at once. `autostart`: no `-S`.
+    pub fn start_incoming(&mut self, incoming: Incoming, autostart: bool) -> Result<(), VmmError> {
+        self.migration.autostart = autostart;
+        match incoming {
+            Incoming::Deferred => {
+                self.migration.incoming = Some(Incoming::Deferred);
+                Ok(())
+            }
+            Incoming::From(target) => {
+                self.migration.incoming = Some(Incoming::From(target.clone()));
+                self.incoming(&target, None)
+            }
+            Incoming::Mapped(path, state) => {
+                let target = MigrationTarget::File(path);
+                self.migration.incoming = Some(Incoming::From(target.clone()));
+                self.incoming(&target, Some(*state))
+            }
+        }
+    }
+
+    /// QMP `migrate-incoming`: only while `-incoming defer` waits.
+    pub fn migrate_incoming(&mut self, uri: &str) -> Result<(), String> {
+        if !matches!(self.migration.incoming, Some(Incoming::Deferred)) {
+            return Err("The incoming migration has already been started".into());
+        }
+        let target = parse_uri(uri)?;
+        self.migration.incoming = Some(Incoming::From(target));
+        Ok(())
+    }
+
+    /// A `migrate-incoming` after its reply: a failure stops rvmm, as QEMU exits when an
+    /// incoming migration fails.
+    fn run_pending_incoming(&mut self) {
+        let Some(Incoming::From(target)) = &self.migration.incoming else {
+            return;
+        };
+        let target = target.clone();
+        if self.state != VmState::Created {
+            return;
+        }
+        if let Err(e) = self.incoming(&target, None) {
+            tracing::error!("{e}");
+            self.fail(e);
+        }
+    }
+
+    /// Restore from `path` into this freshly built VM, then run it (or hold it under `-S`).
+    fn incoming(
+        &mut self,
+        target: &MigrationTarget,
+        mapped: Option<crate::snapshot::SnapshotState>,
+    ) -> Result<(), VmmError> {
+        let start = Instant::now();
+        self.set_migration_status(MigrationStatus::Active);
+        if let Err(e) = self.restore_snapshot(target, mapped) {
+            self.migration.error = Some(e.to_string());
+            self.set_migration_status(MigrationStatus::Failed);
+            return Err(VmmError::Incoming(e));
+        }
+        self.migration.incoming = None;
+        // RAM is now a private file mapping (file:), whose untouched pages are not zero; a
+        // stream was copied into anonymous RAM.
+        self.migration.ctx.file_backed = matches!(target, MigrationTarget::File(_));
+        self.migration.total_ms = start.elapsed().as_millis() as u64;
+        self.set_migration_status(MigrationStatus::Completed);
+        tracing::debug!(
+            ?target,
+            us = start.elapsed().as_micros() as u64,
+            "snapshot restored"
+        );
+        if self.migration.autostart {
+            // QEMU's incoming side reports RESUME as the guest starts.
+            self.events.emit(VmEvent::Resume);
+            self.start(false);
+        } else {
+            // -S: `paused` (not `prelaunch`), as QEMU after an incoming migration.
+            self.start(true);
+            self.state = VmState::Paused { prelaunch: false };
+        }
+        Ok(())
+    }
+
+    fn restore_snapshot(
+        &mut self,
+        target: &MigrationTarget,
+        mapped: Option<crate::snapshot::SnapshotState>,
+    ) -> Result<(), SnapshotError> {
+        let ctx = &self.migration.ctx;
+        let (vcpus, clock) = match target {
+            MigrationTarget::File(path) => {
+                let is_mapped = mapped.is_some();
+                let state = match mapped {
+                    Some(s) => s,
+                    None => snapshot::read_state(path)?,
+                };
+                snapshot::check(ctx, path, &state)?;
+                snapshot::restore_machine(ctx, path, state, self.vcpus.len(), is_mapped)?
+            }
+            MigrationTarget::Exec(cmd) => {
+                let what = format!("exec:{cmd}");
+                let mut child = spawn_exec(cmd, false)?;
+                let result = match child.stdout.take() {
+                    Some(mut out) => {
+                        snapshot::restore_stream(ctx, &mut out, &what, self.vcpus.len())
+                    }
+                    None => Err(SnapshotError::Exec {
+                        cmd: cmd.clone(),
+                        problem: "no stdout".into(),
+                    }),
+                };
+                let status = exec_status(cmd, &mut child);
+                let restored = result?;
+                status?;
+                restored
+            }
+        };
+        for (v, s) in self.vcpus.iter().zip(vcpus) {
+            v.send(VcpuRequest::Restore(Box::new(s)))
+                .map_err(vcpu_err)?;
+        }
+        for v in &self.vcpus {
+            match v.response("restore").map_err(vcpu_err)? {
+                VcpuResponse::ResetDone(r) => r.map_err(vcpu_err)?,
+                _ => return Err(vcpu_err(VcpuError::Gone { vcpu: 0 })),
+            }
+        }
+        // Time stands still across the snapshot, as across a pause.
+        self.vm
+            .set_clock(clock)
+            .map_err(|source| SnapshotError::Hypervisor {
+                what: "kvmclock".into(),
+                source,
+            })
+    }
+}
