@@ -192,7 +192,7 @@ impl Mouse {
     fn packet(&mut self) -> Vec<u8> {
         let dx = self.dx.clamp(-127, 127);
         // PS/2 y grows upwards.
-        let dy = (-self.dy).clamp(-127, 127);
+        let dy = self.dy.saturating_neg().clamp(-127, 127);
         let dz = self.dz.clamp(-7, 7);
         self.dx -= dx;
         self.dy += dy;
@@ -264,9 +264,13 @@ mod tests {
         assert_eq!(cmd(&mut m, 0x42), [0x42]);
         assert_eq!(cmd(&mut m, CMD_RESET_WRAP), [REPLY_ACK]);
         assert_eq!(cmd(&mut m, 0x01), [REPLY_NAK]);
-        // A flood while the guest reads nothing stays bounded.
+        // A flood while the guest reads nothing stays bounded; extreme motion saturates.
         for _ in 0..10_000 {
             m.event(1000, 1000, 0, 0);
+        }
+        assert!(drain(&mut m).len() <= QUEUE_CAP);
+        for v in [i32::MIN, i32::MAX, i32::MIN] {
+            m.event(v, v, v, 0);
         }
         assert!(drain(&mut m).len() <= QUEUE_CAP);
     }
