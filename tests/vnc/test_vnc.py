@@ -367,6 +367,30 @@ def case_vga_screen_and_mode_switch(tmp):
             assert diff is None, f"{what}: rvmm vs QEMU: {diff}"
 
 
+def case_seabios_boot_menu(tmp):
+    """SeaBIOS sets up the PS/2 keyboard (the DSDT announces it, as QEMU's does) and takes ESC
+    typed in the VNC client: its boot menu appears on the serial console."""
+    disk = os.path.join(tmp, "vgadisk.img")
+    with open(os.path.join(GUESTS, "vgadisk.bin"), "rb") as f:
+        data = f.read()
+    with open(disk, "wb") as f:
+        f.write(data.ljust(1 << 20, b"\0"))
+    vm = Vm(VMM, tmp, guest=None, extra=["-vga", "std", "-boot", "menu=on,splash-time=20000",
+                                          "-drive", f"file={disk},format=raw,if=ide"])
+    try:
+        vm.wait_for(r"Press ESC for boot menu")
+        with connect(vm.vnc) as c:
+            # SeaBIOS may still be setting the keyboard up (it drops keys until then).
+            deadline = time.monotonic() + BOOT_TIMEOUT
+            while "Select boot device" not in vm.text():
+                assert time.monotonic() < deadline, vm.text()
+                assert "vgadisk: text ready" not in vm.text(), f"booted past the menu: {vm.text()}"
+                c.keyPress("esc")
+                time.sleep(0.5)
+    finally:
+        vm.stop()
+
+
 def case_password(tmp):
     vm = Vm(VMM, tmp, vnc=f"unix:{os.path.join(tmp, 'vm-vnc.sock')},password=on")
     try:
