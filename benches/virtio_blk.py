@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""virtio-blk read throughput: rvmm and QEMU microvm side by side on the same image and guest.
+"""virtio-blk read throughput: rvmm and QEMU side by side on the same image and guest, over
+virtio-mmio on microvm (the default) or, with --transport pci, over modern virtio-pci on q35
+(guest virtio_bench_pci.elf, `-device virtio-blk-pci,disable-legacy=on` on both VMMs; QEMU runs
+SeaBIOS before the guest, which the n=0 runs subtract).
 
 The guest (guests/src/virtio_bench.S) sets up the first virtio-blk device, then runs a polling
 driver in ring 3 (sysexit): it keeps `qd` read requests of `bs` bytes in flight (random 4 KiB-
@@ -9,7 +12,7 @@ rate = n / (t(n) - t(0)), medians of alternating runs. The image is a raw file o
 (page-cached after the first run, default cache mode on both VMMs).
 
 Usage: benches/virtio_blk.py [--runs R] [--image PATH] [--size-mib M] [--rvmm PATH] [--qemu PATH]
-       [--baseline OTHER_RVMM]
+       [--baseline OTHER_RVMM] [--transport mmio|pci] [--machine q35|pc] [--scale F]
 """
 
 import argparse
@@ -34,20 +37,25 @@ WORKLOADS = [
 
 
 def find_guest(name):
-    hits = sorted(glob.glob(os.path.join(ROOT, "target", "*", "build", "rvmm-guests-*", "out", name)),
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    hits = sorted(glob.glob(os.path.join(target, "*", "build", "rvmm-guests-*", "out", name)),
                   key=os.path.getmtime)
     if not hits:
         sys.exit(f"virtio_blk.py: guest {name} not built; run `cargo build --release` first")
     return hits[-1]
 
 
-def run(name, binary, kernel, image, guest_args, cpu="host"):
-    args = [binary, "-M", "microvm", "-accel", "kvm", "-cpu", cpu, "-m", "256", "-nodefaults",
+def run(name, binary, kernel, image, guest_args, cpu="host", machine="microvm"):
+    device = "virtio-blk-device,drive=d0"
+    if machine != "microvm":
+        # Modern only on both: QEMU's virtio-blk-pci is transitional by default.
+        device = "virtio-blk-pci,drive=d0,disable-legacy=on"
+    args = [binary, "-M", machine, "-accel", "kvm", "-cpu", cpu, "-m", "256", "-nodefaults",
             "-no-reboot", "-display", "none", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", kernel,
-            "-drive", f"file={image},format=raw,if=none,id=d0", "-device", "virtio-blk-device,drive=d0",
+            "-drive", f"file={image},format=raw,if=none,id=d0", "-device", device,
             "-append", guest_args]
-    if "qemu" in os.path.basename(binary):
+    if "qemu" in os.path.basename(binary) and machine == "microvm":
         # QEMU's virtio-mmio is legacy (version 1) unless told otherwise; the guest is modern-only.
         args += ["-global", "virtio-mmio.force-legacy=false"]
     start = time.perf_counter()
@@ -68,8 +76,15 @@ def main():
     ap.add_argument("--rvmm", default=os.path.join(ROOT, "target", "release", "rvmm"))
     ap.add_argument("--qemu", default="qemu-system-x86_64")
     ap.add_argument("--baseline", help="another rvmm binary to compare (e.g. before a change)")
+    ap.add_argument("--transport", choices=["mmio", "pci"], default="mmio")
+    ap.add_argument("--machine", choices=["q35", "pc"], default="q35", help="for --transport pci")
+    ap.add_argument("--scale", type=float,
+                    help="multiply each workload's request count (default 1; 3 with --transport pci, "
+                         "where QEMU's firmware start makes t(0) noisier)")
     a = ap.parse_args()
-    kernel = find_guest("virtio_bench.elf")
+    scale = a.scale if a.scale else (3 if a.transport == "pci" else 1)
+    machine = "microvm" if a.transport == "mmio" else a.machine
+    kernel = find_guest("virtio_bench.elf" if a.transport == "mmio" else "virtio_bench_pci.elf")
     if not os.path.exists(a.image) or os.path.getsize(a.image) != a.size_mib << 20:
         with open(a.image, "wb") as f:
             for _ in range(a.size_mib):
@@ -79,16 +94,18 @@ def main():
     if a.baseline:
         vmms.append(("baseline", a.baseline))
     extra = " | baseline | rvmm/baseline" if a.baseline else ""
-    print(f"{a.size_mib} MiB raw image, {a.runs} alternating runs, medians of t(n) - t(0)")
+    print(f"virtio-{a.transport} on {machine}: {a.size_mib} MiB raw image, {a.runs} alternating runs, "
+          "medians of t(n) - t(0)")
     print(f"| workload | rvmm | QEMU | rvmm/QEMU{extra} |")
     print("|---|---|---|---" + ("|---|---" if a.baseline else "") + "|")
     for label, guest_args, n, bs in WORKLOADS:
+        n = int(n * scale)
         times = {name: {0: [], n: []} for name, _ in vmms}
         for _ in range(a.runs):
             for name, binary in vmms:
                 for count in (0, n):
                     times[name][count].append(run(name, binary, kernel, a.image, f"n={count} {guest_args}",
-                                                  qemu_cpu if name == "QEMU" else "host"))
+                                                  qemu_cpu if name == "QEMU" else "host", machine))
         rate = {}
         for name, _ in vmms:
             dt = statistics.median(times[name][n]) - statistics.median(times[name][0])

@@ -194,6 +194,15 @@ const GUESTS: &[Guest] = &[
     guest("tsc_deadline.elf", "tsc_deadline.S", Class::Elf32, "pvh.ld"),
     guest("virtio_bench.elf", "virtio_bench.S", Class::Elf32, "pvh.ld"),
     Guest {
+        defines: &["VIRTIO_PCI"],
+        ..guest(
+            "virtio_bench_pci.elf",
+            "virtio_bench.S",
+            Class::Elf32,
+            "pvh.ld",
+        )
+    },
+    Guest {
         defines: &["TEST_POPCNT"],
         ..guest("emulate_popcnt.elf", "emulate.S", Class::Elf64, "pvh.ld")
     },

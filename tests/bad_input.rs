@@ -12,7 +12,7 @@ fn unsupported_and_unknown_options_are_named() {
     if skip_on_qemu("rvmm's own messages") {
         return;
     }
-    expect_error(&["-vga", "std"], "-vga is not supported");
+    expect_error(&["-vga", "cirrus"], "-vga cirrus: not supported");
     expect_error(&["-blockdev", "driver=file"], "-blockdev is not supported");
     expect_error(
         &["-drive", "file=/nonexistent/x.img,format=raw"],

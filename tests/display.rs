@@ -222,7 +222,11 @@ impl Qmp {
     /// The command's `return`, or its error description.
     fn execute(&mut self, command: &str, args: Value) -> Result<Value, String> {
         let msg = json!({"execute": command, "arguments": args});
-        writeln!(self.writer, "{msg}").unwrap();
+        // One write: rvmm acts on a complete JSON object before its newline arrives, and after
+        // `quit` a separate newline write would find the socket closed.
+        self.writer
+            .write_all(format!("{msg}\n").as_bytes())
+            .map_err(|e| format!("QMP write: {e}"))?;
         loop {
             let reply = self.line();
             if let Some(r) = reply.get("return") {

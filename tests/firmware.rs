@@ -159,10 +159,12 @@ fn every_reset_path_brings_the_firmware_back() {
         let mut image = fs::read(common::guest("resetdisk.bin")).expect("resetdisk.bin");
         image.resize(1 << 20, 0);
         let disk = dir.file("reset.img", &image);
+        // Three firmware boots at emulated CPL0 (about 12 s alone, over 45 s on a loaded host).
         let out = firmware_vm(machine)
             .without_flag("-no-reboot")
             .arg("-drive")
             .arg(format!("file={},format=raw", disk.display()))
+            .timeout(std::time::Duration::from_secs(180))
             .run();
         let stdout = out.stdout.clone();
         for boot in 1..=3 {

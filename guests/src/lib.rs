@@ -62,6 +62,7 @@ pub const ALL: &[&str] = &[
     "exits64.elf",
     "virtio.elf",
     "virtio_bench.elf",
+    "virtio_bench_pci.elf",
     "emulate_popcnt.elf",
     "emulate_fwait.elf",
     "emulate_mxcsr.elf",

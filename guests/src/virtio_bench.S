@@ -8,9 +8,14 @@
  * sequential with `seq`. Command line: "n=N bs=BYTES qd=Q [seq]" (defaults n=0 bs=4096 qd=1).
  * Prints "virtio_bench: n=N bs=B qd=Q rand|seq" before the loop and "virtio_bench: errors E"
  * after it; exits EXIT_OK (status 33), EXIT_FAIL if the device is missing or a request failed.
+ * Built twice: virtio_bench.elf (virtio-mmio) and virtio_bench_pci.elf (VIRTIO_PCI: the first
+ * modern virtio-blk-pci function, its BAR4 programmed by the VMM or firmware).
  */
 #include "include/lib32.inc"
 #include "include/pvh.inc"
+#ifdef VIRTIO_PCI
+#include "include/pci.inc"
+#endif
 #include "include/virtio.inc"
 
 #define QAREA           0x200000

@@ -304,6 +304,8 @@ pub struct VmConfig {
     pub devices: Vec<DeviceConfig>,
     /// virtio-mmio devices, in command-line order.
     pub virtio: Vec<crate::VirtioDeviceConfig>,
+    /// virtio-pci devices (pc and q35), in command-line order.
+    pub virtio_pci: Vec<crate::VirtioPciDeviceConfig>,
     /// IDE drives (PIIX IDE on pc, AHCI on q35), ordered by bus and unit.
     pub ide: Vec<crate::IdeDriveConfig>,
     pub nodefaults: bool,
@@ -396,6 +398,7 @@ impl Default for VmConfig {
             no_reboot: false,
             devices: Vec::new(),
             virtio: Vec::new(),
+            virtio_pci: Vec::new(),
             nodefaults: false,
             default_vga: false,
             acpi: true,

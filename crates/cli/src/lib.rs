@@ -16,6 +16,7 @@ pub mod size;
 mod smbios;
 mod smp;
 mod virtio;
+mod virtio_pci;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -39,7 +40,10 @@ pub use opts::{OptsError, QemuOpts};
 pub use size::SizeError;
 pub use smbios::{parse_uuid, SmbiosArgError};
 pub use smp::{SmpArgs, SmpError};
-pub use virtio::{DriveConfig, TapConfig, VirtioArgError, VirtioDeviceConfig};
+pub use virtio::{
+    DriveConfig, TapConfig, VirtioArgError, VirtioDeviceConfig, VirtioPciDeviceConfig,
+    VirtioPciOptions,
+};
 
 use options::OptionKind;
 use size::{parse_size, MIB};
@@ -105,7 +109,7 @@ pub enum CliError {
     SerialCount,
     #[error("-serial: file: needs a path")]
     SerialPath,
-    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, VGA, bochs-display, virtio-blk-device, virtio-net-device, virtio-rng-device)")]
+    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, VGA, bochs-display, virtio-blk-device, virtio-net-device, virtio-rng-device, virtio-blk-pci, virtio-net-pci, virtio-rng-pci)")]
     Device(String),
     #[error("-device: Property 'addr' doesn't take value '{0}' (expected SLOT[.FUNCTION], hex, slot < 0x20, function < 8)")]
     PciAddr(String),
@@ -562,6 +566,7 @@ impl Pending {
         config.smp = self.smp.resolve(config.machine).map_err(CliError::Smp)?;
         let devices = self.virtio.resolve(config.machine)?;
         config.virtio = devices.virtio;
+        config.virtio_pci = devices.virtio_pci;
         config.ide = devices.ide;
         let mons = self.monitors.resolve().map_err(monitor_err("-mon"))?;
         config.vnc = self.display.resolve();
@@ -608,7 +613,7 @@ impl Pending {
 
 /// Accepts an accelerator list (`kvm`, or QEMU's `kvm:tcg` fallback form) that includes KVM.
 /// QEMU's PCI `addr=` property: `SLOT[.FUNCTION]` in hex (`4`, `04.0`, `0x1f.7`).
-fn parse_pci_addr(s: &str) -> Option<(u8, u8)> {
+pub(crate) fn parse_pci_addr(s: &str) -> Option<(u8, u8)> {
     let (slot, function) = match s.split_once('.') {
         Some((slot, function)) => (slot, function),
         None => (s, "0"),
@@ -777,3 +782,5 @@ fn split_initrd(arg: &OsStr) -> Result<Vec<PathBuf>, CliError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod virtio_pci_tests;

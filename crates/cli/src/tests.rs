@@ -7,14 +7,14 @@ fn parse(args: &[&str]) -> Result<Action, CliError> {
     parse_args(args.iter().map(|s| s.to_string()))
 }
 
-fn run(args: &[&str]) -> VmConfig {
+pub(crate) fn run(args: &[&str]) -> VmConfig {
     match parse(args) {
         Ok(Action::Run(config)) => config,
         other => panic!("{args:?} gave {other:?}"),
     }
 }
 
-fn err(args: &[&str]) -> String {
+pub(crate) fn err(args: &[&str]) -> String {
     match parse(args) {
         Err(e) => e.to_string(),
         Ok(other) => panic!("{args:?} unexpectedly gave {other:?}"),
@@ -472,7 +472,7 @@ fn devices() {
     );
     assert_eq!(
         err(&["-device", "virtio-gpu-device"]),
-        "-device virtio-gpu-device: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, VGA, bochs-display, virtio-blk-device, virtio-net-device, virtio-rng-device)"
+        "-device virtio-gpu-device: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, VGA, bochs-display, virtio-blk-device, virtio-net-device, virtio-rng-device, virtio-blk-pci, virtio-net-pci, virtio-rng-pci)"
     );
     assert_eq!(
         err(&["-device", "isa-debug-exit,foo=1"]),
@@ -858,7 +858,8 @@ fn arguments_that_are_not_utf8() {
         panic!("not a run")
     };
     let bytes_of = |p: &std::path::Path| p.as_os_str().as_bytes().to_vec();
-    let VirtioDeviceConfig::Block(d) = &c.virtio[0] else {
+    // if=virtio on q35 is virtio-blk-pci.
+    let VirtioDeviceConfig::Block(d) = &c.virtio_pci[0].device else {
         panic!("not a disk")
     };
     assert_eq!(bytes_of(&d.file), b"\xff,x.img");

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::opts::{OptsError, QemuOpts};
+use crate::virtio_pci::{pci_options, Transport};
+pub use crate::virtio_pci::{VirtioPciDeviceConfig, VirtioPciOptions};
 
 /// Why a virtio option was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -76,6 +78,17 @@ pub enum VirtioArgError {
     Shared { what: &'static str, id: String },
     #[error("duplicate id '{0}'")]
     DuplicateId(String),
+    #[error("-device {driver}: No 'PCI' bus found for device '{driver}'")]
+    NoPciBus { driver: String },
+    #[error("-device {driver}: Property 'addr' doesn't take value '{value}' (expected SLOT[.FUNCTION], hex, slot < 0x20, function < 8)")]
+    PciAddr { driver: String, value: String },
+    #[error("-device {driver}: {key}={value} is not supported ({why})")]
+    VirtioPciInterface {
+        driver: String,
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
 }
 
 /// An on-disk image behind a virtio-blk device.
@@ -138,7 +151,7 @@ pub(crate) struct VirtioArgs {
     drives: Vec<(String, DriveConfig)>,
     netdevs: Vec<(String, TapConfig)>,
     rngs: Vec<String>,
-    fronts: Vec<Front>,
+    fronts: Vec<(Front, Transport)>,
     /// Drives for the machine's default interface (`-hda`, `-cdrom`, `-drive` without `if=`),
     /// at their command-line position among `fronts` (IDE on pc/q35, virtio-blk on microvm).
     defaults: Vec<(usize, crate::ide::IdeFront)>,
@@ -152,10 +165,11 @@ pub(crate) struct VirtioArgs {
 #[derive(Debug, Default)]
 pub(crate) struct ResolvedDevices {
     pub virtio: Vec<VirtioDeviceConfig>,
+    pub virtio_pci: Vec<VirtioPciDeviceConfig>,
     pub ide: Vec<crate::ide::IdeDriveConfig>,
 }
 
-fn opts_err(option: &str) -> impl FnOnce(OptsError) -> VirtioArgError + '_ {
+pub(crate) fn opts_err(option: &str) -> impl FnOnce(OptsError) -> VirtioArgError + '_ {
     move |source| VirtioArgError::Opts {
         option: option.to_string(),
         source,
@@ -166,7 +180,14 @@ fn opts_err(option: &str) -> impl FnOnce(OptsError) -> VirtioArgError + '_ {
 pub(crate) fn is_virtio_driver(driver: &str) -> bool {
     matches!(
         driver,
-        "virtio-blk-device" | "virtio-net-device" | "virtio-rng-device" | "ide-hd" | "ide-cd"
+        "virtio-blk-device"
+            | "virtio-net-device"
+            | "virtio-rng-device"
+            | "virtio-blk-pci"
+            | "virtio-net-pci"
+            | "virtio-rng-pci"
+            | "ide-hd"
+            | "ide-cd"
     )
 }
 
@@ -348,7 +369,9 @@ impl VirtioArgs {
             // The machine's default: IDE (AHCI on q35) on pc/q35, virtio-blk on microvm.
             None => self.push_default(ide_front(drive)),
             Some("ide") => self.ide.push(ide_front(drive)),
-            Some("virtio") => self.fronts.push(Front::BlockDirect(drive)),
+            Some("virtio") => self
+                .fronts
+                .push((Front::BlockDirect(drive), Transport::MachineDefault)),
             Some("none") => {
                 let id = opts
                     .get("id")
@@ -479,15 +502,31 @@ impl VirtioArgs {
         Ok(())
     }
 
-    /// `-device virtio-*-device,...`.
+    /// `-device virtio-*-device,...` and `-device virtio-*-pci,...`.
     pub(crate) fn device(&mut self, opts: &QemuOpts) -> Result<(), VirtioArgError> {
         let driver = opts.get("driver").unwrap_or_default();
         let option = format!("-device {driver}");
-        let front = match driver {
-            "ide-hd" | "ide-cd" => return self.ide_device(opts, driver == "ide-cd"),
-            "virtio-blk-device" => {
-                opts.check_known(&["driver", "id", "drive"])
-                    .map_err(opts_err(&option))?;
+        if matches!(driver, "ide-hd" | "ide-cd") {
+            return self.ide_device(opts, driver == "ide-cd");
+        }
+        let (kind, pci) = match driver.strip_suffix("-pci") {
+            Some(kind) => (kind, true),
+            None => (driver.strip_suffix("-device").unwrap_or(driver), false),
+        };
+        let pci_keys: &[&str] = if pci {
+            &["addr", "bootindex", "disable-legacy", "disable-modern"]
+        } else {
+            &[]
+        };
+        let known = |own: &[&str]| {
+            let mut keys = vec!["driver", "id"];
+            keys.extend_from_slice(own);
+            keys.extend_from_slice(pci_keys);
+            opts.check_known(&keys).map_err(opts_err(&option))
+        };
+        let front = match kind {
+            "virtio-blk" => {
+                known(&["drive"])?;
                 let drive = opts.get("drive").ok_or(VirtioArgError::MissingParam {
                     driver: "virtio-blk-device",
                     param: "drive",
@@ -496,9 +535,8 @@ impl VirtioArgs {
                     drive: drive.into(),
                 }
             }
-            "virtio-net-device" => {
-                opts.check_known(&["driver", "id", "netdev", "mac"])
-                    .map_err(opts_err(&option))?;
+            "virtio-net" => {
+                known(&["netdev", "mac"])?;
                 let netdev = opts.get("netdev").ok_or(VirtioArgError::MissingParam {
                     driver: "virtio-net-device",
                     param: "netdev",
@@ -513,8 +551,7 @@ impl VirtioArgs {
                 }
             }
             _ => {
-                opts.check_known(&["driver", "id", "rng"])
-                    .map_err(opts_err(&option))?;
+                known(&["rng"])?;
                 if let Some(rng) = opts.get("rng") {
                     if !self.rngs.iter().any(|r| r == rng) {
                         return Err(VirtioArgError::UnknownId {
@@ -527,7 +564,12 @@ impl VirtioArgs {
                 Front::Rng
             }
         };
-        self.fronts.push(front);
+        let transport = if pci {
+            Transport::Pci(pci_options(driver, opts)?)
+        } else {
+            Transport::Mmio
+        };
+        self.fronts.push((front, transport));
         Ok(())
     }
 
@@ -546,21 +588,50 @@ impl VirtioArgs {
                     drive: Some(drive),
                     cdrom: false,
                     ..
-                } if !has_ide => self.fronts.insert(at, Front::BlockDirect(drive)),
+                } if !has_ide => self
+                    .fronts
+                    .insert(at, (Front::BlockDirect(drive), Transport::Mmio)),
                 other => ide.push(other),
             }
         }
         ide.reverse();
         ide.append(&mut self.ide);
         let ide = crate::ide::place(machine, ide, &mut self.drives)?;
-        let virtio = self.resolve_virtio()?;
-        Ok(ResolvedDevices { virtio, ide })
+        let pci_bus = machine != crate::MachineKind::Microvm;
+        let mut virtio = Vec::new();
+        let mut virtio_pci = Vec::new();
+        for (device, transport) in self.resolve_virtio()? {
+            match transport {
+                Transport::Mmio => virtio.push(device),
+                Transport::MachineDefault if !pci_bus => virtio.push(device),
+                Transport::MachineDefault => virtio_pci.push(VirtioPciDeviceConfig {
+                    device,
+                    pci: VirtioPciOptions::default(),
+                }),
+                Transport::Pci(_) if !pci_bus => {
+                    let driver = match device {
+                        VirtioDeviceConfig::Block(_) => "virtio-blk-pci",
+                        VirtioDeviceConfig::Net { .. } => "virtio-net-pci",
+                        VirtioDeviceConfig::Rng => "virtio-rng-pci",
+                    };
+                    return Err(VirtioArgError::NoPciBus {
+                        driver: driver.into(),
+                    });
+                }
+                Transport::Pci(pci) => virtio_pci.push(VirtioPciDeviceConfig { device, pci }),
+            }
+        }
+        Ok(ResolvedDevices {
+            virtio,
+            virtio_pci,
+            ide,
+        })
     }
 
-    fn resolve_virtio(&mut self) -> Result<Vec<VirtioDeviceConfig>, VirtioArgError> {
+    fn resolve_virtio(&mut self) -> Result<Vec<(VirtioDeviceConfig, Transport)>, VirtioArgError> {
         let mut out = Vec::with_capacity(self.fronts.len());
-        for front in std::mem::take(&mut self.fronts) {
-            out.push(match front {
+        for (front, transport) in std::mem::take(&mut self.fronts) {
+            let device = match front {
                 Front::BlockDirect(d) => VirtioDeviceConfig::Block(d),
                 Front::Rng => VirtioDeviceConfig::Rng,
                 Front::Block { drive } => {
@@ -592,7 +663,8 @@ impl VirtioArgs {
                         }
                     }
                 }
-            });
+            };
+            out.push((device, transport));
         }
         Ok(out)
     }

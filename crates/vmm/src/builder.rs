@@ -147,8 +147,7 @@ impl Boot {
     fn firmware_items<'a>(
         &'a self,
         boot: &'a rvmm_cli::BootConfig,
-        machine: rvmm_cli::MachineKind,
-        ide: &[rvmm_cli::IdeDriveConfig],
+        boot_paths: Vec<(u32, String)>,
         smbios: Option<rvmm_arch::smbios::SmbiosBlobs>,
     ) -> Option<FirmwareItems<'a>> {
         match self {
@@ -156,7 +155,7 @@ impl Boot {
             Boot::Firmware { acpi, .. } => Some(FirmwareItems {
                 acpi: acpi.clone(),
                 boot,
-                bootorder: bootorder(boot_paths(machine, ide), boot.strict),
+                bootorder: bootorder(boot_paths, boot.strict),
                 smbios,
             }),
         }
@@ -334,7 +333,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             device,
         })
     };
-    let virtio =
+    let mut virtio =
         crate::virtio::attach_virtio(&dm, &config.virtio, config.acpi, &mem, &disk_events)?;
     let tables = FirmwareTables::new(config, virtio.acpi_devices());
     // pc and q35 boot through PC firmware unless given a kernel.
@@ -389,16 +388,6 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     if smbios.is_none() && config.smbios != Default::default() {
         tracing::warn!("-smbios/-uuid: only PC firmware (pc or q35 without -kernel) publishes SMBIOS tables; ignored");
     }
-    let fw_cfg = FwCfgConfig {
-        memory_bytes: config.memory_bytes,
-        low_ram_limit: low_limit,
-        cpus: config.smp.cpus,
-        max_cpus: config.smp.maxcpus,
-        files: &config.fw_cfg,
-        feature_control: rvmm_arch::cpu::feature_control(&base_cpuid),
-        firmware: boot.firmware_items(&config.firmware.boot, config.machine, &config.ide, smbios),
-    };
-    attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
     let displays = DisplayFactory::new(&config.firmware.data_dirs, config.default_vga);
     let pci = attach_pci(
         &dm,
@@ -410,12 +399,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     )?;
     let display = displays.sources().into_iter().next();
     // The built-in boot disk when the firmware has nothing else to boot.
+    let is_disk =
+        |d: &rvmm_cli::VirtioDeviceConfig| matches!(d, rvmm_cli::VirtioDeviceConfig::Block(_));
     let builtin = (boot.is_firmware()
         && config.ide.is_empty()
-        && !config
-            .virtio
-            .iter()
-            .any(|d| matches!(d, rvmm_cli::VirtioDeviceConfig::Block(_))))
+        && !config.virtio.iter().any(is_disk)
+        && !config.virtio_pci.iter().any(|d| is_disk(&d.device)))
     .then_some(rvmm_guests::BOOT_DISK);
     let mut storage = attach_storage(
         &dm,
@@ -425,11 +414,33 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &mem,
         &disk_events,
     )?;
+    let mut virtio_pci = crate::virtio_pci::attach_virtio_pci(
+        &dm,
+        &config.virtio_pci,
+        &mem,
+        &mut virtio.counts,
+        &disk_events,
+    )?;
+    virtio.add_pci(&virtio_pci.functions);
+    let mut boot_order = boot_paths(config.machine, &config.ide);
+    boot_order.extend(virtio_pci.boot_paths());
+    let fw_cfg = FwCfgConfig {
+        memory_bytes: config.memory_bytes,
+        low_ram_limit: low_limit,
+        cpus: config.smp.cpus,
+        max_cpus: config.smp.maxcpus,
+        files: &config.fw_cfg,
+        feature_control: rvmm_arch::cpu::feature_control(&base_cpuid),
+        firmware: boot.firmware_items(&config.firmware.boot, boot_order, smbios),
+    };
+    attach_fw_cfg(&dm, &fw_cfg, &mem, kernel_files.as_ref())?;
     if let (Some(pci), false) = (&pci, boot.is_firmware()) {
         // No firmware runs under direct kernel boot: rvmm programs the BARs, as firmware would.
         pci.program_bars()?;
     }
     let (mut device_lines, mut resamplers) = virtio.irq_lines()?;
+    device_lines.append(&mut virtio_pci.lines);
+    resamplers.append(&mut virtio_pci.resamplers);
     device_lines.extend(std::mem::take(&mut legacy.i8042_irqs));
     let storage_lines = std::mem::take(&mut storage.lines);
     device_lines.extend(storage_lines);

@@ -25,6 +25,7 @@ pub mod qmp;
 pub mod screendump;
 mod vcpu;
 pub mod virtio;
+pub mod virtio_pci;
 mod vm;
 
 pub use control::FATAL_STATUS;

@@ -16,6 +16,7 @@ use rvmm_cli::{TapConfig, VirtioDeviceConfig};
 use rvmm_devices::virtio::block::BlockDevice;
 use rvmm_devices::virtio::mmio::QUEUE_NOTIFY;
 use rvmm_devices::virtio::net::NetDevice;
+use rvmm_devices::virtio::pci::VirtioPciTransport;
 use rvmm_devices::virtio::rng::RngDevice;
 use rvmm_devices::virtio::tap::Tap;
 use rvmm_devices::virtio::{MmioSlot, MmioTransport, VirtioDevice, VIRTIO_MMIO_SIZE};
@@ -35,8 +36,12 @@ pub const VIRTIO_MAX_DEVICES: usize = 8;
 #[derive(Default)]
 pub struct VirtioDevices {
     transports: Vec<(MmioSlot, Arc<MmioTransport>)>,
+    /// virtio-pci functions (devfn, transport), attached after the PCI bus exists.
+    pci: Vec<(u8, Arc<VirtioPciTransport>)>,
     /// ACPI describes the devices (level-triggered lines); otherwise the command line does.
     acpi: bool,
+    /// Device numbering, continued by the virtio-pci devices.
+    pub(crate) counts: Counts,
 }
 
 impl VirtioDevices {
@@ -99,22 +104,40 @@ impl VirtioDevices {
         Ok((lines, resamples))
     }
 
+    /// Add the virtio-pci functions (the PCI bus resets them with the machine).
+    pub fn add_pci(&mut self, functions: &[crate::virtio_pci::VirtioPciFunction]) {
+        self.pci
+            .extend(functions.iter().map(|f| (f.devfn, f.transport.clone())));
+    }
+
     /// Every device's counters, for the statistics report.
     pub fn stats_sources(&self) -> Vec<crate::exit_stats::DeviceSource> {
-        self.transports
+        let mmio = self
+            .transports
             .iter()
             .map(|(slot, t)| crate::exit_stats::DeviceSource {
                 device: t.device_name(),
                 at: format!("virtio-mmio@{:#x}", slot.base),
                 counters: t.counters().clone(),
-            })
-            .collect()
+            });
+        let pci = self
+            .pci
+            .iter()
+            .map(|(devfn, t)| crate::exit_stats::DeviceSource {
+                device: t.device_name(),
+                at: format!("virtio-pci@00:{:02x}.{}", devfn >> 3, devfn & 7),
+                counters: t.counters().clone(),
+            });
+        mmio.chain(pci).collect()
     }
 
     /// Flush every disk (the clean-shutdown hook: power-off, reset under -no-reboot, signals,
     /// QMP quit).
     pub fn flush(&self) {
         for (_, t) in &self.transports {
+            t.flush();
+        }
+        for (_, t) in &self.pci {
             t.flush();
         }
     }
@@ -124,11 +147,17 @@ impl VirtioDevices {
         for (_, t) in &self.transports {
             t.pause();
         }
+        for (_, t) in &self.pci {
+            t.pause();
+        }
     }
 
     /// VM resumed: the workers catch up on the notifications that arrived while paused.
     pub fn resume(&self) {
         for (_, t) in &self.transports {
+            t.resume();
+        }
+        for (_, t) in &self.pci {
             t.resume();
         }
     }
@@ -138,9 +167,13 @@ impl VirtioDevices {
         for (_, t) in &self.transports {
             t.shutdown();
         }
+        for (_, t) in &self.pci {
+            t.shutdown();
+        }
     }
 
     /// System reset: devices return to their power-on state (the driver reinitializes them).
+    /// virtio-pci functions are reset with the PCI bus.
     pub fn reset(&self) {
         for (_, t) in &self.transports {
             t.shutdown();
@@ -151,12 +184,12 @@ impl VirtioDevices {
 
 /// Numbers the devices of one VM as they are built.
 #[derive(Default)]
-struct Counts {
+pub(crate) struct Counts {
     nics: u8,
     disks: usize,
 }
 
-fn build_device(
+pub(crate) fn build_device(
     cfg: &VirtioDeviceConfig,
     counts: &mut Counts,
     disk_events: &dyn Fn(String) -> Arc<dyn DiskEvents>,
@@ -233,9 +266,10 @@ pub fn attach_virtio(
 ) -> Result<VirtioDevices, DeviceManagerError> {
     let mut out = VirtioDevices {
         transports: Vec::new(),
+        pci: Vec::new(),
         acpi,
+        counts: Counts::default(),
     };
-    let mut counts = Counts::default();
     if devices.len() > VIRTIO_MAX_DEVICES {
         return Err(DeviceManagerError::TooManyVirtioDevices {
             requested: devices.len(),
@@ -248,7 +282,7 @@ pub fn attach_virtio(
         VIRTIO_IRQ_BASE
     };
     for (i, cfg) in devices.iter().enumerate() {
-        let device = build_device(cfg, &mut counts, disk_events)?;
+        let device = build_device(cfg, &mut out.counts, disk_events)?;
         let name = device.name();
         let base = dm.allocate_virtio_mmio(name, VIRTIO_MMIO_SIZE)?;
         let slot = MmioSlot {

@@ -10,6 +10,7 @@ mod bus;
 mod config;
 mod config_io;
 mod host_bridge;
+mod msix;
 mod testdev;
 
 pub use bus::{BarRelocation, PciBus, PciBusError, PciDevice};
@@ -23,6 +24,10 @@ pub use config_io::{
     PciConfigIo, PciConfigMmio, PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN, Q35_ECAM_LEN,
 };
 pub use host_bridge::{HostBridge, HostBridgeKind, PAM_COUNT};
+pub use msix::{
+    msix_bar_layout, msix_capability, MsiRoutes, Msix, MsixBar, MsixVector, MSIX_ENTRY_SIZE,
+    MSIX_MAX_VECTORS, PCI_CAP_ID_MSIX,
+};
 pub use testdev::{
     IoEvent, PciTestdev, PCI_DEVICE_ID_REDHAT_TEST, PCI_TESTDEV_MMIO_SIZE, PCI_TESTDEV_PORTIO_SIZE,
     PCI_VENDOR_ID_REDHAT,

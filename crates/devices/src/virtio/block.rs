@@ -294,6 +294,10 @@ impl VirtioDevice for BlockDevice {
         super::read_config_bytes(&self.config, offset, data);
     }
 
+    fn config_size(&self) -> usize {
+        self.config.len()
+    }
+
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
         let (disk, id, counters) = (self.disk.clone(), self.id, self.counters.clone());
         self.worker = Some(activate_request_queue("virtio-blk", ctx, move |mem, c| {

@@ -4,15 +4,10 @@
 //! queue's eventfd as a KVM ioeventfd on QueueNotify, so the vCPU does not even exit. A
 //! QueueNotify write that does arrive here (no ioeventfd) signals the same eventfd.
 
-use super::worker::PauseGate;
-use super::{
-    ActivateContext, ActiveQueue, DeviceCounters, GuestMemory, VirtioDevice, VirtioInterrupt,
-    STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
-    VIRTIO_F_RING_EVENT_IDX, VIRTIO_F_VERSION_1,
-};
+use super::transport::{set_high, set_low, TransportCore, TransportResources};
+use super::{DeviceCounters, GuestMemory, VirtioDevice, VirtioInterrupt};
 use crate::BusDevice;
 use std::sync::{Arc, Mutex, MutexGuard};
-use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
 /// Bytes of register space per transport (QEMU microvm: 512).
@@ -73,80 +68,22 @@ impl MmioSlot {
     }
 }
 
-/// Driver-side configuration of one queue, before activation hands it to the device.
-#[derive(Debug, Default, Clone, Copy)]
-struct QueueConfig {
-    max_size: u16,
-    size: u16,
-    ready: bool,
-    desc: u64,
-    driver: u64,
-    device: u64,
-}
-
-struct State {
-    device: Box<dyn VirtioDevice>,
-    status: u32,
-    device_features_sel: u32,
-    driver_features_sel: u32,
-    driver_features: u64,
-    queue_sel: u32,
-    queues: Vec<QueueConfig>,
-    active: bool,
-}
-
 /// One virtio-mmio transport with its device.
 pub struct MmioTransport {
-    state: Mutex<State>,
-    mem: GuestMemory,
-    interrupt: Arc<VirtioInterrupt>,
-    notify: Vec<EventFd>,
-    /// Holds the device's workers while the VM is paused.
-    pause: Arc<PauseGate>,
+    core: Mutex<TransportCore>,
+    res: TransportResources,
     /// The device's statistics, readable without the state lock.
     counters: Arc<DeviceCounters>,
     name: &'static str,
 }
 
-fn set_low(v: &mut u64, lo: u32) {
-    *v = (*v & !0xffff_ffff) | u64::from(lo);
-}
-
-fn set_high(v: &mut u64, hi: u32) {
-    *v = (*v & 0xffff_ffff) | (u64::from(hi) << 32);
-}
-
 impl MmioTransport {
     pub fn new(device: Box<dyn VirtioDevice>, mem: GuestMemory) -> std::io::Result<Self> {
-        let queues: Vec<QueueConfig> = device
-            .queue_max_sizes()
-            .iter()
-            .map(|&max_size| QueueConfig {
-                max_size,
-                size: max_size,
-                ..Default::default()
-            })
-            .collect();
-        let notify = queues
-            .iter()
-            .map(|_| EventFd::new(libc::EFD_NONBLOCK))
-            .collect::<Result<Vec<_>, _>>()?;
         let (counters, name) = (device.counters(), device.name());
+        let queues = device.queue_max_sizes().len();
         Ok(Self {
-            state: Mutex::new(State {
-                device,
-                status: 0,
-                device_features_sel: 0,
-                driver_features_sel: 0,
-                driver_features: 0,
-                queue_sel: 0,
-                queues,
-                active: false,
-            }),
-            mem,
-            interrupt: Arc::new(VirtioInterrupt::new()?),
-            notify,
-            pause: Arc::new(PauseGate::default()),
+            core: Mutex::new(TransportCore::new(device)),
+            res: TransportResources::new(mem, VirtioInterrupt::new()?, queues)?,
             counters,
             name,
         })
@@ -164,16 +101,16 @@ impl MmioTransport {
 
     /// The interrupt line (register its eventfd as an irqfd).
     pub fn interrupt(&self) -> &Arc<VirtioInterrupt> {
-        &self.interrupt
+        &self.res.interrupt
     }
 
     /// Each queue's notification eventfd (register as ioeventfds at base + [`QUEUE_NOTIFY`]).
     pub fn queue_notify_fds(&self) -> &[EventFd] {
-        &self.notify
+        &self.res.notify
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, TransportCore> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Flush the device's cached data (clean shutdown).
@@ -184,46 +121,32 @@ impl MmioTransport {
     /// VM paused: the device's workers finish the request in hand and take no new one (queue
     /// notifications stay pending) until [`MmioTransport::resume`].
     pub fn pause(&self) {
-        self.pause.pause();
+        self.res.pause.pause();
     }
 
     /// VM resumed: the workers process what the driver made available meanwhile.
     pub fn resume(&self) {
-        self.pause.resume();
+        self.res.pause.resume();
     }
 
     /// Stop the device's worker (VM teardown).
     pub fn shutdown(&self) {
-        let mut st = self.lock();
-        st.device.flush();
-        st.device.reset();
-        st.active = false;
+        self.lock().shutdown();
     }
 
-    fn read_reg(&self, st: &State, offset: u64) -> u32 {
-        let q = st.queues.get(st.queue_sel as usize);
+    fn read_reg(&self, st: &TransportCore, offset: u64) -> u32 {
+        let q = st.selected();
         match offset {
             MAGIC_VALUE => MAGIC,
             VERSION => 2,
             DEVICE_ID => st.device.device_type(),
             VENDOR => VENDOR_ID,
-            DEVICE_FEATURES => match st.device_features_sel {
-                0 => st.device.features() as u32,
-                1 => (st.device.features() >> 32) as u32,
-                _ => 0,
-            },
+            DEVICE_FEATURES => st.device_features_word(),
             QUEUE_NUM_MAX => q.map_or(0, |q| u32::from(q.max_size)),
             QUEUE_READY => q.map_or(0, |q| u32::from(q.ready)),
-            INTERRUPT_STATUS => self.interrupt.status(),
-            STATUS => {
-                let nr = if self.interrupt.needs_reset() {
-                    STATUS_DEVICE_NEEDS_RESET
-                } else {
-                    0
-                };
-                st.status | nr
-            }
-            CONFIG_GENERATION => self.interrupt.config_generation(),
+            INTERRUPT_STATUS => self.res.interrupt.status(),
+            STATUS => st.read_status(&self.res),
+            CONFIG_GENERATION => self.res.interrupt.config_generation(),
             // No shared memory regions: length all-ones means "absent" (§4.2.2).
             SHM_LEN_LOW | SHM_LEN_HIGH | SHM_BASE_LOW | SHM_BASE_HIGH => u32::MAX,
             _ => {
@@ -236,38 +159,22 @@ impl MmioTransport {
         }
     }
 
-    fn write_reg(&self, st: &mut State, offset: u64, v: u32) {
-        let configuring = st.status & STATUS_DRIVER_OK == 0;
-        let features_open = st.status & STATUS_FEATURES_OK == 0;
-        let sel = st.queue_sel as usize;
+    fn write_reg(&self, st: &mut TransportCore, offset: u64, v: u32) {
         match offset {
             DEVICE_FEATURES_SEL => st.device_features_sel = v,
             DRIVER_FEATURES_SEL => st.driver_features_sel = v,
-            DRIVER_FEATURES if features_open && st.status & STATUS_DRIVER != 0 => {
-                match st.driver_features_sel {
-                    0 => set_low(&mut st.driver_features, v),
-                    1 => set_high(&mut st.driver_features, v),
-                    _ => {}
-                }
-            }
+            DRIVER_FEATURES => st.write_driver_features(v),
             QUEUE_SEL => st.queue_sel = v,
             QUEUE_NOTIFY => {
-                if let Some(evt) = self.notify.get(v as usize) {
+                if let Some(evt) = self.res.notify.get(v as usize) {
                     let _ = evt.write(1);
                 }
             }
-            INTERRUPT_ACK => self.interrupt.ack(v),
-            STATUS => self.write_status(st, v),
-            _ if !configuring => {
-                tracing::debug!(
-                    offset,
-                    v,
-                    "virtio-mmio: queue register write after DRIVER_OK ignored"
-                );
-            }
+            INTERRUPT_ACK => self.res.interrupt.ack(v),
+            STATUS => st.write_status(&self.res, v),
             QUEUE_NUM | QUEUE_READY | QUEUE_DESC_LOW | QUEUE_DESC_HIGH | QUEUE_DRIVER_LOW
             | QUEUE_DRIVER_HIGH | QUEUE_DEVICE_LOW | QUEUE_DEVICE_HIGH => {
-                let Some(q) = st.queues.get_mut(sel) else {
+                let Some(q) = st.selected_mut() else {
                     return;
                 };
                 match offset {
@@ -288,147 +195,6 @@ impl MmioTransport {
                 "virtio-mmio: write to read-only or unknown register"
             ),
         }
-    }
-
-    fn reset(&self, st: &mut State) {
-        if st.active {
-            st.device.reset();
-            st.active = false;
-        }
-        st.status = 0;
-        st.driver_features = 0;
-        st.device_features_sel = 0;
-        st.driver_features_sel = 0;
-        st.queue_sel = 0;
-        for q in &mut st.queues {
-            *q = QueueConfig {
-                max_size: q.max_size,
-                size: q.max_size,
-                ..Default::default()
-            };
-        }
-        for evt in &self.notify {
-            let _ = evt.read();
-        }
-        self.interrupt.reset();
-    }
-
-    /// §3.1.1 driver initialization, as seen by the device.
-    fn write_status(&self, st: &mut State, v: u32) {
-        if v == 0 {
-            return self.reset(st);
-        }
-        // The driver only ever adds bits (§2.1.2); anything else is a driver bug.
-        if v & st.status != st.status {
-            tracing::debug!(
-                old = st.status,
-                new = v,
-                "virtio-mmio: status bits cleared without reset"
-            );
-            return;
-        }
-        let new = v & !st.status;
-        if new & STATUS_FEATURES_OK != 0 {
-            let offered = st.device.features();
-            let acked = st.driver_features;
-            // A modern-only device (§6.1): the driver must accept VERSION_1 and nothing unknown.
-            if acked & !offered != 0 || acked & (1 << VIRTIO_F_VERSION_1) == 0 {
-                tracing::warn!(
-                    "{}: driver accepted features {acked:#x} (offered {offered:#x}); FEATURES_OK refused",
-                    st.device.name()
-                );
-                st.status = v & !STATUS_FEATURES_OK;
-                return;
-            }
-        }
-        if new & STATUS_FAILED != 0 {
-            tracing::debug!("{}: driver set FAILED", st.device.name());
-        }
-        st.status = v;
-        if new & STATUS_DRIVER_OK != 0 {
-            if v & STATUS_FEATURES_OK == 0 {
-                // DRIVER_OK without negotiated features: the device cannot run (§3.1.1).
-                tracing::warn!("{}: DRIVER_OK before FEATURES_OK", st.device.name());
-                return self.interrupt.set_needs_reset();
-            }
-            self.activate(st);
-        }
-    }
-
-    fn activate(&self, st: &mut State) {
-        if st.active {
-            return;
-        }
-        let name = st.device.name();
-        let event_idx = st.driver_features & (1 << VIRTIO_F_RING_EVENT_IDX) != 0;
-        let mut queues = Vec::with_capacity(st.queues.len());
-        for (i, c) in st.queues.iter().enumerate() {
-            match self.build_queue(c, event_idx) {
-                Ok(Some(queue)) => {
-                    let notify = match self.notify[i].try_clone() {
-                        Ok(e) => e,
-                        Err(e) => {
-                            tracing::error!("{name}: cannot clone queue eventfd: {e}");
-                            return self.interrupt.set_needs_reset();
-                        }
-                    };
-                    queues.push(ActiveQueue { queue, notify });
-                }
-                Ok(None) => {
-                    // An unused queue; devices see an empty, never-ready queue.
-                    let mut queue = match Queue::new(c.max_size) {
-                        Ok(q) => q,
-                        Err(_) => return self.interrupt.set_needs_reset(),
-                    };
-                    queue.set_ready(false);
-                    let notify = match self.notify[i].try_clone() {
-                        Ok(e) => e,
-                        Err(_) => return self.interrupt.set_needs_reset(),
-                    };
-                    queues.push(ActiveQueue { queue, notify });
-                }
-                Err(what) => {
-                    tracing::warn!("{name}: queue {i}: {what}; device needs reset");
-                    return self.interrupt.set_needs_reset();
-                }
-            }
-        }
-        let ctx = ActivateContext {
-            mem: self.mem.clone(),
-            queues,
-            interrupt: self.interrupt.clone(),
-            acked_features: st.driver_features,
-            pause: self.pause.clone(),
-        };
-        match st.device.activate(ctx) {
-            Ok(()) => st.active = true,
-            Err(e) => {
-                tracing::error!("{name}: activation failed: {e}");
-                self.interrupt.set_needs_reset();
-            }
-        }
-    }
-
-    /// A ready queue from the driver's settings, or `None` for a queue the driver left off.
-    fn build_queue(&self, c: &QueueConfig, event_idx: bool) -> Result<Option<Queue>, &'static str> {
-        if !c.ready {
-            return Ok(None);
-        }
-        let mut q = Queue::new(c.max_size).map_err(|_| "bad maximum size")?;
-        q.try_set_size(c.size)
-            .map_err(|_| "size is not a power of two up to the maximum")?;
-        q.try_set_desc_table_address(vm_memory::GuestAddress(c.desc))
-            .map_err(|_| "descriptor table misaligned")?;
-        q.try_set_avail_ring_address(vm_memory::GuestAddress(c.driver))
-            .map_err(|_| "driver area misaligned")?;
-        q.try_set_used_ring_address(vm_memory::GuestAddress(c.device))
-            .map_err(|_| "device area misaligned")?;
-        q.set_event_idx(event_idx);
-        q.set_ready(true);
-        if !q.is_valid(self.mem.as_ref()) {
-            return Err("rings lie outside guest memory");
-        }
-        Ok(Some(q))
     }
 }
 

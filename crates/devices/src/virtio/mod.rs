@@ -9,10 +9,12 @@ pub mod block;
 pub mod chain;
 pub mod mmio;
 pub mod net;
+pub mod pci;
 pub mod rng;
 pub mod tap;
 #[cfg(test)]
 pub(crate) mod testing;
+mod transport;
 pub mod worker;
 
 pub use chain::{ChainError, DescChain};
@@ -74,15 +76,76 @@ pub enum VirtioError {
     },
 }
 
-/// The interrupt line of one virtio device, shared by the transport and the device worker.
+/// "No vector" for a queue or the config space (§4.1.4.3: VIRTIO_MSI_NO_VECTOR).
+pub const VIRTIO_MSI_NO_VECTOR: u16 = 0xffff;
+
+/// The MSI-X vectors a virtio-pci transport assigns (§4.1.4.3: config_msix_vector and each
+/// queue's queue_msix_vector), with the function's MSI-X state.
+pub struct VirtioVectors {
+    pub msix: Arc<crate::pci::Msix>,
+    config: std::sync::atomic::AtomicU16,
+    queues: Vec<std::sync::atomic::AtomicU16>,
+}
+
+impl VirtioVectors {
+    pub fn new(msix: Arc<crate::pci::Msix>, queues: usize) -> Self {
+        Self {
+            msix,
+            config: VIRTIO_MSI_NO_VECTOR.into(),
+            queues: (0..queues).map(|_| VIRTIO_MSI_NO_VECTOR.into()).collect(),
+        }
+    }
+
+    pub fn config_vector(&self) -> u16 {
+        self.config.load(Ordering::Acquire)
+    }
+
+    pub fn set_config_vector(&self, v: u16) {
+        self.config.store(v, Ordering::Release);
+    }
+
+    pub fn queue_vector(&self, q: usize) -> u16 {
+        self.queues
+            .get(q)
+            .map_or(VIRTIO_MSI_NO_VECTOR, |v| v.load(Ordering::Acquire))
+    }
+
+    pub fn set_queue_vector(&self, q: usize, v: u16) {
+        if let Some(slot) = self.queues.get(q) {
+            slot.store(v, Ordering::Release);
+        }
+    }
+
+    fn reset(&self) {
+        self.set_config_vector(VIRTIO_MSI_NO_VECTOR);
+        for q in &self.queues {
+            q.store(VIRTIO_MSI_NO_VECTOR, Ordering::Release);
+        }
+    }
+
+    /// Fire `vector` if MSI-X is on; false means "use the INTx line".
+    fn notify(&self, vector: u16) -> bool {
+        if !self.msix.enabled() {
+            return false;
+        }
+        if vector != VIRTIO_MSI_NO_VECTOR {
+            self.msix.notify(vector);
+        }
+        true
+    }
+}
+
+/// The interrupt of one virtio device, shared by the transport and the device worker.
 ///
 /// `evt` is written to raise the line; the VMM connects it to the device's GSI (an irqfd, or the
 /// user-space IOAPIC) as an edge, or as a level line whose resamples call [`Self::resample`].
+/// Under virtio-pci with MSI-X enabled, the queue's or config's vector fires instead.
 pub struct VirtioInterrupt {
     evt: EventFd,
     status: AtomicU32,
     needs_reset: AtomicBool,
     config_generation: AtomicU32,
+    vectors: Option<VirtioVectors>,
 }
 
 impl VirtioInterrupt {
@@ -92,7 +155,20 @@ impl VirtioInterrupt {
             status: AtomicU32::new(0),
             needs_reset: AtomicBool::new(false),
             config_generation: AtomicU32::new(0),
+            vectors: None,
         })
+    }
+
+    /// An interrupt that uses MSI-X `vectors` while the driver has MSI-X enabled.
+    pub fn with_vectors(vectors: VirtioVectors) -> std::io::Result<Self> {
+        let mut i = Self::new()?;
+        i.vectors = Some(vectors);
+        Ok(i)
+    }
+
+    /// The MSI-X vector assignment, under virtio-pci.
+    pub fn vectors(&self) -> Option<&VirtioVectors> {
+        self.vectors.as_ref()
     }
 
     /// The eventfd that raises this line (to register as an irqfd).
@@ -106,21 +182,35 @@ impl VirtioInterrupt {
         let _ = self.evt.write(1);
     }
 
-    /// Tell the driver that a used ring changed.
-    pub fn signal_used_queue(&self) {
+    fn raise_config(&self) {
+        if let Some(v) = &self.vectors {
+            if v.notify(v.config_vector()) {
+                return;
+            }
+        }
+        self.raise(INT_CONFIG);
+    }
+
+    /// Tell the driver that queue `queue`'s used ring changed.
+    pub fn signal_used_queue(&self, queue: usize) {
+        if let Some(v) = &self.vectors {
+            if v.notify(v.queue_vector(queue)) {
+                return;
+            }
+        }
         self.raise(INT_USED_RING);
     }
 
     /// Tell the driver that the config space changed (§4.2.2: bumps ConfigGeneration).
     pub fn signal_config_change(&self) {
         self.config_generation.fetch_add(1, Ordering::AcqRel);
-        self.raise(INT_CONFIG);
+        self.raise_config();
     }
 
     /// The device hit an error it cannot recover from without a reset (§2.1.1).
     pub fn set_needs_reset(&self) {
         if !self.needs_reset.swap(true, Ordering::AcqRel) {
-            self.raise(INT_CONFIG);
+            self.raise_config();
         }
     }
 
@@ -148,9 +238,17 @@ impl VirtioInterrupt {
         self.status.fetch_and(!bits, Ordering::AcqRel);
     }
 
+    /// Read and clear the status (virtio-pci's ISR, §4.1.4.5: reading it acknowledges).
+    pub(crate) fn take_status(&self) -> u32 {
+        self.status.swap(0, Ordering::AcqRel)
+    }
+
     fn reset(&self) {
         self.status.store(0, Ordering::Release);
         self.needs_reset.store(false, Ordering::Release);
+        if let Some(v) = &self.vectors {
+            v.reset();
+        }
         // Drain a pending edge so a reset device starts quiet.
         let _ = self.evt.read();
     }
@@ -243,6 +341,11 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Read from the device-specific config space; bytes past its end read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Bytes of config space, for transports that size a window after it (virtio-pci's legacy
+    /// I/O BAR).
+    fn config_size(&self) -> usize {
+        0
+    }
     /// Write to the config space; read-only fields ignore writes.
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Start processing the queues (on a worker thread).
@@ -282,6 +385,7 @@ pub enum QueueFault {
 /// device can complete it with an error status.
 pub(crate) fn process_queue(
     queue: &mut Queue,
+    index: usize,
     mem: &GuestMemoryMmap,
     interrupt: &VirtioInterrupt,
     mut handle: impl FnMut(Result<DescChain, ChainError>) -> u32,
@@ -310,7 +414,7 @@ pub(crate) fn process_queue(
         }
     }
     if used_any && driver_wants_interrupt(queue, mem)? {
-        interrupt.signal_used_queue();
+        interrupt.signal_used_queue(index);
     }
     Ok(())
 }
@@ -369,7 +473,8 @@ pub(crate) fn activate_request_queue(
         &pause,
         move |ev| {
             if let worker::WorkerEvent::Queue(0) = ev {
-                if let Err(e) = process_queue(&mut queue, &mem, &interrupt, |c| handle(&mem, c)) {
+                if let Err(e) = process_queue(&mut queue, 0, &mem, &interrupt, |c| handle(&mem, c))
+                {
                     queue_fault(device, 0, e, &interrupt);
                     return worker::Flow::Stop;
                 }
@@ -387,5 +492,7 @@ pub(crate) fn activate_request_queue(
 mod block_tests;
 #[cfg(test)]
 mod net_tests;
+#[cfg(test)]
+mod pci_tests;
 #[cfg(test)]
 mod tests;

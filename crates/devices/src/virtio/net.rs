@@ -203,7 +203,7 @@ impl Rx {
             used_any = true;
         }
         if used_any && queue.needs_notification(mem).map_err(QueueFault::Used)? {
-            interrupt.signal_used_queue();
+            interrupt.signal_used_queue(RX);
         }
         Ok(())
     }
@@ -284,7 +284,7 @@ impl VirtioDevice for NetDevice {
         let fds = vec![(self.tap.as_raw_fd(), EventSet::IN)];
         let w = worker::spawn("virtio-net".into(), notify, fds, &pause, move |ev| {
             let res = match ev {
-                WorkerEvent::Queue(TX) => process_queue(&mut qs[TX], &mem, &interrupt, |c| {
+                WorkerEvent::Queue(TX) => process_queue(&mut qs[TX], TX, &mem, &interrupt, |c| {
                     transmit(&mem, &tap, &counters, c)
                 })
                 .map_err(|e| (TX, e)),

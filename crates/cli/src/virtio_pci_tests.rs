@@ -1,0 +1,80 @@
+//! `-device virtio-*-pci` and `-drive if=virtio` on machines with and without PCI.
+
+use crate::tests::{err, run};
+use crate::{VirtioDeviceConfig, VirtioPciOptions};
+
+#[test]
+fn virtio_pci_devices_on_pc_and_q35() {
+    for machine in ["pc", "q35"] {
+        let c = run(&[
+            "-M",
+            machine,
+            "-drive",
+            "file=a.img,if=none,id=d0,format=raw",
+            "-device",
+            "virtio-blk-pci,drive=d0,bootindex=1,addr=5",
+            "-device",
+            "virtio-rng-pci",
+            "-drive",
+            "file=b.img,if=virtio,format=raw",
+        ]);
+        assert!(c.virtio.is_empty(), "{machine}: no virtio-mmio");
+        let pci: Vec<_> = c.virtio_pci.iter().map(|d| d.pci.clone()).collect();
+        assert_eq!(
+            pci,
+            vec![
+                VirtioPciOptions {
+                    addr: Some((5, 0)),
+                    bootindex: Some(1),
+                    disable_legacy: None,
+                },
+                VirtioPciOptions::default(),
+                VirtioPciOptions::default(),
+            ]
+        );
+        assert!(
+            matches!(&c.virtio_pci[0].device, VirtioDeviceConfig::Block(d) if d.file.ends_with("a.img"))
+        );
+        assert_eq!(c.virtio_pci[1].device, VirtioDeviceConfig::Rng);
+        assert!(
+            matches!(&c.virtio_pci[2].device, VirtioDeviceConfig::Block(d) if d.file.ends_with("b.img"))
+        );
+    }
+    // virtio-*-device stays on virtio-mmio on pc.
+    let c = run(&["-device", "virtio-rng-device"]);
+    assert_eq!(c.virtio, vec![VirtioDeviceConfig::Rng]);
+    assert!(c.virtio_pci.is_empty());
+}
+
+#[test]
+fn microvm_keeps_mmio_and_has_no_pci_bus() {
+    let c = run(&["-M", "microvm", "-drive", "file=b.img,if=virtio,format=raw"]);
+    assert_eq!(c.virtio.len(), 1);
+    assert!(c.virtio_pci.is_empty());
+    assert_eq!(
+        err(&["-M", "microvm", "-device", "virtio-rng-pci"]),
+        "-device virtio-rng-pci: No 'PCI' bus found for device 'virtio-rng-pci'"
+    );
+}
+
+#[test]
+fn virtio_pci_option_errors() {
+    assert!(err(&["-device", "virtio-rng-pci,addr=0x20"]).contains("Property 'addr'"));
+    assert!(err(&["-device", "virtio-rng-pci,disable-modern=on"]).contains("modern interface"));
+    assert!(err(&["-device", "virtio-rng-pci,disable-legacy=x"]).contains("on, off or auto"));
+    assert!(err(&[
+        "-netdev",
+        "tap,id=n,ifname=t",
+        "-device",
+        "virtio-net-pci,netdev=n,disable-legacy=off"
+    ])
+    .contains("no legacy interface"));
+    assert!(err(&["-device", "virtio-rng-pci,bootindex=x"]).contains("bootindex"));
+    assert!(err(&["-device", "virtio-rng-device,addr=3"]).contains("addr"));
+    assert!(err(&["-device", "virtio-blk-pci"]).contains("'drive' is missing"));
+    let c = run(&[
+        "-device",
+        "virtio-rng-pci,disable-legacy=on,disable-modern=off",
+    ]);
+    assert_eq!(c.virtio_pci.len(), 1);
+}
