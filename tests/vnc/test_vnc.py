@@ -163,20 +163,27 @@ def kbd(*codes):
 # Keys vncdotool sends as plain keysyms, and the set 1 bytes (the guest turns translation on)
 # a US PC keyboard gives: the same on QEMU and rvmm.
 # ("shift-b" would differ: QEMU then toggles Caps Lock to match a lower-case keysym under Shift.)
-TYPED = ["a", "z", "1", "enter", "up", "ctrl", "f1", "bsp", "shift-B", "del", "home", "tab"]
-TYPED_BYTES = kbd(0x1e, 0x9e, 0x2c, 0xac, 0x02, 0x82, 0x1c, 0x9c, 0xe0, 0x48, 0xe0, 0xc8,
-                  0x1d, 0x9d, 0x3b, 0xbb, 0x0e, 0x8e, 0x2a, 0x30, 0xb0, 0xaa,
-                  0xe0, 0x53, 0xe0, 0xd3, 0xe0, 0x47, 0xe0, 0xc7, 0x0f, 0x8f)
+TYPED = [
+    ("a", [0x1e, 0x9e]), ("z", [0x2c, 0xac]), ("1", [0x02, 0x82]), ("enter", [0x1c, 0x9c]),
+    ("up", [0xe0, 0x48, 0xe0, 0xc8]), ("ctrl", [0x1d, 0x9d]), ("f1", [0x3b, 0xbb]),
+    ("bsp", [0x0e, 0x8e]), ("shift-B", [0x2a, 0x30, 0xb0, 0xaa]),
+    ("del", [0xe0, 0x53, 0xe0, 0xd3]), ("home", [0xe0, 0x47, 0xe0, 0xc7]), ("tab", [0x0f, 0x8f]),
+]
+TYPED_BYTES = kbd(*[b for _, codes in TYPED for b in codes])
 
 
 def type_keys(vm, addr):
+    """Types TYPED one key at a time, each once the guest has read the previous one (a PS/2
+    keyboard holds 16 bytes, on QEMU as on rvmm)."""
     vm.wait_for(r"ready\n")
     base = len(vm.bytes_seen())
     with connect(addr) as c:
-        for k in TYPED:
+        want = base
+        for k, codes in TYPED:
             c.keyPress(k)
-        got = vm.wait_bytes(base + len(TYPED_BYTES))[base:]
-    return got
+            want += len(codes)
+            vm.wait_bytes(want)
+    return vm.bytes_seen()[base:]
 
 
 def case_keys_reach_the_guest(tmp):

@@ -33,8 +33,9 @@ const STATUS_SCALE21: u8 = 0x10;
 const TYPE_STANDARD: u8 = 0;
 const TYPE_IMPS2: u8 = 3;
 const TYPE_IMEX: u8 = 4;
-/// Bytes held for the guest: packets beyond this are dropped (motion accumulates instead).
-const QUEUE_CAP: usize = 256;
+/// Bytes held for the guest, with the output buffer's a PS/2 buffer of 16 as QEMU's: no packet
+/// is queued beyond this, the motion accumulates for the next event instead.
+const QUEUE_CAP: usize = 15;
 
 pub(super) struct Mouse {
     pending: Option<u8>,
