@@ -193,6 +193,12 @@ const GUESTS: &[Guest] = &[
     guest("pit_ioapic.elf", "pit_ioapic.S", Class::Elf32, "pvh.ld"),
     guest("tsc_deadline.elf", "tsc_deadline.S", Class::Elf32, "pvh.ld"),
     guest("virtio_bench.elf", "virtio_bench.S", Class::Elf32, "pvh.ld"),
+    guest(
+        "virtio_net_bench.elf",
+        "virtio_net_bench.S",
+        Class::Elf32,
+        "pvh.ld",
+    ),
     Guest {
         defines: &["VIRTIO_PCI"],
         ..guest(

@@ -29,6 +29,8 @@ command -v bc >/dev/null || need_apt+=(bc)
 [ -e /usr/include/libelf.h ] || need_apt+=(libelf-dev)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)
+# -netdev user and the default NIC run passt (docs/NETWORKING.md).
+command -v passt >/dev/null || need_apt+=(passt)
 # tests/isolinux.rs builds a bootable ISO from Debian's ISOLINUX at test time.
 [ -e /usr/lib/ISOLINUX/isolinux.bin ] || need_apt+=(isolinux)
 [ -e /usr/lib/syslinux/modules/bios/poweroff.c32 ] || need_apt+=(syslinux-common)
@@ -71,6 +73,10 @@ RVMM_LINUX_DIR="$linux_dir" cargo test --test linux_boot -- --ignored --nocaptur
 test_kernel="$(scripts/build-test-kernel.sh)"
 echo "scripts/test.sh: Linux device test with $test_kernel"
 RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_devices -- --ignored --nocapture
+# The same kernel on -nic user (passt): DHCP, netconsole to 10.0.2.2, a hostfwd=udp echo
+# (tests/usernet.rs, docs/NETWORKING.md).
+echo "scripts/test.sh: user networking test with $test_kernel"
+RVMM_TEST_KERNEL="$test_kernel" cargo test --test usernet -- --ignored --nocapture
 
 # Boot test 3: SeaBIOS boots a GRUB CD (made at test time), GRUB boots the same kernel, and its
 # self test finds the CD through ahci (q35) / ata_piix (pc) + sr and mounts it as iso9660, and

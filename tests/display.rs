@@ -161,10 +161,12 @@ fn cell(font: &[u8], c: u8, attr: u8) -> [[u32; CELL_W]; CELL_H] {
     out
 }
 
-/// The character in text cell (col, row) of `pic`, matched against `font` (None: no glyph).
-fn read_cell(pic: &Picture, font: &[u8], col: usize, row: usize) -> Option<u8> {
-    let (x0, y0) = (col * CELL_W, row * CELL_H);
-    let bg = pic.at(x0 + 8, y0);
+/// The character in text cell (col, row) of `pic` (cells `cell_w` pixels wide), matched against
+/// `font` (None: no glyph). The background is the cell's top-left pixel: the first line of every
+/// printable glyph of a VGA 8x16 font is empty.
+fn read_cell(pic: &Picture, font: &[u8], cell_w: usize, col: usize, row: usize) -> Option<u8> {
+    let (x0, y0) = (col * cell_w, row * CELL_H);
+    let bg = pic.at(x0, y0);
     let bits: Vec<u8> = (0..CELL_H)
         .map(|y| {
             (0..8).fold(0u8, |b, x| {
@@ -176,8 +178,12 @@ fn read_cell(pic: &Picture, font: &[u8], col: usize, row: usize) -> Option<u8> {
 }
 
 fn read_row(pic: &Picture, font: &[u8], row: usize) -> String {
-    (0..pic.width / CELL_W)
-        .map(|col| read_cell(pic, font, col, row).map_or('?', char::from))
+    read_row_cells(pic, font, CELL_W, row)
+}
+
+fn read_row_cells(pic: &Picture, font: &[u8], cell_w: usize, row: usize) -> String {
+    (0..pic.width / cell_w)
+        .map(|col| read_cell(pic, font, cell_w, col, row).map_or('?', char::from))
         .collect::<String>()
         .trim_end()
         .to_string()
@@ -266,7 +272,7 @@ fn vga_disk(dir: &TempDir) -> PathBuf {
 }
 
 /// Boot vgadisk on `program` (rvmm or QEMU) and dump the text and VBE screens.
-fn run_vgadisk(program: &Path, machine: &str, tag: &str) -> (Picture, Picture) {
+fn run_vgadisk(program: &Path, machine: &str, tag: &str) -> (Picture, Picture, Picture) {
     let dir = TempDir::new(&format!("display-{tag}-{machine}"));
     let disk = vga_disk(&dir);
     let sock = dir.path().join("qmp.sock");
@@ -300,9 +306,16 @@ fn run_vgadisk(program: &Path, machine: &str, tag: &str) -> (Picture, Picture) {
         vm.stdout()
     );
     let vbe = qmp.screendump(&dir, "vbe");
+    vm.write_stdin(b"\n");
+    assert!(
+        vm.wait_for_stdout("vgadisk: vbe changed", BOOT_TIMEOUT),
+        "no VBE change\n{}",
+        vm.stdout()
+    );
+    let changed = qmp.screendump(&dir, "changed");
     let _ = qmp.execute("quit", json!({}));
     vm.wait(BOOT_TIMEOUT);
-    (text, vbe)
+    (text, vbe, changed)
 }
 
 fn check_text(pic: &Picture, font: &[u8]) {
@@ -335,11 +348,17 @@ fn check_text(pic: &Picture, font: &[u8]) {
     assert_eq!(read_row(pic, font, TEXT_ROW), TEXT);
 }
 
-fn check_vbe(pic: &Picture) {
+/// The bars; with `block`, the white 16x4 block the guest paints at (100, 60) afterwards.
+fn check_vbe(pic: &Picture, block: bool) {
     assert_eq!((pic.width, pic.height), (VBE_W, VBE_H));
     for y in 0..VBE_H {
         for x in 0..VBE_W {
-            let want = BARS[(x / 40 + y / 25) & 7];
+            let in_block = (100..116).contains(&x) && (60..64).contains(&y);
+            let want = if block && in_block {
+                0xffffff
+            } else {
+                BARS[(x / 40 + y / 25) & 7]
+            };
             assert_eq!(pic.at(x, y), want, "pixel ({x}, {y})");
         }
     }
@@ -348,9 +367,11 @@ fn check_vbe(pic: &Picture) {
 #[test]
 fn text_mode_vbe_and_the_firmware_banner_appear_in_screendump() {
     let font = rom_font();
-    let (text, vbe) = run_vgadisk(&binary(), "pc", "self");
+    let (text, vbe, changed) = run_vgadisk(&binary(), "pc", "self");
     check_text(&text, &font);
-    check_vbe(&vbe);
+    check_vbe(&vbe, false);
+    // Only KVM's dirty log of the framebuffer BAR tells the device these pixels changed.
+    check_vbe(&changed, true);
 }
 
 #[test]
@@ -364,9 +385,13 @@ fn screendumps_match_qemu() {
         eprintln!("skipped: no {}", qemu.display());
         return;
     }
-    let (text, vbe) = run_vgadisk(&binary(), "q35", "rvmm");
-    let (qtext, qvbe) = run_vgadisk(qemu, "q35", "qemu");
-    for (name, a, b) in [("text", &text, &qtext), ("vbe", &vbe, &qvbe)] {
+    let (text, vbe, changed) = run_vgadisk(&binary(), "q35", "rvmm");
+    let (qtext, qvbe, qchanged) = run_vgadisk(qemu, "q35", "qemu");
+    for (name, a, b) in [
+        ("text", &text, &qtext),
+        ("vbe", &vbe, &qvbe),
+        ("changed", &changed, &qchanged),
+    ] {
         assert_eq!((a.width, a.height), (b.width, b.height), "{name} size");
         let diff = a.pixels.iter().zip(&b.pixels).position(|(p, q)| p != q);
         assert!(
@@ -427,4 +452,42 @@ fn screendump_errors() {
     assert!(blank.pixels.iter().all(|&p| p == 0), "a blank screen");
     let _ = qmp.execute("quit", json!({}));
     vm.wait(Duration::from_secs(30));
+}
+
+/// `-device bochs-display` (no legacy VGA): its VGA BIOS reads the EDID in BAR2, sets the
+/// preferred 1280x800x32 mode through the DISPI registers in BAR2 and draws text into the
+/// framebuffer itself (8-pixel cells): the firmware banner must be readable in the dump.
+#[test]
+fn bochs_display_shows_the_banner_in_its_edid_mode() {
+    if common::skip_on_qemu("QEMU's EDID prefers another mode") {
+        return;
+    }
+    let font = rom_font();
+    let dir = TempDir::new("display-bochs");
+    let disk = vga_disk(&dir);
+    let sock = dir.path().join("qmp.sock");
+    let mut vm = VmCommand::without_kernel()
+        .arg("-device")
+        .arg("bochs-display")
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=ide", disk.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .timeout(BOOT_TIMEOUT)
+        .spawn();
+    let mut qmp = Qmp::connect(&sock);
+    assert!(
+        vm.wait_for_stdout("vgadisk: text ready", BOOT_TIMEOUT),
+        "no boot\n{}",
+        vm.stdout()
+    );
+    let pic = qmp.screendump(&dir, "bochs");
+    assert_eq!((pic.width, pic.height), (1280, 800));
+    let banner = read_row_cells(&pic, &font, 8, 0);
+    assert!(
+        banner.starts_with("SeaBIOS (version "),
+        "row 0 reads {banner:?}"
+    );
+    let _ = qmp.execute("quit", json!({}));
+    vm.wait(BOOT_TIMEOUT);
 }

@@ -404,7 +404,9 @@ fn boot(engine: Engine, bus: Bus) -> Boot {
                 .set_option("-cpu", "max"),
         };
         let vm = cmd.spawn();
-        let sock = tap_socket(start + Duration::from_secs(30));
+        // rvmm creates the tap after unpacking the kernel, which takes a debug build a while when
+        // three boots start at once on a loaded host.
+        let sock = tap_socket(start + Duration::from_secs(120));
         tool(
             "ip",
             &["addr", "add", &format!("{HOST_IP}/24"), "dev", IFNAME],

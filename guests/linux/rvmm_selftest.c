@@ -7,6 +7,9 @@
  * rvmm_selftest.restart=0 lets the boot go on to mount root= (and panic without an init).
  * With rvmm_selftest.storage=1 it tests the onboard ATA controller instead (pc: PIIX IDE, q35:
  * AHCI): the disk sda through sd and the CD sr0 through sr (ATAPI), mounted as iso9660.
+ * With rvmm_selftest.udp_echo=PORT it tests nothing and starts a kernel thread that echoes UDP
+ * datagrams sent to PORT (the user network's hostfwd test: a listener in a guest without user
+ * space).
  * Copied into the kernel tree by scripts/build-test-kernel.sh; the host sides are
  * tests/linux_devices.rs and tests/linux_firmware.rs.
  */
@@ -34,6 +37,8 @@
 #include <linux/task_work.h>
 #include <linux/uaccess.h>
 #include <asm/unaligned.h>
+#include <linux/in.h>
+#include <linux/net.h>
 #include <net/sch_generic.h>
 #include <scsi/scsi_device.h>
 #include <scsi/scsi_host.h>
@@ -46,6 +51,9 @@ MODULE_PARM_DESC(restart, "restart the machine after the self test (default), el
 static bool storage;
 module_param(storage, bool, 0444);
 MODULE_PARM_DESC(storage, "test the onboard ATA disk and CD instead of the virtio devices");
+static int udp_echo;
+module_param(udp_echo, int, 0444);
+MODULE_PARM_DESC(udp_echo, "only serve a UDP echo on this port (no device tests)");
 /* IEEE 802 "local experimental" EtherType: nothing else on the tap uses it. */
 #define SELFTEST_ETH_P 0x88b5
 
@@ -480,9 +488,60 @@ static void __init finish(bool all)
 		kernel_restart(NULL);
 }
 
+/* Echo every datagram on udp_echo back to its sender, for the life of the kernel. */
+static int echo_thread(void *data)
+{
+	struct socket *sock = data;
+	static char buf[2048];
+
+	for (;;) {
+		struct sockaddr_in from;
+		struct msghdr msg = { .msg_name = &from, .msg_namelen = sizeof(from) };
+		struct kvec vec = { .iov_base = buf, .iov_len = sizeof(buf) };
+		int n = kernel_recvmsg(sock, &msg, &vec, 1, sizeof(buf), 0);
+
+		if (n < 0) {
+			pr_err(TAG "udp echo: recvmsg: %d\n", n);
+			msleep(100);
+			continue;
+		}
+		msg = (struct msghdr){ .msg_name = &from, .msg_namelen = sizeof(from) };
+		vec = (struct kvec){ .iov_base = buf, .iov_len = n };
+		n = kernel_sendmsg(sock, &msg, &vec, 1, n);
+		pr_info(TAG "udp echo: %d bytes back to %pI4:%u\n", n, &from.sin_addr,
+			ntohs(from.sin_port));
+	}
+	return 0;
+}
+
+static void __init start_udp_echo(void)
+{
+	struct sockaddr_in addr = {
+		.sin_family = AF_INET,
+		.sin_port = htons(udp_echo),
+		.sin_addr.s_addr = htonl(INADDR_ANY),
+	};
+	struct socket *sock;
+	int ret = sock_create_kern(&init_net, PF_INET, SOCK_DGRAM, IPPROTO_UDP, &sock);
+
+	if (!ret)
+		ret = kernel_bind(sock, (struct sockaddr *)&addr, sizeof(addr));
+	if (!ret)
+		ret = PTR_ERR_OR_ZERO(kthread_run(echo_thread, sock, "rvmm-udp-echo"));
+	if (ret)
+		pr_err(TAG "udp echo on port %d: %d\n", udp_echo, ret);
+	else
+		pr_info(TAG "udp echo on port %d\n", udp_echo);
+}
+
 static int __init rvmm_selftest(void)
 {
 	bool blk, rng, net;
+
+	if (udp_echo) {
+		start_udp_echo();
+		return 0;
+	}
 
 	if (storage) {
 		bool cd = test_cd(), disk = test_disk();

@@ -8,13 +8,17 @@
  * 2. Enters 32-bit protected mode, finds the VGA (1234:1111) on PCI bus 0, reads BAR0 (the
  *    linear framebuffer), sets the Bochs VBE mode 320x200x32 with the LFB through ports
  *    0x1ce/0x1cf and draws 8 bands of 25 rows, each row 8 bars of 40 pixels, bar x of band y
- *    in COLOURS[(x + y) & 7]. Prints "vgadisk: vbe ready" and halts.
+ *    in COLOURS[(x + y) & 7]. Prints "vgadisk: vbe ready".
+ * 3. After another byte on COM1, paints a white 16x4 block at (100, 60) (a change only the
+ *    framebuffer's dirty log reveals), prints "vgadisk: vbe changed" and halts.
  * COM1 is written directly (no BIOS), so the text is the same with and without the firmware's
  * serial console.
  */
 #define COM1 0x3f8
 #define VBE_INDEX 0x1ce
 #define VBE_DATA 0x1cf
+#define VBE_W 320
+#define VBE_H 200
 
     .code16
     .section .text
@@ -57,6 +61,8 @@ _start:
 4:  in %dx, %al
     test $1, %al
     jz 4b
+    mov $COM1, %dx
+    in %dx, %al
 
     lgdt gdtr
     mov %cr0, %eax
@@ -128,16 +134,38 @@ pm32:
     cmp $8, %ebp
     jb 4b
 
+    mov %edi, %ebp              /* end of the picture */
     mov $ready_vbe, %esi
-    mov $COM1, %dx
-7:  lodsb
-    test %al, %al
-    jz 8f
-    out %al, %dx
-    jmp 7b
+    call puts32
+    /* 3. After one more byte on COM1: a white 16x4 block at (100, 60). */
+    mov $(COM1 + 5), %dx
+9:  in %dx, %al
+    test $1, %al
+    jz 9b
+    mov $(COM1), %dx
+    in %dx, %al
+    lea -(VBE_W * VBE_H * 4 - (60 * VBE_W + 100) * 4)(%ebp), %edi
+    mov $4, %ebx
+10: mov $0xffffff, %eax
+    mov $16, %ecx
+    rep stosl
+    add $((VBE_W - 16) * 4), %edi
+    dec %ebx
+    jnz 10b
+    mov $changed_vbe, %esi
+    call puts32
 8:  cli
     hlt
     jmp 8b
+
+puts32:
+    mov $COM1, %dx
+7:  lodsb
+    test %al, %al
+    jz 1f
+    out %al, %dx
+    jmp 7b
+1:  ret
 
     .balign 4
 colours:
@@ -155,6 +183,7 @@ gdtr:
 text:       .asciz "rvmm VGA text 0123456789"
 ready_text: .asciz "vgadisk: text ready\r\n"
 ready_vbe:  .asciz "vgadisk: vbe ready\r\n"
+changed_vbe: .asciz "vgadisk: vbe changed\r\n"
 
     .org 510
     .byte 0x55, 0xaa

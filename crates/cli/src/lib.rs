@@ -10,6 +10,7 @@ mod cpu;
 mod display;
 mod ide;
 pub mod monitor;
+mod netdev;
 mod options;
 pub mod opts;
 pub mod size;
@@ -35,14 +36,16 @@ pub use cpu::{cpu_help_text, CpuArgError, PropError};
 pub use display::{DisplayArgError, VncConfig, VncListen, VNC_BASE_PORT};
 pub use ide::{ide_layout, IdeDriveConfig, IdeError};
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
+pub use netdev::{
+    HostFwd, NetBackendConfig, NetdevError, StreamAddr, StreamConfig, TapConfig, UserNetConfig,
+};
 pub use options::{help_text, version_text};
 pub use opts::{OptsError, QemuOpts};
 pub use size::SizeError;
 pub use smbios::{parse_uuid, SmbiosArgError};
 pub use smp::{SmpArgs, SmpError};
 pub use virtio::{
-    DriveConfig, TapConfig, VirtioArgError, VirtioDeviceConfig, VirtioPciDeviceConfig,
-    VirtioPciOptions,
+    DriveConfig, VirtioArgError, VirtioDeviceConfig, VirtioPciDeviceConfig, VirtioPciOptions,
 };
 
 use options::OptionKind;
@@ -356,7 +359,7 @@ impl Pending {
                     }
                 }
             }
-            "netdev" | "object" => self.virtio.option(name, arg)?,
+            "netdev" | "object" | "nic" | "net" => self.virtio.option(name, arg)?,
             // rvmm always runs on KVM.
             "enable-kvm" => {}
             "smp" => {
@@ -564,7 +567,7 @@ impl Pending {
             .irqchip
             .unwrap_or_else(|| IrqchipMode::default_for(config.machine));
         config.smp = self.smp.resolve(config.machine).map_err(CliError::Smp)?;
-        let devices = self.virtio.resolve(config.machine)?;
+        let devices = self.virtio.resolve(config.machine, config.nodefaults)?;
         config.virtio = devices.virtio;
         config.virtio_pci = devices.virtio_pci;
         config.ide = devices.ide;

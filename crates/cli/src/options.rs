@@ -184,8 +184,18 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
     },
     SupportedOption {
         names: &["netdev"],
-        arg: Some("tap,id=ID,ifname=NAME|fd=N[,script=no,downscript=no]"),
-        help: "tap network backend for -device virtio-net-device,netdev=ID",
+        arg: Some("user|stream|tap,id=ID,..."),
+        help: "network backend for -device virtio-net-device,netdev=ID (see docs/NETWORKING.md)",
+    },
+    SupportedOption {
+        names: &["nic"],
+        arg: Some("none|user|stream|tap[,model=virtio][,mac=][,...]"),
+        help: "a virtio-net NIC and its backend (-nic none: no default NIC)",
+    },
+    SupportedOption {
+        names: &["net"],
+        arg: Some("nic[,macaddr=]|user|stream|tap[,...]"),
+        help: "legacy form: one -net nic connected to one -net backend",
     },
     SupportedOption {
         names: &["object"],
@@ -247,7 +257,7 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
      ("icount", true),
     ("incoming", true), ("iscsi", true), ("k", true),  ("loadvm", true),
     ("mem-path", true), ("mem-prealloc", false), ("monitor", true),
-    ("msg", true), ("mtdblock", true), ("net", true), ("nic", true),
+    ("msg", true), ("mtdblock", true),
     ("no-acpi", false), ("no-fd-bootchk", false), ("no-hpet", false), ("no-quit", false),
     ("no-shutdown", false), ("no-user-config", false), ("numa", true), 
     ("only-migratable", false), ("option-rom", true), ("overcommit", true),
@@ -322,7 +332,7 @@ pub fn help_text() -> String {
          pci-testdev[,addr=SLOT[.FN]][,romfile=F][,membar=SIZE]\n  \
          \x20                                         QEMU's PCI test device (pc, q35)\n  \
          virtio-blk-device,drive=ID                virtio-blk over virtio-mmio (raw or qcow2)\n  \
-         virtio-net-device,netdev=ID[,mac=]        virtio-net on a tap device\n  \
+         virtio-net-device,netdev=ID[,mac=]        virtio-net on a -netdev backend\n  \
          virtio-rng-device[,rng=ID]                virtio-rng fed by the host's getrandom\n\
          virtio-mmio devices sit at 0xfeb00000 + 512 * n on microvm (QEMU's layout), 0xfef00000 + 512 * n\n\
          on pc and q35 (outside the PCI window); without ACPI they are added to the\n\

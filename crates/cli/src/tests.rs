@@ -27,6 +27,16 @@ fn empty_command_line_gives_qemu_defaults() {
     // No display named: VNC on localhost, announced (QEMU built without a window system).
     let vnc = config.vnc.take().expect("default VNC server");
     assert!(vnc.announce);
+    // QEMU's default NIC (e1000 on pc): rvmm's is virtio-net-pci on user networking.
+    let nic = config.virtio_pci.remove(0);
+    assert_eq!(
+        nic.device,
+        VirtioDeviceConfig::Net {
+            backend: crate::NetBackendConfig::User(crate::UserNetConfig::default()),
+            mac: None
+        }
+    );
+    assert!(config.virtio_pci.is_empty());
     // QEMU's pc machine comes with its standard VGA.
     let want = VmConfig {
         default_vga: true,
@@ -71,6 +81,103 @@ fn vga_default_and_its_removal() {
     );
     assert!(err(&["-M", "microvm", "-vga", "std"]).contains("PCI"));
     assert!(err(&["-M", "microvm", "-device", "VGA"]).contains("PCI"));
+}
+
+#[test]
+fn network_options_and_the_default_nic() {
+    // On pc/q35 NICs default to virtio-net-pci, on microvm to virtio-mmio.
+    let nets = |args: &[&str]| -> Vec<VirtioDeviceConfig> {
+        let c = run(args);
+        c.virtio
+            .into_iter()
+            .chain(c.virtio_pci.into_iter().map(|d| d.device))
+            .collect()
+    };
+    let user = |hostfwd: Vec<crate::HostFwd>| {
+        crate::NetBackendConfig::User(crate::UserNetConfig {
+            hostfwd,
+            ..Default::default()
+        })
+    };
+    // -nodefaults, -nic none, -net none and any other network option drop the default NIC;
+    // microvm has none.
+    for args in [
+        &["-nodefaults"][..],
+        &["-nic", "none"],
+        &["-net", "none"],
+        &["-M", "microvm"],
+        &["-M", "q35", "-netdev", "user,id=n"],
+    ] {
+        assert!(nets(args).is_empty(), "{args:?}");
+    }
+    assert_eq!(run(&["-M", "q35"]).virtio_pci.len(), 1, "virtio-net-pci");
+    assert_eq!(
+        run(&["-M", "q35", "-nic", "user,model=virtio-net-device"])
+            .virtio
+            .len(),
+        1
+    );
+    assert_eq!(run(&["-M", "microvm", "-nic", "user"]).virtio.len(), 1);
+    assert!(err(&["-M", "microvm", "-nic", "user,model=virtio-net-pci"]).contains("PCI"));
+    let fwd = crate::HostFwd {
+        udp: false,
+        host_addr: None,
+        host_port: 2222,
+        guest_port: 22,
+    };
+    let want = vec![VirtioDeviceConfig::Net {
+        backend: user(vec![fwd.clone()]),
+        mac: Some([0x52, 0x54, 0, 0, 0, 1]),
+    }];
+    assert_eq!(
+        nets(&[
+            "-nic",
+            "user,model=virtio,mac=52:54:00:00:00:01,hostfwd=tcp::2222-:22"
+        ]),
+        want
+    );
+    assert_eq!(
+        nets(&[
+            "-net",
+            "nic,macaddr=52:54:00:00:00:01",
+            "-net",
+            "user,hostfwd=tcp::2222-:22"
+        ]),
+        want
+    );
+    assert_eq!(
+        nets(&[
+            "-net",
+            "user,hostfwd=tcp::2222-:22",
+            "-net",
+            "nic,macaddr=52:54:00:00:00:01"
+        ]),
+        want
+    );
+    assert_eq!(
+        nets(&[
+            "-netdev",
+            "user,id=u,hostfwd=tcp::2222-:22",
+            "-device",
+            "virtio-net-device,netdev=u,mac=52:54:00:00:00:01"
+        ]),
+        want
+    );
+    assert_eq!(
+        err(&["-nic", "user,model=e1000"]),
+        "-nic: model=e1000 is not supported (supported: virtio, virtio-net-pci, virtio-net-device)"
+    );
+    assert_eq!(
+        err(&["-nic", "user,hostfwd=tcp::22-:x"]),
+        "-nic: hostfwd=tcp::22-:x: guest port 'x' is not a port number (1-65535)"
+    );
+    assert_eq!(
+        err(&["-net", "user"]),
+        "-net user: no -net nic to connect it to (add -net nic, or use -nic user)"
+    );
+    assert!(err(&["-net", "nic"]).contains("no -net backend"));
+    assert!(err(&["-netdev", "slirp,id=x"]).contains("'slirp' is not supported"));
+    assert!(err(&["-netdev", "user"]).contains("needs id="));
 }
 
 #[test]
@@ -928,7 +1035,15 @@ fn firmware_options() {
 
 #[test]
 fn ide_drives_follow_the_machine() {
-    let c = run(&["-M", "q35", "-hda", "a.qcow2", "-cdrom", "b.iso"]);
+    let c = run(&[
+        "-M",
+        "q35",
+        "-nodefaults",
+        "-hda",
+        "a.qcow2",
+        "-cdrom",
+        "b.iso",
+    ]);
     assert!(c.virtio.is_empty());
     let placed: Vec<_> = c.ide.iter().map(|d| (d.bus, d.unit, d.cdrom)).collect();
     assert_eq!(placed, [(0, 0, false), (2, 0, true)]);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::netdev::{NetBackendConfig, NetdevError};
 use crate::opts::{OptsError, QemuOpts};
 use crate::virtio_pci::{pci_options, Transport};
 pub use crate::virtio_pci::{VirtioPciDeviceConfig, VirtioPciOptions};
@@ -43,18 +44,8 @@ pub enum VirtioArgError {
     },
     #[error("-drive {file}: if=none needs an id=")]
     DriveId { file: String },
-    #[error("-netdev {0}: backend is not supported (supported: tap)")]
-    NetdevType(String),
-    #[error("-netdev tap: needs id=")]
-    NetdevId,
-    #[error("-netdev tap,id={0}: needs ifname= or fd=")]
-    TapTarget(String),
-    #[error("-netdev tap,id={id}: {key}={value} is not supported (use {key}=no)")]
-    TapScript {
-        id: String,
-        key: &'static str,
-        value: String,
-    },
+    #[error(transparent)]
+    Netdev(#[from] crate::netdev::NetdevError),
     #[error("-object {0}: object type is not supported (supported: rng-random, rng-builtin)")]
     ObjectType(String),
     #[error("-object {0}: needs id=")]
@@ -110,21 +101,12 @@ pub struct DriveConfig {
     pub id: Option<String>,
 }
 
-/// The host side of a virtio-net device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TapConfig {
-    /// Open (or create) the tap interface by name.
-    Name(String),
-    /// An already open tap fd inherited from the parent.
-    Fd(i32),
-}
-
 /// A virtio device over virtio-mmio, in command-line order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VirtioDeviceConfig {
     Block(DriveConfig),
     Net {
-        tap: TapConfig,
+        backend: NetBackendConfig,
         mac: Option<[u8; 6]>,
     },
     Rng,
@@ -141,6 +123,11 @@ enum Front {
         netdev: String,
         mac: Option<[u8; 6]>,
     },
+    /// `-net nic`: on the hub's back-end unless it names a `netdev=`.
+    HubNic {
+        netdev: Option<String>,
+        mac: Option<[u8; 6]>,
+    },
     Rng,
 }
 
@@ -149,7 +136,13 @@ enum Front {
 #[derive(Debug, Default)]
 pub(crate) struct VirtioArgs {
     drives: Vec<(String, DriveConfig)>,
-    netdevs: Vec<(String, TapConfig)>,
+    netdevs: Vec<(String, NetBackendConfig)>,
+    /// `-net` back-ends, paired with `-net nic` ([`Front::HubNic`]) at resolve time.
+    net_backends: Vec<(String, NetBackendConfig)>,
+    /// Any -net, -netdev or -nic: no default NIC (QEMU's `default_net = 0`).
+    net_given: bool,
+    /// `-nic` shorthands so far, for their generated back-end ids.
+    nic_count: usize,
     rngs: Vec<String>,
     fronts: Vec<(Front, Transport)>,
     /// Drives for the machine's default interface (`-hda`, `-cdrom`, `-drive` without `if=`),
@@ -191,7 +184,7 @@ pub(crate) fn is_virtio_driver(driver: &str) -> bool {
     )
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
+pub(crate) fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
     for b in &mut mac {
@@ -233,6 +226,8 @@ impl VirtioArgs {
         match name {
             "drive" => self.drive(OsStr::new(arg)),
             "netdev" => self.netdev(arg),
+            "nic" => self.nic(arg),
+            "net" => self.net(arg),
             "object" => self.object(arg),
             _ => Err(VirtioArgError::ObjectType(name.to_string())),
         }
@@ -437,43 +432,120 @@ impl VirtioArgs {
     }
 
     fn netdev(&mut self, arg: &str) -> Result<(), VirtioArgError> {
+        self.net_given = true;
         let opts = QemuOpts::parse(arg, Some("type")).map_err(opts_err("-netdev"))?;
-        let kind = opts.get("type").unwrap_or_default();
-        if kind != "tap" {
-            return Err(VirtioArgError::NetdevType(kind.to_string()));
+        let kind = opts.get("type").unwrap_or_default().to_string();
+        let id = opts
+            .get("id")
+            .ok_or_else(|| NetdevError::Id(kind.clone()))?
+            .to_string();
+        let backend = crate::netdev::parse_backend("-netdev", &kind, &id, &opts, &[])?;
+        self.check_new_id(&id)?;
+        self.netdevs.push((id, backend));
+        Ok(())
+    }
+
+    /// `-nic none` or `-nic TYPE[,model=][,mac=][,backend options]`: a back-end and its NIC.
+    fn nic(&mut self, arg: &str) -> Result<(), VirtioArgError> {
+        self.net_given = true;
+        let opts = QemuOpts::parse(arg, Some("type")).map_err(opts_err("-nic"))?;
+        let kind = opts.get("type").unwrap_or_default().to_string();
+        if kind == "none" {
+            opts.check_known(&["type"]).map_err(opts_err("-nic none"))?;
+            return Ok(());
         }
-        opts.check_known(&[
-            "type",
-            "id",
-            "ifname",
-            "fd",
-            "script",
-            "downscript",
-            "vhost",
-        ])
-        .map_err(opts_err("-netdev tap"))?;
-        let id = opts.get("id").ok_or(VirtioArgError::NetdevId)?.to_string();
-        for key in ["script", "downscript"] {
-            if let Some(v) = opts.get(key) {
-                if v != "no" && !v.is_empty() {
-                    return Err(VirtioArgError::TapScript {
-                        id,
-                        key,
-                        value: v.into(),
-                    });
-                }
+        let transport = crate::netdev::nic_transport("-nic", &opts)?;
+        let mac = crate::netdev::nic_mac("-nic", &opts)?;
+        let id = opts
+            .get("id")
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("__nic{}", self.nic_count));
+        self.nic_count += 1;
+        let backend = crate::netdev::parse_backend("-nic", &kind, &id, &opts, &["model", "mac"])?;
+        self.check_new_id(&id)?;
+        self.netdevs.push((id.clone(), backend));
+        self.fronts
+            .push((Front::Net { netdev: id, mac }, transport));
+        Ok(())
+    }
+
+    /// `-net nic[,model=][,macaddr=][,netdev=ID]` or `-net TYPE[,backend options]`: QEMU's
+    /// hub 0; rvmm connects one `-net nic` to one `-net` back-end.
+    fn net(&mut self, arg: &str) -> Result<(), VirtioArgError> {
+        self.net_given = true;
+        let opts = QemuOpts::parse(arg, Some("type")).map_err(opts_err("-net"))?;
+        let kind = opts.get("type").unwrap_or_default().to_string();
+        match kind.as_str() {
+            "none" => {
+                opts.check_known(&["type"]).map_err(opts_err("-net none"))?;
+            }
+            "nic" => {
+                opts.check_known(&["type", "model", "macaddr", "netdev", "name", "id"])
+                    .map_err(opts_err("-net nic"))?;
+                let transport = crate::netdev::nic_transport("-net nic", &opts)?;
+                let mac = crate::netdev::nic_mac("-net nic", &opts)?;
+                let netdev = opts.get("netdev").map(str::to_string);
+                self.fronts.push((Front::HubNic { netdev, mac }, transport));
+            }
+            _ => {
+                let backend =
+                    crate::netdev::parse_backend("-net", &kind, "hub0", &opts, &["name"])?;
+                self.net_backends.push((kind, backend));
             }
         }
-        let tap = match (
-            opts.get("ifname"),
-            opts.get_u32("fd").map_err(opts_err("-netdev tap"))?,
-        ) {
-            (_, Some(fd)) => TapConfig::Fd(fd as i32),
-            (Some(name), None) => TapConfig::Name(name.to_string()),
-            (None, None) => return Err(VirtioArgError::TapTarget(id)),
-        };
-        self.check_new_id(&id)?;
-        self.netdevs.push((id, tap));
+        Ok(())
+    }
+
+    /// Pair `-net nic` with `-net` back-ends, and add the default NIC (user networking) when no
+    /// network option was given on a machine where QEMU adds one.
+    fn resolve_net(&mut self, default_nic: bool) -> Result<(), VirtioArgError> {
+        let mut backends = std::mem::take(&mut self.net_backends);
+        let on_hub = self
+            .fronts
+            .iter()
+            .filter(|(f, _)| matches!(f, Front::HubNic { netdev: None, .. }))
+            .count();
+        if on_hub > 1 {
+            return Err(NetdevError::HubTooBig("-net nic").into());
+        }
+        if backends.len() > 1 {
+            return Err(NetdevError::HubTooBig("-net backend").into());
+        }
+        if on_hub == 0 {
+            if let Some((kind, _)) = backends.first() {
+                return Err(NetdevError::NoNic(kind.clone()).into());
+            }
+        }
+        for (front, _) in &mut self.fronts {
+            let Front::HubNic { netdev, mac } = front else {
+                continue;
+            };
+            let netdev = match netdev.take() {
+                Some(n) => n,
+                None => {
+                    let (_, backend) = backends.pop().ok_or(NetdevError::NoBackend)?;
+                    let id = "__hub0".to_string();
+                    self.netdevs.push((id.clone(), backend));
+                    id
+                }
+            };
+            *front = Front::Net { netdev, mac: *mac };
+        }
+        if default_nic && !self.net_given {
+            let id = "__default_nic".to_string();
+            self.netdevs.push((
+                id.clone(),
+                NetBackendConfig::User(crate::netdev::UserNetConfig::default()),
+            ));
+            // virtio-net-pci on pc and q35 (QEMU's default model there is e1000/e1000e).
+            self.fronts.push((
+                Front::Net {
+                    netdev: id,
+                    mac: None,
+                },
+                Transport::MachineDefault,
+            ));
+        }
         Ok(())
     }
 
@@ -578,7 +650,10 @@ impl VirtioArgs {
     pub(crate) fn resolve(
         mut self,
         machine: crate::MachineKind,
+        nodefaults: bool,
     ) -> Result<ResolvedDevices, VirtioArgError> {
+        // QEMU adds a NIC on user networking on pc and q35 (not on microvm).
+        self.resolve_net(!nodefaults && machine != crate::MachineKind::Microvm)?;
         let has_ide = crate::ide::ide_layout(machine).is_some();
         let mut ide = Vec::new();
         // Later insertions first, so earlier positions stay valid.
@@ -647,11 +722,13 @@ impl VirtioArgs {
                         }
                     }
                 }
+                // resolve_net turned every hub NIC into a Net front-end.
+                Front::HubNic { .. } => return Err(NetdevError::NoBackend.into()),
                 Front::Net { netdev, mac } => {
                     let i = self.netdevs.iter().position(|(id, _)| *id == netdev);
                     match i {
                         Some(i) => VirtioDeviceConfig::Net {
-                            tap: self.netdevs.remove(i).1,
+                            backend: self.netdevs.remove(i).1,
                             mac,
                         },
                         None => {
@@ -673,6 +750,7 @@ impl VirtioArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netdev::TapConfig;
 
     fn parse(
         args: &[(&str, &str)],
@@ -689,7 +767,8 @@ mod tests {
             v.device(&QemuOpts::parse(d, Some("driver")).unwrap())?;
         }
         // microvm: the default interface is virtio.
-        v.resolve(crate::MachineKind::Microvm).map(|r| r.virtio)
+        v.resolve(crate::MachineKind::Microvm, false)
+            .map(|r| r.virtio)
     }
 
     #[test]
@@ -774,18 +853,18 @@ mod tests {
             r,
             vec![
                 VirtioDeviceConfig::Net {
-                    tap: TapConfig::Name("tap0".into()),
+                    backend: NetBackendConfig::Tap(TapConfig::Name("tap0".into())),
                     mac: Some([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc])
                 },
                 VirtioDeviceConfig::Net {
-                    tap: TapConfig::Fd(5),
+                    backend: NetBackendConfig::Tap(TapConfig::Fd(5)),
                     mac: None
                 },
                 VirtioDeviceConfig::Rng,
                 VirtioDeviceConfig::Rng,
             ]
         );
-        assert!(parse(&[("netdev", "user,id=n0")], &[]).is_err());
+        assert!(parse(&[("netdev", "slirp,id=n0")], &[]).is_err());
         assert!(parse(
             &[("netdev", "tap,id=n0,ifname=t,script=/etc/qemu-ifup")],
             &[]

@@ -9,6 +9,8 @@ fn virtio_pci_devices_on_pc_and_q35() {
         let c = run(&[
             "-M",
             machine,
+            "-nic",
+            "none",
             "-drive",
             "file=a.img,if=none,id=d0,format=raw",
             "-device",
@@ -41,7 +43,7 @@ fn virtio_pci_devices_on_pc_and_q35() {
         );
     }
     // virtio-*-device stays on virtio-mmio on pc.
-    let c = run(&["-device", "virtio-rng-device"]);
+    let c = run(&["-nic", "none", "-device", "virtio-rng-device"]);
     assert_eq!(c.virtio, vec![VirtioDeviceConfig::Rng]);
     assert!(c.virtio_pci.is_empty());
 }
@@ -73,6 +75,8 @@ fn virtio_pci_option_errors() {
     assert!(err(&["-device", "virtio-rng-device,addr=3"]).contains("addr"));
     assert!(err(&["-device", "virtio-blk-pci"]).contains("'drive' is missing"));
     let c = run(&[
+        "-nic",
+        "none",
         "-device",
         "virtio-rng-pci,disable-legacy=on,disable-modern=off",
     ]);

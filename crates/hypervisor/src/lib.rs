@@ -8,7 +8,9 @@ mod vm;
 pub use cpuid::{hide_hypercall_features, vcpu_cpuid};
 pub use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs, CpuId};
 pub use vcpu::{install_kick_handler, kick_signal, EmulationFailure, SystemEvent, Vcpu, VcpuExit};
-pub use vm::{GsiRoute, IoEventAddr, MemoryFlags, MemorySlot, Vm, KERNEL_IOAPIC_PINS};
+pub use vm::{
+    CoalescedRing, GsiRoute, IoEventAddr, MemoryFlags, MemorySlot, Vm, KERNEL_IOAPIC_PINS,
+};
 
 use kvm_ioctls::Kvm;
 use std::path::Path;

@@ -155,6 +155,12 @@ impl Vcpu {
         self.id
     }
 
+    /// The vCPU fd, for mapping its shared pages (the coalesced MMIO ring).
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
     /// Make the kick signal, when delivered to the calling thread, stop this vCPU's KVM_RUN.
     /// Call on the thread that runs the vCPU, after moving it there.
     pub fn bind_to_thread(&mut self) {

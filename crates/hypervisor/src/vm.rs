@@ -1,10 +1,12 @@
 //! The VM file descriptor: memory slots, the in-kernel irqchip and PIT, ioeventfds and irqfds,
 //! vCPU creation.
 
+mod coalesced;
 mod ioevent;
 mod memory;
 mod routing;
 
+pub use coalesced::CoalescedRing;
 pub(crate) use ioevent::datamatch_text;
 pub use ioevent::IoEventAddr;
 pub use memory::{MemoryFlags, MemorySlot};

@@ -230,6 +230,38 @@ fn create_memory(
     Ok(mem)
 }
 
+/// Queue the guest's writes to the VGA window in KVM's coalesced MMIO ring (as QEMU does)
+/// instead of exiting for each: vCPUs replay the ring before every exit they handle, the
+/// display before every render. None without a standard VGA or without the KVM capability.
+fn coalesced_vga_window(
+    vm: &Vm,
+    vcpus: &[rvmm_hypervisor::Vcpu],
+    displays: &DisplayFactory,
+    mmio: &Arc<rvmm_devices::MmioBus>,
+) -> Result<Option<Arc<rvmm_hypervisor::CoalescedRing>>, VmmError> {
+    use rvmm_devices::display::vga::{VGA_WINDOW_BASE, VGA_WINDOW_SIZE};
+    let (Some(first), true) = (vcpus.first(), displays.has_vga_window()) else {
+        return Ok(None);
+    };
+    let Some(ring) = vm.coalesced_ring(first)? else {
+        return Ok(None);
+    };
+    vm.register_coalesced_mmio(VGA_WINDOW_BASE, VGA_WINDOW_SIZE as u32)?;
+    let ring = Arc::new(ring);
+    for vga in displays.devices() {
+        let (ring, mmio) = (ring.clone(), mmio.clone());
+        vga.set_flush_hook(Arc::new(move || {
+            if ring.pending() {
+                let map = mmio.snapshot();
+                ring.drain(|addr, data| {
+                    map.write(addr, data);
+                });
+            }
+        }));
+    }
+    Ok(Some(ring))
+}
+
 /// Reloads the images at reset, into the VM's memory.
 struct ImageReloader {
     images: Images,
@@ -526,6 +558,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         ioapic,
         thread_ids: thread_ids.clone(),
         stats: stats.clone(),
+        coalesced: coalesced_vga_window(&vm, &vcpus, &displays, dm.mmio_bus())?,
     };
     let stats_sources = virtio.stats_sources();
     let machine = Arc::new(qmp::Machine {

@@ -260,7 +260,7 @@ fn add_firmware_items(fw: &mut FwCfg, items: &FirmwareItems) -> Result<(), fc::F
         fw.add_file(TABLES_FILE, smbios.tables.clone())?;
         fw.add_file(ANCHOR_FILE, smbios.anchor.clone())?;
     }
-    // rvmm has no display: the firmware's console is COM1 (SeaBIOS's sercon).
+    // SeaBIOS's serial console (sercon) on COM1; with a VGA it mirrors the screen (docs/DISPLAY.md).
     fw.add_u16(fc::FW_CFG_NOGRAPHIC, 1)?;
     // KVM's irqchip routes IRQ 0 to IOAPIC pin 2, as QEMU tells the firmware.
     fw.add_u32(fc::FW_CFG_IRQ0_OVERRIDE, 1)?;

@@ -20,6 +20,8 @@ mod firmware;
 mod host;
 mod input;
 mod interrupts;
+mod netdev;
+mod passt;
 mod platform;
 pub mod qmp;
 pub mod screendump;

@@ -12,13 +12,12 @@ use crate::device_manager::{DeviceManager, DeviceManagerError};
 use crate::interrupts::Resampler;
 use crate::VmmError;
 use rvmm_block::{Disk, DiskEvents, DiskOptions, ImageFormat};
-use rvmm_cli::{TapConfig, VirtioDeviceConfig};
+use rvmm_cli::VirtioDeviceConfig;
 use rvmm_devices::virtio::block::BlockDevice;
 use rvmm_devices::virtio::mmio::QUEUE_NOTIFY;
 use rvmm_devices::virtio::net::NetDevice;
 use rvmm_devices::virtio::pci::VirtioPciTransport;
 use rvmm_devices::virtio::rng::RngDevice;
-use rvmm_devices::virtio::tap::Tap;
 use rvmm_devices::virtio::{MmioSlot, MmioTransport, VirtioDevice, VIRTIO_MMIO_SIZE};
 use rvmm_devices::IrqLine;
 use std::sync::Arc;
@@ -217,15 +216,8 @@ pub(crate) fn build_device(
             disk.set_events(disk_events(name));
             Box::new(BlockDevice::new(disk, d.serial.as_deref()))
         }
-        VirtioDeviceConfig::Net { tap, mac } => {
-            let opened = match tap {
-                TapConfig::Name(name) => Tap::open(name),
-                TapConfig::Fd(fd) => open_inherited_tap(*fd),
-            };
-            let opened = opened.map_err(|source| DeviceManagerError::Tap {
-                tap: tap.clone(),
-                source,
-            })?;
+        VirtioDeviceConfig::Net { backend, mac } => {
+            let backend = crate::netdev::open_backend(backend, counts.nics)?;
             // QEMU's default: 52:54:00:12:34:56, the last byte counting NICs.
             let mac = mac.unwrap_or([
                 0x52,
@@ -236,21 +228,9 @@ pub(crate) fn build_device(
                 0x56u8.wrapping_add(counts.nics),
             ]);
             counts.nics = counts.nics.wrapping_add(1);
-            Box::new(NetDevice::new(opened, mac))
+            Box::new(NetDevice::new(backend, mac))
         }
     })
-}
-
-/// Take over the tap descriptor of `-netdev tap,fd=N`, refusing one that is not open (owning it
-/// would close a descriptor that does not exist).
-fn open_inherited_tap(fd: i32) -> std::io::Result<Tap> {
-    // SAFETY: F_GETFD only reads the descriptor's flags; any value of `fd` is safe to ask about.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd=` hands rvmm an inherited descriptor, open as just checked, that nothing else in
-    // this process uses (QEMU's contract for -netdev tap,fd=).
-    unsafe { Tap::from_raw_fd(fd) }
 }
 
 /// Create `devices` (at most [`VIRTIO_MAX_DEVICES`]), place their transports in the machine's

@@ -5,12 +5,15 @@
 //! eventfds, the interrupt) in `activate`, where it starts a worker thread so that device work
 //! never runs on a vCPU thread.
 
+pub mod backend;
 pub mod block;
 pub mod chain;
 pub mod mmio;
 pub mod net;
 pub mod pci;
+pub mod restrict;
 pub mod rng;
+pub mod stream;
 pub mod tap;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -494,5 +497,7 @@ mod block_tests;
 mod net_tests;
 #[cfg(test)]
 mod pci_tests;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

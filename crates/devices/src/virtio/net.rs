@@ -1,14 +1,16 @@
-//! virtio-net (virtio 1.2 §5.1) on a tap: one RX and one TX queue, the 12-byte virtio-net header
-//! passed through to the tap (so checksum and TSO offloads go straight to the host kernel), the
-//! MAC and the link status in the config space.
+//! virtio-net (virtio 1.2 §5.1) on a [`NetBackend`] (a tap or a stream socket): one RX and one TX
+//! queue, the 12-byte virtio-net header passed through to a tap (so checksum and TSO offloads go
+//! straight to the host kernel; a stream back-end gets no offloads), mergeable RX buffers, the MAC
+//! and the link status in the config space. A back-end losing its peer (passt exiting) clears
+//! VIRTIO_NET_S_LINK_UP and raises a config-change interrupt.
 
-use super::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
+use super::backend::NetBackend;
+use super::tap::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
 use super::worker::{self, Flow, Worker, WorkerEvent};
 use super::{
     process_queue, queue_fault, ActivateContext, DescChain, DeviceCounters, QueueFault,
     VirtioDevice, VirtioError, VirtioInterrupt, COMMON_FEATURES, TYPE_NET,
 };
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -26,6 +28,7 @@ const F_GUEST_TSO4: u32 = 7;
 const F_GUEST_TSO6: u32 = 8;
 const F_HOST_TSO4: u32 = 11;
 const F_HOST_TSO6: u32 = 12;
+const F_MRG_RXBUF: u32 = 15;
 const F_STATUS: u32 = 16;
 /// Config `status`: link up (§5.1.4).
 const S_LINK_UP: u16 = 1;
@@ -34,16 +37,16 @@ pub const MAX_FRAME: usize = VNET_HDR_LEN + 14 + 65535;
 
 /// The network device.
 pub struct NetDevice {
-    tap: Arc<Tap>,
+    backend: Arc<dyn NetBackend>,
     mac: [u8; 6],
     worker: Option<Worker>,
     counters: Arc<DeviceCounters>,
 }
 
 impl NetDevice {
-    pub fn new(tap: Tap, mac: [u8; 6]) -> Self {
+    pub fn new(backend: Arc<dyn NetBackend>, mac: [u8; 6]) -> Self {
         Self {
-            tap: Arc::new(tap),
+            backend,
             mac,
             worker: None,
             counters: Arc::default(),
@@ -66,25 +69,25 @@ fn tap_offloads(acked: u64) -> u32 {
     f
 }
 
-/// Send one TX chain to the tap and count it; returns the used length (always 0: TX buffers
+/// Send one TX chain to the back-end and count it; returns the used length (always 0: TX buffers
 /// are read-only).
 pub(crate) fn transmit(
     mem: &GuestMemoryMmap,
-    tap: &Tap,
+    backend: &dyn NetBackend,
     counters: &DeviceCounters,
     chain: Result<DescChain, super::ChainError>,
 ) -> u32 {
-    match send(mem, tap, chain) {
+    match send(mem, backend, chain) {
         Some(n) => counters.completed(0, n as u64),
         None => counters.failed(),
     }
     0
 }
 
-/// Write the chain's frame to the tap; `Some(Ethernet frame length)` once the tap took it.
+/// Write the chain's frame to the back-end; `Some(Ethernet frame length)` once it took it.
 fn send(
     mem: &GuestMemoryMmap,
-    tap: &Tap,
+    backend: &dyn NetBackend,
     chain: Result<DescChain, super::ChainError>,
 ) -> Option<usize> {
     let chain = match chain {
@@ -108,27 +111,38 @@ fn send(
         tracing::debug!("virtio-net tx: {e}");
         return None;
     }
-    if let Err(e) = tap.write_frame(&frame) {
-        tracing::debug!("virtio-net tx: tap write failed: {e}");
+    if let Err(e) = backend.write_frame(&frame) {
+        tracing::debug!("virtio-net tx: back-end write failed: {e}");
         return None;
     }
     Some(frame.len() - VNET_HDR_LEN)
 }
 
-/// The RX side: frames read from the tap wait here until the driver posts a buffer.
+/// The RX side: frames read from the back-end wait here until the driver posts buffers.
 struct Rx {
     frame: Vec<u8>,
     pending: Option<usize>,
+    /// VIRTIO_NET_F_MRG_RXBUF negotiated: a frame may span several buffers (§5.1.6.3.2).
+    mergeable: bool,
     counters: Arc<DeviceCounters>,
 }
 
+/// What happened to the pending frame when offered the next buffer(s).
+enum Placed {
+    /// Written into this many used-ring entries.
+    Used,
+    /// Not enough buffers yet: the frame stays pending. With mergeable buffers, the avail
+    /// index seen (the buffers up to it were too few together).
+    Wait(Option<u16>),
+}
+
 impl Rx {
-    /// Move frames from the tap into RX buffers until either runs out.
+    /// Move frames from the back-end into RX buffers until either runs out.
     fn pump(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
-        tap: &Tap,
+        backend: &dyn NetBackend,
         interrupt: &VirtioInterrupt,
     ) -> Result<(), QueueFault> {
         if !queue.ready() {
@@ -138,11 +152,11 @@ impl Rx {
         loop {
             let len = match self.pending {
                 Some(n) => n,
-                None => match tap.read_frame(&mut self.frame) {
+                None => match backend.read_frame(&mut self.frame) {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        tracing::warn!("virtio-net rx: tap read failed: {e}");
+                        tracing::warn!("virtio-net rx: back-end read failed: {e}");
                         break;
                     }
                 },
@@ -152,60 +166,166 @@ impl Rx {
                 self.pending = None;
                 continue;
             }
-            let chain = match queue.iter(mem) {
-                Ok(mut it) => it.next(),
-                Err(e) => return Err(QueueFault::Avail(e)),
+            let placed = if self.mergeable {
+                self.place_merged(queue, mem, len)?
+            } else {
+                self.place_single(queue, mem, len)?
             };
-            let Some(chain) = chain else {
-                // No buffer: keep the frame, and ask to be told when buffers arrive.
-                if queue.enable_notification(mem).map_err(QueueFault::Used)? {
-                    continue;
-                }
-                break;
-            };
-            let head = chain.head_index();
-            let used = match DescChain::parse(chain, mem) {
-                Ok(c) if c.readable().is_empty() && c.writable_len() >= len as u64 => {
-                    // num_buffers = 1 (§5.1.6.4: present in the v1 header even without MRG_RXBUF).
-                    self.frame[10..12].copy_from_slice(&1u16.to_le_bytes());
-                    match c.write_at(mem, 0, &self.frame[..len]) {
-                        Ok(()) => {
-                            self.pending = None;
-                            self.counters.completed((len - VNET_HDR_LEN) as u64, 0);
-                            len as u32
+            match placed {
+                Placed::Used => used_any = true,
+                Placed::Wait(seen) => {
+                    // No buffer: keep the frame, and ask to be told when buffers arrive.
+                    let more = queue.enable_notification(mem).map_err(QueueFault::Used)?;
+                    let grown = match seen {
+                        None => more,
+                        Some(idx) => {
+                            queue
+                                .avail_idx(mem, std::sync::atomic::Ordering::Acquire)
+                                .map_err(QueueFault::Avail)?
+                                .0
+                                != idx
                         }
-                        Err(e) => {
-                            // The frame stays pending for the next buffer.
-                            tracing::debug!("virtio-net rx: {e}");
-                            self.counters.refused_buffer();
-                            0
-                        }
+                    };
+                    if grown {
+                        continue;
                     }
+                    break;
                 }
-                Ok(c) => {
-                    // Too small or wrong direction: the buffer is returned empty and the frame dropped.
-                    tracing::debug!(
-                        "virtio-net rx: chain {} unusable for a {len}-byte frame",
-                        c.head
-                    );
-                    self.pending = None;
-                    self.counters.failed();
-                    0
-                }
-                Err(e) => {
-                    // The frame stays pending for the next buffer.
-                    tracing::debug!("virtio-net rx: {e}");
-                    self.counters.refused_buffer();
-                    0
-                }
-            };
-            queue.add_used(mem, head, used).map_err(QueueFault::Used)?;
-            used_any = true;
+            }
         }
         if used_any && queue.needs_notification(mem).map_err(QueueFault::Used)? {
             interrupt.signal_used_queue(RX);
         }
         Ok(())
+    }
+
+    /// Without MRG_RXBUF: the frame goes into one buffer.
+    fn place_single(
+        &mut self,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+        len: usize,
+    ) -> Result<Placed, QueueFault> {
+        let chain = match queue.iter(mem) {
+            Ok(mut it) => it.next(),
+            Err(e) => return Err(QueueFault::Avail(e)),
+        };
+        let Some(chain) = chain else {
+            return Ok(Placed::Wait(None));
+        };
+        let head = chain.head_index();
+        let used = match DescChain::parse(chain, mem) {
+            Ok(c) if c.readable().is_empty() && c.writable_len() >= len as u64 => {
+                // num_buffers = 1 (§5.1.6.4: present in the v1 header even without MRG_RXBUF).
+                self.frame[10..12].copy_from_slice(&1u16.to_le_bytes());
+                match c.write_at(mem, 0, &self.frame[..len]) {
+                    Ok(()) => {
+                        self.pending = None;
+                        self.counters.completed((len - VNET_HDR_LEN) as u64, 0);
+                        len as u32
+                    }
+                    Err(e) => {
+                        // The frame stays pending for the next buffer.
+                        tracing::debug!("virtio-net rx: {e}");
+                        self.counters.refused_buffer();
+                        0
+                    }
+                }
+            }
+            Ok(c) => {
+                // Too small or wrong direction: the buffer is returned empty and the frame dropped.
+                tracing::debug!(
+                    "virtio-net rx: chain {} unusable for a {len}-byte frame",
+                    c.head
+                );
+                self.pending = None;
+                self.counters.failed();
+                0
+            }
+            Err(e) => {
+                // The frame stays pending for the next buffer.
+                tracing::debug!("virtio-net rx: {e}");
+                self.counters.refused_buffer();
+                0
+            }
+        };
+        queue.add_used(mem, head, used).map_err(QueueFault::Used)?;
+        Ok(Placed::Used)
+    }
+
+    /// With MRG_RXBUF: take buffers until the frame fits, fill them in order and give each its
+    /// used entry; `num_buffers` in the header says how many (§5.1.6.4). If the ring runs out
+    /// first, the buffers go back on the ring untouched and the frame waits.
+    fn place_merged(
+        &mut self,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+        len: usize,
+    ) -> Result<Placed, QueueFault> {
+        let start = queue.next_avail();
+        let mut chains: Vec<DescChain> = Vec::new();
+        let mut room = 0u64;
+        let mut bad = Vec::new();
+        while room < len as u64 {
+            let chain = match queue.iter(mem) {
+                Ok(mut it) => it.next(),
+                Err(e) => return Err(QueueFault::Avail(e)),
+            };
+            let Some(chain) = chain else {
+                // Every buffer up to here was looked at: wait for one past it.
+                let seen = queue.next_avail();
+                queue.set_next_avail(start);
+                return Ok(Placed::Wait(Some(seen)));
+            };
+            let head = chain.head_index();
+            match DescChain::parse(chain, mem) {
+                Ok(c) if c.readable().is_empty() && c.writable_len() > 0 => {
+                    room += c.writable_len();
+                    chains.push(c);
+                }
+                Ok(c) => bad.push(c.head),
+                Err(e) => {
+                    tracing::debug!("virtio-net rx: {e}");
+                    bad.push(head);
+                }
+            }
+            if chains.len() + bad.len() > usize::from(QUEUE_SIZE) {
+                break;
+            }
+        }
+        // Malformed buffers are returned empty, as without MRG_RXBUF.
+        for head in bad {
+            self.counters.refused_buffer();
+            queue.add_used(mem, head, 0).map_err(QueueFault::Used)?;
+        }
+        if room < len as u64 {
+            // More buffers than the ring holds were refused: nothing more to do this round.
+            return Ok(Placed::Used);
+        }
+        let n = chains.len() as u16;
+        self.frame[10..12].copy_from_slice(&n.to_le_bytes());
+        let mut off = 0usize;
+        let mut failed = false;
+        for c in &chains {
+            let take = (c.writable_len() as usize).min(len - off);
+            if !failed {
+                if let Err(e) = c.write_at(mem, 0, &self.frame[off..off + take]) {
+                    tracing::debug!("virtio-net rx: {e}");
+                    failed = true;
+                }
+            }
+            queue
+                .add_used(mem, c.head, if failed { 0 } else { take as u32 })
+                .map_err(QueueFault::Used)?;
+            off += take;
+        }
+        self.pending = None;
+        if failed {
+            self.counters.failed();
+        } else {
+            self.counters.completed((len - VNET_HDR_LEN) as u64, 0);
+        }
+        Ok(Placed::Used)
     }
 }
 
@@ -223,26 +343,31 @@ impl VirtioDevice for NetDevice {
     }
 
     fn features(&self) -> u64 {
-        COMMON_FEATURES
-            | [
+        let offloads: &[u32] = if self.backend.offloads() {
+            &[
                 F_CSUM,
                 F_GUEST_CSUM,
-                F_MAC,
                 F_GUEST_TSO4,
                 F_GUEST_TSO6,
                 F_HOST_TSO4,
                 F_HOST_TSO6,
-                F_STATUS,
             ]
-            .iter()
-            .fold(0u64, |f, b| f | (1 << b))
+        } else {
+            &[]
+        };
+        COMMON_FEATURES
+            | [F_MAC, F_STATUS, F_MRG_RXBUF]
+                .iter()
+                .chain(offloads)
+                .fold(0u64, |f, b| f | (1 << b))
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         // struct virtio_net_config: mac[6], status, max_virtqueue_pairs (§5.1.4).
         let mut config = [0u8; 10];
         config[..6].copy_from_slice(&self.mac);
-        config[6..8].copy_from_slice(&S_LINK_UP.to_le_bytes());
+        let status = if self.backend.link_up() { S_LINK_UP } else { 0 };
+        config[6..8].copy_from_slice(&status.to_le_bytes());
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
         super::read_config_bytes(&config, offset, data);
     }
@@ -262,7 +387,7 @@ impl VirtioDevice for NetDevice {
                 got: queues.len(),
             });
         }
-        self.tap
+        self.backend
             .set_offload(tap_offloads(acked_features))
             .map_err(|source| VirtioError::Io {
                 device: "virtio-net",
@@ -275,23 +400,30 @@ impl VirtioDevice for NetDevice {
             notify.push(q.notify);
             qs.push(q.queue);
         }
-        let (tap, counters) = (self.tap.clone(), self.counters.clone());
+        let (backend, counters) = (self.backend.clone(), self.counters.clone());
         let mut rx = Rx {
             frame: vec![0u8; MAX_FRAME],
             pending: None,
+            mergeable: acked_features & (1 << F_MRG_RXBUF) != 0,
             counters: counters.clone(),
         };
-        let fds = vec![(self.tap.as_raw_fd(), EventSet::IN)];
+        let mut link = backend.link_up();
+        let fds = vec![(self.backend.poll_fd(), EventSet::IN)];
         let w = worker::spawn("virtio-net".into(), notify, fds, &pause, move |ev| {
             let res = match ev {
                 WorkerEvent::Queue(TX) => process_queue(&mut qs[TX], TX, &mem, &interrupt, |c| {
-                    transmit(&mem, &tap, &counters, c)
+                    transmit(&mem, backend.as_ref(), &counters, c)
                 })
                 .map_err(|e| (TX, e)),
                 WorkerEvent::Queue(_) | WorkerEvent::Fd(..) => rx
-                    .pump(&mut qs[RX], &mem, &tap, &interrupt)
+                    .pump(&mut qs[RX], &mem, backend.as_ref(), &interrupt)
                     .map_err(|e| (RX, e)),
             };
+            // The back-end lost (or found) its peer: tell the driver (§5.1.4, status).
+            if backend.link_up() != link {
+                link = !link;
+                interrupt.signal_config_change();
+            }
             match res {
                 Ok(()) => Flow::Continue,
                 Err((q, e)) => {

@@ -82,7 +82,11 @@ fn body() {
     let tap = Tap::open(IFNAME).expect("create tap (needs /dev/net/tun)");
     let (psock, _) = packet_socket();
     let mem = memory();
-    let t = MmioTransport::new(Box::new(NetDevice::new(tap, MAC)), mem.clone()).unwrap();
+    let t = MmioTransport::new(
+        Box::new(NetDevice::new(std::sync::Arc::new(tap), MAC)),
+        mem.clone(),
+    )
+    .unwrap();
     let mut rxr = Ring::new(0, 16);
     let mut txr = Ring::new(1, 16);
     let s = init_device(

@@ -479,38 +479,43 @@ impl VirtioPciTransport {
                     }
                 }
             }
-            (QUEUE_SIZE | QUEUE_ENABLE, 2)
-            | (QUEUE_DESC | QUEUE_DRIVER | QUEUE_DEVICE, 8)
-            | (0x20..=0x34, 4) => {
-                let Some(q) = st.selected_mut() else { return };
-                match (offset, data.len()) {
-                    // Checked at activation: a power of two no larger than the maximum.
-                    (QUEUE_SIZE, _) => q.size = v as u16,
-                    // The driver enables a queue; it never writes 0 (§4.1.4.3.2).
-                    (QUEUE_ENABLE, _) => q.ready |= v == 1,
-                    (QUEUE_DESC, 8) => q.desc = v,
-                    (QUEUE_DRIVER, 8) => q.driver = v,
-                    (QUEUE_DEVICE, 8) => q.device = v,
-                    (o, _) => {
-                        let field = match o & !7 {
-                            QUEUE_DESC => &mut q.desc,
-                            QUEUE_DRIVER => &mut q.driver,
-                            _ => &mut q.device,
-                        };
-                        if o % 8 == 0 {
-                            set_low(field, v as u32)
-                        } else {
-                            set_high(field, v as u32)
-                        }
-                    }
-                }
+            (QUEUE_SIZE | QUEUE_ENABLE, 2) | (QUEUE_DESC | QUEUE_DRIVER | QUEUE_DEVICE, 8) => {
+                self.queue_write(&mut st, offset, data.len(), v)
             }
+            // The 64-bit addresses as two 32-bit halves (Linux's vp_iowrite64_twopart).
+            (0x20..=0x34, 4) if offset.is_multiple_of(4) => self.queue_write(&mut st, offset, 4, v),
             _ => tracing::debug!(
                 offset,
                 len = data.len(),
                 "{}: write to read-only or unknown common cfg field",
                 self.name
             ),
+        }
+    }
+
+    /// A write to one of the selected queue's settings (ignored after DRIVER_OK).
+    fn queue_write(&self, st: &mut TransportCore, offset: u64, len: usize, v: u64) {
+        let Some(q) = st.selected_mut() else { return };
+        match (offset, len) {
+            // Checked at activation: a power of two no larger than the maximum.
+            (QUEUE_SIZE, _) => q.size = v as u16,
+            // The driver enables a queue; it never writes 0 (§4.1.4.3.2).
+            (QUEUE_ENABLE, _) => q.ready |= v == 1,
+            (QUEUE_DESC, 8) => q.desc = v,
+            (QUEUE_DRIVER, 8) => q.driver = v,
+            (QUEUE_DEVICE, 8) => q.device = v,
+            (o, _) => {
+                let field = match o & !7 {
+                    QUEUE_DESC => &mut q.desc,
+                    QUEUE_DRIVER => &mut q.driver,
+                    _ => &mut q.device,
+                };
+                if o % 8 == 0 {
+                    set_low(field, v as u32)
+                } else {
+                    set_high(field, v as u32)
+                }
+            }
         }
     }
 

@@ -32,7 +32,7 @@ pub struct DisplayFactory<'a> {
     pub data_dirs: &'a [std::path::PathBuf],
     /// Add the default `-vga std` before the `-device`s.
     pub default_vga: bool,
-    attached: Mutex<Vec<Arc<dyn DisplaySource>>>,
+    attached: Mutex<Vec<Arc<StdVga>>>,
 }
 
 impl<'a> DisplayFactory<'a> {
@@ -45,11 +45,24 @@ impl<'a> DisplayFactory<'a> {
     }
 
     /// The display devices built, first the default VGA.
-    pub fn sources(&self) -> Vec<Arc<dyn DisplaySource>> {
+    pub fn devices(&self) -> Vec<Arc<StdVga>> {
         self.attached
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Whether a standard VGA (with the legacy window) was attached.
+    pub fn has_vga_window(&self) -> bool {
+        self.devices().iter().any(|d| !d.is_bochs_display())
+    }
+
+    /// The same, as front ends see them.
+    pub fn sources(&self) -> Vec<Arc<dyn DisplaySource>> {
+        self.devices()
+            .into_iter()
+            .map(|d| d as Arc<dyn DisplaySource>)
+            .collect()
     }
 
     /// The PCI function of a display device; a standard VGA also claims its legacy ports and

@@ -17,7 +17,7 @@ pub use firmware::FirmwareImage;
 pub use legacy::attach_legacy;
 
 use rvmm_arch::allocator::{AddressMap, AllocError, FixedMmio, FixedRange};
-use rvmm_cli::{MachineKind, TapConfig};
+use rvmm_cli::MachineKind;
 use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, PioBus};
 use rvmm_hypervisor::{HvError, Vm};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -83,12 +83,8 @@ pub enum DeviceManagerError {
     NoPciSlot { name: String },
     #[error("virtio-blk: {0}")]
     Disk(#[source] rvmm_block::BlockError),
-    #[error("virtio-net: {}: {source}", describe_tap(tap))]
-    Tap {
-        tap: TapConfig,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Net(#[from] crate::netdev::NetdevError),
     #[error("virtio-mmio: {requested} virtio devices requested; at most {max} are supported")]
     TooManyVirtioDevices { requested: usize, max: usize },
     #[error("ich9-ahci: {0}")]
@@ -105,14 +101,6 @@ pub enum DeviceManagerError {
     IsoAsDisk { path: String },
     #[error("interrupt line: GSI {gsi} is past the IOAPIC's {pins} pins")]
     IrqPastIoapic { gsi: u32, pins: usize },
-}
-
-/// `tap 'tap0'` or `tap fd 5`, as the user gave it.
-fn describe_tap(tap: &TapConfig) -> String {
-    match tap {
-        TapConfig::Name(name) => format!("tap '{name}'"),
-        TapConfig::Fd(fd) => format!("tap fd {fd}"),
-    }
 }
 
 /// Register `device` on `bus` and map it, naming it in the error.
@@ -233,20 +221,21 @@ impl DeviceManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rvmm_cli::TapConfig;
     use rvmm_devices::legacy::{IOAPIC_LEN, PC_TESTDEV_IOMEM_LEN};
     use rvmm_devices::pci::Q35_ECAM_LEN;
 
     #[test]
     fn virtio_attach_errors_name_the_input() {
-        let e = DeviceManagerError::Tap {
+        let e = DeviceManagerError::from(crate::netdev::NetdevError::Tap {
             tap: TapConfig::Name("tap7".into()),
             source: std::io::Error::from_raw_os_error(libc::EPERM),
-        };
+        });
         assert!(e.to_string().starts_with("virtio-net: tap 'tap7': "), "{e}");
-        let e = DeviceManagerError::Tap {
+        let e = DeviceManagerError::from(crate::netdev::NetdevError::Tap {
             tap: TapConfig::Fd(42),
             source: std::io::Error::from_raw_os_error(libc::EBADF),
-        };
+        });
         assert!(e.to_string().starts_with("virtio-net: tap fd 42: "), "{e}");
         assert!(std::error::Error::source(&e).is_some());
     }

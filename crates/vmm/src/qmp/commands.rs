@@ -262,8 +262,18 @@ fn human_monitor_command(m: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Valu
     }
     let command_line =
         command_line.ok_or_else(|| QmpError::generic("Parameter 'command-line' is missing"))?;
-    let out = super::hmp::run(command_line, cpu, || {
-        vmm.registers().map_err(|e| e.to_string())
-    });
+    let out = super::hmp::run(
+        command_line,
+        cpu,
+        || vmm.registers().map_err(|e| e.to_string()),
+        |file, format| {
+            let display = m
+                .display
+                .as_deref()
+                .ok_or("There is no console to take a screendump from.")?;
+            crate::screendump::screendump(display, std::path::Path::new(file), format)
+                .map_err(|e| e.to_string())
+        },
+    );
     Ok(Value::String(out))
 }

@@ -7,6 +7,7 @@
 //! descriptor-table and control registers and EFER (QEMU goes on with debug, FPU and SSE
 //! registers, which rvmm does not print).
 
+use crate::screendump::ImageFormat;
 use crate::vcpu::VcpuState;
 use kvm_bindings::kvm_segment;
 use std::fmt::Write as _;
@@ -15,15 +16,23 @@ use std::fmt::Write as _;
 const EFER_LMA: u64 = 1 << 10;
 
 /// What `command_line` prints with `cpu` as the monitor's CPU; `states` gives every vCPU's
-/// registers when asked.
+/// registers when asked, `screendump(filename, format)` writes the screen.
 pub fn run(
     command_line: &str,
     cpu: usize,
     states: impl FnOnce() -> Result<Vec<VcpuState>, String>,
+    screendump: impl FnOnce(&str, ImageFormat) -> Result<(), String>,
 ) -> String {
     let words: Vec<&str> = command_line.split_whitespace().collect();
     let out = match words.as_slice() {
         [] => String::new(),
+        ["screendump", args @ ..] => match screendump_args(args) {
+            Ok((file, format)) => match screendump(file, format) {
+                Ok(()) => String::new(),
+                Err(e) => format!("Error: {e}\n"),
+            },
+            Err(e) => format!("{e}\n"),
+        },
         ["info", "registers"] | ["info", "registers", "-a"] => {
             let all = words.len() == 3;
             match states() {
@@ -38,6 +47,37 @@ pub fn run(
         [cmd, ..] => format!("unknown command: '{cmd}'\n"),
     };
     out.replace('\n', "\r\n")
+}
+
+/// QEMU's `screendump [-f format] [-d device] [-p head] filename`.
+fn screendump_args<'a>(args: &[&'a str]) -> Result<(&'a str, ImageFormat), String> {
+    let mut format = ImageFormat::Ppm;
+    let mut file = None;
+    let mut it = args.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "-f" => {
+                format = match it.next() {
+                    Some(&"ppm") => ImageFormat::Ppm,
+                    Some(&"png") => ImageFormat::Png,
+                    Some(other) => {
+                        return Err(format!(
+                            "Error: Parameter 'format' does not accept value '{other}'"
+                        ))
+                    }
+                    None => return Err("screendump: -f needs a format".into()),
+                }
+            }
+            // One display with one head.
+            "-d" | "-p" => {
+                it.next();
+            }
+            f if file.is_none() => file = Some(f),
+            _ => return Err("screendump: too many arguments".into()),
+        }
+    }
+    file.map(|f| (f, format))
+        .ok_or_else(|| "Parameter 'filename' is missing".into())
 }
 
 fn registers(states: &[VcpuState], all: bool, cpu: usize) -> String {
@@ -270,6 +310,36 @@ fn dump(out: &mut String, st: &VcpuState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn run3(
+        line: &str,
+        cpu: usize,
+        states: impl FnOnce() -> Result<Vec<VcpuState>, String>,
+    ) -> String {
+        run(line, cpu, states, |_, _| panic!("no screendump asked"))
+    }
+
+    #[test]
+    fn screendump_takes_qemus_arguments() {
+        let never = || -> Result<Vec<VcpuState>, String> { panic!("not asked") };
+        let mut got = None;
+        let out = run("screendump -f png /tmp/x.png", 0, never, |f, fmt| {
+            got = Some((f.to_string(), fmt));
+            Ok(())
+        });
+        assert_eq!(out, "");
+        assert_eq!(got, Some(("/tmp/x.png".into(), ImageFormat::Png)));
+        let out = run("screendump /tmp/x.ppm", 0, never, |_, fmt| {
+            assert_eq!(fmt, ImageFormat::Ppm);
+            Err("There is no console to take a screendump from.".into())
+        });
+        assert_eq!(
+            out,
+            "Error: There is no console to take a screendump from.\r\n"
+        );
+        let out = run("screendump", 0, never, |_, _| panic!("not asked"));
+        assert_eq!(out, "Parameter 'filename' is missing\r\n");
+    }
     use rvmm_hypervisor::{kvm_regs, kvm_sregs};
 
     fn state(long: bool) -> VcpuState {
@@ -303,7 +373,7 @@ mod tests {
 
     #[test]
     fn info_registers_in_qemus_layout() {
-        let out = run("info registers", 0, || Ok(vec![state(true), state(false)]));
+        let out = run3("info registers", 0, || Ok(vec![state(true), state(false)]));
         let lines: Vec<&str> = out.split("\r\n").skip(2).collect();
         assert!(out.starts_with("\r\nCPU#0\r\n"), "{out}");
         assert_eq!(
@@ -321,14 +391,14 @@ mod tests {
         );
         assert!(out.contains("EFER=0000000000000500\r\n"));
         assert!(!out.contains("CPU#1"), "one CPU without -a");
-        let second = run("info registers", 1, || Ok(vec![state(true), state(false)]));
+        let second = run3("info registers", 1, || Ok(vec![state(true), state(false)]));
         assert!(second.starts_with("\r\nCPU#1\r\nEAX=00001234"), "{second}");
         assert!(
             second.contains("CS =0010 00000000 ffffffff 00c09b00 DPL=0 CS32 [-RA]\r\n"),
             "{second}"
         );
 
-        let all = run("info registers -a", 0, || {
+        let all = run3("info registers -a", 0, || {
             Ok(vec![state(true), state(false)])
         });
         assert!(all.starts_with("\r\nCPU#0\r\nRAX="), "{all}");
@@ -342,13 +412,12 @@ mod tests {
     #[test]
     fn other_commands_answer_like_hmp() {
         let never = || -> Result<Vec<VcpuState>, String> { panic!("not asked") };
-        assert_eq!(run("frob x", 0, never), "unknown command: 'frob'\r\n");
-        assert!(
-            run("info mtree", 0, never).starts_with("info: unknown or unsupported command 'mtree'")
-        );
-        assert_eq!(run("  ", 0, never), "");
+        assert_eq!(run3("frob x", 0, never), "unknown command: 'frob'\r\n");
+        assert!(run3("info mtree", 0, never)
+            .starts_with("info: unknown or unsupported command 'mtree'"));
+        assert_eq!(run3("  ", 0, never), "");
         assert_eq!(
-            run(
+            run3(
                 "info registers",
                 0,
                 || Err("The VM is shutting down".into())

@@ -39,6 +39,13 @@ pub(super) fn run_once(
     let exit = vcpu
         .run()
         .map_err(|source| VcpuError::Run { vcpu: id, source })?;
+    // Queued writes first, so that nothing this exit does overtakes them.
+    if let Some(ring) = ctx.coalesced.as_deref().filter(|r| r.pending()) {
+        let mmio = buses.mmio.map();
+        ring.drain(|addr, data| {
+            mmio.write(addr, data);
+        });
+    }
     // Time from KVM_RUN returning to the end of the dispatch (the loop back to KVM_RUN is a
     // flag check); two rdtsc per exit when -exit-stats is on, one branch when it is off.
     let start = if stats.is_some() {

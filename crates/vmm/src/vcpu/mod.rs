@@ -57,6 +57,8 @@ pub struct VcpuContext {
     pub thread_ids: Arc<[AtomicI32]>,
     /// Set with `-exit-stats`.
     pub stats: Option<Arc<ExitStats>>,
+    /// KVM's coalesced MMIO ring (the VGA window's writes), replayed before each exit.
+    pub coalesced: Option<Arc<rvmm_hypervisor::CoalescedRing>>,
 }
 
 /// What the VMM thread asks of a vCPU.

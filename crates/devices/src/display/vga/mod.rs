@@ -3,13 +3,14 @@
 //! PCI 1234:1111 revision 2, class 0x0300, subsystem 1af4:1100, no interrupt pin.
 //! - BAR0: 16 MiB prefetchable framebuffer (video memory; the VMM maps it as a dirty-logged KVM
 //!   memory slot, [`StdVga::framebuffer_device`] serves accesses while it is not mapped).
-//! - BAR2: 4 KiB MMIO ([`StdVga::mmio_device`]): 0x000 EDID (zero here: no EDID block), 0x400
+//! - BAR2: 4 KiB MMIO ([`StdVga::mmio_device`]): 0x000 EDID (edid.rs), 0x400
 //!   the VGA ports 0x3c0-0x3df, 0x500 the Bochs DISPI registers (16-bit, index = offset / 2),
 //!   0x600 QEMU's extended registers (size, byte order).
 //! - ROM BAR: the VGA BIOS (`vgabios-stdvga.bin`), added by the VMM.
 //! - Legacy: ports 0x3b0-0x3df ([`StdVga::ports_device`]), Bochs VBE ports 0x1ce-0x1d0
 //!   ([`StdVga::vbe_device`]) and the 0xa0000-0xbffff window ([`StdVga::window_device`]).
 
+mod edid;
 mod regs;
 mod render;
 
@@ -43,6 +44,7 @@ const VGA_VENDOR: u16 = 0x1234;
 const VGA_DEVICE: u16 = 0x1111;
 const VGA_REVISION: u8 = 2;
 /// BAR2 layout (vga-pci.c).
+const MMIO_EDID_LEN: u64 = 0x400;
 const MMIO_VGA_PORTS: u64 = 0x400;
 const MMIO_VGA_PORTS_LEN: u64 = 0x20;
 const MMIO_BOCHS: u64 = 0x500;
@@ -61,6 +63,9 @@ pub enum VgaError {
     Config(#[from] PciConfigError),
 }
 
+/// See [`StdVga::set_flush_hook`].
+pub type FlushHook = Arc<dyn Fn() + Send + Sync>;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -71,6 +76,8 @@ pub struct StdVga {
     vram: Arc<Vram>,
     renderer: Mutex<Renderer>,
     dirty_log: OnceLock<Arc<dyn DirtyLog>>,
+    /// Completes guest writes the VMM has queued but not yet delivered (coalesced MMIO).
+    flush: OnceLock<FlushHook>,
     source: u64,
     config: Mutex<PciConfig>,
 }
@@ -124,9 +131,15 @@ impl StdVga {
             renderer: Mutex::new(Renderer::new(&vram)),
             vram,
             dirty_log: OnceLock::new(),
+            flush: OnceLock::new(),
             source: next_source_id(),
             config: Mutex::new(config),
         }))
+    }
+
+    /// Whether this is a bochs-display (no legacy VGA).
+    pub fn is_bochs_display(&self) -> bool {
+        lock(&self.regs).bochs
     }
 
     /// Video memory, for the VMM to map as BAR0.
@@ -138,6 +151,12 @@ impl StdVga {
     /// VMM. Without it every render redraws the whole VBE picture.
     pub fn set_dirty_log(&self, log: Arc<dyn DirtyLog>) {
         let _ = self.dirty_log.set(log);
+    }
+
+    /// Called before each render to deliver guest writes to the legacy window that the VMM
+    /// queued (KVM's coalesced MMIO ring); set once by the VMM.
+    pub fn set_flush_hook(&self, hook: FlushHook) {
+        let _ = self.flush.set(hook);
     }
 
     /// The regions the VMM maps: BAR0 (framebuffer) and BAR2 (MMIO).
@@ -182,6 +201,9 @@ impl StdVga {
 
 impl DisplaySource for StdVga {
     fn render(&self, out: &mut Framebuffer) -> RenderResult {
+        if let Some(flush) = self.flush.get() {
+            flush();
+        }
         let regs = lock(&self.regs).clone();
         let mut r = lock(&self.renderer);
         let log = self.dirty_log.get().map(|l| l.as_ref());
@@ -273,7 +295,12 @@ struct MmioBar(Arc<StdVga>);
 impl BusDevice for MmioBar {
     fn read(&self, offset: u64, data: &mut [u8]) {
         data.fill(0);
-        if (MMIO_VGA_PORTS..MMIO_VGA_PORTS + MMIO_VGA_PORTS_LEN).contains(&offset) {
+        if offset < MMIO_EDID_LEN {
+            let e = edid::edid();
+            for (i, b) in data.iter_mut().enumerate() {
+                *b = e.get(offset as usize + i).copied().unwrap_or(0);
+            }
+        } else if (MMIO_VGA_PORTS..MMIO_VGA_PORTS + MMIO_VGA_PORTS_LEN).contains(&offset) {
             self.0
                 .port_read((0x3c0 + offset - MMIO_VGA_PORTS) as u16, data);
         } else if (MMIO_BOCHS..MMIO_BOCHS + MMIO_BOCHS_LEN).contains(&offset) {

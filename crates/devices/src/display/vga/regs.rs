@@ -338,6 +338,7 @@ impl VgaRegs {
         }
         self.generation += 1;
         let i = usize::from(self.vbe_index);
+        tracing::debug!(index = i, val, "VBE DISPI write");
         match i {
             VBE_ID if (VBE_ID0..=VBE_ID5).contains(&val) => self.vbe[i] = val,
             VBE_XRES | VBE_YRES | VBE_BPP | VBE_VIRT_WIDTH | VBE_X_OFFSET | VBE_Y_OFFSET => {

@@ -261,6 +261,9 @@ impl Renderer {
         vram.take_dirty(&mut self.dirty);
         let logged = log.is_none_or(|l| l.take_dirty(&mut self.dirty));
         let mode = mode_of(r);
+        if self.last_mode != Some(mode) {
+            tracing::debug!(?mode, "VGA mode");
+        }
         let (w, h) = match mode {
             Mode::Blank => match self.last_mode {
                 Some(_) if self.shadow.width() > 0 => (self.shadow.width(), self.shadow.height()),

@@ -197,3 +197,66 @@ fn pci_identity_and_bars() {
     // BAR0 is prefetchable 32-bit memory.
     assert_eq!(vga.config_read(4) & 0xf, 0x8);
 }
+
+/// A hostile guest: random register, DISPI, window and MMIO traffic, rendering in between.
+/// Nothing may panic, and the picture stays within the display limits.
+#[test]
+fn random_guest_traffic_never_panics() {
+    let vga = StdVga::new(0x10000).unwrap();
+    let (ports, vbe, window, mmio, fbdev) = (
+        vga.ports_device(),
+        vga.vbe_device(),
+        vga.window_device(),
+        vga.mmio_device(),
+        vga.framebuffer_device(),
+    );
+    // xorshift64: deterministic, no dependency.
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut fb = Framebuffer::new();
+    for round in 0..20_000 {
+        let r = next();
+        let v = (r >> 32) as u32;
+        let len = 1 + (r >> 8) as usize % 4;
+        let data = v.to_le_bytes();
+        let mut buf = [0u8; 4];
+        match r % 8 {
+            0 => ports.write(r >> 16 & 0x2f, &data[..len]),
+            1 => ports.read(r >> 16 & 0x2f, &mut buf[..len]),
+            2 => vbe.write(r >> 16 & 3, &data[..2]),
+            3 => window.write(r >> 16 & 0x1ffff, &data[..len]),
+            4 => window.read(r >> 16 & 0x1ffff, &mut buf[..len]),
+            5 => mmio.write(r >> 16 & 0xfff, &data[..len]),
+            6 => fbdev.write(r >> 16, &data[..len]),
+            _ => mmio.read(r >> 16 & 0xfff, &mut buf[..len]),
+        }
+        if round % 500 == 0 {
+            vga.render(&mut fb);
+            assert!(fb.width() <= crate::display::MAX_WIDTH);
+            assert!(fb.height() <= crate::display::MAX_HEIGHT);
+            assert_eq!(fb.pixels().len(), (fb.width() * fb.height()) as usize);
+        }
+    }
+    // Extreme VBE values, then a render.
+    for (i, v) in [
+        (VBE_XRES, 0xffff),
+        (VBE_YRES, 0xffff),
+        (VBE_BPP, 32),
+        (VBE_VIRT_WIDTH, 0xffff),
+        (VBE_X_OFFSET, 0xffff),
+        (VBE_Y_OFFSET, 0xffff),
+        (VBE_ENABLE, 0x41),
+        (VBE_BANK, 0xffff),
+    ] {
+        vbe.write(0, &(i as u16).to_le_bytes());
+        vbe.write(1, &(v as u16).to_le_bytes());
+    }
+    vga.port_write(0x3c0, &[0x20]);
+    vga.render(&mut fb);
+    assert!(fb.width() <= crate::display::MAX_WIDTH && fb.height() <= crate::display::MAX_HEIGHT);
+}

@@ -1,0 +1,413 @@
+//! User networking (`-netdev user`, `-nic user`, the default NIC) through the passt helper:
+//! its lifetime (it dies with rvmm, however rvmm ends; its own death is reported and rvmm runs
+//! on), the error when passt is missing, and (with the Linux test kernel, #[ignore]d like
+//! tests/linux_devices.rs) a guest that gets a DHCP lease from passt, sends netconsole through
+//! the host address 10.0.2.2, and answers UDP through a `hostfwd=udp` port.
+
+mod common;
+
+use common::{skip_on_qemu, VmCommand};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// passt children of process `pid` (passt may exec its passt.avx2 build).
+fn passt_children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let ppid = rest.split(' ').nth(1).and_then(|s| s.parse::<u32>().ok());
+        if comm.contains("(passt") && ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Whether `pid` still exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .split_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A paused VM with one NIC on user networking, and its passt.
+fn vm_with_passt(machine: &str, nic: &[&str]) -> (common::RunningVm, u32) {
+    let mut cmd = VmCommand::guest("hlt.elf")
+        .set_option("-M", machine)
+        .arg("-S");
+    for a in nic {
+        cmd = cmd.arg(*a);
+    }
+    let vm = cmd.spawn();
+    let pid = vm.pid();
+    wait_until("passt to start", Duration::from_secs(20), || {
+        passt_children(pid).len() == 1
+    });
+    let passt = passt_children(pid)[0];
+    // rvmm waits for passt to be ready (about 20 ms): let it get there.
+    std::thread::sleep(Duration::from_secs(1));
+    (vm, passt)
+}
+
+#[test]
+fn passt_dies_with_rvmm_however_rvmm_ends() {
+    if skip_on_qemu("rvmm's passt helper") {
+        return;
+    }
+    // SIGKILL: nothing in rvmm runs, PR_SET_PDEATHSIG takes passt down.
+    let (vm, passt) = vm_with_passt("microvm", &["-nic", "user"]);
+    vm.kill();
+    wait_until(
+        "passt to die after SIGKILL of rvmm",
+        Duration::from_secs(5),
+        || !alive(passt),
+    );
+    // SIGTERM: a clean exit.
+    let (vm, passt) = vm_with_passt(
+        "microvm",
+        &[
+            "-netdev",
+            "user,id=n",
+            "-device",
+            "virtio-net-device,netdev=n",
+        ],
+    );
+    vm.signal("TERM");
+    let out = vm.wait(Duration::from_secs(20));
+    assert!(!alive(passt), "passt outlived rvmm's exit\n{out}");
+    assert!(
+        !out.stderr.contains("passt: "),
+        "passt noise on stderr:\n{}",
+        out.stderr
+    );
+    // The default NIC of pc/q35 is on user networking too; -nodefaults (VmCommand's) drops it.
+    let (vm, passt) = {
+        let vm = VmCommand::guest("hlt.elf")
+            .without_flag("-nodefaults")
+            .arg("-S")
+            .spawn();
+        let pid = vm.pid();
+        wait_until("the default NIC's passt", Duration::from_secs(20), || {
+            passt_children(pid).len() == 1
+        });
+        let p = passt_children(pid)[0];
+        (vm, p)
+    };
+    vm.kill();
+    wait_until("passt to die", Duration::from_secs(5), || !alive(passt));
+    let vm = VmCommand::guest("hlt.elf").arg("-S").spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        passt_children(vm.pid()).is_empty(),
+        "-nodefaults has no NIC"
+    );
+    vm.kill();
+}
+
+#[test]
+fn passt_dying_is_reported_and_rvmm_runs_on() {
+    if skip_on_qemu("rvmm's passt helper") {
+        return;
+    }
+    let (mut vm, passt) = vm_with_passt("microvm", &["-nic", "user"]);
+    // SAFETY: kill(2) on the helper this test's VM started.
+    assert_eq!(unsafe { libc::kill(passt as i32, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_secs(1));
+    if vm.exited() {
+        panic!(
+            "rvmm exited with its passt\n{}",
+            vm.wait(Duration::from_secs(1))
+        );
+    }
+    vm.signal("TERM");
+    let out = vm.wait(Duration::from_secs(20));
+    assert!(
+        out.stderr
+            .contains(&format!("passt (pid {passt}) exited (signal: 9"))
+            && out.stderr.contains("link is down"),
+        "passt's death not reported:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn missing_passt_names_the_package() {
+    if skip_on_qemu("rvmm's passt helper") {
+        return;
+    }
+    let out = Command::new(common::binary())
+        .args([
+            "-M",
+            "microvm",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-nic",
+            "user,hostfwd=tcp::2222-:22",
+            "-kernel",
+        ])
+        .arg(common::guest("hlt.elf"))
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.starts_with("rvmm: "), "{stderr}");
+    assert!(stderr.contains("Debian package 'passt'"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_hostfwd_names_the_option_and_the_part() {
+    common::expect_error(
+        &["-M", "microvm", "-nic", "user,hostfwd=tcp::2222-10.0.2.9:22"],
+        "-nic: hostfwd=tcp::2222-10.0.2.9:22: guest address 10.0.2.9 is not the guest's DHCP address 10.0.2.15",
+    );
+    common::expect_error(
+        &["-M", "microvm", "-netdev", "user,id=n,hostfwd=icmp::1-:1"],
+        "-netdev: hostfwd=icmp::1-:1: protocol 'icmp' is not tcp or udp",
+    );
+}
+
+fn test_kernel() -> PathBuf {
+    if let Some(k) = std::env::var_os("RVMM_TEST_KERNEL") {
+        return PathBuf::from(k);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-kernel.sh");
+    let out = Command::new(script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Where KVM emulates CPL0 the test kernel reaches DHCP in 20-120 s, depending on the load.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(400);
+
+/// The test kernel on `-netdev user,hostfwd=udp:127.0.0.1:P-:7`, its self test replaced by a UDP
+/// echo on port 7 (rvmm_selftest.udp_echo=7) and `root=` a disk that never comes (rootwait), so
+/// the kernel stays up. It gets 10.0.2.15 from passt's DHCP, netconsole goes to 10.0.2.2 (passt
+/// maps the gateway to the host's loopback, as slirp does), and datagrams to the forwarded host
+/// port come back from the in-kernel echo.
+#[test]
+#[ignore = "needs the Linux test kernel (scripts/test.sh runs it)"]
+fn linux_gets_dhcp_netconsole_and_a_hostfwd_echo_over_user_networking() {
+    if skip_on_qemu("rvmm's user networking") {
+        return;
+    }
+    let kernel = test_kernel();
+    let netconsole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    netconsole
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let nc_port = netconsole.local_addr().unwrap().port();
+    let fwd_port = {
+        // A free port for the forward (bound and released; passt binds it next).
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let cmdline = format!(
+        "console=ttyS0 noxsave clearcpuid=141,308,137 panic=-1 rodata=off \
+         rvmm_selftest.udp_echo=7 root=/dev/vdz rootwait ip=dhcp \
+         netconsole=6665@10.0.2.15/eth0,{nc_port}@10.0.2.2/52:55:0a:00:02:02"
+    );
+    let start = Instant::now();
+    let vm = VmCommand::without_kernel()
+        .set_option("-M", "microvm,acpi=off")
+        .arg("-m")
+        .arg("128")
+        .arg("-kernel")
+        .arg(&kernel)
+        .append(&cmdline)
+        .arg("-nic")
+        .arg(format!("user,hostfwd=udp:127.0.0.1:{fwd_port}-:7"))
+        .timeout(BOOT_TIMEOUT)
+        .spawn();
+    let mut log = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = start + BOOT_TIMEOUT;
+    // netconsole replays the log once eth0 is up, then streams it.
+    // ipconfig's "Complete:" line is followed by the one with the addresses.
+    while !(log.contains(" gw=") && log.contains("rvmm-selftest: udp echo on port 7")) {
+        assert!(
+            Instant::now() < deadline,
+            "no DHCP lease / echo over netconsole in {BOOT_TIMEOUT:?}\nnetconsole:\n{log}\nserial:\n{}",
+            vm.stdout()
+        );
+        if let Ok((n, from)) = netconsole.recv_from(&mut buf) {
+            assert_eq!(
+                from.ip().to_string(),
+                "127.0.0.1",
+                "netconsole through the host address"
+            );
+            log.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    let lease_at = start.elapsed();
+    assert!(
+        log.contains("ipaddr=10.0.2.15, mask=255.255.255.0, gw=10.0.2.2"),
+        "QEMU's 10.0.2.0/24 layout:\n{log}"
+    );
+    // hostfwd: a host socket's datagrams reach the guest's port 7 and come back.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut echoed = None;
+    for i in 0..60 {
+        let msg = format!("rvmm-hostfwd-{i}");
+        client
+            .send_to(msg.as_bytes(), ("127.0.0.1", fwd_port))
+            .unwrap();
+        if let Ok(n) = client.recv(&mut buf) {
+            assert_eq!(&buf[..n], msg.as_bytes(), "echo of what was sent");
+            echoed = Some(i);
+            break;
+        }
+    }
+    let out = vm.kill();
+    eprintln!(
+        "user network: DHCP lease and netconsole after {:.1} s; echo after {:?} tries",
+        lease_at.as_secs_f64(),
+        echoed
+    );
+    assert!(
+        echoed.is_some(),
+        "no echo through hostfwd udp:{fwd_port}-:7\nserial:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// A host UDP socket echoing everything it gets, on a thread; returns its port.
+fn udp_echo() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = s.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    port
+}
+
+/// "virtio_net_bench: received R lost L" from the guest's output.
+fn received_lost(out: &common::Output) -> (u32, u32) {
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("virtio_net_bench: received"))
+        .unwrap_or_else(|| panic!("no result line\n{out}"));
+    let w: Vec<u32> = line.split(' ').filter_map(|t| t.parse().ok()).collect();
+    (w[0], w[1])
+}
+
+/// The tiny polling guest (benches/virtio_net.py's) sends UDP to 10.0.2.2 through `-nic user`;
+/// a host socket echoes it back through passt.
+#[test]
+fn tiny_guest_echoes_udp_through_user_networking() {
+    if skip_on_qemu("rvmm's user networking (QEMU needs force-legacy=false)") {
+        return;
+    }
+    let port = udp_echo();
+    let out = VmCommand::guest("virtio_net_bench.elf")
+        .set_option("-M", "microvm")
+        .arg("-nic")
+        .arg("user")
+        .append(&format!("n=300 size=1000 w=8 port={port}"))
+        .run();
+    out.assert_status(33);
+    let (received, lost) = received_lost(&out);
+    assert_eq!(received + lost, 300, "{out}");
+    // A stalled window at the start (the flow being set up) at most.
+    assert!(
+        received >= 300 - 2 * 8,
+        "{received} echoes, {lost} lost\n{out}"
+    );
+}
+
+/// The same guest on `-netdev stream` to this test, which plays the network: it reads the
+/// length-prefixed frames and sends each UDP datagram back with addresses and ports swapped.
+#[test]
+fn tiny_guest_over_a_stream_netdev() {
+    if skip_on_qemu("rvmm's stream netdev") {
+        return;
+    }
+    use std::io::{Read, Write};
+    let dir = common::TempDir::new("usernet-stream");
+    let path = dir.path().join("net.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut echoed = 0u32;
+        loop {
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).is_err() {
+                return echoed;
+            }
+            let mut f = vec![0u8; u32::from_be_bytes(len) as usize];
+            if s.read_exact(&mut f).is_err() {
+                return echoed;
+            }
+            // IPv4 UDP: swap MACs, addresses and ports; the checksums stay valid.
+            if f.len() < 42 || f[12..14] != [8, 0] || f[23] != 17 {
+                continue;
+            }
+            let (dst, src) = (f[0..6].to_vec(), f[6..12].to_vec());
+            f[0..6].copy_from_slice(&src);
+            f[6..12].copy_from_slice(&dst);
+            let (a, b) = (f[26..30].to_vec(), f[30..34].to_vec());
+            f[26..30].copy_from_slice(&b);
+            f[30..34].copy_from_slice(&a);
+            let (p, q) = (f[34..36].to_vec(), f[36..38].to_vec());
+            f[34..36].copy_from_slice(&q);
+            f[36..38].copy_from_slice(&p);
+            let mut msg = (f.len() as u32).to_be_bytes().to_vec();
+            msg.extend_from_slice(&f);
+            if s.write_all(&msg).is_err() {
+                return echoed;
+            }
+            echoed += 1;
+        }
+    });
+    let out = VmCommand::guest("virtio_net_bench.elf")
+        .set_option("-M", "microvm")
+        .arg("-netdev")
+        .arg(format!(
+            "stream,id=n,addr.type=unix,addr.path={}",
+            path.display()
+        ))
+        .arg("-device")
+        .arg("virtio-net-device,netdev=n")
+        .append("n=500 size=64 w=16 port=9")
+        .run();
+    out.assert_status(33);
+    assert_eq!(received_lost(&out), (500, 0), "{out}");
+    assert_eq!(peer.join().unwrap(), 500);
+}
