@@ -52,6 +52,7 @@ cases!(
     mouse,
     screen_and_resize,
     vga_screen_and_mode_switch,
+    seabios_boot_menu,
     password,
     default_display_and_several_clients,
     hostile_clients,
@@ -76,5 +77,5 @@ fn every_python_case_is_run() {
             "test_vnc.py case {case} has no Rust test"
         );
     }
-    assert_eq!(in_script.len(), 9, "cases in test_vnc.py: {in_script:?}");
+    assert_eq!(in_script.len(), 10, "cases in test_vnc.py: {in_script:?}");
 }

@@ -80,6 +80,8 @@ impl FirmwareTables {
             },
             virtio_mmio,
             s3: config.s3_offered(),
+            // QEMU's microvm has no i8042; rvmm's keeps one (for reboot) but does not announce it.
+            i8042: config.machine != MachineKind::Microvm,
         });
         Self { acpi, apic_ids }
     }

@@ -446,4 +446,29 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // A deterministic generator (xorshift): the same inputs every run.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Mostly valid message types, so the bodies get parsed too.
+            if let Some(first) = data.first_mut() {
+                *first = [0, 2, 3, 4, 5, 6, 255, *first][(next() % 8) as usize];
+            }
+            let mut r = Cursor::new(data.clone());
+            while read_message(&mut r).is_ok() {}
+            let mut p = peer(&[b"RFB 003.008\n".as_slice(), &data].concat());
+            let _ = handshake(&mut p, Security::Password(Some(b"pw")));
+            let _ = handshake(&mut peer(&data), Security::None);
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! The DSDT (ACPI 6.5 section 5.2.11.1): COM1, the PCI root bridge with its interrupt routing
+//! The DSDT (ACPI 6.5 section 5.2.11.1): COM1, the PS/2 keyboard and mouse, the PCI root bridge with its interrupt routing
 //! (`_PRT` over PCI interrupt link devices, ACPI 6.5 sections 6.2.13 and 6.2.16), the
 //! virtio-mmio transports, and the sleep packages that match the PM1a_CNT device (ACPI 6.5
 //! section 7.4.2, values as QEMU's `build_dsdt`): \_S3 {1, 1, 0, 0} unless withdrawn (SLP_TYP 1
@@ -17,6 +17,11 @@ use crate::pci_irq::{PciIntxRouting, PCI_INTX_PINS, PCI_SLOTS};
 /// COM1's ports and ISA IRQ.
 const COM1_BASE: u16 = 0x3f8;
 const COM1_IRQ: u32 = 4;
+/// The i8042's ports and the keyboard's and mouse's ISA IRQs.
+const I8042_DATA: u16 = 0x60;
+const I8042_COMMAND: u16 = 0x64;
+const KBD_IRQ: u32 = 1;
+const MOUSE_IRQ: u32 = 12;
 /// PCI configuration mechanism #1 ports (0xCF8 address, 0xCFC data).
 const PCI_CONFIG_PORT: u16 = 0xcf8;
 
@@ -37,6 +42,22 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
     let com1_uid = Name::new("_UID".into(), &1u8);
     let com1_crs = Name::new("_CRS".into(), &com1_crs);
     let com1 = Device::new("COM1".into(), vec![&com1_hid, &com1_uid, &com1_crs]);
+
+    // The PS/2 keyboard and mouse, as QEMU's i8042 describes them (hw/input/pckbd.c).
+    let kbd_data = IO::new(I8042_DATA, I8042_DATA, 1, 1);
+    let kbd_cmd = IO::new(I8042_COMMAND, I8042_COMMAND, 1, 1);
+    let kbd_irq = Interrupt::new(true, false, false, false, KBD_IRQ);
+    let kbd_crs = ResourceTemplate::new(vec![&kbd_data, &kbd_cmd, &kbd_irq]);
+    let kbd_hid = Name::new("_HID".into(), &EISAName::new("PNP0303"));
+    let kbd_sta = Name::new("_STA".into(), &0xfu8);
+    let kbd_crs = Name::new("_CRS".into(), &kbd_crs);
+    let kbd = Device::new("KBD_".into(), vec![&kbd_hid, &kbd_sta, &kbd_crs]);
+    let mou_irq = Interrupt::new(true, false, false, false, MOUSE_IRQ);
+    let mou_crs = ResourceTemplate::new(vec![&mou_irq]);
+    let mou_hid = Name::new("_HID".into(), &EISAName::new("PNP0F13"));
+    let mou_sta = Name::new("_STA".into(), &0xfu8);
+    let mou_crs = Name::new("_CRS".into(), &mou_crs);
+    let mou = Device::new("MOU_".into(), vec![&mou_hid, &mou_sta, &mou_crs]);
 
     let hid = EISAName::new(match config.pci {
         PciHostBridge::Pcie => "PNP0A08",
@@ -85,6 +106,10 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
     let mut children: Vec<&dyn Aml> = Vec::new();
     if config.com1 {
         children.push(&com1);
+    }
+    if config.i8042 {
+        children.push(&kbd);
+        children.push(&mou);
     }
     if config.pci != PciHostBridge::None {
         children.extend(links.iter().map(|l| l as &dyn Aml));

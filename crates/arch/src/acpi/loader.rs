@@ -237,6 +237,7 @@ mod tests {
             pci: PciHostBridge::Pcie,
             virtio_mmio: Vec::new(),
             s3: true,
+            i8042: true,
         };
         let acpi = firmware_tables(&config).unwrap();
         let base = 0x7ffe_0000;

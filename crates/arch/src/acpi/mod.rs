@@ -68,6 +68,10 @@ pub struct AcpiConfig {
     pub virtio_mmio: Vec<VirtioMmioDevice>,
     /// Whether the DSDT offers \_S3 (suspend to RAM).
     pub s3: bool,
+    /// Whether the machine has the i8042: PS/2 keyboard and mouse devices (PNP0303, PNP0F13)
+    /// in the DSDT and the 8042 flag in the FADT, as QEMU. SeaBIOS sets the keyboard up only
+    /// when the DSDT has it, and Linux's i8042 driver looks for the PNP devices first.
+    pub i8042: bool,
 }
 
 /// One virtio-mmio transport as the DSDT describes it (QEMU microvm: `VRnn`, `_HID`
@@ -139,9 +143,13 @@ fn io_gas(bit_width: u8, port: u16) -> GAS {
     )
 }
 
+/// IAPC_BOOT_ARCH bit 1: the machine has an 8042 keyboard controller.
+const IAPC_BOOT_ARCH_8042: u16 = 1 << 1;
+
 /// The FADT: full (not hardware-reduced) ACPI, since the guest gets the PM timer, fixed
 /// power button and PM1 registers; values as QEMU q35's FADT.
-pub fn fadt(dsdt_addr: u64, facs_addr: u64) -> Vec<u8> {
+/// With `i8042`, IAPC_BOOT_ARCH says "8042" (ACPI 6.5 table 5.10, bit 1), as QEMU.
+pub fn fadt(dsdt_addr: u64, facs_addr: u64, i8042: bool) -> Vec<u8> {
     let mut f = FADTBuilder::new(OEM_ID, oem_table_id(b"FACP"), OEM_REVISION)
         .flag(Flags::Wbinvd)
         .flag(Flags::ProcC1)
@@ -173,6 +181,9 @@ pub fn fadt(dsdt_addr: u64, facs_addr: u64) -> Vec<u8> {
     f.x_gpe0_blk = io_gas(GPE0_BLK_LEN * 8, GPE0_BLK);
     f.reset_reg = io_gas(8, RESET_PORT);
     f.reset_value = RESET_VALUE;
+    if i8042 {
+        f.iapc_boot_arch = IAPC_BOOT_ARCH_8042.into();
+    }
     let mut bytes = Vec::new();
     f.finalize().to_aml_bytes(&mut bytes);
     bytes
@@ -222,7 +233,7 @@ pub(crate) fn place_tables(
     // The FACS must be 64-byte aligned (ACPI 6.5 section 5.2.10).
     let facs = place("FACS", facs(), 64)?;
     let dsdt = place("DSDT", dsdt(config), 16)?;
-    let fadt = place("FACP", fadt(dsdt.addr, facs.addr), 16)?;
+    let fadt = place("FACP", fadt(dsdt.addr, facs.addr, config.i8042), 16)?;
     let madt = place("APIC", madt(&config.apic_ids), 16)?;
     let mut xsdt = XSDT::new(OEM_ID, oem_table_id(b"XSDT"), OEM_REVISION);
     xsdt.add_entry(fadt.addr);

@@ -8,6 +8,7 @@ fn config(apic_ids: Vec<u32>) -> AcpiConfig {
         pci: PciHostBridge::Pcie,
         virtio_mmio: Vec::new(),
         s3: true,
+        i8042: true,
     }
 }
 
@@ -101,7 +102,14 @@ fn pointers_link_rsdp_to_every_table() {
 
 #[test]
 fn fadt_describes_the_ich9_pm_block_and_reset_register() {
-    let f = fadt(0xe1000, 0xe0040);
+    let f = fadt(0xe1000, 0xe0040, true);
+    assert_eq!(
+        u16::from_le_bytes([f[109], f[110]]),
+        2,
+        "IAPC_BOOT_ARCH: 8042"
+    );
+    let no_kbd = fadt(0xe1000, 0xe0040, false);
+    assert_eq!(u16::from_le_bytes([no_kbd[109], no_kbd[110]]), 0);
     assert_eq!(f[8], 6, "FADT revision");
     assert_eq!(u16::from_le_bytes([f[46], f[47]]), 9, "SCI_INT");
     assert_eq!(u32_at(&f, 48), 0, "no SMI_CMD: always in ACPI mode");
@@ -186,6 +194,7 @@ fn dsdt_variants_and_s5() {
         pci: PciHostBridge::None,
         virtio_mmio: Vec::new(),
         s3: false,
+        i8042: false,
     });
     let has = |t: &[u8], s: &[u8]| t.windows(s.len()).any(|w| w == s);
     for t in [&with, &without] {
@@ -203,8 +212,11 @@ fn dsdt_variants_and_s5() {
     assert!(!has(&without, b"_S3_"));
     assert!(has(&with, b"COM1") && has(&with, b"PCI0"));
     assert!(!has(&without, b"COM1") && !has(&without, b"PCI0"));
-    // EISAID("PNP0501") and "PNP0A08" encodings.
+    // EISAID("PNP0501") and "PNP0A08" encodings; PNP0303 and PNP0F13 with the i8042.
     assert!(has(&with, &[0x0c, 0x41, 0xd0, 0x05, 0x01]));
+    assert!(has(&with, &[0x0c, 0x41, 0xd0, 0x03, 0x03]) && has(&with, b"KBD_"));
+    assert!(has(&with, &[0x0c, 0x41, 0xd0, 0x0f, 0x13]) && has(&with, b"MOU_"));
+    assert!(!has(&without, b"KBD_") && !has(&without, b"MOU_"));
     assert!(has(&with, &[0x0c, 0x41, 0xd0, 0x0a, 0x08]));
 }
 
@@ -321,6 +333,7 @@ fn iasl_disassembles_every_table_without_errors() {
             pci,
             virtio_mmio: virtio_devices(2),
             s3: true,
+            i8042: true,
         };
         // iasl only takes description tables with a header; the RSDP is checked above.
         for t in build_tables(&cfg)
@@ -351,6 +364,7 @@ fn iasl_disassembles_every_table_without_errors() {
             let dsl = std::fs::read_to_string(file.with_extension("dsl")).unwrap();
             if t.name == "DSDT" {
                 assert!(dsl.contains("PNP0501"), "{dsl}");
+                assert!(dsl.contains("PNP0303") && dsl.contains("PNP0F13"), "{dsl}");
                 assert!(dsl.contains("Device (VR01)"), "{dsl}");
                 assert!(dsl.contains("Name (_HID, \"LNRO0005\")"), "{dsl}");
                 assert!(dsl.contains("0xFEB00200"), "{dsl}");

@@ -715,4 +715,22 @@ mod tests {
         assert_eq!(read_all(&p), vec![0xe0, 0x1f]);
         assert_eq!(dev.leds(), 0);
     }
+
+    #[test]
+    fn at_most_sixteen_stale_bytes_for_linux_flush() {
+        // Keys typed before the guest's driver starts: Linux's i8042_flush reads at most 16
+        // bytes and calls a controller with more "stuck".
+        let p = setup();
+        let dev = I8042::new(p.ctl.clone());
+        let p = Ports {
+            ctl: p.ctl,
+            data: dev.data_port(),
+            cmd: dev.command_port(),
+        };
+        for _ in 0..40 {
+            dev.key(keys::KEY_A, true);
+            dev.key(keys::KEY_A, false);
+        }
+        assert_eq!(read_all(&p).len(), 16);
+    }
 }

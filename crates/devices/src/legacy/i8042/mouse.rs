@@ -33,8 +33,9 @@ const STATUS_SCALE21: u8 = 0x10;
 const TYPE_STANDARD: u8 = 0;
 const TYPE_IMPS2: u8 = 3;
 const TYPE_IMEX: u8 = 4;
-/// Bytes held for the guest: packets beyond this are dropped (motion accumulates instead).
-const QUEUE_CAP: usize = 256;
+/// Bytes held for the guest, with the output buffer's a PS/2 buffer of 16 as QEMU's: no packet
+/// is queued beyond this, the motion accumulates for the next event instead.
+const QUEUE_CAP: usize = 15;
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Mouse {
@@ -193,7 +194,7 @@ impl Mouse {
     fn packet(&mut self) -> Vec<u8> {
         let dx = self.dx.clamp(-127, 127);
         // PS/2 y grows upwards.
-        let dy = (-self.dy).clamp(-127, 127);
+        let dy = self.dy.saturating_neg().clamp(-127, 127);
         let dz = self.dz.clamp(-7, 7);
         self.dx -= dx;
         self.dy += dy;
@@ -272,9 +273,13 @@ mod tests {
         assert_eq!(cmd(&mut m, 0x42), [0x42]);
         assert_eq!(cmd(&mut m, CMD_RESET_WRAP), [REPLY_ACK]);
         assert_eq!(cmd(&mut m, 0x01), [REPLY_NAK]);
-        // A flood while the guest reads nothing stays bounded.
+        // A flood while the guest reads nothing stays bounded; extreme motion saturates.
         for _ in 0..10_000 {
             m.event(1000, 1000, 0, 0);
+        }
+        assert!(drain(&mut m).len() <= QUEUE_CAP);
+        for v in [i32::MIN, i32::MAX, i32::MIN] {
+            m.event(v, v, v, 0);
         }
         assert!(drain(&mut m).len() <= QUEUE_CAP);
     }
