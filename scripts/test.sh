@@ -63,14 +63,28 @@ cargo test --workspace
 # Boot test 1: Debian's stock cloud kernel to "Run /init" (tests/linux_boot.rs). It is #[ignore]d
 # in plain `cargo test` because it takes minutes on hosts whose KVM emulates guest kernel code
 # (docs/EMULATED-KVM.md); here it runs explicitly.
+# It runs while the test kernel of boot tests 2 and 3 builds (the test binary is started directly:
+# `cargo test` would hold the build directory's lock), and the build waits for it to finish before
+# the next boots start.
 linux_dir="$(scripts/get-linux.sh)"
 echo "scripts/test.sh: stock Linux boot test (several minutes where KVM emulates CPL0) with $linux_dir"
-RVMM_LINUX_DIR="$linux_dir" cargo test --test linux_boot -- --ignored --nocapture
+boot1_bin="$(cargo test --test linux_boot --no-run 2>&1 | sed -n 's/.*Executable tests\/linux_boot.rs (\(.*\))/\1/p')"
+[ -x "$boot1_bin" ] || { echo "scripts/test.sh: cannot find the linux_boot test binary" >&2; exit 1; }
+boot1_log="target/linux-boot-test.log"
+RVMM_LINUX_DIR="$linux_dir" "$boot1_bin" --ignored --nocapture >"$boot1_log" 2>&1 &
+boot1_pid=$!
 
 # Boot test 2: a small kernel built from linux-source-6.1 proves virtio-blk, -rng and -net from
 # inside Linux without user space (tests/linux_devices.rs, docs/LINUX-TEST-KERNEL.md). Building
 # it takes about 3 minutes on 2 cores the first time (cached by config hash), the boot seconds.
 test_kernel="$(scripts/build-test-kernel.sh)"
+boot1_status=0
+wait "$boot1_pid" || boot1_status=$?
+cat "$boot1_log"
+if [ "$boot1_status" -ne 0 ]; then
+  echo "scripts/test.sh: stock Linux boot test failed (status $boot1_status)" >&2
+  exit 1
+fi
 echo "scripts/test.sh: Linux device test with $test_kernel"
 RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_devices -- --ignored --nocapture
 # The same kernel on -nic user (passt): DHCP, netconsole to 10.0.2.2, a hostfwd=udp echo
