@@ -37,7 +37,7 @@ fn raw_read_write_bounds_and_probe() {
     disk.read(&mut buf, 512).unwrap();
     assert_eq!(buf, [0; 512]);
     disk.flush().unwrap();
-    drop(disk);
+    close(disk);
     let (disk, _) = Disk::open(&DiskOptions {
         path: path.clone(),
         format: Some(ImageFormat::Raw),
@@ -91,13 +91,37 @@ impl Drop for Scratch {
     }
 }
 
+/// Held while this test process forks a child and while a test closes a locked image. A child
+/// holds every open file description of the process from fork to exec, OFD locks included, so a
+/// test that closes an image and opens it again could find its own lock still held by another
+/// test's child. `Command::spawn` returns once the child has exec'd.
+static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `cmd` to completion; see [`SPAWN`].
+fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    let child = {
+        let _forking = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?
+    };
+    child.wait_with_output()
+}
+
+/// Closes `disk` while no child is between fork and exec; see [`SPAWN`].
+fn close(disk: Disk) {
+    let _forking = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+    drop(disk);
+}
+
 /// Runs a QEMU tool in `dir`; a missing tool fails the test (install qemu-utils).
 fn tool(dir: &Path, program: &str, args: &[&str]) {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (install qemu-utils): {e}"));
+    let out = output(
+        std::process::Command::new(program)
+            .args(args)
+            .current_dir(dir),
+    )
+    .unwrap_or_else(|e| panic!("cannot run {program} (install qemu-utils): {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?}: {}\n{}{}",
@@ -180,7 +204,7 @@ fn a_backing_chain_is_read_through_relative_names() {
     disk.write_zeroes(65536, 512, false).unwrap();
     disk.flush().unwrap();
     assert_eq!((read_byte(&disk, 0), read_byte(&disk, 65536)), (0x33, 0));
-    drop(disk);
+    close(disk);
     // The backing files were only read.
     assert_eq!(std::fs::read(dir.path("base.raw")).unwrap()[0], 0x11);
     let mid = open(&dir.path("mid.qcow2"), None, true).unwrap();
@@ -284,7 +308,7 @@ fn the_chain_length_is_bounded() {
     // MAX_CHAIN_LEN images: opened, and the bottom one's data reads through them all.
     let disk = open(&dir.path("l000001.qcow2"), Some(ImageFormat::Qcow2), false).unwrap();
     assert_eq!(read_byte(&disk, 0), 0x5a);
-    drop(disk);
+    close(disk);
     // One more is too many.
     let err = open_error(&dir.path("l000000.qcow2"), Some(ImageFormat::Qcow2));
     let last = format!("l{:06}.qcow2", MAX_CHAIN_LEN - 1);
@@ -325,7 +349,7 @@ fn special_files_are_refused_without_blocking() {
     qemu_io(&dir, "ext.qcow2", "write -P 0x44 0 512");
     let disk = open(&dir.path("ext.qcow2"), Some(ImageFormat::Qcow2), false).unwrap();
     assert_eq!(read_byte(&disk, 0), 0x44);
-    drop(disk);
+    close(disk);
     std::fs::remove_file(dir.path("ext.data")).unwrap();
     tool(&dir.0, "mkfifo", &["ext.data"]);
     let err = open_error(&dir.path("ext.qcow2"), Some(ImageFormat::Qcow2));
@@ -592,18 +616,19 @@ fn qemu_img_respects_the_locks() {
     let dir = Scratch::new("lock-qemu-img");
     create_qcow2(&dir, "a.qcow2", None, &[]);
     let disk = open_with(&dir.path("a.qcow2"), false, true, false).unwrap();
-    let out = std::process::Command::new("qemu-img")
-        .args(["info", "a.qcow2"])
-        .current_dir(&dir.0)
-        .output()
-        .expect("qemu-img (install qemu-utils)");
+    let out = output(
+        std::process::Command::new("qemu-img")
+            .args(["info", "a.qcow2"])
+            .current_dir(&dir.0),
+    )
+    .expect("qemu-img (install qemu-utils)");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("Failed to get shared \"write\" lock"),
         "{err}"
     );
     tool(&dir.0, "qemu-img", &["info", "-U", "a.qcow2"]);
-    drop(disk);
+    close(disk);
     tool(&dir.0, "qemu-img", &["info", "a.qcow2"]);
 }
 
@@ -645,7 +670,7 @@ fn a_snapshot_writes_to_a_temporary_overlay_only() {
         drop(open_with(&path, true, true, false).unwrap());
         let e = open_with(&path, false, true, false).unwrap_err();
         assert!(e.contains("Failed to get \"write\" lock"), "{e}");
-        drop(disk);
+        close(disk);
         let after: Vec<_> = files.iter().map(|p| fingerprint(p)).collect();
         assert!(before == after, "{} changed", path.display());
     }
@@ -660,4 +685,32 @@ fn a_snapshot_writes_to_a_temporary_overlay_only() {
         })
         .count();
     assert_eq!(leftovers, 0);
+}
+
+/// Found by fuzz/block_image: zeroing on a `-snapshot` of an image smaller than one cluster of
+/// its overlay made imago compute its last cluster below 0 (a panic in debug builds).
+#[test]
+fn zeroing_an_image_smaller_than_a_cluster() {
+    let dir = Scratch::new("tiny");
+    let raw = dir.path("tiny.img");
+    std::fs::write(&raw, vec![0x66u8; 4129]).unwrap();
+    tool(
+        &dir.0,
+        "qemu-img",
+        &["create", "-f", "qcow2", "-q", "tiny.qcow2", "4608"],
+    );
+    for path in [raw, dir.path("tiny.qcow2")] {
+        for snapshot in [true, false] {
+            let mut disk = open_with(&path, false, true, snapshot).unwrap();
+            let size = disk.size();
+            disk.write(&vec![0x77; size as usize], 0).unwrap();
+            disk.write_zeroes(0, 512, false).unwrap();
+            disk.write_zeroes(size - 100, 100, true).unwrap();
+            let mut b = vec![0u8; size as usize];
+            disk.read(&mut b, 0).unwrap();
+            assert!(b[..512].iter().all(|&x| x == 0), "{}", path.display());
+            assert!(b[512..size as usize - 100].iter().all(|&x| x == 0x77));
+            assert!(b[size as usize - 100..].iter().all(|&x| x == 0));
+        }
+    }
 }
