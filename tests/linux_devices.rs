@@ -327,7 +327,9 @@ fn boot(engine: Engine, bus: Bus) -> Boot {
     );
     let kernel = test_kernel();
     assert!(kernel.is_file(), "no test kernel at {}", kernel.display());
-    let dir = TempDir::new(&format!("linux_devices_{engine:?}_{}", bus.machine()));
+    // No commas in the name: the disks' paths go into -drive file=, where a comma ends the value.
+    let machine_name = bus.machine().replace([',', '='], "_");
+    let dir = TempDir::new(&format!("linux_devices_{engine:?}_{machine_name}"));
     let mut img = vec![0u8; 1 << 20];
     img[..SECTOR].copy_from_slice(&pattern_sector(DISK_MAGIC, 7, 3));
     let disk = dir.file("disk.raw", &img);
@@ -404,9 +406,7 @@ fn boot(engine: Engine, bus: Bus) -> Boot {
                 .set_option("-cpu", "max"),
         };
         let vm = cmd.spawn();
-        // rvmm creates the tap after unpacking the kernel, which takes a debug build a while when
-        // three boots start at once on a loaded host.
-        let sock = tap_socket(start + Duration::from_secs(120));
+        let sock = tap_socket(start + Duration::from_secs(30));
         tool(
             "ip",
             &["addr", "add", &format!("{HOST_IP}/24"), "dev", IFNAME],
