@@ -741,9 +741,10 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
         tracing::debug!("hiding the paravirtual features that use hypercalls");
     }
     let guest = rvmm_arch::cpu::guest_cpuid(&config.cpu, &supported)?;
+    // Logged before the Hyper-V check, so tests can compare the table with QEMU's where KVM
+    // lacks Hyper-V and the check refuses it.
+    log_cpuid(&guest.cpuid);
     if config.cpu.hyperv.enabled() {
-        // After the table is logged, so tests can compare it with QEMU's where KVM lacks Hyper-V.
-        log_cpuid(&guest.cpuid);
         config.cpu.hyperv.check(&hyperv_support(hv)?)?;
     }
     for warning in &guest.warnings {
@@ -756,9 +757,6 @@ fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::Cp
             l1.ecx,
             l1.edx
         );
-    }
-    if !config.cpu.hyperv.enabled() {
-        log_cpuid(&guest.cpuid);
     }
     Ok(guest.cpuid)
 }
