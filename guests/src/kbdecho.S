@@ -4,7 +4,7 @@
  * send-key) and read the scan codes back.
  *
  * It first turns on the controller's set 2 to set 1 translation (as Linux and BIOSes leave it)
- * and enables the mouse (0xD4 0xF4), then prints "ready" and polls the status port: each poll is
+ * and enables the mouse (0xD4 0xF4) and reads its ACK, then prints "ready" and polls the status port: each poll is
  * one port exit, cheap even where CPL0 is emulated. Interrupts stay off.
  */
 #include "include/lib32.inc"
@@ -29,6 +29,13 @@ _start:
     out %al, $I8042_STATUS
     mov $0xf4, %al
     out %al, $I8042_DATA
+5:  in $I8042_STATUS, %al             /* the mouse's ACK (0xFA) is read here, so that every */
+    and $0x21, %al                    /* byte echoed after "ready" is one the test caused */
+    cmp $0x21, %al
+    je 6f
+    pause
+    jmp 5b
+6:  in $I8042_DATA, %al
     PUTS32 "ready\n"
 1:  in $I8042_STATUS, %al
     test $0x01, %al
