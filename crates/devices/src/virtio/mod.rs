@@ -279,8 +279,9 @@ pub enum QueueFault {
 /// Take every available chain of `queue`, hand it (checked) to `handle`, and put it on the used
 /// ring with the length `handle` returns; then interrupt the driver if it asked for one
 /// (EVENT_IDX, §2.7.10). A malformed chain reaches `handle` as `Err`, with its head index, so the
-/// device can complete it with an error status.
-pub(crate) fn process_queue(
+/// device can complete it with an error status. Public for the fuzz targets (fuzz/).
+#[doc(hidden)]
+pub fn process_queue(
     queue: &mut Queue,
     mem: &GuestMemoryMmap,
     interrupt: &VirtioInterrupt,

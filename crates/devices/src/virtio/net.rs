@@ -87,6 +87,21 @@ fn send(
     tap: &Tap,
     chain: Result<DescChain, super::ChainError>,
 ) -> Option<usize> {
+    let frame = tx_frame(mem, chain)?;
+    if let Err(e) = tap.write_frame(&frame) {
+        tracing::debug!("virtio-net tx: tap write failed: {e}");
+        return None;
+    }
+    Some(frame.len() - VNET_HDR_LEN)
+}
+
+/// The frame (virtio-net header first) a TX chain carries; `None` if the chain is malformed.
+/// Public for the fuzz targets (fuzz/).
+#[doc(hidden)]
+pub fn tx_frame(
+    mem: &GuestMemoryMmap,
+    chain: Result<DescChain, super::ChainError>,
+) -> Option<Vec<u8>> {
     let chain = match chain {
         Ok(c) => c,
         Err(e) => {
@@ -108,11 +123,7 @@ fn send(
         tracing::debug!("virtio-net tx: {e}");
         return None;
     }
-    if let Err(e) = tap.write_frame(&frame) {
-        tracing::debug!("virtio-net tx: tap write failed: {e}");
-        return None;
-    }
-    Some(frame.len() - VNET_HDR_LEN)
+    Some(frame)
 }
 
 /// The RX side: frames read from the tap wait here until the driver posts a buffer.
