@@ -88,6 +88,8 @@ pub enum ElfError {
     PvhEntryAbove4G(u64),
     #[error("entry point {0:#x} is not inside any loadable segment")]
     EntryOutsideSegments(u64),
+    #[error("entry point {entry:#x} translated through the segment at virtual {vaddr:#x} lies past 2^64 (p_paddr {paddr:#x})")]
+    EntryPastAddressSpace { entry: u64, vaddr: u64, paddr: u64 },
 }
 
 /// ELF file class.
@@ -328,7 +330,13 @@ impl ElfImage {
     pub fn physical_entry(&self) -> Result<u64, ElfError> {
         let inside = |start: u64, size: u64| self.entry >= start && self.entry - start < size;
         if let Some(h) = self.load_segments().find(|h| inside(h.vaddr, h.memsz)) {
-            return Ok(self.entry - h.vaddr + h.paddr);
+            return (self.entry - h.vaddr).checked_add(h.paddr).ok_or(
+                ElfError::EntryPastAddressSpace {
+                    entry: self.entry,
+                    vaddr: h.vaddr,
+                    paddr: h.paddr,
+                },
+            );
         }
         if self.load_segments().any(|h| inside(h.paddr, h.memsz)) {
             return Ok(self.entry);
@@ -641,6 +649,23 @@ pub(crate) mod tests {
         assert_eq!(
             ElfImage::parse(&img).unwrap().physical_entry(),
             Err(ElfError::EntryOutsideSegments(0x5000))
+        );
+    }
+
+    /// Found by fuzz/kernel_loader: a segment whose p_paddr puts the translated entry past
+    /// 2^64 overflowed (a panic in debug builds, a wrapped entry in release ones).
+    #[test]
+    fn entry_translated_past_the_address_space_is_refused() {
+        let mut seg = Seg::at(u64::MAX - 0xf, vec![0; 0x100]);
+        seg.vaddr = 0x10_0000;
+        let img = build_elf(true, 0x10_0040, &[seg], None);
+        assert_eq!(
+            ElfImage::parse(&img).unwrap().physical_entry(),
+            Err(ElfError::EntryPastAddressSpace {
+                entry: 0x10_0040,
+                vaddr: 0x10_0000,
+                paddr: u64::MAX - 0xf
+            })
         );
     }
 

@@ -295,12 +295,37 @@ impl Disk {
     /// Make `len` bytes at `offset` read as zeroes; `unmap` may free the space.
     pub fn write_zeroes(&mut self, offset: u64, len: u64, unmap: bool) -> Result<(), BlockError> {
         self.check_write("write-zeroes", offset, len)?;
-        let res = if unmap {
+        let res = if self.smaller_than_zero_granularity() {
+            self.write_zero_data(offset, len)
+        } else if unmap {
             self.access.discard_to_zero(offset, len)
         } else {
             self.access.write_zeroes(offset, len)
         };
         res.map_err(|e| self.failed("write-zeroes", offset, len, e))
+    }
+
+    /// Whether the image is smaller than one unit of efficient zeroing (a qcow2 cluster). imago
+    /// 0.2.6 computes the last such unit of a zeroing request as `min(end rounded up, size) -
+    /// unit`, which wraps below 0 then (found by fuzz/block_image: a debug-build panic, a
+    /// zeroing range past the image's end in release builds).
+    fn smaller_than_zero_granularity(&self) -> bool {
+        self.access
+            .inner()
+            .zero_granularity()
+            .is_some_and(|unit| self.size < unit)
+    }
+
+    /// Zero `len` bytes at `offset` by writing zeroes (for images smaller than one cluster).
+    fn write_zero_data(&self, offset: u64, len: u64) -> io::Result<()> {
+        let zeroes = vec![0u8; len.min(64 << 10) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(zeroes.len() as u64);
+            self.access.write(&zeroes[..n as usize], offset + done)?;
+            done += n;
+        }
+        Ok(())
     }
 
     /// Tell the image `len` bytes at `offset` are unused; their contents become undefined.

@@ -661,3 +661,31 @@ fn a_snapshot_writes_to_a_temporary_overlay_only() {
         .count();
     assert_eq!(leftovers, 0);
 }
+
+/// Found by fuzz/block_image: zeroing on a `-snapshot` of an image smaller than one cluster of
+/// its overlay made imago compute its last cluster below 0 (a panic in debug builds).
+#[test]
+fn zeroing_an_image_smaller_than_a_cluster() {
+    let dir = Scratch::new("tiny");
+    let raw = dir.path("tiny.img");
+    std::fs::write(&raw, vec![0x66u8; 4129]).unwrap();
+    tool(
+        &dir.0,
+        "qemu-img",
+        &["create", "-f", "qcow2", "-q", "tiny.qcow2", "4608"],
+    );
+    for path in [raw, dir.path("tiny.qcow2")] {
+        for snapshot in [true, false] {
+            let mut disk = open_with(&path, false, true, snapshot).unwrap();
+            let size = disk.size();
+            disk.write(&vec![0x77; size as usize], 0).unwrap();
+            disk.write_zeroes(0, 512, false).unwrap();
+            disk.write_zeroes(size - 100, 100, true).unwrap();
+            let mut b = vec![0u8; size as usize];
+            disk.read(&mut b, 0).unwrap();
+            assert!(b[..512].iter().all(|&x| x == 0), "{}", path.display());
+            assert!(b[512..size as usize - 100].iter().all(|&x| x == 0x77));
+            assert!(b[size as usize - 100..].iter().all(|&x| x == 0));
+        }
+    }
+}

@@ -12,7 +12,9 @@ mod console;
 mod control;
 mod daemon;
 mod device_manager;
-mod emulation;
+// Public for the fuzz targets (fuzz/); not an API.
+#[doc(hidden)]
+pub mod emulation;
 mod event_loop;
 pub mod exit_stats;
 mod firmware;
