@@ -254,6 +254,49 @@ def virtio_queue():
     put("virtio_queue", "loop", ring([0], loop, [], 0))
 
 
+def emulation():
+    # mode, 16 GPRs (rax rbx rcx rdx rsi rdi rsp rbp r8-r15), rip, rflags, CR0/CR4 flips, the
+    # failure's length and 15 bytes, then memory from 0x4000: code at 0x4a00, operands at
+    # 0x4c00/0x4d00, the stack at 0x4e00, the GDT at 0x5000.
+    gdt = struct.pack("<QQQ", 0, 0x00AF9B000000FFFF, 0x00CF93000000FFFF)
+    gdt32 = struct.pack("<QQQ", 0, 0x00CF9B000000FFFF, 0x00CF93000000FFFF)
+
+    def seed(name, mode, insn, regs=None, mem=b"", reported=True):
+        r = {"rax": 0x4c00, "rbx": 0x4d00, "rsp": 0x4e00, "rip": 0x4a00, "rflags": 2}
+        r.update(regs or {})
+        order = ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rsp", "rbp"] + [f"r{i}" for i in range(8, 16)]
+        out = bytes([mode]) + b"".join(struct.pack("<Q", r.get(k, 0)) for k in order)
+        out += struct.pack("<QQII", r["rip"], r["rflags"], 0, 0)
+        out += bytes([len(insn) if reported else 0]) + insn.ljust(15, b"\0")
+        put("emulation", name, out + mem)
+
+    def memory(gdt_bytes, stack=b"", code=b""):
+        m = bytearray(0x1100)
+        m[0xa00:0xa00 + len(code)] = code
+        m[0xc00:0xc04] = struct.pack("<I", 0x1f80)
+        m[0xd00:0xd08] = struct.pack("<Q", 0x0000_0000_5555_aaaa)
+        m[0xe00:0xe00 + len(stack)] = stack
+        m[0x1000:0x1000 + len(gdt_bytes)] = gdt_bytes
+        return bytes(m).rstrip(b"\0")
+
+    long = 2
+    iretq = struct.pack("<QQQQQ", 0x6900, 0x8, 0x202, 0x9000, 0x10)
+    seed("iretq", long, b"\x48\xcf", mem=memory(gdt, iretq))
+    seed("iretq_cpl3", long | 4, b"\x48\xcf", mem=memory(gdt, struct.pack("<QQQQQ", 0x6900, 0x1b, 0x202, 0x9000, 0x23)))
+    seed("iretd", 1, b"\xcf", mem=memory(gdt32, struct.pack("<III", 0x6900, 0x8, 0x202)))
+    seed("iret_real", 0, b"\xcf", {"rip": 0x100}, memory(b"", struct.pack("<HHH", 0x200, 0, 0x202)))
+    seed("int3", long, b"\xcc")
+    seed("popcnt_mem", long, b"\xf3\x48\x0f\xb8\x03", mem=memory(gdt))
+    seed("popcnt_reg32", 1, b"\xf3\x0f\xb8\xc3", {"rbx": 0xf0f0}, memory(gdt32))
+    seed("fwait", long, b"\x9b")
+    seed("ldmxcsr", long, b"\x0f\xae\x10", mem=memory(gdt))
+    seed("stmxcsr", long, b"\x0f\xae\x18", mem=memory(gdt))
+    seed("clac", long, b"\x0f\x01\xca")
+    seed("stac_cpl3", long | 4, b"\x0f\x01\xcb")
+    seed("unreported_popcnt", long, b"", mem=memory(gdt, code=b"\xf3\x48\x0f\xb8\x03"), reported=False)
+    seed("not_handled", long, b"\x0f\xc7\x0e")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -268,6 +311,7 @@ def main():
     pci_config()
     storage()
     virtio_queue()
+    emulation()
 
 
 if __name__ == "__main__":

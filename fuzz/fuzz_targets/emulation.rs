@@ -16,7 +16,7 @@ use rvmm_hypervisor::{kvm_regs, Hypervisor, MemoryFlags, Vcpu, Vm};
 use rvmm_vmm::emulation::{recover, EmulationCounters};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-const MEM_SIZE: usize = 1 << 20;
+const MEM_SIZE: usize = 1 << 16;
 /// Where the long-mode page tables live (PML4, PDPT, PD of 2 MiB pages: 1 GiB identity-mapped).
 const PML4: u64 = 0x1000;
 /// Where the input's memory goes unless it asks to start at 0.
@@ -106,8 +106,8 @@ fn run(rig: &Rig, data: &[u8]) {
 
     let mem = &rig.mem;
     // Fresh memory contents: zeroes, the page tables, then the input's bytes.
-    mem.write_slice(&vec![0u8; MEM_SIZE], GuestAddress(0))
-        .unwrap();
+    static ZEROES: [u8; MEM_SIZE] = [0; MEM_SIZE];
+    mem.write_slice(&ZEROES, GuestAddress(0)).unwrap();
     page_tables(mem);
     let at = if mode & 8 != 0 { 0 } else { DATA };
     let init = r.rest();

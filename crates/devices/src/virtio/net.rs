@@ -5,7 +5,7 @@
 use super::tap::{Tap, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
 use super::worker::{self, Flow, Worker, WorkerEvent};
 use super::{
-    process_queue, queue_fault, ActivateContext, DescChain, DeviceCounters, QueueFault,
+    process_queue, queue_fault, ActivateContext, DescChain, DeviceCounters, Drained, QueueFault,
     VirtioDevice, VirtioError, VirtioInterrupt, COMMON_FEATURES, TYPE_NET,
 };
 use std::os::fd::AsRawFd;
@@ -293,10 +293,21 @@ impl VirtioDevice for NetDevice {
             counters: counters.clone(),
         };
         let fds = vec![(self.tap.as_raw_fd(), EventSet::IN)];
+        let tx_again = notify[TX].try_clone().map_err(|source| VirtioError::Io {
+            device: "virtio-net",
+            what: "clone the TX notification eventfd",
+            source,
+        })?;
         let w = worker::spawn("virtio-net".into(), notify, fds, &pause, move |ev| {
             let res = match ev {
                 WorkerEvent::Queue(TX) => process_queue(&mut qs[TX], &mem, &interrupt, |c| {
                     transmit(&mem, &tap, &counters, c)
+                })
+                .map(|drained| {
+                    // More TX chains wait: come back after the other events had their turn.
+                    if drained == Drained::Budget {
+                        let _ = tx_again.write(1);
+                    }
                 })
                 .map_err(|e| (TX, e)),
                 WorkerEvent::Queue(_) | WorkerEvent::Fd(..) => rx
