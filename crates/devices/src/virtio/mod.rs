@@ -274,6 +274,10 @@ pub enum QueueFault {
     Avail(virtio_queue::Error),
     #[error("used ring: {0:?}")]
     Used(virtio_queue::Error),
+    #[error(
+        "the available index keeps announcing chains the ring does not give (rings overlapping?)"
+    )]
+    NoProgress,
 }
 
 /// What [`process_queue`] left on the ring.
@@ -308,8 +312,11 @@ pub fn process_queue(
     let mut budget = queue.size().max(1);
     let mut drained = Drained::All;
     let mut used_any = false;
+    // Passes in a row that took no chain although the avail index said there were some.
+    let mut idle = 0;
     'passes: loop {
         queue.disable_notification(mem).map_err(QueueFault::Used)?;
+        let mut took = false;
         loop {
             if budget == 0 {
                 drained = Drained::Budget;
@@ -324,11 +331,18 @@ pub fn process_queue(
             let len = handle(DescChain::parse(chain, mem));
             queue.add_used(mem, head, len).map_err(QueueFault::Used)?;
             used_any = true;
+            took = true;
             budget -= 1;
         }
         // Re-enable, then look again: a chain added in between would otherwise wait (§2.7.10).
         if !queue.enable_notification(mem).map_err(QueueFault::Used)? {
             break;
+        }
+        // A driver's new chain shows up in the next pass. Twice nothing: the device's own ring
+        // writes move the avail index (a used ring over it), which no pass will ever satisfy.
+        idle = if took { 0 } else { idle + 1 };
+        if idle == 2 {
+            return Err(QueueFault::NoProgress);
         }
     }
     if used_any && driver_wants_interrupt(queue, mem)? {
