@@ -297,6 +297,22 @@ def emulation():
     seed("not_handled", long, b"\x0f\xc7\x0e")
 
 
+def vga():
+    def dispi(index, value):
+        return access(1, 0, 2, True, struct.pack("<H", index)) + access(1, 1, 2, True, struct.pack("<H", value))
+
+    mode = dispi(4, 0) + dispi(1, 640) + dispi(2, 480) + dispi(3, 32) + dispi(4, 0x41)
+    pixels = b"".join(access(4, off, 4, True, b"\x11\x22\x33\x00") for off in range(0, 4096, 512))
+    put("vga", "vbe_640x480x32", b"\x00" + mode + pixels + access(6, 0, 1))
+    mmio = b"".join(access(3, 0x500 + 2 * i, 2, True, struct.pack("<H", v)) for i, v in
+                    [(4, 0), (1, 320), (2, 200), (3, 8), (4, 0x41)])
+    put("vga", "bochs_display_320x200x8", b"\x01" + mmio + access(4, 0, 4, True, b"\x01\x02\x03\x04") + access(6, 0, 1))
+    text = access(0, 0x3c2 - 0x3b0, 1, True, b"\x67") + b"".join(
+        access(2, 0x18000 + 2 * i, 2, True, bytes([ord(c), 0x1f])) for i, c in enumerate("rvmm fuzz"))
+    text += access(0, 0x3d4 - 0x3b0, 1, True, b"\x0e") + access(0, 0x3d5 - 0x3b0, 1, True, b"\x00")
+    put("vga", "text_mode", b"\x00" + text + access(6, 0, 1))
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -312,6 +328,7 @@ def main():
     storage()
     virtio_queue()
     emulation()
+    vga()
 
 
 if __name__ == "__main__":
