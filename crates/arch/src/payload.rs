@@ -104,6 +104,14 @@ pub fn locate(
         })
 }
 
+/// The memory liblzma may take for an xz/lzma stream that unpacks to `want` bytes. The header
+/// names the dictionary size and liblzma allocates it up front (found by fuzz/kernel_loader: a
+/// 13-byte header asked for 3 GiB); a dictionary larger than the output buys nothing, and
+/// kernels are packed with at most 64 MiB (xz/lzma -9).
+fn dict_limit(want: u64) -> u64 {
+    want.max(64 << 20) + (1 << 20)
+}
+
 /// Unpacks `payload` to the vmlinux ELF, refusing more than `limit` bytes of output.
 pub fn unpack(payload: &[u8], limit: u64) -> Result<(Compression, Vec<u8>), PayloadError> {
     let format = Compression::detect(payload)
@@ -135,9 +143,13 @@ pub fn unpack(payload: &[u8], limit: u64) -> Result<(Compression, Vec<u8>), Payl
     match format {
         Compression::Gzip => read(&mut flate2::read::GzDecoder::new(stream), &mut out)?,
         Compression::Bzip2 => read(&mut bzip2::read::BzDecoder::new(stream), &mut out)?,
-        Compression::Xz => read(&mut xz2::read::XzDecoder::new(stream), &mut out)?,
+        Compression::Xz => {
+            let dec = xz2::stream::Stream::new_stream_decoder(dict_limit(want), 0)
+                .map_err(|e| corrupt(e.to_string()))?;
+            read(&mut xz2::read::XzDecoder::new_stream(stream, dec), &mut out)?
+        }
         Compression::Lzma => {
-            let dec = xz2::stream::Stream::new_lzma_decoder(u64::MAX)
+            let dec = xz2::stream::Stream::new_lzma_decoder(dict_limit(want))
                 .map_err(|e| corrupt(e.to_string()))?;
             read(&mut xz2::read::XzDecoder::new_stream(stream, dec), &mut out)?
         }
@@ -251,6 +263,21 @@ mod tests {
             let (got_format, out) = unpack(&payload, 1 << 30).unwrap();
             assert_eq!(got_format, format);
             assert!(out == data, "{format:?} output differs");
+        }
+    }
+
+    /// Found by fuzz/kernel_loader: an lzma header naming a 3 GiB dictionary made liblzma
+    /// allocate it before reading a byte of the stream.
+    #[test]
+    fn a_huge_lzma_dictionary_is_refused_before_it_is_allocated() {
+        let mut stream = vec![0x5d, 0, 0, 0, 0xc0];
+        stream.extend_from_slice(&[0xff; 8]);
+        stream.extend_from_slice(&[0; 32]);
+        match unpack(&with_trailer(stream, 4096), 1 << 30) {
+            Err(PayloadError::Corrupt { msg, .. }) => {
+                assert!(msg.to_lowercase().contains("memory"), "{msg}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 
