@@ -13,7 +13,9 @@ mod control;
 mod daemon;
 mod device_manager;
 mod display;
-mod emulation;
+// Public for the fuzz targets (fuzz/); not an API.
+#[doc(hidden)]
+pub mod emulation;
 mod event_loop;
 pub mod exit_stats;
 mod firmware;

@@ -38,7 +38,7 @@ const HEADER_LEN: u64 = 16;
 /// One discard / write-zeroes segment: sector, num_sectors, flags.
 const SEGMENT_LEN: u64 = 16;
 /// GET_ID answers with up to 20 bytes (§5.2.6).
-const ID_LEN: usize = 20;
+pub const ID_LEN: usize = 20;
 /// Data moves through a bounce buffer this big, so a huge request costs no more memory.
 const CHUNK: usize = 1 << 20;
 /// Largest discard / write-zeroes range per segment we advertise (sectors).
@@ -110,8 +110,9 @@ impl BlockDevice {
 }
 
 /// Serve one request and count it; returns the used length (bytes written to the driver's
-/// buffers).
-pub(crate) fn handle_request(
+/// buffers). Public for the fuzz targets (fuzz/).
+#[doc(hidden)]
+pub fn handle_request(
     mem: &GuestMemoryMmap,
     disk: &Mutex<Disk>,
     id: &[u8; ID_LEN],

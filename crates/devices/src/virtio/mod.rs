@@ -402,27 +402,55 @@ pub enum QueueFault {
     Avail(virtio_queue::Error),
     #[error("used ring: {0:?}")]
     Used(virtio_queue::Error),
+    #[error(
+        "the available index keeps announcing chains the ring does not give (rings overlapping?)"
+    )]
+    NoProgress,
 }
 
-/// Take every available chain of `queue`, hand it (checked) to `handle`, and put it on the used
-/// ring with the length `handle` returns; then interrupt the driver if it asked for one
-/// (EVENT_IDX, §2.7.10). A malformed chain reaches `handle` as `Err`, with its head index, so the
-/// device can complete it with an error status.
-pub(crate) fn process_queue(
+/// What [`process_queue`] left on the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// No chain is available any more.
+    All,
+    /// It stopped after a queue's worth of chains with more still available: the caller comes
+    /// back later (a worker signals the queue's notification eventfd again). Otherwise a
+    /// driver whose rings overlap, or whose buffers the device writes over the avail ring,
+    /// can make every completed chain announce another one, and the worker (and a pause or
+    /// reset that waits for it) never gets out.
+    Budget,
+}
+
+/// Take the available chains of `queue` (at most a queue's worth), hand each (checked) to
+/// `handle`, and put it on the used ring with the length `handle` returns; then interrupt the
+/// driver if it asked for one (EVENT_IDX, §2.7.10). A malformed chain reaches `handle` as `Err`,
+/// with its head index, so the device can complete it with an error status. Public for the
+/// fuzz targets (fuzz/).
+#[doc(hidden)]
+pub fn process_queue(
     queue: &mut Queue,
     index: usize,
     mem: &GuestMemoryMmap,
     interrupt: &VirtioInterrupt,
     mut handle: impl FnMut(Result<DescChain, ChainError>) -> u32,
-) -> Result<(), QueueFault> {
+) -> Result<Drained, QueueFault> {
     use virtio_queue::{QueueOwnedT, QueueT};
     if !queue.ready() {
-        return Ok(());
+        return Ok(Drained::All);
     }
+    let mut budget = queue.size().max(1);
+    let mut drained = Drained::All;
     let mut used_any = false;
-    loop {
+    // Passes in a row that took no chain although the avail index said there were some.
+    let mut idle = 0;
+    'passes: loop {
         queue.disable_notification(mem).map_err(QueueFault::Used)?;
+        let mut took = false;
         loop {
+            if budget == 0 {
+                drained = Drained::Budget;
+                break 'passes;
+            }
             let chain = match queue.iter(mem) {
                 Ok(mut it) => it.next(),
                 Err(e) => return Err(QueueFault::Avail(e)),
@@ -432,16 +460,24 @@ pub(crate) fn process_queue(
             let len = handle(DescChain::parse(chain, mem));
             queue.add_used(mem, head, len).map_err(QueueFault::Used)?;
             used_any = true;
+            took = true;
+            budget -= 1;
         }
         // Re-enable, then look again: a chain added in between would otherwise wait (§2.7.10).
         if !queue.enable_notification(mem).map_err(QueueFault::Used)? {
             break;
         }
+        // A driver's new chain shows up in the next pass. Twice nothing: the device's own ring
+        // writes move the avail index (a used ring over it), which no pass will ever satisfy.
+        idle = if took { 0 } else { idle + 1 };
+        if idle == 2 {
+            return Err(QueueFault::NoProgress);
+        }
     }
     if used_any && driver_wants_interrupt(queue, mem)? {
         interrupt.signal_used_queue(index);
     }
-    Ok(())
+    Ok(drained)
 }
 
 /// Whether the driver wants an interrupt for the chains just used: EVENT_IDX's used_event
@@ -491,6 +527,11 @@ pub(crate) fn activate_request_queue(
     }
     let q = queues.remove(0);
     let mut queue = q.queue;
+    let again = q.notify.try_clone().map_err(|source| VirtioError::Io {
+        device,
+        what: "clone the queue notification eventfd",
+        source,
+    })?;
     worker::spawn(
         device.into(),
         vec![q.notify],
@@ -498,10 +539,16 @@ pub(crate) fn activate_request_queue(
         &pause,
         move |ev| {
             if let worker::WorkerEvent::Queue(0) = ev {
-                if let Err(e) = process_queue(&mut queue, 0, &mem, &interrupt, |c| handle(&mem, c))
-                {
-                    queue_fault(device, 0, e, &interrupt);
-                    return worker::Flow::Stop;
+                match process_queue(&mut queue, 0, &mem, &interrupt, |c| handle(&mem, c)) {
+                    Ok(Drained::All) => {}
+                    // Come back after the other events (and a pause) had their turn.
+                    Ok(Drained::Budget) => {
+                        let _ = again.write(1);
+                    }
+                    Err(e) => {
+                        queue_fault(device, 0, e, &interrupt);
+                        return worker::Flow::Stop;
+                    }
                 }
             }
             worker::Flow::Continue

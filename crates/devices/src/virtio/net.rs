@@ -8,7 +8,7 @@ use super::backend::NetBackend;
 use super::tap::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, VNET_HDR_LEN};
 use super::worker::{self, Flow, Worker, WorkerEvent};
 use super::{
-    process_queue, queue_fault, ActivateContext, DescChain, DeviceCounters, QueueFault,
+    process_queue, queue_fault, ActivateContext, DescChain, DeviceCounters, Drained, QueueFault,
     VirtioDevice, VirtioError, VirtioInterrupt, COMMON_FEATURES, TYPE_NET,
 };
 use std::sync::Arc;
@@ -90,6 +90,21 @@ fn send(
     backend: &dyn NetBackend,
     chain: Result<DescChain, super::ChainError>,
 ) -> Option<usize> {
+    let frame = tx_frame(mem, chain)?;
+    if let Err(e) = backend.write_frame(&frame) {
+        tracing::debug!("virtio-net tx: back-end write failed: {e}");
+        return None;
+    }
+    Some(frame.len() - VNET_HDR_LEN)
+}
+
+/// The frame (virtio-net header first) a TX chain carries; `None` if the chain is malformed.
+/// Public for the fuzz targets (fuzz/).
+#[doc(hidden)]
+pub fn tx_frame(
+    mem: &GuestMemoryMmap,
+    chain: Result<DescChain, super::ChainError>,
+) -> Option<Vec<u8>> {
     let chain = match chain {
         Ok(c) => c,
         Err(e) => {
@@ -111,11 +126,7 @@ fn send(
         tracing::debug!("virtio-net tx: {e}");
         return None;
     }
-    if let Err(e) = backend.write_frame(&frame) {
-        tracing::debug!("virtio-net tx: back-end write failed: {e}");
-        return None;
-    }
-    Some(frame.len() - VNET_HDR_LEN)
+    Some(frame)
 }
 
 /// The RX side: frames read from the back-end wait here until the driver posts buffers.
@@ -409,10 +420,21 @@ impl VirtioDevice for NetDevice {
         };
         let mut link = backend.link_up();
         let fds = vec![(self.backend.poll_fd(), EventSet::IN)];
+        let tx_again = notify[TX].try_clone().map_err(|source| VirtioError::Io {
+            device: "virtio-net",
+            what: "clone the TX notification eventfd",
+            source,
+        })?;
         let w = worker::spawn("virtio-net".into(), notify, fds, &pause, move |ev| {
             let res = match ev {
                 WorkerEvent::Queue(TX) => process_queue(&mut qs[TX], TX, &mem, &interrupt, |c| {
                     transmit(&mem, backend.as_ref(), &counters, c)
+                })
+                .map(|drained| {
+                    // More TX chains wait: come back after the other events had their turn.
+                    if drained == Drained::Budget {
+                        let _ = tx_again.write(1);
+                    }
                 })
                 .map_err(|e| (TX, e)),
                 WorkerEvent::Queue(_) | WorkerEvent::Fd(..) => rx

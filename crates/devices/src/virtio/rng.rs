@@ -46,7 +46,9 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 }
 
 /// Serve one request and count it; returns the number of bytes written for the used ring.
-pub(crate) fn handle_request(
+/// Public for the fuzz targets (fuzz/).
+#[doc(hidden)]
+pub fn handle_request(
     mem: &GuestMemoryMmap,
     counters: &DeviceCounters,
     chain: Result<DescChain, ChainError>,

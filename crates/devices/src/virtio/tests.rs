@@ -359,3 +359,74 @@ fn paused_transport_takes_no_request_until_resumed() {
     t.resume();
     assert!(ring.wait_used(&mem, 1));
 }
+
+/// Found by fuzz/virtio_queue: with the used ring laid over the avail ring and the device one
+/// chain behind, every used entry makes another chain available, and the worker never left
+/// `process_queue` (a pause or reset waiting for it hung too). It now stops after a queue's
+/// worth of chains and says so.
+#[test]
+fn overlapping_rings_do_not_hold_the_worker() {
+    use super::{process_queue, Drained, VirtioInterrupt};
+    use virtio_queue::{Queue, QueueT};
+    let mem = memory();
+    let ring = Ring::new(0, 16);
+    for i in 0..16 {
+        ring.set_desc(&mem, i, 0x8000, 16, F_WRITE, 0);
+    }
+    let mut q = Queue::new(16).unwrap();
+    q.try_set_desc_table_address(GuestAddress(ring.desc))
+        .unwrap();
+    q.try_set_avail_ring_address(GuestAddress(ring.avail))
+        .unwrap();
+    q.try_set_used_ring_address(GuestAddress(ring.avail))
+        .unwrap();
+    q.set_ready(true);
+    q.set_next_avail(0xffff);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let interrupt = VirtioInterrupt::new().unwrap();
+        let mut served = 0;
+        let drained = process_queue(&mut q, 0, &mem, &interrupt, |_| {
+            served += 1;
+            0
+        });
+        let _ = tx.send((drained.unwrap(), served));
+    });
+    let (drained, served) = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("process_queue did not return");
+    assert_eq!((drained, served), (Drained::Budget, 16));
+}
+
+/// Found by fuzz/virtio_queue: with the used ring's flags over the avail index, disabling and
+/// re-enabling notifications flipped the avail index between "one more chain" and "none", and
+/// `process_queue` looped for ever without taking a chain. That ring is now a queue fault.
+#[test]
+fn an_avail_index_the_device_itself_moves_is_a_fault() {
+    use super::{process_queue, QueueFault, VirtioInterrupt};
+    use virtio_queue::{Queue, QueueT};
+    let mem = memory();
+    let ring = Ring::new(0, 16);
+    for i in 0..16 {
+        ring.set_desc(&mem, i, 0x8000, 16, F_WRITE, 0);
+    }
+    let mut q = Queue::new(16).unwrap();
+    q.try_set_desc_table_address(GuestAddress(ring.desc))
+        .unwrap();
+    // Used flags (VRING_USED_F_NO_NOTIFY while the device works) land on the avail index.
+    q.try_set_avail_ring_address(GuestAddress(ring.avail - 2))
+        .unwrap();
+    q.try_set_used_ring_address(GuestAddress(ring.avail))
+        .unwrap();
+    q.set_ready(true);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let interrupt = VirtioInterrupt::new().unwrap();
+        let res = process_queue(&mut q, 0, &mem, &interrupt, |_| 0);
+        let _ = tx.send(res);
+    });
+    let res = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("process_queue did not return");
+    assert!(matches!(res, Err(QueueFault::NoProgress)), "{res:?}");
+}
