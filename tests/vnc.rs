@@ -50,6 +50,7 @@ cases!(
     keys_match_qemu,
     send_key_and_input_send_event,
     mouse,
+    tablet,
     screen_and_resize,
     vga_screen_and_mode_switch,
     seabios_boot_menu,
@@ -77,5 +78,5 @@ fn every_python_case_is_run() {
             "test_vnc.py case {case} has no Rust test"
         );
     }
-    assert_eq!(in_script.len(), 10, "cases in test_vnc.py: {in_script:?}");
+    assert_eq!(in_script.len(), 11, "cases in test_vnc.py: {in_script:?}");
 }

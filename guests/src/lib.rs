@@ -55,6 +55,7 @@ pub const ALL: &[&str] = &[
     "pio_bench.elf",
     "heartbeat.elf",
     "kbdecho.elf",
+    "tablet.elf",
     "powerbutton.elf",
     "suspend.elf",
     "suspend_rtc.elf",

@@ -286,6 +286,73 @@ def case_mouse(tmp):
             vm.stop()
 
 
+def tablet_events(vm):
+    """tablet.elf's echo after "ready": [(type, code, value), ...]."""
+    text = vm.text().split("ready\n", 1)[-1]
+    return [tuple(int(x, 16) for x in m) for m in
+            re.findall(r"^ev (0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+)$", text, re.M)]
+
+
+def wait_tablet(vm, n):
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and len(tablet_events(vm)) < n:
+        time.sleep(0.02)
+    return tablet_events(vm)
+
+
+EV_SYN, EV_KEY, EV_ABS, BTN_LEFT = 0, 1, 3, 0x110
+
+
+def scaled(v, size):
+    """QEMU's qemu_input_scale_axis from 0..size to 0..0x7fff."""
+    return v * 0x7FFF // size
+
+
+def case_tablet(tmp):
+    """-device virtio-tablet-pci: once the guest's driver runs it, the VNC pointer reaches it as
+    absolute positions scaled to the screen (not the PS/2 mouse), and QMP abs and btn events
+    too; the guest (tablet.elf) reads the same config and gets the same reports on QEMU."""
+    for vmm in (VMM, QEMU):
+        if not vmm:
+            continue
+        name = os.path.basename(vmm)
+        vm = Vm(vmm, tmp, guest="tablet.elf", extra=["-device", "virtio-tablet-pci"], name=name)
+        try:
+            vm.wait_for(r"ready\n")
+            assert "tablet: name 'QEMU Virtio Tablet' xmax 0x7fff\n" in vm.text(), vm.text()
+            with connect(vm.vnc) as c:
+                c.refreshScreen()
+                w, h = c.screen.size
+                x, y = w // 3, h // 2
+                c.mouseMove(x, y)
+                wait_tablet(vm, 3)
+                c.mouseDown(1)
+                wait_tablet(vm, 7)
+                c.mouseUp(1)
+                got = wait_tablet(vm, 11)
+            pos = [(EV_ABS, 0, scaled(x, w)), (EV_ABS, 1, scaled(y, h)), (EV_SYN, 0, 0)]
+            want = pos + [(EV_KEY, BTN_LEFT, 1)] + pos + [(EV_KEY, BTN_LEFT, 0)] + pos
+            assert got == want, f"{name} ({w}x{h}): {got}"
+            r = vm.qmp_cmd("input-send-event", events=[
+                {"type": "btn", "data": {"down": True, "button": "left"}},
+                {"type": "abs", "data": {"axis": "x", "value": 0x1234}},
+                {"type": "abs", "data": {"axis": "y", "value": 0x7fff}}])
+            assert r == {"return": {}}, r
+            got = wait_tablet(vm, 15)[11:]
+            assert got == [(EV_KEY, BTN_LEFT, 1), (EV_ABS, 0, 0x1234), (EV_ABS, 1, 0x7FFF),
+                           (EV_SYN, 0, 0)], f"{name}: {got}"
+        finally:
+            vm.stop()
+    # Without an absolute device, QMP refuses abs events (QEMU's words).
+    vm = Vm(VMM, tmp, vnc=False, extra=["-display", "none"], name="noabs")
+    try:
+        r = vm.qmp_cmd("input-send-event", events=[
+            {"type": "abs", "data": {"axis": "x", "value": 1}}])
+        assert r["error"]["desc"] == "Input handler not found for event type abs", r
+    finally:
+        vm.stop()
+
+
 def case_screen_and_resize(tmp):
     """The screen arrives whole in Raw and ZRLE (vncdotool decodes both); without a display
     device it is QEMU's 640x480, black."""

@@ -110,6 +110,10 @@ pub enum VirtioDeviceConfig {
         mac: Option<[u8; 6]>,
     },
     Rng,
+    /// `virtio-tablet`: an absolute pointer (virtio-input); `serial=` is its ID_SERIAL.
+    Tablet {
+        serial: Option<String>,
+    },
 }
 
 /// Front-end (-device) or back-end, in command-line order, before ids are resolved.
@@ -129,6 +133,9 @@ enum Front {
         mac: Option<[u8; 6]>,
     },
     Rng,
+    Tablet {
+        serial: Option<String>,
+    },
 }
 
 /// Block, network and entropy options collected during parsing; [`VirtioArgs::resolve`] links
@@ -179,6 +186,8 @@ pub(crate) fn is_virtio_driver(driver: &str) -> bool {
             | "virtio-blk-pci"
             | "virtio-net-pci"
             | "virtio-rng-pci"
+            | "virtio-tablet-device"
+            | "virtio-tablet-pci"
             | "ide-hd"
             | "ide-cd"
     )
@@ -622,6 +631,23 @@ impl VirtioArgs {
                     mac,
                 }
             }
+            "virtio-tablet" => {
+                known(&["serial", "wheel-axis"])?;
+                // QEMU's default; without the wheel axis it is a different (v1) device.
+                if let Some(w) = opts.get("wheel-axis") {
+                    if !matches!(w, "on" | "true" | "yes") {
+                        return Err(VirtioArgError::VirtioPciInterface {
+                            driver: driver.into(),
+                            key: "wheel-axis",
+                            value: w.into(),
+                            why: "rvmm's tablet always has QEMU's default wheel axis",
+                        });
+                    }
+                }
+                Front::Tablet {
+                    serial: opts.get("serial").map(str::to_string),
+                }
+            }
             _ => {
                 known(&["rng"])?;
                 if let Some(rng) = opts.get("rng") {
@@ -688,6 +714,7 @@ impl VirtioArgs {
                         VirtioDeviceConfig::Block(_) => "virtio-blk-pci",
                         VirtioDeviceConfig::Net { .. } => "virtio-net-pci",
                         VirtioDeviceConfig::Rng => "virtio-rng-pci",
+                        VirtioDeviceConfig::Tablet { .. } => "virtio-tablet-pci",
                     };
                     return Err(VirtioArgError::NoPciBus {
                         driver: driver.into(),
@@ -709,6 +736,7 @@ impl VirtioArgs {
             let device = match front {
                 Front::BlockDirect(d) => VirtioDeviceConfig::Block(d),
                 Front::Rng => VirtioDeviceConfig::Rng,
+                Front::Tablet { serial } => VirtioDeviceConfig::Tablet { serial },
                 Front::Block { drive } => {
                     let i = self.drives.iter().position(|(id, _)| *id == drive);
                     match i {

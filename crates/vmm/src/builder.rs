@@ -551,7 +551,11 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     }
     tracing::debug!("vCPUs created");
     // The screen and its keyboard: the display device, or a blank screen without one.
-    let input: Arc<dyn rvmm_devices::input::InputSink> = legacy.i8042.clone();
+    let input: Arc<dyn rvmm_devices::input::InputSink> =
+        Arc::new(rvmm_devices::input::InputRouter::new(
+            legacy.i8042.clone(),
+            std::mem::take(&mut virtio.counts.tablets),
+        ));
     let vnc = match &config.vnc {
         Some(vnc) => Some(Arc::new(crate::display::start_vnc(
             vnc,
@@ -612,6 +616,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         vnc,
         input,
         pointer_buttons: Default::default(),
+        pointer_position: Default::default(),
         display: display.clone(),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.

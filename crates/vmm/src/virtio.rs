@@ -186,6 +186,8 @@ impl VirtioDevices {
 pub(crate) struct Counts {
     nics: u8,
     disks: usize,
+    /// Where the pointer goes when a virtio tablet's driver runs it (the input router's).
+    pub(crate) tablets: Vec<rvmm_devices::virtio::input::TabletHandle>,
 }
 
 pub(crate) fn build_device(
@@ -195,6 +197,15 @@ pub(crate) fn build_device(
 ) -> Result<Box<dyn VirtioDevice>, DeviceManagerError> {
     Ok(match cfg {
         VirtioDeviceConfig::Rng => Box::new(RngDevice::new()),
+        VirtioDeviceConfig::Tablet { serial } => {
+            let tablet = rvmm_devices::virtio::input::InputDevice::tablet(serial.as_deref())
+                .map_err(|source| DeviceManagerError::Io {
+                    name: "virtio-tablet".into(),
+                    source,
+                })?;
+            counts.tablets.push(tablet.handle());
+            Box::new(tablet)
+        }
         VirtioDeviceConfig::Block(d) => {
             let opts = DiskOptions {
                 path: d.file.clone(),

@@ -282,6 +282,23 @@ fn read_loop(
                 Some(k) => shared.input.key(k.code, down),
                 None => key_event(shared, &mut input, down, keysym),
             },
+            ClientMessage::Pointer { buttons, x, y } if shared.input.pointer_is_absolute() => {
+                // A tablet runs: the position itself, scaled to the screen as QEMU's VNC does.
+                let (width, height) = {
+                    let st = lock(&client.state);
+                    (st.width, st.height)
+                };
+                input.last_pointer = Some((x, y));
+                let pressed = buttons & !input.buttons;
+                let wheel = i32::from(pressed & 0x10 != 0) - i32::from(pressed & 0x08 != 0);
+                input.buttons = buttons;
+                shared.input.pointer_abs(
+                    rvmm_devices::input::scale_axis(u32::from(x), width),
+                    rvmm_devices::input::scale_axis(u32::from(y), height),
+                    wheel,
+                    buttons & 0x07,
+                );
+            }
             ClientMessage::Pointer { buttons, x, y } => {
                 let (dx, dy) = match input.last_pointer {
                     Some((lx, ly)) => (i32::from(x) - i32::from(lx), i32::from(y) - i32::from(ly)),

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod block;
 pub mod chain;
+pub mod input;
 pub mod mmio;
 pub mod net;
 pub mod pci;
@@ -37,6 +38,7 @@ pub type GuestMemory = Arc<GuestMemoryMmap>;
 pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
+pub const TYPE_INPUT: u32 = 18;
 
 /// Reserved feature bits (§6).
 pub const VIRTIO_F_RING_INDIRECT_DESC: u32 = 28;

@@ -18,7 +18,7 @@
 use super::transport::{set_high, set_low, TransportCore, TransportResources};
 use super::{
     DeviceCounters, GuestMemory, VirtioDevice, VirtioInterrupt, VirtioVectors, TYPE_BLOCK,
-    TYPE_NET, VIRTIO_MSI_NO_VECTOR,
+    TYPE_INPUT, TYPE_NET, VIRTIO_MSI_NO_VECTOR,
 };
 use crate::pci::{
     msix_bar_layout, msix_capability, BarChange, BarKind, BarSpec, IoEvent, MsiRoutes, Msix,
@@ -109,6 +109,7 @@ pub fn modern_identity(device_type: u32) -> PciIdentity {
     let (class, subclass) = match device_type {
         TYPE_BLOCK => (0x01, 0x00), // PCI_CLASS_STORAGE_SCSI
         TYPE_NET => (0x02, 0x00),   // PCI_CLASS_NETWORK_ETHERNET
+        TYPE_INPUT => (0x09, 0x80), // PCI_CLASS_INPUT_OTHER (virtio-tablet-pci)
         _ => (0x00, 0xff),          // PCI_CLASS_OTHERS
     };
     PciIdentity {
@@ -143,10 +144,11 @@ pub fn transitional_identity(device_type: u32) -> Option<PciIdentity> {
 }
 
 /// QEMU's vector count for a device with `queues` queues: one per queue and one for config
-/// changes (virtio-net-pci: 2 per queue pair + 2).
+/// changes (virtio-net-pci: 2 per queue pair + 2; virtio-input-pci: 2).
 pub fn default_vectors(device_type: u32, queues: usize) -> usize {
     match device_type {
         TYPE_NET => queues + 2,
+        TYPE_INPUT => 2,
         _ => queues + 1,
     }
 }

@@ -1,7 +1,7 @@
 //! QMP display and input commands, QEMU 7.2's shapes (qapi/ui.json): `query-vnc`,
 //! `change-vnc-password`, `send-key`, `input-send-event`.
 
-use rvmm_devices::input::{keymap, BUTTON_LEFT, BUTTON_MIDDLE, BUTTON_RIGHT};
+use rvmm_devices::input::{keymap, ABS_MAX, BUTTON_LEFT, BUTTON_MIDDLE, BUTTON_RIGHT};
 use serde_json::{json, Map, Value};
 
 use super::commands::unexpected;
@@ -147,12 +147,14 @@ pub fn send_key(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError
     Ok(json!({}))
 }
 
-/// One InputEvent: key, btn or rel (rvmm has no absolute pointer, so abs is refused).
+/// One InputEvent: key, btn, rel or abs.
 enum Event {
     Key(u16, bool),
     Button(u8, bool),
     Wheel(i32),
     Rel(i32, i32),
+    /// An absolute axis (x: false, y: true) at a value in 0..=ABS_MAX.
+    Abs(bool, u32),
 }
 
 fn event(v: &Value) -> Result<Event, QmpError> {
@@ -174,22 +176,23 @@ fn event(v: &Value) -> Result<Event, QmpError> {
                 )))
             }
         },
-        "rel" => {
+        "rel" | "abs" => {
             let value = data
                 .get("value")
                 .and_then(Value::as_i64)
                 .and_then(|v| i32::try_from(v).ok())
                 .ok_or_else(bad)?;
-            match data.get("axis").and_then(Value::as_str).ok_or_else(bad)? {
-                "x" => Event::Rel(value, 0),
-                "y" => Event::Rel(0, value),
+            let y = match data.get("axis").and_then(Value::as_str).ok_or_else(bad)? {
+                "x" => false,
+                "y" => true,
                 _ => return Err(bad()),
+            };
+            match (ty, y) {
+                ("rel", false) => Event::Rel(value, 0),
+                ("rel", true) => Event::Rel(0, value),
+                // QEMU passes the value on unscaled: the input range is 0..=0x7fff.
+                _ => Event::Abs(y, value.clamp(0, ABS_MAX as i32) as u32),
             }
-        }
-        "abs" => {
-            return Err(QmpError::generic(
-                "rvmm has no absolute pointing device (only the PS/2 mouse)",
-            ))
         }
         _ => return Err(bad()),
     })
@@ -212,21 +215,55 @@ pub fn input_send_event(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, 
         }
     }
     let events = events.ok_or_else(|| QmpError::generic("Parameter 'events' is missing"))?;
+    // QEMU looks for a handler of every event's kind before it sends any.
+    if events.iter().any(|e| matches!(e, Event::Abs(..))) && !m.input.has_absolute() {
+        return Err(QmpError::generic(
+            "Input handler not found for event type abs",
+        ));
+    }
     let mut buttons = m
         .pointer_buttons
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut pos = m
+        .pointer_position
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Buttons and the wheel go to a tablet while its driver runs it (QEMU's handler order);
+    // relative motion always goes to the PS/2 mouse. A tablet gets one report at the end, as
+    // QEMU syncs once after the list.
+    let absolute = m.input.pointer_is_absolute();
+    let (mut abs_report, mut wheel) = (false, 0);
     for e in events {
         match e {
             Event::Key(code, down) => m.input.key(code, down),
             Event::Button(b, down) => {
                 *buttons = if down { *buttons | b } else { *buttons & !b };
-                m.input.pointer_rel(0, 0, 0, *buttons);
+                if absolute {
+                    abs_report = true;
+                } else {
+                    m.input.pointer_rel(0, 0, 0, *buttons);
+                }
             }
             Event::Wheel(0) => {}
+            Event::Wheel(w) if absolute => {
+                wheel += w;
+                abs_report = true;
+            }
             Event::Wheel(w) => m.input.pointer_rel(0, 0, w, *buttons),
             Event::Rel(dx, dy) => m.input.pointer_rel(dx, dy, 0, *buttons),
+            Event::Abs(y, v) => {
+                if y {
+                    pos.1 = v;
+                } else {
+                    pos.0 = v;
+                }
+                abs_report = true;
+            }
         }
+    }
+    if abs_report {
+        m.input.pointer_abs(pos.0, pos.1, wheel, *buttons);
     }
     Ok(json!({}))
 }

@@ -190,6 +190,8 @@ pub struct Machine {
     pub input: Arc<dyn rvmm_devices::input::InputSink>,
     /// The mouse buttons `input-send-event` holds down.
     pub pointer_buttons: std::sync::Mutex<u8>,
+    /// The absolute pointer's last position (QMP abs events move one axis at a time).
+    pub pointer_position: std::sync::Mutex<(u32, u32)>,
     /// The first display device (`-vga std` / `-device VGA`): served by `screendump`.
     pub display: Option<Arc<dyn rvmm_devices::display::DisplaySource>>,
 }

@@ -1,0 +1,180 @@
+use super::*;
+use crate::input::{BUTTON_LEFT, BUTTON_RIGHT};
+use crate::virtio::mmio::MmioTransport;
+use crate::virtio::testing::{init_device, memory, notify, rd, wr, Ring, F_WRITE};
+use crate::virtio::{STATUS_DEVICE_NEEDS_RESET, VIRTIO_F_VERSION_1};
+use crate::BusDevice;
+use vm_memory::{Bytes, GuestAddress};
+
+const BUFS: u64 = 0x8_0000;
+
+/// A tablet on virtio-mmio, its handle, and `n` 8-byte event buffers posted on the eventq.
+fn tablet(
+    n: u16,
+) -> (
+    MmioTransport,
+    TabletHandle,
+    crate::virtio::GuestMemory,
+    Ring,
+) {
+    let mem = memory();
+    let dev = InputDevice::tablet(Some("tab0")).unwrap();
+    let handle = dev.handle();
+    let t = MmioTransport::new(Box::new(dev), mem.clone()).unwrap();
+    assert!(!handle.is_active(), "active before the driver");
+    let mut evq = Ring::new(0, 16);
+    let stq = Ring::new(1, 16);
+    let status = init_device(&t, 1 << VIRTIO_F_VERSION_1, &[evq.clone_layout(), stq]);
+    assert_eq!(status & STATUS_DEVICE_NEEDS_RESET, 0);
+    for i in 0..n {
+        evq.set_desc(&mem, i, BUFS + u64::from(i) * 8, 8, F_WRITE, 0);
+        evq.push(&mem, i);
+    }
+    notify(&t, 0);
+    (t, handle, mem, evq)
+}
+
+impl Ring {
+    fn clone_layout(&self) -> Ring {
+        let mut r = Ring::new(0, self.size);
+        r.desc = self.desc;
+        r.avail = self.avail;
+        r.used = self.used;
+        r
+    }
+}
+
+fn events(mem: &GuestMemoryMmap, ring: &Ring, n: u16) -> Vec<(u16, u16, i32)> {
+    (0..n)
+        .map(|i| {
+            let (id, len) = ring.used(mem, i);
+            assert_eq!(len, 8);
+            let mut e = [0u8; 8];
+            mem.read_slice(&mut e, GuestAddress(BUFS + u64::from(id) * 8))
+                .unwrap();
+            (
+                u16::from_le_bytes([e[0], e[1]]),
+                u16::from_le_bytes([e[2], e[3]]),
+                i32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+            )
+        })
+        .collect()
+}
+
+/// Select (select, subsel) and read back (size, payload).
+fn query(t: &MmioTransport, select: u8, subsel: u8) -> (u8, Vec<u8>) {
+    t.write(0x100, &[select]);
+    t.write(0x101, &[subsel]);
+    let mut hdr = [0u8; 8];
+    t.read(0x100, &mut hdr);
+    assert_eq!((hdr[0], hdr[1]), (select, subsel));
+    let mut payload = vec![0u8; usize::from(hdr[2])];
+    t.read(0x108, &mut payload);
+    (hdr[2], payload)
+}
+
+#[test]
+fn config_space_answers_as_qemus_tablet() {
+    let (t, _, _, _) = tablet(0);
+    assert_eq!(rd(&t, 0x08), TYPE_INPUT);
+    let (n, name) = query(&t, CFG_ID_NAME, 0);
+    assert_eq!((n, &name[..]), (19, &b"QEMU Virtio Tablet\0"[..]));
+    assert_eq!(query(&t, CFG_ID_SERIAL, 0).1, b"tab0");
+    assert_eq!(
+        query(&t, CFG_ID_DEVIDS, 0).1,
+        [0x06, 0, 0x27, 0x06, 0x03, 0, 0x02, 0]
+    );
+    assert_eq!(query(&t, CFG_EV_BITS, EV_ABS as u8).1, [0x03]);
+    assert_eq!(query(&t, CFG_EV_BITS, EV_REL as u8).1, [0, 1]);
+    let keys = query(&t, CFG_EV_BITS, EV_KEY as u8).1;
+    assert_eq!(keys.len(), 43);
+    assert_eq!(keys[0x110 / 8], 0x1f, "BTN_LEFT..BTN_EXTRA");
+    assert_eq!(keys[0x150 / 8], 0x03, "BTN_GEAR_DOWN, BTN_GEAR_UP");
+    let (n, abs) = query(&t, CFG_ABS_INFO, ABS_Y as u8);
+    assert_eq!(n, 20);
+    assert_eq!(abs[4..8], ABS_MAX.to_le_bytes());
+    // Anything else: size 0 and a zero payload.
+    assert_eq!(query(&t, CFG_EV_BITS, 0x05).0, 0);
+    assert_eq!(query(&t, 0, 0).0, 0);
+    let mut past = [0xffu8; 4];
+    t.read(0x100 + 51, &mut past);
+    assert_eq!(past, [0; 4], "past the config space (8 + 43 bytes)");
+}
+
+#[test]
+fn pointer_reports_reach_the_eventq() {
+    let (t, handle, mem, evq) = tablet(12);
+    assert!(handle.is_active());
+    handle.pointer_abs(100, 200, 0, 0);
+    assert!(evq.wait_used(&mem, 3));
+    assert_eq!(
+        events(&mem, &evq, 3),
+        [(EV_ABS, ABS_X, 100), (EV_ABS, ABS_Y, 200), (EV_SYN, 0, 0)]
+    );
+    handle.pointer_abs(ABS_MAX + 5, 7, -1, BUTTON_LEFT | BUTTON_RIGHT);
+    assert!(evq.wait_used(&mem, 9));
+    assert_eq!(
+        events(&mem, &evq, 9)[3..],
+        [
+            (EV_KEY, BTN_LEFT, 1),
+            (EV_KEY, BTN_RIGHT, 1),
+            (EV_REL, REL_WHEEL, 1),
+            (EV_ABS, ABS_X, ABS_MAX as i32),
+            (EV_ABS, ABS_Y, 7),
+            (EV_SYN, 0, 0)
+        ]
+    );
+    assert!(rd(&t, 0x60) & 1 != 0, "used-buffer interrupt");
+}
+
+#[test]
+fn a_report_waits_for_enough_buffers() {
+    let (t, handle, mem, mut evq) = tablet(2);
+    handle.pointer_abs(1, 2, 0, 0);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(
+        evq.used_idx(&mem),
+        0,
+        "three events, two buffers: nothing yet"
+    );
+    evq.set_desc(&mem, 2, BUFS + 16, 8, F_WRITE, 0);
+    evq.push(&mem, 2);
+    notify(&t, 0);
+    assert!(evq.wait_used(&mem, 3));
+    assert_eq!(events(&mem, &evq, 3)[2], (EV_SYN, 0, 0));
+}
+
+#[test]
+fn bad_buffers_come_back_empty_and_reset_deactivates() {
+    let (t, handle, mem, mut evq) = tablet(0);
+    // Too small, then device-readable, then three good ones.
+    evq.set_desc(&mem, 0, BUFS, 4, F_WRITE, 0);
+    evq.set_desc(&mem, 1, BUFS + 8, 8, 0, 0);
+    for i in 2..5 {
+        evq.set_desc(&mem, i, BUFS + u64::from(i) * 8, 8, F_WRITE, 0);
+    }
+    for i in 0..5 {
+        evq.push(&mem, i);
+    }
+    notify(&t, 0);
+    handle.pointer_abs(5, 6, 0, 0);
+    assert!(evq.wait_used(&mem, 5));
+    let lens: Vec<u32> = (0..5).map(|i| evq.used(&mem, i).1).collect();
+    assert_eq!(lens.iter().filter(|&&l| l == 0).count(), 2);
+    assert_eq!(rd(&t, 0x70) & STATUS_DEVICE_NEEDS_RESET, 0);
+    wr(&t, 0x70, 0);
+    assert!(
+        !handle.is_active(),
+        "a reset device no longer takes the pointer"
+    );
+    handle.pointer_abs(5, 6, 0, 0);
+}
+
+#[test]
+fn scaling_matches_qemu() {
+    assert_eq!(scale_axis(0, 1024), 0);
+    assert_eq!(scale_axis(512, 1024), 0x3fff);
+    assert_eq!(scale_axis(1023, 1024), 0x7fdf);
+    assert_eq!(scale_axis(5000, 1024), ABS_MAX);
+    assert_eq!(scale_axis(3, 0), ABS_MAX / 2);
+}
