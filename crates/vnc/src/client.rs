@@ -114,6 +114,10 @@ pub(crate) struct ClientState {
     pub(crate) encoding: i32,
     pub(crate) desktop_size: bool,
     pub(crate) ext_key_ack: bool,
+    /// The client takes QEMU's pointer type change pseudo-encoding.
+    pub(crate) pointer_type: bool,
+    /// The pointer mode (absolute?) the client was last told; None: not told yet.
+    pub(crate) told_absolute: Option<bool>,
     /// An update request is outstanding (requests coalesce: a flood costs nothing).
     pub(crate) requested: bool,
     /// The display was rendered since the last request (an answer shows the screen as it is
@@ -178,6 +182,8 @@ pub(crate) fn serve(
             encoding: encode::ENC_RAW,
             desktop_size: false,
             ext_key_ack: false,
+            pointer_type: false,
+            told_absolute: None,
             requested: false,
             rendered: false,
             tiles: Tiles::new(width, height),
@@ -268,6 +274,10 @@ fn read_loop(
                     .unwrap_or(encode::ENC_RAW);
                 st.desktop_size = list.contains(&encode::ENC_DESKTOP_SIZE);
                 st.ext_key_ack = list.contains(&encode::ENC_QEMU_EXT_KEY);
+                st.pointer_type = list.contains(&encode::ENC_QEMU_POINTER_TYPE);
+                // Told at once (QEMU's check_pointer_type_change after SetEncodings).
+                st.told_absolute = None;
+                client.wake.notify_all();
             }
             ClientMessage::UpdateRequest { incremental, rect } => {
                 let mut st = lock(&client.state);
@@ -300,7 +310,12 @@ fn read_loop(
                 );
             }
             ClientMessage::Pointer { buttons, x, y } => {
+                // A client told the pointer is relative sends motion around 0x7fff (QEMU's
+                // pointer type change); others send positions, whose differences are motion.
                 let (dx, dy) = match input.last_pointer {
+                    _ if lock(&client.state).pointer_type => {
+                        (i32::from(x) - 0x7fff, i32::from(y) - 0x7fff)
+                    }
                     Some((lx, ly)) => (i32::from(x) - i32::from(lx), i32::from(y) - i32::from(ly)),
                     None => (0, 0),
                 };
@@ -343,11 +358,22 @@ fn write_loop(shared: &Shared, client: &Client, mut out: Stream) -> Result<(), P
     let mut zrle = Zrle::default();
     let mut buf = Vec::new();
     loop {
-        let (rects, pf, encoding, resize, ext_ack) = {
+        let (rects, pf, encoding, resize, ext_ack, pointer) = {
             let mut st = lock(&client.state);
+            let mut pointer = None;
             loop {
                 if st.closed || shared.stop.load(Ordering::SeqCst) {
                     return Ok(());
+                }
+                // A change of pointer mode (a tablet's driver started or stopped) goes out at
+                // once, without waiting for an update request, as QEMU sends it.
+                if st.pointer_type {
+                    let now = shared.input.pointer_is_absolute();
+                    if st.told_absolute != Some(now) {
+                        st.told_absolute = Some(now);
+                        pointer = Some(now);
+                        break;
+                    }
                 }
                 let resize =
                     st.desktop_size && (st.tiles.width, st.tiles.height) != (st.width, st.height);
@@ -360,15 +386,27 @@ fn write_loop(shared: &Shared, client: &Client, mut out: Stream) -> Result<(), P
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
-            st.requested = false;
-            let resize =
-                (st.tiles.width, st.tiles.height) != (st.width, st.height) && st.desktop_size;
-            if resize {
-                (st.width, st.height) = (st.tiles.width, st.tiles.height);
-                st.tiles.mark_all();
+            if pointer.is_some() && !(st.requested && st.rendered) {
+                // Only the pointer mode: the update request stays outstanding.
+                (Vec::new(), st.pf, st.encoding, false, false, pointer)
+            } else {
+                st.requested = false;
+                let resize =
+                    (st.tiles.width, st.tiles.height) != (st.width, st.height) && st.desktop_size;
+                if resize {
+                    (st.width, st.height) = (st.tiles.width, st.tiles.height);
+                    st.tiles.mark_all();
+                }
+                let ext_ack = std::mem::take(&mut st.ext_key_ack);
+                (
+                    st.tiles.take(),
+                    st.pf,
+                    st.encoding,
+                    resize,
+                    ext_ack,
+                    pointer,
+                )
             }
-            let ext_ack = std::mem::take(&mut st.ext_key_ack);
-            (st.tiles.take(), st.pf, st.encoding, resize, ext_ack)
         };
         buf.clear();
         let surface = shared
@@ -383,6 +421,16 @@ fn write_loop(shared: &Shared, client: &Client, mut out: Stream) -> Result<(), P
         buf.extend_from_slice(&[0, 0, 0, 0]);
         if ext_ack {
             encode::rect_header(Rect::default(), encode::ENC_QEMU_EXT_KEY, &mut buf);
+            n += 1;
+        }
+        if let Some(absolute) = pointer {
+            let r = Rect {
+                x: u32::from(absolute),
+                y: 0,
+                w: surface.width(),
+                h: surface.height(),
+            };
+            encode::rect_header(r, encode::ENC_QEMU_POINTER_TYPE, &mut buf);
             n += 1;
         }
         if resize {

@@ -13,6 +13,9 @@ pub const ENC_ZRLE: i32 = 16;
 pub const ENC_DESKTOP_SIZE: i32 = -223;
 /// QEMU's extended key event pseudo-encoding: the client sends scan codes along with keysyms.
 pub const ENC_QEMU_EXT_KEY: i32 = -258;
+/// QEMU's pointer type change pseudo-encoding: the rectangle's x says whether the pointer is
+/// absolute (1) or relative (0); a relative client then sends motion around 0x7fff.
+pub const ENC_QEMU_POINTER_TYPE: i32 = -257;
 
 /// A client's pixel format (RFC 6143 7.4): true colour only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

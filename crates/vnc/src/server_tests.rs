@@ -177,3 +177,73 @@ fn serves_pixels_keys_resizes_and_survives_bad_clients() {
     drop(s);
     drop(server);
 }
+
+/// An input sink whose pointer mode the test flips, recording pointer events.
+#[derive(Default)]
+struct Pointer {
+    absolute: std::sync::atomic::AtomicBool,
+    events: Mutex<Vec<(bool, i64, i64)>>,
+}
+
+impl InputSink for Pointer {
+    fn key(&self, _: u16, _: bool) {}
+    fn pointer_rel(&self, dx: i32, dy: i32, _: i32, _: u8) {
+        lock(&self.events).push((false, dx.into(), dy.into()));
+    }
+    fn pointer_abs(&self, x: u32, y: u32, _: i32, _: u8) {
+        lock(&self.events).push((true, x.into(), y.into()));
+    }
+    fn pointer_is_absolute(&self) -> bool {
+        self.absolute.load(Ordering::SeqCst)
+    }
+}
+
+fn wait_events(p: &Pointer, n: usize) -> Vec<(bool, i64, i64)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lock(&p.events).len() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    lock(&p.events).clone()
+}
+
+#[test]
+fn pointer_type_change_follows_the_input_mode() {
+    let display = Arc::new(Pattern {
+        size: Mutex::new((100, 50)),
+    });
+    let pointer = Arc::new(Pointer::default());
+    let server = VncServer::start(
+        VncOptions {
+            listen: Listen::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+            password: false,
+            name: "test".into(),
+        },
+        display,
+        pointer.clone(),
+    )
+    .unwrap();
+    let (mut s, w, h) = connect(server.local_addr());
+    // SetEncodings: Raw and QEMU's pointer type change (-257): told "relative" at once, unasked.
+    s.write_all(&[2, 0, 0, 2, 0, 0, 0, 0, 0xff, 0xff, 0xfe, 0xff])
+        .unwrap();
+    let u = read_update(&mut s);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].1, encode::ENC_QEMU_POINTER_TYPE);
+    assert_eq!((u[0].0.x, u[0].0.w, u[0].0.h), (0, w.into(), h.into()));
+    // Relative: motion arrives around 0x7fff.
+    s.write_all(&[5, 0, 0x80, 0x04, 0x7f, 0xfc]).unwrap();
+    assert_eq!(wait_events(&pointer, 1), [(false, 5, -3)]);
+    // A tablet's driver starts: the client hears "absolute", and positions are scaled.
+    pointer.absolute.store(true, Ordering::SeqCst);
+    let u = read_update(&mut s);
+    assert_eq!((u[0].1, u[0].0.x), (encode::ENC_QEMU_POINTER_TYPE, 1));
+    s.write_all(&[5, 0, 0, 50, 0, 25]).unwrap();
+    assert_eq!(
+        wait_events(&pointer, 2)[1],
+        (true, 50 * 0x7fff / 100, 25 * 0x7fff / 50)
+    );
+    drop(server);
+}
