@@ -178,6 +178,31 @@ fn missing_passt_names_the_package() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Without passt, the NIC QEMU adds by default is left out with a warning (the VM runs); the
+/// same NIC asked for with -nic user still fails (above).
+#[test]
+fn missing_passt_leaves_the_default_nic_out() {
+    if skip_on_qemu("rvmm's passt helper") {
+        return;
+    }
+    let out = Command::new(common::binary())
+        .args(["-M", "q35", "-display", "none", "-serial", "stdio"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel"])
+        .arg(common::guest("exitcode.elf"))
+        .args(["-append", "code=16"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no passt on PATH: the default NIC"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // exitcode.elf wrote 16 to isa-debug-exit (status 33): it ran.
+    assert_eq!(out.status.code(), Some(33), "{stderr}");
+}
+
 #[test]
 fn bad_hostfwd_names_the_option_and_the_part() {
     common::expect_error(

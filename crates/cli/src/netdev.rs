@@ -112,6 +112,9 @@ pub struct UserNetConfig {
     /// `restrict=on`: the guest reaches nothing outside; only hostfwd brings traffic in.
     pub restrict: bool,
     pub hostfwd: Vec<HostFwd>,
+    /// The NIC QEMU adds when no network option is given, not one the user asked for: without
+    /// passt, rvmm warns and leaves it out instead of refusing to start.
+    pub implicit: bool,
 }
 
 impl Default for UserNetConfig {
@@ -124,6 +127,7 @@ impl Default for UserNetConfig {
             guest: Ipv4Addr::new(10, 0, 2, 15),
             restrict: false,
             hostfwd: Vec::new(),
+            implicit: false,
         }
     }
 }

@@ -544,7 +544,10 @@ impl VirtioArgs {
             let id = "__default_nic".to_string();
             self.netdevs.push((
                 id.clone(),
-                NetBackendConfig::User(crate::netdev::UserNetConfig::default()),
+                NetBackendConfig::User(crate::netdev::UserNetConfig {
+                    implicit: true,
+                    ..Default::default()
+                }),
             ));
             // virtio-net-pci on pc and q35 (QEMU's default model there is e1000/e1000e).
             self.fronts.push((

@@ -486,9 +486,35 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &mem,
         &disk_events,
     )?;
+    // QEMU's default NIC needs passt here; without it the VM starts without one (a NIC the
+    // user asked for still fails with the reason).
+    let implicit_nic = |d: &rvmm_cli::VirtioPciDeviceConfig| {
+        matches!(
+            &d.device,
+            rvmm_cli::VirtioDeviceConfig::Net {
+                backend: rvmm_cli::NetBackendConfig::User(u),
+                ..
+            } if u.implicit
+        )
+    };
+    let pci_devices: Vec<_> = if config.virtio_pci.iter().any(implicit_nic)
+        && !crate::passt::available()
+    {
+        tracing::warn!(
+            "no passt on PATH: the default NIC (virtio-net-pci on user networking) is left out; install the Debian package 'passt' for it, or give -nic none to silence this"
+        );
+        config
+            .virtio_pci
+            .iter()
+            .filter(|d| !implicit_nic(d))
+            .cloned()
+            .collect()
+    } else {
+        config.virtio_pci.clone()
+    };
     let mut virtio_pci = crate::virtio_pci::attach_virtio_pci(
         &dm,
-        &config.virtio_pci,
+        &pci_devices,
         &mem,
         &mut virtio.counts,
         &disk_events,

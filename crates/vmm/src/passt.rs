@@ -114,6 +114,17 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> PasstError {
 
 /// Start passt for `cfg`; `label` names the network in messages. Returns once passt serves the
 /// socket (its ports are bound), or with passt's own complaint if it exits instead.
+/// Whether passt is on PATH (an executable file named `passt`).
+pub fn available() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(PASST))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
 pub fn start(cfg: &UserNetConfig, label: &str) -> Result<Passt, PasstError> {
     start_program(PASST, cfg, label)
 }
