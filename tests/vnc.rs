@@ -51,6 +51,7 @@ cases!(
     send_key_and_input_send_event,
     mouse,
     tablet,
+    virtio_keyboard_and_mouse,
     screen_and_resize,
     vga_screen_and_mode_switch,
     seabios_boot_menu,
@@ -78,5 +79,5 @@ fn every_python_case_is_run() {
             "test_vnc.py case {case} has no Rust test"
         );
     }
-    assert_eq!(in_script.len(), 11, "cases in test_vnc.py: {in_script:?}");
+    assert_eq!(in_script.len(), 12, "cases in test_vnc.py: {in_script:?}");
 }

@@ -353,6 +353,43 @@ def case_tablet(tmp):
         vm.stop()
 
 
+def case_virtio_keyboard_and_mouse(tmp):
+    """-device virtio-keyboard-pci / virtio-mouse-pci: once their driver runs them, typed keys
+    and pointer motion reach them (not the PS/2 devices) as the same events as on QEMU."""
+    EV_REL = 2
+    for vmm in (VMM, QEMU):
+        if not vmm:
+            continue
+        name = os.path.basename(vmm)
+        vm = Vm(vmm, tmp, guest="tablet.elf", extra=["-device", "virtio-keyboard-pci"],
+                name=f"{name}-kbd")
+        try:
+            vm.wait_for(r"ready\n")
+            assert "tablet: name 'QEMU Virtio Keyboard'" in vm.text(), vm.text()
+            with connect(vm.vnc) as c:
+                c.keyPress("a")
+                got = wait_tablet(vm, 4)
+            assert got == [(EV_KEY, 0x1e, 1), (EV_SYN, 0, 0), (EV_KEY, 0x1e, 0), (EV_SYN, 0, 0)], \
+                f"{name}: {got}"
+        finally:
+            vm.stop()
+        vm = Vm(vmm, tmp, guest="tablet.elf", extra=["-device", "virtio-mouse-pci"],
+                name=f"{name}-mouse")
+        try:
+            vm.wait_for(r"ready\n")
+            assert "tablet: name 'QEMU Virtio Mouse'" in vm.text(), vm.text()
+            with connect(vm.vnc) as c:
+                # The first position only sets the origin (no report, as on QEMU); then +10
+                # right, 5 up.
+                c.mouseMove(100, 100)
+                c.mouseMove(110, 95)
+                got = wait_tablet(vm, 3)
+            assert got == [(EV_REL, 0, 10), (EV_REL, 1, 0xFFFFFFFB), (EV_SYN, 0, 0)], \
+                f"{name}: {got}"
+        finally:
+            vm.stop()
+
+
 def case_screen_and_resize(tmp):
     """The screen arrives whole in Raw and ZRLE (vncdotool decodes both); without a display
     device it is QEMU's 640x480, black."""

@@ -45,7 +45,8 @@ pub use size::SizeError;
 pub use smbios::{parse_uuid, SmbiosArgError};
 pub use smp::{SmpArgs, SmpError};
 pub use virtio::{
-    DriveConfig, VirtioArgError, VirtioDeviceConfig, VirtioPciDeviceConfig, VirtioPciOptions,
+    DriveConfig, InputKind, VirtioArgError, VirtioDeviceConfig, VirtioPciDeviceConfig,
+    VirtioPciOptions,
 };
 
 use options::OptionKind;

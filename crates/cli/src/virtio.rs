@@ -110,10 +110,20 @@ pub enum VirtioDeviceConfig {
         mac: Option<[u8; 6]>,
     },
     Rng,
-    /// `virtio-tablet`: an absolute pointer (virtio-input); `serial=` is its ID_SERIAL.
-    Tablet {
+    /// `virtio-tablet`, `virtio-keyboard`, `virtio-mouse` (virtio-input); `serial=` is its
+    /// ID_SERIAL.
+    Input {
+        kind: InputKind,
         serial: Option<String>,
     },
+}
+
+/// Which virtio-input HID device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Tablet,
+    Keyboard,
+    Mouse,
 }
 
 /// Front-end (-device) or back-end, in command-line order, before ids are resolved.
@@ -133,7 +143,8 @@ enum Front {
         mac: Option<[u8; 6]>,
     },
     Rng,
-    Tablet {
+    Input {
+        kind: InputKind,
         serial: Option<String>,
     },
 }
@@ -188,6 +199,10 @@ pub(crate) fn is_virtio_driver(driver: &str) -> bool {
             | "virtio-rng-pci"
             | "virtio-tablet-device"
             | "virtio-tablet-pci"
+            | "virtio-keyboard-device"
+            | "virtio-keyboard-pci"
+            | "virtio-mouse-device"
+            | "virtio-mouse-pci"
             | "ide-hd"
             | "ide-cd"
     )
@@ -634,8 +649,17 @@ impl VirtioArgs {
                     mac,
                 }
             }
-            "virtio-tablet" => {
-                known(&["serial", "wheel-axis"])?;
+            "virtio-tablet" | "virtio-keyboard" | "virtio-mouse" => {
+                let kind = match kind {
+                    "virtio-tablet" => InputKind::Tablet,
+                    "virtio-keyboard" => InputKind::Keyboard,
+                    _ => InputKind::Mouse,
+                };
+                if kind == InputKind::Keyboard {
+                    known(&["serial"])?;
+                } else {
+                    known(&["serial", "wheel-axis"])?;
+                }
                 // QEMU's default; without the wheel axis it is a different (v1) device.
                 if let Some(w) = opts.get("wheel-axis") {
                     if !matches!(w, "on" | "true" | "yes") {
@@ -643,11 +667,12 @@ impl VirtioArgs {
                             driver: driver.into(),
                             key: "wheel-axis",
                             value: w.into(),
-                            why: "rvmm's tablet always has QEMU's default wheel axis",
+                            why: "rvmm's pointers always have QEMU's default wheel axis",
                         });
                     }
                 }
-                Front::Tablet {
+                Front::Input {
+                    kind,
                     serial: opts.get("serial").map(str::to_string),
                 }
             }
@@ -717,7 +742,11 @@ impl VirtioArgs {
                         VirtioDeviceConfig::Block(_) => "virtio-blk-pci",
                         VirtioDeviceConfig::Net { .. } => "virtio-net-pci",
                         VirtioDeviceConfig::Rng => "virtio-rng-pci",
-                        VirtioDeviceConfig::Tablet { .. } => "virtio-tablet-pci",
+                        VirtioDeviceConfig::Input { kind, .. } => match kind {
+                            InputKind::Tablet => "virtio-tablet-pci",
+                            InputKind::Keyboard => "virtio-keyboard-pci",
+                            InputKind::Mouse => "virtio-mouse-pci",
+                        },
                     };
                     return Err(VirtioArgError::NoPciBus {
                         driver: driver.into(),
@@ -739,7 +768,7 @@ impl VirtioArgs {
             let device = match front {
                 Front::BlockDirect(d) => VirtioDeviceConfig::Block(d),
                 Front::Rng => VirtioDeviceConfig::Rng,
-                Front::Tablet { serial } => VirtioDeviceConfig::Tablet { serial },
+                Front::Input { kind, serial } => VirtioDeviceConfig::Input { kind, serial },
                 Front::Block { drive } => {
                     let i = self.drives.iter().position(|(id, _)| *id == drive);
                     match i {

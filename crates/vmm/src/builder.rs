@@ -580,7 +580,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let input: Arc<dyn rvmm_devices::input::InputSink> =
         Arc::new(rvmm_devices::input::InputRouter::new(
             legacy.i8042.clone(),
-            std::mem::take(&mut virtio.counts.tablets),
+            std::mem::take(&mut virtio.counts.inputs),
         ));
     let vnc = match &config.vnc {
         Some(vnc) => Some(Arc::new(crate::display::start_vnc(

@@ -186,8 +186,9 @@ impl VirtioDevices {
 pub(crate) struct Counts {
     nics: u8,
     disks: usize,
-    /// Where the pointer goes when a virtio tablet's driver runs it (the input router's).
-    pub(crate) tablets: Vec<rvmm_devices::virtio::input::TabletHandle>,
+    /// The virtio-input devices, for the input router (keys and the pointer go to one while its
+    /// driver runs it).
+    pub(crate) inputs: Vec<rvmm_devices::virtio::input::InputHandle>,
 }
 
 pub(crate) fn build_device(
@@ -197,14 +198,21 @@ pub(crate) fn build_device(
 ) -> Result<Box<dyn VirtioDevice>, DeviceManagerError> {
     Ok(match cfg {
         VirtioDeviceConfig::Rng => Box::new(RngDevice::new()),
-        VirtioDeviceConfig::Tablet { serial } => {
-            let tablet = rvmm_devices::virtio::input::InputDevice::tablet(serial.as_deref())
-                .map_err(|source| DeviceManagerError::Io {
-                    name: "virtio-tablet".into(),
+        VirtioDeviceConfig::Input { kind, serial } => {
+            use rvmm_devices::virtio::input::{InputDevice, InputKind};
+            let kind = match kind {
+                rvmm_cli::InputKind::Tablet => InputKind::Tablet,
+                rvmm_cli::InputKind::Keyboard => InputKind::Keyboard,
+                rvmm_cli::InputKind::Mouse => InputKind::Mouse,
+            };
+            let dev = InputDevice::new(kind, serial.as_deref()).map_err(|source| {
+                DeviceManagerError::Io {
+                    name: "virtio-input".into(),
                     source,
-                })?;
-            counts.tablets.push(tablet.handle());
-            Box::new(tablet)
+                }
+            })?;
+            counts.inputs.push(dev.handle());
+            Box::new(dev)
         }
         VirtioDeviceConfig::Block(d) => {
             let opts = DiskOptions {

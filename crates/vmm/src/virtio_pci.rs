@@ -130,7 +130,7 @@ pub(crate) fn attach_virtio_pci(
         // virtio-input is modern only in QEMU too (virtio_pci_force_virtio_1).
         let modern_only = matches!(
             cfg.device,
-            VirtioDeviceConfig::Net { .. } | VirtioDeviceConfig::Tablet { .. }
+            VirtioDeviceConfig::Net { .. } | VirtioDeviceConfig::Input { .. }
         );
         let transitional = !modern_only && cfg.pci.disable_legacy != Some(true);
         let t = VirtioPciTransport::new(device, mem.clone(), vectors, routes.clone(), transitional)

@@ -312,19 +312,27 @@ fn read_loop(
             ClientMessage::Pointer { buttons, x, y } => {
                 // A client told the pointer is relative sends motion around 0x7fff (QEMU's
                 // pointer type change); others send positions, whose differences are motion.
-                let (dx, dy) = match input.last_pointer {
+                let motion = match input.last_pointer {
                     _ if lock(&client.state).pointer_type => {
-                        (i32::from(x) - 0x7fff, i32::from(y) - 0x7fff)
+                        Some((i32::from(x) - 0x7fff, i32::from(y) - 0x7fff))
                     }
-                    Some((lx, ly)) => (i32::from(x) - i32::from(lx), i32::from(y) - i32::from(ly)),
-                    None => (0, 0),
+                    Some((lx, ly)) => {
+                        Some((i32::from(x) - i32::from(lx), i32::from(y) - i32::from(ly)))
+                    }
+                    None => None,
                 };
                 input.last_pointer = Some((x, y));
                 // Bits 3 and 4 are wheel up and down, sent as a press and a release.
                 let pressed = buttons & !input.buttons;
                 let wheel = i32::from(pressed & 0x10 != 0) - i32::from(pressed & 0x08 != 0);
+                let changed = buttons != input.buttons;
                 input.buttons = buttons;
-                shared.input.pointer_rel(dx, dy, wheel, buttons & 0x07);
+                // The first position only sets the origin: with no button change nothing is
+                // sent (QEMU queues no motion then, and a virtio mouse sees no report).
+                if motion.is_some() || changed {
+                    let (dx, dy) = motion.unwrap_or((0, 0));
+                    shared.input.pointer_rel(dx, dy, wheel, buttons & 0x07);
+                }
             }
             ClientMessage::CutText => {}
         }

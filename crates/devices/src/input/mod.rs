@@ -33,48 +33,64 @@ pub trait InputSink: Send + Sync {
 
 pub use crate::virtio::input::{scale_axis, ABS_MAX};
 
-/// Routes the front ends' input as QEMU's input core does: keys and relative motion to the PS/2
-/// keyboard and mouse; the pointer to a virtio tablet while its driver runs it (QEMU moves an
-/// activated virtio-input handler to the front of its list), else to the PS/2 mouse.
+/// Routes the front ends' input as QEMU's input core does: each kind of event goes to the
+/// virtio-input device taking it whose driver runs it (QEMU moves an activated virtio-input
+/// handler to the front of its list; the last one activated wins), else to the PS/2 keyboard or
+/// mouse. Keys: a virtio keyboard. Relative motion: a virtio mouse. The pointer's buttons and
+/// wheel: a tablet, else a virtio mouse. Absolute positions: a tablet.
 pub struct InputRouter {
     ps2: std::sync::Arc<dyn InputSink>,
-    tablets: Vec<crate::virtio::input::TabletHandle>,
+    devices: Vec<crate::virtio::input::InputHandle>,
 }
 
 impl InputRouter {
     pub fn new(
         ps2: std::sync::Arc<dyn InputSink>,
-        tablets: Vec<crate::virtio::input::TabletHandle>,
+        devices: Vec<crate::virtio::input::InputHandle>,
     ) -> Self {
-        Self { ps2, tablets }
+        Self { ps2, devices }
     }
 
-    fn active_tablet(&self) -> Option<&crate::virtio::input::TabletHandle> {
-        // The last one activated wins in QEMU; with one tablet (the usual case) it is that one.
-        self.tablets.iter().rev().find(|t| t.is_active())
+    fn active(
+        &self,
+        kind: crate::virtio::input::InputKind,
+    ) -> Option<&crate::virtio::input::InputHandle> {
+        self.devices
+            .iter()
+            .rev()
+            .find(|d| d.kind() == kind && d.is_active())
     }
 }
 
 impl InputSink for InputRouter {
     fn key(&self, code: u16, down: bool) {
-        self.ps2.key(code, down);
+        match self.active(crate::virtio::input::InputKind::Keyboard) {
+            Some(k) => k.key(code, down),
+            None => self.ps2.key(code, down),
+        }
     }
 
     fn pointer_rel(&self, dx: i32, dy: i32, wheel: i32, buttons: u8) {
-        self.ps2.pointer_rel(dx, dy, wheel, buttons);
+        match self.active(crate::virtio::input::InputKind::Mouse) {
+            Some(m) => m.pointer_rel(dx, dy, wheel, buttons),
+            None => self.ps2.pointer_rel(dx, dy, wheel, buttons),
+        }
     }
 
     fn pointer_abs(&self, x: u32, y: u32, wheel: i32, buttons: u8) {
-        if let Some(t) = self.active_tablet() {
+        if let Some(t) = self.active(crate::virtio::input::InputKind::Tablet) {
             t.pointer_abs(x, y, wheel, buttons);
         }
     }
 
     fn pointer_is_absolute(&self) -> bool {
-        self.active_tablet().is_some()
+        self.active(crate::virtio::input::InputKind::Tablet)
+            .is_some()
     }
 
     fn has_absolute(&self) -> bool {
-        !self.tablets.is_empty()
+        self.devices
+            .iter()
+            .any(|d| d.kind() == crate::virtio::input::InputKind::Tablet)
     }
 }

@@ -1,9 +1,11 @@
-//! virtio-input (virtio 1.2 §5.8) as QEMU's `virtio-tablet`: an absolute pointer, so that a VNC
+//! virtio-input (virtio 1.2 §5.8) as QEMU's `virtio-tablet`, `virtio-keyboard` and
+//! `virtio-mouse`. The tablet is the one that matters most: an absolute pointer, so that a VNC
 //! client's pointer and the guest's line up without acceleration games.
 //!
 //! The config space answers the driver's (select, subsel) queries from a fixed table with QEMU
-//! 7.2's values (hw/input/virtio-input-hid.c, `virtio_tablet_config_v2` and the button map), so
-//! a guest sees the same device on both. Events are 8-byte `virtio_input_event`s, one per eventq
+//! 7.2's values (hw/input/virtio-input-hid.c: `virtio_tablet_config_v2`, `virtio_mouse_config_v2`,
+//! `virtio_keyboard_config` and the button map), so a guest sees the same device on both; the
+//! keyboard's key bitmap lists the keys rvmm's keymap knows. Events are 8-byte `virtio_input_event`s, one per eventq
 //! buffer, grouped into reports that end with `EV_SYN`/`SYN_REPORT`; as in QEMU a report goes to
 //! the guest only once enough buffers are available for all of it, and events reach the device
 //! only while the driver has it running (DRIVER_OK), which is also when front ends route the
@@ -44,6 +46,13 @@ pub const EV_SYN: u16 = 0x00;
 pub const EV_KEY: u16 = 0x01;
 pub const EV_REL: u16 = 0x02;
 pub const EV_ABS: u16 = 0x03;
+const EV_LED: u16 = 0x11;
+const EV_REP: u16 = 0x14;
+pub const REL_X: u16 = 0x00;
+pub const REL_Y: u16 = 0x01;
+const LED_NUML: u8 = 0;
+const LED_CAPSL: u8 = 1;
+const LED_SCROLLL: u8 = 2;
 pub const SYN_REPORT: u16 = 0;
 pub const ABS_X: u16 = 0x00;
 pub const ABS_Y: u16 = 0x01;
@@ -73,6 +82,27 @@ const TABLET_BUTTONS: [u16; 7] = [
     BTN_SIDE,
     BTN_EXTRA,
 ];
+
+/// Which of QEMU's virtio-input HID devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// `virtio-tablet`: absolute X/Y, buttons, wheel.
+    Tablet,
+    /// `virtio-keyboard`: keys and LEDs.
+    Keyboard,
+    /// `virtio-mouse`: relative X/Y, buttons, wheel.
+    Mouse,
+}
+
+impl InputKind {
+    fn name(self) -> &'static str {
+        match self {
+            InputKind::Tablet => "virtio-tablet",
+            InputKind::Keyboard => "virtio-keyboard",
+            InputKind::Mouse => "virtio-mouse",
+        }
+    }
+}
 
 /// One (select, subsel) answer of the config space.
 struct ConfigEntry {
@@ -110,17 +140,71 @@ impl Shared {
     }
 }
 
-/// The front ends' side of a tablet: where an absolute pointer goes.
+/// The front ends' side of a virtio-input device: where keys or the pointer go.
 #[derive(Clone)]
-pub struct TabletHandle {
+pub struct InputHandle {
+    kind: InputKind,
     shared: Arc<Shared>,
 }
 
-impl TabletHandle {
-    /// Whether the guest's driver runs the tablet: then the pointer belongs to it (QEMU moves an
-    /// activated virtio-input handler to the front of its list, and VNC turns absolute).
+impl InputHandle {
+    pub fn kind(&self) -> InputKind {
+        self.kind
+    }
+
+    /// Whether the guest's driver runs the device: then its events belong to it (QEMU moves an
+    /// activated virtio-input handler to the front of its list; for a tablet VNC turns
+    /// absolute).
     pub fn is_active(&self) -> bool {
         self.shared.active.load(Ordering::Acquire)
+    }
+
+    /// A key (Linux input code) went down or up: EV_KEY then SYN_REPORT.
+    pub fn key(&self, code: u16, down: bool) {
+        if self.is_active() {
+            self.queue(vec![
+                event(EV_KEY, code, i32::from(down)),
+                event(EV_SYN, SYN_REPORT, 0),
+            ]);
+        }
+    }
+
+    /// Changed buttons (left, middle, right) and the wheel, as QEMU's button events come.
+    fn buttons_and_wheel(&self, report: &mut Vec<InputEvent>, wheel: i32, buttons: u8) {
+        use crate::input::{BUTTON_LEFT, BUTTON_MIDDLE, BUTTON_RIGHT};
+        let mut held = self
+            .shared
+            .buttons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (bit, code) in [
+            (BUTTON_LEFT, BTN_LEFT),
+            (BUTTON_MIDDLE, BTN_MIDDLE),
+            (BUTTON_RIGHT, BTN_RIGHT),
+        ] {
+            if (*held ^ buttons) & bit != 0 {
+                report.push(event(EV_KEY, code, i32::from(buttons & bit != 0)));
+            }
+        }
+        *held = buttons;
+        if wheel != 0 {
+            // The front ends count towards the user; REL_WHEEL counts up.
+            report.push(event(EV_REL, REL_WHEEL, -wheel.signum()));
+        }
+    }
+
+    /// Relative motion (a virtio mouse): changed buttons, the wheel, REL_X, REL_Y (each only
+    /// when non-zero, as QEMU's VNC sends them), SYN_REPORT.
+    pub fn pointer_rel(&self, dx: i32, dy: i32, wheel: i32, buttons: u8) {
+        if !self.is_active() {
+            return;
+        }
+        let mut report = Vec::with_capacity(6);
+        self.buttons_and_wheel(&mut report, wheel, buttons);
+        report.push(event(EV_REL, REL_X, dx));
+        report.push(event(EV_REL, REL_Y, dy));
+        report.push(event(EV_SYN, SYN_REPORT, 0));
+        self.queue(report);
     }
 
     /// The pointer is at (`x`, `y`), each scaled to 0..=[`ABS_MAX`], with `buttons` held
@@ -129,31 +213,11 @@ impl TabletHandle {
     /// sends for a VNC pointer event: changed buttons (left, middle, right), the wheel, X, Y,
     /// then SYN_REPORT. Nothing is queued while the driver does not run the device.
     pub fn pointer_abs(&self, x: u32, y: u32, wheel: i32, buttons: u8) {
-        use crate::input::{BUTTON_LEFT, BUTTON_MIDDLE, BUTTON_RIGHT};
         if !self.is_active() {
             return;
         }
         let mut report = Vec::with_capacity(8);
-        {
-            let mut held = self
-                .shared
-                .buttons
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            for (bit, code) in [
-                (BUTTON_LEFT, BTN_LEFT),
-                (BUTTON_MIDDLE, BTN_MIDDLE),
-                (BUTTON_RIGHT, BTN_RIGHT),
-            ] {
-                if (*held ^ buttons) & bit != 0 {
-                    report.push(event(EV_KEY, code, i32::from(buttons & bit != 0)));
-                }
-            }
-            *held = buttons;
-        }
-        if wheel != 0 {
-            report.push(event(EV_REL, REL_WHEEL, -wheel.signum()));
-        }
+        self.buttons_and_wheel(&mut report, wheel, buttons);
         report.push(event(EV_ABS, ABS_X, x.min(ABS_MAX) as i32));
         report.push(event(EV_ABS, ABS_Y, y.min(ABS_MAX) as i32));
         report.push(event(EV_SYN, SYN_REPORT, 0));
@@ -164,7 +228,7 @@ impl TabletHandle {
         {
             let mut pending = self.shared.pending();
             if pending.len() >= MAX_PENDING_REPORTS {
-                tracing::debug!("virtio-tablet: guest not reading; report dropped");
+                tracing::debug!("{}: guest not reading; report dropped", self.kind.name());
                 return;
             }
             pending.push_back(report);
@@ -182,8 +246,9 @@ pub fn scale_axis(value: u32, size: u32) -> u32 {
     (u64::from(value.min(size)) * u64::from(ABS_MAX) / u64::from(size)) as u32
 }
 
-/// A virtio tablet.
+/// A virtio-input device.
 pub struct InputDevice {
+    kind: InputKind,
     entries: Vec<ConfigEntry>,
     select: u8,
     subsel: u8,
@@ -194,71 +259,91 @@ pub struct InputDevice {
 }
 
 impl InputDevice {
-    /// QEMU's `virtio-tablet` with `wheel-axis=on` (its default): `serial` is the ID_SERIAL
-    /// string (QEMU's `serial=` property), at most 128 bytes.
-    pub fn tablet(serial: Option<&str>) -> std::io::Result<Self> {
+    /// QEMU's `virtio-tablet`, `virtio-keyboard` or `virtio-mouse` with `wheel-axis=on` (its
+    /// default): `serial` is the ID_SERIAL string (QEMU's `serial=` property), at most 128
+    /// bytes.
+    pub fn new(kind: InputKind, serial: Option<&str>) -> std::io::Result<Self> {
         let mut entries = Vec::new();
-        let mut name = b"QEMU Virtio Tablet".to_vec();
+        let add = |entries: &mut Vec<ConfigEntry>, select, subsel: u16, payload| {
+            entries.push(ConfigEntry {
+                select,
+                subsel: subsel as u8,
+                payload,
+            })
+        };
+        let (name, product, version): (&[u8], u16, u16) = match kind {
+            InputKind::Tablet => (b"QEMU Virtio Tablet", 0x0003, 0x0002),
+            InputKind::Keyboard => (b"QEMU Virtio Keyboard", 0x0001, 0x0001),
+            InputKind::Mouse => (b"QEMU Virtio Mouse", 0x0002, 0x0002),
+        };
         // QEMU's sizeof() of the string literal: the NUL counts.
+        let mut name = name.to_vec();
         name.push(0);
-        entries.push(ConfigEntry {
-            select: CFG_ID_NAME,
-            subsel: 0,
-            payload: name,
-        });
+        add(&mut entries, CFG_ID_NAME, 0, name);
         if let Some(serial) = serial {
             let mut s = serial.as_bytes().to_vec();
             s.truncate(CFG_PAYLOAD_MAX - 1);
-            entries.push(ConfigEntry {
-                select: CFG_ID_SERIAL,
-                subsel: 0,
-                payload: s,
-            });
+            add(&mut entries, CFG_ID_SERIAL, 0, s);
         }
         let mut ids = Vec::with_capacity(8);
-        for v in [BUS_VIRTUAL, 0x0627, 0x0003, 0x0002] {
+        for v in [BUS_VIRTUAL, 0x0627, product, version] {
             ids.extend_from_slice(&v.to_le_bytes());
         }
-        entries.push(ConfigEntry {
-            select: CFG_ID_DEVIDS,
-            subsel: 0,
-            payload: ids,
-        });
-        entries.push(ConfigEntry {
-            select: CFG_EV_BITS,
-            subsel: EV_ABS as u8,
-            payload: vec![(1 << ABS_X) | (1 << ABS_Y)],
-        });
-        entries.push(ConfigEntry {
-            select: CFG_EV_BITS,
-            subsel: EV_REL as u8,
-            payload: vec![0, 1 << (REL_WHEEL - 8)],
-        });
-        for axis in [ABS_X, ABS_Y] {
-            // min, max, fuzz, flat, res.
-            let mut info = Vec::with_capacity(20);
-            for v in [0, ABS_MAX, 0, 0, 0] {
-                info.extend_from_slice(&v.to_le_bytes());
+        add(&mut entries, CFG_ID_DEVIDS, 0, ids);
+        let keys: Vec<u16> = match kind {
+            InputKind::Tablet => {
+                add(
+                    &mut entries,
+                    CFG_EV_BITS,
+                    EV_ABS,
+                    vec![(1 << ABS_X) | (1 << ABS_Y)],
+                );
+                add(
+                    &mut entries,
+                    CFG_EV_BITS,
+                    EV_REL,
+                    vec![0, 1 << (REL_WHEEL - 8)],
+                );
+                for axis in [ABS_X, ABS_Y] {
+                    // min, max, fuzz, flat, res.
+                    let mut info = Vec::with_capacity(20);
+                    for v in [0, ABS_MAX, 0, 0, 0] {
+                        info.extend_from_slice(&v.to_le_bytes());
+                    }
+                    add(&mut entries, CFG_ABS_INFO, axis, info);
+                }
+                TABLET_BUTTONS.to_vec()
             }
-            entries.push(ConfigEntry {
-                select: CFG_ABS_INFO,
-                subsel: axis as u8,
-                payload: info,
-            });
+            InputKind::Mouse => {
+                add(
+                    &mut entries,
+                    CFG_EV_BITS,
+                    EV_REL,
+                    vec![(1 << REL_X) | (1 << REL_Y), 1 << (REL_WHEEL - 8)],
+                );
+                TABLET_BUTTONS.to_vec()
+            }
+            InputKind::Keyboard => {
+                add(&mut entries, CFG_EV_BITS, EV_REP, vec![0]);
+                add(
+                    &mut entries,
+                    CFG_EV_BITS,
+                    EV_LED,
+                    vec![(1 << LED_NUML) | (1 << LED_CAPSL) | (1 << LED_SCROLLL)],
+                );
+                crate::input::keymap::KEYS.iter().map(|k| k.code).collect()
+            }
+        };
+        let top = keys.iter().copied().max().unwrap_or(0) as usize;
+        let mut bitmap = vec![0u8; top / 8 + 1];
+        for b in keys {
+            bitmap[b as usize / 8] |= 1 << (b % 8);
         }
-        let top = TABLET_BUTTONS.iter().copied().max().unwrap_or(0) as usize;
-        let mut keys = vec![0u8; top / 8 + 1];
-        for b in TABLET_BUTTONS {
-            keys[b as usize / 8] |= 1 << (b % 8);
-        }
-        entries.push(ConfigEntry {
-            select: CFG_EV_BITS,
-            subsel: EV_KEY as u8,
-            payload: keys,
-        });
+        add(&mut entries, CFG_EV_BITS, EV_KEY, bitmap);
         // QEMU sizes the config space after the largest answer.
         let config_size = CFG_HEADER + entries.iter().map(|e| e.payload.len()).max().unwrap_or(0);
         Ok(Self {
+            kind,
             entries,
             select: 0,
             subsel: 0,
@@ -274,9 +359,15 @@ impl InputDevice {
         })
     }
 
-    /// Where front ends send the pointer.
-    pub fn handle(&self) -> TabletHandle {
-        TabletHandle {
+    /// QEMU's `virtio-tablet`.
+    pub fn tablet(serial: Option<&str>) -> std::io::Result<Self> {
+        Self::new(InputKind::Tablet, serial)
+    }
+
+    /// Where front ends send keys or the pointer.
+    pub fn handle(&self) -> InputHandle {
+        InputHandle {
+            kind: self.kind,
             shared: self.shared.clone(),
         }
     }
@@ -300,6 +391,7 @@ impl InputDevice {
 
 /// The eventq side of the worker: reports wait here for buffers.
 struct EventQueue {
+    name: &'static str,
     shared: Arc<Shared>,
     counters: Arc<DeviceCounters>,
 }
@@ -335,11 +427,11 @@ impl EventQueue {
                 match DescChain::parse(chain, mem) {
                     Ok(c) if c.readable().is_empty() && c.writable_len() >= 8 => chains.push(c),
                     Ok(c) => {
-                        tracing::debug!("virtio-tablet: chain {} unusable for an event", c.head);
+                        tracing::debug!("{}: chain {} unusable for an event", self.name, c.head);
                         bad.push(head);
                     }
                     Err(e) => {
-                        tracing::debug!("virtio-tablet: {e}");
+                        tracing::debug!("{}: {e}", self.name);
                         bad.push(head);
                     }
                 }
@@ -365,7 +457,7 @@ impl EventQueue {
                         8
                     }
                     Err(e) => {
-                        tracing::debug!("virtio-tablet: {e}");
+                        tracing::debug!("{}: {e}", self.name);
                         self.counters.failed();
                         0
                     }
@@ -387,7 +479,7 @@ impl VirtioDevice for InputDevice {
     }
 
     fn name(&self) -> &'static str {
-        "virtio-tablet"
+        self.kind.name()
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -404,6 +496,15 @@ impl VirtioDevice for InputDevice {
 
     fn config_size(&self) -> usize {
         self.config_size
+    }
+
+    fn pci_class(&self) -> Option<(u8, u8)> {
+        // QEMU 7.2's virtio-input-pci: PCI_CLASS_INPUT_KEYBOARD, _MOUSE, _OTHER (the tablet).
+        Some(match self.kind {
+            InputKind::Keyboard => (0x09, 0x00),
+            InputKind::Mouse => (0x09, 0x02),
+            InputKind::Tablet => (0x09, 0x80),
+        })
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
@@ -425,15 +526,16 @@ impl VirtioDevice for InputDevice {
             pause,
             ..
         } = ctx;
+        let name = self.kind.name();
         if queues.len() != 2 {
             return Err(VirtioError::QueueCount {
-                device: "virtio-tablet",
+                device: name,
                 expected: 2,
                 got: queues.len(),
             });
         }
         let io = |what, source| VirtioError::Io {
-            device: "virtio-tablet",
+            device: name,
             what,
             source,
         };
@@ -454,40 +556,36 @@ impl VirtioDevice for InputDevice {
         }
         notify.push(wake);
         let mut events = EventQueue {
+            name,
             shared: self.shared.clone(),
             counters: self.counters.clone(),
         };
-        let w = worker::spawn(
-            "virtio-tablet".into(),
-            notify,
-            Vec::new(),
-            &pause,
-            move |ev| {
-                let res = match ev {
-                    WorkerEvent::Queue(STATUSQ) if qs[STATUSQ].ready() => {
-                        // LED and other status events: taken and ignored (a tablet has none).
-                        process_queue(&mut qs[STATUSQ], STATUSQ, &mem, &interrupt, |_| 0)
-                            .map(|d| {
-                                if d == Drained::Budget {
-                                    let _ = status_again.write(1);
-                                }
-                            })
-                            .map_err(|e| (STATUSQ, e))
-                    }
-                    WorkerEvent::Queue(EVENTQ) | WorkerEvent::Queue(WAKE) => events
-                        .deliver(&mut qs[EVENTQ], &mem, &interrupt)
-                        .map_err(|e| (EVENTQ, e)),
-                    _ => Ok(()),
-                };
-                match res {
-                    Ok(()) => Flow::Continue,
-                    Err((q, e)) => {
-                        queue_fault("virtio-tablet", q, e, &interrupt);
-                        Flow::Stop
-                    }
+        let w = worker::spawn(name.into(), notify, Vec::new(), &pause, move |ev| {
+            let res = match ev {
+                WorkerEvent::Queue(STATUSQ) if qs[STATUSQ].ready() => {
+                    // LED events (a keyboard's) and others: taken and ignored; rvmm keeps no
+                    // host-side LED state.
+                    process_queue(&mut qs[STATUSQ], STATUSQ, &mem, &interrupt, |_| 0)
+                        .map(|d| {
+                            if d == Drained::Budget {
+                                let _ = status_again.write(1);
+                            }
+                        })
+                        .map_err(|e| (STATUSQ, e))
                 }
-            },
-        )
+                WorkerEvent::Queue(EVENTQ) | WorkerEvent::Queue(WAKE) => events
+                    .deliver(&mut qs[EVENTQ], &mem, &interrupt)
+                    .map_err(|e| (EVENTQ, e)),
+                _ => Ok(()),
+            };
+            match res {
+                Ok(()) => Flow::Continue,
+                Err((q, e)) => {
+                    queue_fault(name, q, e, &interrupt);
+                    Flow::Stop
+                }
+            }
+        })
         .map_err(|e| io("spawn worker", e))?;
         self.worker = Some(w);
         *self

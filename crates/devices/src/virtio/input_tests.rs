@@ -9,14 +9,7 @@ use vm_memory::{Bytes, GuestAddress};
 const BUFS: u64 = 0x8_0000;
 
 /// A tablet on virtio-mmio, its handle, and `n` 8-byte event buffers posted on the eventq.
-fn tablet(
-    n: u16,
-) -> (
-    MmioTransport,
-    TabletHandle,
-    crate::virtio::GuestMemory,
-    Ring,
-) {
+fn tablet(n: u16) -> (MmioTransport, InputHandle, crate::virtio::GuestMemory, Ring) {
     let mem = memory();
     let dev = InputDevice::tablet(Some("tab0")).unwrap();
     let handle = dev.handle();
@@ -177,4 +170,98 @@ fn scaling_matches_qemu() {
     assert_eq!(scale_axis(1023, 1024), 0x7fdf);
     assert_eq!(scale_axis(5000, 1024), ABS_MAX);
     assert_eq!(scale_axis(3, 0), ABS_MAX / 2);
+}
+
+fn device(
+    kind: InputKind,
+    n: u16,
+) -> (MmioTransport, InputHandle, crate::virtio::GuestMemory, Ring) {
+    let mem = memory();
+    let dev = InputDevice::new(kind, None).unwrap();
+    let handle = dev.handle();
+    let t = MmioTransport::new(Box::new(dev), mem.clone()).unwrap();
+    let mut evq = Ring::new(0, 16);
+    let stq = Ring::new(1, 16);
+    init_device(&t, 1 << VIRTIO_F_VERSION_1, &[evq.clone_layout(), stq]);
+    for i in 0..n {
+        evq.set_desc(&mem, i, BUFS + u64::from(i) * 8, 8, F_WRITE, 0);
+        evq.push(&mem, i);
+    }
+    notify(&t, 0);
+    (t, handle, mem, evq)
+}
+
+#[test]
+fn keyboard_and_mouse_are_qemus() {
+    let (t, kbd, mem, evq) = device(InputKind::Keyboard, 8);
+    assert_eq!(query(&t, CFG_ID_NAME, 0).1, b"QEMU Virtio Keyboard\0");
+    assert_eq!(
+        query(&t, CFG_ID_DEVIDS, 0).1,
+        [0x06, 0, 0x27, 0x06, 0x01, 0, 0x01, 0]
+    );
+    assert_eq!(query(&t, CFG_EV_BITS, EV_LED as u8).1, [0x07]);
+    assert_eq!(query(&t, CFG_EV_BITS, EV_REP as u8), (1, vec![0]));
+    let keys = query(&t, CFG_EV_BITS, EV_KEY as u8).1;
+    assert_eq!(keys[30 / 8] & (1 << (30 % 8)), 1 << (30 % 8), "KEY_A");
+    assert_eq!(query(&t, CFG_ABS_INFO, 0).0, 0, "no axes");
+    kbd.key(30, true);
+    kbd.key(30, false);
+    assert!(evq.wait_used(&mem, 4));
+    assert_eq!(
+        events(&mem, &evq, 4),
+        [
+            (EV_KEY, 30, 1),
+            (EV_SYN, 0, 0),
+            (EV_KEY, 30, 0),
+            (EV_SYN, 0, 0)
+        ]
+    );
+
+    let (t, mouse, mem, evq) = device(InputKind::Mouse, 8);
+    assert_eq!(query(&t, CFG_ID_NAME, 0).1, b"QEMU Virtio Mouse\0");
+    assert_eq!(query(&t, CFG_EV_BITS, EV_REL as u8).1, [0x03, 0x01]);
+    assert_eq!(query(&t, CFG_EV_BITS, EV_ABS as u8).0, 0);
+    mouse.pointer_rel(-4, 9, 0, BUTTON_LEFT);
+    assert!(evq.wait_used(&mem, 4));
+    assert_eq!(
+        events(&mem, &evq, 4),
+        [
+            (EV_KEY, BTN_LEFT, 1),
+            (EV_REL, REL_X, -4),
+            (EV_REL, REL_Y, 9),
+            (EV_SYN, 0, 0)
+        ]
+    );
+}
+
+#[test]
+fn the_router_follows_active_drivers() {
+    use crate::input::{InputRouter, InputSink};
+    #[derive(Default)]
+    struct Ps2(std::sync::Mutex<Vec<&'static str>>);
+    impl InputSink for Ps2 {
+        fn key(&self, _: u16, _: bool) {
+            self.0.lock().unwrap().push("key");
+        }
+        fn pointer_rel(&self, _: i32, _: i32, _: i32, _: u8) {
+            self.0.lock().unwrap().push("rel");
+        }
+    }
+    let ps2 = std::sync::Arc::new(Ps2::default());
+    let (kt, kbd, kmem, kevq) = device(InputKind::Keyboard, 8);
+    let tablet_dev = InputDevice::tablet(None).unwrap();
+    let tablet = tablet_dev.handle();
+    let router = InputRouter::new(ps2.clone(), vec![kbd, tablet]);
+    // The tablet's driver has not started: the pointer is relative and goes to PS/2.
+    assert!(router.has_absolute());
+    assert!(!router.pointer_is_absolute());
+    router.pointer_rel(1, 1, 0, 0);
+    // The keyboard's has: keys go to it.
+    router.key(30, true);
+    assert!(kevq.wait_used(&kmem, 2));
+    assert_eq!(*ps2.0.lock().unwrap(), ["rel"]);
+    // Reset the keyboard: keys go back to PS/2.
+    wr(&kt, 0x70, 0);
+    router.key(30, false);
+    assert_eq!(*ps2.0.lock().unwrap(), ["rel", "key"]);
 }

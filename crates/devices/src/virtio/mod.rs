@@ -373,6 +373,11 @@ pub trait VirtioDevice: Send {
     fn config_size(&self) -> usize {
         0
     }
+    /// PCI class and subclass, where QEMU gives a device of this type a more specific one than
+    /// its type's (virtio-keyboard-pci and virtio-mouse-pci).
+    fn pci_class(&self) -> Option<(u8, u8)> {
+        None
+    }
     /// Write to the config space; read-only fields ignore writes.
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Start processing the queues (on a worker thread).

@@ -109,7 +109,7 @@ pub fn modern_identity(device_type: u32) -> PciIdentity {
     let (class, subclass) = match device_type {
         TYPE_BLOCK => (0x01, 0x00), // PCI_CLASS_STORAGE_SCSI
         TYPE_NET => (0x02, 0x00),   // PCI_CLASS_NETWORK_ETHERNET
-        TYPE_INPUT => (0x09, 0x80), // PCI_CLASS_INPUT_OTHER (virtio-tablet-pci)
+        TYPE_INPUT => (0x09, 0x80), // PCI_CLASS_INPUT_OTHER (the device may say more)
         _ => (0x00, 0xff),          // PCI_CLASS_OTHERS
     };
     PciIdentity {
@@ -200,7 +200,11 @@ impl VirtioPciTransport {
         let identity = transitional
             .then(|| transitional_identity(device.device_type()))
             .flatten();
-        let mut config = PciConfig::new(&identity.unwrap_or(modern_identity(device.device_type())));
+        let mut modern = modern_identity(device.device_type());
+        if let Some((class, subclass)) = device.pci_class() {
+            (modern.class, modern.subclass) = (class, subclass);
+        }
+        let mut config = PciConfig::new(&identity.unwrap_or(modern));
         config.set_interrupt_pin(1);
         if identity.is_some() {
             let size = (legacy::LEGACY_REGS_SIZE + device.config_size() as u64).next_power_of_two();
