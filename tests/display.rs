@@ -491,3 +491,172 @@ fn bochs_display_shows_the_banner_in_its_edid_mode() {
     let _ = qmp.execute("quit", json!({}));
     vm.wait(BOOT_TIMEOUT);
 }
+
+/// The foreground pixels of `text` in GRUB's font file `font` (PFF2: sections of a 4-byte name
+/// and a big-endian length; CHIX indexes the glyphs), relative to a pen starting at x 0 on the
+/// baseline, placed as GRUB places them: x + x_offset, and the glyph's bottom row y_offset
+/// above the baseline; the pen moves by the device width.
+fn pff2_text(font: &[u8], text: &str) -> Vec<(i64, i64)> {
+    let be16 = |d: &[u8], at: usize| i64::from(i16::from_be_bytes([d[at], d[at + 1]]));
+    let be32 = |d: &[u8], at: usize| u32::from_be_bytes(d[at..at + 4].try_into().unwrap());
+    let mut chix = None;
+    let mut at = 0;
+    while at + 8 <= font.len() {
+        let (name, len) = (&font[at..at + 4], be32(font, at + 4) as usize);
+        if name == b"CHIX" {
+            chix = Some(&font[at + 8..at + 8 + len]);
+        }
+        if name == b"DATA" {
+            break;
+        }
+        at += 8 + len;
+    }
+    let chix = chix.expect("PFF2 CHIX section");
+    let mut pixels = Vec::new();
+    let mut pen = 0i64;
+    for ch in text.chars() {
+        let entry = chix
+            .chunks_exact(9)
+            .find(|e| be32(e, 0) == u32::from(ch))
+            .unwrap_or_else(|| panic!("no glyph for {ch:?}"));
+        let off = be32(entry, 5) as usize;
+        let (w, h) = (be16(font, off), be16(font, off + 2));
+        let (xo, yo, dw) = (
+            be16(font, off + 4),
+            be16(font, off + 6),
+            be16(font, off + 8),
+        );
+        let bits = &font[off + 10..];
+        for y in 0..h {
+            for x in 0..w {
+                let i = (y * w + x) as usize;
+                if bits[i / 8] & (0x80 >> (i % 8)) != 0 {
+                    pixels.push((pen + xo + x, -(h + yo) + y));
+                }
+            }
+        }
+        pen += dw;
+    }
+    pixels
+}
+
+/// SeaBIOS boots a GRUB CD (grub-mkrescue with only the modules it needs, so GRUB reaches its
+/// config in under a minute at emulated CPL0) whose grub.cfg switches to `gfxterm` in a 640x480
+/// VBE mode with a blue background and prints a line: the screendump shows the background, and
+/// the line drawn pixel for pixel with the glyphs of GRUB's own font file (ascii.pf2), found
+/// where gfxterm put it.
+#[test]
+fn grub_gfxterm_appears_in_screendump() {
+    if common::skip_on_qemu("QEMU's VBE BIOS offers other modes in another order") {
+        return;
+    }
+    let font_file = Path::new("/usr/share/grub/ascii.pf2");
+    let font = std::fs::read(font_file)
+        .unwrap_or_else(|e| panic!("{}: {e} (Debian package grub-common)", font_file.display()));
+    let dir = TempDir::new("display-gfxterm");
+    let tree = dir.path().join("iso");
+    std::fs::create_dir_all(tree.join("boot/grub/fonts")).unwrap();
+    std::fs::copy(font_file, tree.join("boot/grub/fonts/ascii.pf2")).unwrap();
+    const LINE: &str = "rvmm gfxterm 0123456789";
+    std::fs::write(
+        tree.join("boot/grub/grub.cfg"),
+        format!(
+            "serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\n\
+             insmod all_video\ninsmod gfxterm_background\nset gfxmode=640x480x32\n\
+             loadfont /boot/grub/fonts/ascii.pf2\nterminal_output --append gfxterm\n\
+             background_color 0,0,128\nclear\necho {LINE}\necho rvmm: gfxterm drawn\nsleep 600\n"
+        ),
+    )
+    .unwrap();
+    let iso = dir.path().join("gfxterm.iso");
+    let modules = "normal configfile echo sleep serial terminal iso9660 biosdisk part_msdos \
+                   all_video vbe vga video video_fb video_bochs video_cirrus pci bitmap \
+                   bitmap_scale font gfxterm gfxterm_background";
+    let out = std::process::Command::new("grub-mkrescue")
+        .arg(format!("--install-modules={modules}"))
+        .args(["--fonts=", "--locales=", "--themes=", "-o"])
+        .arg(&iso)
+        .arg(&tree)
+        .output()
+        .expect("cannot run grub-mkrescue (grub-common, grub-pc-bin, xorriso)");
+    assert!(
+        out.status.success(),
+        "grub-mkrescue failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sock = dir.path().join("qmp.sock");
+    let mut vm = VmCommand::without_kernel()
+        .arg("-vga")
+        .arg("std")
+        .arg("-cdrom")
+        .arg(&iso)
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .timeout(Duration::from_secs(600))
+        .spawn();
+    let mut qmp = Qmp::connect(&sock);
+    assert!(
+        vm.wait_for_stdout("rvmm: gfxterm drawn", Duration::from_secs(540)),
+        "GRUB never drew\n{}",
+        vm.stdout()
+    );
+    let pic = qmp.screendump(&dir, "gfxterm");
+    if let Ok(keep) = std::env::var("RVMM_KEEP_SCREEN") {
+        let _ = std::fs::copy(dir.path().join("gfxterm.png"), keep);
+    }
+    let _ = qmp.execute("quit", json!({}));
+    vm.wait(BOOT_TIMEOUT);
+    assert_eq!((pic.width, pic.height), (640, 480), "gfxmode 640x480");
+    // gfxterm paints background_color around its text window (the border), and the window in
+    // its own colour.
+    assert_eq!(pic.at(639, 479), 0x000080, "background_color 0,0,128");
+    let background = pic.at(320, 240);
+    // The first pixel that is neither is the text's top-left-most pixel; the glyphs say where
+    // every other one must be.
+    let first = (0..pic.height)
+        .flat_map(|y| (0..pic.width).map(move |x| (x, y)))
+        .find(|&(x, y)| ![background, 0x000080].contains(&pic.at(x, y)))
+        .expect("nothing drawn");
+    let fg = pic.at(first.0, first.1);
+    let glyphs = pff2_text(&font, LINE);
+    let top = glyphs.iter().map(|p| p.1).min().unwrap();
+    let lead = glyphs
+        .iter()
+        .filter(|p| p.1 == top)
+        .map(|p| p.0)
+        .min()
+        .unwrap();
+    let (dx, dy) = (first.0 as i64 - lead, first.1 as i64 - top);
+    let want: std::collections::HashSet<(i64, i64)> =
+        glyphs.iter().map(|&(x, y)| (x + dx, y + dy)).collect();
+    let (x0, x1) = (
+        want.iter().map(|p| p.0).min().unwrap(),
+        want.iter().map(|p| p.0).max().unwrap(),
+    );
+    let (y0, y1) = (
+        want.iter().map(|p| p.1).min().unwrap(),
+        want.iter().map(|p| p.1).max().unwrap(),
+    );
+    let mut wrong = 0;
+    for y in y0..=y1 {
+        for x in x0..=x1 {
+            let expect = if want.contains(&(x, y)) {
+                fg
+            } else {
+                background
+            };
+            let at = usize::try_from(x)
+                .ok()
+                .zip(usize::try_from(y).ok())
+                .filter(|&(x, y)| x < pic.width && y < pic.height);
+            if at.map(|(x, y)| pic.at(x, y)) != Some(expect) {
+                wrong += 1;
+            }
+        }
+    }
+    assert_eq!(
+        wrong, 0,
+        "{wrong} pixels of {LINE:?} differ from ascii.pf2's glyphs (text colour {fg:#08x} at {first:?})"
+    );
+    assert!(want.len() > 100, "the line has {} pixels", want.len());
+}

@@ -161,7 +161,7 @@ fn boot(machine: &str, iso: &Path, disk: &Path) -> (Output, Vec<(&'static str, D
     // later ones.
     let mut times = vec![None; STAGES.len()];
     while !vm.exited() && Instant::now() < deadline {
-        let text = without_escapes(&vm.stdout());
+        let text = common::without_escapes(&vm.stdout());
         for ((needle, _), time) in STAGES.iter().zip(&mut times) {
             if time.is_none() && text.contains(needle) {
                 *time = Some(start.elapsed());
@@ -177,27 +177,6 @@ fn boot(machine: &str, iso: &Path, disk: &Path) -> (Output, Vec<(&'static str, D
     let out = vm.wait(deadline.saturating_duration_since(Instant::now()));
     times.push(("rvmm exited", start.elapsed()));
     (out, times)
-}
-
-/// Serial text without the ANSI escape sequences (ESC [ ... letter) that SeaBIOS's serial
-/// console puts even inside words when it moves the cursor.
-fn without_escapes(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '\x1b' {
-            out.push(c);
-            continue;
-        }
-        if chars.next() == Some('[') {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        }
-    }
-    out
 }
 
 fn check_guest(machine: &str, out: &Output) {

@@ -378,9 +378,12 @@ impl Output {
         );
     }
 
+    /// The serial output has `needle`, as sent or once terminal escape sequences are taken out
+    /// (SeaBIOS's serial console mirrors the screen and moves the cursor in the middle of a
+    /// line when the guest writes elsewhere meanwhile).
     pub fn assert_stdout_contains(&self, needle: &str) {
         assert!(
-            self.stdout.contains(needle),
+            self.stdout.contains(needle) || without_escapes(&self.stdout).contains(needle),
             "serial output lacks {needle:?}\n{self}"
         );
     }
@@ -512,4 +515,25 @@ pub fn expect_error<S: AsRef<std::ffi::OsStr>>(args: &[S], needle: &str) -> Stri
         "args {shown:?}: expected a one-line message:\n{stderr}"
     );
     stderr
+}
+
+/// `text` without ANSI escape sequences (ESC [ ... letter), as SeaBIOS's serial console and
+/// bootloaders write them.
+pub fn without_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
