@@ -122,6 +122,40 @@ impl VirtioVectors {
         }
     }
 
+    /// (config vector, queue vectors), for a snapshot.
+    pub(crate) fn saved(&self) -> (u16, Vec<u16>) {
+        (
+            self.config_vector(),
+            (0..self.queues.len())
+                .map(|q| self.queue_vector(q))
+                .collect(),
+        )
+    }
+
+    /// Back to saved assignments; a vector past the table becomes NO_VECTOR, as the driver's
+    /// own assignment would (§4.1.5.1.2).
+    pub(crate) fn restore(&self, config: u16, queues: &[u16]) -> Result<(), String> {
+        if queues.len() != self.queues.len() {
+            return Err(format!(
+                "{} queue vectors in the snapshot, {} queues here",
+                queues.len(),
+                self.queues.len()
+            ));
+        }
+        let checked = |v: u16| {
+            if usize::from(v) < self.msix.len() {
+                v
+            } else {
+                VIRTIO_MSI_NO_VECTOR
+            }
+        };
+        self.set_config_vector(checked(config));
+        for (q, &v) in queues.iter().enumerate() {
+            self.set_queue_vector(q, checked(v));
+        }
+        Ok(())
+    }
+
     fn reset(&self) {
         self.set_config_vector(VIRTIO_MSI_NO_VECTOR);
         for q in &self.queues {

@@ -29,7 +29,9 @@ use crate::BusDevice;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod legacy;
+mod state;
 pub use legacy::LEGACY_QUEUE_NOTIFY;
+pub use state::VirtioPciState;
 
 /// `PCI_VENDOR_ID_REDHAT_QUMRANET`.
 pub const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
