@@ -174,6 +174,10 @@ mod tests {
             edit(&mut bad);
             assert!(n.restore(bad).is_err());
         }
-        assert_eq!(n.save().palette, before.palette, "refused states change nothing");
+        assert_eq!(
+            n.save().palette,
+            before.palette,
+            "refused states change nothing"
+        );
     }
 }

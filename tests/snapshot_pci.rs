@@ -1,0 +1,194 @@
+//! Snapshots of the default pc and q35 machines (docs/SNAPSHOT.md): the standard VGA, the
+//! default NIC (virtio-net-pci on passt's user network) and a virtio-blk-pci disk whose
+//! completions are MSI-X interrupts. snapdisk.elf writes sector N with byte N, waits for the
+//! MSI-X completion, prints "count N" and draws row N of a VBE picture. It is saved with QMP
+//! `migrate file:`; a new rvmm with `-incoming` must go on with "count N+1" (the queue position,
+//! vector table, routes and timers came back), the disk must hold what the guest wrote, the
+//! screen must be the saved one, and two restores from one snapshot must go on identically.
+
+mod common;
+
+use common::qmp::Qmp;
+use common::{skip_on_qemu, RunningVm, TempDir, VmCommand};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn snapdisk(machine: &str, disk: &Path, qmp: &Path) -> VmCommand {
+    VmCommand::guest("snapdisk.elf")
+        .without_flag("-nodefaults")
+        .set_option("-M", machine)
+        .set_option("-m", "128")
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=none,id=d0", disk.display()))
+        .arg("-device")
+        .arg("virtio-blk-pci,drive=d0,disable-legacy=on")
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+}
+
+/// The "count N" numbers in `out`.
+fn counts(out: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("count ")?.parse().ok())
+        .collect()
+}
+
+/// The sectors 1..=last of `disk` hold the byte of their number, as the guest wrote them.
+fn assert_disk(disk: &Path, last: u64) {
+    let img = std::fs::read(disk).unwrap();
+    for n in 1..=last {
+        let sector = &img[n as usize * 512..(n as usize + 1) * 512];
+        assert!(
+            sector.iter().all(|&b| b == n as u8),
+            "sector {n} is not what the guest wrote: {:02x?}",
+            &sector[..8]
+        );
+    }
+}
+
+fn screendump(q: &mut Qmp, file: &Path) -> Vec<u8> {
+    q.execute("screendump", json!({"filename": file.to_str().unwrap()}))
+        .unwrap();
+    let ppm = std::fs::read(file).unwrap();
+    assert!(
+        ppm.starts_with(b"P6\n320 200\n"),
+        "not the guest's VBE mode"
+    );
+    ppm
+}
+
+fn wait_migrated(q: &mut Qmp) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = q.execute("query-migrate", json!({})).unwrap();
+        match info["status"].as_str() {
+            Some("completed") => return info,
+            Some("failed") => panic!("migration failed: {info}"),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "migrate did not complete: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs snapdisk.elf to "count 3", saves it to `state`, quits; returns the last count printed
+/// and the saved screen.
+fn save(machine: &str, dir: &TempDir, disk: &Path, state: &Path) -> (u64, Vec<u8>) {
+    let qmp = dir.path().join("save.qmp");
+    let mut vm = snapdisk(machine, disk, &qmp).spawn();
+    vm.expect_stdout("count 3\n");
+    let mut q = Qmp::connect(&qmp);
+    q.execute(
+        "migrate",
+        json!({"uri": format!("file:{}", state.display())}),
+    )
+    .unwrap();
+    let info = wait_migrated(&mut q);
+    eprintln!("{machine}: saved in {} ms", info["total-time"]);
+    // Paused in postmigrate: the picture is the saved one.
+    let screen = screendump(&mut q, &dir.path().join("saved.ppm"));
+    let out = vm.stdout();
+    q.execute("quit", json!({})).unwrap();
+    vm.wait(Duration::from_secs(20)).assert_status(0);
+    let last = *counts(&out).last().expect("counts before the snapshot");
+    (last, screen)
+}
+
+/// Restores `state` paused, checks its screen against `screen`, lets it run to `n` counts.
+fn restore(
+    machine: &str,
+    dir: &TempDir,
+    disk: &Path,
+    state: &Path,
+    screen: &[u8],
+    n: usize,
+) -> Vec<u64> {
+    let qmp = dir.path().join("restore.qmp");
+    let mut vm: RunningVm = snapdisk(machine, disk, &qmp)
+        .arg("-incoming")
+        .arg(format!("file:{}", state.display()))
+        .arg("-S")
+        .spawn();
+    let mut q = Qmp::connect(&qmp);
+    let info = q.execute("query-migrate", json!({})).unwrap();
+    assert_eq!(info["status"], "completed", "{info}");
+    eprintln!("{machine}: restored in {} ms", info["total-time"]);
+    let restored = screendump(&mut q, &dir.path().join("restored.ppm"));
+    assert!(
+        restored == screen,
+        "the restored screen differs from the saved one"
+    );
+    q.execute("cont", json!({})).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counts(&vm.stdout()).len() < n && Instant::now() < deadline && !vm.exited() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = vm.kill();
+    let got = counts(&out.stdout);
+    assert!(got.len() >= n, "restored guest printed too little\n{out}");
+    assert!(
+        !out.stdout.contains("snapdisk: running"),
+        "the restored guest booted again\n{out}"
+    );
+    got[..n].to_vec()
+}
+
+/// The snapshot holds the default devices (the VGA and the NIC) besides the disk.
+fn assert_default_devices(state: &Path) {
+    let bytes = std::fs::read(state).unwrap();
+    let v: Value = serde_json::from_slice(&bytes[32..]).unwrap();
+    let devices = &v["header"]["machine"]["devices"];
+    for name in ["VGA", "virtio-net-pci Bar(4)", "virtio-blk-pci Bar(4)"] {
+        assert!(
+            devices.as_array().unwrap().iter().any(|d| d == name),
+            "{name} not in {devices}"
+        );
+    }
+}
+
+fn continues(machine: &str, twice: bool) {
+    if skip_on_qemu("rvmm's snapshot files") {
+        return;
+    }
+    let dir = TempDir::new(&format!("snapshot-pci-{machine}"));
+    let disk = dir.file("disk.raw", &vec![0u8; 1 << 20]);
+    let state = dir.path().join("state");
+    let (last, screen) = save(machine, &dir, &disk, &state);
+    assert_default_devices(&state);
+    assert_disk(&disk, last);
+    let saved_disk = std::fs::read(&disk).unwrap();
+    let first = restore(machine, &dir, &disk, &state, &screen, 3);
+    assert_eq!(
+        first,
+        [last + 1, last + 2, last + 3],
+        "saved at count {last}"
+    );
+    assert_disk(&disk, last + 3);
+    if !twice {
+        return;
+    }
+    let written = (last as usize + 4) * 512;
+    let first_disk = std::fs::read(&disk).unwrap()[..written].to_vec();
+    std::fs::write(&disk, &saved_disk).unwrap();
+    let second = restore(machine, &dir, &disk, &state, &screen, 3);
+    assert_eq!(first, second, "two restores went on differently");
+    assert_eq!(
+        std::fs::read(&disk).unwrap()[..written],
+        first_disk[..],
+        "two restores wrote different disks"
+    );
+}
+
+#[test]
+fn q35_default_devices_continue_after_restore_twice() {
+    continues("q35", true);
+}
+
+#[test]
+fn pc_default_devices_continue_after_restore() {
+    continues("pc", false);
+}
