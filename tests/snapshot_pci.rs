@@ -192,3 +192,82 @@ fn q35_default_devices_continue_after_restore_twice() {
 fn pc_default_devices_continue_after_restore() {
     continues("pc", false);
 }
+
+fn default_counter(qmp: &Path) -> VmCommand {
+    VmCommand::guest("counter.elf")
+        .without_flag("-nodefaults")
+        .set_option("-m", "128")
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+}
+
+/// QMP `migrate` over `uri` to a q35 with its default devices started with `-incoming uri`
+/// (QEMU's live-migration spelling): the destination counts on from the source's last count.
+fn migrates_over(uri: &str, dir: &TempDir, tag: &str) {
+    let src_qmp = dir.path().join(format!("{tag}-src.qmp"));
+    let mut src = default_counter(&src_qmp).spawn();
+    src.expect_stdout("count 3\n");
+    let dst_qmp = dir.path().join(format!("{tag}-dst.qmp"));
+    let mut dst = default_counter(&dst_qmp).arg("-incoming").arg(uri).spawn();
+    let mut q = Qmp::connect(&src_qmp);
+    // The destination listens once it is built: until then the connection is refused and the
+    // source runs on, so try again.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        q.execute("migrate", json!({"uri": uri})).unwrap();
+        let info = loop {
+            let info = q.execute("query-migrate", json!({})).unwrap();
+            if matches!(info["status"].as_str(), Some("completed" | "failed")) {
+                break info;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if info["status"] == "completed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{uri}: migrate kept failing: {info}\n{}",
+            dst.stdout()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = q.execute("query-status", json!({})).unwrap();
+    assert_eq!(status["status"], "postmigrate", "{status}");
+    let out = src.stdout();
+    q.execute("quit", json!({})).unwrap();
+    src.wait(Duration::from_secs(20)).assert_status(0);
+    let last = *counts(&out).last().expect("counts before the migration");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counts(&dst.stdout()).len() < 3 && Instant::now() < deadline && !dst.exited() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = dst.kill();
+    let got = counts(&out.stdout);
+    assert!(
+        got.len() >= 3,
+        "{uri}: the destination printed too little\n{out}"
+    );
+    assert!(
+        !out.stdout.contains("counter: running"),
+        "booted again\n{out}"
+    );
+    assert_eq!(got[..3], [last + 1, last + 2, last + 3], "{uri}\n{out}");
+}
+
+#[test]
+fn unix_and_tcp_uris_migrate_to_a_listening_rvmm() {
+    if skip_on_qemu("rvmm's snapshot stream") {
+        return;
+    }
+    let dir = TempDir::new("snapshot-sockets");
+    let sock = dir.path().join("migrate.sock");
+    migrates_over(&format!("unix:{}", sock.display()), &dir, "unix");
+    // A port the kernel just handed out (and took back) is free but for a rare race.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    migrates_over(&format!("tcp:127.0.0.1:{port}"), &dir, "tcp");
+}

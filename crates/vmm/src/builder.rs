@@ -713,6 +713,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
                     (IncomingConfig::Exec(cmd), None) => {
                         Incoming::From(MigrationTarget::Exec(cmd.clone()))
                     }
+                    (IncomingConfig::Unix(path), None) => {
+                        Incoming::From(MigrationTarget::Unix(path.clone()))
+                    }
+                    (IncomingConfig::Tcp(addr), None) => {
+                        Incoming::From(MigrationTarget::Tcp(addr.clone()))
+                    }
                     (IncomingConfig::Defer, None) => Incoming::Deferred,
                 };
                 vmm.start_incoming(incoming, !config.start_paused)?;

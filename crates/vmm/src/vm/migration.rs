@@ -9,6 +9,9 @@ use crate::snapshot::{self, SaveStats, SaveTarget, SnapshotContext, SnapshotErro
 use crate::vcpu::{VcpuError, VcpuRequest, VcpuResponse};
 use crate::VmmError;
 use rvmm_hypervisor::VcpuSnapshot;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -54,17 +57,98 @@ pub enum MigrationTarget {
     File(PathBuf),
     /// `exec:CMD`: one stream to CMD's stdin (save) or from its stdout (restore), `sh -c CMD`.
     Exec(String),
+    /// `unix:PATH`: the stream over a Unix socket (the restoring side listens).
+    Unix(PathBuf),
+    /// `tcp:HOST:PORT`: the stream over TCP (the restoring side listens).
+    Tcp(String),
 }
 
-/// `file:PATH` or `exec:CMD`; the QMP error text for any other URI.
+/// `file:PATH`, `exec:CMD`, `unix:PATH` or `tcp:HOST:PORT`; the QMP error text for any other
+/// URI.
 pub fn parse_uri(uri: &str) -> Result<MigrationTarget, String> {
     match uri.split_once(':') {
         Some(("file", path)) if !path.is_empty() => Ok(MigrationTarget::File(path.into())),
         Some(("exec", cmd)) if !cmd.trim().is_empty() => Ok(MigrationTarget::Exec(cmd.into())),
-        Some(("unix" | "tcp" | "fd" | "rdma", _)) => Err(format!(
-            "Migration URI '{uri}': rvmm saves and restores only 'file:PATH' (the guest's RAM goes to PATH.mem next to it) and 'exec:CMD'"
+        Some(("unix", path)) if !path.is_empty() => Ok(MigrationTarget::Unix(path.into())),
+        Some(("tcp", addr)) if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) => {
+            Ok(MigrationTarget::Tcp(addr.into()))
+        }
+        Some(("fd" | "rdma", _)) => Err(format!(
+            "Migration URI '{uri}': rvmm saves and restores only 'file:PATH' (the guest's RAM goes to PATH.mem next to it), 'exec:CMD', 'unix:PATH' and 'tcp:HOST:PORT'"
         )),
         _ => Err(format!("unknown migration protocol: {uri}")),
+    }
+}
+
+/// `HOST:PORT` as QEMU reads it: an empty host is "localhost" to connect to and any address to
+/// listen on (as is `0`).
+fn tcp_addr(addr: &str, listen: bool) -> String {
+    match addr.rsplit_once(':') {
+        Some(("" | "0", port)) if listen => format!("0.0.0.0:{port}"),
+        Some(("", port)) => format!("localhost:{port}"),
+        _ => addr.into(),
+    }
+}
+
+fn socket_err(what: &str) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: what.into(),
+        source,
+    }
+}
+
+/// Connect to the restoring side of a `unix:`/`tcp:` migration.
+fn connect(target: &MigrationTarget, what: &str) -> Result<Box<dyn Write>, SnapshotError> {
+    let out: Box<dyn Write> = match target {
+        MigrationTarget::Unix(path) => {
+            Box::new(UnixStream::connect(path).map_err(socket_err(what))?)
+        }
+        MigrationTarget::Tcp(addr) => {
+            let s = TcpStream::connect(tcp_addr(addr, false)).map_err(socket_err(what))?;
+            let _ = s.set_nodelay(true);
+            Box::new(s)
+        }
+        _ => unreachable!("connect() is for socket targets"),
+    };
+    Ok(Box::new(BufWriter::with_capacity(STREAM_BUFFER, out)))
+}
+
+/// Listen for the saving side of a `unix:`/`tcp:` migration and take its one connection.
+fn accept(target: &MigrationTarget, what: &str) -> Result<Box<dyn Read>, SnapshotError> {
+    let input: Box<dyn Read> = match target {
+        MigrationTarget::Unix(path) => {
+            // A socket left from an earlier run is replaced, as QEMU does; any other file is not.
+            use std::os::unix::fs::FileTypeExt;
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(path);
+            }
+            let listener = UnixListener::bind(path).map_err(socket_err(what))?;
+            tracing::info!("{what}: waiting for the incoming migration");
+            let accepted = listener.accept();
+            let _ = std::fs::remove_file(path);
+            Box::new(accepted.map_err(socket_err(what))?.0)
+        }
+        MigrationTarget::Tcp(addr) => {
+            let listener = TcpListener::bind(tcp_addr(addr, true)).map_err(socket_err(what))?;
+            tracing::info!("{what}: waiting for the incoming migration");
+            Box::new(listener.accept().map_err(socket_err(what))?.0)
+        }
+        _ => unreachable!("accept() is for socket targets"),
+    };
+    Ok(Box::new(BufReader::with_capacity(STREAM_BUFFER, input)))
+}
+
+/// Buffer of a socket stream (its records are small headers and page runs).
+const STREAM_BUFFER: usize = 1 << 20;
+
+impl std::fmt::Display for MigrationTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "file:{}", p.display()),
+            Self::Exec(c) => write!(f, "exec:{c}"),
+            Self::Unix(p) => write!(f, "unix:{}", p.display()),
+            Self::Tcp(a) => write!(f, "tcp:{a}"),
+        }
     }
 }
 
@@ -302,6 +386,12 @@ impl Vmm {
                 let stats = saved?;
                 status.map(|()| stats)
             }
+            MigrationTarget::Unix(_) | MigrationTarget::Tcp(_) => {
+                let what = target.to_string();
+                let mut out = connect(target, &what)?;
+                // The stream ends (the socket closes) when `out` goes.
+                snapshot::save(ctx, SaveTarget::Stream(&mut out, &what), clock, vcpus)
+            }
         }
     }
 
@@ -434,6 +524,11 @@ impl Vmm {
                 let restored = result?;
                 status?;
                 restored
+            }
+            MigrationTarget::Unix(_) | MigrationTarget::Tcp(_) => {
+                let what = target.to_string();
+                let mut input = accept(target, &what)?;
+                snapshot::restore_stream(ctx, &mut input, &what, self.vcpus.len())?
             }
         };
         for (v, s) in self.vcpus.iter().zip(vcpus) {
