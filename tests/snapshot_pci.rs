@@ -9,6 +9,7 @@
 mod common;
 
 use common::qmp::Qmp;
+use common::snapfile::reframed;
 use common::{skip_on_qemu, RunningVm, TempDir, VmCommand};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -161,6 +162,9 @@ fn continues(machine: &str, twice: bool) {
     assert_default_devices(&state);
     assert_disk(&disk, last);
     let saved_disk = std::fs::read(&disk).unwrap();
+    if twice {
+        hostile_values_are_refused(machine, &dir, &disk, &state);
+    }
     let first = restore(machine, &dir, &disk, &state, &screen, 3);
     assert_eq!(
         first,
@@ -181,6 +185,69 @@ fn continues(machine: &str, twice: bool) {
         first_disk[..],
         "two restores wrote different disks"
     );
+}
+
+/// An edit of the state, the error it must give, and whether the restoring VM has a CD-ROM on
+/// the AHCI's port 0 that the saved VM did not have.
+type Hostile = (fn(&mut Value), &'static str, bool);
+
+/// Hostile VGA, virtio-pci and drive values behind a valid checksum: refused by name.
+fn hostile_values_are_refused(machine: &str, dir: &TempDir, disk: &Path, state: &Path) {
+    let bytes = std::fs::read(state).unwrap();
+    let cases: [Hostile; 5] = [
+        (
+            |v| v["devices"]["VGA"][0]["regs"]["sr_index"] = json!(9),
+            "device 'VGA': invalid state: VGA: register index out of range",
+            false,
+        ),
+        (
+            |v| v["devices"]["VGA"][0]["vram"] = json!([{"offset": 16 << 20, "data": "00"}]),
+            "past its 16777216 bytes",
+            false,
+        ),
+        (
+            |v| {
+                let fs = v["devices"]["virtio-pci"].as_array_mut().unwrap();
+                let blk = fs.iter_mut().find(|f| f["transport"]["device_type"] == 2);
+                let f = &mut blk.unwrap()["msix"]["entries"];
+                f.as_array_mut().unwrap().pop();
+            },
+            "device 'virtio-pci': invalid state: virtio-blk-pci: MSI-X table of",
+            false,
+        ),
+        (
+            |v| v["devices"]["virtio-pci"][0]["devfn"] = json!(0xf8),
+            "virtio-pci functions at",
+            false,
+        ),
+        (
+            |v| assert!(v["devices"]["ich9-ahci"]["ports"][0]["drive"].is_null()),
+            "ich9-ahci: drives on ports",
+            true,
+        ),
+    ];
+    let bad = dir.path().join("bad");
+    let mut mem = state.as_os_str().to_owned();
+    mem.push(".mem");
+    std::os::unix::fs::symlink(&mem, dir.path().join("bad.mem")).unwrap();
+    let cd = dir.file("cd.iso", &vec![0u8; 1 << 20]);
+    for (edit, needle, with_cd) in cases {
+        std::fs::write(&bad, reframed(&bytes, edit)).unwrap();
+        let mut cmd = snapdisk(machine, disk, &dir.path().join("bad.qmp"));
+        if with_cd {
+            cmd = cmd
+                .arg("-drive")
+                .arg(format!("file={},format=raw,media=cdrom", cd.display()));
+        }
+        let out = cmd
+            .arg("-incoming")
+            .arg(format!("file:{}", bad.display()))
+            .timeout(Duration::from_secs(30))
+            .run();
+        assert_ne!(out.status, Some(0), "{out}");
+        assert!(out.stderr.contains(needle), "wanted {needle:?}\n{out}");
+        assert!(!out.stderr.contains("panicked"), "{out}");
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod qmp;
+pub mod snapfile;
 
 use std::ffi::OsString;
 use std::fs;
