@@ -582,6 +582,10 @@ impl PciDevice for VirtioPciTransport {
         changes
     }
 
+    fn is_window(&self, reg: usize) -> bool {
+        reg * 4 == self.pci().pci_cfg_cap + PCI_CFG_DATA
+    }
+
     fn reset(&self) -> Vec<BarChange> {
         self.core().reset(&self.res);
         self.msix.reset();
