@@ -191,7 +191,13 @@ impl Vram {
         let mut runs: Vec<VramRun> = Vec::new();
         let mut page = [0u8; PAGE_SIZE];
         let mut open = false;
-        for offset in (0..self.size()).step_by(PAGE_SIZE) {
+        let touched = self.touched_pages();
+        for (n, offset) in (0..self.size()).step_by(PAGE_SIZE).enumerate() {
+            if !touched.get(n).copied().unwrap_or(true) {
+                // Never faulted in: zero, and left unread (reading would fault it in).
+                open = false;
+                continue;
+            }
             self.read(offset, &mut page);
             if page.iter().all(|&b| b == 0) {
                 open = false;
@@ -241,6 +247,26 @@ impl Vram {
         }
         self.mark(0, self.size());
         Ok(())
+    }
+
+    /// For each page: may it hold data? /proc/self/pagemap says whether it is present or
+    /// swapped; a page that is neither was never touched and reads as zero. All true when the
+    /// page map cannot be read.
+    fn touched_pages(&self) -> Vec<bool> {
+        use std::os::unix::fs::FileExt;
+        let pages = self.size().div_ceil(PAGE_SIZE);
+        let mut raw = vec![0u8; pages * 8];
+        let at = (self.map.as_ptr() as usize / PAGE_SIZE) as u64 * 8;
+        let ok = std::fs::File::open("/proc/self/pagemap")
+            .and_then(|f| f.read_exact_at(&mut raw, at))
+            .is_ok();
+        raw.chunks_exact(8)
+            .map(|e| {
+                let e = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+                // Bit 63 present, bit 62 swapped.
+                !ok || e & (3 << 62) != 0
+            })
+            .collect()
     }
 
     /// Zero all of it without touching each page: the anonymous mapping's pages are dropped.
