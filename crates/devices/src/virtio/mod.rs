@@ -422,6 +422,16 @@ pub trait VirtioDevice: Send {
     fn flush(&self) {}
     /// The device's statistics; the same counters for the device's whole life (resets keep them).
     fn counters(&self) -> Arc<DeviceCounters>;
+    /// What the device keeps beyond its rings and the transport (config-space selectors,
+    /// queued reports), for snapshots; Null for a device without such state.
+    fn save_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Back to `state` from [`Self::save_state`], after a reset and before the activation.
+    /// Untrusted: sizes are checked.
+    fn restore_state(&mut self, _state: serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Copy `data` out of a config-space byte image at `offset`, zero-filling past its end.
