@@ -338,3 +338,89 @@ fn unix_and_tcp_uris_migrate_to_a_listening_rvmm() {
         .port();
     migrates_over(&format!("tcp:127.0.0.1:{port}"), &dir, "tcp");
 }
+
+/// A 1 MiB raw disk: bootdisk.bin's boot sector, then a marker in LBA 1 that it prints.
+fn boot_disk(dir: &TempDir) -> std::path::PathBuf {
+    let boot = std::fs::read(common::guest("bootdisk.bin")).expect("bootdisk.bin");
+    let mut disk = vec![0u8; 1 << 20];
+    disk[..512].copy_from_slice(&boot[..512]);
+    disk[512..524].copy_from_slice(b"LBA1-MARKER\0");
+    dir.file("boot.raw", &disk)
+}
+
+/// SeaBIOS saved in the middle of its boot (its banner printed, the disk not read yet) on pc
+/// and q35 with their default devices and the boot disk on IDE / AHCI: the restored firmware
+/// goes on with the same screen, boots the disk through its controller and bootdisk.bin powers
+/// off. Nothing is printed twice: the firmware did not start again.
+#[test]
+fn seabios_saved_mid_boot_boots_on_after_restore() {
+    if skip_on_qemu("rvmm's snapshot files") {
+        return;
+    }
+    for machine in ["q35", "pc"] {
+        let dir = TempDir::new(&format!("snapshot-seabios-{machine}"));
+        let disk = boot_disk(&dir);
+        let state = dir.path().join("state");
+        let vm = |qmp: &Path| {
+            VmCommand::without_kernel()
+                .without_flag("-nodefaults")
+                .set_option("-M", machine)
+                .set_option("-m", "128")
+                .arg("-drive")
+                .arg(format!("file={},format=raw", disk.display()))
+                .arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+        };
+        let qmp = dir.path().join("save.qmp");
+        let mut src = vm(&qmp).spawn();
+        src.expect_stdout("SeaBIOS (");
+        let mut q = Qmp::connect(&qmp);
+        q.execute(
+            "migrate",
+            json!({"uri": format!("file:{}", state.display())}),
+        )
+        .unwrap();
+        wait_migrated(&mut q);
+        let screen = std::fs::read({
+            let f = dir.path().join("saved.ppm");
+            q.execute("screendump", json!({"filename": f.to_str().unwrap()}))
+                .unwrap();
+            f
+        })
+        .unwrap();
+        let before = src.stdout();
+        q.execute("quit", json!({})).unwrap();
+        src.wait(Duration::from_secs(20)).assert_status(0);
+        assert!(
+            !before.contains("bootdisk: done"),
+            "{machine}: the snapshot came too late\n{before}"
+        );
+
+        let qmp = dir.path().join("restore.qmp");
+        let dst = vm(&qmp)
+            .arg("-incoming")
+            .arg(format!("file:{}", state.display()))
+            .arg("-S")
+            .timeout(Duration::from_secs(90))
+            .spawn();
+        let mut q = Qmp::connect(&qmp);
+        let f = dir.path().join("restored.ppm");
+        q.execute("screendump", json!({"filename": f.to_str().unwrap()}))
+            .unwrap();
+        assert!(
+            std::fs::read(&f).unwrap() == screen,
+            "{machine}: the restored screen differs from the saved one"
+        );
+        q.execute("cont", json!({})).unwrap();
+        let out = dst.wait(Duration::from_secs(90));
+        out.assert_status(0);
+        out.assert_stdout_contains("lba1: LBA1-MARKER");
+        out.assert_stdout_contains("bootdisk: done");
+        let whole = before + &out.stdout;
+        assert_eq!(
+            whole.matches("SeaBIOS (").count(),
+            1,
+            "{machine}: the firmware started again\n{out}"
+        );
+    }
+}
