@@ -348,32 +348,49 @@ fn boot_disk(dir: &TempDir) -> std::path::PathBuf {
     dir.file("boot.raw", &disk)
 }
 
-/// SeaBIOS saved in the middle of its boot (its banner printed, the disk not read yet) on pc
-/// and q35 with their default devices and the boot disk on IDE / AHCI: the restored firmware
-/// goes on with the same screen, boots the disk through its controller and bootdisk.bin powers
-/// off. Nothing is printed twice: the firmware did not start again.
+/// SeaBIOS saved in the middle of its boot (at its boot menu prompt: PCI set up, the drives
+/// found and initialized, the boot sector not read yet) on pc and q35 with their default
+/// devices and the boot disk on IDE, AHCI or virtio-blk-pci: the
+/// restored firmware goes on with the same screen, boots the disk through its controller and
+/// bootdisk.bin powers off. Nothing is printed twice: the firmware did not start again. The
+/// restoring VM's BARs are unmapped until the config-space replay maps them where SeaBIOS put
+/// them (with the virtio queue's ioeventfd at the new notify address).
 #[test]
 fn seabios_saved_mid_boot_boots_on_after_restore() {
     if skip_on_qemu("rvmm's snapshot files") {
         return;
     }
-    for machine in ["q35", "pc"] {
-        let dir = TempDir::new(&format!("snapshot-seabios-{machine}"));
+    for (machine, virtio) in [("q35", false), ("pc", false), ("q35", true)] {
+        let dir = TempDir::new(&format!("snapshot-seabios-{machine}-{virtio}"));
         let disk = boot_disk(&dir);
+        let drive = if virtio {
+            vec![
+                format!("file={},format=raw,if=none,id=d0", disk.display()),
+                "virtio-blk-pci,drive=d0,bootindex=0".to_string(),
+            ]
+        } else {
+            vec![format!("file={},format=raw", disk.display())]
+        };
         let state = dir.path().join("state");
         let vm = |qmp: &Path| {
-            VmCommand::without_kernel()
+            let cmd = VmCommand::without_kernel()
                 .without_flag("-nodefaults")
                 .set_option("-M", machine)
                 .set_option("-m", "128")
+                .arg("-boot")
+                .arg("menu=on,splash-time=3000")
                 .arg("-drive")
-                .arg(format!("file={},format=raw", disk.display()))
-                .arg("-qmp")
+                .arg(&drive[0]);
+            let cmd = match drive.get(1) {
+                Some(dev) => cmd.arg("-device").arg(dev),
+                None => cmd,
+            };
+            cmd.arg("-qmp")
                 .arg(format!("unix:{},server=on,wait=off", qmp.display()))
         };
         let qmp = dir.path().join("save.qmp");
         let mut src = vm(&qmp).spawn();
-        src.expect_stdout("SeaBIOS (");
+        src.expect_stdout("Press ESC for boot menu.");
         let mut q = Qmp::connect(&qmp);
         q.execute(
             "migrate",
