@@ -269,13 +269,24 @@ fn default_counter(qmp: &Path) -> VmCommand {
 }
 
 /// QMP `migrate` over `uri` to a q35 with its default devices started with `-incoming uri`
-/// (QEMU's live-migration spelling): the destination counts on from the source's last count.
-fn migrates_over(uri: &str, dir: &TempDir, tag: &str) {
+/// (QEMU's live-migration spelling), or with `-incoming defer` and `migrate-incoming uri`: the
+/// destination answers QMP in `inmigrate` while it listens, then counts on from the source's
+/// last count.
+fn migrates_over(uri: &str, dir: &TempDir, tag: &str, defer: bool) {
     let src_qmp = dir.path().join(format!("{tag}-src.qmp"));
     let mut src = default_counter(&src_qmp).spawn();
     src.expect_stdout("count 3\n");
     let dst_qmp = dir.path().join(format!("{tag}-dst.qmp"));
-    let mut dst = default_counter(&dst_qmp).arg("-incoming").arg(uri).spawn();
+    let mut dst = default_counter(&dst_qmp)
+        .arg("-incoming")
+        .arg(if defer { "defer" } else { uri })
+        .spawn();
+    let mut dq = Qmp::connect(&dst_qmp);
+    if defer {
+        dq.execute("migrate-incoming", json!({"uri": uri})).unwrap();
+    }
+    let status = dq.execute("query-status", json!({})).unwrap();
+    assert_eq!(status["status"], "inmigrate", "{status}");
     let mut q = Qmp::connect(&src_qmp);
     // The destination listens once it is built: until then the connection is refused and the
     // source runs on, so try again.
@@ -329,14 +340,16 @@ fn unix_and_tcp_uris_migrate_to_a_listening_rvmm() {
     }
     let dir = TempDir::new("snapshot-sockets");
     let sock = dir.path().join("migrate.sock");
-    migrates_over(&format!("unix:{}", sock.display()), &dir, "unix");
+    migrates_over(&format!("unix:{}", sock.display()), &dir, "unix", false);
+    assert!(!sock.exists(), "the socket file stays after the migration");
+    migrates_over(&format!("unix:{}", sock.display()), &dir, "defer", true);
     // A port the kernel just handed out (and took back) is free but for a rare race.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    migrates_over(&format!("tcp:127.0.0.1:{port}"), &dir, "tcp");
+    migrates_over(&format!("tcp:127.0.0.1:{port}"), &dir, "tcp", false);
 }
 
 /// A 1 MiB raw disk: bootdisk.bin's boot sector, then a marker in LBA 1 that it prints.

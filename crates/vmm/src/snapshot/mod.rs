@@ -10,6 +10,7 @@
 pub mod format;
 pub mod memory;
 pub mod pci;
+pub mod socket;
 pub mod stream;
 
 use memory::{MemoryFileError, MemoryRecord};

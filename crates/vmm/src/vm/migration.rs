@@ -5,13 +5,12 @@
 //! destination runs unless `-S`).
 
 use super::{VmEvent, VmState, Vmm};
+use crate::snapshot::socket::{self, Listener, SocketAddr};
 use crate::snapshot::{self, SaveStats, SaveTarget, SnapshotContext, SnapshotError};
 use crate::vcpu::{VcpuError, VcpuRequest, VcpuResponse};
 use crate::VmmError;
 use rvmm_hypervisor::VcpuSnapshot;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -44,6 +43,9 @@ pub enum Incoming {
     Deferred,
     /// Restoring from this file (or stream).
     From(MigrationTarget),
+    /// `unix:`/`tcp:`: listening for the saving side's connection (the event loop polls
+    /// [`Vmm::incoming_fd`]).
+    Listening,
     /// `-incoming file:PATH` whose state was read and whose RAM was mapped while the VM was
     /// built (before KVM's memory slots existed: remapping RAM behind a slot costs KVM a walk
     /// over every page of it).
@@ -57,10 +59,8 @@ pub enum MigrationTarget {
     File(PathBuf),
     /// `exec:CMD`: one stream to CMD's stdin (save) or from its stdout (restore), `sh -c CMD`.
     Exec(String),
-    /// `unix:PATH`: the stream over a Unix socket (the restoring side listens).
-    Unix(PathBuf),
-    /// `tcp:HOST:PORT`: the stream over TCP (the restoring side listens).
-    Tcp(String),
+    /// `unix:PATH` / `tcp:HOST:PORT`: the stream over a socket (the restoring side listens).
+    Socket(SocketAddr),
 }
 
 /// `file:PATH`, `exec:CMD`, `unix:PATH` or `tcp:HOST:PORT`; the QMP error text for any other
@@ -69,9 +69,11 @@ pub fn parse_uri(uri: &str) -> Result<MigrationTarget, String> {
     match uri.split_once(':') {
         Some(("file", path)) if !path.is_empty() => Ok(MigrationTarget::File(path.into())),
         Some(("exec", cmd)) if !cmd.trim().is_empty() => Ok(MigrationTarget::Exec(cmd.into())),
-        Some(("unix", path)) if !path.is_empty() => Ok(MigrationTarget::Unix(path.into())),
+        Some(("unix", path)) if !path.is_empty() => {
+            Ok(MigrationTarget::Socket(SocketAddr::Unix(path.into())))
+        }
         Some(("tcp", addr)) if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) => {
-            Ok(MigrationTarget::Tcp(addr.into()))
+            Ok(MigrationTarget::Socket(SocketAddr::Tcp(addr.into())))
         }
         Some(("fd" | "rdma", _)) => Err(format!(
             "Migration URI '{uri}': rvmm saves and restores only 'file:PATH' (the guest's RAM goes to PATH.mem next to it), 'exec:CMD', 'unix:PATH' and 'tcp:HOST:PORT'"
@@ -80,74 +82,12 @@ pub fn parse_uri(uri: &str) -> Result<MigrationTarget, String> {
     }
 }
 
-/// `HOST:PORT` as QEMU reads it: an empty host is "localhost" to connect to and any address to
-/// listen on (as is `0`).
-fn tcp_addr(addr: &str, listen: bool) -> String {
-    match addr.rsplit_once(':') {
-        Some(("" | "0", port)) if listen => format!("0.0.0.0:{port}"),
-        Some(("", port)) => format!("localhost:{port}"),
-        _ => addr.into(),
-    }
-}
-
-fn socket_err(what: &str) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
-    move |source| SnapshotError::Io {
-        path: what.into(),
-        source,
-    }
-}
-
-/// Connect to the restoring side of a `unix:`/`tcp:` migration.
-fn connect(target: &MigrationTarget, what: &str) -> Result<Box<dyn Write>, SnapshotError> {
-    let out: Box<dyn Write> = match target {
-        MigrationTarget::Unix(path) => {
-            Box::new(UnixStream::connect(path).map_err(socket_err(what))?)
-        }
-        MigrationTarget::Tcp(addr) => {
-            let s = TcpStream::connect(tcp_addr(addr, false)).map_err(socket_err(what))?;
-            let _ = s.set_nodelay(true);
-            Box::new(s)
-        }
-        _ => unreachable!("connect() is for socket targets"),
-    };
-    Ok(Box::new(BufWriter::with_capacity(STREAM_BUFFER, out)))
-}
-
-/// Listen for the saving side of a `unix:`/`tcp:` migration and take its one connection.
-fn accept(target: &MigrationTarget, what: &str) -> Result<Box<dyn Read>, SnapshotError> {
-    let input: Box<dyn Read> = match target {
-        MigrationTarget::Unix(path) => {
-            // A socket left from an earlier run is replaced, as QEMU does; any other file is not.
-            use std::os::unix::fs::FileTypeExt;
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-                let _ = std::fs::remove_file(path);
-            }
-            let listener = UnixListener::bind(path).map_err(socket_err(what))?;
-            tracing::info!("{what}: waiting for the incoming migration");
-            let accepted = listener.accept();
-            let _ = std::fs::remove_file(path);
-            Box::new(accepted.map_err(socket_err(what))?.0)
-        }
-        MigrationTarget::Tcp(addr) => {
-            let listener = TcpListener::bind(tcp_addr(addr, true)).map_err(socket_err(what))?;
-            tracing::info!("{what}: waiting for the incoming migration");
-            Box::new(listener.accept().map_err(socket_err(what))?.0)
-        }
-        _ => unreachable!("accept() is for socket targets"),
-    };
-    Ok(Box::new(BufReader::with_capacity(STREAM_BUFFER, input)))
-}
-
-/// Buffer of a socket stream (its records are small headers and page runs).
-const STREAM_BUFFER: usize = 1 << 20;
-
 impl std::fmt::Display for MigrationTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File(p) => write!(f, "file:{}", p.display()),
             Self::Exec(c) => write!(f, "exec:{c}"),
-            Self::Unix(p) => write!(f, "unix:{}", p.display()),
-            Self::Tcp(a) => write!(f, "tcp:{a}"),
+            Self::Socket(a) => a.fmt(f),
         }
     }
 }
@@ -195,6 +135,10 @@ pub struct Migration {
     postmigrate: bool,
     pending: Option<MigrationTarget>,
     incoming: Option<Incoming>,
+    /// The listener of a `unix:`/`tcp:` incoming migration, until its connection comes.
+    listener: Option<Listener>,
+    /// That connection, for the restore to read.
+    accepted: Option<Box<dyn Read>>,
     /// Run after the incoming migration (no `-S`, or `cont` while in `inmigrate`).
     autostart: bool,
     error: Option<String>,
@@ -212,6 +156,8 @@ impl Migration {
             postmigrate: false,
             pending: None,
             incoming: None,
+            listener: None,
+            accepted: None,
             autostart: true,
             error: None,
             stats: SaveStats::default(),
@@ -386,9 +332,9 @@ impl Vmm {
                 let stats = saved?;
                 status.map(|()| stats)
             }
-            MigrationTarget::Unix(_) | MigrationTarget::Tcp(_) => {
-                let what = target.to_string();
-                let mut out = connect(target, &what)?;
+            MigrationTarget::Socket(addr) => {
+                let what = addr.to_string();
+                let mut out = socket::connect(addr)?;
                 // The stream ends (the socket closes) when `out` goes.
                 snapshot::save(ctx, SaveTarget::Stream(&mut out, &what), clock, vcpus)
             }
@@ -418,10 +364,14 @@ impl Vmm {
                 self.migration.incoming = Some(Incoming::Deferred);
                 Ok(())
             }
+            Incoming::From(MigrationTarget::Socket(addr)) => {
+                self.listen(&addr).map_err(VmmError::Incoming)
+            }
             Incoming::From(target) => {
                 self.migration.incoming = Some(Incoming::From(target.clone()));
                 self.incoming(&target, None)
             }
+            Incoming::Listening => Ok(()),
             Incoming::Mapped(path, state) => {
                 let target = MigrationTarget::File(path);
                 self.migration.incoming = Some(Incoming::From(target.clone()));
@@ -436,8 +386,51 @@ impl Vmm {
             return Err("The incoming migration has already been started".into());
         }
         let target = parse_uri(uri)?;
+        if let MigrationTarget::Socket(addr) = &target {
+            return self.listen(addr).map_err(|e| e.to_string());
+        }
         self.migration.incoming = Some(Incoming::From(target));
         Ok(())
+    }
+
+    /// Listen for a `unix:`/`tcp:` incoming migration; the event loop takes it from here.
+    fn listen(&mut self, addr: &SocketAddr) -> Result<(), SnapshotError> {
+        self.migration.listener = Some(Listener::bind(addr)?);
+        self.migration.incoming = Some(Incoming::Listening);
+        Ok(())
+    }
+
+    /// The listener the event loop polls while a `unix:`/`tcp:` incoming migration waits.
+    pub fn incoming_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.migration.listener.as_ref().map(Listener::fd)
+    }
+
+    /// The listener is readable: take the connection and restore from it (a failure stops
+    /// rvmm, as a failed incoming migration ends QEMU).
+    pub fn accept_incoming(&mut self) {
+        let Some(listener) = self.migration.listener.as_ref() else {
+            return;
+        };
+        let addr = listener.addr().clone();
+        let stream = match listener.accept() {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                self.migration.listener = None;
+                let e = VmmError::Incoming(e);
+                tracing::error!("{e}");
+                return self.fail(e);
+            }
+        };
+        // One connection: the listener (and a unix: socket file) goes.
+        self.migration.listener = None;
+        self.migration.accepted = Some(stream);
+        let target = MigrationTarget::Socket(addr);
+        self.migration.incoming = Some(Incoming::From(target.clone()));
+        if let Err(e) = self.incoming(&target, None) {
+            tracing::error!("{e}");
+            self.fail(e);
+        }
     }
 
     /// A `migrate-incoming` after its reply: a failure stops rvmm, as QEMU exits when an
@@ -525,9 +518,16 @@ impl Vmm {
                 status?;
                 restored
             }
-            MigrationTarget::Unix(_) | MigrationTarget::Tcp(_) => {
-                let what = target.to_string();
-                let mut input = accept(target, &what)?;
+            MigrationTarget::Socket(addr) => {
+                let what = addr.to_string();
+                let mut input =
+                    self.migration
+                        .accepted
+                        .take()
+                        .ok_or_else(|| SnapshotError::Io {
+                            path: what.clone(),
+                            source: std::io::Error::other("no connection"),
+                        })?;
                 snapshot::restore_stream(ctx, &mut input, &what, self.vcpus.len())?
             }
         };
