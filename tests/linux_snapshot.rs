@@ -5,7 +5,10 @@
 //! timers and it panics for lack of a root device, with kernel timestamps that go on from the
 //! saved ones instead of starting again, and without printing its boot banner again.
 //!
-//! #[ignore]d like the other Linux tests; scripts/test.sh runs it with RVMM_TEST_KERNEL.
+//! A second test saves the kernel on q35 with its default devices once it has its DHCP lease
+//! over virtio-net-pci on passt, and checks the restored kernel echoes UDP through that NIC.
+//!
+//! #[ignore]d like the other Linux tests; scripts/test.sh runs them with RVMM_TEST_KERNEL.
 
 mod common;
 

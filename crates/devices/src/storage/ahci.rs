@@ -408,13 +408,6 @@ pub struct AhciState {
     ports: Vec<AhciPortState>,
 }
 
-impl Ahci {
-    /// Whether any port has a drive (then the controller cannot be saved yet).
-    pub fn has_drives(&self) -> bool {
-        self.inner.hba().ports.iter().any(|p| p.drive.is_some())
-    }
-}
-
 impl crate::Persist for Ahci {
     type State = AhciState;
 

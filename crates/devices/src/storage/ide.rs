@@ -509,15 +509,6 @@ pub struct IdeChannelState {
     drives: Vec<Option<super::AtaDriveState>>,
 }
 
-impl PiixIde {
-    /// Whether any drive is attached (then the controller cannot be saved yet).
-    pub fn has_drives(&self) -> bool {
-        self.channels
-            .iter()
-            .any(|c| c.lock().drives.iter().any(Option::is_some))
-    }
-}
-
 /// The two channels' registers and drives; the PCI config space is saved with the bus. A
 /// bus-master transfer runs to its end on the guest's start write, so none is in flight.
 impl crate::Persist for PiixIde {
