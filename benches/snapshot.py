@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Snapshot save and restore times: rvmm and QEMU side by side on the same guest (docs/SNAPSHOT.md).
 
-The guest is counter_fast.elf on microvm: it prints "count N" at every ~1 ms LAPIC timer tick. For
+The guest is counter_fast.elf on microvm (or --machine pc / q35 with their default devices: the
+standard VGA and the NIC on user networking): it prints "count N" at every ~1 ms LAPIC timer tick. For
 each RAM size and run, each VMM in turn (alternating, these machines are noisy: only ratios from
 one run mean anything):
 
@@ -18,7 +19,7 @@ from the stream instead of mapped), reported as rvmm-exec.
 Each saved snapshot is restored --restores times (default 3) and the median restore kept.
 
 Usage: benches/snapshot.py [--runs N] [--restores N] [--sizes 128M,2G,16G] [--rvmm PATH] [--qemu PATH]
-                           [--dir DIR]
+                           [--dir DIR] [--machine microvm|pc|q35]
 """
 
 import argparse
@@ -119,8 +120,14 @@ def count_of(line):
     return int(line.split()[1])
 
 
+MACHINE = "microvm"
+
+
 def vm_args(kernel, mem, cpu):
-    return ["-M", "microvm", "-accel", "kvm", "-cpu", cpu, "-m", mem, "-nodefaults", "-no-reboot",
+    # microvm without devices; pc and q35 with their default ones (the standard VGA, the NIC on
+    # user networking: rvmm's virtio-net-pci on passt, QEMU's e1000(e) on slirp).
+    defaults = ["-nodefaults"] if MACHINE == "microvm" else []
+    return ["-M", MACHINE, "-accel", "kvm", "-cpu", cpu, "-m", mem] + defaults + ["-no-reboot",
             "-display", "none", "-serial", "stdio", "-kernel", kernel]
 
 
@@ -194,7 +201,11 @@ def main():
     ap.add_argument("--rvmm", default=os.path.join(ROOT, "target", "release", "rvmm"))
     ap.add_argument("--qemu", default=shutil.which("qemu-system-x86_64") or "qemu-system-x86_64")
     ap.add_argument("--dir", default=None, help="where the snapshots go (default: a temporary directory in /tmp)")
+    ap.add_argument("--machine", default="microvm",
+                    help="microvm (no devices), or pc / q35 with their default devices")
     a = ap.parse_args()
+    global MACHINE
+    MACHINE = a.machine
     kernel = find_guest("counter_fast.elf")
     qemu_cpu = qemu_host.qemu_cpu(a.qemu)
     workdir = a.dir or tempfile.mkdtemp(prefix="rvmm-snapshot-bench-")

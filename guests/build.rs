@@ -207,6 +207,10 @@ const GUESTS: &[Guest] = &[
     ),
     Guest {
         defines: &["VIRTIO_PCI"],
+        ..guest("snapdisk.elf", "snapdisk.S", Class::Elf32, "pvh.ld")
+    },
+    Guest {
+        defines: &["VIRTIO_PCI"],
         ..guest(
             "virtio_bench_pci.elf",
             "virtio_bench.S",

@@ -5,7 +5,10 @@
 //! timers and it panics for lack of a root device, with kernel timestamps that go on from the
 //! saved ones instead of starting again, and without printing its boot banner again.
 //!
-//! #[ignore]d like the other Linux tests; scripts/test.sh runs it with RVMM_TEST_KERNEL.
+//! A second test saves the kernel on q35 with its default devices once it has its DHCP lease
+//! over virtio-net-pci on passt, and checks the restored kernel echoes UDP through that NIC.
+//!
+//! #[ignore]d like the other Linux tests; scripts/test.sh runs them with RVMM_TEST_KERNEL.
 
 mod common;
 
@@ -140,4 +143,122 @@ fn linux_restored_after_boot_keeps_running() {
         panicked_at > saved_at + 25.0,
         "kernel time went from {saved_at} (saved) to {panicked_at} (panic)\n{out}"
     );
+}
+
+/// The test kernel on q35 with its default devices (the standard VGA, the NIC on passt's user
+/// network: virtio-net-pci with MSI-X), its self test replaced by a UDP echo on port 7 forwarded
+/// from a host port (as tests/usernet.rs). Once it has its DHCP lease (seen over netconsole) it
+/// is saved and rvmm exits; the restored kernel, with a fresh passt as QEMU's restored process
+/// has a fresh slirp, must echo datagrams through the restored virtio-net-pci again.
+#[test]
+#[ignore = "needs the test kernel (scripts/build-test-kernel.sh); scripts/test.sh runs it"]
+fn linux_on_q35_echoes_through_the_restored_default_nic() {
+    if skip_on_qemu("rvmm's snapshot files") {
+        return;
+    }
+    let kernel = test_kernel();
+    let dir = TempDir::new("linux-snapshot-nic");
+    let state = dir.path().join("state");
+    let netconsole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    netconsole
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let nc_port = netconsole.local_addr().unwrap().port();
+    let fwd_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cmdline = format!(
+        "console=ttyS0 noxsave clearcpuid=141,308,137 panic=-1 rodata=off \
+         rvmm_selftest.udp_echo=7 root=/dev/vdz rootwait ip=dhcp \
+         netconsole=6665@10.0.2.15/eth0,{nc_port}@10.0.2.2/52:55:0a:00:02:02"
+    );
+    let vm = |qmp: &std::path::Path| {
+        VmCommand::without_kernel()
+            .without_flag("-nodefaults")
+            .set_option("-M", "q35")
+            .set_option("-m", "128")
+            .arg("-kernel")
+            .arg(&kernel)
+            .append(&cmdline)
+            .arg("-nic")
+            .arg(format!("user,hostfwd=udp:127.0.0.1:{fwd_port}-:7"))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            .timeout(Duration::from_secs(600))
+    };
+    let sock = dir.path().join("save.qmp");
+    let source = vm(&sock).spawn();
+    let deadline = Instant::now() + Duration::from_secs(500);
+    let mut log = String::new();
+    let mut buf = [0u8; 4096];
+    while !(log.contains(" gw=") && log.contains("rvmm-selftest: udp echo on port 7")) {
+        assert!(
+            Instant::now() < deadline,
+            "no DHCP lease / echo over netconsole\nnetconsole:\n{log}\nserial:\n{}",
+            source.stdout()
+        );
+        if let Ok((n, _)) = netconsole.recv_from(&mut buf) {
+            log.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    let migrate = format!(
+        r#"{{"execute":"migrate","arguments":{{"uri":"file:{}"}}}}"#,
+        state.display()
+    );
+    let replies = qmp(&sock, &[r#"{"execute":"qmp_capabilities"}"#, &migrate]);
+    assert!(replies.iter().all(|r| r.contains("return")), "{replies:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = qmp(
+            &sock,
+            &[
+                r#"{"execute":"qmp_capabilities"}"#,
+                r#"{"execute":"query-migrate"}"#,
+            ],
+        );
+        if r[1].contains("completed") {
+            break;
+        }
+        assert!(
+            !r[1].contains("failed") && Instant::now() < deadline,
+            "{r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    source.kill();
+    // The old passt lets go of the forwarded port when it sees rvmm gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::UdpSocket::bind(("127.0.0.1", fwd_port)).is_err() {
+        assert!(Instant::now() < deadline, "port {fwd_port} stays taken");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restored = vm(&dir.path().join("restore.qmp"))
+        .arg("-incoming")
+        .arg(format!("file:{}", state.display()))
+        .spawn();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut echoed = None;
+    for i in 0..60 {
+        let msg = format!("rvmm-restored-{i}");
+        client
+            .send_to(msg.as_bytes(), ("127.0.0.1", fwd_port))
+            .unwrap();
+        if let Ok(n) = client.recv(&mut buf) {
+            assert_eq!(&buf[..n], msg.as_bytes(), "echo of what was sent");
+            echoed = Some(i);
+            break;
+        }
+    }
+    let out = restored.kill();
+    assert!(echoed.is_some(), "the restored kernel did not echo\n{out}");
+    assert!(
+        !out.stdout.contains("Linux version"),
+        "the kernel booted again\n{out}"
+    );
+    eprintln!("restored default NIC: echo after {echoed:?} tries");
 }

@@ -7,6 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod qmp;
+pub mod snapfile;
+
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;

@@ -230,6 +230,10 @@ pub enum IncomingConfig {
     File(PathBuf),
     /// `exec:CMD`: the stream `sh -c CMD` writes (QEMU: `-incoming "exec:cat PATH"`).
     Exec(String),
+    /// `unix:PATH`: listen on a Unix socket at PATH and read the stream the source sends.
+    Unix(PathBuf),
+    /// `tcp:HOST:PORT`: listen on HOST (any address when empty or `0`) and PORT.
+    Tcp(String),
     /// `defer`: wait for QMP `migrate-incoming`.
     Defer,
 }

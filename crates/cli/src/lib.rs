@@ -661,17 +661,25 @@ fn irqchip_mode(option: &'static str, value: &str) -> Result<IrqchipMode, CliErr
     }
 }
 
-/// `-incoming file:PATH` or `-incoming defer`; QEMU's other transports are refused by name.
+/// `-incoming file:PATH|exec:CMD|unix:PATH|tcp:HOST:PORT|defer`; `fd:` and `rdma:` are refused
+/// by name.
 fn incoming(arg: &str) -> Result<IncomingConfig, CliError> {
     let bad = |reason: &str| CliError::Incoming(format!("'{arg}': {reason}"));
     match arg.split_once(':') {
         _ if arg == "defer" => Ok(IncomingConfig::Defer),
         Some(("file", path)) if !path.is_empty() => Ok(IncomingConfig::File(path.into())),
         Some(("exec", cmd)) if !cmd.trim().is_empty() => Ok(IncomingConfig::Exec(cmd.into())),
-        Some(("unix" | "tcp" | "fd" | "rdma", _)) => Err(bad(
-            "rvmm restores only 'file:PATH' and 'exec:CMD' snapshots (or 'defer' and QMP migrate-incoming)",
+        Some(("unix", path)) if !path.is_empty() => Ok(IncomingConfig::Unix(path.into())),
+        Some(("tcp", addr)) => match addr.rsplit_once(':') {
+            Some((_, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                Ok(IncomingConfig::Tcp(addr.into()))
+            }
+            _ => Err(bad("expected tcp:HOST:PORT with a port number (1-65535)")),
+        },
+        Some(("fd" | "rdma", _)) => Err(bad(
+            "rvmm restores only 'file:PATH', 'exec:CMD', 'unix:PATH' and 'tcp:HOST:PORT' snapshots (or 'defer' and QMP migrate-incoming)",
         )),
-        _ => Err(bad("expected file:PATH, exec:CMD or defer")),
+        _ => Err(bad("expected file:PATH, exec:CMD, unix:PATH, tcp:HOST:PORT or defer")),
     }
 }
 

@@ -1099,3 +1099,24 @@ fn global_disable_s3_and_refusals() {
         "-global: parameter 'disable_s3' expects a number, got 'yes'"
     );
 }
+
+#[test]
+fn incoming_takes_qemus_socket_uris() {
+    use crate::IncomingConfig;
+    assert_eq!(
+        run(&["-incoming", "unix:/run/m.sock"]).incoming,
+        Some(IncomingConfig::Unix("/run/m.sock".into()))
+    );
+    assert_eq!(
+        run(&["-incoming", "tcp::4444"]).incoming,
+        Some(IncomingConfig::Tcp(":4444".into()))
+    );
+    assert_eq!(
+        run(&["-incoming", "tcp:[::1]:4444"]).incoming,
+        Some(IncomingConfig::Tcp("[::1]:4444".into()))
+    );
+    for bad in ["tcp:host", "tcp:host:0", "tcp:host:x", "unix:", "fd:3"] {
+        let e = err(&["-incoming", bad]);
+        assert!(e.contains(&format!("'{bad}'")), "{e}");
+    }
+}

@@ -13,6 +13,7 @@ use crate::exit_stats::{write_reports, ExitStats};
 use crate::firmware::{attach_fw_cfg, FirmwareItems, FirmwareTables, FwCfgConfig, KernelFiles};
 use crate::input::read_input;
 use crate::qmp::{self, Events, QmpServer};
+use crate::snapshot::socket::SocketAddr;
 use crate::snapshot::{MachineIdentity, SnapshotContext, SnapshotState};
 use crate::vcpu::{BootTarget, ExitCounters, VcpuBoot, VcpuContext, VcpuHandle, WakeEntry};
 use crate::vm::{Incoming, MigrationTarget, Reloader, VmDevices, Vmm, VmmParts};
@@ -712,6 +713,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
                     }
                     (IncomingConfig::Exec(cmd), None) => {
                         Incoming::From(MigrationTarget::Exec(cmd.clone()))
+                    }
+                    (IncomingConfig::Unix(path), None) => {
+                        Incoming::From(MigrationTarget::Socket(SocketAddr::Unix(path.clone())))
+                    }
+                    (IncomingConfig::Tcp(addr), None) => {
+                        Incoming::From(MigrationTarget::Socket(SocketAddr::Tcp(addr.clone())))
                     }
                     (IncomingConfig::Defer, None) => Incoming::Deferred,
                 };

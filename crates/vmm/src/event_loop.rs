@@ -90,6 +90,8 @@ enum Source {
     IoapicLine(usize),
     Resample(usize),
     RtcTimer,
+    /// A `unix:`/`tcp:` incoming migration's listener.
+    Incoming,
 }
 
 /// Everything the loop serves besides the VM.
@@ -112,6 +114,8 @@ pub struct EventLoop {
     /// stdin is a regular file or /dev/null, which epoll refuses: read it whenever the loop
     /// comes around instead.
     stdin_is_file: bool,
+    /// The incoming migration listener being polled, if any.
+    incoming: Option<RawFd>,
 }
 
 /// Where console input stands.
@@ -133,6 +137,7 @@ impl EventLoop {
             s,
             stdin: Stdin::Off,
             stdin_is_file: false,
+            incoming: None,
         };
         l.add(l.s.control.wake_fd().as_raw_fd(), Source::Requests)?;
         l.add(l.s.signals.as_raw_fd(), Source::Signals)?;
@@ -195,6 +200,7 @@ impl EventLoop {
     pub fn run(&mut self, vmm: &mut Vmm) -> Result<(), VmmError> {
         let mut events = vec![EpollEvent::default(); 32];
         while !vmm.stopping() {
+            self.follow_incoming(vmm)?;
             let timeout = match self.stdin {
                 Stdin::Backlog => BACKLOG_RETRY_MS,
                 Stdin::Reading if self.stdin_is_file => 0,
@@ -227,11 +233,29 @@ impl EventLoop {
                     Source::IoapicLine(i) => self.s.ioapic_lines[i].triggered(),
                     Source::Resample(i) => self.s.resamplers[i].fired(),
                     Source::RtcTimer => self.s.rtc.timer_fired(),
+                    Source::Incoming => vmm.accept_incoming(),
                 }
                 if vmm.stopping() {
                     break;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Poll the listener of a `unix:`/`tcp:` incoming migration while there is one (from
+    /// `-incoming` or `migrate-incoming`; it goes once its connection came).
+    fn follow_incoming(&mut self, vmm: &Vmm) -> Result<(), VmmError> {
+        let fd = vmm.incoming_fd();
+        if fd == self.incoming {
+            return Ok(());
+        }
+        if let Some(old) = self.incoming.take() {
+            self.remove(old);
+        }
+        if let Some(fd) = fd {
+            self.add(fd, Source::Incoming)?;
+            self.incoming = Some(fd);
         }
         Ok(())
     }

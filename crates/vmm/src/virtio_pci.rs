@@ -15,8 +15,9 @@ use crate::virtio::{build_device, Counts};
 use rvmm_block::DiskEvents;
 use rvmm_cli::{VirtioDeviceConfig, VirtioPciDeviceConfig};
 use rvmm_devices::pci::{MsiRoutes, MsixVector};
-use rvmm_devices::virtio::pci::{default_vectors, VirtioPciTransport};
+use rvmm_devices::virtio::pci::{default_vectors, VirtioPciState, VirtioPciTransport};
 use rvmm_devices::{IrqLine, MsiMessage};
+use rvmm_devices::{Persist, StateError};
 use rvmm_hypervisor::{GsiRoute, Vm};
 use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
@@ -141,6 +142,9 @@ pub(crate) fn attach_virtio_pci(
         let t = Arc::new(t);
         let mut regions = Vec::new();
         for (region, space, size) in t.regions() {
+            // Saved with the function's state below.
+            dm.states()
+                .register_stateless(&format!("{name}-pci {region:?}"));
             let ioevents = t.ioevents(region).map_err(io("queue eventfds"))?;
             if let Some(device) = t.region_device(region) {
                 regions.push(RegionParts {
@@ -189,5 +193,54 @@ pub(crate) fn attach_virtio_pci(
             is_block: matches!(cfg.device, VirtioDeviceConfig::Block(_)),
         });
     }
+    if !out.functions.is_empty() {
+        let all = out
+            .functions
+            .iter()
+            .map(|f| (f.devfn, f.transport.clone()))
+            .collect();
+        dm.states()
+            .register("virtio-pci", Arc::new(FunctionStates(all)));
+    }
     Ok(out)
+}
+
+/// One virtio-pci function's state in a snapshot, by its PCI address.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FunctionState {
+    devfn: u8,
+    #[serde(flatten)]
+    state: VirtioPciState,
+}
+
+/// Every virtio-pci function (functions of one type share their bus names). Restored after
+/// "PCI bus 0" (the registry goes by name), so BARs and the MSI-X Enable bit are back first.
+struct FunctionStates(Vec<(u8, Arc<VirtioPciTransport>)>);
+
+impl Persist for FunctionStates {
+    type State = Vec<FunctionState>;
+
+    fn save(&self) -> Self::State {
+        self.0
+            .iter()
+            .map(|(devfn, t)| FunctionState {
+                devfn: *devfn,
+                state: t.save(),
+            })
+            .collect()
+    }
+
+    fn restore(&self, states: Self::State) -> Result<(), StateError> {
+        let ours: Vec<u8> = self.0.iter().map(|(d, _)| *d).collect();
+        let theirs: Vec<u8> = states.iter().map(|s| s.devfn).collect();
+        if ours != theirs {
+            return Err(StateError::Invalid(format!(
+                "virtio-pci functions at {theirs:02x?} in the snapshot, {ours:02x?} here"
+            )));
+        }
+        for ((_, t), s) in self.0.iter().zip(states) {
+            t.restore(s.state)?;
+        }
+        Ok(())
+    }
 }

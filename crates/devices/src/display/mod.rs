@@ -239,8 +239,8 @@ pub fn next_source_id() -> u64 {
 pub mod vga;
 pub mod vram;
 
-pub use vga::StdVga;
-pub use vram::{DirtyLog, Vram};
+pub use vga::{StdVga, VgaState};
+pub use vram::{DirtyLog, Vram, VramRun};
 
 #[cfg(test)]
 mod tests;

@@ -177,6 +177,124 @@ impl Vram {
     }
 }
 
+/// A run of video memory pages that hold data, for a snapshot: `data` is the bytes in hex.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VramRun {
+    pub offset: u64,
+    pub data: String,
+}
+
+impl Vram {
+    /// The pages that are not all zero, as runs of consecutive pages (a text screen is a few
+    /// KiB; a 1024x768x32 VBE picture 3 MiB).
+    pub fn save_runs(&self) -> Vec<VramRun> {
+        let mut runs: Vec<VramRun> = Vec::new();
+        let mut page = [0u8; PAGE_SIZE];
+        let mut open = false;
+        let touched = self.touched_pages();
+        for (n, offset) in (0..self.size()).step_by(PAGE_SIZE).enumerate() {
+            if !touched.get(n).copied().unwrap_or(true) {
+                // Never faulted in: zero, and left unread (reading would fault it in).
+                open = false;
+                continue;
+            }
+            self.read(offset, &mut page);
+            if page.iter().all(|&b| b == 0) {
+                open = false;
+                continue;
+            }
+            if !open {
+                runs.push(VramRun {
+                    offset: offset as u64,
+                    data: String::new(),
+                });
+                open = true;
+            }
+            if let Some(run) = runs.last_mut() {
+                run.data.reserve(2 * PAGE_SIZE);
+                for b in page {
+                    run.data.push(HEX[usize::from(b >> 4)] as char);
+                    run.data.push(HEX[usize::from(b & 15)] as char);
+                }
+            }
+        }
+        runs
+    }
+
+    /// Become the saved memory: zero, then each run (untrusted: bounds and digits checked
+    /// before anything is written).
+    pub fn restore_runs(&self, runs: &[VramRun]) -> Result<(), String> {
+        let mut decoded = Vec::with_capacity(runs.len());
+        for run in runs {
+            let bytes = decode_hex(&run.data)
+                .ok_or_else(|| format!("video memory at {:#x}: not hex", run.offset))?;
+            let fits = usize::try_from(run.offset)
+                .ok()
+                .filter(|&o| self.fits(o, bytes.len()));
+            let Some(offset) = fits else {
+                return Err(format!(
+                    "video memory run at {:#x} of {} bytes is past its {} bytes",
+                    run.offset,
+                    bytes.len(),
+                    self.size()
+                ));
+            };
+            decoded.push((offset, bytes));
+        }
+        self.zero_all();
+        for (offset, bytes) in decoded {
+            self.write(offset, &bytes);
+        }
+        self.mark(0, self.size());
+        Ok(())
+    }
+
+    /// For each page: may it hold data? /proc/self/pagemap says whether it is present or
+    /// swapped; a page that is neither was never touched and reads as zero. All true when the
+    /// page map cannot be read.
+    fn touched_pages(&self) -> Vec<bool> {
+        use std::os::unix::fs::FileExt;
+        let pages = self.size().div_ceil(PAGE_SIZE);
+        let mut raw = vec![0u8; pages * 8];
+        let at = (self.map.as_ptr() as usize / PAGE_SIZE) as u64 * 8;
+        let ok = std::fs::File::open("/proc/self/pagemap")
+            .and_then(|f| f.read_exact_at(&mut raw, at))
+            .is_ok();
+        raw.chunks_exact(8)
+            .map(|e| {
+                let e = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+                // Bit 63 present, bit 62 swapped.
+                !ok || e & (3 << 62) != 0
+            })
+            .collect()
+    }
+
+    /// Zero all of it without touching each page: the anonymous mapping's pages are dropped.
+    fn zero_all(&self) {
+        // SAFETY: the range is this region's own anonymous private mapping; MADV_DONTNEED makes
+        // its pages read as zero again and leaves the mapping in place (KVM follows through
+        // its MMU notifier).
+        let r =
+            unsafe { libc::madvise(self.map.as_ptr().cast(), self.size(), libc::MADV_DONTNEED) };
+        if r != 0 {
+            self.clear(0, self.size());
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let s = s.as_bytes();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    s.chunks_exact(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
 /// The guest's direct writes to video memory mapped as guest RAM: implemented by the VMM over
 /// KVM's dirty log of the framebuffer's memory slot.
 pub trait DirtyLog: Send + Sync {
@@ -217,5 +335,33 @@ mod tests {
         assert_eq!(bm[0], 0b11);
         assert_eq!(v.read_u8(5), 0x12);
         assert_eq!(v.read_u8(10), 0);
+    }
+
+    #[test]
+    fn runs_round_trip_and_bad_runs_are_refused() {
+        let v = Vram::new(8 * PAGE_SIZE).unwrap();
+        v.write_u8(5, 0x12);
+        v.write_u32(PAGE_SIZE + 8, 0xdeadbeef);
+        v.write_u8(5 * PAGE_SIZE, 0xff);
+        let runs = v.save_runs();
+        assert_eq!(runs.len(), 2, "pages 0-1 and page 5");
+        assert_eq!(runs[0].data.len(), 4 * PAGE_SIZE);
+        let w = Vram::new(8 * PAGE_SIZE).unwrap();
+        w.write_u8(7 * PAGE_SIZE, 9);
+        w.restore_runs(&runs).unwrap();
+        for o in (0..8 * PAGE_SIZE).step_by(4) {
+            assert_eq!(v.read_u32(o), w.read_u32(o), "offset {o:#x}");
+        }
+        let past = VramRun {
+            offset: 8 * PAGE_SIZE as u64 - 1,
+            data: "0000".into(),
+        };
+        assert!(w.restore_runs(&[past]).unwrap_err().contains("past"));
+        let junk = VramRun {
+            offset: 0,
+            data: "0g".into(),
+        };
+        assert!(w.restore_runs(&[junk]).unwrap_err().contains("not hex"));
+        assert_eq!(w.read_u8(5), 0x12, "a refused state changes nothing");
     }
 }

@@ -18,6 +18,11 @@ pub trait PciDevice: Send + Sync {
     fn reset(&self) -> Vec<BarChange> {
         Vec::new()
     }
+    /// Whether dword `reg` is a window onto something else, whose accesses act beyond config
+    /// space (virtio's PCI cfg access data): a snapshot neither reads nor replays it.
+    fn is_window(&self, _reg: usize) -> bool {
+        false
+    }
 }
 
 /// Applies BAR changes: implemented by the VMM's device manager; the PCI code never touches
@@ -105,6 +110,11 @@ impl PciBus {
                     .is_some_and(Option::is_some)
             })
             .collect()
+    }
+
+    /// Whether dword `reg` of bus 0's `devfn` is a window (see [`PciDevice::is_window`]).
+    pub fn is_window(&self, devfn: u8, reg: usize) -> bool {
+        self.function(0, devfn).is_some_and(|d| d.is_window(reg))
     }
 
     /// Read dword `reg` of bus:devfn; all-ones when nothing answers.

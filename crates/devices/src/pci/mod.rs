@@ -25,8 +25,8 @@ pub use config_io::{
 };
 pub use host_bridge::{HostBridge, HostBridgeKind, PAM_COUNT};
 pub use msix::{
-    msix_bar_layout, msix_capability, MsiRoutes, Msix, MsixBar, MsixVector, MSIX_ENTRY_SIZE,
-    MSIX_MAX_VECTORS, PCI_CAP_ID_MSIX,
+    msix_bar_layout, msix_capability, MsiRoutes, Msix, MsixBar, MsixEntryState, MsixState,
+    MsixVector, MSIX_ENTRY_SIZE, MSIX_MAX_VECTORS, PCI_CAP_ID_MSIX,
 };
 pub use testdev::{
     IoEvent, PciTestdev, PCI_DEVICE_ID_REDHAT_TEST, PCI_TESTDEV_MMIO_SIZE, PCI_TESTDEV_PORTIO_SIZE,

@@ -295,6 +295,73 @@ impl Msix {
     }
 }
 
+/// One table entry in a snapshot.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct MsixEntryState {
+    pub address: u64,
+    pub data: u32,
+    pub control: u32,
+}
+
+/// The vector table and pending bits in a snapshot (Enable and Function Mask are config space,
+/// saved with it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MsixState {
+    pub entries: Vec<MsixEntryState>,
+    pub pending: Vec<bool>,
+}
+
+impl Msix {
+    pub fn save(&self) -> MsixState {
+        let st = self.lock();
+        MsixState {
+            entries: st
+                .entries
+                .iter()
+                .map(|e| MsixEntryState {
+                    address: e.address,
+                    data: e.data,
+                    control: e.control,
+                })
+                .collect(),
+            pending: st.pending.clone(),
+        }
+    }
+
+    /// Become the saved table. Every entry that holds an MSI gets its GSI routed now (a fresh
+    /// process has irqfds on GSIs without routes), so the first interrupt after the restore
+    /// goes out with no routing update in the worker's path.
+    pub fn restore(&self, s: &MsixState) -> Result<(), String> {
+        let mut st = self.lock();
+        let n = st.entries.len();
+        if s.entries.len() != n || s.pending.len() != n {
+            return Err(format!(
+                "MSI-X table of {} entries and {} pending bits in the snapshot, {n} vectors here",
+                s.entries.len(),
+                s.pending.len()
+            ));
+        }
+        for (v, e) in s.entries.iter().enumerate() {
+            st.entries[v] = Entry {
+                address: e.address,
+                data: e.data,
+                control: e.control & ENTRY_MASKED,
+            };
+            st.pending[v] = s.pending[v];
+            let msg = st.entries[v].message();
+            let route = (msg.address & MSI_ADDRESS_MASK == MSI_ADDRESS_BASE).then_some(msg);
+            if st.routed[v] != route {
+                self.routes
+                    .set_msi_route(self.vectors[v].gsi, route)
+                    .map_err(|e| format!("routing GSI {}: {e}", self.vectors[v].gsi))?;
+                st.routed[v] = route;
+            }
+        }
+        self.deliver_unmasked_pending(&mut st);
+        Ok(())
+    }
+}
+
 /// The MSI-X BAR as a bus device.
 pub struct MsixBar(pub Arc<Msix>);
 
@@ -451,5 +518,41 @@ mod tests {
         assert!(!m.enabled());
         assert_eq!(rd32(&m, 12), 1, "masked after reset");
         assert_eq!(routes.0.lock().unwrap().last(), Some(&(24, None)));
+    }
+
+    #[test]
+    fn restore_routes_entries_and_keeps_pending() {
+        let (m, _) = msix(2);
+        m.set_control(CONTROL_ENABLE);
+        program(&m, 0, 0xfee0_0000, 0x41, false);
+        program(&m, 1, 0xfee0_1000, 0x42, true);
+        assert!(m.notify(1));
+        let saved = m.save();
+        let (n, routes) = msix(2);
+        n.set_control(CONTROL_ENABLE);
+        n.restore(&saved).unwrap();
+        assert_eq!(rd32(&n, 2048), 0b10, "pending bit restored");
+        assert_eq!(
+            routes.0.lock().unwrap().len(),
+            2,
+            "both MSIs routed at once"
+        );
+        assert!(n.notify(0));
+        assert!(fired(&n, 0));
+        assert_eq!(
+            routes.0.lock().unwrap().len(),
+            2,
+            "no routing update on delivery"
+        );
+        n.write(16 + 12, &0u32.to_le_bytes());
+        assert!(
+            fired(&n, 1),
+            "unmasking delivers the restored pending vector"
+        );
+        let (short, _) = msix(3);
+        assert!(short
+            .restore(&saved)
+            .unwrap_err()
+            .contains("3 vectors here"));
     }
 }

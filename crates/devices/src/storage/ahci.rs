@@ -376,7 +376,7 @@ impl Inner {
 }
 
 /// BAR5: the HBA registers.
-/// One port's registers (a port without a drive: drives are not saved yet).
+/// One port's registers and drive.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AhciPortState {
     clb: u64,
@@ -391,22 +391,21 @@ pub struct AhciPortState {
     serr: u32,
     sact: u32,
     ci: u32,
+    #[serde(default)]
+    init_d2h_pending: bool,
+    #[serde(default)]
+    srst: bool,
+    #[serde(default)]
+    drive: Option<super::AtaDriveState>,
 }
 
-/// The HBA's registers. Only a controller without drives is registered for snapshots; its PCI
-/// config space (MSI included) is saved with the bus.
+/// The HBA's registers and drives; its PCI config space (MSI included) is saved with the bus.
+/// A command runs to its end on the guest's PxCI write, so none is in flight.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AhciState {
     ghc: u32,
     idp_index: u32,
     ports: Vec<AhciPortState>,
-}
-
-impl Ahci {
-    /// Whether any port has a drive (then the controller cannot be saved yet).
-    pub fn has_drives(&self) -> bool {
-        self.inner.hba().ports.iter().any(|p| p.drive.is_some())
-    }
 }
 
 impl crate::Persist for Ahci {
@@ -433,6 +432,9 @@ impl crate::Persist for Ahci {
                     serr: p.serr,
                     sact: p.sact,
                     ci: p.ci,
+                    init_d2h_pending: p.init_d2h_pending,
+                    srst: p.srst,
+                    drive: p.drive.as_ref().map(super::AtaDrive::save_state),
                 })
                 .collect(),
         }
@@ -440,10 +442,19 @@ impl crate::Persist for Ahci {
 
     fn restore(&self, s: AhciState) -> Result<(), crate::StateError> {
         let mut hba = self.inner.hba();
-        if s.ports.len() != hba.ports.len() || hba.ports.iter().any(|p| p.drive.is_some()) {
-            return Err(crate::StateError::Invalid(
-                "ich9-ahci: the snapshot's ports do not match".into(),
-            ));
+        let invalid = |e: String| crate::StateError::Invalid(format!("ich9-ahci: {e}"));
+        let ours: Vec<bool> = hba.ports.iter().map(|p| p.drive.is_some()).collect();
+        let theirs: Vec<bool> = s.ports.iter().map(|p| p.drive.is_some()).collect();
+        if ours != theirs {
+            return Err(invalid(format!(
+                "drives on ports {theirs:?} in the snapshot, {ours:?} here"
+            )));
+        }
+        for (n, (p, q)) in hba.ports.iter_mut().zip(&s.ports).enumerate() {
+            if let (Some(d), Some(saved)) = (p.drive.as_mut(), q.drive.as_ref()) {
+                d.restore_state(saved)
+                    .map_err(|e| invalid(format!("port {n}: {e}")))?;
+            }
         }
         hba.ghc = s.ghc;
         hba.idp_index = s.idp_index;
@@ -460,6 +471,8 @@ impl crate::Persist for Ahci {
             p.serr = q.serr;
             p.sact = q.sact;
             p.ci = q.ci;
+            p.init_d2h_pending = q.init_d2h_pending;
+            p.srst = q.srst;
         }
         self.inner.update_irq(&hba);
         Ok(())

@@ -67,9 +67,9 @@ pub(super) struct Port {
     pub ci: u32,
     pub drive: Option<AtaDrive>,
     /// The signature FIS after a reset waits for FIS receive to be enabled.
-    init_d2h_pending: bool,
+    pub init_d2h_pending: bool,
     /// A software reset (SRST in a control FIS) is asserted.
-    srst: bool,
+    pub srst: bool,
 }
 
 /// Why a DMA between the PRDT and a drive block failed.

@@ -793,6 +793,10 @@ enum Mode {
     Dma,
 }
 
+#[path = "ata_state.rs"]
+mod state;
+pub use state::AtaDriveState;
+
 #[cfg(test)]
 #[path = "ata_tests.rs"]
 pub(crate) mod tests;

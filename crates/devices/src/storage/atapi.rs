@@ -50,7 +50,7 @@ fn flags(opcode: u8) -> u8 {
 }
 
 /// Sense data of the last failed command.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Sense {
     pub key: u8,
     pub asc: u8,
@@ -73,7 +73,41 @@ pub(crate) struct AtapiState {
     tray_locked: bool,
 }
 
+/// [`AtapiState`] in a snapshot.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AtapiSaved {
+    dma: bool,
+    limit: u16,
+    sense: Sense,
+    changed: u8,
+    new_media: bool,
+    tray_open: bool,
+    tray_locked: bool,
+}
+
 impl AtapiState {
+    pub fn save(&self) -> AtapiSaved {
+        AtapiSaved {
+            dma: self.dma,
+            limit: self.limit,
+            sense: self.sense,
+            changed: self.changed,
+            new_media: self.new_media,
+            tray_open: self.tray_open,
+            tray_locked: self.tray_locked,
+        }
+    }
+
+    pub fn restore(&mut self, s: &AtapiSaved) {
+        self.dma = s.dma;
+        self.limit = s.limit;
+        self.sense = s.sense;
+        self.changed = s.changed;
+        self.new_media = s.new_media;
+        self.tray_open = s.tray_open;
+        self.tray_locked = s.tray_locked;
+    }
+
     /// The PIO block size: the host's byte count limit, even, 0xfffe when it gave 0 or 0xffff.
     pub fn byte_limit(&self) -> usize {
         match self.limit {

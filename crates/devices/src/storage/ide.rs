@@ -497,7 +497,7 @@ impl BusDevice for BmdmaRegion {
     }
 }
 
-/// One channel's registers, for a channel without drives (drives are not saved yet).
+/// One channel's registers and its two positions' drives (None: no drive there).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IdeChannelState {
     latch: TaskFile,
@@ -505,19 +505,12 @@ pub struct IdeChannelState {
     control: u8,
     irq_level: bool,
     bm: BusMaster,
+    #[serde(default)]
+    drives: Vec<Option<super::AtaDriveState>>,
 }
 
-impl PiixIde {
-    /// Whether any drive is attached (then the controller cannot be saved yet).
-    pub fn has_drives(&self) -> bool {
-        self.channels
-            .iter()
-            .any(|c| c.lock().drives.iter().any(Option::is_some))
-    }
-}
-
-/// The two channels' registers. Only a controller without drives is registered for snapshots
-/// (the ATA drive state is not saved yet); its PCI config space is saved with the bus.
+/// The two channels' registers and drives; the PCI config space is saved with the bus. A
+/// bus-master transfer runs to its end on the guest's start write, so none is in flight.
 impl crate::Persist for PiixIde {
     type State = Vec<IdeChannelState>;
 
@@ -532,19 +525,39 @@ impl crate::Persist for PiixIde {
                     control: st.control,
                     irq_level: st.irq_level,
                     bm: st.bm,
+                    drives: st
+                        .drives
+                        .iter()
+                        .map(|d| d.as_ref().map(AtaDrive::save_state))
+                        .collect(),
                 }
             })
             .collect()
     }
 
     fn restore(&self, saved: Self::State) -> Result<(), crate::StateError> {
-        if saved.len() != self.channels.len() || self.has_drives() {
-            return Err(crate::StateError::Invalid(
-                "piix3-ide: the snapshot's channels do not match".into(),
-            ));
+        let invalid = |e: String| crate::StateError::Invalid(format!("piix3-ide: {e}"));
+        if saved.len() != self.channels.len() {
+            return Err(invalid("the snapshot's channels do not match".into()));
         }
-        for (c, s) in self.channels.iter().zip(saved) {
+        for (n, (c, s)) in self.channels.iter().zip(&saved).enumerate() {
+            let st = c.lock();
+            let ours: Vec<bool> = st.drives.iter().map(Option::is_some).collect();
+            let theirs: Vec<bool> = s.drives.iter().map(Option::is_some).collect();
+            if ours != theirs {
+                return Err(invalid(format!(
+                    "channel {n}: drives at units {theirs:?} in the snapshot, {ours:?} here"
+                )));
+            }
+        }
+        for (n, (c, s)) in self.channels.iter().zip(saved).enumerate() {
             let mut st = c.lock();
+            for (unit, (d, saved)) in st.drives.iter_mut().zip(&s.drives).enumerate() {
+                if let (Some(d), Some(saved)) = (d, saved) {
+                    d.restore_state(saved)
+                        .map_err(|e| invalid(format!("drive {n}.{unit}: {e}")))?;
+                }
+            }
             st.latch = s.latch;
             st.unit = s.unit & 1;
             st.control = s.control;

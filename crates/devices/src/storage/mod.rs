@@ -18,7 +18,8 @@ mod identify;
 
 pub use ahci::{Ahci, AhciError, MsiSender, AHCI_ABAR_SIZE, AHCI_IDP_SIZE, AHCI_PORTS};
 pub use ata::{
-    AtaDrive, Direction, DriveIdentity, DriveKind, Event, TaskFile, CD_SECTOR_SIZE, SECTOR_SIZE,
+    AtaDrive, AtaDriveState, Direction, DriveIdentity, DriveKind, Event, TaskFile, CD_SECTOR_SIZE,
+    SECTOR_SIZE,
 };
 pub use ide::{
     IdeChannel, IdeError, PiixIde, IDE_BMDMA_SIZE, IDE_PRIMARY_CMD, IDE_PRIMARY_CTL,

@@ -246,6 +246,20 @@ pub fn scale_axis(value: u32, size: u32) -> u32 {
     (u64::from(value.min(size)) * u64::from(ABS_MAX) / u64::from(size)) as u32
 }
 
+/// The longest report a snapshot may hold (a report has a few events).
+const MAX_REPORT_EVENTS: usize = 16;
+
+/// A virtio-input device's own state in a snapshot: the config-space query, the buttons held
+/// and the reports not yet given to the guest (a lost release would leave a button or key
+/// stuck).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InputState {
+    select: u8,
+    subsel: u8,
+    buttons: u8,
+    pending: Vec<Vec<InputEvent>>,
+}
+
 /// A virtio-input device.
 pub struct InputDevice {
     kind: InputKind,
@@ -594,6 +608,44 @@ impl VirtioDevice for InputDevice {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = 0;
         self.shared.active.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn save_state(&self) -> serde_json::Value {
+        let state = InputState {
+            select: self.select,
+            subsel: self.subsel,
+            buttons: *self
+                .shared
+                .buttons
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            pending: self.shared.pending().iter().cloned().collect(),
+        };
+        serde_json::to_value(state).unwrap_or_default()
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), String> {
+        let s: InputState = serde_json::from_value(state).map_err(|e| e.to_string())?;
+        if s.pending.len() > MAX_PENDING_REPORTS
+            || s.pending.iter().any(|r| r.len() > MAX_REPORT_EVENTS)
+        {
+            return Err(format!(
+                "{} queued reports (at most {MAX_PENDING_REPORTS} of {MAX_REPORT_EVENTS} events)",
+                s.pending.len()
+            ));
+        }
+        self.select = s.select;
+        self.subsel = s.subsel;
+        *self
+            .shared
+            .buttons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = s.buttons;
+        *self.shared.pending() = s.pending.into();
+        if !self.shared.pending().is_empty() {
+            let _ = self.shared.wake.write(1);
+        }
         Ok(())
     }
 

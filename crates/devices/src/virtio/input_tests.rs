@@ -265,3 +265,32 @@ fn the_router_follows_active_drivers() {
     router.key(30, false);
     assert_eq!(*ps2.0.lock().unwrap(), ["rel", "key"]);
 }
+
+#[test]
+fn snapshot_keeps_the_query_buttons_and_queued_reports() {
+    let mut dev = InputDevice::tablet(None).unwrap();
+    dev.write_config(0, &[CFG_ID_NAME]);
+    dev.shared.active.store(true, Ordering::Release);
+    dev.handle().pointer_abs(10, 20, 0, BUTTON_LEFT);
+    let saved = dev.save_state();
+    let mut other = InputDevice::tablet(None).unwrap();
+    other.restore_state(saved.clone()).unwrap();
+    assert_eq!(other.select, CFG_ID_NAME);
+    assert_eq!(*other.shared.buttons.lock().unwrap(), BUTTON_LEFT);
+    assert_eq!(
+        other.shared.pending().iter().collect::<Vec<_>>(),
+        dev.shared.pending().iter().collect::<Vec<_>>()
+    );
+    // Hostile sizes are refused before anything changes.
+    let mut bad = saved.clone();
+    bad["pending"] = serde_json::json!([vec![[0u8; 8]; MAX_REPORT_EVENTS + 1]]);
+    assert!(other
+        .restore_state(bad)
+        .unwrap_err()
+        .contains("queued reports"));
+    let mut bad = saved;
+    bad["pending"] = serde_json::json!(vec![vec![[0u8; 8]]; MAX_PENDING_REPORTS + 1]);
+    assert!(other.restore_state(bad).is_err());
+    assert!(other.restore_state(serde_json::json!("junk")).is_err());
+    assert_eq!(other.shared.pending().len(), 1);
+}

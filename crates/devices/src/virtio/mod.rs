@@ -122,6 +122,40 @@ impl VirtioVectors {
         }
     }
 
+    /// (config vector, queue vectors), for a snapshot.
+    pub(crate) fn saved(&self) -> (u16, Vec<u16>) {
+        (
+            self.config_vector(),
+            (0..self.queues.len())
+                .map(|q| self.queue_vector(q))
+                .collect(),
+        )
+    }
+
+    /// Back to saved assignments; a vector past the table becomes NO_VECTOR, as the driver's
+    /// own assignment would (§4.1.5.1.2).
+    pub(crate) fn restore(&self, config: u16, queues: &[u16]) -> Result<(), String> {
+        if queues.len() != self.queues.len() {
+            return Err(format!(
+                "{} queue vectors in the snapshot, {} queues here",
+                queues.len(),
+                self.queues.len()
+            ));
+        }
+        let checked = |v: u16| {
+            if usize::from(v) < self.msix.len() {
+                v
+            } else {
+                VIRTIO_MSI_NO_VECTOR
+            }
+        };
+        self.set_config_vector(checked(config));
+        for (q, &v) in queues.iter().enumerate() {
+            self.set_queue_vector(q, checked(v));
+        }
+        Ok(())
+    }
+
     fn reset(&self) {
         self.set_config_vector(VIRTIO_MSI_NO_VECTOR);
         for q in &self.queues {
@@ -388,6 +422,16 @@ pub trait VirtioDevice: Send {
     fn flush(&self) {}
     /// The device's statistics; the same counters for the device's whole life (resets keep them).
     fn counters(&self) -> Arc<DeviceCounters>;
+    /// What the device keeps beyond its rings and the transport (config-space selectors,
+    /// queued reports), for snapshots; Null for a device without such state.
+    fn save_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Back to `state` from [`Self::save_state`], after a reset and before the activation.
+    /// Untrusted: sizes are checked.
+    fn restore_state(&mut self, _state: serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Copy `data` out of a config-space byte image at `offset`, zero-filling past its end.

@@ -29,7 +29,9 @@ use crate::BusDevice;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 mod legacy;
+mod state;
 pub use legacy::LEGACY_QUEUE_NOTIFY;
+pub use state::VirtioPciState;
 
 /// `PCI_VENDOR_ID_REDHAT_QUMRANET`.
 pub const VIRTIO_PCI_VENDOR: u16 = 0x1af4;
@@ -578,6 +580,10 @@ impl PciDevice for VirtioPciTransport {
             self.msix.set_control(value);
         }
         changes
+    }
+
+    fn is_window(&self, reg: usize) -> bool {
+        reg * 4 == self.pci().pci_cfg_cap + PCI_CFG_DATA
     }
 
     fn reset(&self) -> Vec<BarChange> {

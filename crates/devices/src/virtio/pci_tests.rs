@@ -256,6 +256,9 @@ fn pci_cfg_capability_reaches_bar4() {
     // Reset puts the window back.
     let _ = t.reset();
     assert_eq!(cfg8(&t, cap + 4), 0);
+    // A snapshot neither reads nor replays the window's data (its accesses act on BAR4).
+    assert!(t.is_window((cap + 16) / 4));
+    assert!(!t.is_window((cap + 12) / 4) && !t.is_window(1));
 }
 
 #[test]

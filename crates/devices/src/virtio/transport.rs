@@ -327,6 +327,9 @@ pub struct TransportState {
     pub interrupt_status: u32,
     pub needs_reset: bool,
     pub config_generation: u32,
+    /// The device's own state ([`VirtioDevice::save_state`]).
+    #[serde(default)]
+    pub device: serde_json::Value,
 }
 
 impl TransportCore {
@@ -355,6 +358,7 @@ impl TransportCore {
             interrupt_status,
             needs_reset,
             config_generation,
+            device: self.device.save_state(),
         }
     }
 
@@ -375,6 +379,9 @@ impl TransportCore {
             )));
         }
         self.reset(res);
+        self.device
+            .restore_state(s.device)
+            .map_err(|e| crate::StateError::Invalid(format!("{name}: {e}")))?;
         self.device_features_sel = s.device_features_sel;
         self.driver_features_sel = s.driver_features_sel;
         self.driver_features = s.driver_features;

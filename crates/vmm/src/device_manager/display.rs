@@ -14,8 +14,9 @@ use rvmm_devices::display::vga::{
     StdVga, VBE_PORTS_BASE, VBE_PORTS_LEN, VGA_PORTS_BASE, VGA_PORTS_LEN, VGA_WINDOW_BASE,
     VGA_WINDOW_SIZE,
 };
-use rvmm_devices::display::{DirtyLog, DisplaySource};
+use rvmm_devices::display::{DirtyLog, DisplaySource, VgaState};
 use rvmm_devices::pci::{PciRegion, PciSpace};
+use rvmm_devices::{Persist, StateError};
 use rvmm_hypervisor::Vm;
 
 use super::pci::{rom_region, PciFunctionParts, RegionMemory, RegionParts};
@@ -134,15 +135,69 @@ impl<'a> DisplayFactory<'a> {
             .collect();
         debug_assert!(regions.iter().all(|r| r.space == PciSpace::Memory));
         regions.push(rom);
-        self.attached
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(vga.clone());
+        let mut attached = self.attached.lock().unwrap_or_else(|e| e.into_inner());
+        attached.push(vga.clone());
+        register_states(dm, name, &attached, &regions);
+        drop(attached);
         Ok(PciFunctionParts {
             name: name.into(),
             config: vga,
             regions,
         })
+    }
+}
+
+/// Register the snapshot state of every display device called `name` (one entry for all of
+/// them: they share their bus names), and their other bus names as having no state of their own.
+fn register_states(
+    dm: &DeviceManager,
+    name: &str,
+    attached: &[Arc<StdVga>],
+    regions: &[RegionParts],
+) {
+    let bochs = name != "VGA";
+    let same: Vec<Arc<StdVga>> = attached
+        .iter()
+        .filter(|d| d.is_bochs_display() == bochs)
+        .cloned()
+        .collect();
+    dm.states()
+        .register(name, Arc::new(DisplayStates(name.to_string(), same)));
+    if !bochs {
+        dm.states().register_stateless("VBE");
+        dm.states().register_stateless("VGA window");
+    }
+    for r in regions {
+        // The framebuffer's contents, the MMIO registers: in the state above. The ROM: from
+        // the command line.
+        dm.states()
+            .register_stateless(&format!("{name} {:?}", r.region));
+    }
+}
+
+/// The display devices that share bus name `.0`, in attach order.
+struct DisplayStates(String, Vec<Arc<StdVga>>);
+
+impl Persist for DisplayStates {
+    type State = Vec<VgaState>;
+
+    fn save(&self) -> Self::State {
+        self.1.iter().map(|d| d.save()).collect()
+    }
+
+    fn restore(&self, states: Self::State) -> Result<(), StateError> {
+        if states.len() != self.1.len() {
+            return Err(StateError::Invalid(format!(
+                "{}: {} devices in the snapshot, {} here",
+                self.0,
+                states.len(),
+                self.1.len()
+            )));
+        }
+        for (d, s) in self.1.iter().zip(states) {
+            d.restore(s)?;
+        }
+        Ok(())
     }
 }
 

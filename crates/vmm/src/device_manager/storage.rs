@@ -204,20 +204,14 @@ fn drives(
     Ok(out)
 }
 
-/// A disk controller's snapshot state: its registers when no drive is attached; with drives it
-/// blocks snapshots by name (the ATA drive state is not saved yet). Its BAR windows are covered
-/// by the controller's entry.
+/// A disk controller's snapshot state: its registers and its drives'. Its BAR windows are
+/// covered by the controller's entry.
 fn register_controller(
     dm: &DeviceManager,
     name: &str,
-    has_drives: bool,
     state: Arc<dyn rvmm_devices::DeviceState>,
     regions: &[(PciRegion, rvmm_devices::pci::PciSpace, u64)],
 ) {
-    if has_drives {
-        dm.states().block(&format!("{name} (with drives attached)"));
-        return;
-    }
     dm.states().register(name, state);
     for (region, _, _) in regions {
         dm.states()
@@ -285,7 +279,7 @@ pub fn attach_storage(
                 dev.region_device(r)
             });
             let ids = dm.add_pci(Some(AHCI_ADDR), parts)?;
-            register_controller(dm, name, ahci.has_drives(), ahci.clone(), &ahci.regions());
+            register_controller(dm, name, ahci.clone(), &ahci.regions());
             // INTA through the machine's routing (the DSDT's _PRT says the same).
             let gsi = dm
                 .pci_intx_gsi(ids.devfn, 1)
@@ -323,7 +317,7 @@ pub fn attach_storage(
                 dev.region_device(r)
             });
             dm.add_pci(Some(PIIX_IDE_ADDR), parts)?;
-            register_controller(dm, name, ide.has_drives(), ide.clone(), &ide.regions());
+            register_controller(dm, name, ide.clone(), &ide.regions());
             let channels = [
                 (IDE_PRIMARY_CMD, IDE_PRIMARY_CTL, IDE_PRIMARY_IRQ),
                 (IDE_SECONDARY_CMD, IDE_SECONDARY_CTL, IDE_SECONDARY_IRQ),
@@ -336,11 +330,9 @@ pub fn attach_storage(
                 if let Some(d) = ide.control_block(channel) {
                     dm.add_pio(&format!("{label} control"), ctl, 1, d)?;
                 }
-                // Saved as part of "piix3-ide" (when it has no drives).
-                if !ide.has_drives() {
-                    dm.states().register_stateless(&label);
-                    dm.states().register_stateless(&format!("{label} control"));
-                }
+                // Saved as part of "piix3-ide".
+                dm.states().register_stateless(&label);
+                dm.states().register_stateless(&format!("{label} control"));
                 let line =
                     ide.irq_line(channel, irq)
                         .map_err(|source| DeviceManagerError::Interrupt {

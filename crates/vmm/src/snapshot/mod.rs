@@ -10,6 +10,7 @@
 pub mod format;
 pub mod memory;
 pub mod pci;
+pub mod socket;
 pub mod stream;
 
 use memory::{MemoryFileError, MemoryRecord};
@@ -200,14 +201,15 @@ impl DeviceStates {
         self.lock().insert(name.into(), Entry::Blocked);
     }
 
-    /// The names of every device on the buses, sorted, without repeats.
+    /// The names of every device registered on the buses, sorted, without repeats: mapped or
+    /// not (a BAR the firmware has not programmed yet in the restoring VM is the device the
+    /// snapshot's firmware programmed).
     pub fn bus_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .pio
-            .ranges()
+            .names()
             .into_iter()
-            .chain(self.mmio.ranges())
-            .map(|r| r.name)
+            .chain(self.mmio.names())
             .collect();
         names.sort();
         names.dedup();

@@ -2,8 +2,9 @@
 //! BARs, COMMAND and the capabilities live). Restore replays it as config writes through the
 //! same path the guest's writes take, so BAR mappings, ioeventfds and memory slots follow, and
 //! chipset registers (PAM, PCIEXBAR, the PM base) take effect as when firmware wrote them.
-//! What a function keeps outside config space is its own device's state, saved under its bus
-//! name (a function with BARs but no registered state blocks the snapshot by that name).
+//! A dword that is a window onto the device (virtio's PCI cfg access data) is neither read nor
+//! replayed. What a function keeps outside config space is its own device's state, saved under
+//! its bus name (a function with BARs but no registered state blocks the snapshot by that name).
 
 use rvmm_devices::pci::PciBus;
 use rvmm_devices::{Persist, StateError};
@@ -34,7 +35,16 @@ impl Persist for PciConfigState {
             .into_iter()
             .map(|devfn| FunctionState {
                 devfn,
-                config: (0..DWORDS).map(|reg| bus.read(0, devfn, reg)).collect(),
+                // A window's read would act on the device (reading the ISR clears it).
+                config: (0..DWORDS)
+                    .map(|reg| {
+                        if bus.is_window(devfn, reg) {
+                            0
+                        } else {
+                            bus.read(0, devfn, reg)
+                        }
+                    })
+                    .collect(),
             })
             .collect()
     }
@@ -63,7 +73,7 @@ impl Persist for PciConfigState {
             // Decoding off while the BARs move, as firmware does.
             write(REG_COMMAND, &0u16.to_le_bytes());
             write(REG_HEADER, &f.config[REG_HEADER].to_le_bytes()[..2]);
-            for reg in 4..DWORDS {
+            for reg in (4..DWORDS).filter(|&r| !bus.is_window(f.devfn, r)) {
                 write(reg, &f.config[reg].to_le_bytes());
             }
             // COMMAND last (not STATUS: its bits are write-1-to-clear).

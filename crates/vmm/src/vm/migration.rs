@@ -5,10 +5,12 @@
 //! destination runs unless `-S`).
 
 use super::{VmEvent, VmState, Vmm};
+use crate::snapshot::socket::{self, Listener, SocketAddr};
 use crate::snapshot::{self, SaveStats, SaveTarget, SnapshotContext, SnapshotError};
 use crate::vcpu::{VcpuError, VcpuRequest, VcpuResponse};
 use crate::VmmError;
 use rvmm_hypervisor::VcpuSnapshot;
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -41,6 +43,9 @@ pub enum Incoming {
     Deferred,
     /// Restoring from this file (or stream).
     From(MigrationTarget),
+    /// `unix:`/`tcp:`: listening for the saving side's connection (the event loop polls
+    /// [`Vmm::incoming_fd`]).
+    Listening,
     /// `-incoming file:PATH` whose state was read and whose RAM was mapped while the VM was
     /// built (before KVM's memory slots existed: remapping RAM behind a slot costs KVM a walk
     /// over every page of it).
@@ -54,17 +59,36 @@ pub enum MigrationTarget {
     File(PathBuf),
     /// `exec:CMD`: one stream to CMD's stdin (save) or from its stdout (restore), `sh -c CMD`.
     Exec(String),
+    /// `unix:PATH` / `tcp:HOST:PORT`: the stream over a socket (the restoring side listens).
+    Socket(SocketAddr),
 }
 
-/// `file:PATH` or `exec:CMD`; the QMP error text for any other URI.
+/// `file:PATH`, `exec:CMD`, `unix:PATH` or `tcp:HOST:PORT`; the QMP error text for any other
+/// URI.
 pub fn parse_uri(uri: &str) -> Result<MigrationTarget, String> {
     match uri.split_once(':') {
         Some(("file", path)) if !path.is_empty() => Ok(MigrationTarget::File(path.into())),
         Some(("exec", cmd)) if !cmd.trim().is_empty() => Ok(MigrationTarget::Exec(cmd.into())),
-        Some(("unix" | "tcp" | "fd" | "rdma", _)) => Err(format!(
-            "Migration URI '{uri}': rvmm saves and restores only 'file:PATH' (the guest's RAM goes to PATH.mem next to it) and 'exec:CMD'"
+        Some(("unix", path)) if !path.is_empty() => {
+            Ok(MigrationTarget::Socket(SocketAddr::Unix(path.into())))
+        }
+        Some(("tcp", addr)) if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) => {
+            Ok(MigrationTarget::Socket(SocketAddr::Tcp(addr.into())))
+        }
+        Some(("fd" | "rdma", _)) => Err(format!(
+            "Migration URI '{uri}': rvmm saves and restores only 'file:PATH' (the guest's RAM goes to PATH.mem next to it), 'exec:CMD', 'unix:PATH' and 'tcp:HOST:PORT'"
         )),
         _ => Err(format!("unknown migration protocol: {uri}")),
+    }
+}
+
+impl std::fmt::Display for MigrationTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "file:{}", p.display()),
+            Self::Exec(c) => write!(f, "exec:{c}"),
+            Self::Socket(a) => a.fmt(f),
+        }
     }
 }
 
@@ -111,6 +135,10 @@ pub struct Migration {
     postmigrate: bool,
     pending: Option<MigrationTarget>,
     incoming: Option<Incoming>,
+    /// The listener of a `unix:`/`tcp:` incoming migration, until its connection comes.
+    listener: Option<Listener>,
+    /// That connection, for the restore to read.
+    accepted: Option<Box<dyn Read>>,
     /// Run after the incoming migration (no `-S`, or `cont` while in `inmigrate`).
     autostart: bool,
     error: Option<String>,
@@ -128,6 +156,8 @@ impl Migration {
             postmigrate: false,
             pending: None,
             incoming: None,
+            listener: None,
+            accepted: None,
             autostart: true,
             error: None,
             stats: SaveStats::default(),
@@ -302,6 +332,12 @@ impl Vmm {
                 let stats = saved?;
                 status.map(|()| stats)
             }
+            MigrationTarget::Socket(addr) => {
+                let what = addr.to_string();
+                let mut out = socket::connect(addr)?;
+                // The stream ends (the socket closes) when `out` goes.
+                snapshot::save(ctx, SaveTarget::Stream(&mut out, &what), clock, vcpus)
+            }
         }
     }
 
@@ -328,10 +364,14 @@ impl Vmm {
                 self.migration.incoming = Some(Incoming::Deferred);
                 Ok(())
             }
+            Incoming::From(MigrationTarget::Socket(addr)) => {
+                self.listen(&addr).map_err(VmmError::Incoming)
+            }
             Incoming::From(target) => {
                 self.migration.incoming = Some(Incoming::From(target.clone()));
                 self.incoming(&target, None)
             }
+            Incoming::Listening => Ok(()),
             Incoming::Mapped(path, state) => {
                 let target = MigrationTarget::File(path);
                 self.migration.incoming = Some(Incoming::From(target.clone()));
@@ -346,8 +386,51 @@ impl Vmm {
             return Err("The incoming migration has already been started".into());
         }
         let target = parse_uri(uri)?;
+        if let MigrationTarget::Socket(addr) = &target {
+            return self.listen(addr).map_err(|e| e.to_string());
+        }
         self.migration.incoming = Some(Incoming::From(target));
         Ok(())
+    }
+
+    /// Listen for a `unix:`/`tcp:` incoming migration; the event loop takes it from here.
+    fn listen(&mut self, addr: &SocketAddr) -> Result<(), SnapshotError> {
+        self.migration.listener = Some(Listener::bind(addr)?);
+        self.migration.incoming = Some(Incoming::Listening);
+        Ok(())
+    }
+
+    /// The listener the event loop polls while a `unix:`/`tcp:` incoming migration waits.
+    pub fn incoming_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.migration.listener.as_ref().map(Listener::fd)
+    }
+
+    /// The listener is readable: take the connection and restore from it (a failure stops
+    /// rvmm, as a failed incoming migration ends QEMU).
+    pub fn accept_incoming(&mut self) {
+        let Some(listener) = self.migration.listener.as_ref() else {
+            return;
+        };
+        let addr = listener.addr().clone();
+        let stream = match listener.accept() {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                self.migration.listener = None;
+                let e = VmmError::Incoming(e);
+                tracing::error!("{e}");
+                return self.fail(e);
+            }
+        };
+        // One connection: the listener (and a unix: socket file) goes.
+        self.migration.listener = None;
+        self.migration.accepted = Some(stream);
+        let target = MigrationTarget::Socket(addr);
+        self.migration.incoming = Some(Incoming::From(target.clone()));
+        if let Err(e) = self.incoming(&target, None) {
+            tracing::error!("{e}");
+            self.fail(e);
+        }
     }
 
     /// A `migrate-incoming` after its reply: a failure stops rvmm, as QEMU exits when an
@@ -434,6 +517,18 @@ impl Vmm {
                 let restored = result?;
                 status?;
                 restored
+            }
+            MigrationTarget::Socket(addr) => {
+                let what = addr.to_string();
+                let mut input =
+                    self.migration
+                        .accepted
+                        .take()
+                        .ok_or_else(|| SnapshotError::Io {
+                            path: what.clone(),
+                            source: std::io::Error::other("no connection"),
+                        })?;
+                snapshot::restore_stream(ctx, &mut input, &what, self.vcpus.len())?
             }
         };
         for (v, s) in self.vcpus.iter().zip(vcpus) {

@@ -17,14 +17,15 @@ mod render;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use self::regs::VgaRegs;
+pub use self::regs::VgaRegsState;
 use self::render::Renderer;
-use super::vram::{DirtyLog, Vram, VramError};
+use super::vram::{DirtyLog, Vram, VramError, VramRun};
 use super::{next_source_id, DisplaySource, Framebuffer, RenderResult};
 use crate::pci::{
     BarChange, BarKind, BarSpec, PciConfig, PciConfigError, PciDevice, PciIdentity, PciRegion,
     PciSpace, PCI_SUBDEVICE_ID_QEMU, PCI_SUBVENDOR_ID_REDHAT_QUMRANET,
 };
-use crate::BusDevice;
+use crate::{BusDevice, Persist, StateError};
 
 /// Video memory: QEMU's default `vgamem_mb=16`.
 pub const VGA_VRAM_SIZE: u64 = 16 << 20;
@@ -342,6 +343,41 @@ impl BusDevice for FramebufferBar {
         if let Ok(o) = usize::try_from(offset) {
             self.0.vram.write(o, data);
         }
+    }
+}
+
+/// A VGA in a snapshot: its registers and the video memory pages that hold data. The video
+/// memory is guest-visible memory, but it is the device's (a BAR, not RAM): it goes with the
+/// device state, not the memory file (docs/SNAPSHOT.md). PCI config space is saved with the bus.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VgaState {
+    pub regs: VgaRegsState,
+    pub vram: Vec<VramRun>,
+}
+
+impl Persist for StdVga {
+    type State = VgaState;
+
+    fn save(&self) -> VgaState {
+        // Window writes still in KVM's coalesced ring belong to the saved picture.
+        if let Some(flush) = self.flush.get() {
+            flush();
+        }
+        VgaState {
+            regs: lock(&self.regs).save(),
+            vram: self.vram.save_runs(),
+        }
+    }
+
+    fn restore(&self, s: VgaState) -> Result<(), StateError> {
+        let mut regs = lock(&self.regs);
+        let mut restored = regs.clone();
+        restored.restore(s.regs)?;
+        self.vram
+            .restore_runs(&s.vram)
+            .map_err(|e| StateError::Invalid(format!("VGA: {e}")))?;
+        *regs = restored;
+        Ok(())
     }
 }
 

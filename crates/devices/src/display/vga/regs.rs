@@ -533,5 +533,8 @@ impl VgaRegs {
     }
 }
 
+mod state;
+pub use state::VgaRegsState;
+
 #[cfg(test)]
 mod tests;
