@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod linux;
+
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
