@@ -38,7 +38,8 @@ WORKLOADS = [
 
 
 def find_guest(name):
-    hits = sorted(glob.glob(os.path.join(ROOT, "target", "*", "build", "rvmm-guests-*", "out", name)),
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    hits = sorted(glob.glob(os.path.join(target, "*", "build", "rvmm-guests-*", "out", name)),
                   key=os.path.getmtime)
     if not hits:
         sys.exit(f"virtio_net.py: guest {name} not built; run `cargo build --release` first")

@@ -226,7 +226,8 @@ impl Rx {
                 }
             }
         }
-        if used_any && queue.needs_notification(mem).map_err(QueueFault::Used)? {
+        // EVENT_IDX's used_event, or else the avail ring's NO_INTERRUPT flag (§2.7.7.2).
+        if used_any && super::driver_wants_interrupt(queue, mem)? {
             interrupt.signal_used_queue(RX);
         }
         Ok(())
