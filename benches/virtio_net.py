@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """UDP through user networking: rvmm (`-nic user`, passt) and QEMU (`-netdev user`, libslirp)
-side by side, microvm, the same guest.
+side by side, the same guest: virtio-net over virtio-mmio on microvm (the default) or, with
+--transport pci, virtio-net-pci on q35 (or pc; each VMM's default, transitional, function, driven
+through its modern interface by virtio_net_bench_pci.elf).
 
 The guest (guests/src/virtio_net_bench.S) sets up the first virtio-net device and runs a polling
 driver in ring 3: it keeps `w` UDP datagrams of `size` payload bytes in flight to 10.0.2.2:port,
@@ -9,7 +11,8 @@ counts the echoes until n came back (a stalled window counts as lost). Boot and 
 removed by also timing n=0 runs: rate = n / (t(n) - t(0)), medians of alternating runs. MB/s is
 UDP payload echoed (each datagram counted once).
 
-Usage: benches/virtio_net.py [--runs R] [--rvmm PATH] [--qemu PATH]
+Usage: benches/virtio_net.py [--runs R] [--rvmm PATH] [--qemu PATH] [--transport mmio|pci]
+       [--machine q35|pc]
 """
 
 import argparse
@@ -35,7 +38,8 @@ WORKLOADS = [
 
 
 def find_guest(name):
-    hits = sorted(glob.glob(os.path.join(ROOT, "target", "*", "build", "rvmm-guests-*", "out", name)),
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    hits = sorted(glob.glob(os.path.join(target, "*", "build", "rvmm-guests-*", "out", name)),
                   key=os.path.getmtime)
     if not hits:
         sys.exit(f"virtio_net.py: guest {name} not built; run `cargo build --release` first")
@@ -55,12 +59,13 @@ def echo_sink():
     return s.getsockname()[1]
 
 
-def run(binary, kernel, guest_args, cpu):
-    args = [binary, "-M", "microvm", "-accel", "kvm", "-cpu", cpu, "-m", "128", "-nodefaults",
+def run(binary, kernel, guest_args, cpu, machine):
+    nic = "virtio-net-device" if machine == "microvm" else "virtio-net-pci"
+    args = [binary, "-M", machine, "-accel", "kvm", "-cpu", cpu, "-m", "128", "-nodefaults",
             "-no-reboot", "-display", "none", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", kernel,
-            "-netdev", "user,id=n", "-device", "virtio-net-device,netdev=n", "-append", guest_args]
-    if "qemu" in os.path.basename(binary):
+            "-netdev", "user,id=n", "-device", f"{nic},netdev=n", "-append", guest_args]
+    if "qemu" in os.path.basename(binary) and machine == "microvm":
         # QEMU's virtio-mmio is legacy (version 1) unless told otherwise; the guest is modern-only.
         args += ["-global", "virtio-mmio.force-legacy=false"]
     start = time.perf_counter()
@@ -79,11 +84,14 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--rvmm", default=os.path.join(ROOT, "target", "release", "rvmm"))
     ap.add_argument("--qemu", default="qemu-system-x86_64")
+    ap.add_argument("--transport", choices=["mmio", "pci"], default="mmio")
+    ap.add_argument("--machine", choices=["q35", "pc"], default="q35", help="for --transport pci")
     a = ap.parse_args()
-    kernel = find_guest("virtio_net_bench.elf")
+    machine = "microvm" if a.transport == "mmio" else a.machine
+    kernel = find_guest("virtio_net_bench.elf" if a.transport == "mmio" else "virtio_net_bench_pci.elf")
     port = echo_sink()
     vmms = [("rvmm", a.rvmm, "host"), ("QEMU", a.qemu, qemu_host.qemu_cpu(a.qemu))]
-    print(f"{a.runs} alternating runs, medians of t(n) - t(0)")
+    print(f"virtio-{a.transport} on {machine}: {a.runs} alternating runs, medians of t(n) - t(0)")
     print("| workload | rvmm | QEMU | rvmm/QEMU | lost (rvmm, QEMU) |")
     print("|---|---|---|---|---|")
     for label, size, w, n in WORKLOADS:
@@ -92,7 +100,8 @@ def main():
         for _ in range(a.runs):
             for name, binary, cpu in vmms:
                 for count in (0, n):
-                    t, l = run(binary, kernel, f"n={count} size={size} w={w} port={port}", cpu)
+                    t, l = run(binary, kernel, f"n={count} size={size} w={w} port={port}", cpu,
+                                   machine)
                     times[name][count].append(t)
                     if count:
                         lost[name] += l

@@ -212,6 +212,15 @@ const GUESTS: &[Guest] = &[
     Guest {
         defines: &["VIRTIO_PCI"],
         ..guest(
+            "virtio_net_bench_pci.elf",
+            "virtio_net_bench.S",
+            Class::Elf32,
+            "pvh.ld",
+        )
+    },
+    Guest {
+        defines: &["VIRTIO_PCI"],
+        ..guest(
             "virtio_bench_pci.elf",
             "virtio_bench.S",
             Class::Elf32,

@@ -87,8 +87,9 @@ if [ "$boot1_status" -ne 0 ]; then
 fi
 echo "scripts/test.sh: Linux device test with $test_kernel"
 RVMM_TEST_KERNEL="$test_kernel" cargo test --test linux_devices -- --ignored --nocapture
-# The same kernel on -nic user (passt): DHCP, netconsole to 10.0.2.2, a hostfwd=udp echo
-# (tests/usernet.rs, docs/NETWORKING.md).
+# The same kernel on q35 and pc with only virtio-pci devices and virtio-net-pci on -nic user
+# (passt): DHCP, netconsole to 10.0.2.2 (restrict=on on pc: none), a hostfwd=udp echo, the link
+# going down when passt is killed, the ext4 root mounted rw (tests/usernet.rs, docs/NETWORKING.md).
 echo "scripts/test.sh: user networking test with $test_kernel"
 RVMM_TEST_KERNEL="$test_kernel" cargo test --test usernet -- --ignored --nocapture
 

@@ -16,6 +16,7 @@
 
 mod common;
 
+use common::linux::{ext4_qcow2_from, sb_field, superblock, test_kernel, tool};
 use common::{skip_on_qemu, TempDir, VmCommand};
 use std::path::PathBuf;
 use std::process::Command;
@@ -56,37 +57,6 @@ fn pattern_sector(magic: &[u8], mul: usize, add: usize) -> Vec<u8> {
     s
 }
 
-fn test_kernel() -> PathBuf {
-    if let Some(k) = std::env::var_os("RVMM_TEST_KERNEL") {
-        return PathBuf::from(k);
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-kernel.sh");
-    let out = Command::new(script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// Runs a host tool and returns its stdout, failing the test if it fails.
-fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The directory with the static busybox of scripts/get-linux.sh (RVMM_LINUX_DIR, as for
 /// linux_boot.rs; without it the test runs the script).
 fn busybox() -> PathBuf {
@@ -117,31 +87,9 @@ fn ext4_qcow2(dir: &TempDir) -> PathBuf {
     let init = concat!(env!("CARGO_MANIFEST_DIR"), "/guests/linux/init.sh");
     std::fs::copy(init, tree.join("init")).expect("copy init.sh");
     std::fs::copy(busybox(), tree.join("bin/busybox")).expect("copy busybox");
-    let raw = dir.file("root.raw", &[]);
-    let qcow2 = raw.with_extension("qcow2");
-    let (r, q) = (raw.to_str().unwrap(), qcow2.to_str().unwrap());
-    let t = tree.to_str().unwrap();
-    tool(
-        "mkfs.ext4",
-        &["-q", "-F", "-L", "rvmmroot", "-d", t, r, "16M"],
-    );
-    tool("qemu-img", &["convert", "-f", "raw", "-O", "qcow2", r, q]);
+    let qcow2 = dir.path().join("root.qcow2");
+    ext4_qcow2_from(&tree, &qcow2);
     qcow2
-}
-
-/// `dumpe2fs -h` of the file system in a qcow2 image.
-fn superblock(qcow2: &std::path::Path) -> String {
-    let raw = qcow2.with_extension("check.raw");
-    let (q, r) = (qcow2.to_str().unwrap(), raw.to_str().unwrap());
-    tool("qemu-img", &["convert", "-f", "qcow2", "-O", "raw", q, r]);
-    tool("dumpe2fs", &["-h", r])
-}
-
-fn sb_field<'a>(sb: &'a str, name: &str) -> &'a str {
-    sb.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("dumpe2fs shows no {name:?}\n{sb}"))
 }
 
 /// A child process (dnsmasq) stopped by its handle when the test ends, also on a failure.

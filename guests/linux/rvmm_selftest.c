@@ -9,7 +9,9 @@
  * AHCI): the disk sda through sd and the CD sr0 through sr (ATAPI), mounted as iso9660.
  * With rvmm_selftest.udp_echo=PORT it tests nothing and starts a kernel thread that echoes UDP
  * datagrams sent to PORT (the user network's hostfwd test: a listener in a guest without user
- * space).
+ * space), and logs every carrier change of a network device ("eth0 carrier off": virtio_net
+ * itself logs none). With rvmm_selftest.hold=1 as well, the boot waits before the root mount
+ * until a device has lost its carrier (the host test stops the user network's helper).
  * Copied into the kernel tree by scripts/build-test-kernel.sh; the host sides are
  * tests/linux_devices.rs and tests/linux_firmware.rs.
  */
@@ -54,6 +56,11 @@ MODULE_PARM_DESC(storage, "test the onboard ATA disk and CD instead of the virti
 static int udp_echo;
 module_param(udp_echo, int, 0444);
 MODULE_PARM_DESC(udp_echo, "only serve a UDP echo on this port (no device tests)");
+static bool hold;
+module_param(hold, bool, 0444);
+MODULE_PARM_DESC(hold, "with udp_echo: hold the boot before the root mount until a carrier is lost");
+/* How long hold waits at most: the host test gives up long before. */
+#define HOLD_LIMIT_S 900
 /* IEEE 802 "local experimental" EtherType: nothing else on the tap uses it. */
 #define SELFTEST_ETH_P 0x88b5
 
@@ -514,6 +521,28 @@ static int echo_thread(void *data)
 	return 0;
 }
 
+static DECLARE_WAIT_QUEUE_HEAD(carrier_wq);
+static bool carrier_lost;
+
+/* Logs carrier changes (NETDEV_CHANGE) and wakes hold_boot() when one is lost. */
+static int carrier_event(struct notifier_block *nb, unsigned long event, void *ptr)
+{
+	struct net_device *dev = netdev_notifier_info_to_dev(ptr);
+	bool on;
+
+	if (event != NETDEV_CHANGE || (dev->flags & IFF_LOOPBACK))
+		return NOTIFY_DONE;
+	on = netif_carrier_ok(dev);
+	pr_info(TAG "%s carrier %s\n", dev->name, on ? "on" : "off");
+	if (!on) {
+		WRITE_ONCE(carrier_lost, true);
+		wake_up(&carrier_wq);
+	}
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block carrier_nb = { .notifier_call = carrier_event };
+
 static void __init start_udp_echo(void)
 {
 	struct sockaddr_in addr = {
@@ -539,6 +568,7 @@ static int __init rvmm_selftest(void)
 	bool blk, rng, net;
 
 	if (udp_echo) {
+		register_netdevice_notifier(&carrier_nb);
 		start_udp_echo();
 		return 0;
 	}
@@ -562,3 +592,20 @@ static int __init rvmm_selftest(void)
 	return 0;
 }
 late_initcall(rvmm_selftest);
+
+/*
+ * After every late_initcall (ipconfig's DHCP and netconsole included), before the root mount:
+ * with hold=1, wait until a network device loses its carrier.
+ */
+static int __init hold_boot(void)
+{
+	if (!udp_echo || !hold)
+		return 0;
+	pr_info(TAG "holding the boot until a carrier is lost\n");
+	if (wait_event_timeout(carrier_wq, READ_ONCE(carrier_lost), HOLD_LIMIT_S * HZ))
+		pr_info(TAG "carrier lost, booting on\n");
+	else
+		pr_info(TAG "no carrier lost in %d s, booting on\n", HOLD_LIMIT_S);
+	return 0;
+}
+late_initcall_sync(hold_boot);

@@ -64,6 +64,7 @@ pub const ALL: &[&str] = &[
     "virtio.elf",
     "virtio_bench.elf",
     "virtio_bench_pci.elf",
+    "virtio_net_bench_pci.elf",
     "emulate_popcnt.elf",
     "emulate_fwait.elf",
     "emulate_mxcsr.elf",

@@ -9,7 +9,10 @@
  * Prints "virtio_bench: n=N bs=B qd=Q rand|seq" before the loop and "virtio_bench: errors E"
  * after it; exits EXIT_OK (status 33), EXIT_FAIL if the device is missing or a request failed.
  * Built twice: virtio_bench.elf (virtio-mmio) and virtio_bench_pci.elf (VIRTIO_PCI: the first
- * modern virtio-blk-pci function, its BAR4 programmed by the VMM or firmware).
+ * virtio-blk-pci function, its BAR4 programmed by the VMM or firmware). virtio_bench_pci.elf
+ * with "move=ADDR" (decimal) runs one request in ring 0 with the device as set up, then moves
+ * BAR4 to ADDR (memory decode off, BAR4/BAR5 rewritten, decode on) while the device stays
+ * active, prints "virtio_bench: BAR4 moved to 0x...", and runs the loop through the new address.
  */
 #include "include/lib32.inc"
 #include "include/pvh.inc"
@@ -47,6 +50,7 @@ k_n:   .asciz "n="
 k_bs:  .asciz "bs="
 k_qd:  .asciz "qd="
 k_seq: .asciz "seq"
+k_move: .asciz "move="
 
     .section .bss
     .balign 16
@@ -63,6 +67,7 @@ seq_mode:   .skip 4
 next_block: .skip 4              /* sequential position / LCG state */
 errors:     .skip 4
 cmdline:    .skip 4
+move_addr:  .skip 4
 
     .text
     .code32
@@ -284,7 +289,18 @@ _start:
     PUTS32 " rand\n"
     jmp 6f
 5:  PUTS32 " seq\n"
-6:  xor %edx, %edx
+6:
+#ifdef VIRTIO_PCI
+    xor %eax, %eax
+    mov $k_move, %edi
+    call key_value
+    mov %eax, move_addr
+    test %eax, %eax
+    jz 7f
+    call move_bar4
+7:
+#endif
+    xor %edx, %edx
     mov $MSR_SYSENTER_CS, %ecx
     mov $KERNEL_CS, %eax
     wrmsr
@@ -300,6 +316,40 @@ _start:
 
 8:  mov $.Lbad_args, %esi
     jmp fail
+#ifdef VIRTIO_PCI
+/* move_bar4: one request through BAR4 where it is, then BAR4 moved to move_addr while the
+ * device is live (DRIVER_OK, its queue set up). Ring 0. */
+move_bar4:
+    mov $ctx, %ebx
+    xor %ecx, %ecx
+    call submit_slot
+    call virtio_poll32
+    cmpb $0, HDRS+16
+    je 1f
+    incl errors
+1:  mov virtio_slot, %ecx
+    mov $0x04, %bl
+    call cfg_read
+    and $0xfffd, %eax                /* memory decode off */
+    call cfg_write
+    push %eax
+    mov $0x20, %bl
+    mov move_addr, %eax
+    call cfg_write
+    mov $0x24, %bl
+    xor %eax, %eax
+    call cfg_write
+    pop %eax
+    mov $0x04, %bl
+    or $0x2, %eax                    /* and on again */
+    call cfg_write
+    mov move_addr, %eax
+    mov %eax, ctx+VCTX_BASE
+    PUTS32 "virtio_bench: BAR4 moved to "
+    call puthex32
+    call newline32
+    ret
+#endif
 9:  mov $.Lno_blk, %esi
     jmp fail
 

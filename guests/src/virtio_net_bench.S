@@ -10,11 +10,17 @@
  * others are reposted and ignored), repost each buffer, until `n` echoes arrived. A datagram
  * lost for ~2^31 TSC cycles is counted lost and its window slot reused.
  * Command line: "n=N size=BYTES w=W port=P" (defaults n=0 size=64 w=16 port=7).
+ * Built twice: virtio_net_bench.elf (virtio-mmio) and virtio_net_bench_pci.elf (VIRTIO_PCI: the
+ * first virtio-net-pci function, modern or transitional, through its modern interface in BAR4;
+ * queue q notifies at BAR4 + 0x3000 + 4 q).
  * Prints "virtio_net_bench: n=N size=S w=W" before the loop and "virtio_net_bench: received R
  * lost L" after it; exits EXIT_OK (status 33), EXIT_FAIL without a usable device.
  */
 #include "include/lib32.inc"
 #include "include/pvh.inc"
+#ifdef VIRTIO_PCI
+#include "include/pci.inc"
+#endif
 #include "include/virtio.inc"
 
 #define VIRTIO_ID_NET    1
@@ -113,22 +119,44 @@ fail:
 setup_queue:
     push %eax
     push %edi
+#ifdef VIRTIO_PCI
+    mov %cx, VP_Q_SELECT(%esi)
+    mov %ecx, CTX_QINDEX(%ebx)
+    mov %esi, VCTX_BASE(%ebx)
+    movzwl VP_Q_SIZE(%esi), %eax
+#else
     mov %ecx, VM_QUEUE_SEL(%esi)
     mov %ecx, CTX_QINDEX(%ebx)
     mov %esi, VCTX_BASE(%ebx)
     mov VM_QUEUE_NUM_MAX(%esi), %eax
+#endif
     test %eax, %eax
     jz 9f
     cmp $VQ_MAX_SIZE, %eax
     jbe 1f
     mov $VQ_MAX_SIZE, %eax
 1:  mov %eax, VCTX_QSIZE(%ebx)
+#ifdef VIRTIO_PCI
+    mov %ax, VP_Q_SIZE(%esi)
+#else
     mov %eax, VM_QUEUE_NUM(%esi)
+#endif
     movl $0, VCTX_AVAIL(%ebx)
     movl $0, VCTX_USED(%ebx)
     mov VCTX_QAREA(%ebx), %edi
     movl $VRING_AVAIL_F_NO_INTERRUPT, VQ_AVAIL(%edi)    /* flags, idx 0 */
     movl $0, VQ_USED(%edi)
+#ifdef VIRTIO_PCI
+    mov %edi, VP_Q_DESC(%esi)
+    movl $0, VP_Q_DESC+4(%esi)
+    lea VQ_AVAIL(%edi), %eax
+    mov %eax, VP_Q_DRIVER(%esi)
+    movl $0, VP_Q_DRIVER+4(%esi)
+    lea VQ_USED(%edi), %eax
+    mov %eax, VP_Q_DEVICE(%esi)
+    movl $0, VP_Q_DEVICE+4(%esi)
+    movw $1, VP_Q_ENABLE(%esi)
+#else
     mov %edi, VM_QUEUE_DESC_LO(%esi)
     movl $0, VM_QUEUE_DESC_HI(%esi)
     lea VQ_AVAIL(%edi), %eax
@@ -138,6 +166,7 @@ setup_queue:
     mov %eax, VM_QUEUE_DEVICE_LO(%esi)
     movl $0, VM_QUEUE_DEVICE_HI(%esi)
     movl $1, VM_QUEUE_READY(%esi)
+#endif
     clc
     jmp 2f
 9:  stc
@@ -165,7 +194,11 @@ submit:
     jnz 1f
     mov CTX_QINDEX(%ebx), %edx
     mov VCTX_BASE(%ebx), %edi
+#ifdef VIRTIO_PCI
+    mov %dx, VM_QUEUE_NOTIFY(%edi,%edx,4)    /* notify_off = queue index, multiplier 4 */
+#else
     mov %edx, VM_QUEUE_NOTIFY(%edi)
+#endif
 1:  pop %edi
     pop %edx
     pop %ecx
@@ -339,6 +372,21 @@ _start:
     mov $VIRTIO_ID_NET, %eax
     call virtio_find32
     jne 9f
+#ifdef VIRTIO_PCI
+    movb $0, VP_STATUS(%esi)
+    movb $VS_ACKNOWLEDGE, VP_STATUS(%esi)
+    movb $(VS_ACKNOWLEDGE | VS_DRIVER), VP_STATUS(%esi)
+    movl $1, VP_DFSELECT(%esi)
+    testl $1, VP_DF(%esi)
+    jz 9f
+    movl $0, VP_GFSELECT(%esi)
+    movl $0, VP_GF(%esi)
+    movl $1, VP_GFSELECT(%esi)
+    movl $1, VP_GF(%esi)
+    movb $(VS_ACKNOWLEDGE | VS_DRIVER | VS_FEATURES_OK), VP_STATUS(%esi)
+    testb $VS_FEATURES_OK, VP_STATUS(%esi)
+    jz 9f
+#else
     movl $0, VM_STATUS(%esi)
     movl $VS_ACKNOWLEDGE, VM_STATUS(%esi)
     movl $(VS_ACKNOWLEDGE | VS_DRIVER), VM_STATUS(%esi)
@@ -352,6 +400,7 @@ _start:
     movl $(VS_ACKNOWLEDGE | VS_DRIVER | VS_FEATURES_OK), VM_STATUS(%esi)
     testl $VS_FEATURES_OK, VM_STATUS(%esi)
     jz 9f
+#endif
     mov $rx, %ebx
     movl $RXQ, VCTX_QAREA(%ebx)
     xor %ecx, %ecx
@@ -362,8 +411,13 @@ _start:
     mov $1, %ecx
     call setup_queue
     jc 9f
+#ifdef VIRTIO_PCI
+    movb $(VS_ACKNOWLEDGE | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK), VP_STATUS(%esi)
+    testb $VS_FAILED, VP_STATUS(%esi)
+#else
     movl $(VS_ACKNOWLEDGE | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK), VM_STATUS(%esi)
     testl $VS_FAILED, VM_STATUS(%esi)
+#endif
     jnz 9f
     /* RX: 64 writable 2 KiB buffers, descriptor i -> buffer i. */
     mov $rx, %ebx

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod linux;
 pub mod qmp;
 pub mod snapfile;
 

@@ -59,13 +59,6 @@ pub(crate) fn pci_options(
     let disable_legacy = match opts.get("disable-legacy") {
         None | Some("auto") => None,
         Some("on" | "true") => Some(true),
-        Some(v @ ("off" | "false")) if driver == "virtio-net-pci" => {
-            return Err(refuse(
-                "disable-legacy",
-                v,
-                "rvmm's virtio-net-pci has no legacy interface",
-            ))
-        }
         Some("off" | "false") => Some(false),
         Some(v) => return Err(refuse("disable-legacy", v, "expected on, off or auto")),
     };

@@ -64,13 +64,6 @@ fn virtio_pci_option_errors() {
     assert!(err(&["-device", "virtio-rng-pci,addr=0x20"]).contains("Property 'addr'"));
     assert!(err(&["-device", "virtio-rng-pci,disable-modern=on"]).contains("modern interface"));
     assert!(err(&["-device", "virtio-rng-pci,disable-legacy=x"]).contains("on, off or auto"));
-    assert!(err(&[
-        "-netdev",
-        "tap,id=n,ifname=t",
-        "-device",
-        "virtio-net-pci,netdev=n,disable-legacy=off"
-    ])
-    .contains("no legacy interface"));
     assert!(err(&["-device", "virtio-rng-pci,bootindex=x"]).contains("bootindex"));
     assert!(err(&["-device", "virtio-rng-device,addr=3"]).contains("addr"));
     assert!(err(&["-device", "virtio-blk-pci"]).contains("'drive' is missing"));

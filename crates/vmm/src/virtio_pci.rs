@@ -126,13 +126,9 @@ pub(crate) fn attach_virtio_pci(
             });
             next_gsi += 1;
         }
-        // QEMU's disable-legacy=auto on the root bus of pc and q35: transitional. rvmm's
-        // virtio-net model speaks only the VERSION_1 header, so its function stays modern only;
-        // virtio-input is modern only in QEMU too (virtio_pci_force_virtio_1).
-        let modern_only = matches!(
-            cfg.device,
-            VirtioDeviceConfig::Net { .. } | VirtioDeviceConfig::Input { .. }
-        );
+        // QEMU's disable-legacy=auto on the root bus of pc and q35: transitional; virtio-input
+        // is modern only in QEMU too (virtio_pci_force_virtio_1).
+        let modern_only = matches!(cfg.device, VirtioDeviceConfig::Input { .. });
         let transitional = !modern_only && cfg.pci.disable_legacy != Some(true);
         let t = VirtioPciTransport::new(device, mem.clone(), vectors, routes.clone(), transitional)
             .map_err(|e| DeviceManagerError::Io {

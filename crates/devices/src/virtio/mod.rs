@@ -534,7 +534,10 @@ pub fn process_queue(
 /// Whether the driver wants an interrupt for the chains just used: EVENT_IDX's used_event
 /// when negotiated (§2.7.10), else the avail ring's VRING_AVAIL_F_NO_INTERRUPT flag (§2.7.7.2:
 /// the device should not interrupt while it is set), which virtio-queue does not look at.
-fn driver_wants_interrupt(queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, QueueFault> {
+pub(crate) fn driver_wants_interrupt(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+) -> Result<bool, QueueFault> {
     use virtio_queue::QueueT;
     use vm_memory::{Bytes, GuestAddress};
     if queue.event_idx_enabled() {

@@ -1,7 +1,9 @@
 //! virtio-net (virtio 1.2 §5.1) on a [`NetBackend`] (a tap or a stream socket): one RX and one TX
 //! queue, the 12-byte virtio-net header passed through to a tap (so checksum and TSO offloads go
 //! straight to the host kernel; a stream back-end gets no offloads), mergeable RX buffers, the MAC
-//! and the link status in the config space. A back-end losing its peer (passt exiting) clears
+//! and the link status in the config space. A legacy driver (virtio-pci's I/O BAR) that accepts
+//! neither VERSION_1 nor MRG_RXBUF uses the 10-byte header without `num_buffers` (§5.1.6.1
+//! legacy note, QEMU's `guest_hdr_len`); the device converts at the guest's side. A back-end losing its peer (passt exiting) clears
 //! VIRTIO_NET_S_LINK_UP and raises a config-change interrupt.
 
 use super::backend::NetBackend;
@@ -34,6 +36,18 @@ const F_STATUS: u32 = 16;
 const S_LINK_UP: u16 = 1;
 /// Largest frame plus header either way: a 64 KiB TSO frame, its Ethernet header and ours.
 pub const MAX_FRAME: usize = VNET_HDR_LEN + 14 + 65535;
+/// The legacy header without `num_buffers` (`struct virtio_net_hdr`).
+const LEGACY_HDR_LEN: usize = 10;
+
+/// The header length the driver uses with `acked` features: 12 bytes with VERSION_1 or
+/// MRG_RXBUF, else the legacy 10.
+fn guest_hdr_len(acked: u64) -> usize {
+    if acked & ((1 << super::VIRTIO_F_VERSION_1) | (1 << F_MRG_RXBUF)) != 0 {
+        VNET_HDR_LEN
+    } else {
+        LEGACY_HDR_LEN
+    }
+}
 
 /// The network device.
 pub struct NetDevice {
@@ -76,8 +90,9 @@ pub(crate) fn transmit(
     backend: &dyn NetBackend,
     counters: &DeviceCounters,
     chain: Result<DescChain, super::ChainError>,
+    hdr_len: usize,
 ) -> u32 {
-    match send(mem, backend, chain) {
+    match send(mem, backend, chain, hdr_len) {
         Some(n) => counters.completed(0, n as u64),
         None => counters.failed(),
     }
@@ -89,8 +104,13 @@ fn send(
     mem: &GuestMemoryMmap,
     backend: &dyn NetBackend,
     chain: Result<DescChain, super::ChainError>,
+    hdr_len: usize,
 ) -> Option<usize> {
-    let frame = tx_frame(mem, chain)?;
+    let mut frame = tx_frame(mem, chain)?;
+    if hdr_len == LEGACY_HDR_LEN {
+        // The back-end takes the 12-byte header: num_buffers (0 on TX) after the legacy one.
+        frame.splice(LEGACY_HDR_LEN..LEGACY_HDR_LEN, [0, 0]);
+    }
     if let Err(e) = backend.write_frame(&frame) {
         tracing::debug!("virtio-net tx: back-end write failed: {e}");
         return None;
@@ -135,6 +155,8 @@ struct Rx {
     pending: Option<usize>,
     /// VIRTIO_NET_F_MRG_RXBUF negotiated: a frame may span several buffers (§5.1.6.3.2).
     mergeable: bool,
+    /// The guest's header length ([`guest_hdr_len`]); the back-end's is always 12.
+    hdr_len: usize,
     counters: Arc<DeviceCounters>,
 }
 
@@ -204,7 +226,8 @@ impl Rx {
                 }
             }
         }
-        if used_any && queue.needs_notification(mem).map_err(QueueFault::Used)? {
+        // EVENT_IDX's used_event, or else the avail ring's NO_INTERRUPT flag (§2.7.7.2).
+        if used_any && super::driver_wants_interrupt(queue, mem)? {
             interrupt.signal_used_queue(RX);
         }
         Ok(())
@@ -225,15 +248,25 @@ impl Rx {
             return Ok(Placed::Wait(None));
         };
         let head = chain.head_index();
+        // The legacy 10-byte header drops num_buffers: the guest gets 2 bytes less.
+        let short = VNET_HDR_LEN - self.hdr_len;
         let used = match DescChain::parse(chain, mem) {
-            Ok(c) if c.readable().is_empty() && c.writable_len() >= len as u64 => {
+            Ok(c) if c.readable().is_empty() && c.writable_len() >= (len - short) as u64 => {
                 // num_buffers = 1 (§5.1.6.4: present in the v1 header even without MRG_RXBUF).
                 self.frame[10..12].copy_from_slice(&1u16.to_le_bytes());
-                match c.write_at(mem, 0, &self.frame[..len]) {
+                let written = if short == 0 {
+                    c.write_at(mem, 0, &self.frame[..len])
+                } else {
+                    c.write_at(mem, 0, &self.frame[..self.hdr_len])
+                        .and_then(|()| {
+                            c.write_at(mem, self.hdr_len as u64, &self.frame[VNET_HDR_LEN..len])
+                        })
+                };
+                match written {
                     Ok(()) => {
                         self.pending = None;
                         self.counters.completed((len - VNET_HDR_LEN) as u64, 0);
-                        len as u32
+                        (len - short) as u32
                     }
                     Err(e) => {
                         // The frame stays pending for the next buffer.
@@ -412,10 +445,12 @@ impl VirtioDevice for NetDevice {
             qs.push(q.queue);
         }
         let (backend, counters) = (self.backend.clone(), self.counters.clone());
+        let hdr_len = guest_hdr_len(acked_features);
         let mut rx = Rx {
             frame: vec![0u8; MAX_FRAME],
             pending: None,
             mergeable: acked_features & (1 << F_MRG_RXBUF) != 0,
+            hdr_len: guest_hdr_len(acked_features),
             counters: counters.clone(),
         };
         let mut link = backend.link_up();
@@ -428,7 +463,7 @@ impl VirtioDevice for NetDevice {
         let w = worker::spawn("virtio-net".into(), notify, fds, &pause, move |ev| {
             let res = match ev {
                 WorkerEvent::Queue(TX) => process_queue(&mut qs[TX], TX, &mem, &interrupt, |c| {
-                    transmit(&mem, backend.as_ref(), &counters, c)
+                    transmit(&mem, backend.as_ref(), &counters, c, hdr_len)
                 })
                 .map(|drained| {
                     // More TX chains wait: come back after the other events had their turn.
