@@ -189,3 +189,112 @@ fn qemu_spellings_run_and_spawn_deny_refuses_exec() {
     assert_ne!(out.status, Some(0), "{out}");
     assert!(out.stderr.contains("spawn=deny"), "{out}");
 }
+
+/// A minimal QMP client: the greeting, capabilities, then one command at a time.
+struct Qmp {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl Qmp {
+    fn connect(path: &std::path::Path) -> Qmp {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) => assert!(Instant::now() < deadline, "QMP {}: {e}", path.display()),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut q = Qmp {
+            reader: std::io::BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        q.read();
+        q.execute("qmp_capabilities", serde_json::json!({}));
+        q
+    }
+
+    fn read(&mut self) -> serde_json::Value {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("QMP read");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("QMP {line:?}: {e}"))
+    }
+
+    /// The command's `return` (events are skipped); panics on an error.
+    fn execute(&mut self, cmd: &str, args: serde_json::Value) -> serde_json::Value {
+        use std::io::Write;
+        let msg = serde_json::json!({"execute": cmd, "arguments": args});
+        writeln!(self.writer, "{msg}").unwrap();
+        loop {
+            let v = self.read();
+            if let Some(r) = v.get("return") {
+                return r.clone();
+            }
+            assert!(v.get("error").is_none(), "{cmd}: {v}");
+        }
+    }
+
+    /// `migrate` to `uri`, then the final query-migrate answer.
+    fn migrate(&mut self, uri: &str) -> serde_json::Value {
+        self.execute("migrate", serde_json::json!({ "uri": uri }));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let info = self.execute("query-migrate", serde_json::json!({}));
+            if info["status"] == "completed" || info["status"] == "failed" {
+                return info;
+            }
+            assert!(Instant::now() < deadline, "migrate {uri}: {info}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn landlock_abi() -> i64 {
+    // SAFETY: the version query of landlock_create_ruleset takes no pointer.
+    unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, 0usize, 0usize, 1u32) }
+}
+
+/// Landlock: once the guest runs, the main thread opens only beneath the directories the command
+/// line names (here the QMP socket's); `landlock=off` lifts that.
+#[test]
+fn landlock_keeps_qmp_paths_to_the_named_directories() {
+    if skip_on_qemu("rvmm's Landlock rules") {
+        return;
+    }
+    if landlock_abi() < 1 {
+        eprintln!("skipped: this kernel has no Landlock");
+        return;
+    }
+    let named = TempDir::new("sandbox-landlock-named");
+    let other = TempDir::new("sandbox-landlock-other");
+    let outside = format!("file:{}", other.path().join("state").display());
+    for (option, outside_ok) in [("on", false), ("on,landlock=off", true)] {
+        let sock = named.path().join(format!("qmp-{outside_ok}.sock"));
+        let vm = VmCommand::guest("hlt.elf")
+            .arg("-sandbox")
+            .arg(option)
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+            .spawn();
+        let mut q = Qmp::connect(&sock);
+        let info = q.migrate(&outside);
+        if outside_ok {
+            assert_eq!(info["status"], "completed", "-sandbox {option}: {info}");
+        } else {
+            assert_eq!(info["status"], "failed", "-sandbox {option}: {info}");
+            let why = info["error-desc"].as_str().unwrap_or_default();
+            assert!(why.contains("Permission denied"), "{info}");
+            assert!(!other.path().join("state").exists());
+            let inside = format!("file:{}", named.path().join("state").display());
+            let info = q.migrate(&inside);
+            assert_eq!(info["status"], "completed", "{info}");
+        }
+        let out = vm.kill();
+        assert!(!out.stderr.contains("sandbox:"), "{out}");
+    }
+}

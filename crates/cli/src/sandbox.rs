@@ -15,6 +15,8 @@ pub struct SandboxConfig {
     /// `spawn=allow`: QMP `migrate exec:` and `-incoming exec:` may start commands (through a
     /// launcher forked before the filters go in). rvmm never forks or execs otherwise.
     pub spawn: bool,
+    /// rvmm's `landlock=on|off`: Landlock path restrictions where the kernel has them.
+    pub landlock: bool,
 }
 
 impl Default for SandboxConfig {
@@ -23,6 +25,7 @@ impl Default for SandboxConfig {
             enabled: true,
             log: false,
             spawn: true,
+            landlock: true,
         }
     }
 }
@@ -57,6 +60,7 @@ pub fn parse_sandbox(arg: &str) -> Result<SandboxConfig, SandboxArgError> {
         "spawn",
         "resourcecontrol",
         "log",
+        "landlock",
     ])
     .map_err(opts_err)?;
     let mut config = SandboxConfig::default();
@@ -65,6 +69,9 @@ pub fn parse_sandbox(arg: &str) -> Result<SandboxConfig, SandboxArgError> {
     }
     if let Some(on) = opts.get_bool("log").map_err(opts_err)? {
         config.log = on;
+    }
+    if let Some(on) = opts.get_bool("landlock").map_err(opts_err)? {
+        config.landlock = on;
     }
     let choice = |key: &'static str, allowed: &[&str]| -> Result<Option<String>, SandboxArgError> {
         match opts.get(key) {

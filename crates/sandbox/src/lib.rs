@@ -12,11 +12,14 @@
 //! made by the spawner thread, whose list is the union of theirs.
 
 mod filter;
+mod landlock;
 pub mod launcher;
 mod lists;
 mod spawner;
 pub mod syscalls;
 mod trap;
+
+pub use landlock::{restrict_paths, Access, LandlockStatus, PathRule};
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -151,6 +154,7 @@ pub fn enter(kind: ThreadKind) -> Result<(), SandboxError> {
         return Ok(());
     }
     trap::set_thread(kind);
+    landlock::enter(kind == ThreadKind::Main)?;
     filter::install(kind)?;
     FILTERED.with(|f| f.set(true));
     Ok(())

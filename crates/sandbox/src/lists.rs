@@ -77,8 +77,9 @@ const PASST: &[&str] = &["read", "wait4"];
 /// The spawner makes the threads that filtered threads ask for (workers, VNC clients), and
 /// sets up a worker's epoll and eventfds for it.
 const SPAWNER: &[&str] = &[
-    // The new thread installs its own filter on top of the spawner's.
+    // The new thread restricts itself (Landlock, then its filter) on top of the spawner's.
     "seccomp",
+    "landlock_restrict_self",
     "clone3",
     "clone",
     "sched_getaffinity",

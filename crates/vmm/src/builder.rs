@@ -340,6 +340,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let signals = block_signals()?;
     // Filters compiled, SIGSYS handler and spawner ready; each thread installs its own filter.
     rvmm_sandbox::init(sandbox)?;
+    crate::sandbox::landlock(config, sandbox)?;
     let hv = Hypervisor::open()?;
     let cpus = config.smp.cpus;
     if cpus as usize > hv.max_vcpus() {
