@@ -39,10 +39,16 @@ fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, SandboxErr
             kind: kind.name(),
             source: seccompiler::Error::Backend(seccompiler::BackendError::InvalidArgumentNumber),
         })?;
-        let conditions = if *name == "ioctl" {
-            ioctl_rules(kind)?
-        } else {
-            Vec::new()
+        let conditions = match *name {
+            "ioctl" => ioctl_rules(kind)?,
+            "tgkill" => {
+                // SAFETY: getpid has no preconditions.
+                let pid = unsafe { libc::getpid() } as u64;
+                let c = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, pid)
+                    .map_err(backend(kind))?;
+                vec![SeccompRule::new(vec![c]).map_err(backend(kind))?]
+            }
+            _ => Vec::new(),
         };
         map.insert(nr, conditions);
     }

@@ -9,6 +9,9 @@ use crate::ThreadKind;
 /// locks and channels (futex), a thread's end (sigaltstack, rt_sigprocmask, exit) and the
 /// SIGSYS message (write, exit_group).
 const COMMON: &[&str] = &[
+    // malloc: a thread that shares glibc's main arena (more threads than arenas: -smp 288)
+    // grows it with brk.
+    "brk",
     "futex",
     "mmap",
     "munmap",
@@ -23,6 +26,10 @@ const COMMON: &[&str] = &[
     "fcntl",
     "sched_yield",
     "gettid",
+    // abort() after a panic (release builds) and the vCPU kick: raise a signal in this process
+    // only (tgkill's first argument must be rvmm's pid, crates/sandbox/src/filter.rs).
+    "getpid",
+    "tgkill",
 ];
 
 /// Disk I/O (IDE/AHCI on the vCPU, virtio-blk on its worker): raw and qcow2 (imago grows a
@@ -128,7 +135,6 @@ const MAIN: &[&str] = &[
     "shutdown",
     "socket",
     "statx",
-    "tgkill",
     "timerfd_settime",
     "unlink",
     "wait4",
