@@ -17,7 +17,12 @@ struct Programs {
     refuse: Option<BpfProgram>,
 }
 
-static PROGRAMS: OnceLock<Vec<Programs>> = OnceLock::new();
+/// Each kind's programs, compiled the first time a thread of that kind starts (kinds rvmm does
+/// not use this run, such as VNC without `-vnc`, cost nothing).
+static PROGRAMS: [OnceLock<Result<Programs, String>>; 7] = [const { OnceLock::new() }; 7];
+
+/// The mode the programs are compiled for, set by [`prepare`].
+static MODE: OnceLock<Mode> = OnceLock::new();
 
 /// Calls answered with an error (EACCES) rather than stopping rvmm, in kinds without them.
 const REFUSED: &[&str] = &["openat"];
@@ -113,33 +118,27 @@ fn compile(kind: ThreadKind, mode: Mode) -> Result<Programs, SandboxError> {
     Ok(Programs { allow, refuse })
 }
 
-/// Compile every kind once, on the main thread, so a thread's start only installs.
-pub(crate) fn compile_all(mode: Mode) -> Result<(), SandboxError> {
-    if PROGRAMS.get().is_some() {
-        return Ok(());
-    }
-    let mut all = Vec::new();
-    for kind in ThreadKind::ALL {
-        all.push(compile(kind, mode)?);
-    }
-    let _ = PROGRAMS.set(all);
-    Ok(())
+/// Record the mode; each kind compiles on first use.
+pub(crate) fn prepare(mode: Mode) {
+    let _ = MODE.set(mode);
 }
 
 /// Install `kind`'s filter(s) on the calling thread.
 pub(crate) fn install(kind: ThreadKind) -> Result<(), SandboxError> {
-    let programs =
-        PROGRAMS
-            .get()
-            .and_then(|p| p.get(kind.index()))
-            .ok_or(SandboxError::Install {
-                kind: kind.name(),
-                source: seccompiler::Error::EmptyFilter,
-            })?;
     let install_err = |source| SandboxError::Install {
         kind: kind.name(),
         source,
     };
+    let mode = *MODE
+        .get()
+        .ok_or(install_err(seccompiler::Error::EmptyFilter))?;
+    let programs = PROGRAMS[kind.index()]
+        .get_or_init(|| compile(kind, mode).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|message| SandboxError::Filter {
+            kind: kind.name(),
+            message: message.clone(),
+        })?;
     if let Some(refuse) = &programs.refuse {
         seccompiler::apply_filter(refuse).map_err(install_err)?;
     }

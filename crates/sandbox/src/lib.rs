@@ -46,6 +46,8 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error("-sandbox: the {kind} filter: {message}")]
+    Filter { kind: &'static str, message: String },
     #[error("-sandbox: Landlock: {0}")]
     Landlock(String),
 }
@@ -132,14 +134,14 @@ pub fn mode() -> Mode {
     }
 }
 
-/// Set up the sandbox for this process: compile every kind's filter, install the SIGSYS
-/// handler and start the spawner. Call once on the main thread, before other threads exist
+/// Set up the sandbox for this process: the mode each kind's filter is compiled for (on its
+/// first thread), the SIGSYS handler and the spawner. Call once on the main thread, before other threads exist
 /// (after the terminating signals are blocked, so the spawner inherits the mask).
 pub fn init(mode: Mode) -> Result<(), SandboxError> {
     if mode == Mode::Off {
         return Ok(());
     }
-    filter::compile_all(mode)?;
+    filter::prepare(mode);
     trap::install()?;
     MODE.store(if mode == Mode::Kill { 1 } else { 2 }, Ordering::SeqCst);
     spawner::start()?;
