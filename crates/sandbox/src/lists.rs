@@ -257,7 +257,12 @@ pub const VCPU_IOCTLS: &[(&str, u64)] = &[
         "KVM_IOEVENTFD",
         kvm(W, 0x79, size_of::<kb::kvm_ioeventfd>()),
     ),
+    // virtio-net on a tap sets the offloads the driver acked when it activates the device.
+    ("TUNSETOFFLOAD", TUNSETOFFLOAD),
 ];
+
+/// `_IOW('T', 208, unsigned int)` (include/uapi/linux/if_tun.h).
+const TUNSETOFFLOAD: u64 = 0x4004_54d0;
 
 /// The VGA refresh reads the dirty log of the VGA window.
 pub const VNC_DISPLAY_IOCTLS: &[(&str, u64)] = &[(
@@ -278,6 +283,7 @@ pub const VNC_IOCTLS: &[(&str, u64)] = &[("FIONBIO", FIONBIO)];
 /// calls of the console and QMP.
 pub const MAIN_IOCTLS: &[(&str, u64)] = &[
     ("FIONBIO", FIONBIO),
+    ("TUNSETOFFLOAD", TUNSETOFFLOAD),
     ("TCGETS", TCGETS),
     ("TCSETS", TCSETS),
     ("TCSETSW", TCSETSW),
