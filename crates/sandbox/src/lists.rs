@@ -57,6 +57,7 @@ const VCPU: &[&str] = &[
 
 const WORKER: &[&str] = &[
     "epoll_wait",
+    "ioctl",
     "read",
     "getrandom",
     "poll",
@@ -279,6 +280,22 @@ const TIOCGWINSZ: u64 = 0x5413;
 
 pub const VNC_IOCTLS: &[(&str, u64)] = &[("FIONBIO", FIONBIO)];
 
+/// A virtio-pci worker brings a vector's MSI route up to date the first time the vector fires
+/// after the guest changed its MSI-X entry (crates/devices/src/pci/msix.rs).
+pub const WORKER_IOCTLS: &[(&str, u64)] = &[(
+    "KVM_SET_GSI_ROUTING",
+    kvm(W, 0x6a, size_of::<kb::kvm_irq_routing>()),
+)];
+
+/// The spawner's threads' requests (workers and VNC).
+pub const SPAWNER_IOCTLS: &[(&str, u64)] = &[
+    ("FIONBIO", FIONBIO),
+    (
+        "KVM_SET_GSI_ROUTING",
+        kvm(W, 0x6a, size_of::<kb::kvm_irq_routing>()),
+    ),
+];
+
 /// The VMM thread: any KVM ioctl (matched on the type byte, 0xAE) and the terminal and socket
 /// calls of the console and QMP.
 pub const MAIN_IOCTLS: &[(&str, u64)] = &[
@@ -295,9 +312,11 @@ pub fn ioctls(kind: ThreadKind) -> (&'static [(&'static str, u64)], bool) {
     match kind {
         ThreadKind::Vcpu => (VCPU_IOCTLS, false),
         ThreadKind::VncDisplay => (VNC_DISPLAY_IOCTLS, false),
-        ThreadKind::Vnc | ThreadKind::Spawner => (VNC_IOCTLS, false),
+        ThreadKind::Vnc => (VNC_IOCTLS, false),
+        ThreadKind::Spawner => (SPAWNER_IOCTLS, false),
         ThreadKind::Main => (MAIN_IOCTLS, true),
-        ThreadKind::Worker | ThreadKind::Passt => (&[], false),
+        ThreadKind::Worker => (WORKER_IOCTLS, false),
+        ThreadKind::Passt => (&[], false),
     }
 }
 
