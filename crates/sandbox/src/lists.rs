@@ -103,6 +103,9 @@ const SPAWNER: &[&str] = &[
 /// migration, and the end of the VM (joining threads, flushing disks, reports).
 const MAIN: &[&str] = &[
     "accept4",
+    // `migrate-incoming unix:|tcp:` listens at run time.
+    "bind",
+    "listen",
     "brk",
     "connect",
     "epoll_create1",
