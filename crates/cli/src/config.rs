@@ -353,6 +353,8 @@ pub struct VmConfig {
     pub smbios: rvmm_arch::smbios::SmbiosFields,
     /// The VNC server (`-vnc`, `-display vnc=`, or rvmm's default when no display is named).
     pub vnc: Option<crate::VncConfig>,
+    /// `-sandbox`: seccomp filters per thread (on unless `-sandbox off`).
+    pub sandbox: crate::SandboxConfig,
 }
 
 /// `-global DRIVER.PROP=VALUE` properties rvmm honours: QEMU 7.2's `ICH9-LPC.disable_s3` (q35)
@@ -432,6 +434,7 @@ impl Default for VmConfig {
             ide: Vec::new(),
             bzimage_decompress: BzImageDecompress::default(),
             globals: GlobalProps::default(),
+            sandbox: crate::SandboxConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod monitor;
 mod netdev;
 mod options;
 pub mod opts;
+pub mod sandbox;
 pub mod size;
 mod smbios;
 mod smp;
@@ -41,6 +42,7 @@ pub use netdev::{
 };
 pub use options::{help_text, version_text};
 pub use opts::{OptsError, QemuOpts};
+pub use sandbox::{SandboxArgError, SandboxConfig};
 pub use size::SizeError;
 pub use smbios::{parse_uuid, SmbiosArgError};
 pub use smp::{SmpArgs, SmpError};
@@ -145,6 +147,8 @@ pub enum CliError {
         #[source]
         source: MonitorError,
     },
+    #[error(transparent)]
+    Sandbox(#[from] SandboxArgError),
     #[error("-daemonize: -serial stdio cannot be used when rvmm detaches from the terminal")]
     DaemonizeStdio,
     #[error("{option}: argument '{lossy}' is not valid UTF-8; this option's syntax is text (only paths may be any bytes, and -append passes bytes)")]
@@ -389,6 +393,7 @@ impl Pending {
             "S" => c.start_paused = true,
             "incoming" => c.incoming = Some(incoming(arg)?),
             "daemonize" => c.daemonize = true,
+            "sandbox" => c.sandbox = sandbox::parse_sandbox(arg)?,
             _ => return Err(CliError::UnsupportedOption(format!("-{name}"))),
         }
         Ok(None)

@@ -238,6 +238,11 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         help: "detach from the terminal once the VM is set up",
     },
     SupportedOption {
+        names: &["sandbox"],
+        arg: Some("on|off[,spawn=allow|deny][,log=on|off][,obsolete=,elevateprivileges=,resourcecontrol=]"),
+        help: "per-thread seccomp filters and Landlock (default on; docs/SANDBOX.md)",
+    },
+    SupportedOption {
         names: &["exit-stats"],
         arg: Some("[json=FILE][,table=on|off]"),
         help: "count exits per vCPU, kind and device; table on stderr at exit, or JSON to FILE",
@@ -270,7 +275,7 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("portrait", false), ("preconfig", false), ("qmp-pretty", true),
     ("qtest", true), ("qtest-log", true), ("readconfig", true), ("rotate", true),
     ("rtc", true), ("run-with", true), ("runas", true), ("s", false),
-    ("sandbox", true), ("sd", true), ("sdl", false), ("seed", true), ("set", true),
+    ("sd", true), ("sdl", false), ("seed", true), ("set", true),
     ("show-cursor", false), ("singlestep", false),
     ("soundhw", true), ("spice", true), ("tpmdev", true), ("trace", true), ("usb", false),
     ("usbdevice", true), ("virtfs", true),

@@ -328,11 +328,19 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     // Before anything else: KVM VMs and threads do not survive fork.
     let daemon = config.daemonize.then(daemon::daemonize).transpose()?;
     let _pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
+    let sandbox = crate::sandbox::mode(&config.sandbox);
+    if sandbox != rvmm_sandbox::Mode::Off && config.sandbox.spawn {
+        // A fork of this process while it is single-threaded and unfiltered.
+        rvmm_sandbox::launcher::start()?;
+    }
     if let Some(cfg) = &config.exit_stats {
         crate::exit_stats::check_report_path(cfg)?;
     }
     // Before any thread exists, so every thread inherits the mask.
     let signals = block_signals()?;
+    // Filters compiled, SIGSYS handler and spawner ready; each thread installs its own filter.
+    rvmm_sandbox::init(sandbox)?;
+    crate::sandbox::landlock(config, sandbox)?;
     let hv = Hypervisor::open()?;
     let cpus = config.smp.cpus;
     if cpus as usize > hv.max_vcpus() {
@@ -703,6 +711,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         })?;
         event_loop.qmp_server().greet_waiting();
         daemon.map(daemon::Daemon::ready).transpose()?;
+        // The VMM thread's own filter, last: the threads made above do not inherit it.
+        rvmm_sandbox::enter(rvmm_sandbox::ThreadKind::Main)?;
         match &config.incoming {
             None => vmm.start(config.start_paused),
             Some(incoming) => {

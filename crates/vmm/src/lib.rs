@@ -26,6 +26,7 @@ mod netdev;
 mod passt;
 mod platform;
 pub mod qmp;
+mod sandbox;
 pub mod screendump;
 pub mod snapshot;
 mod vcpu;
@@ -98,6 +99,8 @@ pub enum VmmError {
     },
     #[error("load of migration failed: {0}")]
     Incoming(#[source] snapshot::SnapshotError),
+    #[error(transparent)]
+    Sandbox(#[from] rvmm_sandbox::SandboxError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

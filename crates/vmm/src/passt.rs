@@ -277,20 +277,23 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 fn watch(mut child: Child, stderr: Option<std::process::ChildStderr>, label: Arc<str>) {
     if let Some(s) = stderr {
         let label = label.clone();
-        let _ = std::thread::Builder::new()
-            .name("passt-stderr".into())
-            .spawn(move || {
+        let _ = rvmm_sandbox::spawn(
+            rvmm_sandbox::ThreadKind::Passt,
+            "passt-stderr".into(),
+            move || {
                 for line in BufReader::new(s).lines() {
                     let Ok(line) = line else { break };
                     if !line.trim().is_empty() && !NOISE.iter().any(|n| line.starts_with(n)) {
                         eprintln!("rvmm: {label}: passt: {line}");
                     }
                 }
-            });
+            },
+        );
     }
-    let _ = std::thread::Builder::new()
-        .name("passt-reaper".into())
-        .spawn(move || {
+    let _ = rvmm_sandbox::spawn(
+        rvmm_sandbox::ThreadKind::Passt,
+        "passt-reaper".into(),
+        move || {
             let pid = child.id();
             match child.wait() {
                 // passt quits by itself once rvmm closes the socket (teardown).
@@ -302,7 +305,8 @@ fn watch(mut child: Child, stderr: Option<std::process::ChildStderr>, label: Arc
                 ),
                 Err(e) => eprintln!("rvmm: {label}: waiting for passt (pid {pid}) failed: {e}"),
             }
-        });
+        },
+    );
 }
 
 #[cfg(test)]

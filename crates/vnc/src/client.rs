@@ -196,14 +196,16 @@ pub(crate) fn serve(
     });
     lock(&shared.clients).push(client.clone());
     let (s, c) = (shared.clone(), client.clone());
-    let writer_thread = std::thread::Builder::new()
-        .name("vnc-writer".into())
-        .spawn(move || {
+    let writer_thread = rvmm_sandbox::spawn(
+        rvmm_sandbox::ThreadKind::Vnc,
+        "vnc-writer".into(),
+        move || {
             if let Err(e) = write_loop(&s, &c, writer) {
                 tracing::debug!("vnc: writer: {e}");
             }
             c.close();
-        });
+        },
+    );
     let result = match writer_thread {
         Ok(w) => {
             let r = read_loop(shared, &client, &mut reader);

@@ -125,14 +125,15 @@ pub struct VncServer {
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, VncError> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map_err(|source| VncError::Thread {
-            what: "vnc",
-            source,
-        })
+fn spawn(
+    kind: rvmm_sandbox::ThreadKind,
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, VncError> {
+    rvmm_sandbox::spawn(kind, name.into(), f).map_err(|source| VncError::Thread {
+        what: "vnc",
+        source,
+    })
 }
 
 impl VncServer {
@@ -157,9 +158,15 @@ impl VncServer {
         });
         let connections = Arc::new(Mutex::new(Vec::new()));
         let (s, c) = (shared.clone(), connections.clone());
-        let acceptor = spawn("vnc-accept", move || accept_loop(&s, &listener, &c))?;
+        let acceptor = spawn(rvmm_sandbox::ThreadKind::Vnc, "vnc-accept", move || {
+            accept_loop(&s, &listener, &c)
+        })?;
         let s = shared.clone();
-        let poller = match spawn("vnc-display", move || poll_loop(&s)) {
+        let poller = match spawn(
+            rvmm_sandbox::ThreadKind::VncDisplay,
+            "vnc-display",
+            move || poll_loop(&s),
+        ) {
             Ok(p) => p,
             Err(e) => {
                 shared.stop.store(true, Ordering::SeqCst);
@@ -290,13 +297,15 @@ fn accept_loop(shared: &Arc<Shared>, listener: &Listener, conns: &Mutex<Vec<Join
             continue;
         }
         let s = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("vnc-client".into())
-            .spawn(move || {
+        let spawned = rvmm_sandbox::spawn(
+            rvmm_sandbox::ThreadKind::Vnc,
+            "vnc-client".into(),
+            move || {
                 if let Err(e) = serve(&s, stream, host.clone(), service) {
                     tracing::info!("vnc: client {host}: {e}");
                 }
-            });
+            },
+        );
         match spawned {
             Ok(t) => list.push(t),
             Err(e) => tracing::warn!("vnc: no thread for a client: {e}"),

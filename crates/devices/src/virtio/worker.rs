@@ -132,11 +132,25 @@ impl Drop for Worker {
 
 /// Start a worker named `name` over `queues` (notification eventfds) and `fds` (with the events
 /// to wait for). `handler` runs on the worker for each event, whenever `gate` is open.
+///
+/// Under the sandbox the set-up runs on its spawner thread (docs/SANDBOX.md): a worker started
+/// from a vCPU (the driver's DRIVER_OK) must not inherit the vCPU's filter.
 pub fn spawn(
     name: String,
     queues: Vec<EventFd>,
     fds: Vec<(RawFd, EventSet)>,
     gate: &Arc<PauseGate>,
+    handler: impl FnMut(WorkerEvent) -> Flow + Send + 'static,
+) -> std::io::Result<Worker> {
+    let gate = gate.clone();
+    rvmm_sandbox::on_spawner(move || spawn_here(name, queues, fds, gate, handler))
+}
+
+fn spawn_here(
+    name: String,
+    queues: Vec<EventFd>,
+    fds: Vec<(RawFd, EventSet)>,
+    gate: Arc<PauseGate>,
     mut handler: impl FnMut(WorkerEvent) -> Flow + Send + 'static,
 ) -> std::io::Result<Worker> {
     let stopping = Arc::new(AtomicBool::new(false));
@@ -176,7 +190,7 @@ pub fn spawn(
             EpollEvent::new(*set | EventSet::EDGE_TRIGGERED, FD_TOKEN_BASE + i as u64),
         )?;
     }
-    let thread = std::thread::Builder::new().name(name).spawn(move || {
+    let thread = rvmm_sandbox::spawn(rvmm_sandbox::ThreadKind::Worker, name, move || {
         let mut events = vec![EpollEvent::default(); queues.len() + fds.len() + 1];
         // Edge-triggered fds may already be ready: give the handler one look at each first.
         for i in 0..fds.len() {
@@ -213,7 +227,7 @@ pub fn spawn(
     Ok(Worker {
         stop,
         stopping,
-        gate: gate.clone(),
+        gate,
         thread: Some(thread),
     })
 }

@@ -115,9 +115,10 @@ impl VcpuHandle {
     pub fn spawn(vcpu: Vcpu, index: u32, ctx: VcpuContext) -> std::io::Result<Self> {
         let (requests, rx) = channel();
         let (tx, responses) = channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || {
+        let thread = rvmm_sandbox::spawn(
+            rvmm_sandbox::ThreadKind::Vcpu,
+            format!("vcpu{index}"),
+            move || {
                 let mut t = VcpuThread {
                     vcpu,
                     index,
@@ -126,7 +127,8 @@ impl VcpuHandle {
                     responses: tx,
                 };
                 t.main();
-            })?;
+            },
+        )?;
         Ok(Self {
             index,
             requests,
@@ -194,6 +196,8 @@ impl VcpuThread {
             tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
         }
         self.vcpu.bind_to_thread();
+        #[cfg(debug_assertions)]
+        forbidden_call_for_tests();
         let stats = self.ctx.stats.as_ref().and_then(|s| s.vcpu(self.index));
         let mut buses = Buses {
             pio: self.ctx.pio.reader(),
@@ -334,5 +338,21 @@ impl VcpuThread {
             regs: self.vcpu.regs().map_err(err("KVM_GET_REGS"))?,
             sregs: self.vcpu.sregs().map_err(err("KVM_GET_SREGS"))?,
         }))
+    }
+}
+
+/// Debug builds only: `RVMM_TEST_SECCOMP_VIOLATION=vcpu` makes each vCPU thread open a TCP
+/// socket once its filter is in, as a compromised device model might (tests/sandbox.rs checks
+/// that the sandbox stops rvmm and names the thread and the call).
+#[cfg(debug_assertions)]
+fn forbidden_call_for_tests() {
+    if std::env::var_os("RVMM_TEST_SECCOMP_VIOLATION").is_some_and(|v| v == "vcpu") {
+        // SAFETY: socket(2) and close(2) with valid arguments.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
     }
 }

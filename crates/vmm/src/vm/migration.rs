@@ -92,27 +92,93 @@ impl std::fmt::Display for MigrationTarget {
     }
 }
 
-fn spawn_exec(cmd: &str, save: bool) -> Result<std::process::Child, SnapshotError> {
+/// A running `exec:` command and rvmm's end of its stdin (save) or stdout (restore).
+struct ExecCommand {
+    stream: Option<std::fs::File>,
+    child: ExecChild,
+}
+
+enum ExecChild {
+    /// Started here (`-sandbox off`).
+    Direct(std::process::Child),
+    /// Started by the sandbox's launcher (a child of a filtered thread would inherit its
+    /// filter, docs/SANDBOX.md).
+    Launched(rvmm_sandbox::launcher::Waiter),
+}
+
+fn spawn_exec(cmd: &str, save: bool) -> Result<ExecCommand, SnapshotError> {
     use std::process::{Command, Stdio};
+    let io = |source| SnapshotError::Io {
+        path: format!("exec:{cmd}"),
+        source,
+    };
+    if rvmm_sandbox::mode() != rvmm_sandbox::Mode::Off {
+        use rvmm_sandbox::launcher::{launch, Stream};
+        let (read, write) = pipe().map_err(io)?;
+        let (ours, theirs, stream) = if save {
+            (write, read, Stream::Stdin)
+        } else {
+            (read, write, Stream::Stdout)
+        };
+        let (launched, waiter) = launch(cmd, stream, theirs).map_err(io)?;
+        tracing::debug!("exec:{cmd}: pid {} (launcher)", launched.pid);
+        return Ok(ExecCommand {
+            stream: Some(std::fs::File::from(ours)),
+            child: ExecChild::Launched(waiter),
+        });
+    }
     let (stdin, stdout) = if save {
         (Stdio::piped(), Stdio::inherit())
     } else {
         (Stdio::null(), Stdio::piped())
     };
-    Command::new("sh")
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .stdin(stdin)
         .stdout(stdout)
         .spawn()
-        .map_err(|source| SnapshotError::Io {
-            path: format!("exec:{cmd}"),
-            source,
-        })
+        .map_err(io)?;
+    let stream = if save {
+        child
+            .stdin
+            .take()
+            .map(|s| std::fs::File::from(std::os::fd::OwnedFd::from(s)))
+    } else {
+        child
+            .stdout
+            .take()
+            .map(|s| std::fs::File::from(std::os::fd::OwnedFd::from(s)))
+    };
+    Ok(ExecCommand {
+        stream,
+        child: ExecChild::Direct(child),
+    })
 }
 
-fn exec_status(cmd: &str, child: &mut std::process::Child) -> Result<(), SnapshotError> {
-    let status = child.wait().map_err(|source| SnapshotError::Io {
+fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new fds nothing else owns.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+fn exec_status(cmd: &str, exec: ExecCommand) -> Result<(), SnapshotError> {
+    drop(exec.stream);
+    let status = match exec.child {
+        ExecChild::Direct(mut child) => child.wait(),
+        ExecChild::Launched(waiter) => waiter.wait(),
+    }
+    .map_err(|source| SnapshotError::Io {
         path: format!("exec:{cmd}"),
         source,
     })?;
@@ -318,7 +384,7 @@ impl Vmm {
             MigrationTarget::Exec(cmd) => {
                 let mut child = spawn_exec(cmd, true)?;
                 let what = format!("exec:{cmd}");
-                let saved = match child.stdin.take() {
+                let saved = match child.stream.take() {
                     Some(mut stdin) => {
                         snapshot::save(ctx, SaveTarget::Stream(&mut stdin, &what), clock, vcpus)
                     }
@@ -328,7 +394,7 @@ impl Vmm {
                     }),
                 };
                 // stdin is closed here: the command sees the end of the stream.
-                let status = exec_status(cmd, &mut child);
+                let status = exec_status(cmd, child);
                 let stats = saved?;
                 status.map(|()| stats)
             }
@@ -504,7 +570,7 @@ impl Vmm {
             MigrationTarget::Exec(cmd) => {
                 let what = format!("exec:{cmd}");
                 let mut child = spawn_exec(cmd, false)?;
-                let result = match child.stdout.take() {
+                let result = match child.stream.take() {
                     Some(mut out) => {
                         snapshot::restore_stream(ctx, &mut out, &what, self.vcpus.len())
                     }
@@ -513,7 +579,7 @@ impl Vmm {
                         problem: "no stdout".into(),
                     }),
                 };
-                let status = exec_status(cmd, &mut child);
+                let status = exec_status(cmd, child);
                 let restored = result?;
                 status?;
                 restored
