@@ -172,7 +172,6 @@ pub(crate) fn serve(
             .unwrap_or_else(PoisonError::into_inner);
         (s.width(), s.height())
     };
-    protocol::server_init(&mut writer, width, height, &shared.options.name)?;
     stream.set_read_timeout(None)?;
     let client = Arc::new(Client {
         host,
@@ -194,7 +193,12 @@ pub(crate) fn serve(
         wake: Condvar::new(),
         stream,
     });
+    // Listed before it hears ServerInit, so a client that has it is in query-vnc.
     lock(&shared.clients).push(client.clone());
+    if let Err(e) = protocol::server_init(&mut writer, width, height, &shared.options.name) {
+        lock(&shared.clients).retain(|c| !Arc::ptr_eq(c, &client));
+        return Err(e.into());
+    }
     let (s, c) = (shared.clone(), client.clone());
     let writer_thread = rvmm_sandbox::spawn(
         rvmm_sandbox::ThreadKind::Vnc,
