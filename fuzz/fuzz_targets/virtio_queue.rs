@@ -96,7 +96,7 @@ fuzz_target!(|data: &[u8]| {
     let device = flags & 3;
     // Twice: the second pass starts from where the first left the rings.
     for _ in 0..2 {
-        let _ = process_queue(&mut queue, &mem, &interrupt, |chain| {
+        let _ = process_queue(&mut queue, 0, &mem, &interrupt, |chain| {
             serve(device, &mem, &counters, chain)
         });
     }
