@@ -34,6 +34,7 @@ fn disk() -> &'static Mutex<Disk> {
             direct: false,
             locking: false,
             snapshot: false,
+            share_rw: false,
         })
         .expect("open the scratch disk");
         // Open files stay usable; nothing is left behind in /tmp.
