@@ -195,6 +195,7 @@ const GUESTS: &[Guest] = &[
     guest("exits.elf", "exits.S", Class::Elf32, "pvh.ld"),
     guest("exits64.elf", "exits64.S", Class::Elf64, "pvh.ld"),
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
+    guest("hostile.elf", "hostile.S", Class::Elf32, "pvh.ld"),
     guest("pit.elf", "pit.S", Class::Elf32, "pvh.ld"),
     guest("pit_ioapic.elf", "pit_ioapic.S", Class::Elf32, "pvh.ld"),
     guest("tsc_deadline.elf", "tsc_deadline.S", Class::Elf32, "pvh.ld"),
