@@ -196,6 +196,7 @@ const GUESTS: &[Guest] = &[
     guest("exits64.elf", "exits64.S", Class::Elf64, "pvh.ld"),
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
     guest("hostile.elf", "hostile.S", Class::Elf32, "pvh.ld"),
+    guest("hostile_pci.elf", "hostile_pci.S", Class::Elf32, "pvh.ld"),
     guest("pit.elf", "pit.S", Class::Elf32, "pvh.ld"),
     guest("pit_ioapic.elf", "pit_ioapic.S", Class::Elf32, "pvh.ld"),
     guest("tsc_deadline.elf", "tsc_deadline.S", Class::Elf32, "pvh.ld"),

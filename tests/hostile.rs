@@ -7,8 +7,11 @@
 //! serve a sane request after a reset, and the VMM must stay up: serial output continues, QMP
 //! answers, memory stays bounded, no panic, and QMP `quit` ends it cleanly.
 //!
-//! `RVMM_TEST_BIN=qemu-system-x86_64 cargo test --test hostile` runs the same guest on QEMU
-//! microvm (docs/HOSTILE-GUESTS.md has both results side by side).
+//! `guests/src/hostile_pci.S` attacks a virtio-blk-pci function on q35: garbage MSI-X table
+//! entries and vectors, BAR4 programmed over RAM, over BAR1 and across 4 GiB.
+//!
+//! `RVMM_TEST_BIN=qemu-system-x86_64 cargo test --test hostile` runs the same guests on QEMU
+//! (docs/HOSTILE-GUESTS.md has both results side by side).
 
 mod common;
 
@@ -172,9 +175,13 @@ fn hostile_virtio_and_fwcfg_guest_leaves_the_vmm_running() {
     if !is_qemu() {
         assert_eq!(fwcfg_control(&stdout, "mmio"), 0x01);
     }
-    // Still up: QMP answers, the guest is running, memory bounded (256 MiB of guest RAM, of
-    // which the guest touched a few pages).
-    let mut qmp = Qmp::connect(&sock);
+    still_up_then_quit(vm, &sock);
+}
+
+/// Still up: QMP answers, the guest is running, memory bounded (256 MiB of guest RAM, of which
+/// the guest touched a few pages); QMP `quit` ends the VMM with status 0, no panic.
+fn still_up_then_quit(vm: common::RunningVm, sock: &Path) {
+    let mut qmp = Qmp::connect(sock);
     let status = qmp.execute("query-status");
     assert!(status.contains("\"running\""), "{status}");
     let rss = rss_kib(vm.pid());
@@ -183,4 +190,37 @@ fn hostile_virtio_and_fwcfg_guest_leaves_the_vmm_running() {
     let out = vm.wait(common::TIMEOUT);
     out.assert_status(0);
     assert!(!out.stderr.contains("panicked"), "{out}");
+}
+
+/// `guests/src/hostile_pci.S` on q35 with a modern virtio-blk-pci: garbage MSI-X entries and
+/// vectors past the table, BAR4 moved onto RAM (RAM stays RAM for the guest), onto BAR1 while
+/// BAR1 takes BAR4's place, and across 4 GiB; then everything back, and the device still reads.
+#[test]
+fn hostile_pci_guest_leaves_the_vmm_running() {
+    let dir = TempDir::new("hostile-pci");
+    let mut disk = vec![0u8; 1 << 20];
+    disk[..SECTOR0.len()].copy_from_slice(SECTOR0.as_bytes());
+    let img = dir.file("disk.raw", &disk);
+    let sock = dir.path().join("qmp.sock");
+    let mut vm = VmCommand::guest("hostile_pci.elf")
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=none,id=d0", img.display()))
+        .arg("-device")
+        .arg("virtio-blk-pci,drive=d0,disable-legacy=on")
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .spawn();
+    vm.expect_stdout("hostile-pci: done\n");
+    let stdout = vm.stdout();
+    for line in [
+        "hostile-pci: msix garbage: used 1\n",
+        // KVM's RAM slot wins over a BAR programmed onto it: the guest reads its own marker.
+        "hostile-pci: bar over ram: read 0x5a5a5a5a\n",
+        "hostile-pci: bar over bar: ok\n",
+        "hostile-pci: bar at 4g-: ok\n",
+        &format!("hostile-pci: sane read: {SECTOR0}\n"),
+    ] {
+        assert!(stdout.contains(line), "missing {line:?}:\n{stdout}");
+    }
+    still_up_then_quit(vm, &sock);
 }
