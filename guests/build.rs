@@ -197,6 +197,12 @@ const GUESTS: &[Guest] = &[
     guest("virtio.elf", "virtio.S", Class::Elf32, "pvh.ld"),
     guest("hostile.elf", "hostile.S", Class::Elf32, "pvh.ld"),
     guest("hostile_pci.elf", "hostile_pci.S", Class::Elf32, "pvh.ld"),
+    guest(
+        "hostile_legacy.elf",
+        "hostile_legacy.S",
+        Class::Elf32,
+        "pvh.ld",
+    ),
     guest("pit.elf", "pit.S", Class::Elf32, "pvh.ld"),
     guest("pit_ioapic.elf", "pit_ioapic.S", Class::Elf32, "pvh.ld"),
     guest("tsc_deadline.elf", "tsc_deadline.S", Class::Elf32, "pvh.ld"),

@@ -10,6 +10,10 @@
 //! `guests/src/hostile_pci.S` attacks a virtio-blk-pci function on q35: garbage MSI-X table
 //! entries and vectors, BAR4 programmed over RAM, over BAR1 and across 4 GiB.
 //!
+//! `guests/src/hostile_legacy.S` attacks PIIX IDE bus-master DMA (PRDs outside RAM, on MMIO,
+//! past RAM's end, without an end marker) and the VGA/VBE registers (all-ones everywhere, then
+//! a QMP screendump renders that state).
+//!
 //! `RVMM_TEST_BIN=qemu-system-x86_64 cargo test --test hostile` runs the same guests on QEMU
 //! (docs/HOSTILE-GUESTS.md has both results side by side).
 
@@ -64,13 +68,19 @@ impl Qmp {
         qmp
     }
 
-    /// Runs `command`; its reply line (events before it are skipped).
+    /// Runs `command`; its reply line (events before it are skipped), which must be a return.
     fn execute(&mut self, command: &str) -> String {
-        writeln!(self.writer, "{{\"execute\": \"{command}\"}}").unwrap();
+        let line = self.reply(&format!("{{\"execute\": \"{command}\"}}"));
+        assert!(line.contains("\"return\""), "{command}: {line}");
+        line
+    }
+
+    /// Sends `request` (a JSON object); its reply line, return or error.
+    fn reply(&mut self, request: &str) -> String {
+        writeln!(self.writer, "{request}").unwrap();
         loop {
             let line = self.lines.next().expect("QMP reply").expect("QMP read");
             if !line.contains("\"event\"") {
-                assert!(line.contains("\"return\""), "{command}: {line}");
                 return line;
             }
         }
@@ -222,5 +232,75 @@ fn hostile_pci_guest_leaves_the_vmm_running() {
     ] {
         assert!(stdout.contains(line), "missing {line:?}:\n{stdout}");
     }
+    still_up_then_quit(vm, &sock);
+}
+
+/// "bm 0xSS ata 0xSS" of IDE attack `name`.
+fn ide_outcome(stdout: &str, name: &str) -> (u32, u32) {
+    let prefix = format!("hostile-ide: {name}: bm 0x");
+    let rest = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no report of IDE attack {name}:\n{stdout}"));
+    let (bm, ata) = rest.split_once(" ata 0x").expect("ata status");
+    (
+        u32::from_str_radix(bm, 16).unwrap(),
+        u32::from_str_radix(ata.trim(), 16).unwrap(),
+    )
+}
+
+/// `guests/src/hostile_legacy.S` on pc: PIIX IDE bus-master DMA with the PRD table outside RAM,
+/// a PRD on MMIO, one running past the end of RAM and a table without an end marker; then a
+/// PIO read. VBE/DISPI registers and VGA indexes all-ones with the VBE enabled, and a QMP
+/// screendump renders whatever that state is.
+#[test]
+fn hostile_ide_and_vga_guest_leaves_the_vmm_running() {
+    let dir = TempDir::new("hostile-legacy");
+    let mut disk = vec![0u8; 1 << 20];
+    disk[..SECTOR0.len()].copy_from_slice(SECTOR0.as_bytes());
+    let img = dir.file("disk.raw", &disk);
+    let sock = dir.path().join("qmp.sock");
+    let mut vm = VmCommand::guest("hostile_legacy.elf")
+        .set_option("-M", "pc")
+        .arg("-vga")
+        .arg("std")
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=ide", img.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .spawn();
+    vm.expect_stdout("hostile-legacy: done\n");
+    let stdout = vm.stdout();
+    for name in ["table_outside", "into_mmio", "past_ram", "no_eot"] {
+        let (bm, ata) = ide_outcome(&stdout, name);
+        if is_qemu() {
+            // QEMU reads zeros from unassigned memory and writes MMIO: no error to see.
+            continue;
+        }
+        if name == "no_eot" {
+            // 256 two-byte PRDs carry the sector; the rest are never read.
+            assert_eq!((bm, ata), (0x04, 0x50), "{name}:\n{stdout}");
+        } else {
+            // A DMA outside RAM: the bus master reports an error, the drive aborts.
+            assert!(bm & 0x02 != 0 && ata & 0x01 != 0, "{name}:\n{stdout}");
+        }
+    }
+    assert!(
+        stdout.contains(&format!("hostile-ide: sane read: {SECTOR0}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("hostile-vga: dispi 0x0=0xb0c5"), "{stdout}");
+    // Render the garbage mode: an answer (a picture or an error), not a crash.
+    let mut qmp = Qmp::connect(&sock);
+    let shot = dir.path().join("shot.ppm");
+    let reply = qmp.reply(&format!(
+        "{{\"execute\": \"screendump\", \"arguments\": {{\"filename\": \"{}\"}}}}",
+        shot.display()
+    ));
+    assert!(
+        reply.contains("\"return\"") || reply.contains("\"error\""),
+        "{reply}"
+    );
+    drop(qmp);
     still_up_then_quit(vm, &sock);
 }
