@@ -390,6 +390,12 @@ def virtio_net_rx():
     put("virtio_net_rx", "no_buffers", ring([], [], [frame], 0))
 
 
+def snapshot_state():
+    # The target decodes the input as a state file, then frames it behind a valid header.
+    put("snapshot_state", "json", b'{"vcpus": [], "devices": {}}')
+    put("snapshot_state", "header", b"RVMMSNAP" + struct.pack("<IIQ", 1, 0, 2) + b"{}")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -406,6 +412,7 @@ def main():
     virtio_queue()
     virtio_transports()
     virtio_net_rx()
+    snapshot_state()
     emulation()
     vga()
 
