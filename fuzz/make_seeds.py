@@ -313,6 +313,89 @@ def vga():
     put("vga", "text_mode", b"\x00" + text + access(6, 0, 1))
 
 
+def virtio_transports():
+    # Guest memory: an rng-style queue of 8 at 0x100 (descriptors), 0x200 (avail), 0x240 (used)
+    # with one 64-byte writable buffer at 0x400 made available.
+    mem = bytearray(0x280)
+    mem[0x100:0x110] = struct.pack("<QIHH", 0x400, 64, 2, 0)
+    mem[0x200:0x206] = struct.pack("<HHH", 0, 1, 0)
+    mem = bytes(mem)
+
+    def w(dev, off, width, value):
+        return access(dev, off, width, True, value.to_bytes(8, "little"))
+
+    # virtio-mmio (device 0): §4.2.3.1 driver initialisation, queue 0, notify, then a kick (5).
+    mmio = b"".join([
+        access(0, 0x000, 4), access(0, 0x004, 4), access(0, 0x008, 4), access(0, 0x010, 4),
+        w(0, 0x070, 4, 1), w(0, 0x070, 4, 3),
+        w(0, 0x024, 4, 1), w(0, 0x020, 4, 1), w(0, 0x070, 4, 0xb), access(0, 0x070, 4),
+        w(0, 0x030, 4, 0), access(0, 0x034, 4), w(0, 0x038, 4, 8),
+        w(0, 0x080, 4, 0x100), w(0, 0x084, 4, 0), w(0, 0x090, 4, 0x200), w(0, 0x094, 4, 0),
+        w(0, 0x0a0, 4, 0x240), w(0, 0x0a4, 4, 0), w(0, 0x044, 4, 1), w(0, 0x070, 4, 0xf),
+        w(0, 0x050, 4, 0), access(5, 0, 1), access(0, 0x060, 4), w(0, 0x064, 4, 1),
+        access(0, 0x100, 4), w(0, 0x100, 2, 0x1234), w(0, 0x070, 4, 0),
+    ])
+    put("virtio_transports", "mmio_rng", struct.pack("<B", 2 << 3) + mem_prefix(mem) + mmio)
+    # virtio-pci with two MSI-X vectors: the capability list read (device 1), the MSI-X table
+    # (device 3) and enable, then the common configuration in BAR4 (device 2) the same way.
+    caps = b"".join(access(1, off, 4) for off in range(0, 0x100, 4))
+    msix = b"".join([
+        w(3, 0x00, 4, 0xfee00000), w(3, 0x04, 4, 0), w(3, 0x08, 4, 0x30), w(3, 0x0c, 4, 0),
+        w(3, 0x10, 4, 0xfee00000), w(3, 0x18, 4, 0x31), w(3, 0x1c, 4, 1), access(3, 0x800, 8),
+        w(1, 0x04, 2, 0x6), w(1, 0x40, 4, 0x80000000), w(1, 0x44, 4, 0x80000000),
+        w(1, 0x48, 4, 0x80000000), w(1, 0x4c, 4, 0x80000000), w(1, 0x50, 4, 0x80000000),
+    ])
+    common = b"".join([
+        w(2, 0x14, 1, 1), w(2, 0x14, 1, 3), w(2, 0x00, 4, 1), access(2, 0x04, 4),
+        w(2, 0x08, 4, 1), w(2, 0x0c, 4, 1), w(2, 0x14, 1, 0xb), access(2, 0x14, 1),
+        w(2, 0x10, 2, 0), access(2, 0x12, 2), w(2, 0x16, 2, 0), w(2, 0x18, 2, 8),
+        w(2, 0x1a, 2, 1), access(2, 0x1a, 2), w(2, 0x20, 8, 0x100), w(2, 0x28, 8, 0x200),
+        w(2, 0x30, 8, 0x240), w(2, 0x1c, 2, 1), w(2, 0x14, 1, 0xf), w(2, 0x3000, 2, 0),
+        access(5, 0, 1), access(2, 0x1000, 1), access(2, 0x2000, 4), w(2, 0x14, 1, 0),
+        access(6, 0, 1),
+    ])
+    put("virtio_transports", "pci_modern", struct.pack("<B", (2 << 3) | (2 << 1)) + mem_prefix(mem) + caps + msix + common)
+    # A transitional function (bit 0): the legacy registers in BAR0 (device 4), queue PFN 0.
+    legacy = b"".join([
+        access(4, 0x00, 4), w(4, 0x12, 1, 1), w(4, 0x12, 1, 3), w(4, 0x04, 4, 0),
+        w(4, 0x0e, 2, 0), access(4, 0x0c, 2), w(4, 0x08, 4, 0), w(4, 0x12, 1, 7),
+        w(4, 0x10, 2, 0), access(4, 0x13, 1), access(4, 0x14, 4), w(4, 0x12, 1, 0),
+    ])
+    put("virtio_transports", "pci_legacy", struct.pack("<B", (1 << 3) | 1) + mem_prefix(mem) + caps + legacy)
+
+
+def virtio_net_rx():
+    # Queue of 16: descriptors at 0x100, avail ring at 0x200, used ring at 0x240; buffers from
+    # 0x400. Each seed: header, frames, guest memory.
+    def ring(chains, descs, frames, flags):
+        mem = bytearray(0x1000)
+        for i, (addr, length, fl, nxt) in enumerate(descs):
+            mem[0x100 + 16 * i:0x110 + 16 * i] = struct.pack("<QIHH", addr, length, fl, nxt)
+        mem[0x200:0x204] = struct.pack("<HH", 0, len(chains))
+        for i, head in enumerate(chains):
+            mem[0x204 + 2 * i:0x206 + 2 * i] = struct.pack("<H", head)
+        out = struct.pack("<BHIIIHB", flags, 16, 0x100, 0x200, 0x240, 0, len(frames))
+        for f in frames:
+            out += struct.pack("<H", len(f)) + f
+        return out + bytes(mem).rstrip(b"\0")
+
+    nxt, wr = 1, 2
+    frame = bytes(12) + b"\xff" * 6 + b"\x52\x54\0\x12\x34\x56\x08\x06" + bytes(28)
+    put("virtio_net_rx", "single", ring([0], [(0x400, 1526, wr, 0)], [frame], 0))
+    put("virtio_net_rx", "single_chained", ring([0], [(0x400, 12, nxt | wr, 1), (0x500, 1514, wr, 0)], [frame, frame], 2))
+    put("virtio_net_rx", "too_small", ring([0, 1], [(0x400, 16, wr, 0), (0x500, 1526, wr, 0)], [frame, frame], 0))
+    merged = [(0x400 + 0x40 * i, 32, wr, 0) for i in range(4)]
+    put("virtio_net_rx", "mergeable", ring([0, 1, 2, 3], merged, [frame, frame[:20]], 1))
+    put("virtio_net_rx", "mergeable_short", ring([0], merged[:1], [frame], 3))
+    put("virtio_net_rx", "no_buffers", ring([], [], [frame], 0))
+
+
+def snapshot_state():
+    # The target decodes the input as a state file, then frames it behind a valid header.
+    put("snapshot_state", "json", b'{"vcpus": [], "devices": {}}')
+    put("snapshot_state", "header", b"RVMMSNAP" + struct.pack("<IIQ", 1, 0, 2) + b"{}")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -327,6 +410,9 @@ def main():
     pci_config()
     storage()
     virtio_queue()
+    virtio_transports()
+    virtio_net_rx()
+    snapshot_state()
     emulation()
     vga()
 

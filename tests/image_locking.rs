@@ -458,3 +458,104 @@ fn sighup_sigterm_and_sigint_flush_the_disk() {
         );
     }
 }
+
+/// `-M machine -drive file=IMAGE,if=none,id=d0 -device DEVICE,drive=d0[,share-rw=on] -S`.
+fn device_args(machine: &str, file: &str, device: &str, share_rw: bool) -> Vec<String> {
+    let share = if share_rw { ",share-rw=on" } else { "" };
+    [
+        "-M",
+        machine,
+        "-nodefaults",
+        "-display",
+        "none",
+        "-S",
+        "-drive",
+        &format!("{file},if=none,id=d0"),
+        "-device",
+        &format!("{device},drive=d0{share}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A VMM (`program`: rvmm or QEMU) paused with the device open, once its locks are in.
+fn device_holder(program: &Path, args: &[String], image: &Path) -> Qemu {
+    let users = readers(image);
+    let mut cmd = Command::new(program);
+    if program == Path::new(QEMU) {
+        cmd.args(["-enable-kvm", "-cpu", "host,-arch-capabilities"]);
+    } else {
+        cmd.arg("-kernel").arg(common::guest("hlt.elf"));
+    }
+    let child = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let held = Qemu(child);
+    wait_for_users(image, users + 1);
+    held
+}
+
+/// `share-rw=on` on virtio-blk-device, virtio-blk-pci and ide-hd, as QEMU: writers of a raw
+/// image that all share write coexist (rvmm with rvmm and with QEMU); one without share-rw is
+/// refused in QEMU's words; a qcow2 image never has two writers, share-rw or not.
+#[test]
+fn share_rw_lets_raw_writers_share_an_image() {
+    if skip_on_qemu("runs rvmm and QEMU side by side") {
+        return;
+    }
+    let dir = TempDir::new("lock-share-rw");
+    let raw = dir.file("a.raw", &[0u8; 1 << 20]);
+    let rvmm = common::binary();
+    let raw_file = format!("file={},format=raw", raw.display());
+    for (machine, device) in [
+        ("microvm", "virtio-blk-device"),
+        ("q35", "virtio-blk-pci"),
+        ("pc", "ide-hd"),
+    ] {
+        let shared = device_args(machine, &raw_file, device, true);
+        let a = device_holder(&rvmm, &shared, &raw);
+        let b = device_holder(&rvmm, &shared, &raw);
+        // Without share-rw, the newcomer will not let the others write.
+        let unshared = device_args(machine, &raw_file, device, false);
+        expect_error(&unshared, &busy("shared \"write\"", &raw));
+        drop((a, b));
+        // A writer without share-rw keeps share-rw writers off too.
+        let a = device_holder(&rvmm, &unshared, &raw);
+        expect_error(&shared, &busy("\"write\"", &raw));
+        drop(a);
+    }
+    // A qcow2 image's metadata has one writer: share-rw changes nothing there.
+    let img = qcow2(&dir, "a.qcow2", None);
+    let qcow2_file = format!("file={},format=qcow2", img.display());
+    let shared = device_args("microvm", &qcow2_file, "virtio-blk-device", true);
+    let a = device_holder(&rvmm, &shared, &img);
+    expect_error(&shared, &busy("\"write\"", &img));
+    drop(a);
+    if !have_qemu() {
+        return;
+    }
+    // With QEMU: share-rw writers coexist whichever starts first; QEMU without it is refused.
+    let shared = device_args("q35", &raw_file, "virtio-blk-pci", true);
+    let q = device_holder(Path::new(QEMU), &shared, &raw);
+    let vm = device_holder(&rvmm, &shared, &raw);
+    drop(q);
+    let q = device_holder(Path::new(QEMU), &shared, &raw);
+    let mut unshared = vec![
+        "-enable-kvm".to_string(),
+        "-cpu".into(),
+        "host,-arch-capabilities".into(),
+    ];
+    unshared.extend(device_args("q35", &raw_file, "virtio-blk-pci", false));
+    let (code, stderr, _) = run_limited(Path::new(QEMU), &unshared, common::TIMEOUT);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Failed to get shared \"write\" lock"),
+        "{stderr}"
+    );
+    drop((q, vm));
+}

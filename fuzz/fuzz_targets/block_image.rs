@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         direct: false,
         locking: true,
         snapshot,
+        share_rw: false,
     };
     if let Ok((mut disk, _warning)) = Disk::open(&opts) {
         let size = disk.size();

@@ -34,6 +34,7 @@ fn disk() -> &'static Mutex<Disk> {
             direct: false,
             locking: false,
             snapshot: false,
+            share_rw: false,
         })
         .expect("open the scratch disk");
         // Open files stay usable; nothing is left behind in /tmp.
@@ -96,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
     let device = flags & 3;
     // Twice: the second pass starts from where the first left the rings.
     for _ in 0..2 {
-        let _ = process_queue(&mut queue, &mem, &interrupt, |chain| {
+        let _ = process_queue(&mut queue, 0, &mem, &interrupt, |chain| {
             serve(device, &mem, &counters, chain)
         });
     }

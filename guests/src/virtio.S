@@ -9,7 +9,10 @@
  *               `level` for level-triggered) to vector 0x30: "virtio: interrupt on vector 0x30,
  *               status 0x1"; the handler does not return (no iret at CPL0), it continues the
  *               program with interrupts off. Every other completion is polled from the used ring.
- *   end=poweroff|reset|hang   how to stop (default isa-debug-exit EXIT_OK, status 33)
+ *   end=poweroff|reset|hang|xsave   how to stop (default isa-debug-exit EXIT_OK, status 33);
+ *               xsave: CR4.OSXSAVE set, then an xsave at CPL0, which this host's KVM cannot
+ *               emulate (a fatal guest error for the VMM, as badinsn.elf); where the host runs it
+ *               the guest prints "virtio: xsave completed" and exits EXIT_UNEXPECTED
  *   wait        before stopping, wait for a byte on COM1 (the test attaches a tracer first)
  *   blkagain    after the wait, one more request on the same virtio-blk queue (no new setup):
  *               sector 2 filled with 0x5a, then a flush: "virtio-blk: wrote sector 2" (the
@@ -42,6 +45,7 @@ k_noflush:  .asciz "noflush"
 k_poweroff: .asciz "end=poweroff"
 k_reset:    .asciz "end=reset"
 k_hang:     .asciz "end=hang"
+k_xsave:    .asciz "end=xsave"
 k_blkagain: .asciz "blkagain"
 k_wait:     .asciz "wait"
 
@@ -54,6 +58,8 @@ irq_done:   .skip 4          /* 1 once the one interrupt was taken */
 irq_ctx:    .skip 4          /* context whose completion the interrupt reports */
 irq_resume: .skip 4          /* where the handler continues */
 cmdline:    .skip 4
+    .balign 64
+xsave_area: .skip 4096
 
     .text
     .code32
@@ -350,7 +356,23 @@ _start:
     mov $k_hang, %edi
     call has_key
     je hang32
+    mov $k_xsave, %edi
+    call has_key
+    je end_xsave
     mov $EXIT_OK, %al
+    call exit32
+
+/* end_xsave: a fatal guest error on this host (see the header). */
+end_xsave:
+    mov %cr4, %eax
+    or $(1 << 18), %eax                  /* CR4.OSXSAVE */
+    mov %eax, %cr4
+    mov $xsave_area, %edi
+    mov $3, %eax                         /* x87 | SSE */
+    xor %edx, %edx
+    xsave (%edi)
+    PUTS32 "virtio: xsave completed\n"
+    mov $EXIT_UNEXPECTED, %al
     call exit32
 
     .section .rodata

@@ -115,6 +115,15 @@ impl VmCommand {
         self
     }
 
+    /// Puts `args` before the VMM's arguments (a wrapper [`program`](Self::program) such as
+    /// strace, whose own arguments name the VMM binary).
+    pub fn prepend_args(mut self, args: impl IntoIterator<Item = OsString>) -> Self {
+        let mut all: Vec<OsString> = args.into_iter().collect();
+        all.append(&mut self.args);
+        self.args = all;
+        self
+    }
+
     /// Replaces the value after every `flag` (e.g. `-accel`), or adds `flag value`.
     pub fn set_option(mut self, flag: &str, value: &str) -> Self {
         let mut found = false;

@@ -6,7 +6,7 @@
 //! stops at a file already in it (by device and inode, so links and `..` do not hide a loop)
 //! and after [`MAX_CHAIN_LEN`] images; then each layer gets the one below as its backing image.
 
-use crate::lock::{ImageLock, LockError};
+use crate::lock::{ImageLock, LockError, LockMode};
 use crate::qcow2::{self, HeaderError};
 use crate::ImageFormat;
 use imago::file::File;
@@ -244,14 +244,15 @@ pub(crate) struct Chain {
 }
 
 /// Opens the image at `path` (`format` `None`: probe it) and its whole backing chain (backing
-/// files read-only). With `locking`, each file is locked before it is opened, the top one for
-/// a writer when `write`, the rest for a reader ([`crate::lock`]).
+/// files read-only). With `locking` `Some(share_rw)`, each file is locked before it is opened,
+/// the top one for a writer when `write`, the rest for a reader ([`crate::lock`]); `share_rw`
+/// (the device's `share-rw=on`) shares the top file's write lock if it is a raw image.
 pub(crate) fn open_chain(
     path: &Path,
     format: Option<ImageFormat>,
     write: bool,
     direct: bool,
-    locking: bool,
+    locking: Option<bool>,
 ) -> Result<Chain, OpenError> {
     let show = |p: &Path| p.display().to_string();
     // (device, inode, path) of every image opened so far.
@@ -298,11 +299,22 @@ pub(crate) fn open_chain(
         seen.push((meta.dev(), meta.ino(), n.path.clone()));
         // Backing files are only read.
         let write = write && n.named_by.is_none();
-        if locking {
-            locks.push(ImageLock::acquire(&n.path, write).map_err(|e| in_backing(e.into()))?);
+        // The format decides the locks (a raw image's may be shared), so probe first.
+        let format = match n.format {
+            Some(f) => f,
+            None => probe_format(&n.path).map_err(&in_backing)?,
+        };
+        if let Some(share_rw) = locking {
+            let share_write = share_rw && n.named_by.is_none() && format == ImageFormat::Raw;
+            let mode = match (write, format) {
+                (false, _) => LockMode::Reader { share_write },
+                (true, ImageFormat::Raw) => LockMode::RawWriter { share_write },
+                (true, _) => LockMode::Writer,
+            };
+            locks.push(ImageLock::acquire(&n.path, mode).map_err(|e| in_backing(e.into()))?);
         }
         let (layer, format, header) =
-            open_layer(&n.path, n.format, write, direct).map_err(&in_backing)?;
+            open_layer(&n.path, Some(format), write, direct).map_err(&in_backing)?;
         top_format.get_or_insert(format);
         layers.push(layer);
         if let Some(h) = header {

@@ -12,7 +12,7 @@ mod overlay;
 mod qcow2;
 
 pub use chain::{OpenError, MAX_CHAIN_LEN};
-pub use lock::{ImageLock, LockError, LOCK_PERM_BASE, LOCK_SHARED_BASE};
+pub use lock::{ImageLock, LockError, LockMode, LOCK_PERM_BASE, LOCK_SHARED_BASE};
 pub use qcow2::HeaderError;
 
 use imago::file::File;
@@ -105,6 +105,9 @@ pub struct DiskOptions {
     pub locking: bool,
     /// `snapshot=on` / `-snapshot`: the image is only read; writes go to a temporary overlay.
     pub snapshot: bool,
+    /// The device's `share-rw=on`: a raw image's write lock is shared with other writers
+    /// (ignored for qcow2, whose metadata has one writer, and under `-snapshot`, as in QEMU).
+    pub share_rw: bool,
 }
 
 /// Guess the format from the file's first bytes (QEMU's probing: qcow2 magic, else raw).
@@ -154,7 +157,8 @@ impl Disk {
         // A snapshot only reads the image: it is locked and opened as a reader.
         let snapshot = opts.snapshot && !opts.readonly;
         let write = !opts.readonly && !snapshot;
-        let chain = chain::open_chain(&opts.path, opts.format, write, opts.direct, opts.locking)
+        let locking = opts.locking.then_some(opts.share_rw && !snapshot);
+        let chain = chain::open_chain(&opts.path, opts.format, write, opts.direct, locking)
             .map_err(open_err)?;
         let format = chain.format;
         let access = if snapshot {

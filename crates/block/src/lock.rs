@@ -11,10 +11,15 @@
 //!
 //! Before it counts as holding them, a user tests (F_OFD_GETLK for a write lock, so any other
 //! holder shows up) byte `200 + i` for each permission it wants, and byte `100 + i` for each one
-//! it does not share. A writer takes {consistent read, write, resize} and shares {consistent
-//! read, write unchanged}; a reader (a read-only drive, a CD-ROM, a backing file, a `-snapshot`
-//! original) takes {consistent read} and shares the same. So readers share with each other, a
-//! second writer fails on byte 201 ("write"), and a reader fails on a writer's byte 101.
+//! it does not share. A qcow2 writer takes {consistent read, write, resize} and shares
+//! {consistent read, write unchanged}; a raw writer takes {consistent read, write} and shares
+//! {consistent read, write unchanged, resize} (QEMU's raw driver passes the device's
+//! permissions through, and a virtio-blk device lets others resize); a reader (a read-only
+//! drive, a CD-ROM, a backing file, a `-snapshot` original) takes {consistent read} and shares
+//! {consistent read, write unchanged}. So readers share with each other, a second writer fails
+//! on byte 201 ("write"), and a reader fails on a writer's byte 101. A device's `share-rw=on`
+//! adds write to what a raw image's user shares (a qcow2 image's file never: its metadata has
+//! one writer, QEMU's `bdrv_default_perms_for_storage`), so raw writers with it coexist.
 
 use std::fs;
 use std::io;
@@ -55,6 +60,38 @@ impl Perms {
         perm: PERM_CONSISTENT_READ,
         shared: PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED,
     };
+    /// A device writing a raw image: QEMU's raw driver passes the device's permissions to the
+    /// file (`raw_child_perm`), and virtio-blk shares resize (`blkconf_apply_backend_options`
+    /// with `resizable`). Measured on QEMU 7.2: bytes 100, 101, 201.
+    const RAW_WRITER: Perms = Perms {
+        perm: PERM_CONSISTENT_READ | PERM_WRITE,
+        shared: PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED | PERM_RESIZE,
+    };
+
+    fn of(mode: LockMode) -> Perms {
+        let (perms, share_write) = match mode {
+            LockMode::Reader { share_write } => (Self::READER, share_write),
+            LockMode::Writer => (Self::WRITER, false),
+            LockMode::RawWriter { share_write } => (Self::RAW_WRITER, share_write),
+        };
+        Perms {
+            shared: perms.shared | if share_write { PERM_WRITE } else { 0 },
+            ..perms
+        }
+    }
+}
+
+/// How one user uses one image file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Only reads it: a read-only drive, a CD-ROM, a backing file, the image under
+    /// `-snapshot`. `share_write`: a raw read-only drive whose device says `share-rw=on` lets
+    /// writers in.
+    Reader { share_write: bool },
+    /// Writes a qcow2 image (metadata: never shared with another writer).
+    Writer,
+    /// Writes a raw image; `share_write` is the device's `share-rw=on`.
+    RawWriter { share_write: bool },
 }
 
 /// Why an image lock could not be taken.
@@ -130,9 +167,8 @@ fn bits(set: u32) -> impl Iterator<Item = usize> {
 }
 
 impl ImageLock {
-    /// Locks `path` for a writer (`write`) or a reader, as QEMU would, or says who is in the
-    /// way in QEMU's words.
-    pub fn acquire(path: &Path, write: bool) -> Result<Self, LockError> {
+    /// Locks `path` for `mode`, as QEMU would, or says who is in the way in QEMU's words.
+    pub fn acquire(path: &Path, mode: LockMode) -> Result<Self, LockError> {
         let name = path.display().to_string();
         // Read access is all a read lock needs; O_NONBLOCK so a FIFO never stalls the open.
         let file = fs::OpenOptions::new()
@@ -143,7 +179,7 @@ impl ImageLock {
                 path: name.clone(),
                 source,
             })?;
-        let perms = if write { Perms::WRITER } else { Perms::READER };
+        let perms = Perms::of(mode);
         let lock_err = |byte, source| LockError::Lock {
             byte,
             path: name.clone(),
@@ -208,19 +244,69 @@ mod tests {
     fn the_bytes_qemu_locks() {
         let path = std::env::temp_dir().join(format!("rvmm-lock-{}", std::process::id()));
         fs::write(&path, [0u8; 512]).unwrap();
-        let writer = ImageLock::acquire(&path, true).unwrap();
+        let writer = ImageLock::acquire(&path, LockMode::Writer).unwrap();
         assert_eq!(locked_bytes(&path), [100, 101, 103, 201, 203]);
         drop(writer);
         assert_eq!(locked_bytes(&path), [] as [i64; 0]);
-        let reader = ImageLock::acquire(&path, false).unwrap();
+        let writer = ImageLock::acquire(&path, RAW).unwrap();
+        assert_eq!(locked_bytes(&path), [100, 101, 201]);
+        drop(writer);
+        let writer = ImageLock::acquire(&path, RAW_SHARED).unwrap();
+        assert_eq!(locked_bytes(&path), [100, 101]);
+        drop(writer);
+        let reader = ImageLock::acquire(&path, READER).unwrap();
         assert_eq!(locked_bytes(&path), [100, 201, 203]);
-        let e = ImageLock::acquire(&path, true).unwrap_err().to_string();
+        let e = ImageLock::acquire(&path, LockMode::Writer)
+            .unwrap_err()
+            .to_string();
         let want = format!(
             "Failed to get \"write\" lock. Is another process using the image [{}]?",
             path.display()
         );
         assert_eq!(e, want);
         drop(reader);
+        fs::remove_file(&path).unwrap();
+    }
+
+    const READER: LockMode = LockMode::Reader { share_write: false };
+    const RAW: LockMode = LockMode::RawWriter { share_write: false };
+    const RAW_SHARED: LockMode = LockMode::RawWriter { share_write: true };
+
+    /// share-rw=on as QEMU: raw writers that all share write coexist; one that does not share
+    /// keeps the others off (and is kept off by them), in QEMU's words.
+    #[test]
+    fn share_rw_lets_raw_writers_coexist() {
+        let path = std::env::temp_dir().join(format!("rvmm-lock-share-{}", std::process::id()));
+        fs::write(&path, [0u8; 512]).unwrap();
+        let want = |shared: &str| {
+            format!(
+                "Failed to get {shared}\"write\" lock. Is another process using the image [{}]?",
+                path.display()
+            )
+        };
+        let a = ImageLock::acquire(&path, RAW_SHARED).unwrap();
+        let b = ImageLock::acquire(&path, RAW_SHARED).unwrap();
+        // Without share-rw, the newcomer will not share the write the others hold.
+        let e = ImageLock::acquire(&path, RAW).unwrap_err().to_string();
+        assert_eq!(e, want("shared "));
+        // A qcow2 writer never shares.
+        assert!(ImageLock::acquire(&path, LockMode::Writer).is_err());
+        // A reader with share-rw lets them write; without, it does not.
+        let r = ImageLock::acquire(&path, LockMode::Reader { share_write: true }).unwrap();
+        assert_eq!(
+            ImageLock::acquire(&path, READER).unwrap_err().to_string(),
+            want("shared ")
+        );
+        drop((a, b, r));
+        // A writer without share-rw first: a share-rw writer still wants write, refused.
+        let a = ImageLock::acquire(&path, RAW).unwrap();
+        assert_eq!(
+            ImageLock::acquire(&path, RAW_SHARED)
+                .unwrap_err()
+                .to_string(),
+            want("")
+        );
+        drop(a);
         fs::remove_file(&path).unwrap();
     }
 }

@@ -17,6 +17,7 @@ fn raw_read_write_bounds_and_probe() {
         direct: false,
         locking: true,
         snapshot: false,
+        share_rw: false,
     })
     .unwrap();
     assert!(warning.unwrap().contains("probing guessed raw"));
@@ -45,6 +46,7 @@ fn raw_read_write_bounds_and_probe() {
         direct: false,
         locking: true,
         snapshot: false,
+        share_rw: false,
     })
     .unwrap();
     assert!(matches!(disk.write(&buf, 0), Err(BlockError::ReadOnly)));
@@ -60,6 +62,7 @@ fn missing_file_names_the_path() {
         direct: false,
         locking: true,
         snapshot: false,
+        share_rw: false,
     })
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/x.img"), "{err}");
@@ -165,6 +168,7 @@ fn open(path: &Path, format: Option<ImageFormat>, readonly: bool) -> Result<Disk
         direct: false,
         locking: true,
         snapshot: false,
+        share_rw: false,
     })
     .map(|(d, _)| d)
 }
@@ -556,6 +560,7 @@ fn open_with(path: &Path, readonly: bool, locking: bool, snapshot: bool) -> Resu
         direct: false,
         locking,
         snapshot,
+        share_rw: false,
     })
     .map(|(d, _)| d)
     .map_err(|e| e.to_string())

@@ -38,6 +38,8 @@ pub(crate) enum IdeFront {
         bus: Option<u32>,
         unit: Option<u32>,
         bootindex: Option<u32>,
+        /// `share-rw=on`: the image's write lock is shared (see [`DriveConfig::share_rw`]).
+        share_rw: bool,
     },
 }
 
@@ -185,6 +187,7 @@ pub(crate) fn place(
             bus,
             unit,
             bootindex,
+            share_rw,
         } = front
         else {
             continue;
@@ -229,7 +232,10 @@ pub(crate) fn place(
                 machine: name,
             })?,
         };
-        let drive = drives.remove(i).1;
+        let drive = DriveConfig {
+            share_rw,
+            ..drives.remove(i).1
+        };
         placed.push(IdeDriveConfig {
             bus,
             unit,
@@ -255,6 +261,7 @@ mod tests {
             direct: false,
             locking: true,
             snapshot: false,
+            share_rw: false,
             serial: None,
             id: None,
         }
@@ -331,6 +338,7 @@ mod tests {
                 bus: Some(3),
                 unit: None,
                 bootindex: Some(1),
+                share_rw: false,
             },
             IdeFront::Device {
                 drive: "d".into(),
@@ -338,6 +346,7 @@ mod tests {
                 bus: None,
                 unit: None,
                 bootindex: Some(2),
+                share_rw: false,
             },
         ];
         let q35 = place(MachineKind::Q35, f.clone(), &mut drives.clone()).unwrap();

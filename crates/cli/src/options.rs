@@ -341,7 +341,7 @@ pub fn help_text() -> String {
          pc-testdev                                test device used by kvm-unit-tests\n  \
          pci-testdev[,addr=SLOT[.FN]][,romfile=F][,membar=SIZE]\n  \
          \x20                                         QEMU's PCI test device (pc, q35)\n  \
-         virtio-blk-device,drive=ID                virtio-blk over virtio-mmio (raw or qcow2)\n  \
+         virtio-blk-device,drive=ID[,share-rw=on]  virtio-blk over virtio-mmio (raw or qcow2)\n  \
          virtio-net-device,netdev=ID[,mac=]        virtio-net on a -netdev backend\n  \
          virtio-rng-device[,rng=ID]                virtio-rng fed by the host's getrandom\n\
          virtio-mmio devices sit at 0xfeb00000 + 512 * n on microvm (QEMU's layout), 0xfef00000 + 512 * n\n\

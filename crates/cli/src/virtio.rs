@@ -95,6 +95,10 @@ pub struct DriveConfig {
     pub locking: bool,
     /// `snapshot=on`, or `-snapshot` without `snapshot=off`: writes go to a temporary overlay.
     pub snapshot: bool,
+    /// The device's `share-rw=on` (virtio-blk-pci, virtio-blk-device, ide-hd): other writers
+    /// may share the image (QEMU: only a raw image's file is shared; a format with metadata
+    /// never lets another writer in).
+    pub share_rw: bool,
     /// `serial=`: what VIRTIO_BLK_T_GET_ID returns.
     pub serial: Option<String>,
     /// `id=`: the drive's name in QMP events (BLOCK_IO_ERROR's `device`).
@@ -131,6 +135,7 @@ pub enum InputKind {
 enum Front {
     Block {
         drive: String,
+        share_rw: bool,
     },
     BlockDirect(DriveConfig),
     Net {
@@ -232,6 +237,7 @@ impl VirtioArgs {
             direct: false,
             locking: true,
             snapshot: self.snapshot,
+            share_rw: false,
             serial: None,
             id: None,
         };
@@ -376,6 +382,7 @@ impl VirtioArgs {
             direct,
             locking,
             snapshot,
+            share_rw: false,
             serial: opts.get("serial").map(str::to_string),
             id: opts.get("id").map(str::to_string),
         };
@@ -409,12 +416,24 @@ impl VirtioArgs {
         Ok(())
     }
 
-    /// `-device ide-hd|ide-cd,drive=ID[,bus=ide.N][,unit=U][,bootindex=N]`.
+    /// `-device ide-hd|ide-cd,drive=ID[,bus=ide.N][,unit=U][,bootindex=N][,share-rw=on]`.
     fn ide_device(&mut self, opts: &QemuOpts, cdrom: bool) -> Result<(), VirtioArgError> {
         let driver = if cdrom { "ide-cd" } else { "ide-hd" };
         let option = format!("-device {driver}");
-        opts.check_known(&["driver", "id", "drive", "bus", "unit", "bootindex"])
-            .map_err(opts_err(&option))?;
+        opts.check_known(&[
+            "driver",
+            "id",
+            "drive",
+            "bus",
+            "unit",
+            "bootindex",
+            "share-rw",
+        ])
+        .map_err(opts_err(&option))?;
+        let share_rw = opts
+            .get_bool("share-rw")
+            .map_err(opts_err(&option))?
+            .unwrap_or(false);
         let drive = opts
             .get("drive")
             .ok_or(VirtioArgError::MissingParam {
@@ -441,6 +460,7 @@ impl VirtioArgs {
             bus,
             unit,
             bootindex,
+            share_rw,
         });
         Ok(())
     }
@@ -625,13 +645,17 @@ impl VirtioArgs {
         };
         let front = match kind {
             "virtio-blk" => {
-                known(&["drive"])?;
+                known(&["drive", "share-rw"])?;
                 let drive = opts.get("drive").ok_or(VirtioArgError::MissingParam {
                     driver: "virtio-blk-device",
                     param: "drive",
                 })?;
                 Front::Block {
                     drive: drive.into(),
+                    share_rw: opts
+                        .get_bool("share-rw")
+                        .map_err(opts_err(&option))?
+                        .unwrap_or(false),
                 }
             }
             "virtio-net" => {
@@ -769,10 +793,13 @@ impl VirtioArgs {
                 Front::BlockDirect(d) => VirtioDeviceConfig::Block(d),
                 Front::Rng => VirtioDeviceConfig::Rng,
                 Front::Input { kind, serial } => VirtioDeviceConfig::Input { kind, serial },
-                Front::Block { drive } => {
+                Front::Block { drive, share_rw } => {
                     let i = self.drives.iter().position(|(id, _)| *id == drive);
                     match i {
-                        Some(i) => VirtioDeviceConfig::Block(self.drives.remove(i).1),
+                        Some(i) => VirtioDeviceConfig::Block(DriveConfig {
+                            share_rw,
+                            ..self.drives.remove(i).1
+                        }),
                         None => {
                             return Err(VirtioArgError::UnknownId {
                                 driver: "virtio-blk-device",
@@ -850,6 +877,7 @@ mod tests {
                 direct: true,
                 locking: true,
                 snapshot: false,
+                share_rw: false,
                 serial: None,
                 id: Some("d0".into()),
             })]

@@ -222,6 +222,7 @@ pub(crate) fn build_device(
                 direct: d.direct,
                 locking: d.locking,
                 snapshot: d.snapshot,
+                share_rw: d.share_rw,
             };
             let (disk, warning) = Disk::open(&opts).map_err(DeviceManagerError::Disk)?;
             if let Some(w) = warning {

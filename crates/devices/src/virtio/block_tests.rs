@@ -36,6 +36,7 @@ fn open(path: &Path, format: ImageFormat, readonly: bool) -> Dev {
         direct: false,
         locking: true,
         snapshot: false,
+        share_rw: false,
     })
     .unwrap();
     let mem = memory();

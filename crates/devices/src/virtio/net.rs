@@ -150,7 +150,9 @@ pub fn tx_frame(
 }
 
 /// The RX side: frames read from the back-end wait here until the driver posts buffers.
-struct Rx {
+/// Public for the fuzz targets (fuzz/).
+#[doc(hidden)]
+pub struct Rx {
     frame: Vec<u8>,
     pending: Option<usize>,
     /// VIRTIO_NET_F_MRG_RXBUF negotiated: a frame may span several buffers (§5.1.6.3.2).
@@ -170,8 +172,20 @@ enum Placed {
 }
 
 impl Rx {
+    /// An RX side with no frame pending; `mergeable`: VIRTIO_NET_F_MRG_RXBUF was negotiated;
+    /// `hdr_len`: the guest's virtio-net header length (12, or 10 for a legacy driver).
+    pub fn new(mergeable: bool, hdr_len: usize, counters: Arc<DeviceCounters>) -> Self {
+        Rx {
+            frame: vec![0u8; MAX_FRAME],
+            pending: None,
+            mergeable,
+            hdr_len,
+            counters,
+        }
+    }
+
     /// Move frames from the back-end into RX buffers until either runs out.
-    fn pump(
+    pub fn pump(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
@@ -446,13 +460,11 @@ impl VirtioDevice for NetDevice {
         }
         let (backend, counters) = (self.backend.clone(), self.counters.clone());
         let hdr_len = guest_hdr_len(acked_features);
-        let mut rx = Rx {
-            frame: vec![0u8; MAX_FRAME],
-            pending: None,
-            mergeable: acked_features & (1 << F_MRG_RXBUF) != 0,
-            hdr_len: guest_hdr_len(acked_features),
-            counters: counters.clone(),
-        };
+        let mut rx = Rx::new(
+            acked_features & (1 << F_MRG_RXBUF) != 0,
+            hdr_len,
+            counters.clone(),
+        );
         let mut link = backend.link_up();
         let fds = vec![(self.backend.poll_fd(), EventSet::IN)];
         let tx_again = notify[TX].try_clone().map_err(|source| VirtioError::Io {

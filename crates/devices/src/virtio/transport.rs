@@ -184,10 +184,12 @@ impl TransportCore {
         res.interrupt.reset();
     }
 
-    /// Stop the device's worker (VM teardown).
+    /// Stop the device's worker, then flush the device (VM teardown). In that order: a worker
+    /// still serving chains the driver made available before the vCPUs stopped would otherwise
+    /// write after the flush.
     pub fn shutdown(&mut self) {
-        self.device.flush();
         self.device.reset();
+        self.device.flush();
         self.active = false;
     }
 

@@ -133,6 +133,7 @@ fn open(
         direct: d.direct,
         locking: d.locking,
         snapshot: d.snapshot,
+        share_rw: d.share_rw,
     };
     let (disk, warning) = Disk::open(&opts).map_err(|source| DeviceManagerError::Drive {
         drive: name.to_string(),
