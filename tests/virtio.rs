@@ -512,7 +512,10 @@ fn a_guest_flush_completes_after_the_sync() {
     let mut console = String::new();
     let mut synced_at = Vec::new();
     for line in trace.lines() {
-        let call = line.split_once(' ').map_or(line, |(_, rest)| rest);
+        // "PID  call": strace pads the pid column, so short pids leave more than one blank.
+        let call = line
+            .split_once(' ')
+            .map_or(line, |(_, rest)| rest.trim_start());
         if let Some(rest) = call.strip_prefix("write(1, \"") {
             if let Some((text, _)) = rest.rsplit_once("\", ") {
                 console.push_str(&text.replace("\\n", "\n"));

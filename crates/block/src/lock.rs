@@ -240,8 +240,17 @@ mod tests {
         bytes
     }
 
+    /// No test in this binary forks while this is held, so no child holds a copy of a lock
+    /// being dropped (see crate::tests::SPAWN).
+    fn no_fork() -> std::sync::MutexGuard<'static, ()> {
+        crate::tests::SPAWN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn the_bytes_qemu_locks() {
+        let _no_fork = no_fork();
         let path = std::env::temp_dir().join(format!("rvmm-lock-{}", std::process::id()));
         fs::write(&path, [0u8; 512]).unwrap();
         let writer = ImageLock::acquire(&path, LockMode::Writer).unwrap();
@@ -276,6 +285,7 @@ mod tests {
     /// keeps the others off (and is kept off by them), in QEMU's words.
     #[test]
     fn share_rw_lets_raw_writers_coexist() {
+        let _no_fork = no_fork();
         let path = std::env::temp_dir().join(format!("rvmm-lock-share-{}", std::process::id()));
         fs::write(&path, [0u8; 512]).unwrap();
         let want = |shared: &str| {

@@ -98,7 +98,7 @@ impl Drop for Scratch {
 /// holds every open file description of the process from fork to exec, OFD locks included, so a
 /// test that closes an image and opens it again could find its own lock still held by another
 /// test's child. `Command::spawn` returns once the child has exec'd.
-static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `cmd` to completion; see [`SPAWN`].
 fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
@@ -587,14 +587,15 @@ fn writers_exclude_everyone_readers_share() {
     );
     // locking=off sees nothing.
     drop(open_with(&path, false, false, false).unwrap());
-    drop(writer);
+    close(writer);
 
     let r1 = open_with(&path, true, true, false).unwrap();
     let r2 = open_with(&path, true, true, false).unwrap();
     let e = open_with(&path, false, true, false).unwrap_err();
     assert!(e.contains("Failed to get \"write\" lock. "), "{e}");
-    drop((r1, r2));
-    drop(open_with(&path, false, true, false).unwrap());
+    close(r1);
+    close(r2);
+    close(open_with(&path, false, true, false).unwrap());
 }
 
 #[test]
@@ -672,7 +673,7 @@ fn a_snapshot_writes_to_a_temporary_overlay_only() {
         assert_eq!(read_byte(&disk, 70000), 0x55);
         assert_eq!(read_byte(&disk, 128 << 10), 0);
         // The image is only read: other readers may share it, no writer may take it.
-        drop(open_with(&path, true, true, false).unwrap());
+        close(open_with(&path, true, true, false).unwrap());
         let e = open_with(&path, false, true, false).unwrap_err();
         assert!(e.contains("Failed to get \"write\" lock"), "{e}");
         close(disk);
@@ -716,6 +717,8 @@ fn zeroing_an_image_smaller_than_a_cluster() {
             assert!(b[..512].iter().all(|&x| x == 0), "{}", path.display());
             assert!(b[512..size as usize - 100].iter().all(|&x| x == 0x77));
             assert!(b[size as usize - 100..].iter().all(|&x| x == 0));
+            // The next pass opens the same image: no forked child may hold this one's lock.
+            close(disk);
         }
     }
 }
