@@ -225,8 +225,22 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
-    /// The bytes of `path` that OFD locks cover, from /proc/locks.
+    /// The bytes of `path` that OFD locks cover, from /proc/locks. The file is generated in
+    /// pages and can skip a line while other threads take and drop locks (it failed that way
+    /// once, under load), so it is read until two readings agree.
     fn locked_bytes(path: &Path) -> Vec<i64> {
+        let mut last = locked_bytes_once(path);
+        for _ in 0..50 {
+            let now = locked_bytes_once(path);
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+
+    fn locked_bytes_once(path: &Path) -> Vec<i64> {
         let ino = format!(":{}", fs::metadata(path).unwrap().ino());
         let mut bytes = Vec::new();
         for line in fs::read_to_string("/proc/locks").unwrap().lines() {
