@@ -20,9 +20,12 @@ const MODULES: &str = "/usr/lib/syslinux/modules/bios";
 const SAY: &str = "rvmm-isolinux-ok";
 
 /// SERIAL before anything is printed, so that every line reaches the console; no menu, no
-/// prompt, no timeout: straight to the poweroff module.
+/// prompt, no timeout: straight to the poweroff module. The second SAY is there because the end
+/// of the first line could be missing from the serial output at poweroff (once, under load: it
+/// ended "rvmm-isolinux-o", with SeaBIOS's serial console interleaving cursor moves).
 const CONFIG: &str = "SERIAL 0 115200\n\
                       SAY rvmm-isolinux-ok\n\
+                      SAY rvmm-isolinux-end\n\
                       PROMPT 0\n\
                       TIMEOUT 0\n\
                       DEFAULT off\n\
