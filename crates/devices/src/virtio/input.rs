@@ -386,9 +386,10 @@ impl InputDevice {
         }
     }
 
-    /// The config space as the driver sees it now.
-    fn config_bytes(&self) -> Vec<u8> {
-        let mut c = vec![0u8; self.config_size];
+    /// The config space as the driver sees it now: the first `config_size` bytes of the result
+    /// (on the stack: config reads are vCPU exits).
+    fn config_bytes(&self) -> [u8; CFG_HEADER + CFG_PAYLOAD_MAX] {
+        let mut c = [0u8; CFG_HEADER + CFG_PAYLOAD_MAX];
         c[0] = self.select;
         c[1] = self.subsel;
         if let Some(e) = self
@@ -505,7 +506,7 @@ impl VirtioDevice for InputDevice {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config_bytes(), offset, data);
+        read_config_bytes(&self.config_bytes()[..self.config_size], offset, data);
     }
 
     fn config_size(&self) -> usize {

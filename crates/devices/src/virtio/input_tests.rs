@@ -8,10 +8,12 @@ use vm_memory::{Bytes, GuestAddress};
 
 const BUFS: u64 = 0x8_0000;
 
-/// A tablet on virtio-mmio, its handle, and `n` 8-byte event buffers posted on the eventq.
-fn tablet(n: u16) -> (MmioTransport, InputHandle, crate::virtio::GuestMemory, Ring) {
+type Driven = (MmioTransport, InputHandle, crate::virtio::GuestMemory, Ring);
+
+/// `dev` on virtio-mmio driven to DRIVER_OK, its handle, and `n` 8-byte event buffers posted on
+/// the eventq.
+fn drive(dev: InputDevice, n: u16) -> Driven {
     let mem = memory();
-    let dev = InputDevice::tablet(Some("tab0")).unwrap();
     let handle = dev.handle();
     let t = MmioTransport::new(Box::new(dev), mem.clone()).unwrap();
     assert!(!handle.is_active(), "active before the driver");
@@ -25,6 +27,11 @@ fn tablet(n: u16) -> (MmioTransport, InputHandle, crate::virtio::GuestMemory, Ri
     }
     notify(&t, 0);
     (t, handle, mem, evq)
+}
+
+/// A tablet with serial "tab0".
+fn tablet(n: u16) -> Driven {
+    drive(InputDevice::tablet(Some("tab0")).unwrap(), n)
 }
 
 impl Ring {
@@ -172,23 +179,8 @@ fn scaling_matches_qemu() {
     assert_eq!(scale_axis(3, 0), ABS_MAX / 2);
 }
 
-fn device(
-    kind: InputKind,
-    n: u16,
-) -> (MmioTransport, InputHandle, crate::virtio::GuestMemory, Ring) {
-    let mem = memory();
-    let dev = InputDevice::new(kind, None).unwrap();
-    let handle = dev.handle();
-    let t = MmioTransport::new(Box::new(dev), mem.clone()).unwrap();
-    let mut evq = Ring::new(0, 16);
-    let stq = Ring::new(1, 16);
-    init_device(&t, 1 << VIRTIO_F_VERSION_1, &[evq.clone_layout(), stq]);
-    for i in 0..n {
-        evq.set_desc(&mem, i, BUFS + u64::from(i) * 8, 8, F_WRITE, 0);
-        evq.push(&mem, i);
-    }
-    notify(&t, 0);
-    (t, handle, mem, evq)
+fn device(kind: InputKind, n: u16) -> Driven {
+    drive(InputDevice::new(kind, None).unwrap(), n)
 }
 
 #[test]
