@@ -107,6 +107,31 @@ const GUESTS: &[Guest] = &[
         flat: true,
         ..guest("bzimage.bin", "bzimage.S", Class::Elf64, "bzimage.ld")
     },
+    // PVH images linked below 1 MiB, the same way.
+    Guest {
+        symbols: &["LOAD_ADDR=0x8000"],
+        ..guest("pvh32_8000.elf", "pvh.S", Class::Elf32, "pvh.ld")
+    },
+    Guest {
+        symbols: &["LOAD_ADDR=0x8000"],
+        ..guest("pvh64_8000.elf", "pvh.S", Class::Elf64, "pvh.ld")
+    },
+    Guest {
+        symbols: &["LOAD_ADDR=0x10000"],
+        ..guest("pvh32_10000.elf", "pvh.S", Class::Elf32, "pvh.ld")
+    },
+    Guest {
+        symbols: &["LOAD_ADDR=0x10000"],
+        ..guest("pvh64_10000.elf", "pvh.S", Class::Elf64, "pvh.ld")
+    },
+    Guest {
+        symbols: &["LOAD_ADDR=0x90000"],
+        ..guest("pvh32_90000.elf", "pvh.S", Class::Elf32, "pvh.ld")
+    },
+    Guest {
+        symbols: &["LOAD_ADDR=0x90000"],
+        ..guest("pvh64_90000.elf", "pvh.S", Class::Elf64, "pvh.ld")
+    },
     // Multiboot images linked below 1 MiB: rvmm moves its boot data out of their way.
     Guest {
         symbols: &["LOAD_ADDR=0x8000"],

@@ -65,6 +65,49 @@ fn check_all(addr: &str, machines: &[&str]) {
     }
 }
 
+/// Boots the PVH guest `guest` (linked below 1 MiB) with a command line and one module on
+/// `machine`: rvmm's start_info, module list, command line and memory map move out of its way.
+fn check_pvh_low(guest: &str, class: &str, machine: &str) {
+    let dir = TempDir::new(&format!("low-{}-{machine}", guest.replace('.', "-")));
+    let module = dir.file("m", MODULE);
+    let out = VmCommand::guest(guest)
+        .set_option("-M", machine)
+        .append("low=1 x")
+        .initrd(&[&module])
+        .run();
+    out.assert_stdout_contains(&format!("pvh ok ({class})\n"));
+    out.assert_stdout_contains("cmdline: low=1 x\n");
+    assert!(
+        out.stdout_number("memmap entries: ") > 0,
+        "empty memmap\n{out}"
+    );
+    out.assert_stdout_contains("modules: 1\n");
+    out.assert_stdout_contains(&format!(
+        "module 0: size {} bytes {MODULE_HEX}\n",
+        MODULE.len()
+    ));
+    out.assert_status(EXIT_OK);
+}
+
+/// PVH (ELF32 and ELF64 entry notes) images linked at 0x8000, 0x10000 and 0x90000.
+#[test]
+fn pvh_linked_below_1m_boots() {
+    for addr in ["8000", "10000", "90000"] {
+        // QEMU 7.2 on q35 loads PVH images through SeaBIOS and its pvh.bin option ROM, which
+        // overwrite an image at 0x8000 or 0x10000 (nothing is printed); its microvm (qboot)
+        // boots them.
+        let machines: &[&str] = if is_qemu() && addr != "90000" {
+            &["microvm"]
+        } else {
+            &["q35", "microvm"]
+        };
+        for &machine in machines {
+            check_pvh_low(&format!("pvh32_{addr}.elf"), "elf32", machine);
+            check_pvh_low(&format!("pvh64_{addr}.elf"), "elf64", machine);
+        }
+    }
+}
+
 #[test]
 fn multiboot_linked_at_0x8000_boots() {
     // QEMU 7.2 on q35 (SeaBIOS and its multiboot option ROM) enters such an image with
