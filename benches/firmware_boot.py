@@ -15,6 +15,11 @@ QEMU -nodefaults):
 * qemu            QEMU -M q35 -m 2048 -hda/-cdrom IMAGE -display none -serial stdio
                   (QEMU's default devices: std VGA and its BIOS, e1000e with the iPXE ROM)
 * qemu-nodefaults the same with -nodefaults
+* rvmm-nodefaults rvmm's command line with -nodefaults (and -serial stdio): the same machine as
+                  qemu-nodefaults, so the pair compares the VMMs on one command line
+
+Per pass it prints rvmm / qemu (goal <= 0.85), rvmm / qemu-nodefaults (goal <= 1) and
+rvmm-nodefaults / qemu-nodefaults; a goal is met only if every pass meets it.
 
 Usage: benches/firmware_boot.py [--runs N] [--grub-runs N] [--rvmm PATH] [--qemu PATH]
 """
@@ -92,6 +97,8 @@ def argv(config, binary, qemu_cpu, drive):
     base = ["-M", "q35", "-enable-kvm", "-m", "2048"] + drive
     if config == "rvmm":
         return [binary, "-cpu", "host"] + base
+    if config == "rvmm-nodefaults":
+        return [binary, "-cpu", "host"] + base + ["-nodefaults", "-serial", "stdio"]
     extra = ["-display", "none", "-serial", "stdio"]
     if config == "qemu-nodefaults":
         extra = ["-nodefaults"] + extra
@@ -133,7 +140,7 @@ def main():
     if not a.qemu:
         sys.exit("firmware_boot.py: qemu-system-x86_64 not found")
     qemu_cpu = qemu_host.qemu_cpu(a.qemu)
-    configs = ["rvmm", "qemu", "qemu-nodefaults"]
+    configs = ["rvmm", "qemu", "qemu-nodefaults", "rvmm-nodefaults"]
     with tempfile.TemporaryDirectory(prefix="rvmm-fwbench-") as work:
         disk, iso = build_images(work)
         cases = [
@@ -146,10 +153,19 @@ def main():
                 # Alternate the order so drift in the host's load hits every configuration.
                 order = configs if i % 2 == 0 else list(reversed(configs))
                 for c in order:
-                    binary = a.rvmm if c == "rvmm" else a.qemu
+                    binary = a.rvmm if c.startswith("rvmm") else a.qemu
                     t = time_to(argv(c, binary, qemu_cpu, drive), marker, timeout)
                     results.setdefault((name, c), []).append(t)
                     print(f"{name} run {i + 1} {c}: {t:.2f} s", flush=True)
+        print()
+        pairs = [("rvmm", "qemu", 0.85), ("rvmm", "qemu-nodefaults", 1.0),
+                 ("rvmm-nodefaults", "qemu-nodefaults", 1.0)]
+        for name, *_ in cases:
+            for num, den, goal in pairs:
+                ratios = [n / d for n, d in zip(results[(name, num)], results[(name, den)])]
+                met = "met" if all(r <= goal for r in ratios) else "NOT met"
+                shown = " ".join(f"{r:.2f}" for r in ratios)
+                print(f"{name:5} {num} / {den}: per pass {shown}; goal <= {goal}: {met}")
         print()
         print(f"{'case':5} {'configuration':16} {'median s':>9} {'min s':>7}  {'rvmm / this':>11}")
         for name, *_ in cases:
@@ -157,7 +173,7 @@ def main():
             for c in configs:
                 ts = results[(name, c)]
                 med = statistics.median(ts)
-                ratio = "" if c == "rvmm" else f"{rv / med:11.2f}"
+                ratio = "" if c.startswith("rvmm") else f"{rv / med:11.2f}"
                 print(f"{name:5} {c:16} {med:9.2f} {min(ts):7.2f}  {ratio}")
 
 

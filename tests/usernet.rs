@@ -202,6 +202,33 @@ fn missing_passt_leaves_the_default_nic_out() {
     assert_eq!(out.status.code(), Some(33), "{stderr}");
 }
 
+/// rvmm does not wait for passt before the guest runs; a passt that then fails to start (here
+/// its `hostfwd=` port is taken) still ends rvmm with passt's reason and a failure status.
+#[test]
+fn passt_failing_to_start_ends_rvmm_with_its_reason() {
+    if skip_on_qemu("rvmm's passt helper") {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = VmCommand::guest("counter.elf")
+        .set_option("-M", "microvm")
+        .arg("-netdev")
+        .arg(format!("user,id=n,hostfwd=tcp:127.0.0.1:{port}-:22"))
+        .arg("-device")
+        .arg("virtio-net-device,netdev=n")
+        .timeout(Duration::from_secs(60))
+        .run();
+    out.assert_status(2);
+    assert!(
+        out.stderr
+            .contains("rvmm: -netdev user: passt failed to start (exit status: 1)"),
+        "{out}"
+    );
+    assert!(out.stderr.contains(&port.to_string()), "{out}");
+    assert!(!out.stderr.contains("panicked"), "{out}");
+}
+
 #[test]
 fn bad_hostfwd_names_the_option_and_the_part() {
     common::expect_error(

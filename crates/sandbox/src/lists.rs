@@ -83,7 +83,11 @@ const VNC: &[&str] = &[
 
 const VNC_DISPLAY: &[&str] = &["clock_nanosleep", "ioctl"];
 
-const PASST: &[&str] = &["read", "wait4"];
+const PASST: &[&str] = &[
+    "read", "wait4",
+    // Waiting for passt's pid on the start-up pipe, and killing a passt that never got ready.
+    "poll", "ppoll", "kill",
+];
 
 /// The spawner makes the threads that filtered threads ask for (workers, VNC clients), and
 /// sets up a worker's epoll and eventfds for it.
@@ -164,6 +168,8 @@ pub fn syscalls(kind: ThreadKind) -> Vec<&'static str> {
             SPAWNER.to_vec(),
             syscalls(ThreadKind::Worker),
             syscalls(ThreadKind::Vnc),
+            // passt's start-up thread asks for its reaper and stderr threads once passt is up.
+            syscalls(ThreadKind::Passt),
         ]
         .concat(),
     };

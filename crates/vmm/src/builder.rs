@@ -591,6 +591,14 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             legacy.i8042.clone(),
             std::mem::take(&mut virtio.counts.inputs),
         ));
+    // passt starts while the VM runs: a failure ends it as a set-up error would have.
+    for starting in std::mem::take(&mut virtio.counts.passt) {
+        let control = control.clone();
+        crate::passt::watch_start(starting, move |e| {
+            eprintln!("rvmm: {e}");
+            control.request(crate::control::Request::Exit(crate::control::FATAL_STATUS));
+        });
+    }
     let vnc = match &config.vnc {
         Some(vnc) => Some(Arc::new(crate::display::start_vnc(
             vnc,

@@ -36,8 +36,13 @@ fn describe_tap(tap: &TapConfig) -> String {
     }
 }
 
-/// Open the back-end `cfg` of NIC number `nic`.
-pub fn open_backend(cfg: &NetBackendConfig, nic: u8) -> Result<Arc<dyn NetBackend>, NetdevError> {
+/// Open the back-end `cfg` of NIC number `nic`. A user network's passt is still starting when
+/// this returns: its start-up goes to `starting`, for [`crate::passt::watch_start`].
+pub fn open_backend(
+    cfg: &NetBackendConfig,
+    nic: u8,
+    starting: &mut Vec<crate::passt::Starting>,
+) -> Result<Arc<dyn NetBackend>, NetdevError> {
     Ok(match cfg {
         NetBackendConfig::Tap(tap) => {
             let opened = match tap {
@@ -54,6 +59,7 @@ pub fn open_backend(cfg: &NetBackendConfig, nic: u8) -> Result<Arc<dyn NetBacken
             let label = format!("user network of NIC {nic}");
             let passt = crate::passt::start(u, &label)?;
             tracing::debug!("{label}: passt pid {}", passt.pid);
+            starting.push(passt.starting);
             let backend = StreamBackend::connected(label, passt.socket).map_err(|source| {
                 NetdevError::Stream {
                     addr: "passt socketpair".into(),

@@ -7,6 +7,11 @@
 //! (10.0.2.3) that passt relays to the host's resolver. `hostfwd=` rules become passt's `-t`/`-u`
 //! port forwards. See docs/NETWORKING.md.
 //!
+//! Start-up: rvmm does not wait for passt (it takes 30-60 ms to bind its ports, most of a restored
+//! VM's start): the guest may run at once, its first frames wait in the socketpair, and a thread
+//! waits for passt's pid. If passt fails to start (a `hostfwd=` port in use, say), that thread
+//! reports it as set-up would have and stops the VM with a failure status ([`watch_start`]).
+//!
 //! Lifetime: passt gets PR_SET_PDEATHSIG(SIGKILL), so it dies with rvmm however rvmm ends (even
 //! SIGKILL); it also exits by itself when its socket closes (`--fd` implies `--one-off`). A
 //! thread reaps it and reports on stderr if it ends while the VM runs; the device then sees the
@@ -106,6 +111,16 @@ fn forward_spec(f: &HostFwd) -> String {
 pub struct Passt {
     pub socket: OwnedFd,
     pub pid: u32,
+    /// passt's start-up, still under way: hand it to [`watch_start`].
+    pub starting: Starting,
+}
+
+/// A passt that has been spawned and has not yet said it is ready.
+pub struct Starting {
+    child: Child,
+    stderr: Option<std::process::ChildStderr>,
+    pid_r: OwnedFd,
+    label: Arc<str>,
 }
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> PasstError {
@@ -191,35 +206,60 @@ fn start_program(program: &str, cfg: &UserNetConfig, label: &str) -> Result<Pass
     drop(theirs);
     drop(pid_w);
     let stderr = child.stderr.take();
-    match wait_ready(pid_r) {
-        Ok(()) => {}
-        Err(e) => {
-            let _ = child.kill();
-            let status = child
-                .wait()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string());
-            let mut output = String::new();
-            if let Some(mut s) = stderr {
-                let _ = s.read_to_string(&mut output);
-            }
-            let output = output
-                .lines()
-                .filter(|l| !l.trim().is_empty() && !NOISE.iter().any(|n| l.starts_with(n)))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(match e {
-                Ready::Exited => PasstError::Start { status, output },
-                Ready::Timeout => PasstError::Timeout(START_TIMEOUT),
-            });
-        }
-    }
     let pid = child.id();
-    watch(child, stderr, Arc::from(label));
     Ok(Passt {
         socket: OwnedFd::from(ours),
         pid,
+        starting: Starting {
+            child,
+            stderr,
+            pid_r,
+            label: Arc::from(label),
+        },
     })
+}
+
+/// Wait for `starting` to be ready on a thread of its own, then watch it ([`watch`]); if it fails
+/// to start, it is killed and `failed` gets the reason (with passt's own words).
+pub fn watch_start(starting: Starting, failed: impl FnOnce(PasstError) + Send + 'static) {
+    let _ = rvmm_sandbox::spawn(
+        rvmm_sandbox::ThreadKind::Passt,
+        "passt-start".into(),
+        move || {
+            let Starting {
+                mut child,
+                stderr,
+                pid_r,
+                label,
+            } = starting;
+            match wait_ready(pid_r) {
+                Ok(()) => {
+                    tracing::debug!("{label}: passt (pid {}) ready", child.id());
+                    watch(child, stderr, label);
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let status = child
+                        .wait()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|e| e.to_string());
+                    let mut output = String::new();
+                    if let Some(mut s) = stderr {
+                        let _ = s.read_to_string(&mut output);
+                    }
+                    let output = output
+                        .lines()
+                        .filter(|l| !l.trim().is_empty() && !NOISE.iter().any(|n| l.starts_with(n)))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    failed(match e {
+                        Ready::Exited => PasstError::Start { status, output },
+                        Ready::Timeout => PasstError::Timeout(START_TIMEOUT),
+                    });
+                }
+            }
+        },
+    );
 }
 
 enum Ready {

@@ -189,6 +189,9 @@ pub(crate) struct Counts {
     /// The virtio-input devices, for the input router (keys and the pointer go to one while its
     /// driver runs it).
     pub(crate) inputs: Vec<rvmm_devices::virtio::input::InputHandle>,
+    /// User networks whose passt is still starting (the builder watches them once the VM can
+    /// be stopped).
+    pub(crate) passt: Vec<crate::passt::Starting>,
 }
 
 pub(crate) fn build_device(
@@ -237,7 +240,7 @@ pub(crate) fn build_device(
             Box::new(BlockDevice::new(disk, d.serial.as_deref()))
         }
         VirtioDeviceConfig::Net { backend, mac } => {
-            let backend = crate::netdev::open_backend(backend, counts.nics)?;
+            let backend = crate::netdev::open_backend(backend, counts.nics, &mut counts.passt)?;
             // QEMU's default: 52:54:00:12:34:56, the last byte counting NICs.
             let mac = mac.unwrap_or([
                 0x52,
