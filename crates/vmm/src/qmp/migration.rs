@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 /// Capabilities QEMU 7.2 knows; only `events` changes anything in rvmm, the others are refused
 /// when turned on.
-const CAPABILITIES: &[&str] = &[
+pub(super) const CAPABILITIES: &[&str] = &[
     "xbzrle",
     "rdma-pin-all",
     "auto-converge",
