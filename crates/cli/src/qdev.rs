@@ -462,6 +462,17 @@ device!(
     false,
     []
 );
+// q35's SATA controller (00:1f.2), where `-device ide-hd,bus=ide.N` plugs in.
+device!(
+    ICH9_AHCI,
+    "ich9-ahci",
+    "pci-device",
+    Some("PCI"),
+    Storage,
+    Some("ICH9 AHCI"),
+    false,
+    []
+);
 
 /// Every device type rvmm has, in `-device help` order within each category.
 pub static DEVICE_TYPES: &[&DeviceType] = &[
@@ -487,6 +498,7 @@ pub static DEVICE_TYPES: &[&DeviceType] = &[
     &ICH9_LPC,
     &PIIX4_PM,
     &I8042,
+    &ICH9_AHCI,
 ];
 
 /// The abstract QOM types the concrete ones derive from: (name, parent).

@@ -170,7 +170,7 @@ fn run(name: &str, args: &commands::Args) -> Result<Value, QmpError> {
         "query-name" => no_args().map(|()| json!({})),
         "query-cpus-fast" => no_args().map(|()| json!([])),
         "query-migrate-capabilities" => no_args().map(|()| {
-            super::migration::CAPABILITIES
+            super::migration::SETTABLE
                 .iter()
                 .map(|c| json!({"capability": c, "state": false}))
                 .collect()
