@@ -424,8 +424,59 @@ fn query_cpu_model_expansion(args: &Args) -> Result<Value, QmpError> {
     let expanded_name = if ty == "static" { "base" } else { name };
     if ty == "full" {
         out.insert("migratable".into(), json!(config.migratable));
+        if !base {
+            out.extend(identity(&cpuid));
+        }
     }
     Ok(json!({"model": {"name": expanded_name, "props": out}}))
+}
+
+fn leaf(cpuid: &CpuId, function: u32) -> Option<[u32; 4]> {
+    cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == function && e.index == 0)
+        .map(|e| [e.eax, e.ebx, e.ecx, e.edx])
+}
+
+fn ascii(regs: &[u32]) -> String {
+    let bytes: Vec<u8> = regs.iter().flat_map(|r| r.to_le_bytes()).collect();
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches('\0')
+        .to_string()
+}
+
+/// The X86CPU properties a full expansion reports beside the features, read back from the
+/// CPUID as QEMU's getters do (`x86_cpuid_version_get_family`, ...).
+fn identity(cpuid: &CpuId) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some([level, ebx, ecx, edx]) = leaf(cpuid, 0) {
+        out.insert("level".into(), json!(level));
+        out.insert("vendor".into(), json!(ascii(&[ebx, edx, ecx])));
+    }
+    if let Some([eax, ..]) = leaf(cpuid, 1) {
+        let mut family = (eax >> 8) & 0xf;
+        if family == 0xf {
+            family += (eax >> 20) & 0xff;
+        }
+        out.insert("family".into(), json!(family));
+        out.insert(
+            "model".into(),
+            json!(((eax >> 4) & 0xf) | ((eax >> 12) & 0xf0)),
+        );
+        out.insert("stepping".into(), json!(eax & 0xf));
+    }
+    if let Some([xlevel, ..]) = leaf(cpuid, 0x8000_0000) {
+        out.insert("xlevel".into(), json!(xlevel));
+    }
+    let brand: Vec<u32> = (0x8000_0002..=0x8000_0004)
+        .filter_map(|f| leaf(cpuid, f))
+        .flatten()
+        .collect();
+    if brand.len() == 12 {
+        out.insert("model-id".into(), json!(ascii(&brand)));
+    }
+    out
 }
 
 /// `query-command-line-options {"option"?: STR}`: rvmm's options; `-machine`'s parameters.
@@ -483,4 +534,117 @@ fn query_sev_capabilities(args: &Args) -> Result<Value, QmpError> {
 fn query_sgx_capabilities(args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     Err(QmpError::generic("SGX support is not compiled in"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(name: &str, args: Value) -> Result<Value, QmpError> {
+        let Value::Object(args) = args else {
+            panic!("arguments must be an object")
+        };
+        dispatch(name, &args).expect("an info command")
+    }
+
+    #[test]
+    fn unknown_types_are_qemus_device_not_found() {
+        let e = call(
+            "device-list-properties",
+            json!({"typename": "virtio-scsi-pci"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.class, ErrorClass::DeviceNotFound);
+        assert_eq!(e.desc, "Device 'virtio-scsi-pci' not found");
+        let e = call("qom-list-properties", json!({"typename": "sev-guest"})).unwrap_err();
+        assert_eq!(
+            (e.class, e.desc.as_str()),
+            (ErrorClass::DeviceNotFound, "Class 'sev-guest' not found")
+        );
+        // A type that exists but is no device.
+        let e = call("device-list-properties", json!({"typename": "kvm-accel"})).unwrap_err();
+        assert_eq!(e.class, ErrorClass::GenericError);
+        assert!(call("device-list-properties", json!({})).is_err());
+    }
+
+    #[test]
+    fn types_come_from_the_registry() {
+        let all = call("qom-list-types", json!({})).unwrap();
+        let names: Vec<&str> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        for d in DEVICE_TYPES {
+            assert!(names.contains(&d.name), "{}", d.name);
+        }
+        assert!(names.contains(&"max-x86_64-cpu") && names.contains(&"kvm-accel"));
+        assert!(!names.contains(&"tcg-accel") && !names.contains(&"device"));
+        let pci = call("qom-list-types", json!({"implements": "pci-device"})).unwrap();
+        let pci: Vec<&str> = pci
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(pci.contains(&"virtio-blk-pci") && pci.contains(&"VGA"));
+        assert!(!pci.contains(&"virtio-blk-device") && !pci.contains(&"i8042"));
+        let props = call(
+            "device-list-properties",
+            json!({"typename": "isa-debug-exit"}),
+        )
+        .unwrap();
+        assert_eq!(
+            props,
+            json!([
+                {"name": "iobase", "type": "uint16", "default-value": 0x501},
+                {"name": "iosize", "type": "uint16", "default-value": 2},
+            ])
+        );
+    }
+
+    #[test]
+    fn machines_and_cpu_models() {
+        let machines = call("query-machines", json!({})).unwrap();
+        let pc = machines
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["alias"] == "pc")
+            .unwrap();
+        assert_eq!(pc["name"], "pc-i440fx-7.2");
+        assert_eq!(pc["is-default"], true);
+        // The CPU queries need KVM's CPUID.
+        let Ok(hv) = rvmm_hypervisor::Hypervisor::open() else {
+            eprintln!("skipped the CPU model part: no /dev/kvm");
+            return;
+        };
+        set_host(HostCpu {
+            supported: hv.supported_cpuid().unwrap(),
+        });
+        let defs = call("query-cpu-definitions", json!({})).unwrap();
+        let host = defs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "host")
+            .unwrap();
+        assert_eq!(host["unavailable-features"], json!([]));
+        assert_eq!(host["typename"], "host-x86_64-cpu");
+        let expanded = call(
+            "query-cpu-model-expansion",
+            json!({"type": "static", "model": {"name": "host", "props": {"sse2": false}}}),
+        )
+        .unwrap();
+        assert_eq!(expanded["model"]["name"], "base");
+        assert_eq!(expanded["model"]["props"]["sse2"], false);
+        assert_eq!(expanded["model"]["props"]["fpu"], true);
+        let e = call(
+            "query-cpu-model-expansion",
+            json!({"type": "full", "model": {"name": "host", "props": {"hv-passthrough": true}}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.class, ErrorClass::GenericError);
+    }
 }
