@@ -341,7 +341,7 @@ pub fn help_text() -> String {
     out.push_str(
         "\nMachines (-machine): pc (default), q35, microvm\n\
          CPU models (-cpu): host, max (both start from every feature KVM offers)\n\
-         Devices (-device):\n  \
+         Devices (-device; `-device help` lists them all, `-device TYPE,help` their properties):\n  \
          isa-debug-exit[,iobase=0x501][,iosize=2]  writing v to iobase exits with status (v << 1) | 1\n  \
          pc-testdev                                test device used by kvm-unit-tests\n  \
          pci-testdev[,addr=SLOT[.FN]][,romfile=F][,membar=SIZE]\n  \
