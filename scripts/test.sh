@@ -35,6 +35,10 @@ command -v passt >/dev/null || need_apt+=(passt)
 [ -e /usr/lib/ISOLINUX/isolinux.bin ] || need_apt+=(isolinux)
 [ -e /usr/lib/syslinux/modules/bios/poweroff.c32 ] || need_apt+=(syslinux-common)
 command -v xorriso >/dev/null || need_apt+=(xorriso)
+# tests/libvirt.rs: a private libvirtd probes rvmm (docs/LIBVIRT.md).
+[ -x /usr/sbin/libvirtd ] || need_apt+=(libvirt-daemon-system)
+command -v virsh >/dev/null || need_apt+=(libvirt-clients)
+command -v unshare >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     apt-get update -qq

@@ -104,6 +104,10 @@ fn main() -> ExitCode {
             print!("{}", rvmm_cli::cpu_help_text());
             ExitCode::SUCCESS
         }
+        Action::DeviceHelp(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
         Action::Version => {
             println!("{}", rvmm_cli::version_text());
             ExitCode::SUCCESS

@@ -341,6 +341,9 @@ pub struct VmConfig {
     pub pidfile: Option<PathBuf>,
     /// `-daemonize`: detach once the VM is set up (the parent exits 0 when the child is ready).
     pub daemonize: bool,
+    /// `-machine none`: no guest at all (no RAM, no vCPUs, no devices), only the QMP monitors,
+    /// as libvirt's capability probe starts QEMU.
+    pub qmp_only: bool,
     /// Who unpacks a bzImage payload (`-machine bzimage-decompress=host|guest`).
     pub bzimage_decompress: BzImageDecompress,
     /// `-exit-stats`: collect per-vCPU exit statistics and report them at exit.
@@ -427,6 +430,7 @@ impl Default for VmConfig {
             incoming: None,
             pidfile: None,
             daemonize: false,
+            qmp_only: false,
             exit_stats: None,
             firmware: crate::FirmwareConfig::default(),
             vnc: None,

@@ -286,6 +286,60 @@ fn set_property(
     Ok(())
 }
 
+/// The properties `-cpu MODEL,prop=value` takes, with their QOM types (`qom-list-properties`
+/// on a CPU type): [`set_property`]'s names, every feature and its aliases, the Hyper-V ones.
+pub fn cpu_properties() -> Vec<(String, &'static str)> {
+    let mut props: Vec<(String, &'static str)> = [
+        "check",
+        "enforce",
+        "migratable",
+        "pmu",
+        "kvm",
+        "l3-cache",
+        "host-phys-bits",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), "bool"))
+    .collect();
+    for (name, ty) in [
+        ("level", "uint32"),
+        ("xlevel", "uint32"),
+        ("phys-bits", "uint32"),
+        ("host-phys-bits-limit", "uint8"),
+        ("family", "int"),
+        ("model", "int"),
+        ("stepping", "int"),
+        ("vendor", "string"),
+        ("model-id", "string"),
+        ("hv-spinlocks", "uint32"),
+        ("hv-vendor-id", "str"),
+        ("hv-version-id-build", "uint32"),
+        ("hv-version-id-major", "uint16"),
+        ("hv-version-id-minor", "uint16"),
+        ("hv-version-id-spack", "uint32"),
+        ("hv-version-id-sbranch", "uint8"),
+        ("hv-version-id-snumber", "uint32"),
+    ] {
+        props.push((name.into(), ty));
+    }
+    props.extend(
+        canonical_names()
+            .into_iter()
+            .map(|n| (n.to_string(), "bool")),
+    );
+    props.extend(
+        rvmm_arch::cpu::features::ALIASES
+            .iter()
+            .map(|(alias, _)| (alias.to_string(), "bool")),
+    );
+    props.extend(
+        HypervFeature::ALL
+            .iter()
+            .map(|f| (format!("hv-{}", f.name()), "bool")),
+    );
+    props
+}
+
 /// `-cpu help`, laid out as QEMU 7.2's `x86_cpu_list` (flags wrapped as its `listflags`).
 pub fn cpu_help_text() -> String {
     let mut out = String::from("Available CPUs:\n");
@@ -324,6 +378,23 @@ mod tests {
 
     fn err(arg: &str) -> String {
         parse_cpu(arg).unwrap_err().to_string()
+    }
+
+    /// What QMP says a CPU type has is what `-cpu` takes.
+    #[test]
+    fn listed_properties_are_accepted() {
+        for (name, ty) in cpu_properties() {
+            let value = match (name.as_str(), ty) {
+                ("vendor", _) => "GenuineIntel",
+                (_, "bool") => "on",
+                (_, "string" | "str") => "x",
+                ("phys-bits" | "host-phys-bits-limit", _) => "40",
+                _ => "1",
+            };
+            let mut c = CpuConfig::default();
+            set_property(&mut c, "host-x86_64-cpu", &name, value)
+                .unwrap_or_else(|e| panic!("{name}={value}: {e}"));
+        }
     }
 
     /// The final on/off of each named feature after QEMU's precedence.

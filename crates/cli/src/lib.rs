@@ -13,6 +13,7 @@ pub mod monitor;
 mod netdev;
 mod options;
 pub mod opts;
+pub mod qdev;
 pub mod sandbox;
 pub mod size;
 mod smbios;
@@ -33,14 +34,14 @@ pub use config::{
     MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES,
     MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
-pub use cpu::{cpu_help_text, CpuArgError, PropError};
+pub use cpu::{cpu_help_text, cpu_properties, CpuArgError, PropError};
 pub use display::{DisplayArgError, VncConfig, VncListen, VNC_BASE_PORT};
 pub use ide::{ide_layout, IdeDriveConfig, IdeError};
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use netdev::{
     HostFwd, NetBackendConfig, NetdevError, StreamAddr, StreamConfig, TapConfig, UserNetConfig,
 };
-pub use options::{help_text, version_text};
+pub use options::{help_text, option_names, version_text};
 pub use opts::{OptsError, QemuOpts};
 pub use sandbox::{SandboxArgError, SandboxConfig};
 pub use size::SizeError;
@@ -64,6 +65,8 @@ pub enum Action {
     Help,
     /// `-cpu help`: list the CPU models and feature names.
     CpuHelp,
+    /// `-device help` or `-device TYPE,help`: this text.
+    DeviceHelp(String),
 }
 
 /// A command-line error; `main` prints it after `rvmm: `.
@@ -117,7 +120,7 @@ pub enum CliError {
     SerialCount,
     #[error("-serial: file: needs a path")]
     SerialPath,
-    #[error("-device {0}: device is not supported (supported: isa-debug-exit, pc-testdev, pci-testdev, VGA, bochs-display, virtio-blk-device, virtio-net-device, virtio-rng-device, virtio-blk-pci, virtio-net-pci, virtio-rng-pci)")]
+    #[error("-device {0}: device is not supported (-device help lists rvmm's devices)")]
     Device(String),
     #[error("-device: Property 'addr' doesn't take value '{0}' (expected SLOT[.FUNCTION], hex, slot < 0x20, function < 8)")]
     PciAddr(String),
@@ -382,6 +385,8 @@ impl Pending {
                 c.name = opts.get("guest").map(str::to_string);
             }
             "nodefaults" => c.nodefaults = true,
+            // rvmm reads no configuration files, so there are none to skip.
+            "no-user-config" => {}
             "boot" => boot::parse_boot(&mut c.firmware.boot, arg).map_err(CliError::Boot)?,
             "no-reboot" => c.no_reboot = true,
             "global" => global(&mut c.globals, arg)?,
@@ -407,6 +412,8 @@ impl Pending {
         }
         for (key, value) in opts.params() {
             match key.as_str() {
+                // QEMU's empty machine: no RAM, no vCPUs, only QMP (libvirt probes with it).
+                "type" if value == "none" => self.config.qmp_only = true,
                 "type" => {
                     self.config.machine = MachineKind::from_qemu_name(value)
                         .ok_or_else(|| CliError::Machine(value.clone()))?;
@@ -464,16 +471,26 @@ impl Pending {
         let opts = QemuOpts::parse_os(arg, Some("driver"))
             .and_then(|o| o.check_text(&["romfile"]).map(|()| o))
             .map_err(opts_err("-device"))?;
-        if opts.wants_help() {
-            return Ok(Some(Action::Help));
-        }
         let driver = opts.get("driver").unwrap_or_default();
+        if matches!(driver, "help" | "?") {
+            return Ok(Some(Action::DeviceHelp(qdev::devices_help())));
+        }
+        let device_type = qdev::find(driver).filter(|d| d.user_creatable);
+        if opts.wants_help() {
+            return match device_type {
+                Some(d) => Ok(Some(Action::DeviceHelp(qdev::device_help(d)))),
+                None => Err(CliError::Device(driver.to_string())),
+            };
+        }
         let option = format!("-device {driver}");
+        // The registry's properties are the keys each device takes (qdev.rs).
+        if let Some(d) = device_type {
+            opts.check_known(&d.option_keys())
+                .map_err(opts_err(&option))?;
+        }
         let device = match driver {
             "" => return Err(CliError::DeviceDriverMissing),
             "isa-debug-exit" => {
-                opts.check_known(&["driver", "id", "iobase", "iosize"])
-                    .map_err(opts_err(&option))?;
                 let iobase = opts.get_u16("iobase").map_err(opts_err(&option))?;
                 let iosize = opts.get_u16("iosize").map_err(opts_err(&option))?;
                 DeviceConfig::IsaDebugExit {
@@ -481,14 +498,8 @@ impl Pending {
                     iosize: iosize.unwrap_or(DeviceConfig::ISA_DEBUG_EXIT_IOSIZE),
                 }
             }
-            "pc-testdev" => {
-                opts.check_known(&["driver", "id"])
-                    .map_err(opts_err(&option))?;
-                DeviceConfig::PcTestdev
-            }
+            "pc-testdev" => DeviceConfig::PcTestdev,
             "pci-testdev" => {
-                opts.check_known(&["driver", "id", "addr", "romfile", "membar"])
-                    .map_err(opts_err(&option))?;
                 let addr = opts
                     .get("addr")
                     .map(|a| parse_pci_addr(a).ok_or_else(|| CliError::PciAddr(a.to_string())))
@@ -505,8 +516,6 @@ impl Pending {
                 })
             }
             "VGA" | "bochs-display" => {
-                opts.check_known(&["driver", "id", "addr"])
-                    .map_err(opts_err(&option))?;
                 let addr = opts
                     .get("addr")
                     .map(|a| parse_pci_addr(a).ok_or_else(|| CliError::PciAddr(a.to_string())))

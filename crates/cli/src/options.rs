@@ -24,8 +24,8 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
     },
     SupportedOption {
         names: &["machine", "M"],
-        arg: Some("[type=]pc|q35|microvm[,accel=kvm][,kernel-irqchip=on|split][,pit=on|off][,acpi=on|off][,graphics=on|off][,bzimage-decompress=host|guest]"),
-        help: "select the machine (default pc; pc-i440fx-X.Y and pc-q35-X.Y also accepted)",
+        arg: Some("[type=]pc|q35|microvm|none[,accel=kvm][,kernel-irqchip=on|split][,pit=on|off][,acpi=on|off][,graphics=on|off][,bzimage-decompress=host|guest]"),
+        help: "select the machine (default pc; pc-i440fx-X.Y and pc-q35-X.Y also accepted; none: QMP only, no guest)",
     },
     SupportedOption {
         names: &["accel"],
@@ -116,6 +116,11 @@ pub(crate) const SUPPORTED: &[SupportedOption] = &[
         names: &["nodefaults"],
         arg: None,
         help: "create no default devices (no COM1 unless -serial)",
+    },
+    SupportedOption {
+        names: &["no-user-config"],
+        arg: None,
+        help: "accepted for QEMU compatibility: rvmm reads no configuration files",
     },
     SupportedOption {
         names: &["no-reboot"],
@@ -269,7 +274,7 @@ pub(crate) const UNSUPPORTED: &[(&str, bool)] = &[
     ("mem-path", true), ("mem-prealloc", false), ("monitor", true),
     ("msg", true), ("mtdblock", true),
     ("no-acpi", false), ("no-fd-bootchk", false), ("no-hpet", false), ("no-quit", false),
-    ("no-shutdown", false), ("no-user-config", false), ("numa", true), 
+    ("no-shutdown", false), ("numa", true), 
     ("only-migratable", false), ("option-rom", true), ("overcommit", true),
     ("parallel", true), ("pflash", true), ("plugin", true),
     ("portrait", false), ("preconfig", false), ("qmp-pretty", true),
@@ -336,7 +341,7 @@ pub fn help_text() -> String {
     out.push_str(
         "\nMachines (-machine): pc (default), q35, microvm\n\
          CPU models (-cpu): host, max (both start from every feature KVM offers)\n\
-         Devices (-device):\n  \
+         Devices (-device; `-device help` lists them all, `-device TYPE,help` their properties):\n  \
          isa-debug-exit[,iobase=0x501][,iosize=2]  writing v to iobase exits with status (v << 1) | 1\n  \
          pc-testdev                                test device used by kvm-unit-tests\n  \
          pci-testdev[,addr=SLOT[.FN]][,romfile=F][,membar=SIZE]\n  \
@@ -351,6 +356,16 @@ pub fn help_text() -> String {
          \nOther QEMU options are recognised and refused as not supported.\n",
     );
     out
+}
+
+/// The canonical names of the implemented options that take an argument, as QEMU's
+/// `query-command-line-options` lists its option groups.
+pub fn option_names() -> Vec<&'static str> {
+    SUPPORTED
+        .iter()
+        .filter(|o| o.arg.is_some())
+        .map(|o| o.names[0])
+        .collect()
 }
 
 /// One-line version banner.

@@ -420,16 +420,6 @@ impl VirtioArgs {
     fn ide_device(&mut self, opts: &QemuOpts, cdrom: bool) -> Result<(), VirtioArgError> {
         let driver = if cdrom { "ide-cd" } else { "ide-hd" };
         let option = format!("-device {driver}");
-        opts.check_known(&[
-            "driver",
-            "id",
-            "drive",
-            "bus",
-            "unit",
-            "bootindex",
-            "share-rw",
-        ])
-        .map_err(opts_err(&option))?;
         let share_rw = opts
             .get_bool("share-rw")
             .map_err(opts_err(&option))?
@@ -632,20 +622,9 @@ impl VirtioArgs {
             Some(kind) => (kind, true),
             None => (driver.strip_suffix("-device").unwrap_or(driver), false),
         };
-        let pci_keys: &[&str] = if pci {
-            &["addr", "bootindex", "disable-legacy", "disable-modern"]
-        } else {
-            &[]
-        };
-        let known = |own: &[&str]| {
-            let mut keys = vec!["driver", "id"];
-            keys.extend_from_slice(own);
-            keys.extend_from_slice(pci_keys);
-            opts.check_known(&keys).map_err(opts_err(&option))
-        };
+        // The caller checked the keys against the device's properties (qdev.rs).
         let front = match kind {
             "virtio-blk" => {
-                known(&["drive", "share-rw"])?;
                 let drive = opts.get("drive").ok_or(VirtioArgError::MissingParam {
                     driver: "virtio-blk-device",
                     param: "drive",
@@ -659,7 +638,6 @@ impl VirtioArgs {
                 }
             }
             "virtio-net" => {
-                known(&["netdev", "mac"])?;
                 let netdev = opts.get("netdev").ok_or(VirtioArgError::MissingParam {
                     driver: "virtio-net-device",
                     param: "netdev",
@@ -679,11 +657,6 @@ impl VirtioArgs {
                     "virtio-keyboard" => InputKind::Keyboard,
                     _ => InputKind::Mouse,
                 };
-                if kind == InputKind::Keyboard {
-                    known(&["serial"])?;
-                } else {
-                    known(&["serial", "wheel-axis"])?;
-                }
                 // QEMU's default; without the wheel axis it is a different (v1) device.
                 if let Some(w) = opts.get("wheel-axis") {
                     if !matches!(w, "on" | "true" | "yes") {
@@ -701,7 +674,6 @@ impl VirtioArgs {
                 }
             }
             _ => {
-                known(&["rng"])?;
                 if let Some(rng) = opts.get("rng") {
                     if !self.rngs.iter().any(|r| r == rng) {
                         return Err(VirtioArgError::UnknownId {

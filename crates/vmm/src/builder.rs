@@ -789,13 +789,23 @@ fn cpuid_leaf1(cpuid: &rvmm_hypervisor::CpuId) -> Option<(u32, u32)> {
     Some((l1.eax, l1.edx))
 }
 
-fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::CpuId, VmmError> {
+/// What KVM offers guests on this host, less what this host cannot run (docs/CPU.md).
+pub(crate) fn supported_cpuid(hv: &Hypervisor) -> Result<rvmm_hypervisor::CpuId, VmmError> {
     let mut supported = hv.supported_cpuid()?;
     if crate::host::kvm_emulates_kernel_mode() {
         // An emulated vmcall never completes there (docs/EMULATED-KVM.md).
         hide_hypercall_features(&mut supported);
         tracing::debug!("hiding the paravirtual features that use hypercalls");
     }
+    Ok(supported)
+}
+
+fn guest_cpuid(hv: &Hypervisor, config: &VmConfig) -> Result<rvmm_hypervisor::CpuId, VmmError> {
+    let supported = supported_cpuid(hv)?;
+    // QMP's CPU model queries (qmp/info.rs) describe this host.
+    crate::qmp::info::set_host(crate::qmp::info::HostCpu {
+        supported: supported.clone(),
+    });
     let guest = rvmm_arch::cpu::guest_cpuid(&config.cpu, &supported)?;
     // Logged before the Hyper-V check, so tests can compare the table with QEMU's where KVM
     // lacks Hyper-V and the check refuses it.

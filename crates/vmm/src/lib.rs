@@ -113,5 +113,8 @@ pub enum VmmError {
 /// 0 for a clean power-off, reset under -no-reboot or a terminating signal; (v << 1) | 1 for an
 /// isa-debug-exit write of v; [`FATAL_STATUS`] when the VM had to be stopped on an error).
 pub fn run(config: &VmConfig) -> Result<i32, VmmError> {
+    if config.qmp_only {
+        return qmp::run_qmp_only(config);
+    }
     builder::build_and_run(config)
 }

@@ -304,6 +304,26 @@ fn named_mask(w: usize) -> u32 {
         .fold(0, |m, (bit, _)| m | (1 << bit))
 }
 
+/// Every named feature of `cpuid` and whether it is on, by canonical name (`kvmclock`, two
+/// bits, is on if either is): the props of QEMU's `query-cpu-model-expansion`.
+pub fn feature_values(cpuid: &CpuId) -> Vec<(&'static str, bool)> {
+    let mut out: Vec<(&'static str, bool)> = Vec::new();
+    for (w, word) in FEATURE_WORDS.iter().enumerate() {
+        let value = word_value(cpuid, w);
+        for (bit, name) in word.names.iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            let on = value & (1 << bit) != 0;
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some(entry) => entry.1 |= on,
+                None => out.push((name, on)),
+            }
+        }
+    }
+    out
+}
+
 /// QEMU 7.2 `feature_word_info[].no_autoenable_flags`: bits `max` leaves off unless asked
 /// (topoext in 80000001H:ECX, kvm-hint-dedicated in 40000001H:EDX).
 fn no_autoenable(w: usize) -> u32 {

@@ -12,6 +12,8 @@ mod tests;
 
 pub use config::{CpuConfig, CpuConfigError, CpuModel, FeatureSetting};
 pub use features::{Feature, FeatureWord, Reg, FEATURE_WORDS};
-pub use guest::{feature_control, guest_cpuid, CpuidError, GuestCpuid, UnavailableFeature};
+pub use guest::{
+    feature_control, feature_values, guest_cpuid, CpuidError, GuestCpuid, UnavailableFeature,
+};
 pub use hyperv::{HypervConfig, HypervError, HypervFeature, HypervSupport};
 pub use models::ModelDef;

@@ -52,7 +52,7 @@ pub fn unexpected(key: &str) -> QmpError {
     QmpError::generic(format!("Parameter '{key}' is unexpected"))
 }
 
-fn no_args(args: &Args) -> Result<(), QmpError> {
+pub(super) fn no_args(args: &Args) -> Result<(), QmpError> {
     match args.keys().next() {
         Some(key) => Err(unexpected(key)),
         None => Ok(()),
@@ -67,21 +67,37 @@ pub fn dispatch(
     args: &Args,
 ) -> Result<Value, QmpError> {
     let Some((_, handler)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
-        return Err(QmpError::not_found(format!(
-            "The command {name} has not been found"
-        )));
+        // Commands that describe rvmm, not the guest (info.rs).
+        return super::info::dispatch(name, args).unwrap_or_else(|| Err(not_found(name)));
     };
     handler(machine, vmm, args)
 }
 
-fn query_version(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+/// QEMU's reply to a command it lacks.
+pub(super) fn not_found(name: &str) -> QmpError {
+    QmpError::not_found(format!("The command {name} has not been found"))
+}
+
+/// Every command served, in `query-commands` order: the VM's, then info.rs's.
+pub(super) fn command_names() -> Vec<&'static str> {
+    COMMANDS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(super::info::COMMANDS.iter().map(|(n, _)| *n))
+        .collect()
+}
+
+pub(super) fn query_version(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     Ok(protocol::version())
 }
 
 fn query_commands(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
-    Ok(COMMANDS.iter().map(|(n, _)| json!({"name": n})).collect())
+    Ok(command_names()
+        .into_iter()
+        .map(|n| json!({"name": n}))
+        .collect())
 }
 
 fn query_status(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {

@@ -149,13 +149,17 @@ pub fn set_capabilities(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value
     Ok(json!({}))
 }
 
-/// `query-migrate-capabilities`: every QEMU capability, `events` as set, the others off.
+/// The capabilities rvmm can turn on: all `query-migrate-capabilities` lists, since a listed
+/// capability tells libvirt it may use it (it derives `migrate-rdma` from `rdma-pin-all`).
+pub(super) const SETTABLE: &[&str] = &["events"];
+
+/// `query-migrate-capabilities`: the capabilities rvmm implements, `events` as set.
 pub fn query_capabilities(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     if let Some(key) = args.keys().next() {
         return Err(unexpected(key));
     }
     let events = vmm.migration_events();
-    Ok(CAPABILITIES
+    Ok(SETTABLE
         .iter()
         .map(|c| json!({"capability": c, "state": *c == "events" && events}))
         .collect())

@@ -9,9 +9,14 @@
 
 mod commands;
 mod hmp;
+pub mod info;
 mod input;
 mod migration;
+mod none;
 pub mod protocol;
+mod schema;
+
+pub use none::run_qmp_only;
 
 use crate::control::Cause;
 use crate::vm::{VmEvent, VmEvents, Vmm};

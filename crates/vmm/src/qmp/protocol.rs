@@ -22,6 +22,8 @@ pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 pub enum ErrorClass {
     GenericError,
     CommandNotFound,
+    /// A type or object that does not exist (`device-list-properties`, `qom-list-properties`).
+    DeviceNotFound,
 }
 
 /// A command failure: its class and human-readable description.
@@ -121,6 +123,7 @@ pub fn error_reply(err: &QmpError, id: Option<Value>) -> Value {
     let class = match err.class {
         ErrorClass::GenericError => "GenericError",
         ErrorClass::CommandNotFound => "CommandNotFound",
+        ErrorClass::DeviceNotFound => "DeviceNotFound",
     };
     let mut obj = Map::new();
     obj.insert("error".into(), json!({"class": class, "desc": err.desc}));
