@@ -17,6 +17,12 @@ const DWORDS: usize = 64;
 const REG_COMMAND: usize = 1;
 /// Cache line size, latency timer, header type, BIST.
 const REG_HEADER: usize = 3;
+/// The six BARs of a type-0 header.
+const BAR_REGS: std::ops::Range<usize> = 4..10;
+/// The expansion ROM BAR of a type-0 header.
+const REG_ROM: usize = 12;
+/// COMMAND's I/O and memory space enables.
+const COMMAND_DECODE: u16 = 0x3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FunctionState {
@@ -70,8 +76,18 @@ impl Persist for PciConfigState {
         for f in &saved {
             let write =
                 |reg: usize, bytes: &[u8]| bus.write_and_relocate(0, f.devfn, reg, 0, bytes);
-            // Decoding off while the BARs move, as firmware does.
-            write(REG_COMMAND, &0u16.to_le_bytes());
+            // Decoding off while the BARs move, as firmware does; unless they stay where they
+            // are (a restore into the VM built from the same command line): unmapping and mapping
+            // a BAR again costs KVM a memory-slot change, up to ~15 ms for the VGA framebuffer.
+            let decode = |command: u32| command & u32::from(COMMAND_DECODE);
+            let stays = decode(bus.read(0, f.devfn, REG_COMMAND)) == decode(f.config[REG_COMMAND])
+                && BAR_REGS
+                    .clone()
+                    .chain([REG_ROM])
+                    .all(|r| bus.read(0, f.devfn, r) == f.config[r]);
+            if !stays {
+                write(REG_COMMAND, &0u16.to_le_bytes());
+            }
             write(REG_HEADER, &f.config[REG_HEADER].to_le_bytes()[..2]);
             for reg in (4..DWORDS).filter(|&r| !bus.is_window(f.devfn, r)) {
                 write(reg, &f.config[reg].to_le_bytes());
