@@ -312,6 +312,53 @@ fn bad_guest_addresses_fail_commands() {
     assert_eq!(rig.tfd(0), 0x50);
 }
 
+/// Issue the command in slot 0 of `port` with a hand-made header: `opts` (DW0) and the command
+/// table address `ctba`; returns whether CI cleared.
+fn issue_raw(rig: &Rig, port: u64, opts: u32, ctba: u64) -> bool {
+    let mut header = [0u8; 32];
+    header[0..4].copy_from_slice(&opts.to_le_bytes());
+    header[8..16].copy_from_slice(&ctba.to_le_bytes());
+    rig.mem
+        .write_slice(&header, GuestAddress(Rig::clb(port)))
+        .unwrap();
+    rig.w32(Rig::preg(port, 0x38), 1);
+    rig.r32(Rig::preg(port, 0x38)) == 0
+}
+
+#[test]
+fn command_tables_outside_ram_fail_commands() {
+    let rig = Rig::new();
+    // A good READ DMA first, to know the table layout is right.
+    rig.issue(0, h2d(0xc8, 0, 1, 0), &[], &[(DATA, 512)]);
+    assert_eq!(rig.tfd(0), 0x50);
+    let read_opts = 5u32 | (1 << 16);
+    // The command table outside RAM, straddling RAM's end, and at the top of the 64-bit space.
+    for ctba in [MEM as u64 + 0x1000, MEM as u64 - 0x40, u64::MAX - 0x7f] {
+        assert!(
+            issue_raw(&rig, 0, read_opts, ctba),
+            "CI cleared at {ctba:#x}"
+        );
+        assert_eq!(rig.tfd(0) & 1, 1, "error status for table {ctba:#x}");
+    }
+    // A table whose PRDT claims 65535 entries running past RAM's end: the FIS and the first
+    // PRDs are in RAM, the rest is not.
+    let table = MEM as u64 - 0x100;
+    rig.mem
+        .write_slice(&h2d(0xc8, 0, 1, 0), GuestAddress(table))
+        .unwrap();
+    assert!(issue_raw(&rig, 0, 5 | (0xffff << 16), table));
+    // The received-FIS area outside RAM: the D2H FIS is dropped, the command still completes.
+    rig.w32(Rig::preg(0, 0x08), 0xffff_f000);
+    rig.w32(Rig::preg(0, 0x0c), 0xffff_ffff);
+    rig.issue(0, h2d(0xc8, 0, 1, 0), &[], &[(DATA, 512)]);
+    assert_eq!(rig.tfd(0), 0x50);
+    // The same port serves good commands afterwards.
+    rig.w32(Rig::preg(0, 0x08), Rig::fb(0) as u32);
+    rig.w32(Rig::preg(0, 0x0c), 0);
+    rig.issue(0, h2d(0xc8, 0, 1, 0), &[], &[(DATA, 512)]);
+    assert_eq!(rig.tfd(0), 0x50);
+}
+
 #[test]
 fn intx_follows_is_and_ie() {
     let rig = Rig::new();
