@@ -304,3 +304,50 @@ fn hostile_ide_and_vga_guest_leaves_the_vmm_running() {
     drop(qmp);
     still_up_then_quit(vm, &sock);
 }
+
+/// An exit storm: two vCPUs in ring 3 hammer a port and an MMIO page as fast as they can
+/// (`exits.elf`, pc-testdev); meanwhile QMP keeps answering promptly and rvmm's memory stays
+/// bounded, and the guest ends normally.
+#[test]
+fn pio_and_mmio_storms_leave_qmp_answering() {
+    let dir = TempDir::new("hostile-storm");
+    let sock = dir.path().join("qmp.sock");
+    let mut vm = VmCommand::guest("exits.elf")
+        .arg("-device")
+        .arg("pc-testdev")
+        .arg("-smp")
+        .arg("2")
+        .append("cpus=2 pout=40000 mw=40000")
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .spawn();
+    vm.expect_stdout("P1");
+    let mut qmp = Qmp::connect(&sock);
+    let mut slowest = Duration::ZERO;
+    let mut asked = 0;
+    while !vm.stdout().contains("end") {
+        let t = Instant::now();
+        let status = qmp.execute("query-status");
+        slowest = slowest.max(t.elapsed());
+        asked += 1;
+        assert!(
+            status.contains("\"running\"") || vm.stdout().contains("end"),
+            "{status}"
+        );
+        if !is_qemu() {
+            let rss = rss_kib(vm.pid());
+            assert!(rss < 256 * 1024, "RSS {rss} KiB during the storm");
+        }
+        assert!(asked < 100_000, "the storm did not end:\n{}", vm.stdout());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("{asked} QMP queries during the storm, slowest {slowest:?}");
+    assert!(asked >= 5, "the storm was too short to test anything");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "QMP took {slowest:?} to answer during the storm"
+    );
+    let out = vm.wait(common::TIMEOUT);
+    out.assert_status((0x10 << 1) | 1);
+    assert!(!out.stderr.contains("panicked"), "{out}");
+}
