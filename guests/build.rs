@@ -211,6 +211,10 @@ const GUESTS: &[Guest] = &[
         defines: &["RTC_WAKE"],
         ..guest("suspend_rtc.elf", "suspend.S", Class::Elf32, "pvh.ld")
     },
+    Guest {
+        defines: &["RTC_WAKE", "RTC_DELAY=8"],
+        ..guest("suspend_rtc8.elf", "suspend.S", Class::Elf32, "pvh.ld")
+    },
     guest(
         "powerbutton_irq.elf",
         "powerbutton_irq.S",

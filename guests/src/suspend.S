@@ -148,8 +148,11 @@ cmos_write:
     out %al, $CMOS_DATA
     ret
 
-/* arm_alarm: the alarm at the current second + 2 (BCD or binary as register B says), any
- * minute and hour; AIE on; the flags in register C cleared. */
+/* arm_alarm: the alarm at the current second + RTC_DELAY (default 2; BCD or binary as
+ * register B says), any minute and hour; AIE on; the flags in register C cleared. */
+#ifndef RTC_DELAY
+#define RTC_DELAY 2
+#endif
 arm_alarm:
 1:  mov $0x0a, %al
     call cmos_read
@@ -170,7 +173,7 @@ arm_alarm:
     mov $10, %ah
     mul %ah
     add %cl, %al
-2:  add $2, %al
+2:  add $RTC_DELAY, %al
     cmp $60, %al
     jb 3f
     sub $60, %al

@@ -159,6 +159,7 @@ mod tests {
                 tsc_khz: Some(1),
             }],
             devices: [("COM1".to_string(), serde_json::json!({"x": 1}))].into(),
+            suspended: false,
         };
         encode(&state).unwrap()
     }

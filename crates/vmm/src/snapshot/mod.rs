@@ -156,6 +156,18 @@ pub struct SnapshotState {
     pub vcpus: Vec<VcpuSnapshot>,
     /// Each registered device's state, by its bus name.
     pub devices: BTreeMap<String, serde_json::Value>,
+    /// The guest was in ACPI S3 (QEMU's `suspended` run state): it stays there once restored,
+    /// until a wake-up event.
+    #[serde(default)]
+    pub suspended: bool,
+}
+
+/// What a restore hands the VM: the vCPU states for the vCPU threads, the kvmclock, and whether
+/// the guest was suspended.
+pub struct Restored {
+    pub vcpus: Vec<VcpuSnapshot>,
+    pub clock: u64,
+    pub suspended: bool,
 }
 
 enum Entry {
@@ -344,13 +356,14 @@ pub enum SaveTarget<'a> {
     Stream(&'a mut dyn std::io::Write, &'a str),
 }
 
-/// Write the snapshot of a paused VM: RAM to `path.mem`, then the state to `path`; or both to
-/// a stream. `clock` is the kvmclock value at the pause.
+/// Write the snapshot of a paused (or suspended) VM: RAM to `path.mem`, then the state to
+/// `path`; or both to a stream. `clock` is the kvmclock value at the pause.
 pub fn save(
     ctx: &SnapshotContext,
     target: SaveTarget<'_>,
     clock: u64,
     vcpus: Vec<VcpuSnapshot>,
+    suspended: bool,
 ) -> Result<SaveStats, SnapshotError> {
     let devices = ctx.devices.save()?;
     let vm = ctx
@@ -378,6 +391,7 @@ pub fn save(
         vm,
         vcpus,
         devices,
+        suspended,
     };
     let what = match &target {
         SaveTarget::File(path) => path.display().to_string(),
@@ -484,7 +498,7 @@ pub fn restore_machine(
     state: SnapshotState,
     vcpu_count: usize,
     mapped: bool,
-) -> Result<(Vec<VcpuSnapshot>, u64), SnapshotError> {
+) -> Result<Restored, SnapshotError> {
     let shown = path.display().to_string();
     if state.vcpus.len() != vcpu_count {
         return Err(SnapshotError::VcpuCount {
@@ -505,7 +519,7 @@ pub fn restore_stream(
     input: &mut impl std::io::Read,
     what: &str,
     vcpu_count: usize,
-) -> Result<(Vec<VcpuSnapshot>, u64), SnapshotError> {
+) -> Result<Restored, SnapshotError> {
     let state = stream::read_state(input, what)?;
     check_identity(Path::new(what), &state, &ctx.identity())?;
     if state.vcpus.len() != vcpu_count {
@@ -524,7 +538,7 @@ pub fn restore_rest(
     ctx: &SnapshotContext,
     shown: &str,
     state: SnapshotState,
-) -> Result<(Vec<VcpuSnapshot>, u64), SnapshotError> {
+) -> Result<Restored, SnapshotError> {
     ctx.vm
         .restore_state(&state.vm)
         .map_err(|source| SnapshotError::Hypervisor {
@@ -532,5 +546,9 @@ pub fn restore_rest(
             source,
         })?;
     ctx.devices.restore(shown, state.devices)?;
-    Ok((state.vcpus, state.vm.clock))
+    Ok(Restored {
+        vcpus: state.vcpus,
+        clock: state.vm.clock,
+        suspended: state.suspended,
+    })
 }

@@ -303,8 +303,7 @@ impl Vmm {
             return Err("There's a migration process in progress".into());
         }
         match self.state {
-            VmState::Running | VmState::Paused { .. } => {}
-            VmState::Suspended => return Err("rvmm cannot save a suspended (S3) guest yet".into()),
+            VmState::Running | VmState::Paused { .. } | VmState::Suspended => {}
             VmState::Created | VmState::Stopping { .. } | VmState::Stopped { .. } => {
                 return Err("The VM is not running".into())
             }
@@ -365,6 +364,7 @@ impl Vmm {
     }
 
     fn save_snapshot(&mut self, target: &MigrationTarget) -> Result<SaveStats, SnapshotError> {
+        let suspended = self.state == VmState::Suspended;
         let vcpus = self.vcpu_snapshots()?;
         let clock = match self.clock {
             Some(c) => c,
@@ -379,15 +379,19 @@ impl Vmm {
         let ctx = &self.migration.ctx;
         match target {
             MigrationTarget::File(path) => {
-                snapshot::save(ctx, SaveTarget::File(path), clock, vcpus)
+                snapshot::save(ctx, SaveTarget::File(path), clock, vcpus, suspended)
             }
             MigrationTarget::Exec(cmd) => {
                 let mut child = spawn_exec(cmd, true)?;
                 let what = format!("exec:{cmd}");
                 let saved = match child.stream.take() {
-                    Some(mut stdin) => {
-                        snapshot::save(ctx, SaveTarget::Stream(&mut stdin, &what), clock, vcpus)
-                    }
+                    Some(mut stdin) => snapshot::save(
+                        ctx,
+                        SaveTarget::Stream(&mut stdin, &what),
+                        clock,
+                        vcpus,
+                        suspended,
+                    ),
                     None => Err(SnapshotError::Exec {
                         cmd: cmd.clone(),
                         problem: "no stdin".into(),
@@ -402,7 +406,13 @@ impl Vmm {
                 let what = addr.to_string();
                 let mut out = socket::connect(addr)?;
                 // The stream ends (the socket closes) when `out` goes.
-                snapshot::save(ctx, SaveTarget::Stream(&mut out, &what), clock, vcpus)
+                snapshot::save(
+                    ctx,
+                    SaveTarget::Stream(&mut out, &what),
+                    clock,
+                    vcpus,
+                    suspended,
+                )
             }
         }
     }
@@ -523,11 +533,14 @@ impl Vmm {
     ) -> Result<(), VmmError> {
         let start = Instant::now();
         self.set_migration_status(MigrationStatus::Active);
-        if let Err(e) = self.restore_snapshot(target, mapped) {
-            self.migration.error = Some(e.to_string());
-            self.set_migration_status(MigrationStatus::Failed);
-            return Err(VmmError::Incoming(e));
-        }
+        let suspended = match self.restore_snapshot(target, mapped) {
+            Ok(suspended) => suspended,
+            Err(e) => {
+                self.migration.error = Some(e.to_string());
+                self.set_migration_status(MigrationStatus::Failed);
+                return Err(VmmError::Incoming(e));
+            }
+        };
         self.migration.incoming = None;
         // RAM is now a private file mapping (file:), whose untouched pages are not zero; a
         // stream was copied into anonymous RAM.
@@ -539,7 +552,12 @@ impl Vmm {
             us = start.elapsed().as_micros() as u64,
             "snapshot restored"
         );
-        if self.migration.autostart {
+        if suspended {
+            // A guest saved in S3 sleeps on, with or without -S, until a wake-up event (QEMU
+            // 7.2 would run it; later QEMUs keep it suspended too).
+            self.start(true);
+            self.state = VmState::Suspended;
+        } else if self.migration.autostart {
             // QEMU's incoming side reports RESUME as the guest starts.
             self.events.emit(VmEvent::Resume);
             self.start(false);
@@ -551,13 +569,14 @@ impl Vmm {
         Ok(())
     }
 
+    /// Returns whether the guest was saved suspended (S3).
     fn restore_snapshot(
         &mut self,
         target: &MigrationTarget,
         mapped: Option<crate::snapshot::SnapshotState>,
-    ) -> Result<(), SnapshotError> {
+    ) -> Result<bool, SnapshotError> {
         let ctx = &self.migration.ctx;
-        let (vcpus, clock) = match target {
+        let restored = match target {
             MigrationTarget::File(path) => {
                 let is_mapped = mapped.is_some();
                 let state = match mapped {
@@ -597,7 +616,7 @@ impl Vmm {
                 snapshot::restore_stream(ctx, &mut input, &what, self.vcpus.len())?
             }
         };
-        for (v, s) in self.vcpus.iter().zip(vcpus) {
+        for (v, s) in self.vcpus.iter().zip(restored.vcpus) {
             v.send(VcpuRequest::Restore(Box::new(s)))
                 .map_err(vcpu_err)?;
         }
@@ -609,10 +628,11 @@ impl Vmm {
         }
         // Time stands still across the snapshot, as across a pause.
         self.vm
-            .set_clock(clock)
+            .set_clock(restored.clock)
             .map_err(|source| SnapshotError::Hypervisor {
                 what: "kvmclock".into(),
                 source,
-            })
+            })?;
+        Ok(restored.suspended)
     }
 }
