@@ -390,6 +390,49 @@ def virtio_net_rx():
     put("virtio_net_rx", "no_buffers", ring([], [], [frame], 0))
 
 
+def qmp_dispatch():
+    # One request per seed, for each command a paused VM serves (the target leaves out quit,
+    # cont, migrate, migrate-incoming and screendump).
+    reqs = [
+        '{"execute": "query-status"}',
+        '{"execute": "query-version", "id": 7}',
+        '{"execute": "query-commands"}',
+        '{"execute": "query-name"}',
+        '{"execute": "query-kvm"}',
+        '{"execute": "query-cpus-fast"}',
+        '{"execute": "stop"}',
+        '{"execute": "system_reset"}',
+        '{"execute": "system_powerdown"}',
+        '{"execute": "system_wakeup"}',
+        '{"execute": "x-query-exit-stats"}',
+        '{"execute": "query-vnc"}',
+        '{"execute": "change-vnc-password", "arguments": {"password": "secret"}}',
+        '{"execute": "send-key", "arguments": {"keys": [{"type": "qcode", "data": "ctrl"},'
+        ' {"type": "number", "data": 30}], "hold-time": 10}}',
+        '{"execute": "input-send-event", "arguments": {"events": [{"type": "abs", "data":'
+        ' {"axis": "x", "value": 100}}, {"type": "btn", "data": {"down": true, "button": "left"}},'
+        ' {"type": "key", "data": {"down": true, "key": {"type": "qcode", "data": "a"}}}]}}',
+        '{"execute": "human-monitor-command", "arguments": {"command-line": "info registers -a"}}',
+        '{"execute": "query-migrate"}',
+        '{"execute": "query-migrate-capabilities"}',
+        '{"execute": "migrate-set-capabilities", "arguments": {"capabilities":'
+        ' [{"capability": "events", "state": true}]}}',
+        '{"execute": "query-target"}',
+        '{"execute": "query-machines"}',
+        '{"execute": "qom-list-types", "arguments": {"implements": "device", "abstract": true}}',
+        '{"execute": "device-list-properties", "arguments": {"typename": "virtio-blk-pci"}}',
+        '{"execute": "qom-list-properties", "arguments": {"typename": "memory-backend-file"}}',
+        '{"execute": "query-cpu-definitions"}',
+        '{"execute": "query-cpu-model-expansion", "arguments": {"type": "full", "model":'
+        ' {"name": "host", "props": {"vmx": false}}}}',
+        '{"execute": "query-command-line-options", "arguments": {"option": "machine"}}',
+        '{"execute": "query-qmp-schema"}',
+        '{"execute": "query-sev-capabilities"}',
+    ]
+    for i, r in enumerate(reqs):
+        put("qmp_dispatch", f"cmd{i:02}", r.encode() + b"\n")
+
+
 def snapshot_state():
     # The target decodes the input as a state file, then frames it behind a valid header.
     put("snapshot_state", "json", b'{"vcpus": [], "devices": {}}')
@@ -406,6 +449,7 @@ def main():
     kernel_loader(sys.argv[1])
     block_image()
     qmp_stream()
+    qmp_dispatch()
     legacy_devices()
     pci_config()
     storage()
