@@ -212,8 +212,8 @@ const GUESTS: &[Guest] = &[
         ..guest("suspend_rtc.elf", "suspend.S", Class::Elf32, "pvh.ld")
     },
     Guest {
-        defines: &["RTC_WAKE", "RTC_DELAY=8"],
-        ..guest("suspend_rtc8.elf", "suspend.S", Class::Elf32, "pvh.ld")
+        defines: &["RTC_WAKE", "RTC_DELAY=15"],
+        ..guest("suspend_rtc15.elf", "suspend.S", Class::Elf32, "pvh.ld")
     },
     guest(
         "powerbutton_irq.elf",

@@ -288,12 +288,15 @@ fn saved_in_s3_wakes_after_restore(guest: &str, by_qmp: bool, pm1_sts: &str) {
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", sock2.display()))
         .spawn();
-    let mut qmp = Qmp::connect(&sock2);
-    assert_eq!(qmp.status(), ("suspended".to_string(), false));
     if by_qmp {
+        let mut qmp = Qmp::connect(&sock2);
+        assert_eq!(qmp.status(), ("suspended".to_string(), false));
         qmp.execute("system_wakeup").expect("system_wakeup");
+        qmp.wait_event("WAKEUP");
     }
-    qmp.wait_event("WAKEUP");
+    // The alarm rings whenever it is due (at once, if the host was slow): no QMP race here. The
+    // restored guest prints only from its waking vector, so the line below proves it was
+    // restored asleep and woken by the alarm.
     let out = vm.wait(common::TIMEOUT);
     out.assert_stdout_contains(&format!("resume: woke, pm1_sts {pm1_sts}\n"));
     out.assert_stdout_lacks("suspend: entering S3");
@@ -307,6 +310,6 @@ fn saved_in_s3_woken_by_qmp_after_restore() {
 
 #[test]
 fn saved_in_s3_woken_by_its_rtc_alarm_after_restore() {
-    // The alarm 8 s ahead: time for the save and the restore before it rings.
-    saved_in_s3_wakes_after_restore("suspend_rtc8.elf", false, "8400");
+    // The alarm 15 s ahead: time for the save before it rings, even on a loaded host.
+    saved_in_s3_wakes_after_restore("suspend_rtc15.elf", false, "8400");
 }

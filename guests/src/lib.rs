@@ -65,7 +65,7 @@ pub const ALL: &[&str] = &[
     "powerbutton.elf",
     "suspend.elf",
     "suspend_rtc.elf",
-    "suspend_rtc8.elf",
+    "suspend_rtc15.elf",
     "exits.elf",
     "exits64.elf",
     "virtio.elf",
