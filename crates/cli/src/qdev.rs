@@ -182,6 +182,22 @@ device!(
         prop_default("iosize", PropType::Uint16, PropDefault::Int(2)),
     ]
 );
+// COM1 only (lib.rs): index 0 at 0x3f8, IRQ 4.
+device!(
+    ISA_SERIAL,
+    "isa-serial",
+    "isa-device",
+    Some("ISA"),
+    Input,
+    None,
+    true,
+    [
+        prop("chardev", PropType::Str),
+        prop_default("index", PropType::Uint32, PropDefault::Int(-1)),
+        prop_default("iobase", PropType::Uint32, PropDefault::Int(-1)),
+        prop_default("irq", PropType::Uint32, PropDefault::Int(-1)),
+    ]
+);
 device!(
     PC_TESTDEV,
     "pc-testdev",
@@ -477,6 +493,7 @@ device!(
 /// Every device type rvmm has, in `-device help` order within each category.
 pub static DEVICE_TYPES: &[&DeviceType] = &[
     &ISA_DEBUG_EXIT,
+    &ISA_SERIAL,
     &PC_TESTDEV,
     &PCI_TESTDEV,
     &VGA,

@@ -459,7 +459,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &ctl,
     )?;
     let acpi_pm = chipset.acpi_pm;
-    let mut legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
+    let serial_backend = (&config.serial, config.serial_label.as_deref());
+    let mut legacy = attach_legacy(&dm, serial_backend, &config.devices, &ctl)?;
     let serial = legacy.serial;
     let kernel_files = boot.kernel_files();
     let smbios = boot
@@ -661,6 +662,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         pointer_buttons: Default::default(),
         pointer_position: Default::default(),
         display: display.clone(),
+        inventory: qmp::inventory::Inventory::new(
+            config,
+            qmp_server.chardevs(),
+            legacy.serial_filename.as_deref(),
+            &base_cpuid,
+        ),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.
     let mut handles = Vec::with_capacity(vcpus.len());
@@ -700,6 +707,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         reloader: boot.into_reloader(mem.clone(), cmos.clone(), &config.firmware.boot),
         events,
         no_reboot: config.no_reboot,
+        no_shutdown: config.process.no_shutdown,
     });
     let console = match (&config.serial, &serial) {
         (SerialConfig::Stdio, Some(serial)) => Some(crate::console::Console::new(serial.clone())),

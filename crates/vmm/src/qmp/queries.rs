@@ -1,0 +1,280 @@
+//! The queries libvirt sends while it starts a domain and while the domain runs (its
+//! `qemuProcessLaunch` and `qemuDomainGetStats` paths), with QEMU 7.2's reply shapes:
+//! `query-chardev`, `query-hotpluggable-cpus`, `qom-list`/`qom-get` on the vCPU and on
+//! `/machine/peripheral`, `query-iothreads`, `query-named-block-nodes`, `query-block`,
+//! `query-blockstats`. The answers come from [`super::inventory::Inventory`].
+
+use super::commands::{unexpected, Args};
+use super::inventory::DriveInfo;
+use super::protocol::QmpError;
+use super::Machine;
+use crate::vm::Vmm;
+use serde_json::{json, Value};
+
+type Handler = fn(&Machine, &mut Vmm, &Args) -> Result<Value, QmpError>;
+
+pub(super) const COMMANDS: &[(&str, Handler)] = &[
+    ("query-chardev", query_chardev),
+    ("query-hotpluggable-cpus", query_hotpluggable_cpus),
+    ("qom-list", qom_list),
+    ("qom-get", qom_get),
+    ("query-iothreads", query_iothreads),
+    ("query-named-block-nodes", query_named_block_nodes),
+    ("query-block", query_block),
+    ("query-blockstats", query_blockstats),
+];
+
+/// Only the keys in `allowed` may appear.
+fn only(args: &Args, allowed: &[&str]) -> Result<(), QmpError> {
+    match args.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(unexpected(k)),
+        None => Ok(()),
+    }
+}
+
+fn string_arg<'a>(args: &'a Args, key: &str) -> Result<&'a str, QmpError> {
+    match args.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(QmpError::generic(format!(
+            "Invalid parameter type for '{key}', expected: string"
+        ))),
+        None => Err(QmpError::generic(format!("Parameter '{key}' is missing"))),
+    }
+}
+
+fn bool_arg(args: &Args, key: &str) -> Result<bool, QmpError> {
+    match args.get(key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(QmpError::generic(format!(
+            "Invalid parameter type for '{key}', expected: boolean"
+        ))),
+    }
+}
+
+fn query_chardev(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &[])?;
+    Ok(m.inventory
+        .chardevs
+        .iter()
+        .map(|c| json!({"label": c.label, "filename": c.filename, "frontend-open": true}))
+        .collect())
+}
+
+/// vCPU i's topology properties, as `query-cpus-fast` gives them.
+fn cpu_props(m: &Machine, i: u32) -> Value {
+    let smp = &m.smp;
+    let mut props = json!({
+        "socket-id": i / (smp.threads * smp.cores * smp.dies),
+        "core-id": (i / smp.threads) % smp.cores,
+        "thread-id": i % smp.threads,
+    });
+    if smp.dies > 1 {
+        props["die-id"] = json!((i / (smp.threads * smp.cores)) % smp.dies);
+    }
+    props
+}
+
+/// Every possible vCPU (rvmm plugs no CPUs later: all are present from the start).
+fn query_hotpluggable_cpus(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &[])?;
+    let n = m.thread_ids.len() as u32;
+    Ok((0..n)
+        .rev()
+        .map(|i| {
+            json!({
+                "type": m.inventory.cpu.type_name,
+                "vcpus-count": 1,
+                "props": cpu_props(m, i),
+                "qom-path": format!("/machine/unattached/device[{i}]"),
+            })
+        })
+        .collect())
+}
+
+/// The vCPU index a QOM path names, if it names one.
+fn cpu_index(m: &Machine, path: &str) -> Option<usize> {
+    let i: usize = path
+        .strip_prefix("/machine/unattached/device[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
+    (i < m.thread_ids.len()).then_some(i)
+}
+
+fn not_found(path: &str) -> QmpError {
+    QmpError::device_not_found(format!("Device '{path}' not found"))
+}
+
+/// The vCPU's own properties besides its feature bits.
+const CPU_PROPS: &[(&str, &str)] = &[
+    ("type", "string"),
+    ("realized", "bool"),
+    ("hotplugged", "bool"),
+    ("hotpluggable", "bool"),
+    ("start-powered-off", "bool"),
+    ("unavailable-features", "strList"),
+];
+
+fn qom_list(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &["path"])?;
+    let path = string_arg(args, "path")?;
+    if path == "/machine/peripheral" {
+        let mut out = vec![json!({"name": "type", "type": "string"})];
+        out.extend(
+            m.inventory
+                .peripherals
+                .iter()
+                .map(|(id, driver)| json!({"name": id, "type": format!("child<{driver}>")})),
+        );
+        return Ok(Value::Array(out));
+    }
+    if cpu_index(m, path).is_some() {
+        let own = CPU_PROPS
+            .iter()
+            .map(|(name, ty)| json!({"name": name, "type": ty}));
+        let features = m
+            .inventory
+            .cpu
+            .features
+            .iter()
+            .map(|(name, _)| json!({"name": name, "type": "bool"}));
+        return Ok(own.chain(features).collect());
+    }
+    Err(not_found(path))
+}
+
+fn qom_get(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &["path", "property"])?;
+    let path = string_arg(args, "path")?;
+    let property = string_arg(args, "property")?;
+    if path == "/machine/peripheral" && property == "type" {
+        return Ok(json!("container"));
+    }
+    if cpu_index(m, path).is_none() {
+        return Err(not_found(path));
+    }
+    let cpu = &m.inventory.cpu;
+    Ok(match property {
+        "type" => json!(cpu.type_name),
+        "realized" | "hotpluggable" => json!(true),
+        "hotplugged" => json!(false),
+        // Only the boot CPU runs at power-on; the others wait for INIT/SIPI, not powered off.
+        "start-powered-off" => json!(false),
+        "unavailable-features" => json!(cpu.unavailable),
+        name => match cpu.features.iter().find(|(n, _)| *n == name) {
+            Some((_, on)) => json!(on),
+            None => {
+                return Err(QmpError::generic(format!(
+                    "Property '{}.{name}' not found",
+                    cpu.type_name
+                )))
+            }
+        },
+    })
+}
+
+fn query_iothreads(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &[])?;
+    // rvmm has no -object iothread: each virtio device has its own worker thread instead.
+    Ok(json!([]))
+}
+
+/// QEMU's BlockDeviceInfo for the top (format) node and its protocol child.
+fn block_nodes(d: &DriveInfo) -> [Value; 2] {
+    let cache = json!({"writeback": true, "direct": d.direct, "no-flush": false});
+    let node = |name: &str, drv: &str, image: Value| {
+        json!({
+            "node-name": name,
+            "drv": drv,
+            "file": d.file,
+            "ro": d.readonly,
+            "encrypted": false,
+            "detect_zeroes": "off",
+            "backing_file_depth": 0,
+            "bps": 0, "bps_rd": 0, "bps_wr": 0, "iops": 0, "iops_rd": 0, "iops_wr": 0,
+            "write_threshold": 0,
+            "cache": cache,
+            "image": image,
+        })
+    };
+    let mut top = json!({
+        "filename": d.file,
+        "format": d.format,
+        "virtual-size": d.virtual_size,
+        "actual-size": d.actual_size,
+        "dirty-flag": false,
+    });
+    if d.format == "qcow2" {
+        top["cluster-size"] = json!(65536);
+    }
+    let file = json!({
+        "filename": d.file,
+        "format": "file",
+        "virtual-size": d.file_length,
+        "actual-size": d.actual_size,
+        "dirty-flag": false,
+    });
+    [
+        node(&d.node_name, &d.format, top),
+        node(&d.file_node_name, "file", file),
+    ]
+}
+
+fn query_named_block_nodes(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &["flat"])?;
+    bool_arg(args, "flat")?;
+    Ok(m.inventory.drives.iter().flat_map(block_nodes).collect())
+}
+
+fn query_block(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &[])?;
+    Ok(m.inventory
+        .drives
+        .iter()
+        .map(|d| {
+            let [top, _] = block_nodes(d);
+            json!({
+                "device": d.device,
+                "qdev": d.qdev,
+                "locked": false,
+                "removable": d.removable,
+                "io-status": "ok",
+                "type": "unknown",
+                "inserted": top,
+            })
+        })
+        .collect())
+}
+
+/// rvmm does not count block requests yet: every counter is zero (docs/LIBVIRT.md).
+fn query_blockstats(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &["query-nodes"])?;
+    let nodes = bool_arg(args, "query-nodes")?;
+    let stats = json!({
+        "rd_bytes": 0, "wr_bytes": 0, "unmap_bytes": 0,
+        "rd_operations": 0, "wr_operations": 0, "flush_operations": 0, "unmap_operations": 0,
+        "rd_total_time_ns": 0, "wr_total_time_ns": 0, "flush_total_time_ns": 0,
+        "unmap_total_time_ns": 0, "wr_highest_offset": 0,
+        "rd_merged": 0, "wr_merged": 0, "unmap_merged": 0,
+        "failed_rd_operations": 0, "failed_wr_operations": 0, "failed_flush_operations": 0,
+        "failed_unmap_operations": 0, "invalid_rd_operations": 0, "invalid_wr_operations": 0,
+        "invalid_flush_operations": 0, "invalid_unmap_operations": 0,
+        "account_invalid": false, "account_failed": false, "timed_stats": [],
+    });
+    Ok(m.inventory
+        .drives
+        .iter()
+        .map(|d| {
+            let parent = json!({"node-name": d.file_node_name, "stats": stats});
+            let mut v = json!({"node-name": d.node_name, "stats": stats, "parent": parent});
+            if !nodes {
+                v["device"] = json!(d.device);
+                if !d.qdev.is_empty() {
+                    v["qdev"] = json!(d.qdev);
+                }
+            }
+            v
+        })
+        .collect())
+}
