@@ -156,6 +156,12 @@ impl Objects {
         if opts.get_bool("prealloc").map_err(opts_err("-object"))? == Some(true) {
             return Err(bad("prealloc=on is not supported".into()));
         }
+        // rvmm's guest RAM is private anonymous memory: what memory-backend-ram,share=off is.
+        if memfd || share {
+            return Err(bad(
+                "guest RAM shared with other processes (memfd, share=on) is not supported".into(),
+            ));
+        }
         if self.backends.iter().any(|b| b.id == id) {
             return Err(bad("duplicate id".into()));
         }
@@ -326,7 +332,12 @@ mod tests {
         let b = o.resolve(128 << 20).unwrap().unwrap();
         assert!(!b.memfd && !b.share);
         let mut o = Objects::default();
-        o.object(&QemuOpts::parse("memory-backend-memfd,id=m,size=64M", Some("qom-type")).unwrap())
+        assert!(o
+            .object(
+                &QemuOpts::parse("memory-backend-memfd,id=m,size=64M", Some("qom-type")).unwrap()
+            )
+            .is_err());
+        o.object(&QemuOpts::parse("memory-backend-ram,id=m,size=64M", Some("qom-type")).unwrap())
             .unwrap();
         o.machine_backend = Some("m".into());
         assert_eq!(

@@ -375,6 +375,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         incoming.as_ref().map(|(p, s)| (p.as_path(), s)),
     )?);
     tracing::debug!("guest memory registered");
+    crate::host::apply_memory_options(&mem, &config.process)?;
     // What the VM build writes into RAM (kernel, boot tables, power-on page tables) goes to a
     // throw-away copy when RAM comes from a snapshot (a stream fills only the pages it has).
     let scratch = match &config.incoming {
@@ -647,6 +648,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         thread_ids: thread_ids.clone(),
         stats: stats.clone(),
         msr_indices: vm.msr_indices().into(),
+        debug_threads: config.process.debug_threads,
         coalesced: coalesced_vga_window(&vm, &vcpus, &displays, dm.mmio_bus())?,
     };
     let stats_sources = virtio.stats_sources();

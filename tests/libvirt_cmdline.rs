@@ -1,0 +1,337 @@
+//! The command line libvirt 9.0 writes for a q35 domain with direct kernel boot, and the QMP
+//! conversation it has with the emulator at start-up and while the domain runs.
+//!
+//! tests/fixtures/libvirt/q35-kernel.argv was captured from a real `virsh start` of
+//! q35-kernel.xml (QEMU 7.2 as the emulator; docs/LIBVIRT.md says how). Its placeholders are
+//! filled here: the monitor is a listening socket passed open (`-chardev socket,fd=N`), the NIC a
+//! tap descriptor (`-netdev {"type":"tap","fd":"N"}`), the disk a qcow2 image behind two
+//! `-blockdev` nodes, COM1 a pty (`-chardev pty` + `-device isa-serial`). The guest is
+//! powerbutton.elf: it prints on COM1, then powers off when the ACPI power button is pressed.
+//! The same test runs on QEMU (RVMM_TEST_BIN).
+
+mod common;
+
+use common::qmp::Qmp;
+use common::{guest, is_qemu, TempDir, VmCommand};
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The fixture's arguments with its placeholders filled in.
+fn libvirt_argv(subst: &[(&str, String)]) -> Vec<String> {
+    let text = include_str!("fixtures/libvirt/q35-kernel.argv");
+    let mut args = Vec::new();
+    for line in text.lines().skip(1) {
+        let (opt, arg) = match line.split_once(' ') {
+            Some((o, a)) => (o, Some(a)),
+            None => (line, None),
+        };
+        args.push(opt.to_string());
+        if let Some(a) = arg {
+            let mut a = a.trim_matches('\'').to_string();
+            for (from, to) in subst {
+                a = a.replace(from, to);
+            }
+            args.push(a);
+        }
+    }
+    args
+}
+
+/// Let a child inherit `fd` (std opens everything close-on-exec).
+fn inheritable(fd: i32) {
+    // SAFETY: F_SETFD on a descriptor this test owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+}
+
+/// A new tap device's descriptor (vnet header on, as libvirt opens it), or None without
+/// CAP_NET_ADMIN or /dev/net/tun.
+fn open_tap() -> Option<OwnedFd> {
+    let tun = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .ok()?;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: u16,
+        pad: [u8; 22],
+    }
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as u16,
+        pad: [0; 22],
+    };
+    req.name[..8].copy_from_slice(b"rvmmlv%d");
+    // SAFETY: TUNSETIFF reads and writes an ifreq-sized buffer, which `req` is.
+    let r = unsafe { libc::ioctl(tun.as_raw_fd(), 0x4004_54ca, &mut req) };
+    (r == 0).then(|| tun.into())
+}
+
+/// Reads the pty until `needle` appears (the guest prints it after `cont`).
+fn wait_serial(pty: &mut File, seen: &mut Vec<u8>, needle: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "serial never said {needle:?}: {:?}",
+            String::from_utf8_lossy(seen)
+        );
+        match pty.read(&mut buf) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits for event `name` (already seen or coming while `query-status` is polled).
+fn wait_event(qmp: &mut Qmp, name: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(e) = qmp.events.iter().find(|e| e["event"] == name) {
+            return e.clone();
+        }
+        assert!(Instant::now() < deadline, "no {name}: {:?}", qmp.events);
+        qmp.execute("query-status", json!({})).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status(qmp: &mut Qmp) -> String {
+    let s = qmp.execute("query-status", json!({})).unwrap();
+    s["status"].as_str().unwrap().to_string()
+}
+
+fn qcow2(path: &Path) {
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg("16M")
+        .output()
+        .expect("qemu-img (qemu-utils) is needed");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn libvirt_q35_start_pause_powerdown_quit() {
+    let dir = TempDir::new("libvirt-cmdline");
+    std::fs::write(dir.path().join("master-key.aes"), [7u8; 32]).unwrap();
+    let disk = dir.path().join("disk.qcow2");
+    qcow2(&disk);
+    let sock = dir.path().join("monitor.sock");
+    let monitor = UnixListener::bind(&sock).unwrap();
+    inheritable(monitor.as_raw_fd());
+    let tap = open_tap();
+    let mut subst = vec![
+        ("@DOMAIN_DIR@", dir.path().display().to_string()),
+        ("@KERNEL@", guest("powerbutton.elf").display().to_string()),
+        ("@DISK@", disk.display().to_string()),
+        ("@MONITOR_FD@", monitor.as_raw_fd().to_string()),
+    ];
+    let mut args = libvirt_argv(&[]);
+    match &tap {
+        Some(fd) => {
+            inheritable(fd.as_raw_fd());
+            subst.push(("@TAP_FD@", fd.as_raw_fd().to_string()));
+        }
+        None => {
+            eprintln!("note: no tap device (needs CAP_NET_ADMIN): the NIC is left out");
+            let i = args.iter().position(|a| a == "-netdev").unwrap();
+            args.drain(i..i + 4);
+        }
+    }
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|mut a| {
+            for (from, to) in &subst {
+                a = a.replace(from, to);
+            }
+            a
+        })
+        .collect();
+    let mut cmd = VmCommand::bare();
+    for a in &args {
+        cmd = cmd.arg(a);
+    }
+    let vm = cmd.spawn();
+    // Our copies of the passed descriptors: rvmm owns its own now (and if it failed to start,
+    // connecting is refused at once instead of waiting on a listener nobody serves).
+    drop(tap);
+    drop(monitor);
+
+    // libvirt's start-up sequence (qemuProcessLaunch .. qemuProcessStartCPUs).
+    let mut qmp = Qmp::connect(&sock);
+    let caps = qmp
+        .execute("query-migrate-capabilities", json!({}))
+        .unwrap();
+    assert!(caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["capability"] == "events"));
+    qmp.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "events", "state": true}]}),
+    )
+    .unwrap();
+    let chardevs = qmp.execute("query-chardev", json!({})).unwrap();
+    let serial = chardevs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["label"] == "charserial0")
+        .unwrap_or_else(|| panic!("{chardevs}"));
+    let pty_path = serial["filename"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("pty:")
+        .unwrap_or_else(|| panic!("{serial}"))
+        .to_string();
+    assert!(chardevs.as_array().unwrap().iter().any(
+        |c| c["label"] == "charmonitor" && c["filename"].as_str().unwrap().starts_with("unix:")
+    ));
+    let mut pty = File::open(&pty_path).unwrap();
+    // SAFETY: O_NONBLOCK on the pty slave this test opened.
+    unsafe { libc::fcntl(pty.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+
+    let cpus = qmp.execute("query-hotpluggable-cpus", json!({})).unwrap();
+    let path = cpus[0]["qom-path"].as_str().unwrap().to_string();
+    assert_eq!(cpus[0]["vcpus-count"], 1);
+    let fast = qmp.execute("query-cpus-fast", json!({})).unwrap();
+    assert_eq!(fast[0]["qom-path"], path.as_str());
+    let props = qmp.execute("qom-list", json!({"path": path})).unwrap();
+    let bools: Vec<String> = props
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] == "bool")
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(bools.iter().any(|b| b == "lm"), "{props}");
+    // libvirt reads every bool; a few here, and the features a 64-bit guest must have.
+    let wanted = ["lm".to_string(), "pae".to_string()];
+    for name in bools.iter().take(4).chain(&wanted) {
+        let v = qmp
+            .execute("qom-get", json!({"path": path, "property": name}))
+            .unwrap();
+        assert!(v.is_boolean(), "{name}: {v}");
+    }
+    let lm = qmp
+        .execute("qom-get", json!({"path": path, "property": "lm"}))
+        .unwrap();
+    assert_eq!(lm, json!(true));
+    let unavailable = qmp
+        .execute(
+            "qom-get",
+            json!({"path": path, "property": "unavailable-features"}),
+        )
+        .unwrap();
+    assert!(unavailable.is_array(), "{unavailable}");
+    assert_eq!(
+        qmp.execute("query-iothreads", json!({})).unwrap(),
+        json!([])
+    );
+    let nodes = qmp
+        .execute("query-named-block-nodes", json!({"flat": true}))
+        .unwrap();
+    let names: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node-name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"libvirt-1-format") && names.contains(&"libvirt-1-storage"));
+    let format = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node-name"] == "libvirt-1-format")
+        .unwrap();
+    assert_eq!(format["drv"], "qcow2");
+    assert_eq!(format["image"]["virtual-size"], 16 << 20);
+    let peripheral = qmp
+        .execute("qom-list", json!({"path": "/machine/peripheral"}))
+        .unwrap();
+    for (id, ty) in [
+        ("virtio-disk0", "child<virtio-blk-pci>"),
+        ("serial0", "child<isa-serial>"),
+    ] {
+        assert!(
+            peripheral
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == id && p["type"] == ty),
+            "{id}: {peripheral}"
+        );
+    }
+    let block = qmp.execute("query-block", json!({})).unwrap();
+    assert_eq!(
+        block[0]["qdev"],
+        "/machine/peripheral/virtio-disk0/virtio-backend"
+    );
+    assert_eq!(block[0]["inserted"]["node-name"], "libvirt-1-format");
+    assert_eq!(status(&mut qmp), "prelaunch");
+
+    // Threads are named as QEMU names them under debug-threads=on.
+    let task = format!("/proc/{}/task", vm.pid());
+    let names: Vec<String> = std::fs::read_dir(&task)
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "CPU 0/KVM"), "{names:?}");
+
+    qmp.execute("cont", json!({})).unwrap();
+    wait_event(&mut qmp, "RESUME");
+    let mut seen = Vec::new();
+    wait_serial(&mut pty, &mut seen, "powerbutton: armed");
+    let stats = qmp.execute("query-blockstats", json!({})).unwrap();
+    assert_eq!(stats[0]["node-name"], "libvirt-1-format");
+
+    // virsh suspend / resume.
+    qmp.execute("stop", json!({})).unwrap();
+    wait_event(&mut qmp, "STOP");
+    assert_eq!(status(&mut qmp), "paused");
+    qmp.events.clear();
+    qmp.execute("cont", json!({})).unwrap();
+    wait_event(&mut qmp, "RESUME");
+    assert_eq!(status(&mut qmp), "running");
+
+    // virsh shutdown --mode acpi: the guest powers off; -no-shutdown keeps the process.
+    qmp.events.clear();
+    qmp.execute("system_powerdown", json!({})).unwrap();
+    wait_serial(&mut pty, &mut seen, "powerbutton: pressed");
+    let shutdown = wait_event(&mut qmp, "SHUTDOWN");
+    assert_eq!(
+        shutdown["data"],
+        json!({"guest": true, "reason": "guest-shutdown"})
+    );
+    wait_event(&mut qmp, "STOP");
+    assert_eq!(status(&mut qmp), "shutdown");
+    let err = qmp.execute("cont", json!({})).unwrap_err();
+    assert!(
+        err.contains("Resetting the Virtual Machine is required"),
+        "{err}"
+    );
+
+    // virsh destroy (libvirt sends quit, then signals).
+    qmp.execute("quit", json!({})).ok();
+    let out = vm.wait(DEADLINE);
+    out.assert_status(0);
+    if !is_qemu() {
+        assert!(
+            out.stderr.contains("char device redirected to /dev/pts/"),
+            "{}",
+            out.stderr
+        );
+    }
+}
