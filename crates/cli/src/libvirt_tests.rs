@@ -120,3 +120,19 @@ fn libvirt_spellings_refused_by_name() {
         "-device isa-serial: only COM1 (index=0, iobase=0x3f8, irq=4) is supported"
     );
 }
+
+#[test]
+fn libvirt_tap_spellings() {
+    let net = |arg: &str| {
+        parse_args(["-M", "q35", "-netdev", arg]).map(|a| match a {
+            Action::Run(c) => c.virtio_pci.len(),
+            _ => 0,
+        })
+    };
+    assert!(net(r#"{"type":"tap","fds":"5","id":"n","vhost":true,"vhostfds":"6"}"#).is_ok());
+    assert_eq!(
+        net("tap,id=n,fds=5:6").unwrap_err().to_string(),
+        "-netdev tap,id=n: one tap descriptor only (rvmm's virtio-net has one queue pair)"
+    );
+    assert!(net("tap,id=n,fd=5,vhost=on,vhostforce=on").is_err());
+}

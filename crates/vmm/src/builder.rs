@@ -711,8 +711,13 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         no_reboot: config.no_reboot,
         no_shutdown: config.process.no_shutdown,
     });
-    let console = match (&config.serial, &serial) {
-        (SerialConfig::Stdio, Some(serial)) => Some(crate::console::Console::new(serial.clone())),
+    let console = match (&config.serial, &serial, legacy.serial_input.take()) {
+        (SerialConfig::Stdio, Some(serial), _) => {
+            Some(crate::console::Console::new(serial.clone()))
+        }
+        (SerialConfig::Pty, Some(serial), Some(pty)) => {
+            Some(crate::console::Console::pty(serial.clone(), pty))
+        }
         _ => None,
     };
     let paths = qmp_server.paths().to_vec();

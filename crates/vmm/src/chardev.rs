@@ -12,6 +12,8 @@ pub struct SerialBackend {
     pub output: Box<dyn Write + Send>,
     /// QEMU's chardev filename: `pty:/dev/pts/N`, `file:PATH`, `stdio`.
     pub filename: String,
+    /// A pty master's second descriptor, for COM1's input.
+    pub input: Option<File>,
 }
 
 /// Writes to a pty master without ever blocking a vCPU: output nobody reads is dropped, as
@@ -92,14 +94,17 @@ pub fn open_serial(
         SerialConfig::Stdio => SerialBackend {
             output: Box::new(io::stdout()),
             filename: "stdio".into(),
+            input: None,
         },
         SerialConfig::File(path) => SerialBackend {
             output: Box::new(File::create(path)?),
             filename: format!("file:{}", path.display()),
+            input: None,
         },
         SerialConfig::Append(path) => SerialBackend {
             output: Box::new(OpenOptions::new().append(true).create(true).open(path)?),
             filename: format!("file:{}", path.display()),
+            input: None,
         },
         SerialConfig::Pty => {
             let (master, path) = open_pty()?;
@@ -109,6 +114,7 @@ pub fn open_serial(
                 label.unwrap_or("serial0")
             );
             SerialBackend {
+                input: Some(master.try_clone()?),
                 output: Box::new(PtyWriter(master)),
                 filename: format!("pty:{path}"),
             }

@@ -17,6 +17,8 @@ pub struct LegacyDevices {
     pub i8042: Arc<I8042>,
     /// COM1's chardev filename for QMP `query-chardev` (`pty:/dev/pts/N`, ...).
     pub serial_filename: Option<String>,
+    /// COM1's pty master, for its input.
+    pub serial_input: Option<std::fs::File>,
 }
 
 /// Attach COM1 (as `serial` says), the i8042, port 0x80 and the ISA `-device`s.
@@ -38,7 +40,11 @@ pub fn attach_legacy(
         }
     })?;
     let serial_filename = backend.as_ref().map(|b| b.filename.clone());
-    let serial = match backend.map(|b| b.output) {
+    let (serial_input, output) = match backend {
+        Some(b) => (b.input, Some(b.output)),
+        None => (None, None),
+    };
+    let serial = match output {
         Some(out) => {
             let dev = Arc::new(SerialDevice::new(out).map_err(DeviceManagerError::Serial)?);
             dm.add_pio(
@@ -121,5 +127,6 @@ pub fn attach_legacy(
         i8042_irqs,
         i8042,
         serial_filename,
+        serial_input,
     })
 }
