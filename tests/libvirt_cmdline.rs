@@ -323,6 +323,17 @@ fn libvirt_q35_start_pause_powerdown_quit() {
         "{err}"
     );
 
+    // libvirt's fake reboot (on_poweroff=restart): system_reset, then cont boots again.
+    qmp.events.clear();
+    qmp.execute("system_reset", json!({})).unwrap();
+    wait_event(&mut qmp, "RESET");
+    assert_eq!(status(&mut qmp), "prelaunch");
+    seen.clear();
+    qmp.execute("cont", json!({})).unwrap();
+    wait_event(&mut qmp, "RESUME");
+    wait_serial(&mut pty, &mut seen, "powerbutton: armed");
+    assert_eq!(status(&mut qmp), "running");
+
     // virsh destroy (libvirt sends quit, then signals).
     qmp.execute("quit", json!({})).ok();
     let out = vm.wait(DEADLINE);

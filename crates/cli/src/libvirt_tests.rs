@@ -136,3 +136,51 @@ fn libvirt_tap_spellings() {
     );
     assert!(net("tap,id=n,fd=5,vhost=on,vhostforce=on").is_err());
 }
+
+#[test]
+fn blockdev_nodes_on_ide_and_fdsets() {
+    use std::os::fd::AsRawFd;
+    let iso = std::fs::File::open("/proc/self/stat").unwrap();
+    let fd = iso.as_raw_fd();
+    let add_fd = format!("fd={fd},set=2");
+    let Action::Run(c) = parse_args([
+        "-M",
+        "q35",
+        "-add-fd",
+        &add_fd,
+        "-blockdev",
+        r#"{"driver":"file","filename":"/dev/fdset/2","node-name":"libvirt-2-storage","read-only":true}"#,
+        "-blockdev",
+        r#"{"node-name":"libvirt-2-format","read-only":true,"driver":"raw","file":"libvirt-2-storage"}"#,
+        "-device",
+        r#"{"driver":"ide-cd","bus":"ide.0","drive":"libvirt-2-format","id":"sata0-0-0"}"#,
+        "-blockdev",
+        r#"{"driver":"host_device","filename":"/dev/null","node-name":"hd","cache":{"direct":true}}"#,
+        "-device",
+        "ide-hd,bus=ide.1,drive=hd,id=sata0-0-1",
+    ])
+    .unwrap() else {
+        panic!("not a run");
+    };
+    let cd = c.ide.iter().find(|d| d.cdrom).unwrap();
+    let drive = cd.drive.as_ref().unwrap();
+    assert_eq!(drive.file, PathBuf::from(format!("/proc/self/fd/{fd}")));
+    assert!(drive.readonly);
+    assert_eq!(drive.node_name.as_deref(), Some("libvirt-2-format"));
+    let hd = c.ide.iter().find(|d| !d.cdrom).unwrap();
+    let drive = hd.drive.as_ref().unwrap();
+    assert!(drive.direct && !drive.readonly);
+    assert_eq!(drive.file, PathBuf::from("/dev/null"));
+    // A read-write node on a descriptor opened read-only is refused.
+    let e = parse_args([
+        "-add-fd",
+        &add_fd,
+        "-blockdev",
+        "driver=file,filename=/dev/fdset/2,node-name=w",
+    ])
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/dev/fdset/2: no -add-fd descriptor of set 2 is open for reading and writing"
+    );
+}
