@@ -296,6 +296,32 @@ fn libvirt_q35_start_pause_powerdown_quit() {
     wait_serial(&mut pty, &mut seen, "powerbutton: armed");
     let stats = qmp.execute("query-blockstats", json!({})).unwrap();
     assert_eq!(stats[0]["node-name"], "libvirt-1-format");
+    // virsh domstats: KVM's own statistics, as QEMU reads them.
+    let schemas = qmp.execute("query-stats-schemas", json!({})).unwrap();
+    let vcpu_schema = schemas
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["target"] == "vcpu")
+        .unwrap_or_else(|| panic!("{schemas}"));
+    assert!(vcpu_schema["stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "exits" && s["type"] == "cumulative"));
+    let vcpu = qmp
+        .execute(
+            "query-stats",
+            json!({"target": "vcpu", "providers": [{"provider": "kvm", "names": ["exits", "halt_exits"]}]}),
+        )
+        .unwrap();
+    assert_eq!(vcpu[0]["qom-path"], path.as_str());
+    let values = vcpu[0]["stats"].as_array().unwrap();
+    assert_eq!(values.len(), 2, "{vcpu}");
+    let exits = values.iter().find(|v| v["name"] == "exits").unwrap();
+    assert!(exits["value"].as_u64().unwrap() > 0, "{vcpu}");
+    let vm_stats = qmp.execute("query-stats", json!({"target": "vm"})).unwrap();
+    assert_eq!(vm_stats[0]["provider"], "kvm");
 
     // virsh suspend / resume.
     qmp.execute("stop", json!({})).unwrap();

@@ -670,6 +670,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             legacy.serial_filename.as_deref(),
             &base_cpuid,
         ),
+        kvm_stats: qmp::kvm_stats::KvmStats::open(&vm, &vcpus),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.
     let mut handles = Vec::with_capacity(vcpus.len());

@@ -12,6 +12,7 @@ mod hmp;
 pub mod info;
 mod input;
 pub mod inventory;
+pub mod kvm_stats;
 mod migration;
 mod none;
 pub mod protocol;
@@ -203,6 +204,8 @@ pub struct Machine {
     pub display: Option<Arc<dyn rvmm_devices::display::DisplaySource>>,
     /// Chardevs, block nodes, `-device` ids and the vCPU's properties, as libvirt queries them.
     pub inventory: inventory::Inventory,
+    /// KVM's binary statistics of the VM and each vCPU (`query-stats`).
+    pub kvm_stats: kvm_stats::KvmStats,
 }
 
 enum Listener {

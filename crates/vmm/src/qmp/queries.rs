@@ -22,6 +22,8 @@ pub(super) const COMMANDS: &[(&str, Handler)] = &[
     ("query-named-block-nodes", query_named_block_nodes),
     ("query-block", query_block),
     ("query-blockstats", query_blockstats),
+    ("query-stats", query_stats),
+    ("query-stats-schemas", query_stats_schemas),
 ];
 
 /// Only the keys in `allowed` may appear.
@@ -277,4 +279,101 @@ fn query_blockstats(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpE
             v
         })
         .collect())
+}
+
+/// QEMU's enum check for `target`.
+fn stats_target(args: &Args) -> Result<&str, QmpError> {
+    match string_arg(args, "target")? {
+        t @ ("vm" | "vcpu") => Ok(t),
+        t => Err(QmpError::generic(format!(
+            "Parameter 'target' does not accept value '{t}'"
+        ))),
+    }
+}
+
+/// The `names` of the `kvm` entry of `providers` (None: all); Err(()) when `providers` leaves
+/// the kvm provider out.
+fn kvm_names(args: &Args) -> Result<Result<Option<Vec<String>>, ()>, QmpError> {
+    let Some(providers) = args.get("providers") else {
+        return Ok(Ok(None));
+    };
+    let bad = || QmpError::generic("Invalid parameter type for 'providers', expected: array");
+    let list = providers.as_array().ok_or_else(bad)?;
+    for p in list {
+        if p["provider"] != "kvm" {
+            continue;
+        }
+        return Ok(Ok(match p.get("names") {
+            None => None,
+            Some(Value::Array(names)) => Some(
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect(),
+            ),
+            Some(_) => return Err(bad()),
+        }));
+    }
+    Ok(Err(()))
+}
+
+fn stats_err(e: std::io::Error) -> QmpError {
+    QmpError::generic(format!("KVM stats: failed to read data: {e}"))
+}
+
+fn query_stats(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &["target", "providers", "vcpus"])?;
+    let target = stats_target(args)?;
+    let Ok(names) = kvm_names(args)? else {
+        return Ok(json!([]));
+    };
+    let names = names.as_deref();
+    let stats = &m.kvm_stats;
+    let mut out = Vec::new();
+    if target == "vm" {
+        if let Some(vm) = &stats.vm {
+            let values = vm.values(names).map_err(stats_err)?;
+            if !values.is_empty() {
+                out.push(json!({"provider": "kvm", "stats": values}));
+            }
+        }
+        return Ok(Value::Array(out));
+    }
+    let wanted: Option<Vec<&str>> = match args.get("vcpus") {
+        None => None,
+        Some(Value::Array(v)) => Some(v.iter().filter_map(Value::as_str).collect()),
+        Some(_) => {
+            return Err(QmpError::generic(
+                "Invalid parameter type for 'vcpus', expected: array",
+            ))
+        }
+    };
+    for (i, fd) in stats.vcpus.iter().enumerate() {
+        let path = format!("/machine/unattached/device[{i}]");
+        if wanted.as_ref().is_some_and(|w| !w.contains(&path.as_str())) {
+            continue;
+        }
+        let Some(fd) = fd else { continue };
+        let values = fd.values(names).map_err(stats_err)?;
+        if !values.is_empty() {
+            out.push(json!({"provider": "kvm", "qom-path": path, "stats": values}));
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn query_stats_schemas(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &["provider"])?;
+    if args.get("provider").is_some_and(|p| p != "kvm") {
+        return Ok(json!([]));
+    }
+    let stats = &m.kvm_stats;
+    let mut out = Vec::new();
+    if let Some(Some(cpu)) = stats.vcpus.first() {
+        out.push(json!({"provider": "kvm", "target": "vcpu", "stats": cpu.schema()}));
+    }
+    if let Some(vm) = &stats.vm {
+        out.push(json!({"provider": "kvm", "target": "vm", "stats": vm.schema()}));
+    }
+    Ok(Value::Array(out))
 }
