@@ -409,10 +409,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let dm = DeviceManager::new(vm.clone(), config.machine);
     // Before the devices, which report disk errors as QMP events.
     let events = Arc::new(Events::default());
+    let block_stats = Arc::new(std::sync::Mutex::new(Vec::new()));
     let disk_events = |device: String| -> Arc<dyn rvmm_block::DiskEvents> {
         Arc::new(qmp::BlockEvents {
             events: events.clone(),
             device,
+            stats: block_stats.clone(),
         })
     };
     let mut virtio =
@@ -671,6 +673,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             &base_cpuid,
         ),
         kvm_stats: qmp::kvm_stats::KvmStats::open(&vm, &vcpus),
+        block_stats: block_stats.clone(),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.
     let mut handles = Vec::with_capacity(vcpus.len());

@@ -159,15 +159,24 @@ impl VmEvents for Events {
     }
 }
 
+/// Each disk's request counters by image path, filled as the disks are opened.
+pub type BlockStatsRegistry = Arc<Mutex<Vec<(PathBuf, Arc<rvmm_block::DiskStats>)>>>;
+
 /// A drive's I/O errors as QEMU's BLOCK_IO_ERROR event (qapi/block-core.json; rvmm's action is
 /// always `report`: the guest gets the error).
 pub struct BlockEvents {
     pub events: Arc<Events>,
     /// The drive's name (`-drive id=`, or QEMU's `virtioN`).
     pub device: String,
+    /// Where the disk's request counters go, by image path (`query-blockstats`).
+    pub stats: BlockStatsRegistry,
 }
 
 impl rvmm_block::DiskEvents for BlockEvents {
+    fn stats(&self, path: &std::path::Path, stats: Arc<rvmm_block::DiskStats>) {
+        lock(&self.stats).push((path.to_path_buf(), stats));
+    }
+
     fn io_error(&self, e: &rvmm_block::DiskIoError) {
         self.events.emit(
             "BLOCK_IO_ERROR",
@@ -206,6 +215,8 @@ pub struct Machine {
     pub inventory: inventory::Inventory,
     /// KVM's binary statistics of the VM and each vCPU (`query-stats`).
     pub kvm_stats: kvm_stats::KvmStats,
+    /// Each disk's request counters, by image path (`query-blockstats`).
+    pub block_stats: BlockStatsRegistry,
 }
 
 enum Listener {
