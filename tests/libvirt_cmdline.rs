@@ -436,3 +436,156 @@ fn pty_serial_input_reaches_the_guest() {
     // may be lost: the pty is hung up, its buffer flushed, when the VMM exits).
     vm.wait(DEADLINE).assert_status(33);
 }
+
+/// A `virsh` session on libvirt's embedded QEMU driver (`qemu:///embed?root=DIR`: all state
+/// under DIR, no daemon): one command at a time, each answered once the next prompt comes.
+struct Virsh {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::sync::mpsc::Receiver<u8>,
+}
+
+impl Virsh {
+    fn start(root: &Path) -> Self {
+        let mut child = std::process::Command::new("virsh")
+            .arg("-c")
+            .arg(format!("qemu:///embed?root={}", root.display()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("virsh (libvirt-clients) is needed");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, out) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            while stdout.read(&mut b).is_ok_and(|n| n == 1) {
+                if tx.send(b[0]).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut v = Virsh { child, stdin, out };
+        v.until_prompt("");
+        v
+    }
+
+    fn until_prompt(&mut self, cmd: &str) -> String {
+        let mut text = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !text.ends_with(b"virsh # ") {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(b) => text.push(b),
+                Err(_) => panic!(
+                    "virsh {cmd:?}: no prompt; so far: {}",
+                    String::from_utf8_lossy(&text)
+                ),
+            }
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
+    fn run(&mut self, cmd: &str) -> String {
+        std::io::Write::write_all(&mut self.stdin, format!("{cmd}\n").as_bytes()).unwrap();
+        self.until_prompt(cmd)
+    }
+
+    /// Polls `domstate --reason` until it starts with `state`.
+    fn wait_state(&mut self, dom: &str, state: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let s = self.run(&format!("domstate {dom} --reason"));
+            // virsh echoes the command line before its answer.
+            if s.lines().any(|l| l.trim_start().starts_with(state)) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{dom} never became {state}: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Virsh {
+    /// A domain left running (a failed test) would outlive the embedded driver: destroy it,
+    /// then end virsh.
+    fn drop(&mut self) {
+        let _ = std::io::Write::write_all(&mut self.stdin, b"destroy rvmmtest\nquit\n");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The whole path a libvirt user takes: libvirt probes the emulator, writes its command line,
+/// starts it, and virsh suspends, resumes, reads statistics and shuts the domain down through
+/// ACPI (the guest, powerbutton.elf, powers off; libvirt ends the process: on_poweroff=destroy).
+#[test]
+fn virsh_runs_a_domain_on_the_emulator() {
+    let dir = TempDir::new("libvirt-virsh");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    // The embedded driver has no virtlogd; no security labels on the test's files.
+    std::fs::write(
+        root.join("etc/qemu.conf"),
+        "stdio_handler = \"file\"\nsecurity_driver = \"none\"\n",
+    )
+    .unwrap();
+    let disk = dir.path().join("disk.qcow2");
+    qcow2(&disk);
+    let emulator = std::fs::canonicalize(common::binary()).unwrap();
+    let mut xml = include_str!("fixtures/libvirt/q35-kernel.xml")
+        .replace("@KERNEL@", &guest("powerbutton.elf").display().to_string())
+        .replace("@DISK@", &disk.display().to_string())
+        .replace(
+            "<emulator>/usr/bin/qemu-system-x86_64</emulator>",
+            &format!("<emulator>{}</emulator>", emulator.display()),
+        );
+    // No tap device here: the NIC is left out.
+    let (a, b) = (
+        xml.find("<interface").unwrap(),
+        xml.find("</interface>").unwrap() + "</interface>".len(),
+    );
+    xml.replace_range(a..b, "");
+    let xml_path = dir.path().join("dom.xml");
+    std::fs::write(&xml_path, xml).unwrap();
+
+    let mut virsh = Virsh::start(&root);
+    let out = virsh.run(&format!("define {}", xml_path.display()));
+    assert!(out.contains("defined"), "{out}");
+    let out = virsh.run("start rvmmtest");
+    assert!(out.contains("started"), "{out}");
+    virsh.wait_state("rvmmtest", "running");
+    let stats = virsh.run("domstats rvmmtest");
+    assert!(stats.contains("block.0.name=vda"), "{stats}");
+    assert!(stats.contains("vcpu.current=1"), "{stats}");
+    // KVM's statistics of the VM, through query-stats.
+    assert!(stats.contains("vm.remote_tlb_flush.sum="), "{stats}");
+    virsh.run("suspend rvmmtest");
+    virsh.wait_state("rvmmtest", "paused");
+    virsh.run("resume rvmmtest");
+    virsh.wait_state("rvmmtest", "running");
+    // The button counts once the guest armed it (under QEMU, SeaBIOS runs first): press it
+    // again until the guest is off, as a user would.
+    let deadline = Instant::now() + DEADLINE;
+    let state = loop {
+        virsh.run("shutdown rvmmtest --mode acpi");
+        let s = virsh.run("domstate rvmmtest --reason");
+        if s.contains("shut off") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "rvmmtest never shut down: {s}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(state.contains("(shutdown)"), "{state}");
+    let log = std::fs::read_to_string(root.join("log/qemu/rvmmtest.log")).unwrap();
+    assert!(log.contains("-no-shutdown"), "{log}");
+    virsh.run("undefine rvmmtest");
+}

@@ -448,11 +448,11 @@ device!(
     Bridge,
     None,
     false,
-    [prop_default(
-        "disable_s3",
-        PropType::Uint8,
-        PropDefault::Int(0)
-    ),]
+    [
+        prop_default("disable_s3", PropType::Uint8, PropDefault::Int(0)),
+        // rvmm never offers S4: only disable_s4=1 is accepted (lib.rs `global`).
+        prop_default("disable_s4", PropType::Uint8, PropDefault::Int(1)),
+    ]
 );
 device!(
     PIIX4_PM,
@@ -462,11 +462,11 @@ device!(
     Bridge,
     Some("PM"),
     false,
-    [prop_default(
-        "disable_s3",
-        PropType::Uint8,
-        PropDefault::Int(0)
-    ),]
+    [
+        prop_default("disable_s3", PropType::Uint8, PropDefault::Int(0)),
+        // rvmm never offers S4: only disable_s4=1 is accepted (lib.rs `global`).
+        prop_default("disable_s4", PropType::Uint8, PropDefault::Int(1)),
+    ]
 );
 device!(
     I8042,
@@ -535,6 +535,8 @@ pub static ABSTRACT_TYPES: &[(&str, Option<&str>)] = &[
     ("x86_64-cpu", Some("cpu")),
     ("accel", Some("object")),
     ("rng-backend", Some("object")),
+    ("memory-backend", Some("object")),
+    ("secret_common", Some("object")),
 ];
 
 /// The device type named `name`, if rvmm has it.
