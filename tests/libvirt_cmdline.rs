@@ -566,6 +566,10 @@ fn virsh_runs_a_domain_on_the_emulator() {
     let stats = virsh.run("domstats rvmmtest");
     assert!(stats.contains("block.0.name=vda"), "{stats}");
     assert!(stats.contains("vcpu.current=1"), "{stats}");
+    // libvirt knows the vCPU's thread (query-cpus-fast at start-up) and reads its KVM
+    // statistics through query-stats.
+    assert!(stats.contains("vcpu.0.state=1"), "{stats}");
+    assert!(stats.contains("vcpu.0.exits.sum="), "{stats}");
     // KVM's statistics of the VM, through query-stats.
     assert!(stats.contains("vm.remote_tlb_flush.sum="), "{stats}");
     virsh.run("suspend rvmmtest");

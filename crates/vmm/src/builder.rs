@@ -690,6 +690,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             }
         }
     }
+    // QMP's thread ids (query-cpus-fast, which libvirt reads once at start-up) exist before
+    // QMP is served, as QEMU waits for each vCPU thread to be created.
+    crate::vcpu::wait_for_thread_ids(&machine.thread_ids[..handles.len()]);
     tracing::debug!("vCPU threads started");
     let snapshot = SnapshotContext {
         mem: mem.clone(),

@@ -187,6 +187,18 @@ enum State {
     Exited,
 }
 
+/// Wait (up to 10 s) until every vCPU thread that was spawned has stored its thread id.
+pub fn wait_for_thread_ids(ids: &[std::sync::atomic::AtomicI32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ids.iter().any(|t| t.load(Ordering::Relaxed) == 0) {
+        if std::time::Instant::now() > deadline {
+            tracing::debug!("a vCPU thread has not started after 10 s");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 struct VcpuThread {
     vcpu: Vcpu,
     index: u32,
