@@ -24,6 +24,7 @@ pub(super) const COMMANDS: &[(&str, Handler)] = &[
     ("query-blockstats", query_blockstats),
     ("query-stats", query_stats),
     ("query-stats-schemas", query_stats_schemas),
+    ("query-dirty-rate", query_dirty_rate),
 ];
 
 /// Only the keys in `allowed` may appear.
@@ -402,4 +403,17 @@ fn query_stats_schemas(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, Q
         out.push(json!({"provider": "kvm", "target": "vm", "stats": vm.schema()}));
     }
     Ok(Value::Array(out))
+}
+
+/// rvmm has no `calc-dirty-rate`, so no measurement was ever started: QEMU's answer before the
+/// first one (migration/dirtyrate.c `query_dirty_rate_info`).
+fn query_dirty_rate(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    only(args, &[])?;
+    Ok(json!({
+        "status": "unstarted",
+        "start-time": 0,
+        "calc-time": 0,
+        "sample-pages": 0,
+        "mode": "page-sampling",
+    }))
 }

@@ -196,6 +196,20 @@ pub static COMMANDS: &[Command] = &[
         Ty::Any,
     ),
     cmd(
+        "query-dirty-rate",
+        &[],
+        Ty::Object(&[
+            m("status", Ty::Enum(&["unstarted", "measuring", "measured"])),
+            m("start-time", Ty::Int),
+            m("calc-time", Ty::Int),
+            m("sample-pages", Ty::Int),
+            m(
+                "mode",
+                Ty::Enum(&["page-sampling", "dirty-bitmap", "dirty-ring"]),
+            ),
+        ]),
+    ),
+    cmd(
         "query-stats-schemas",
         &[opt("provider", Ty::Enum(&["kvm"]))],
         Ty::Any,
