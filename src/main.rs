@@ -5,11 +5,45 @@
 
 use rvmm_cli::Action;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 const ERROR_STATUS: u8 = 2;
+
+/// `-msg timestamp=on`: message lines start with QEMU's UTC timestamp.
+static TIMESTAMPS: AtomicBool = AtomicBool::new(false);
+
+/// "2026-12-08T01:18:42.938033Z " when timestamps are on (QEMU's `real_time_iso8601` form),
+/// else "".
+fn timestamp() -> String {
+    if !TIMESTAMPS.load(Ordering::Relaxed) {
+        return String::new();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's days_from_civil, inverted).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z ",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_micros()
+    )
+}
 
 /// rvmm's messages on stderr without `RVMM_LOG`, in QEMU's style, one per line: errors as
 /// "rvmm: ...", warnings as "rvmm: warning: ...", notes (info level) as "rvmm: note: ...".
@@ -34,7 +68,7 @@ where
             tracing::Level::WARN => "warning: ",
             _ => "note: ",
         };
-        write!(writer, "rvmm: {kind}")?;
+        write!(writer, "{}rvmm: {kind}", timestamp())?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
@@ -112,12 +146,19 @@ fn main() -> ExitCode {
             println!("{}", rvmm_cli::version_text());
             ExitCode::SUCCESS
         }
-        Action::Run(config) => match rvmm_vmm::run(&config) {
-            Ok(status) => ExitCode::from((status & 0xff) as u8),
-            Err(e) => {
-                eprintln!("rvmm: {}", chain(&e));
-                ExitCode::from(ERROR_STATUS)
-            }
-        },
+        Action::Run(config) => {
+            TIMESTAMPS.store(config.process.msg_timestamp, Ordering::Relaxed);
+            run(&config)
+        }
+    }
+}
+
+fn run(config: &rvmm_cli::VmConfig) -> ExitCode {
+    match rvmm_vmm::run(config) {
+        Ok(status) => ExitCode::from((status & 0xff) as u8),
+        Err(e) => {
+            eprintln!("{}rvmm: {}", timestamp(), chain(&e));
+            ExitCode::from(ERROR_STATUS)
+        }
     }
 }

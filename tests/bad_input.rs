@@ -13,7 +13,10 @@ fn unsupported_and_unknown_options_are_named() {
         return;
     }
     expect_error(&["-vga", "cirrus"], "-vga cirrus: not supported");
-    expect_error(&["-blockdev", "driver=file"], "-blockdev is not supported");
+    expect_error(
+        &["-blockdev", "driver=nbd,node-name=n"],
+        "-blockdev node-name=n: driver 'nbd' is not supported",
+    );
     expect_error(
         &["-drive", "file=/nonexistent/x.img,format=raw"],
         "could not open disk image '/nonexistent/x.img'",

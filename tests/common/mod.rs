@@ -75,6 +75,17 @@ impl VmCommand {
         Self::without_kernel().arg("-kernel").arg(guest(name))
     }
 
+    /// No options at all: the test gives the whole command line (e.g. libvirt's).
+    pub fn bare() -> Self {
+        VmCommand {
+            args: Vec::new(),
+            timeout: TIMEOUT,
+            stdin_pipe: false,
+            envs: Vec::new(),
+            program: None,
+        }
+    }
+
     /// The common options without `-kernel`.
     pub fn without_kernel() -> Self {
         let args = [

@@ -10,10 +10,12 @@ mod chain;
 mod lock;
 mod overlay;
 mod qcow2;
+mod stats;
 
 pub use chain::{OpenError, MAX_CHAIN_LEN};
 pub use lock::{ImageLock, LockError, LockMode, LOCK_PERM_BASE, LOCK_SHARED_BASE};
 pub use qcow2::HeaderError;
+pub use stats::{DiskStats, Op, OpStats};
 
 use imago::file::File;
 use imago::FormatAccess;
@@ -35,6 +37,9 @@ pub struct DiskIoError<'a> {
 /// Told of the first I/O error of each kind on a disk, beside the log line.
 pub trait DiskEvents: Send + Sync {
     fn io_error(&self, error: &DiskIoError);
+
+    /// The disk's request counters, handed over once when the events are set.
+    fn stats(&self, _path: &Path, _stats: Arc<DiskStats>) {}
 }
 
 /// Errors opening or using a disk image.
@@ -133,6 +138,8 @@ pub struct Disk {
     _locks: Vec<ImageLock>,
     /// Writes go to a temporary overlay, which is never synced.
     snapshot: bool,
+    /// Requests counted for QMP `query-blockstats`.
+    stats: Arc<DiskStats>,
 }
 
 impl std::fmt::Debug for Disk {
@@ -188,6 +195,7 @@ impl Disk {
                 corruption_reported: AtomicBool::new(false),
                 _locks: chain.locks,
                 snapshot,
+                stats: Arc::default(),
             },
             warning,
         ))
@@ -275,25 +283,50 @@ impl Disk {
     /// Tell `events` of this disk's I/O errors too (the first of each kind, as the log line).
     pub fn set_events(&self, events: Arc<dyn DiskEvents>) {
         // Set once, when the device is built; a second call changes nothing.
+        events.stats(&self.path, self.stats.clone());
         let _ = self.events.set(events);
+    }
+
+    /// This disk's request counters (shared: QMP reads them while devices count).
+    pub fn stats(&self) -> Arc<DiskStats> {
+        self.stats.clone()
+    }
+
+    /// Count `res`, a request of `len` bytes at `offset` that started at `start`.
+    fn counted<T>(
+        &self,
+        op: Op,
+        offset: u64,
+        len: u64,
+        start: std::time::Instant,
+        res: Result<T, BlockError>,
+    ) -> Result<T, BlockError> {
+        self.stats.account(op, offset, len, start, res.is_ok());
+        res
     }
 
     /// Fill `buf` from the disk at `offset`.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<(), BlockError> {
+        let start = std::time::Instant::now();
         let len = buf.len() as u64;
-        self.check("read", offset, len)?;
-        self.access
-            .read(buf, offset)
-            .map_err(|e| self.failed("read", offset, len, e))
+        let res = self.check("read", offset, len).and_then(|()| {
+            self.access
+                .read(buf, offset)
+                .map_err(|e| self.failed("read", offset, len, e))
+        });
+        self.counted(Op::Read, offset, len, start, res)
     }
 
     /// Write `buf` to the disk at `offset`.
     pub fn write(&self, buf: &[u8], offset: u64) -> Result<(), BlockError> {
+        let start = std::time::Instant::now();
         let len = buf.len() as u64;
-        self.check_write("write", offset, len)?;
-        self.access
-            .write(buf, offset)
-            .map_err(|e| self.failed("write", offset, len, e))
+        let res = self.check_write("write", offset, len).and_then(|()| {
+            self.access
+                .write(buf, offset)
+                .map_err(|e| self.failed("write", offset, len, e))
+        });
+        self.counted(Op::Write, offset, len, start, res)
     }
 
     /// Make `len` bytes at `offset` read as zeroes; `unmap` may free the space.
@@ -334,14 +367,23 @@ impl Disk {
 
     /// Tell the image `len` bytes at `offset` are unused; their contents become undefined.
     pub fn discard(&mut self, offset: u64, len: u64) -> Result<(), BlockError> {
-        self.check_write("discard", offset, len)?;
-        self.access
-            .discard_to_any(offset, len)
-            .map_err(|e| self.failed("discard", offset, len, e))
+        let start = std::time::Instant::now();
+        let res = self.check_write("discard", offset, len).and_then(|()| {
+            self.access
+                .discard_to_any(offset, len)
+                .map_err(|e| self.failed("discard", offset, len, e))
+        });
+        self.counted(Op::Unmap, offset, len, start, res)
     }
 
     /// Write metadata and data through to stable storage.
     pub fn flush(&self) -> Result<(), BlockError> {
+        let start = std::time::Instant::now();
+        let res = self.flush_inner();
+        self.counted(Op::Flush, 0, 0, start, res)
+    }
+
+    fn flush_inner(&self) -> Result<(), BlockError> {
         if self.readonly {
             return Ok(());
         }

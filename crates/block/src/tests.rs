@@ -722,3 +722,37 @@ fn zeroing_an_image_smaller_than_a_cluster() {
         }
     }
 }
+
+#[test]
+fn requests_are_counted() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = std::env::temp_dir().join(format!("rvmm-block-stats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("d.img");
+    std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+    let (disk, _) = Disk::open(&DiskOptions {
+        path: path.clone(),
+        format: Some(ImageFormat::Raw),
+        readonly: false,
+        direct: false,
+        locking: true,
+        snapshot: false,
+        share_rw: false,
+    })
+    .unwrap();
+    let stats = disk.stats();
+    disk.write(&[1u8; 512], 4096).unwrap();
+    let mut buf = [0u8; 1024];
+    disk.read(&mut buf, 0).unwrap();
+    disk.read(&mut buf, 1 << 20).unwrap_err();
+    disk.flush().unwrap();
+    assert_eq!(stats.write.operations.load(Relaxed), 1);
+    assert_eq!(stats.write.bytes.load(Relaxed), 512);
+    assert_eq!(stats.wr_highest_offset.load(Relaxed), 4096 + 512);
+    assert_eq!(stats.read.operations.load(Relaxed), 1);
+    assert_eq!(stats.read.bytes.load(Relaxed), 1024);
+    assert_eq!(stats.read.failed.load(Relaxed), 1);
+    assert_eq!(stats.flush.operations.load(Relaxed), 1);
+    drop(disk);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -153,8 +153,13 @@ pub enum SerialConfig {
     Stdio,
     /// No serial port at all.
     None,
-    /// Output appended to a file (`-serial null` is `/dev/null`: the port exists, output is dropped).
+    /// Output written to a file, truncated first (`-serial null` is `/dev/null`: the port
+    /// exists, output is dropped).
     File(PathBuf),
+    /// `-chardev file,append=on`: output appended to a file.
+    Append(PathBuf),
+    /// `-chardev pty`: a new pseudo-terminal; QMP `query-chardev` names its `/dev/pts/N`.
+    Pty,
 }
 
 /// Devices added with `-device`.
@@ -358,6 +363,13 @@ pub struct VmConfig {
     pub vnc: Option<crate::VncConfig>,
     /// `-sandbox`: seccomp filters per thread (on unless `-sandbox off`).
     pub sandbox: crate::SandboxConfig,
+    /// COM1's chardev id (`-chardev ...,id=ID` with `-serial chardev:ID` or
+    /// `-device isa-serial,chardev=ID`), QMP `query-chardev`'s label.
+    pub serial_label: Option<String>,
+    /// The rvmm process around the guest: thread names, power-off, RAM backend, messages.
+    pub process: crate::ProcessConfig,
+    /// `-device ...,id=ID` as (id, driver): QOM's `/machine/peripheral` children.
+    pub peripherals: Vec<(String, String)>,
 }
 
 /// `-global DRIVER.PROP=VALUE` properties rvmm honours: QEMU 7.2's `ICH9-LPC.disable_s3` (q35)
@@ -439,6 +451,9 @@ impl Default for VmConfig {
             bzimage_decompress: BzImageDecompress::default(),
             globals: GlobalProps::default(),
             sandbox: crate::SandboxConfig::default(),
+            serial_label: None,
+            process: crate::ProcessConfig::default(),
+            peripherals: Vec::new(),
         }
     }
 }

@@ -264,6 +264,8 @@ mod tests {
             share_rw: false,
             serial: None,
             id: None,
+            node_name: None,
+            file_node_name: None,
         }
     }
 

@@ -4,15 +4,18 @@
 //! and argument presence (so `-foo` is reported before any semantic error), the second
 //! interprets the options in order. Options QEMU has but rvmm lacks are refused by name.
 
+mod blockdev;
 mod boot;
 mod config;
 mod cpu;
 mod display;
 mod ide;
+mod json;
 pub mod monitor;
 mod netdev;
 mod options;
 pub mod opts;
+mod process;
 pub mod qdev;
 pub mod sandbox;
 pub mod size;
@@ -27,6 +30,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+pub use blockdev::BlockdevError;
 pub use boot::{boot_nibble, BootConfig, BootError, FirmwareConfig, DEFAULT_BOOT_ORDER};
 pub use config::{
     check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, DisplayDeviceConfig,
@@ -37,12 +41,14 @@ pub use config::{
 pub use cpu::{cpu_help_text, cpu_properties, CpuArgError, PropError};
 pub use display::{DisplayArgError, VncConfig, VncListen, VNC_BASE_PORT};
 pub use ide::{ide_layout, IdeDriveConfig, IdeError};
+pub use json::JsonArgError;
 pub use monitor::{MonitorError, QmpAddress, QmpConfig};
 pub use netdev::{
     HostFwd, NetBackendConfig, NetdevError, StreamAddr, StreamConfig, TapConfig, UserNetConfig,
 };
 pub use options::{help_text, option_names, version_text};
 pub use opts::{OptsError, QemuOpts};
+pub use process::{MemoryBackend, ProcessArgError, ProcessConfig};
 pub use sandbox::{SandboxArgError, SandboxConfig};
 pub use size::SizeError;
 pub use smbios::{parse_uuid, SmbiosArgError};
@@ -78,7 +84,7 @@ pub enum CliError {
     MissingArgument(String),
     #[error("{0} is not supported")]
     UnsupportedOption(String),
-    #[error("-global {0}: rvmm supports only ICH9-LPC.disable_s3 and PIIX4_PM.disable_s3")]
+    #[error("-global {0}: rvmm supports only ICH9-LPC.disable_s3, ICH9-LPC.disable_s4=1, PIIX4_PM.disable_s3, PIIX4_PM.disable_s4=1 and kvm-pit.lost_tick_policy=delay")]
     UnsupportedGlobal(String),
     #[error("'{0}': disk image arguments are not supported (boot a kernel with -kernel)")]
     Positional(String),
@@ -154,6 +160,22 @@ pub enum CliError {
     Sandbox(#[from] SandboxArgError),
     #[error("-daemonize: -serial stdio cannot be used when rvmm detaches from the terminal")]
     DaemonizeStdio,
+    #[error(transparent)]
+    Json(#[from] JsonArgError),
+    #[error(transparent)]
+    Blockdev(#[from] BlockdevError),
+    #[error(transparent)]
+    Process(#[from] ProcessArgError),
+    #[error("-global {0}: rvmm never offers ACPI S4 (suspend to disk): only disable_s4=1")]
+    GlobalS4(String),
+    #[error("-device: Duplicate device ID '{0}'")]
+    DuplicateDeviceId(String),
+    #[error("-device isa-serial: {0}")]
+    IsaSerial(&'static str),
+    #[error(
+        "-device {driver}: Bus '{bus}' not found (rvmm's buses: pcie.0 on q35, pci.0 on pc, isa.0)"
+    )]
+    PciBus { driver: String, bus: String },
     #[error("{option}: argument '{lossy}' is not valid UTF-8; this option's syntax is text (only paths may be any bytes, and -append passes bytes)")]
     NotText { option: String, lossy: String },
 }
@@ -236,6 +258,13 @@ struct Pending {
     display: display::DisplayArgs,
     /// `kernel-irqchip=` as given (-machine or -accel); else the machine type's default.
     irqchip: Option<IrqchipMode>,
+    /// COM1 is a chardev's (`-serial chardev:ID` or `-device isa-serial,chardev=ID`).
+    serial_chardev: bool,
+    /// `-object secret|memory-backend-*`.
+    objects: process::Objects,
+    /// `-blockdev` nodes and `-add-fd` descriptor sets.
+    blocks: blockdev::BlockNodes,
+    fdsets: blockdev::FdSets,
 }
 
 fn monitor_err(option: &'static str) -> impl FnOnce(MonitorError) -> CliError {
@@ -262,6 +291,16 @@ where
         if !kind.supported {
             return Err(CliError::UnsupportedOption(format!("-{}", kind.name)));
         }
+        let arg = match json::JSON_OPTIONS.iter().find(|n| **n == kind.name) {
+            Some(option) if json::is_json(arg.as_bytes()) => {
+                let text = arg.to_str().ok_or_else(|| CliError::NotText {
+                    option: format!("-{}", kind.name),
+                    lossy: arg.to_string_lossy().into_owned(),
+                })?;
+                OsString::from(json::to_opts(option, text)?)
+            }
+            _ => arg,
+        };
         let action = if BYTE_ARGS.contains(&kind.name) {
             state.apply_bytes(kind.name, &arg)?
         } else {
@@ -285,6 +324,15 @@ fn global(globals: &mut GlobalProps, arg: &str) -> Result<(), CliError> {
     let field = match target {
         "ICH9-LPC.disable_s3" => &mut globals.ich9_disable_s3,
         "PIIX4_PM.disable_s3" => &mut globals.piix4_disable_s3,
+        // rvmm's DSDT has no \_S4: only the value that keeps it so.
+        "ICH9-LPC.disable_s4" | "PIIX4_PM.disable_s4" => {
+            return match value {
+                "1" => Ok(()),
+                _ => Err(CliError::GlobalS4(arg.to_string())),
+            }
+        }
+        // KVM's in-kernel PIT re-injects lost ticks (QEMU's delay, its default with KVM).
+        "kvm-pit.lost_tick_policy" if value == "delay" => return Ok(()),
         _ => return Err(unsupported()),
     };
     let n: u8 = value.parse().map_err(|_| CliError::Opts {
@@ -369,7 +417,18 @@ impl Pending {
                     }
                 }
             }
-            "netdev" | "object" | "nic" | "net" => self.virtio.option(name, arg)?,
+            "object" => self.object(arg)?,
+            "netdev" | "nic" | "net" => self.virtio.option(name, arg)?,
+            "blockdev" => self.blocks.add(arg, &self.fdsets)?,
+            "add-fd" => self.fdsets.add(arg)?,
+            "no-shutdown" => c.process.no_shutdown = true,
+            "no-acpi" => c.acpi = false,
+            // rvmm's machines have no HPET.
+            "no-hpet" => {}
+            "overcommit" => c.process.mem_lock = process::overcommit(arg)?,
+            "rtc" => process::rtc(arg)?,
+            "msg" => c.process.msg_timestamp = process::msg(arg)?,
+            "audiodev" => process::audiodev(arg)?,
             // rvmm always runs on KVM.
             "enable-kvm" => {}
             "smp" => {
@@ -379,10 +438,13 @@ impl Pending {
             "m" => c.memory_bytes = memory(arg)?,
             "name" => {
                 let opts = QemuOpts::parse(arg, Some("guest")).map_err(opts_err("-name"))?;
-                opts.check_unsupported(&["process", "debug-threads"])
-                    .and_then(|()| opts.check_known(&["guest"]))
+                opts.check_unsupported(&["process"])
+                    .and_then(|()| opts.check_known(&["guest", "debug-threads"]))
                     .map_err(opts_err("-name"))?;
                 c.name = opts.get("guest").map(str::to_string);
+                if let Some(on) = opts.get_bool("debug-threads").map_err(opts_err("-name"))? {
+                    c.process.debug_threads = on;
+                }
             }
             "nodefaults" => c.nodefaults = true,
             // rvmm reads no configuration files, so there are none to skip.
@@ -451,6 +513,23 @@ impl Pending {
                         }
                     }
                 }
+                // rvmm's machines have no USB controller unless a -device adds one.
+                "usb" => {
+                    if opts::parse_bool(key, value).map_err(opts_err("-machine"))? {
+                        return Err(CliError::Opts {
+                            option: "-machine".into(),
+                            source: OptsError::UnsupportedValue {
+                                key: key.clone(),
+                                value: value.clone(),
+                            },
+                        });
+                    }
+                }
+                "dump-guest-core" => {
+                    self.config.process.dump_guest_core =
+                        opts::parse_bool(key, value).map_err(opts_err("-machine"))?
+                }
+                "memory-backend" => self.objects.machine_backend = Some(value.clone()),
                 "kernel" => self.config.kernel = Some(PathBuf::from(value)),
                 "initrd" => self.config.initrd = split_initrd(OsStr::new(value))?,
                 "append" => self.config.append = Some(value.as_bytes().to_vec()),
@@ -463,6 +542,16 @@ impl Pending {
             }
         }
         Ok(None)
+    }
+
+    /// `-object TYPE,id=ID,...`: process objects (secret, memory backends) here, entropy
+    /// back-ends with the virtio devices.
+    fn object(&mut self, arg: &str) -> Result<(), CliError> {
+        let opts = QemuOpts::parse(arg, Some("qom-type")).map_err(opts_err("-object"))?;
+        if process::is_process_object(opts.get("qom-type").unwrap_or_default()) {
+            return Ok(self.objects.object(&opts)?);
+        }
+        Ok(self.virtio.option("object", arg)?)
     }
 
     /// `-device driver[,prop=value...]`.
@@ -485,8 +574,19 @@ impl Pending {
         let option = format!("-device {driver}");
         // The registry's properties are the keys each device takes (qdev.rs).
         if let Some(d) = device_type {
-            opts.check_known(&d.option_keys())
-                .map_err(opts_err(&option))?;
+            // bus= is qdev's, every device takes it (checked below where rvmm has buses).
+            let mut keys = d.option_keys();
+            keys.push("bus");
+            opts.check_known(&keys).map_err(opts_err(&option))?;
+            check_bus(d, opts.get("bus"))?;
+        }
+        if let Some(id) = opts.get("id") {
+            if self.config.peripherals.iter().any(|(i, _)| i == id) {
+                return Err(CliError::DuplicateDeviceId(id.to_string()));
+            }
+            self.config
+                .peripherals
+                .push((id.to_string(), driver.to_string()));
         }
         let device = match driver {
             "" => return Err(CliError::DeviceDriverMissing),
@@ -529,6 +629,26 @@ impl Pending {
                     addr,
                 })
             }
+            "isa-serial" => {
+                // COM1 only: index 0 at QEMU's 0x3f8/IRQ 4.
+                if !matches!(opts.get("index"), None | Some("0"))
+                    || !matches!(opts.get("iobase"), None | Some("0x3f8" | "1016"))
+                    || !matches!(opts.get("irq"), None | Some("4"))
+                {
+                    return Err(CliError::IsaSerial(
+                        "only COM1 (index=0, iobase=0x3f8, irq=4) is supported",
+                    ));
+                }
+                let chardev = opts
+                    .get("chardev")
+                    .ok_or(CliError::IsaSerial("parameter 'chardev' is missing"))?;
+                if self.serial.is_some() || self.serial_chardev {
+                    return Err(CliError::SerialCount);
+                }
+                self.serial_chardev = true;
+                self.monitors.set_serial(chardev);
+                return Ok(None);
+            }
             d if virtio::is_virtio_driver(d) => {
                 self.virtio.device(&opts)?;
                 return Ok(None);
@@ -552,6 +672,14 @@ impl Pending {
             option: "-serial".into(),
             lossy: arg.to_string_lossy().into_owned(),
         })?;
+        if let Some(id) = arg.strip_prefix("chardev:") {
+            if self.serial.is_some() || self.serial_chardev {
+                return Err(CliError::SerialCount);
+            }
+            self.serial_chardev = true;
+            self.monitors.set_serial(id);
+            return Ok(None);
+        }
         let serial = match arg {
             "help" => return Ok(Some(Action::Help)),
             "stdio" | "mon:stdio" => SerialConfig::Stdio,
@@ -571,7 +699,7 @@ impl Pending {
     }
 
     fn set_serial(&mut self, serial: SerialConfig) -> Result<Option<Action>, CliError> {
-        if self.serial.is_some() {
+        if self.serial.is_some() || self.serial_chardev {
             return Err(CliError::SerialCount);
         }
         self.serial = Some(serial);
@@ -579,17 +707,26 @@ impl Pending {
     }
 
     /// Resolves defaults that depend on several options and validates the result.
-    fn finish(self) -> Result<VmConfig, CliError> {
+    fn finish(mut self) -> Result<VmConfig, CliError> {
         let mut config = self.config;
         config.irqchip = self
             .irqchip
             .unwrap_or_else(|| IrqchipMode::default_for(config.machine));
         config.smp = self.smp.resolve(config.machine).map_err(CliError::Smp)?;
+        for (name, drive) in self.blocks.into_drives() {
+            self.virtio.add_node_drive(name, drive)?;
+        }
+        config.process.memory_backend = self.objects.resolve(config.memory_bytes)?;
         let devices = self.virtio.resolve(config.machine, config.nodefaults)?;
         config.virtio = devices.virtio;
         config.virtio_pci = devices.virtio_pci;
         config.ide = devices.ide;
-        let mons = self.monitors.resolve().map_err(monitor_err("-mon"))?;
+        let (mons, chardev_serial) = self.monitors.resolve().map_err(monitor_err("-mon"))?;
+        let mut serial = self.serial;
+        if let Some((label, backend)) = chardev_serial {
+            config.serial_label = Some(label);
+            serial = Some(backend);
+        }
         config.vnc = self.display.resolve();
         config.qmp.extend(mons);
         // QEMU's default VGA: on machines with PCI, unless removed or given as -device VGA.
@@ -610,7 +747,7 @@ impl Pending {
             return Err(CliError::Invalid(ConfigError::NoPciBus("VGA")));
         }
         // rvmm has no graphical console: the terminal is the default console, like -nographic.
-        config.serial = match self.serial {
+        config.serial = match serial {
             Some(serial) => serial,
             None if config.nodefaults => SerialConfig::None,
             None => SerialConfig::Stdio,
@@ -629,6 +766,24 @@ impl Pending {
             other => CliError::Invalid(other),
         })?;
         Ok(config)
+    }
+}
+
+/// `-device ...,bus=NAME`: rvmm has one PCI root bus (`pcie.0` on q35, `pci.0` on pc) and one
+/// ISA bus; IDE buses are checked with the drive (virtio.rs).
+fn check_bus(d: &qdev::DeviceType, bus: Option<&str>) -> Result<(), CliError> {
+    let ok = match (d.bus, bus) {
+        (_, None) | (Some("IDE"), _) => true,
+        (Some("PCI"), Some(b)) => b == "pcie.0" || b == "pci.0",
+        (Some("ISA"), Some(b)) => b == "isa.0",
+        _ => false,
+    };
+    match (ok, bus) {
+        (false, Some(b)) => Err(CliError::PciBus {
+            driver: d.name.to_string(),
+            bus: b.to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -823,6 +978,8 @@ fn split_initrd(arg: &OsStr) -> Result<Vec<PathBuf>, CliError> {
         .collect())
 }
 
+#[cfg(test)]
+mod libvirt_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -18,7 +18,13 @@ use crate::opts::{OptsError, QemuOpts};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QmpAddress {
     Unix(PathBuf),
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// `-chardev socket,fd=N,server=on`: a listening socket the parent (libvirt) bound and
+    /// passed open.
+    Fd(i32),
 }
 
 /// One QMP monitor: a listening socket, one client at a time.
@@ -27,6 +33,8 @@ pub struct QmpConfig {
     pub address: QmpAddress,
     /// Block start-up until the first client connects (QEMU's default for servers).
     pub wait: bool,
+    /// The chardev's `id=` (QMP `query-chardev`'s label); None for `-qmp`.
+    pub label: Option<String>,
 }
 
 /// Why a monitor option was rejected.
@@ -38,8 +46,18 @@ pub enum MonitorError {
         "backend '{0}' is not supported (supported: unix:PATH, tcp:HOST:PORT, with server=on)"
     )]
     Backend(String),
-    #[error("chardev backend '{0}' is not supported (supported: socket)")]
+    #[error("chardev backend '{0}' is not supported (supported: socket, pty, file, null, stdio)")]
     ChardevBackend(String),
+    #[error("file: needs path=")]
+    FilePath,
+    #[error("fd={0}: expected a descriptor number")]
+    Fd(String),
+    #[error("chardev '{0}' is not a socket (a -mon needs one)")]
+    NotSocket(String),
+    #[error(
+        "chardev '{0}' cannot be a serial port's backend (socket chardevs are QMP monitors only)"
+    )]
+    NotSerial(String),
     #[error("'{0}': expected HOST:PORT")]
     TcpAddress(String),
     #[error("'{0}': port must be a number from 0 to 65535")]
@@ -60,9 +78,9 @@ pub enum MonitorError {
     Mode(String),
     #[error("pretty-printed QMP is not supported")]
     Pretty,
-    #[error("chardev '{0}' is not used by any -mon (rvmm only supports chardevs for QMP)")]
+    #[error("chardev '{0}' is not used by any -mon or serial port")]
     UnusedChardev(String),
-    #[error("chardev '{0}' is used by more than one -mon")]
+    #[error("chardev '{0}' is used more than once")]
     ChardevInUse(String),
 }
 
@@ -130,25 +148,65 @@ pub fn parse_qmp(arg: impl AsRef<OsStr>) -> Result<QmpConfig, MonitorError> {
     Ok(QmpConfig {
         address,
         wait: server_wait(&opts)?,
+        label: None,
     })
 }
 
-/// `-chardev socket,id=X,path=P|host=H,port=N,server=on,wait=off`: returns the id and monitor;
-/// the path may be any bytes.
-pub fn parse_chardev(arg: impl AsRef<OsStr>) -> Result<(String, QmpConfig), MonitorError> {
+/// What a `-chardev` is connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chardev {
+    /// `socket`: usable by `-mon` as a QMP monitor.
+    Socket(QmpConfig),
+    /// `pty`, `file`, `null`, `stdio`: usable by a serial port (`-serial chardev:ID`,
+    /// `-device isa-serial,chardev=ID`).
+    Serial(crate::SerialConfig),
+}
+
+/// `-chardev socket|pty|file|null|stdio,id=X,...`: returns the id and backend; a path may be
+/// any bytes.
+pub fn parse_chardev(arg: impl AsRef<OsStr>) -> Result<(String, Chardev), MonitorError> {
     let opts = QemuOpts::parse_os(arg.as_ref(), Some("backend"))?;
     opts.check_text(&["path"])?;
     let backend = opts.get("backend").unwrap_or_default();
-    if backend != "socket" {
-        return Err(MonitorError::ChardevBackend(backend.into()));
+    let id = || opts.get("id").ok_or(MonitorError::MissingId);
+    let serial = match backend {
+        "socket" => None,
+        // QEMU's logfile= and friends are refused by name through check_known.
+        "pty" | "null" | "stdio" => {
+            opts.check_known(&["backend", "id"])?;
+            Some(match backend {
+                "pty" => crate::SerialConfig::Pty,
+                "null" => crate::SerialConfig::File("/dev/null".into()),
+                _ => crate::SerialConfig::Stdio,
+            })
+        }
+        "file" => {
+            opts.check_known(&["backend", "id", "path", "append"])?;
+            let path = opts
+                .get_path("path")
+                .filter(|p| !p.as_os_str().is_empty())
+                .ok_or(MonitorError::FilePath)?;
+            if bool_param(&opts, "append")? == Some(true) {
+                Some(crate::SerialConfig::Append(path))
+            } else {
+                Some(crate::SerialConfig::File(path))
+            }
+        }
+        other => return Err(MonitorError::ChardevBackend(other.into())),
+    };
+    if let Some(serial) = serial {
+        return Ok((id()?.to_string(), Chardev::Serial(serial)));
     }
     opts.check_known(&[
-        "backend", "id", "path", "host", "port", "server", "wait", "nowait",
+        "backend", "id", "path", "host", "port", "server", "wait", "nowait", "fd",
     ])?;
-    let id = opts.get("id").ok_or(MonitorError::MissingId)?;
-    let address = match (opts.get_path("path"), opts.get("port")) {
-        (Some(path), None) if !path.as_os_str().is_empty() => QmpAddress::Unix(path),
-        (None, Some(port)) => QmpAddress::Tcp {
+    let id = id()?;
+    let address = match (opts.get_path("path"), opts.get("port"), opts.get("fd")) {
+        (None, None, Some(fd)) => {
+            QmpAddress::Fd(fd.parse().map_err(|_| MonitorError::Fd(fd.into()))?)
+        }
+        (Some(path), None, None) if !path.as_os_str().is_empty() => QmpAddress::Unix(path),
+        (None, Some(port), None) => QmpAddress::Tcp {
             host: match opts.get("host") {
                 Some(h) if !h.is_empty() => h.into(),
                 _ => "0.0.0.0".into(),
@@ -159,10 +217,11 @@ pub fn parse_chardev(arg: impl AsRef<OsStr>) -> Result<(String, QmpConfig), Moni
     };
     Ok((
         id.to_string(),
-        QmpConfig {
+        Chardev::Socket(QmpConfig {
             address,
             wait: server_wait(&opts)?,
-        },
+            label: Some(id.to_string()),
+        }),
     ))
 }
 
@@ -183,12 +242,17 @@ pub fn parse_mon(arg: &str) -> Result<String, MonitorError> {
         .ok_or(MonitorError::MissingChardev)
 }
 
+/// A serial port's chardev: its label and backend.
+pub(crate) type SerialChardev = (String, crate::SerialConfig);
+
 /// Chardevs and `-mon` references, resolved once the whole command line is read.
 #[derive(Debug, Default)]
 pub(crate) struct Monitors {
-    chardevs: HashMap<String, QmpConfig>,
+    chardevs: HashMap<String, Chardev>,
     order: Vec<String>,
     mons: Vec<String>,
+    /// A serial port's chardev (`-serial chardev:ID`, `-device isa-serial,chardev=ID`).
+    serial: Option<String>,
 }
 
 impl Monitors {
@@ -207,22 +271,37 @@ impl Monitors {
         Ok(())
     }
 
-    /// The monitors in `-mon` order; every chardev must be used exactly once.
-    pub fn resolve(mut self) -> Result<Vec<QmpConfig>, MonitorError> {
+    /// Connect COM1 to chardev `id` (checked at resolve time).
+    pub fn set_serial(&mut self, id: &str) {
+        self.serial = Some(id.to_string());
+    }
+
+    /// The monitors in `-mon` order and the serial port's backend with its label; every
+    /// chardev must be used exactly once.
+    pub fn resolve(mut self) -> Result<(Vec<QmpConfig>, Option<SerialChardev>), MonitorError> {
+        let mut take = |id: &String| match self.chardevs.remove(id) {
+            Some(c) => Ok(c),
+            None if self.order.contains(id) => Err(MonitorError::ChardevInUse(id.clone())),
+            None => Err(MonitorError::UnknownChardev(id.clone())),
+        };
         let mut out = Vec::new();
         for id in &self.mons {
-            match self.chardevs.remove(id) {
-                Some(qmp) => out.push(qmp),
-                None if self.order.contains(id) => {
-                    return Err(MonitorError::ChardevInUse(id.clone()))
-                }
-                None => return Err(MonitorError::UnknownChardev(id.clone())),
+            match take(id)? {
+                Chardev::Socket(qmp) => out.push(qmp),
+                Chardev::Serial(_) => return Err(MonitorError::NotSocket(id.clone())),
             }
         }
+        let serial = match &self.serial {
+            Some(id) => match take(id)? {
+                Chardev::Serial(s) => Some((id.clone(), s)),
+                Chardev::Socket(_) => return Err(MonitorError::NotSerial(id.clone())),
+            },
+            None => None,
+        };
         if let Some(id) = self.order.iter().find(|id| self.chardevs.contains_key(*id)) {
             return Err(MonitorError::UnusedChardev(id.clone()));
         }
-        Ok(out)
+        Ok((out, serial))
     }
 }
 
@@ -234,6 +313,7 @@ mod tests {
         QmpConfig {
             address: QmpAddress::Unix(p.into()),
             wait,
+            label: None,
         }
     }
 
@@ -258,7 +338,8 @@ mod tests {
                     host: "127.0.0.1".into(),
                     port: 4444
                 },
-                wait: false
+                wait: false,
+                label: None,
             })
         );
         assert_eq!(
@@ -305,7 +386,7 @@ mod tests {
         );
         m.add_mon("chardev=m1,mode=control").unwrap();
         m.add_mon("m0,mode=control").unwrap();
-        let got = m.resolve().unwrap();
+        let got = m.resolve().unwrap().0;
         assert_eq!(got.len(), 2);
         assert_eq!(
             got[0].address,
@@ -314,14 +395,20 @@ mod tests {
                 port: 5555
             }
         );
-        assert_eq!(got[1], unix("/tmp/m0", false));
+        assert_eq!(
+            got[1],
+            QmpConfig {
+                label: Some("m0".into()),
+                ..unix("/tmp/m0", false)
+            }
+        );
     }
 
     #[test]
     fn chardev_and_mon_errors() {
         assert_eq!(
-            parse_chardev("stdio,id=c"),
-            Err(MonitorError::ChardevBackend("stdio".into()))
+            parse_chardev("spicevmc,id=c"),
+            Err(MonitorError::ChardevBackend("spicevmc".into()))
         );
         assert_eq!(
             parse_chardev("socket,path=/x,server"),
@@ -344,16 +431,57 @@ mod tests {
         let mut m = Monitors::default();
         m.add_mon("chardev=nope,mode=control").unwrap();
         assert_eq!(
-            m.resolve(),
-            Err(MonitorError::UnknownChardev("nope".into()))
+            m.resolve().unwrap_err(),
+            MonitorError::UnknownChardev("nope".into())
         );
         let mut m = Monitors::default();
         m.add_chardev("socket,id=c,path=/x,server").unwrap();
-        assert_eq!(m.resolve(), Err(MonitorError::UnusedChardev("c".into())));
+        assert_eq!(
+            m.resolve().unwrap_err(),
+            MonitorError::UnusedChardev("c".into())
+        );
         let mut m = Monitors::default();
         m.add_chardev("socket,id=c,path=/x,server").unwrap();
         m.add_mon("c,mode=control").unwrap();
         m.add_mon("c,mode=control").unwrap();
-        assert_eq!(m.resolve(), Err(MonitorError::ChardevInUse("c".into())));
+        assert_eq!(
+            m.resolve().unwrap_err(),
+            MonitorError::ChardevInUse("c".into())
+        );
+    }
+
+    #[test]
+    fn libvirt_chardevs() {
+        let mut m = Monitors::default();
+        m.add_chardev("socket,id=charmonitor,fd=6,server=on,wait=off")
+            .unwrap();
+        m.add_chardev("pty,id=charserial0").unwrap();
+        m.add_mon("chardev=charmonitor,id=monitor,mode=control")
+            .unwrap();
+        m.set_serial("charserial0");
+        let (mons, serial) = m.resolve().unwrap();
+        assert_eq!(mons[0].address, QmpAddress::Fd(6));
+        assert_eq!(mons[0].label.as_deref(), Some("charmonitor"));
+        assert!(!mons[0].wait);
+        assert_eq!(
+            serial,
+            Some(("charserial0".into(), crate::SerialConfig::Pty))
+        );
+        assert_eq!(
+            parse_chardev("file,id=f,path=/tmp/x,append=on").unwrap().1,
+            Chardev::Serial(crate::SerialConfig::Append("/tmp/x".into()))
+        );
+        assert_eq!(parse_chardev("file,id=f"), Err(MonitorError::FilePath));
+        assert!(matches!(
+            parse_chardev("pty,id=p,logfile=/x"),
+            Err(MonitorError::Opts(OptsError::UnknownParameter(_)))
+        ));
+        let mut m = Monitors::default();
+        m.add_chardev("pty,id=p").unwrap();
+        m.add_mon("chardev=p,mode=control").unwrap();
+        assert_eq!(
+            m.resolve().unwrap_err(),
+            MonitorError::NotSocket("p".into())
+        );
     }
 }

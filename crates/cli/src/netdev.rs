@@ -22,6 +22,8 @@ pub enum NetdevError {
     Type { option: &'static str, kind: String },
     #[error("-netdev {0}: needs id=")]
     Id(String),
+    #[error("-netdev tap,id={id}: {why}")]
+    TapQueues { id: String, why: &'static str },
     #[error("-netdev tap,id={0}: needs ifname= or fd=")]
     TapTarget(String),
     #[error("-netdev tap,id={id}: {key}={value} is not supported (use {key}=no)")]
@@ -168,7 +170,29 @@ pub(crate) fn parse_backend(
     };
     match kind {
         "tap" => {
-            known(&["ifname", "fd", "script", "downscript", "vhost"])?;
+            // vhost=on/vhostfd=: rvmm's virtio-net is served in user space, as QEMU's is when
+            // vhost-net cannot be used without vhostforce (docs/LIBVIRT.md).
+            known(&[
+                "ifname",
+                "fd",
+                "fds",
+                "script",
+                "downscript",
+                "vhost",
+                "vhostfd",
+                "vhostfds",
+                "vhostforce",
+            ])?;
+            if opts
+                .get_bool("vhostforce")
+                .map_err(opts_err("-netdev tap"))?
+                == Some(true)
+            {
+                return Err(NetdevError::TapQueues {
+                    id: id.into(),
+                    why: "vhostforce=on: rvmm has no vhost-net back-end",
+                });
+            }
             for key in ["script", "downscript"] {
                 if let Some(v) = opts.get(key) {
                     if v != "no" && !v.is_empty() {
@@ -180,7 +204,21 @@ pub(crate) fn parse_backend(
                     }
                 }
             }
-            let fd = opts.get_u32("fd").map_err(opts_err("-netdev tap"))?;
+            let mut fd = opts.get_u32("fd").map_err(opts_err("-netdev tap"))?;
+            // libvirt's fds=N[:M...]: one descriptor per queue pair; rvmm has one queue pair.
+            if let Some(fds) = opts.get("fds") {
+                let list: Vec<&str> = fds.split(':').collect();
+                if list.len() != 1 || fd.is_some() {
+                    return Err(NetdevError::TapQueues {
+                        id: id.into(),
+                        why: "one tap descriptor only (rvmm's virtio-net has one queue pair)",
+                    });
+                }
+                fd = Some(list[0].parse().map_err(|_| NetdevError::TapQueues {
+                    id: id.into(),
+                    why: "fds= must be descriptor numbers",
+                })?);
+            }
             Ok(NetBackendConfig::Tap(match (opts.get("ifname"), fd) {
                 (_, Some(fd)) => TapConfig::Fd(fd as i32),
                 (Some(name), None) => TapConfig::Name(name.to_string()),

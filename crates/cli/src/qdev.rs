@@ -182,6 +182,22 @@ device!(
         prop_default("iosize", PropType::Uint16, PropDefault::Int(2)),
     ]
 );
+// COM1 only (lib.rs): index 0 at 0x3f8, IRQ 4.
+device!(
+    ISA_SERIAL,
+    "isa-serial",
+    "isa-device",
+    Some("ISA"),
+    Input,
+    None,
+    true,
+    [
+        prop("chardev", PropType::Str),
+        prop_default("index", PropType::Uint32, PropDefault::Int(-1)),
+        prop_default("iobase", PropType::Uint32, PropDefault::Int(-1)),
+        prop_default("irq", PropType::Uint32, PropDefault::Int(-1)),
+    ]
+);
 device!(
     PC_TESTDEV,
     "pc-testdev",
@@ -432,11 +448,11 @@ device!(
     Bridge,
     None,
     false,
-    [prop_default(
-        "disable_s3",
-        PropType::Uint8,
-        PropDefault::Int(0)
-    ),]
+    [
+        prop_default("disable_s3", PropType::Uint8, PropDefault::Int(0)),
+        // rvmm never offers S4: only disable_s4=1 is accepted (lib.rs `global`).
+        prop_default("disable_s4", PropType::Uint8, PropDefault::Int(1)),
+    ]
 );
 device!(
     PIIX4_PM,
@@ -446,11 +462,11 @@ device!(
     Bridge,
     Some("PM"),
     false,
-    [prop_default(
-        "disable_s3",
-        PropType::Uint8,
-        PropDefault::Int(0)
-    ),]
+    [
+        prop_default("disable_s3", PropType::Uint8, PropDefault::Int(0)),
+        // rvmm never offers S4: only disable_s4=1 is accepted (lib.rs `global`).
+        prop_default("disable_s4", PropType::Uint8, PropDefault::Int(1)),
+    ]
 );
 device!(
     I8042,
@@ -477,6 +493,7 @@ device!(
 /// Every device type rvmm has, in `-device help` order within each category.
 pub static DEVICE_TYPES: &[&DeviceType] = &[
     &ISA_DEBUG_EXIT,
+    &ISA_SERIAL,
     &PC_TESTDEV,
     &PCI_TESTDEV,
     &VGA,
@@ -518,6 +535,8 @@ pub static ABSTRACT_TYPES: &[(&str, Option<&str>)] = &[
     ("x86_64-cpu", Some("cpu")),
     ("accel", Some("object")),
     ("rng-backend", Some("object")),
+    ("memory-backend", Some("object")),
+    ("secret_common", Some("object")),
 ];
 
 /// The device type named `name`, if rvmm has it.

@@ -305,14 +305,14 @@ fn invalid_and_unsupported_options() {
         ("-gdb", Some("tcp::1234")),
         ("-usb", None),
         ("-soundhw", Some("all")),
-        ("-rtc", Some("base=utc")),
+        ("-numa", Some("node")),
         ("-icount", Some("1")),
         ("-d", Some("int")),
         ("-D", Some("log")),
         ("-trace", Some("x")),
         ("-k", Some("en-us")),
         ("-spice", Some("port=5900")),
-        ("-no-shutdown", None),
+        ("-no-quit", None),
     ] {
         let mut args = vec![opt];
         args.extend(arg);
@@ -789,22 +789,24 @@ fn qmp_options() {
         "-pidfile",
         "/tmp/rvmm.pid",
     ]);
-    let tcp = |port| QmpConfig {
+    let tcp = |port, label: Option<&str>| QmpConfig {
         address: QmpAddress::Tcp {
             host: "127.0.0.1".into(),
             port,
         },
         wait: false,
+        label: label.map(str::to_string),
     };
     assert_eq!(
         c.qmp,
         vec![
             QmpConfig {
                 address: QmpAddress::Unix("/tmp/q.sock".into()),
-                wait: false
+                wait: false,
+                label: None,
             },
-            tcp(5555),
-            tcp(4444),
+            tcp(5555, None),
+            tcp(4444, Some("mon0")),
         ]
     );
     assert!(c.start_paused);
@@ -1141,13 +1143,15 @@ fn global_disable_s3_and_refusals() {
     assert!(run(&["-M", "q35", "-global", "PIIX4_PM.disable_s3=1"]).s3_offered());
     assert!(!run(&["-M", "pc", "-global", "PIIX4_PM.disable_s3=1"]).s3_offered());
     assert!(run(&["-M", "pc", "-global", "PIIX4_PM.disable_s3=0"]).s3_offered());
+    // rvmm never offers S4: only the value that says so is accepted.
+    run(&["-M", "q35", "-global", "ICH9-LPC.disable_s4=1"]);
     assert_eq!(
-        err(&["-global", "ICH9-LPC.disable_s4=1"]),
-        "-global ICH9-LPC.disable_s4=1: rvmm supports only ICH9-LPC.disable_s3 and PIIX4_PM.disable_s3"
+        err(&["-global", "ICH9-LPC.disable_s4=0"]),
+        "-global ICH9-LPC.disable_s4=0: rvmm never offers ACPI S4 (suspend to disk): only disable_s4=1"
     );
     assert_eq!(
         err(&["-global", "driver=ICH9-LPC,property=disable_s3,value=1"]),
-        "-global driver=ICH9-LPC,property=disable_s3,value=1: rvmm supports only ICH9-LPC.disable_s3 and PIIX4_PM.disable_s3"
+        "-global driver=ICH9-LPC,property=disable_s3,value=1: rvmm supports only ICH9-LPC.disable_s3, ICH9-LPC.disable_s4=1, PIIX4_PM.disable_s3, PIIX4_PM.disable_s4=1 and kvm-pit.lost_tick_policy=delay"
     );
     assert_eq!(
         err(&["-global", "ICH9-LPC.disable_s3=yes"]),

@@ -46,7 +46,7 @@ pub enum VirtioArgError {
     DriveId { file: String },
     #[error(transparent)]
     Netdev(#[from] crate::netdev::NetdevError),
-    #[error("-object {0}: object type is not supported (supported: rng-random, rng-builtin)")]
+    #[error("-object {0}: object type is not supported (supported: rng-random, rng-builtin, secret, memory-backend-ram, memory-backend-memfd)")]
     ObjectType(String),
     #[error("-object {0}: needs id=")]
     ObjectId(String),
@@ -103,6 +103,10 @@ pub struct DriveConfig {
     pub serial: Option<String>,
     /// `id=`: the drive's name in QMP events (BLOCK_IO_ERROR's `device`).
     pub id: Option<String>,
+    /// `-blockdev node-name=`: the node a device took with `drive=` (QMP `query-block`).
+    pub node_name: Option<String>,
+    /// The `-blockdev` protocol node under it (`driver=file`).
+    pub file_node_name: Option<String>,
 }
 
 /// A virtio device over virtio-mmio, in command-line order.
@@ -229,6 +233,17 @@ pub(crate) fn parse_mac(s: &str) -> Option<[u8; 6]> {
 impl VirtioArgs {
     /// `-hda`..`-hdd` (index 0-3) and `-cdrom` (index 2, a CD): a drive of the probed format
     /// on the machine's default interface (the path may be any bytes).
+    /// A `-blockdev` node devices may name with `drive=`.
+    pub(crate) fn add_node_drive(
+        &mut self,
+        name: String,
+        drive: DriveConfig,
+    ) -> Result<(), VirtioArgError> {
+        self.check_new_id(&name)?;
+        self.drives.push((name, drive));
+        Ok(())
+    }
+
     pub(crate) fn hdx(&mut self, index: u32, file: PathBuf, cdrom: bool) {
         let drive = DriveConfig {
             file,
@@ -240,6 +255,8 @@ impl VirtioArgs {
             share_rw: false,
             serial: None,
             id: None,
+            node_name: None,
+            file_node_name: None,
         };
         self.push_default(crate::ide::IdeFront::Drive {
             index: Some(index),
@@ -385,6 +402,8 @@ impl VirtioArgs {
             share_rw: false,
             serial: opts.get("serial").map(str::to_string),
             id: opts.get("id").map(str::to_string),
+            node_name: None,
+            file_node_name: None,
         };
         let ide_front = |drive| crate::ide::IdeFront::Drive {
             index,
@@ -852,6 +871,8 @@ mod tests {
                 share_rw: false,
                 serial: None,
                 id: Some("d0".into()),
+                node_name: None,
+                file_node_name: None,
             })]
         );
         let r = parse(&[("drive", "file=b.img,if=virtio"), ("hda", "c.img")], &[]).unwrap();

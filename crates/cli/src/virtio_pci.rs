@@ -14,6 +14,8 @@ pub struct VirtioPciOptions {
     pub bootindex: Option<u32>,
     /// `disable-legacy=`: None for `auto` (QEMU on pc/q35's root bus: a transitional device).
     pub disable_legacy: Option<bool>,
+    /// `id=`: the device's name under `/machine/peripheral`.
+    pub id: Option<String>,
 }
 
 /// A virtio device over virtio-pci (pc and q35), in command-line order.
@@ -76,5 +78,6 @@ pub(crate) fn pci_options(
         addr,
         bootindex,
         disable_legacy,
+        id: opts.get("id").map(str::to_string),
     })
 }

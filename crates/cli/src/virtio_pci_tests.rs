@@ -29,6 +29,7 @@ fn virtio_pci_devices_on_pc_and_q35() {
                     addr: Some((5, 0)),
                     bootindex: Some(1),
                     disable_legacy: None,
+                    id: None,
                 },
                 VirtioPciOptions::default(),
                 VirtioPciOptions::default(),

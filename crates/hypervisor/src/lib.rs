@@ -100,6 +100,24 @@ pub enum HvError {
 
 pub type Result<T> = std::result::Result<T, HvError>;
 
+/// KVM_GET_STATS_FD (_IO(KVMIO, 0xce)): a descriptor of the VM's or a vCPU's binary statistics.
+const KVM_GET_STATS_FD: libc::c_ulong = 0xaece;
+
+/// The binary statistics descriptor of a VM or vCPU fd (Linux 5.14+; Documentation/virt/kvm/api.rst 4.133).
+pub(crate) fn stats_fd(fd: std::os::fd::RawFd) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: KVM_GET_STATS_FD takes no argument and returns a new descriptor or -1.
+    let r = unsafe { libc::ioctl(fd, KVM_GET_STATS_FD as _) };
+    if r < 0 {
+        return Err(HvError::Ioctl {
+            op: "KVM_GET_STATS_FD",
+            source: vmm_sys_util::errno::Error::last(),
+        });
+    }
+    // SAFETY: `r` is a new descriptor nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r) })
+}
+
 pub(crate) fn ioctl_err(op: &'static str) -> impl FnOnce(vmm_sys_util::errno::Error) -> HvError {
     move |source| HvError::Ioctl { op, source }
 }

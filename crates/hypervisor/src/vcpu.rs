@@ -155,6 +155,11 @@ impl Vcpu {
         self.id
     }
 
+    /// The vCPU's binary statistics (KVM_GET_STATS_FD), readable from any thread.
+    pub fn stats_fd(&self) -> Result<std::os::fd::OwnedFd> {
+        crate::stats_fd(self.raw_fd())
+    }
+
     /// The vCPU fd, for mapping its shared pages (the coalesced MMIO ring).
     pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;

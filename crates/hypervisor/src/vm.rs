@@ -59,6 +59,12 @@ impl Vm {
 
     /// Create the in-kernel PIC, IOAPIC and LAPICs, wired as a PC (`RoutingTable::pc_irqchip`:
     /// the PIT's GSI 0 reaches IOAPIC pin 2). Must come before any vCPU is created.
+    /// The VM's binary statistics (KVM_GET_STATS_FD).
+    pub fn stats_fd(&self) -> Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsRawFd;
+        crate::stats_fd(self.fd.as_raw_fd())
+    }
+
     pub fn create_irqchip(&self) -> Result<()> {
         self.fd
             .set_tss_address(KVM_TSS_ADDRESS)

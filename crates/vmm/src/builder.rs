@@ -375,6 +375,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         incoming.as_ref().map(|(p, s)| (p.as_path(), s)),
     )?);
     tracing::debug!("guest memory registered");
+    crate::host::apply_memory_options(&mem, &config.process)?;
     // What the VM build writes into RAM (kernel, boot tables, power-on page tables) goes to a
     // throw-away copy when RAM comes from a snapshot (a stream fills only the pages it has).
     let scratch = match &config.incoming {
@@ -408,10 +409,12 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let dm = DeviceManager::new(vm.clone(), config.machine);
     // Before the devices, which report disk errors as QMP events.
     let events = Arc::new(Events::default());
+    let block_stats = Arc::new(std::sync::Mutex::new(Vec::new()));
     let disk_events = |device: String| -> Arc<dyn rvmm_block::DiskEvents> {
         Arc::new(qmp::BlockEvents {
             events: events.clone(),
             device,
+            stats: block_stats.clone(),
         })
     };
     let mut virtio =
@@ -459,7 +462,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &ctl,
     )?;
     let acpi_pm = chipset.acpi_pm;
-    let mut legacy = attach_legacy(&dm, &config.serial, &config.devices, &ctl)?;
+    let serial_backend = (&config.serial, config.serial_label.as_deref());
+    let mut legacy = attach_legacy(&dm, serial_backend, &config.devices, &ctl)?;
     let serial = legacy.serial;
     let kernel_files = boot.kernel_files();
     let smbios = boot
@@ -646,6 +650,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         thread_ids: thread_ids.clone(),
         stats: stats.clone(),
         msr_indices: vm.msr_indices().into(),
+        debug_threads: config.process.debug_threads,
         coalesced: coalesced_vga_window(&vm, &vcpus, &displays, dm.mmio_bus())?,
     };
     let stats_sources = virtio.stats_sources();
@@ -661,6 +666,14 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         pointer_buttons: Default::default(),
         pointer_position: Default::default(),
         display: display.clone(),
+        inventory: qmp::inventory::Inventory::new(
+            config,
+            qmp_server.chardevs(),
+            legacy.serial_filename.as_deref(),
+            &base_cpuid,
+        ),
+        kvm_stats: qmp::kvm_stats::KvmStats::open(&vm, &vcpus),
+        block_stats: block_stats.clone(),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.
     let mut handles = Vec::with_capacity(vcpus.len());
@@ -677,6 +690,9 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             }
         }
     }
+    // QMP's thread ids (query-cpus-fast, which libvirt reads once at start-up) exist before
+    // QMP is served, as QEMU waits for each vCPU thread to be created.
+    crate::vcpu::wait_for_thread_ids(&machine.thread_ids[..handles.len()]);
     tracing::debug!("vCPU threads started");
     let snapshot = SnapshotContext {
         mem: mem.clone(),
@@ -700,9 +716,15 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         reloader: boot.into_reloader(mem.clone(), cmos.clone(), &config.firmware.boot),
         events,
         no_reboot: config.no_reboot,
+        no_shutdown: config.process.no_shutdown,
     });
-    let console = match (&config.serial, &serial) {
-        (SerialConfig::Stdio, Some(serial)) => Some(crate::console::Console::new(serial.clone())),
+    let console = match (&config.serial, &serial, legacy.serial_input.take()) {
+        (SerialConfig::Stdio, Some(serial), _) => {
+            Some(crate::console::Console::new(serial.clone()))
+        }
+        (SerialConfig::Pty, Some(serial), Some(pty)) => {
+            Some(crate::console::Console::pty(serial.clone(), pty))
+        }
         _ => None,
     };
     let paths = qmp_server.paths().to_vec();

@@ -116,10 +116,18 @@ impl Escapes {
 /// COM1's receive FIFO could not take yet.
 pub struct Console {
     serial: Arc<SerialDevice>,
+    /// Where input comes from: stdin, or a pty master (`-chardev pty`, no escapes there).
+    input: ConsoleInput,
     escapes: Escapes,
     /// Input waiting for room in the FIFO (the event loop stops reading stdin meanwhile).
     backlog: VecDeque<u8>,
     _raw: RawTerminal,
+}
+
+/// A console's input descriptor.
+enum ConsoleInput {
+    Stdin,
+    Pty(std::fs::File),
 }
 
 /// What the event loop should do after stdin was readable.
@@ -131,6 +139,8 @@ pub enum Input {
     Backlog,
     /// End of input or an error: no more input, the guest keeps running (as QEMU).
     Closed,
+    /// A pty nobody has open: look again later (QEMU's pty polls for a connection).
+    Hangup,
     /// `C-a x`: the VM stops with status 0.
     Quit,
 }
@@ -140,25 +150,52 @@ impl Console {
     pub fn new(serial: Arc<SerialDevice>) -> Self {
         Self {
             serial,
+            input: ConsoleInput::Stdin,
             escapes: Escapes::default(),
             backlog: VecDeque::new(),
             _raw: enter_raw_mode(),
         }
     }
 
-    /// Stdin is readable: read once and queue the bytes for the guest.
+    /// COM1's input from a pty master (`-chardev pty`): no raw mode on stdin, no escapes.
+    pub fn pty(serial: Arc<SerialDevice>, master: std::fs::File) -> Self {
+        Self {
+            serial,
+            input: ConsoleInput::Pty(master),
+            escapes: Escapes::default(),
+            backlog: VecDeque::new(),
+            _raw: RawTerminal(()),
+        }
+    }
+
+    /// The descriptor the event loop polls.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        match &self.input {
+            ConsoleInput::Stdin => libc::STDIN_FILENO,
+            ConsoleInput::Pty(f) => std::os::fd::AsRawFd::as_raw_fd(f),
+        }
+    }
+
+    /// The input is readable: read once and queue the bytes for the guest.
     pub fn readable(&mut self) -> Input {
         let mut buf = [0u8; 256];
+        let pty = matches!(self.input, ConsoleInput::Pty(_));
         // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             return match std::io::Error::last_os_error().kind() {
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock => Input::More,
+                // EIO: no slave open; keep looking for one.
+                _ if pty => Input::Hangup,
                 _ => Input::Closed,
             };
         }
         if n == 0 {
-            return Input::Closed;
+            return if pty { Input::Hangup } else { Input::Closed };
+        }
+        if pty {
+            self.backlog.extend(&buf[..n as usize]);
+            return self.drain();
         }
         for &b in &buf[..n as usize] {
             match self.escapes.feed(b) {

@@ -26,6 +26,8 @@ const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
 /// How often a console backlog is retried while COM1's receive FIFO is full.
 const BACKLOG_RETRY_MS: i32 = 1;
+/// How often a pty nobody has open is looked at again.
+const HANGUP_RETRY_MS: i32 = 200;
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
     move |source| VmmError::Io { what, source }
@@ -127,6 +129,9 @@ enum Stdin {
     Reading,
     /// COM1's receive FIFO is full: retry on a short timer, not reading stdin meanwhile.
     Backlog,
+    /// A pty with nobody on the other side: look again on a timer (epoll would report the
+    /// hang-up without end).
+    Hangup,
 }
 
 impl EventLoop {
@@ -142,7 +147,8 @@ impl EventLoop {
         l.add(l.s.control.wake_fd().as_raw_fd(), Source::Requests)?;
         l.add(l.s.signals.as_raw_fd(), Source::Signals)?;
         if l.s.console.is_some() {
-            match l.add(libc::STDIN_FILENO, Source::Stdin) {
+            let fd = l.console_fd();
+            match l.add(fd, Source::Stdin) {
                 Ok(()) => {}
                 Err(VmmError::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
                     l.stdin_is_file = true;
@@ -203,6 +209,7 @@ impl EventLoop {
             self.follow_incoming(vmm)?;
             let timeout = match self.stdin {
                 Stdin::Backlog => BACKLOG_RETRY_MS,
+                Stdin::Hangup => HANGUP_RETRY_MS,
                 Stdin::Reading if self.stdin_is_file => 0,
                 _ => -1,
             };
@@ -213,6 +220,7 @@ impl EventLoop {
             };
             match self.stdin {
                 Stdin::Backlog => self.console_input(vmm, |c| c.drain()),
+                Stdin::Hangup => self.console_input(vmm, |c| c.readable()),
                 Stdin::Reading if self.stdin_is_file => self.console_input(vmm, |c| c.readable()),
                 _ => {}
             }
@@ -269,6 +277,7 @@ impl EventLoop {
             Input::More => Stdin::Reading,
             Input::Backlog => Stdin::Backlog,
             Input::Closed => Stdin::Off,
+            Input::Hangup => Stdin::Hangup,
             Input::Quit => {
                 vmm.exit(0);
                 Stdin::Off
@@ -278,9 +287,9 @@ impl EventLoop {
             // Level-triggered: stdin leaves the set while it must not be read.
             if next == Stdin::Reading {
                 // Re-adding only fails if it is already there.
-                let _ = self.add(libc::STDIN_FILENO, Source::Stdin);
+                let _ = self.add(self.console_fd(), Source::Stdin);
             } else if self.stdin == Stdin::Reading {
-                self.remove(libc::STDIN_FILENO);
+                self.remove(self.console_fd());
             }
         }
         self.stdin = next;
@@ -299,6 +308,14 @@ impl EventLoop {
                 self.add(listener, Source::Qmp(index))
             }
         }
+    }
+
+    /// The console's input descriptor (stdin, or COM1's pty).
+    fn console_fd(&self) -> RawFd {
+        self.s
+            .console
+            .as_ref()
+            .map_or(libc::STDIN_FILENO, Console::fd)
     }
 
     /// The loop's QMP server (socket paths to remove at exit).

@@ -32,6 +32,40 @@ pub fn announce() {
     }
 }
 
+/// `-machine dump-guest-core=off` (guest RAM left out of core dumps, MADV_DONTDUMP) and
+/// `-overcommit mem-lock=on` (every page of the process locked, mlockall), as QEMU applies them.
+pub fn apply_memory_options(
+    mem: &vm_memory::GuestMemoryMmap,
+    process: &rvmm_cli::ProcessConfig,
+) -> Result<(), crate::VmmError> {
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    if !process.dump_guest_core {
+        for region in mem.iter() {
+            let Ok(host) = mem.get_host_address(region.start_addr()) else {
+                continue;
+            };
+            // SAFETY: `host` and the region's length describe one mapping rvmm owns; advice
+            // changes no memory contents.
+            let r =
+                unsafe { libc::madvise(host.cast(), region.len() as usize, libc::MADV_DONTDUMP) };
+            if r != 0 {
+                return Err(crate::VmmError::Io {
+                    what: "-machine dump-guest-core=off (madvise)",
+                    source: std::io::Error::last_os_error(),
+                });
+            }
+        }
+    }
+    // SAFETY: mlockall only changes how the kernel keeps this process's pages.
+    if process.mem_lock && unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+        return Err(crate::VmmError::Io {
+            what: "-overcommit mem-lock=on (mlockall)",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

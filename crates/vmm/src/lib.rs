@@ -8,6 +8,7 @@
 
 mod bios;
 mod builder;
+mod chardev;
 mod console;
 mod control;
 mod daemon;

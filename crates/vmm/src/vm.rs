@@ -108,6 +108,11 @@ pub struct Vmm {
     reloader: Box<dyn Reloader>,
     events: Arc<dyn VmEvents>,
     no_reboot: bool,
+    /// `-no-shutdown`: a guest power-off pauses the VM instead of ending it.
+    no_shutdown: bool,
+    /// Paused by a power-off under `-no-shutdown` (QEMU's `shutdown` run state): `cont` needs a
+    /// `system_reset` first.
+    powered_off: bool,
     /// kvmclock saved at pause, restored at resume (QEMU's kvmclock_vm_state_change).
     clock: Option<u64>,
     /// The first fatal error, returned by [`Vmm::finish`].
@@ -123,6 +128,7 @@ pub struct VmmParts {
     pub reloader: Box<dyn Reloader>,
     pub events: Arc<dyn VmEvents>,
     pub no_reboot: bool,
+    pub no_shutdown: bool,
     pub snapshot: crate::snapshot::SnapshotContext,
 }
 
@@ -137,6 +143,8 @@ impl Vmm {
             reloader: p.reloader,
             events: p.events,
             no_reboot: p.no_reboot,
+            no_shutdown: p.no_shutdown,
+            powered_off: false,
             clock: None,
             error: None,
             migration: Migration::new(p.snapshot),
@@ -145,6 +153,11 @@ impl Vmm {
 
     pub fn state(&self) -> VmState {
         self.state
+    }
+
+    /// Paused by a guest power-off under `-no-shutdown` (QMP status `shutdown`).
+    pub fn powered_off(&self) -> bool {
+        self.powered_off
     }
 
     /// Whether the event loop should end.
@@ -231,7 +244,7 @@ impl Vmm {
             self.set_autostart(true);
             return false;
         }
-        if !matches!(self.state, VmState::Paused { .. }) {
+        if !matches!(self.state, VmState::Paused { .. }) || self.powered_off {
             return false;
         }
         self.leave_postmigrate();
@@ -305,6 +318,11 @@ impl Vmm {
             return self.fail(e);
         }
         self.events.emit(VmEvent::Reset(cause));
+        // QEMU: a reset out of the `shutdown` state leaves the VM in prelaunch, for `cont`.
+        if std::mem::take(&mut self.powered_off) {
+            self.state = VmState::Paused { prelaunch: true };
+            return;
+        }
         // A paused VM stays paused (QEMU's system_reset keeps the run state); a suspended one
         // runs, as a reset button wakes a sleeping PC.
         if matches!(was, VmState::Running | VmState::Suspended) {
@@ -387,11 +405,24 @@ impl Vmm {
     }
 
     /// End the VM with status 0 and a SHUTDOWN event for `cause`.
+    /// Under `-no-shutdown` a shutdown the guest or an error caused pauses instead (SHUTDOWN,
+    /// then STOP, as QEMU's `shutdown_action=pause`); QMP `quit` and signals always end it.
     pub fn shutdown(&mut self, cause: Cause) {
         if self.stopping() {
             return;
         }
         self.events.emit(VmEvent::Shutdown(cause));
+        let ends = matches!(cause, Cause::HostQmpQuit | Cause::HostSignal);
+        if self.no_shutdown && !ends {
+            if self.state == VmState::Running && self.pause() {
+                self.powered_off = true;
+                return;
+            }
+            if matches!(self.state, VmState::Paused { .. }) {
+                self.powered_off = true;
+                return;
+            }
+        }
         self.state = VmState::Stopping { status: 0 };
     }
 

@@ -15,33 +15,36 @@ pub struct LegacyDevices {
     pub i8042_irqs: Vec<IrqLine>,
     /// The PS/2 keyboard and mouse, for the front ends (VNC, QMP `send-key`).
     pub i8042: Arc<I8042>,
-}
-
-fn serial_output(
-    serial: &SerialConfig,
-) -> Result<Option<Box<dyn std::io::Write + Send>>, DeviceManagerError> {
-    Ok(match serial {
-        SerialConfig::None => None,
-        SerialConfig::Stdio => Some(Box::new(std::io::stdout())),
-        SerialConfig::File(path) => {
-            Some(Box::new(std::fs::File::create(path).map_err(|source| {
-                DeviceManagerError::Io {
-                    name: format!("-serial file:{}", path.display()),
-                    source,
-                }
-            })?))
-        }
-    })
+    /// COM1's chardev filename for QMP `query-chardev` (`pty:/dev/pts/N`, ...).
+    pub serial_filename: Option<String>,
+    /// COM1's pty master, for its input.
+    pub serial_input: Option<std::fs::File>,
 }
 
 /// Attach COM1 (as `serial` says), the i8042, port 0x80 and the ISA `-device`s.
 pub fn attach_legacy(
     dm: &DeviceManager,
-    serial: &SerialConfig,
+    serial: (&SerialConfig, Option<&str>),
     devices: &[DeviceConfig],
     control: &Arc<dyn VmControl>,
 ) -> Result<LegacyDevices, DeviceManagerError> {
-    let serial = match serial_output(serial)? {
+    let backend = crate::chardev::open_serial(serial.0, serial.1).map_err(|source| {
+        DeviceManagerError::Io {
+            name: match serial.0 {
+                SerialConfig::File(p) | SerialConfig::Append(p) => {
+                    format!("-serial file:{}", p.display())
+                }
+                _ => format!("serial chardev {}", serial.1.unwrap_or("serial0")),
+            },
+            source,
+        }
+    })?;
+    let serial_filename = backend.as_ref().map(|b| b.filename.clone());
+    let (serial_input, output) = match backend {
+        Some(b) => (b.input, Some(b.output)),
+        None => (None, None),
+    };
+    let serial = match output {
         Some(out) => {
             let dev = Arc::new(SerialDevice::new(out).map_err(DeviceManagerError::Serial)?);
             dm.add_pio(
@@ -123,5 +126,7 @@ pub fn attach_legacy(
         serial,
         i8042_irqs,
         i8042,
+        serial_filename,
+        serial_input,
     })
 }

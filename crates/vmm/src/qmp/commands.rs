@@ -66,7 +66,11 @@ pub fn dispatch(
     name: &str,
     args: &Args,
 ) -> Result<Value, QmpError> {
-    let Some((_, handler)) = COMMANDS.iter().find(|(n, _)| *n == name) else {
+    let found = COMMANDS
+        .iter()
+        .chain(super::queries::COMMANDS)
+        .find(|(n, _)| *n == name);
+    let Some((_, handler)) = found else {
         // Commands that describe rvmm, not the guest (info.rs).
         return super::info::dispatch(name, args).unwrap_or_else(|| Err(not_found(name)));
     };
@@ -83,6 +87,7 @@ pub(super) fn command_names() -> Vec<&'static str> {
     COMMANDS
         .iter()
         .map(|(n, _)| *n)
+        .chain(super::queries::COMMANDS.iter().map(|(n, _)| *n))
         .chain(super::info::COMMANDS.iter().map(|(n, _)| *n))
         .collect()
 }
@@ -106,6 +111,7 @@ fn query_status(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpErr
         _ if vmm.in_incoming() => "inmigrate",
         VmState::Paused { prelaunch: false } if vmm.postmigrate() => "postmigrate",
         VmState::Stopping { .. } | VmState::Stopped { .. } => "shutdown",
+        VmState::Paused { .. } if vmm.powered_off() => "shutdown",
         VmState::Paused { prelaunch: true } | VmState::Created => "prelaunch",
         VmState::Paused { prelaunch: false } => "paused",
         VmState::Suspended => "suspended",
@@ -181,6 +187,11 @@ fn stop(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
 fn cont(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     no_args(args)?;
     shutting_down(vmm)?;
+    if vmm.powered_off() {
+        return Err(QmpError::generic(
+            "Resetting the Virtual Machine is required",
+        ));
+    }
     // RESUME is emitted before the vCPUs run again (not when already running).
     vmm.resume();
     Ok(json!({}))

@@ -112,6 +112,10 @@ fn machines() -> Vec<Value> {
         if kind == Some(MachineKind::Pc) {
             m["is-default"] = json!(true);
         }
+        // -machine memory-backend= takes a memory-backend-ram of that id (QEMU's pc.ram).
+        if matches!(kind, Some(MachineKind::Pc | MachineKind::Q35)) {
+            m["default-ram-id"] = json!("pc.ram");
+        }
         m
     };
     vec![
@@ -144,6 +148,9 @@ fn concrete_types() -> Vec<(String, &'static str)> {
     );
     types.push(("kvm-accel".into(), "accel"));
     types.push(("rng-random".into(), "rng-backend"));
+    // -object memory-backend-ram (guest RAM, -machine memory-backend=) and secret (process.rs).
+    types.push(("memory-backend-ram".into(), "memory-backend"));
+    types.push(("secret".into(), "secret_common"));
     types
 }
 
@@ -280,9 +287,17 @@ fn qom_list_properties(args: &Args) -> Result<Value, QmpError> {
                 .into_iter()
                 .map(|(n, ty)| json!({"name": n, "type": ty})),
         );
+        // Read with qom-get on a vCPU (queries.rs).
+        props.push(json!({"name": "unavailable-features", "type": "strList"}));
         return Ok(Value::Array(props));
     }
     match name {
+        "memory-backend-ram" => Ok(json!([
+            {"name": "type", "type": "string"},
+            {"name": "size", "type": "int"},
+            {"name": "share", "type": "bool"},
+            {"name": "prealloc", "type": "bool"},
+        ])),
         "rng-random" => Ok(json!([
             {"name": "type", "type": "string"},
             {"name": "filename", "type": "string"},

@@ -11,12 +11,15 @@ mod commands;
 mod hmp;
 pub mod info;
 mod input;
+pub mod inventory;
+pub mod kvm_stats;
 mod migration;
 mod none;
 pub mod protocol;
 mod schema;
 
 pub use none::run_qmp_only;
+mod queries;
 
 use crate::control::Cause;
 use crate::vm::{VmEvent, VmEvents, Vmm};
@@ -156,15 +159,24 @@ impl VmEvents for Events {
     }
 }
 
+/// Each disk's request counters by image path, filled as the disks are opened.
+pub type BlockStatsRegistry = Arc<Mutex<Vec<(PathBuf, Arc<rvmm_block::DiskStats>)>>>;
+
 /// A drive's I/O errors as QEMU's BLOCK_IO_ERROR event (qapi/block-core.json; rvmm's action is
 /// always `report`: the guest gets the error).
 pub struct BlockEvents {
     pub events: Arc<Events>,
     /// The drive's name (`-drive id=`, or QEMU's `virtioN`).
     pub device: String,
+    /// Where the disk's request counters go, by image path (`query-blockstats`).
+    pub stats: BlockStatsRegistry,
 }
 
 impl rvmm_block::DiskEvents for BlockEvents {
+    fn stats(&self, path: &std::path::Path, stats: Arc<rvmm_block::DiskStats>) {
+        lock(&self.stats).push((path.to_path_buf(), stats));
+    }
+
     fn io_error(&self, e: &rvmm_block::DiskIoError) {
         self.events.emit(
             "BLOCK_IO_ERROR",
@@ -199,6 +211,12 @@ pub struct Machine {
     pub pointer_position: std::sync::Mutex<(u32, u32)>,
     /// The first display device (`-vga std` / `-device VGA`): served by `screendump`.
     pub display: Option<Arc<dyn rvmm_devices::display::DisplaySource>>,
+    /// Chardevs, block nodes, `-device` ids and the vCPU's properties, as libvirt queries them.
+    pub inventory: inventory::Inventory,
+    /// KVM's binary statistics of the VM and each vCPU (`query-stats`).
+    pub kvm_stats: kvm_stats::KvmStats,
+    /// Each disk's request counters, by image path (`query-blockstats`).
+    pub block_stats: BlockStatsRegistry,
 }
 
 enum Listener {
@@ -251,12 +269,79 @@ fn describe(addr: &QmpAddress) -> String {
     match addr {
         QmpAddress::Unix(p) => format!("unix:{}", p.display()),
         QmpAddress::Tcp { host, port } => format!("tcp:{host}:{port}"),
+        QmpAddress::Fd(fd) => format!("fd={fd}"),
+    }
+}
+
+/// A listening socket passed open (`-chardev socket,fd=N,server=on`), checked as QEMU checks
+/// it: a socket that listens, Unix or TCP.
+fn inherited_listener(fd: i32) -> io::Result<Listener> {
+    let get = |opt| -> io::Result<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` are valid for getsockopt to fill with an int option.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            Ok(v)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    if get(libc::SO_ACCEPTCONN)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the descriptor is a socket that does not listen",
+        ));
+    }
+    let domain = get(libc::SO_DOMAIN)?;
+    // SAFETY: FD_CLOEXEC on the inherited descriptor, which the listener now owns.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    use std::os::fd::FromRawFd;
+    match domain {
+        // SAFETY: `fd` is an open listening socket handed to rvmm; nothing else owns it.
+        libc::AF_UNIX => Ok(Listener::Unix(unsafe { UnixListener::from_raw_fd(fd) })),
+        libc::AF_INET | libc::AF_INET6 => {
+            // SAFETY: as above.
+            Ok(Listener::Tcp(unsafe { TcpListener::from_raw_fd(fd) }))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the descriptor is neither a Unix nor a TCP socket",
+        )),
+    }
+}
+
+/// QEMU's chardev filename of a listening socket (`query-chardev`): `unix:PATH,server=on`.
+fn listener_filename(l: &Listener) -> String {
+    match l {
+        Listener::Unix(l) => match l
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+        {
+            Some(p) => format!("unix:{p},server=on"),
+            None => "unix:,server=on".into(),
+        },
+        Listener::Tcp(l) => match l.local_addr() {
+            Ok(a) => format!("tcp:{}:{},server=on", a.ip(), a.port()),
+            Err(_) => "tcp:,server=on".into(),
+        },
     }
 }
 
 /// Bound QMP sockets, before the guest starts.
 pub struct QmpServer {
     monitors: Vec<Monitor>,
+    /// Each monitor's chardev label and filename (`query-chardev`).
+    chardevs: Vec<(String, String)>,
     /// Unix socket paths to remove at exit, as QEMU does.
     paths: Vec<PathBuf>,
 }
@@ -288,6 +373,7 @@ impl QmpServer {
     pub fn bind(configs: &[QmpConfig]) -> Result<Self, VmmError> {
         let mut server = QmpServer {
             monitors: Vec::new(),
+            chardevs: Vec::new(),
             paths: Vec::new(),
         };
         for cfg in configs {
@@ -311,7 +397,14 @@ impl QmpServer {
                 QmpAddress::Tcp { host, port } => {
                     Listener::Tcp(TcpListener::bind((host.as_str(), *port)).map_err(err)?)
                 }
+                QmpAddress::Fd(fd) => inherited_listener(*fd).map_err(err)?,
             };
+            // QEMU's label for -qmp monitors is compat_monitorN.
+            let label = match &cfg.label {
+                Some(l) => l.clone(),
+                None => format!("compat_monitor{}", server.monitors.len()),
+            };
+            server.chardevs.push((label, listener_filename(&listener)));
             let first = if cfg.wait {
                 tracing::info!(target: crate::NOTICE_TARGET, "waiting for connection on: {what},server=on");
                 Some(listener.accept().map_err(err)?)
@@ -329,6 +422,11 @@ impl QmpServer {
             }
         }
         Ok(server)
+    }
+
+    /// Each monitor's chardev label and filename, for `query-chardev`.
+    pub fn chardevs(&self) -> &[(String, String)] {
+        &self.chardevs
     }
 
     /// The Unix socket paths to remove at exit.

@@ -47,6 +47,13 @@ impl QmpError {
             desc: desc.into(),
         }
     }
+
+    pub fn device_not_found(desc: impl Into<String>) -> Self {
+        Self {
+            class: ErrorClass::DeviceNotFound,
+            desc: desc.into(),
+        }
+    }
 }
 
 /// The `version` object of the greeting and of `query-version`.

@@ -155,6 +155,65 @@ pub static COMMANDS: &[Command] = &[
     cmd("system_wakeup", &[], EMPTY),
     cmd("x-query-exit-stats", &[], Ty::Any),
     cmd("query-vnc", &[], Ty::Any),
+    // What libvirt asks while a domain starts and runs (queries.rs).
+    cmd(
+        "query-chardev",
+        &[],
+        Ty::Array(&Ty::Object(&[
+            m("label", Ty::Str),
+            m("filename", Ty::Str),
+            m("frontend-open", Ty::Bool),
+        ])),
+    ),
+    cmd("query-hotpluggable-cpus", &[], Ty::Any),
+    cmd(
+        "qom-list",
+        &[m("path", Ty::Str)],
+        Ty::Array(&Ty::Object(&[m("name", Ty::Str), m("type", Ty::Str)])),
+    ),
+    cmd(
+        "qom-get",
+        &[m("path", Ty::Str), m("property", Ty::Str)],
+        Ty::Any,
+    ),
+    cmd("query-iothreads", &[], Ty::Array(&Ty::Any)),
+    cmd("query-named-block-nodes", &[opt("flat", Ty::Bool)], Ty::Any),
+    cmd("query-block", &[], Ty::Any),
+    cmd("query-blockstats", &[opt("query-nodes", Ty::Bool)], Ty::Any),
+    cmd(
+        "query-stats",
+        &[
+            m("target", Ty::Enum(&["vm", "vcpu"])),
+            opt(
+                "providers",
+                Ty::Array(&Ty::Object(&[
+                    m("provider", Ty::Enum(&["kvm"])),
+                    opt("names", STR_LIST),
+                ])),
+            ),
+            opt("vcpus", STR_LIST),
+        ],
+        Ty::Any,
+    ),
+    cmd(
+        "query-dirty-rate",
+        &[],
+        Ty::Object(&[
+            m("status", Ty::Enum(&["unstarted", "measuring", "measured"])),
+            m("start-time", Ty::Int),
+            m("calc-time", Ty::Int),
+            m("sample-pages", Ty::Int),
+            m(
+                "mode",
+                Ty::Enum(&["page-sampling", "dirty-bitmap", "dirty-ring"]),
+            ),
+        ]),
+    ),
+    cmd(
+        "query-stats-schemas",
+        &[opt("provider", Ty::Enum(&["kvm"]))],
+        Ty::Any,
+    ),
     cmd("change-vnc-password", &[m("password", Ty::Str)], EMPTY),
     cmd(
         "send-key",

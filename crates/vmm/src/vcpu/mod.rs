@@ -61,6 +61,8 @@ pub struct VcpuContext {
     pub msr_indices: Arc<[u32]>,
     /// KVM's coalesced MMIO ring (the VGA window's writes), replayed before each exit.
     pub coalesced: Option<Arc<rvmm_hypervisor::CoalescedRing>>,
+    /// `-name ...,debug-threads=on`: vCPU threads are named "CPU N/KVM", as QEMU's.
+    pub debug_threads: bool,
 }
 
 /// What the VMM thread asks of a vCPU.
@@ -117,7 +119,11 @@ impl VcpuHandle {
         let (tx, responses) = channel();
         let thread = rvmm_sandbox::spawn(
             rvmm_sandbox::ThreadKind::Vcpu,
-            format!("vcpu{index}"),
+            if ctx.debug_threads {
+                format!("CPU {index}/KVM")
+            } else {
+                format!("vcpu{index}")
+            },
             move || {
                 let mut t = VcpuThread {
                     vcpu,
@@ -179,6 +185,18 @@ enum State {
     Running,
     Paused,
     Exited,
+}
+
+/// Wait (up to 10 s) until every vCPU thread that was spawned has stored its thread id.
+pub fn wait_for_thread_ids(ids: &[std::sync::atomic::AtomicI32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ids.iter().any(|t| t.load(Ordering::Relaxed) == 0) {
+        if std::time::Instant::now() > deadline {
+            tracing::debug!("a vCPU thread has not started after 10 s");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 struct VcpuThread {
