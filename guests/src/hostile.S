@@ -427,7 +427,15 @@ a_ahead:
     movw $1001, QAREA + VQ_AVAIL + 2
     mov ctx + VCTX_BASE, %esi
     movl $0, VM_QUEUE_NOTIFY(%esi)
-    ret
+    /* The device may serve the real chain first (its notify came before the jump): hwait
+     * would return on that used entry before the device has seen the jump, so wait for the
+     * reset request itself here (the test requires one), with a bound ten times hwait's. */
+    mov $(WAIT_SPINS * 10), %ecx
+1:  testl $VS_NEEDS_RESET, VM_STATUS(%esi)
+    jnz 2f
+    dec %ecx
+    jnz 1b
+2:  ret
 
 a_usedavail:
     movl $(QAREA + VQ_AVAIL), q_used
