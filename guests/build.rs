@@ -200,6 +200,7 @@ const GUESTS: &[Guest] = &[
     guest("heartbeat.elf", "heartbeat.S", Class::Elf32, "pvh.ld"),
     guest("kbdecho.elf", "kbdecho.S", Class::Elf32, "pvh.ld"),
     guest("tablet.elf", "tablet.S", Class::Elf32, "pvh.ld"),
+    guest("balloon.elf", "balloon.S", Class::Elf32, "pvh.ld"),
     guest("counter.elf", "counter.S", Class::Elf32, "pvh.ld"),
     Guest {
         defines: &["FAST"],

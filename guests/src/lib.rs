@@ -62,6 +62,7 @@ pub const ALL: &[&str] = &[
     "heartbeat.elf",
     "kbdecho.elf",
     "tablet.elf",
+    "balloon.elf",
     "powerbutton.elf",
     "suspend.elf",
     "suspend_rtc.elf",

@@ -54,8 +54,8 @@ pub use size::SizeError;
 pub use smbios::{parse_uuid, SmbiosArgError};
 pub use smp::{SmpArgs, SmpError};
 pub use virtio::{
-    DriveConfig, InputKind, VirtioArgError, VirtioDeviceConfig, VirtioPciDeviceConfig,
-    VirtioPciOptions,
+    BalloonConfig, DriveConfig, InputKind, VirtioArgError, VirtioDeviceConfig,
+    VirtioPciDeviceConfig, VirtioPciOptions,
 };
 
 use options::OptionKind;

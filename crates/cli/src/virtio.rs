@@ -20,6 +20,8 @@ pub enum VirtioArgError {
         #[source]
         source: OptsError,
     },
+    #[error("-device {0}: Only one balloon device is supported")]
+    SecondBalloon(String),
     #[error("-drive: parameter 'file' is missing")]
     DriveFile,
     #[error("-drive {file}: format '{format}' is not supported (supported: raw, qcow2)")]
@@ -124,6 +126,17 @@ pub enum VirtioDeviceConfig {
         kind: InputKind,
         serial: Option<String>,
     },
+    /// `virtio-balloon`: memory the host takes back from the guest (QMP `balloon`).
+    Balloon(BalloonConfig),
+}
+
+/// `-device virtio-balloon-pci|virtio-balloon-device[,id=][,deflate-on-oom=][,free-page-reporting=]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BalloonConfig {
+    /// `id=`: its QOM path is /machine/peripheral/ID (QMP `qom-get`).
+    pub id: Option<String>,
+    pub deflate_on_oom: bool,
+    pub free_page_reporting: bool,
 }
 
 /// Which virtio-input HID device.
@@ -156,6 +169,7 @@ enum Front {
         kind: InputKind,
         serial: Option<String>,
     },
+    Balloon(BalloonConfig),
 }
 
 /// Block, network and entropy options collected during parsing; [`VirtioArgs::resolve`] links
@@ -212,6 +226,8 @@ pub(crate) fn is_virtio_driver(driver: &str) -> bool {
             | "virtio-keyboard-pci"
             | "virtio-mouse-device"
             | "virtio-mouse-pci"
+            | "virtio-balloon-device"
+            | "virtio-balloon-pci"
             | "ide-hd"
             | "ide-cd"
     )
@@ -641,7 +657,16 @@ impl VirtioArgs {
             Some(kind) => (kind, true),
             None => (driver.strip_suffix("-device").unwrap_or(driver), false),
         };
-        // The caller checked the keys against the device's properties (qdev.rs).
+        // The caller checked the keys against the device's properties (qdev.rs), for the
+        // devices the registry has.
+        let known = |own: &[&str]| {
+            let mut keys = vec!["driver", "id"];
+            keys.extend_from_slice(own);
+            if pci {
+                keys.extend(["addr", "bootindex", "disable-legacy", "disable-modern"]);
+            }
+            opts.check_known(&keys).map_err(opts_err(&option))
+        };
         let front = match kind {
             "virtio-blk" => {
                 let drive = opts.get("drive").ok_or(VirtioArgError::MissingParam {
@@ -691,6 +716,27 @@ impl VirtioArgs {
                     kind,
                     serial: opts.get("serial").map(str::to_string),
                 }
+            }
+            "virtio-balloon" => {
+                known(&["deflate-on-oom", "free-page-reporting"])?;
+                if self
+                    .fronts
+                    .iter()
+                    .any(|(f, _)| matches!(f, Front::Balloon(_)))
+                {
+                    // QEMU: qemu_add_balloon_handler refuses a second one.
+                    return Err(VirtioArgError::SecondBalloon(driver.into()));
+                }
+                let flag = |key| {
+                    opts.get_bool(key)
+                        .map_err(opts_err(&option))
+                        .map(|v| v.unwrap_or(false))
+                };
+                Front::Balloon(BalloonConfig {
+                    id: opts.get("id").map(str::to_string),
+                    deflate_on_oom: flag("deflate-on-oom")?,
+                    free_page_reporting: flag("free-page-reporting")?,
+                })
             }
             _ => {
                 if let Some(rng) = opts.get("rng") {
@@ -762,6 +808,7 @@ impl VirtioArgs {
                             InputKind::Keyboard => "virtio-keyboard-pci",
                             InputKind::Mouse => "virtio-mouse-pci",
                         },
+                        VirtioDeviceConfig::Balloon(_) => "virtio-balloon-pci",
                     };
                     return Err(VirtioArgError::NoPciBus {
                         driver: driver.into(),
@@ -784,6 +831,7 @@ impl VirtioArgs {
                 Front::BlockDirect(d) => VirtioDeviceConfig::Block(d),
                 Front::Rng => VirtioDeviceConfig::Rng,
                 Front::Input { kind, serial } => VirtioDeviceConfig::Input { kind, serial },
+                Front::Balloon(b) => VirtioDeviceConfig::Balloon(b),
                 Front::Block { drive, share_rw } => {
                     let i = self.drives.iter().position(|(id, _)| *id == drive);
                     match i {

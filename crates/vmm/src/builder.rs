@@ -674,6 +674,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         ),
         kvm_stats: qmp::kvm_stats::KvmStats::open(&vm, &vcpus),
         block_stats: block_stats.clone(),
+        balloon: virtio.counts.balloon.take(),
     });
     // From here on the vCPU threads exist: every path goes through Vmm::finish.
     let mut handles = Vec::with_capacity(vcpus.len());

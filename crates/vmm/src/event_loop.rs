@@ -94,6 +94,10 @@ enum Source {
     RtcTimer,
     /// A `unix:`/`tcp:` incoming migration's listener.
     Incoming,
+    /// The balloon's driver changed `actual`: BALLOON_CHANGE.
+    BalloonChange,
+    /// The balloon's statistics poll timer.
+    BalloonTimer,
 }
 
 /// Everything the loop serves besides the VM.
@@ -168,6 +172,11 @@ impl EventLoop {
         }
         let rtc = l.s.rtc.timer_fd().map_err(io_err("RTC timerfd"))?;
         l.add(rtc, Source::RtcTimer)?;
+        if let Some(b) = &l.s.machine.balloon {
+            let (changed, timer) = (b.shared.changed_fd().as_raw_fd(), b.shared.timer_fd());
+            l.add(changed, Source::BalloonChange)?;
+            l.add(timer, Source::BalloonTimer)?;
+        }
         Ok(l)
     }
 
@@ -242,6 +251,12 @@ impl EventLoop {
                     Source::Resample(i) => self.s.resamplers[i].fired(),
                     Source::RtcTimer => self.s.rtc.timer_fired(),
                     Source::Incoming => vmm.accept_incoming(),
+                    Source::BalloonChange => crate::qmp::balloon_changed(&self.s.machine),
+                    Source::BalloonTimer => {
+                        if let Some(b) = &self.s.machine.balloon {
+                            b.shared.timer_fired();
+                        }
+                    }
                 }
                 if vmm.stopping() {
                     break;

@@ -21,7 +21,7 @@ use rvmm_devices::virtio::rng::RngDevice;
 use rvmm_devices::virtio::{MmioSlot, MmioTransport, VirtioDevice, VIRTIO_MMIO_SIZE};
 use rvmm_devices::IrqLine;
 use std::sync::Arc;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// First interrupt line without ACPI (QEMU microvm: `virtio_irq_base = 5`).
@@ -192,15 +192,36 @@ pub(crate) struct Counts {
     /// User networks whose passt is still starting (the builder watches them once the VM can
     /// be stopped).
     pub(crate) passt: Vec<crate::passt::Starting>,
+    /// The balloon (at most one), for QMP and the event loop.
+    pub(crate) balloon: Option<crate::qmp::Balloon>,
 }
 
 pub(crate) fn build_device(
     cfg: &VirtioDeviceConfig,
+    mem: &GuestMemoryMmap,
     counts: &mut Counts,
     disk_events: &dyn Fn(String) -> Arc<dyn DiskEvents>,
 ) -> Result<Box<dyn VirtioDevice>, DeviceManagerError> {
     Ok(match cfg {
         VirtioDeviceConfig::Rng => Box::new(RngDevice::new()),
+        VirtioDeviceConfig::Balloon(b) => {
+            use rvmm_devices::virtio::balloon::{BalloonDevice, BalloonOptions};
+            let options = BalloonOptions {
+                deflate_on_oom: b.deflate_on_oom,
+                free_page_reporting: b.free_page_reporting,
+            };
+            let dev = BalloonDevice::new(options, mem.iter().map(|r| r.len()).sum()).map_err(
+                |source| DeviceManagerError::Io {
+                    name: "virtio-balloon".into(),
+                    source,
+                },
+            )?;
+            counts.balloon = Some(crate::qmp::Balloon {
+                id: b.id.clone(),
+                shared: dev.shared(),
+            });
+            Box::new(dev)
+        }
         VirtioDeviceConfig::Input { kind, serial } => {
             use rvmm_devices::virtio::input::{InputDevice, InputKind};
             let kind = match kind {
@@ -285,7 +306,7 @@ pub fn attach_virtio(
         VIRTIO_IRQ_BASE
     };
     for (i, cfg) in devices.iter().enumerate() {
-        let device = build_device(cfg, &mut out.counts, disk_events)?;
+        let device = build_device(cfg, mem, &mut out.counts, disk_events)?;
         let name = device.name();
         let base = dm.allocate_virtio_mmio(name, VIRTIO_MMIO_SIZE)?;
         let slot = MmioSlot {

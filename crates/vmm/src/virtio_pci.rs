@@ -95,7 +95,7 @@ pub(crate) fn attach_virtio_pci(
     let routes: Arc<dyn MsiRoutes> = Arc::new(KvmMsiRoutes(dm.vm().clone()));
     let mut next_gsi = MSI_GSI_BASE;
     for cfg in devices {
-        let device = build_device(&cfg.device, counts, disk_events)?;
+        let device = build_device(&cfg.device, mem, counts, disk_events)?;
         let name = device.name();
         let io = |what: &str| {
             let name = format!("{name}-pci: {what}");

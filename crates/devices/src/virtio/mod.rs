@@ -6,6 +6,7 @@
 //! never runs on a vCPU thread.
 
 pub mod backend;
+pub mod balloon;
 pub mod block;
 pub mod chain;
 pub mod input;

@@ -133,6 +133,7 @@ pub fn transitional_identity(device_type: u32) -> Option<PciIdentity> {
     let legacy_id = match device_type {
         TYPE_NET => 0,
         TYPE_BLOCK => 1,
+        super::balloon::TYPE_BALLOON => 2,
         super::TYPE_RNG => 5,
         _ => return None,
     };

@@ -7,6 +7,7 @@
 //! is sent once the VM is where the command says. Events go to every client past capabilities
 //! negotiation, through [`Events`]. Nothing here runs on a vCPU thread.
 
+mod balloon;
 mod commands;
 mod hmp;
 pub mod info;
@@ -20,6 +21,8 @@ mod schema;
 
 pub use none::run_qmp_only;
 mod queries;
+
+pub use balloon::{balloon_changed, Balloon};
 
 use crate::control::Cause;
 use crate::vm::{VmEvent, VmEvents, Vmm};
@@ -217,6 +220,8 @@ pub struct Machine {
     pub kvm_stats: kvm_stats::KvmStats,
     /// Each disk's request counters, by image path (`query-blockstats`).
     pub block_stats: BlockStatsRegistry,
+    /// The virtio-balloon (`balloon`, `query-balloon`, `qom-get guest-stats`).
+    pub balloon: Option<Balloon>,
 }
 
 enum Listener {

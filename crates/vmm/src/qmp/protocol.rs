@@ -22,6 +22,8 @@ pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 pub enum ErrorClass {
     GenericError,
     CommandNotFound,
+    /// No balloon (`balloon`, `query-balloon`).
+    DeviceNotActive,
     /// A type or object that does not exist (`device-list-properties`, `qom-list-properties`).
     DeviceNotFound,
 }
@@ -130,6 +132,7 @@ pub fn error_reply(err: &QmpError, id: Option<Value>) -> Value {
     let class = match err.class {
         ErrorClass::GenericError => "GenericError",
         ErrorClass::CommandNotFound => "CommandNotFound",
+        ErrorClass::DeviceNotActive => "DeviceNotActive",
         ErrorClass::DeviceNotFound => "DeviceNotFound",
     };
     let mut obj = Map::new();
