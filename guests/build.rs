@@ -201,6 +201,7 @@ const GUESTS: &[Guest] = &[
     guest("kbdecho.elf", "kbdecho.S", Class::Elf32, "pvh.ld"),
     guest("tablet.elf", "tablet.S", Class::Elf32, "pvh.ld"),
     guest("balloon.elf", "balloon.S", Class::Elf32, "pvh.ld"),
+    guest("xhci.elf", "xhci.S", Class::Elf32, "pvh.ld"),
     guest("counter.elf", "counter.S", Class::Elf32, "pvh.ld"),
     Guest {
         defines: &["FAST"],

@@ -63,6 +63,7 @@ pub const ALL: &[&str] = &[
     "kbdecho.elf",
     "tablet.elf",
     "balloon.elf",
+    "xhci.elf",
     "powerbutton.elf",
     "suspend.elf",
     "suspend_rtc.elf",

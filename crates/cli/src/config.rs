@@ -174,6 +174,17 @@ pub enum DeviceConfig {
     /// A display device (`-device VGA`, `-device bochs-display`), at `addr` or the first free
     /// slot.
     Display(DisplayDeviceConfig),
+    /// `-device qemu-xhci`: a USB 3 controller (no USB devices behind it yet).
+    Xhci(XhciConfig),
+}
+
+/// `-device qemu-xhci[,addr=][,p2=][,p3=]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XhciConfig {
+    pub addr: Option<(u8, u8)>,
+    /// USB 2 and USB 3 root ports (QEMU's defaults 4 and 4, each capped at 15).
+    pub p2: u8,
+    pub p3: u8,
 }
 
 /// Which display device.
@@ -220,6 +231,7 @@ impl DeviceConfig {
             DeviceConfig::IsaDebugExit { .. } => "isa-debug-exit",
             DeviceConfig::PcTestdev => "pc-testdev",
             DeviceConfig::PciTestdev(_) => "pci-testdev",
+            DeviceConfig::Xhci(_) => "qemu-xhci",
             DeviceConfig::Display(d) => match d.model {
                 DisplayModel::StdVga => "VGA",
                 DisplayModel::BochsDisplay => "bochs-display",
@@ -496,7 +508,7 @@ impl VmConfig {
                         return Err(ConfigError::NoPciBus("pci-testdev"));
                     }
                 }
-                DeviceConfig::Display(_) => {
+                DeviceConfig::Display(_) | DeviceConfig::Xhci(_) => {
                     if self.machine == MachineKind::Microvm {
                         return Err(ConfigError::NoPciBus(device.driver()));
                     }

@@ -35,8 +35,8 @@ pub use boot::{boot_nibble, BootConfig, BootError, FirmwareConfig, DEFAULT_BOOT_
 pub use config::{
     check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, DisplayDeviceConfig,
     DisplayModel, ExitStatsConfig, FwCfgData, FwCfgFile, GlobalProps, IncomingConfig, IrqchipMode,
-    MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig, DEFAULT_MEMORY_BYTES,
-    MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
+    MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig, XhciConfig,
+    DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use cpu::{cpu_help_text, cpu_properties, CpuArgError, PropError};
 pub use display::{DisplayArgError, VncConfig, VncListen, VNC_BASE_PORT};
@@ -130,6 +130,8 @@ pub enum CliError {
     Device(String),
     #[error("-device: Property 'addr' doesn't take value '{0}' (expected SLOT[.FUNCTION], hex, slot < 0x20, function < 8)")]
     PciAddr(String),
+    #[error("-device qemu-xhci: Parameter '{key}' expects uint32_t, not '{value}'")]
+    XhciPorts { key: String, value: String },
     #[error("-vga {0}: not supported (supported: std, none)")]
     Vga(String),
     #[error("-device: parameter 'driver' is missing")]
@@ -613,6 +615,31 @@ impl Pending {
                     addr,
                     romfile,
                     membar: membar.unwrap_or(0),
+                })
+            }
+            "qemu-xhci" => {
+                opts.check_known(&["driver", "id", "addr", "p2", "p3"])
+                    .map_err(opts_err(&option))?;
+                let addr = opts
+                    .get("addr")
+                    .map(|a| parse_pci_addr(a).ok_or_else(|| CliError::PciAddr(a.to_string())))
+                    .transpose()?;
+                // QEMU's uint32 properties, capped at 15 ports each at realize.
+                let ports = |key: &str| -> Result<u8, CliError> {
+                    match opts.get(key) {
+                        None => Ok(4),
+                        Some(v) => v.parse::<u32>().map(|n| n.min(15) as u8).map_err(|_| {
+                            CliError::XhciPorts {
+                                key: key.to_string(),
+                                value: v.to_string(),
+                            }
+                        }),
+                    }
+                };
+                DeviceConfig::Xhci(XhciConfig {
+                    addr,
+                    p2: ports("p2")?,
+                    p3: ports("p3")?,
                 })
             }
             "VGA" | "bochs-display" => {

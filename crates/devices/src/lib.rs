@@ -11,6 +11,7 @@ pub mod state;
 pub mod storage;
 #[cfg(test)]
 mod test_utils;
+pub mod usb;
 pub mod virtio;
 
 pub use bus::{

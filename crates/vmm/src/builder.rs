@@ -533,6 +533,24 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &disk_events,
     )?;
     virtio.add_pci(&virtio_pci.functions);
+    // MSI-X GSIs after the virtio-pci functions' (their routes come later, so free_gsi alone
+    // would hand them out again).
+    let first_xhci_gsi = virtio_pci
+        .functions
+        .iter()
+        .flat_map(|f| f.transport.msix().vectors().iter().map(|v| v.gsi + 1))
+        .max()
+        .unwrap_or(crate::virtio_pci::MSI_GSI_BASE);
+    let xhci_configs: Vec<rvmm_cli::XhciConfig> = config
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            rvmm_cli::DeviceConfig::Xhci(x) => Some(*x),
+            _ => None,
+        })
+        .collect();
+    let mut usb =
+        crate::device_manager::usb::attach_xhci(&dm, &xhci_configs, &mem, first_xhci_gsi)?;
     let mut boot_order = boot_paths(config.machine, &config.ide);
     boot_order.extend(virtio_pci.boot_paths());
     let fw_cfg = FwCfgConfig {
@@ -556,6 +574,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
     let storage_lines = std::mem::take(&mut storage.lines);
     device_lines.extend(storage_lines);
     resamplers.extend(std::mem::take(&mut storage.resamplers));
+    device_lines.append(&mut usb.lines);
+    resamplers.append(&mut usb.resamplers);
     let cmos = chipset.cmos;
     cmos.connect_wake(ctl.clone());
     device_lines.push(cmos.irq_line().map_err(|source| {

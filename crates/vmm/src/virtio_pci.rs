@@ -65,7 +65,7 @@ impl VirtioPciAttached {
 }
 
 /// KVM's GSI routing table as the MSI-X vectors' route keeper.
-struct KvmMsiRoutes(Arc<Vm>);
+pub(crate) struct KvmMsiRoutes(pub(crate) Arc<Vm>);
 
 impl MsiRoutes for KvmMsiRoutes {
     fn set_msi_route(&self, gsi: u32, msg: Option<MsiMessage>) -> std::io::Result<()> {

@@ -11,6 +11,7 @@ mod firmware;
 mod legacy;
 pub mod pci;
 pub mod storage;
+pub mod usb;
 
 pub use chipset::{attach_chipset, set_cmos_boot_order, ChipsetConfig};
 pub use firmware::FirmwareImage;
