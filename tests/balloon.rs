@@ -77,16 +77,33 @@ fn inflating_returns_memory_and_qmp_follows() {
         q.execute("query-balloon", json!({})).unwrap(),
         json!({ "actual": RAM })
     );
-    // libvirt's statistics properties on the device's QOM path.
+    // libvirt's statistics properties on the device's QOM path: the guest's buffer (free
+    // memory 0x1234000, total 64 MiB), and after a polling interval the refreshed one.
     let path = "/machine/peripheral/balloon0";
+    let free_memory = |q: &mut Qmp| {
+        let stats = q
+            .execute("qom-get", json!({"path": path, "property": "guest-stats"}))
+            .unwrap();
+        assert!(stats["last-update"].is_i64(), "{stats}");
+        stats["stats"]["stat-free-memory"].as_u64()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while free_memory(&mut q) != Some(0x1234000) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no statistics from the guest"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let stats = q
         .execute("qom-get", json!({"path": path, "property": "guest-stats"}))
         .unwrap();
-    assert!(stats["stats"]["stat-free-memory"].is_u64(), "{stats}");
-    assert!(stats["last-update"].is_i64(), "{stats}");
+    assert_eq!(stats["stats"]["stat-total-memory"], json!(RAM));
+    assert_eq!(stats["stats"]["stat-swap-in"], json!(u64::MAX), "{stats}");
+    assert_eq!(stats["stats"].as_object().unwrap().len(), 10);
     q.execute(
         "qom-set",
-        json!({"path": path, "property": "guest-stats-polling-interval", "value": 5}),
+        json!({"path": path, "property": "guest-stats-polling-interval", "value": 1}),
     )
     .unwrap();
     assert_eq!(
@@ -95,8 +112,25 @@ fn inflating_returns_memory_and_qmp_follows() {
             json!({"path": path, "property": "guest-stats-polling-interval"})
         )
         .unwrap(),
-        json!(5)
+        json!(1)
     );
+    vm.expect_stdout("balloon: stats 1\n");
+    while free_memory(&mut q) == Some(0x1234000) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refreshed statistics never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        free_memory(&mut q).is_some_and(|f| f >= 0x1235000),
+        "the refreshed buffer's free memory is N * 4096 above the first"
+    );
+    q.execute(
+        "qom-set",
+        json!({"path": path, "property": "guest-stats-polling-interval", "value": 0}),
+    )
+    .unwrap();
     let err = q
         .execute(
             "qom-set",

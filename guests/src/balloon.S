@@ -1,7 +1,14 @@
 /*
  * balloon.S: drives the first virtio-balloon PCI function (virtio 1.2 §5.5) with
- * guests/src/include/virtio.inc (queue 0, the inflate queue, only; no statistics, no deflate
- * queue: without VIRTIO_BALLOON_F_MUST_TELL_HOST a driver may reuse deflated pages untold).
+ * guests/src/include/virtio.inc's ring code: the inflate queue (0) and the statistics queue (2,
+ * VIRTIO_BALLOON_F_STATS_VQ); no deflate queue (without VIRTIO_BALLOON_F_MUST_TELL_HOST a driver
+ * may reuse deflated pages untold). The device is set up here (two queues), not by
+ * virtio_setup32, which makes queue 0 alone ready.
+ *
+ * Statistics: one buffer of two entries, free memory (tag 4) = 0x1234000 + N * 4096 and total
+ * memory (tag 5) = 64 MiB, is posted at start-up; whenever the device gives it back (the host's
+ * polling interval), N goes up by one, "balloon: stats N" is printed and the buffer is posted
+ * again. The host sees N in QMP `qom-get guest-stats`.
  *
  * It writes 0xa5 into the first dword of each of the 4096 pages at 16-32 MiB (so they are
  * resident on the host), prints "balloon: touched 4096 pages" and "ready", then polls the
@@ -23,6 +30,8 @@
 #define PFNS            0x210000        /* 16 buffers of 1 KiB */
 #define AREA            0x1000000       /* the pages that go into the balloon */
 #define AREA_PAGES      4096
+#define SQAREA          0x230000        /* the statistics queue */
+#define STATS           0x240000        /* its one buffer: 2 x {le16 tag, le64 val} */
 #define CFG_NUM_PAGES   (VM_CONFIG + 0)
 #define CFG_ACTUAL      (VM_CONFIG + 4)
 
@@ -31,7 +40,9 @@
     .section .bss
     .balign 4
 ctx:        .skip VCTX_SIZE
+sctx:       .skip VCTX_SIZE
 count:      .skip 4
+nstats:     .skip 4
 
     .text
     .code32
@@ -47,19 +58,29 @@ _start:
 1:  mov $ctx, %ebx
     mov %esi, VCTX_BASE(%ebx)
     movl $QAREA, VCTX_QAREA(%ebx)
-    call virtio_setup32
+    mov $sctx, %ebx
+    /* Queue 2 notifies at notify + 2 * 4: its context's base is BAR4 + 8 for virtio_submit32. */
+    lea 8(%esi), %eax
+    mov %eax, VCTX_BASE(%ebx)
+    movl $SQAREA, VCTX_QAREA(%ebx)
+    call setup
     jnc 2f
     PUTS32 "balloon: FAIL setup\n"
     jmp fail
     /* Touch every page of the area. */
-2:  mov $AREA, %edi
+    /* The statistics buffer: descriptor 0 of the statistics queue. */
+2:  movl $0, nstats
+    call post_stats
+    mov $AREA, %edi
     mov $AREA_PAGES, %ecx
 3:  movl $0xa5a5a5a5, (%edi)
     add $4096, %edi
     loop 3b
     PUTS32 "balloon: touched 4096 pages\nready\n"
-    /* Wait for a target. */
-4:  mov CFG_NUM_PAGES(%esi), %eax
+    /* Wait for a target, refreshing the statistics whenever the device asks. */
+4:  call poll_stats
+    mov $ctx, %ebx
+    mov CFG_NUM_PAGES(%esi), %eax
     test %eax, %eax
     jnz 5f
     pause
@@ -141,6 +162,135 @@ _start:
     jz 16b
     mov $EXIT_OK, %eax
     jmp exit32
+
+/* setup: the device at BAR4 %esi with queue 0 (context ctx) and queue 2 (context sctx), features
+ * VERSION_1 and STATS_VQ (§3.1.1). CF=1 on failure. */
+setup:
+    push %eax
+    push %ebx
+    movb $0, VP_STATUS(%esi)
+    movb $VS_ACKNOWLEDGE, VP_STATUS(%esi)
+    movb $(VS_ACKNOWLEDGE | VS_DRIVER), VP_STATUS(%esi)
+    movl $0, VP_DFSELECT(%esi)
+    testl $2, VP_DF(%esi)                        /* STATS_VQ */
+    jz 9f
+    movl $1, VP_DFSELECT(%esi)
+    testl $1, VP_DF(%esi)                        /* VERSION_1 */
+    jz 9f
+    movl $0, VP_GFSELECT(%esi)
+    movl $2, VP_GF(%esi)
+    movl $1, VP_GFSELECT(%esi)
+    movl $1, VP_GF(%esi)
+    movb $(VS_ACKNOWLEDGE | VS_DRIVER | VS_FEATURES_OK), VP_STATUS(%esi)
+    testb $VS_FEATURES_OK, VP_STATUS(%esi)
+    jz 9f
+    mov $ctx, %ebx
+    xor %eax, %eax
+    call setup_queue
+    jc 9f
+    mov $sctx, %ebx
+    mov $2, %eax
+    call setup_queue
+    jc 9f
+    movb $(VS_ACKNOWLEDGE | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK), VP_STATUS(%esi)
+    testb $VS_FAILED, VP_STATUS(%esi)
+    jnz 9f
+    clc
+    jmp 10f
+9:  movb $VS_FAILED, VP_STATUS(%esi)
+    stc
+10: pop %ebx
+    pop %eax
+    ret
+
+/* setup_queue: queue %eax of the device at %esi with context %ebx, 16 entries. CF=1 if the
+ * device has no such queue. */
+setup_queue:
+    push %eax
+    push %edi
+    mov %ax, VP_Q_SELECT(%esi)
+    movzwl VP_Q_SIZE(%esi), %eax
+    cmp $16, %eax
+    jb 9f
+    movl $16, VCTX_QSIZE(%ebx)
+    movw $16, VP_Q_SIZE(%esi)
+    movl $0, VCTX_AVAIL(%ebx)
+    movl $0, VCTX_USED(%ebx)
+    mov VCTX_QAREA(%ebx), %edi
+    movl $0, VQ_AVAIL(%edi)
+    movl $0, VQ_USED(%edi)
+    mov %edi, VP_Q_DESC(%esi)
+    movl $0, VP_Q_DESC+4(%esi)
+    lea VQ_AVAIL(%edi), %eax
+    mov %eax, VP_Q_DRIVER(%esi)
+    movl $0, VP_Q_DRIVER+4(%esi)
+    lea VQ_USED(%edi), %eax
+    mov %eax, VP_Q_DEVICE(%esi)
+    movl $0, VP_Q_DEVICE+4(%esi)
+    movw $1, VP_Q_ENABLE(%esi)
+    clc
+    jmp 10f
+9:  stc
+10: pop %edi
+    pop %eax
+    ret
+
+/* post_stats: fill the statistics buffer from nstats and make it available. */
+post_stats:
+    push %eax
+    push %ebx
+    push %ecx
+    push %edx
+    push %esi
+    movw $4, STATS                       /* VIRTIO_BALLOON_S_MEMFREE */
+    mov nstats, %eax
+    shl $12, %eax
+    add $0x1234000, %eax
+    movl %eax, STATS+2
+    movl $0, STATS+6
+    movw $5, STATS+10                    /* VIRTIO_BALLOON_S_MEMTOT */
+    movl $0x4000000, STATS+12
+    movl $0, STATS+16
+    mov $sctx, %ebx
+    xor %ecx, %ecx
+    mov $STATS, %eax
+    mov $20, %edx
+    xor %esi, %esi                       /* device-readable */
+    call virtio_desc32
+    xor %eax, %eax
+    call virtio_submit32
+    pop %esi
+    pop %edx
+    pop %ecx
+    pop %ebx
+    pop %eax
+    ret
+
+/* poll_stats: if the device gave the statistics buffer back, count it, print and post again. */
+poll_stats:
+    push %eax
+    push %ebx
+    push %ecx
+    push %edx
+    push %edi
+    mov $sctx, %ebx
+    mov VCTX_QAREA(%ebx), %edi
+    movzwl VQ_USED+2(%edi), %eax
+    cmp VCTX_USED(%ebx), %ax
+    je 1f
+    call virtio_poll32
+    incl nstats
+    PUTS32 "balloon: stats "
+    mov nstats, %eax
+    call putdec32
+    call newline32
+    call post_stats
+1:  pop %edi
+    pop %edx
+    pop %ecx
+    pop %ebx
+    pop %eax
+    ret
 
 fail:
     mov $EXIT_FAIL, %eax
