@@ -131,12 +131,14 @@ pub enum VirtioDeviceConfig {
 }
 
 /// `-device virtio-balloon-pci|virtio-balloon-device[,id=][,deflate-on-oom=][,free-page-reporting=]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BalloonConfig {
     /// `id=`: its QOM path is /machine/peripheral/ID (QMP `qom-get`).
     pub id: Option<String>,
     pub deflate_on_oom: bool,
     pub free_page_reporting: bool,
+    /// `page-poison=`, on by default as in QEMU 7.2.
+    pub page_poison: bool,
 }
 
 /// Which virtio-input HID device.
@@ -718,7 +720,7 @@ impl VirtioArgs {
                 }
             }
             "virtio-balloon" => {
-                known(&["deflate-on-oom", "free-page-reporting"])?;
+                known(&["deflate-on-oom", "free-page-reporting", "page-poison"])?;
                 if self
                     .fronts
                     .iter()
@@ -727,15 +729,16 @@ impl VirtioArgs {
                     // QEMU: qemu_add_balloon_handler refuses a second one.
                     return Err(VirtioArgError::SecondBalloon(driver.into()));
                 }
-                let flag = |key| {
+                let flag = |key, default| {
                     opts.get_bool(key)
                         .map_err(opts_err(&option))
-                        .map(|v| v.unwrap_or(false))
+                        .map(|v| v.unwrap_or(default))
                 };
                 Front::Balloon(BalloonConfig {
                     id: opts.get("id").map(str::to_string),
-                    deflate_on_oom: flag("deflate-on-oom")?,
-                    free_page_reporting: flag("free-page-reporting")?,
+                    deflate_on_oom: flag("deflate-on-oom", false)?,
+                    free_page_reporting: flag("free-page-reporting", false)?,
+                    page_poison: flag("page-poison", true)?,
                 })
             }
             _ => {

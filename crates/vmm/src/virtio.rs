@@ -209,6 +209,7 @@ pub(crate) fn build_device(
             let options = BalloonOptions {
                 deflate_on_oom: b.deflate_on_oom,
                 free_page_reporting: b.free_page_reporting,
+                page_poison: b.page_poison,
             };
             let dev = BalloonDevice::new(options, mem.iter().map(|r| r.len()).sum()).map_err(
                 |source| DeviceManagerError::Io {

@@ -27,6 +27,7 @@ pub const TYPE_BALLOON: u32 = 5;
 /// Feature bits (§5.5.3).
 pub const F_STATS_VQ: u32 = 1;
 pub const F_DEFLATE_ON_OOM: u32 = 2;
+pub const F_PAGE_POISON: u32 = 4;
 pub const F_REPORTING: u32 = 5;
 
 /// The balloon's page: PFNs count 4 KiB pages whatever the host's page size (§5.5.6).
@@ -41,8 +42,10 @@ const REPORTQ: usize = 3;
 /// QEMU's queue sizes (128 each, 32 for reporting).
 const QUEUE_SIZES: [u16; 4] = [128, 128, 128, 32];
 
-/// Config space: num_pages and actual (QEMU's size without free-page-hint and page-poison).
-const CONFIG_SIZE: usize = 8;
+/// Config space: num_pages, actual, free_page_hint_cmd_id (always 0 here) and poison_val:
+/// QEMU's size with page-poison (its default); 8 bytes without it.
+const CONFIG_SIZE: usize = 16;
+const CONFIG_SIZE_NO_POISON: usize = 8;
 
 /// PFNs looked at per inflate/deflate buffer (Linux sends at most 256): a hostile driver's
 /// gigabyte-long buffer cannot keep the worker (and a pause waiting for it) busy.
@@ -64,11 +67,25 @@ pub const STAT_NAMES: [&str; 10] = [
     "stat-htlb-pgfail",
 ];
 
-/// The device options (`-device virtio-balloon-pci,deflate-on-oom=on,free-page-reporting=on`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The device options (`-device virtio-balloon-pci,deflate-on-oom=on,free-page-reporting=on,
+/// page-poison=off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BalloonOptions {
     pub deflate_on_oom: bool,
     pub free_page_reporting: bool,
+    /// VIRTIO_BALLOON_F_PAGE_POISON: on by default in QEMU 7.2.
+    pub page_poison: bool,
+}
+
+impl Default for BalloonOptions {
+    /// QEMU 7.2's defaults.
+    fn default() -> Self {
+        Self {
+            deflate_on_oom: false,
+            free_page_reporting: false,
+            page_poison: true,
+        }
+    }
 }
 
 /// What the host and the driver agreed on, and the last statistics.
@@ -86,6 +103,10 @@ struct BalloonState {
     poll_interval: u32,
     /// The statistics buffer the device holds (its head index), until it wants new numbers.
     held_stats: Option<u16>,
+    /// The driver's page poison value (PAGE_POISON negotiated): free page reports are not
+    /// discarded while it is non-zero, as in QEMU (a discarded page would read back as zeros).
+    #[serde(default)]
+    poison_val: u32,
 }
 
 impl Default for BalloonState {
@@ -97,6 +118,7 @@ impl Default for BalloonState {
             last_update: 0,
             poll_interval: 0,
             held_stats: None,
+            poison_val: 0,
         }
     }
 }
@@ -215,6 +237,8 @@ impl BalloonShared {
 /// The balloon device.
 pub struct BalloonDevice {
     options: BalloonOptions,
+    /// Whether the running driver negotiated PAGE_POISON (None before activation).
+    poison_acked: Option<bool>,
     shared: Arc<BalloonShared>,
     worker: Option<Worker>,
     counters: Arc<DeviceCounters>,
@@ -225,6 +249,7 @@ impl BalloonDevice {
     pub fn new(options: BalloonOptions, ram_size: u64) -> std::io::Result<Self> {
         Ok(Self {
             options,
+            poison_acked: None,
             shared: Arc::new(BalloonShared {
                 ram_size,
                 state: Mutex::new(BalloonState::default()),
@@ -248,7 +273,16 @@ impl BalloonDevice {
         let mut c = [0u8; CONFIG_SIZE];
         c[0..4].copy_from_slice(&st.num_pages.to_le_bytes());
         c[4..8].copy_from_slice(&st.actual.to_le_bytes());
+        c[12..16].copy_from_slice(&st.poison_val.to_le_bytes());
         c
+    }
+
+    fn config_len(&self) -> usize {
+        if self.options.page_poison {
+            CONFIG_SIZE
+        } else {
+            CONFIG_SIZE_NO_POISON
+        }
     }
 }
 
@@ -437,7 +471,12 @@ impl BalloonWorker {
     }
 
     fn report(&mut self) -> Result<(), QueueFault> {
+        // QEMU skips the discard while the guest poisons free pages.
+        let poisoned = self.shared.lock().poison_val != 0;
         self.drain(REPORTQ, |d, mem, c| {
+            if poisoned {
+                return;
+            }
             for desc in c.writable() {
                 d.discard_range(mem, desc.addr.raw_value(), u64::from(desc.len));
             }
@@ -545,15 +584,19 @@ impl VirtioDevice for BalloonDevice {
         if self.options.free_page_reporting {
             f |= 1 << F_REPORTING;
         }
+        if self.options.page_poison {
+            f |= 1 << F_PAGE_POISON;
+        }
         f
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config_image(), offset, data);
+        let image = self.config_image();
+        read_config_bytes(&image[..self.config_len()], offset, data);
     }
 
     fn config_size(&self) -> usize {
-        CONFIG_SIZE
+        self.config_len()
     }
 
     /// The driver writes `actual` (QEMU's `virtio_balloon_set_config`); num_pages is the host's.
@@ -562,12 +605,19 @@ impl VirtioDevice for BalloonDevice {
         let Ok(start) = usize::try_from(offset) else {
             return;
         };
-        let Some(end) = start.checked_add(data.len()).filter(|e| *e <= CONFIG_SIZE) else {
+        let len = self.config_len();
+        let Some(end) = start.checked_add(data.len()).filter(|e| *e <= len) else {
             return;
         };
         image[start..end].copy_from_slice(data);
         let actual = u32::from_le_bytes([image[4], image[5], image[6], image[7]]);
         let mut st = self.shared.lock();
+        // Kept only if PAGE_POISON is negotiated (QEMU's set_config); before DRIVER_OK the
+        // device does not know the features yet and checks at activation.
+        st.poison_val = match self.poison_acked {
+            Some(false) => 0,
+            _ => u32::from_le_bytes([image[12], image[13], image[14], image[15]]),
+        };
         if st.actual != actual {
             st.actual = actual;
             drop(st);
@@ -581,8 +631,13 @@ impl VirtioDevice for BalloonDevice {
             queues,
             interrupt,
             pause,
-            ..
+            acked_features,
         } = ctx;
+        let poison = acked_features & (1 << F_PAGE_POISON) != 0;
+        self.poison_acked = Some(poison);
+        if !poison {
+            self.shared.lock().poison_val = 0;
+        }
         let want = self.queue_max_sizes().len();
         if queues.len() != want {
             return Err(VirtioError::QueueCount {
@@ -677,7 +732,12 @@ impl VirtioDevice for BalloonDevice {
         }
         // The held buffer belonged to the old rings; the target and `actual` stay (QEMU's
         // reset keeps them, so a rebooted guest inflates to the target again).
-        self.shared.lock().held_stats = None;
+        self.poison_acked = None;
+        {
+            let mut st = self.shared.lock();
+            st.held_stats = None;
+            st.poison_val = 0;
+        }
         let _ = self.shared.poll.read();
         let _ = self.shared.config.read();
     }

@@ -60,19 +60,34 @@ fn identity_features_and_config() {
     let dev = BalloonDevice::new(BalloonOptions::default(), 1 << 30).unwrap();
     assert_eq!(dev.device_type(), 5);
     assert_eq!(dev.queue_max_sizes(), &[128, 128, 128]);
-    assert_eq!(dev.features() & 0xff, 1 << F_STATS_VQ);
-    assert_eq!(dev.config_size(), 8);
+    // QEMU 7.2's defaults: statistics and page poison, 16 bytes of config.
+    assert_eq!(
+        dev.features() & 0xff,
+        (1 << F_STATS_VQ) | (1 << F_PAGE_POISON)
+    );
+    assert_eq!(dev.config_size(), 16);
+    let plain = BalloonDevice::new(
+        BalloonOptions {
+            page_poison: false,
+            ..BalloonOptions::default()
+        },
+        1 << 30,
+    )
+    .unwrap();
+    assert_eq!(plain.features() & 0xff, 1 << F_STATS_VQ);
+    assert_eq!(plain.config_size(), 8);
     let all = BalloonDevice::new(
         BalloonOptions {
             deflate_on_oom: true,
             free_page_reporting: true,
+            page_poison: true,
         },
         1 << 30,
     )
     .unwrap();
     assert_eq!(
         all.features() & 0xff,
-        (1 << F_STATS_VQ) | (1 << F_DEFLATE_ON_OOM) | (1 << F_REPORTING)
+        (1 << F_STATS_VQ) | (1 << F_DEFLATE_ON_OOM) | (1 << F_REPORTING) | (1 << F_PAGE_POISON)
     );
     assert_eq!(all.queue_max_sizes(), &[128, 128, 128, 32]);
     // QMP balloon: 256 MiB of 1 GiB -> 768 MiB in the balloon; above RAM means empty.
@@ -263,11 +278,14 @@ fn large_host_pages_are_discarded_once_whole() {
 fn free_page_reports_are_discarded() {
     let mut d = drive(
         BalloonOptions {
-            deflate_on_oom: false,
             free_page_reporting: true,
+            ..BalloonOptions::default()
         },
         (1 << F_STATS_VQ) | (1 << F_REPORTING),
     );
+    // PAGE_POISON not negotiated: a poison value is not kept.
+    wr(&d.t, CONFIG + 12, 0xaa);
+    assert_eq!(rd(&d.t, CONFIG + 12), 0);
     d.mem
         .write_slice(&[0x77; 0x2000], GuestAddress(PAGES))
         .unwrap();
@@ -308,4 +326,27 @@ fn inflating_returns_memory_to_the_host() {
     assert_eq!(d.discarded, 8 << 20);
     let after = rss(&mem);
     assert!(after + 2048 <= before, "{before} -> {after} pages resident");
+}
+
+/// With PAGE_POISON negotiated and a poison value set, free page reports are returned without
+/// discarding (QEMU: the pages must keep the guest's poison pattern).
+#[test]
+fn poisoned_free_pages_are_kept() {
+    let mut d = drive(
+        BalloonOptions {
+            free_page_reporting: true,
+            ..BalloonOptions::default()
+        },
+        (1 << F_STATS_VQ) | (1 << F_REPORTING) | (1 << F_PAGE_POISON),
+    );
+    wr(&d.t, CONFIG + 12, 0xaa);
+    assert_eq!(rd(&d.t, CONFIG + 12), 0xaa);
+    d.mem
+        .write_slice(&[0xaa; 0x1000], GuestAddress(PAGES))
+        .unwrap();
+    d.rings[3].set_desc(&d.mem, 0, PAGES, 0x1000, crate::virtio::testing::F_WRITE, 0);
+    d.rings[3].push(&d.mem, 0);
+    notify(&d.t, 3);
+    wait("the report", || d.rings[3].used_idx(&d.mem) == 1);
+    assert_eq!(d.mem.read_obj::<u8>(GuestAddress(PAGES)).unwrap(), 0xaa);
 }

@@ -147,18 +147,21 @@ pub fn transitional_identity(device_type: u32) -> Option<PciIdentity> {
 }
 
 /// QEMU's vector count for a device with `queues` queues: one per queue and one for config
-/// changes (virtio-net-pci: 2 per queue pair + 2; virtio-input-pci: 2).
+/// changes (virtio-net-pci: 2 per queue pair + 2; virtio-input-pci: 2; virtio-balloon-pci: none,
+/// it never sets `vectors`, so it has no MSI-X at all).
 pub fn default_vectors(device_type: u32, queues: usize) -> usize {
     match device_type {
         TYPE_NET => queues + 2,
         TYPE_INPUT => 2,
+        super::balloon::TYPE_BALLOON => 0,
         _ => queues + 1,
     }
 }
 
 struct PciState {
     config: PciConfig,
-    msix_cap: usize,
+    /// The MSI-X capability's offset (None: the function has no MSI-X).
+    msix_cap: Option<usize>,
     pci_cfg_cap: usize,
 }
 
@@ -222,16 +225,21 @@ impl VirtioPciTransport {
                 )
                 .map_err(cfg_err)?;
         }
-        config
-            .add_bar(
-                MSIX_BAR,
-                BarSpec {
-                    size: msix_bar_layout(vectors.len()).0,
-                    kind: BarKind::Mem32,
-                    prefetchable: false,
-                },
-            )
-            .map_err(cfg_err)?;
+        // No vectors (virtio-balloon-pci, whose QEMU 7.2 function has `nvectors` 0): no MSI-X
+        // BAR and no capability, INTx only.
+        let has_msix = !vectors.is_empty();
+        if has_msix {
+            config
+                .add_bar(
+                    MSIX_BAR,
+                    BarSpec {
+                        size: msix_bar_layout(vectors.len()).0,
+                        kind: BarKind::Mem32,
+                        prefetchable: false,
+                    },
+                )
+                .map_err(cfg_err)?;
+        }
         config
             .add_bar(
                 MODERN_BAR,
@@ -272,10 +280,15 @@ impl VirtioPciTransport {
         let pci_cfg_cap = config
             .add_capability_with_mask(PCI_CAP_ID_VNDR, &body, &mask)
             .map_err(cfg_err)?;
-        let (body, mask) = msix_capability(vectors.len(), MSIX_BAR);
-        let msix_cap = config
-            .add_capability_with_mask(PCI_CAP_ID_MSIX, &body, &mask)
-            .map_err(cfg_err)?;
+        let msix_cap = if has_msix {
+            let (body, mask) = msix_capability(vectors.len(), MSIX_BAR);
+            let cap = config
+                .add_capability_with_mask(PCI_CAP_ID_MSIX, &body, &mask)
+                .map_err(cfg_err)?;
+            Some(usize::from(cap))
+        } else {
+            None
+        };
         let msix = Arc::new(Msix::new(vectors, routes));
         let interrupt = VirtioInterrupt::with_vectors(VirtioVectors::new(msix.clone(), queues))
             .map_err(|source| VirtioPciError::Io {
@@ -286,7 +299,7 @@ impl VirtioPciTransport {
         Ok(Self {
             pci: Mutex::new(PciState {
                 config,
-                msix_cap: usize::from(msix_cap),
+                msix_cap,
                 pci_cfg_cap: usize::from(pci_cfg_cap),
             }),
             core: Mutex::new(TransportCore::new(device)),
@@ -574,11 +587,13 @@ impl PciDevice for VirtioPciTransport {
             return Vec::new();
         }
         let changes = st.config.write(reg, offset, data);
-        let control = st.msix_cap + 2;
-        let (start, end) = (reg * 4 + offset, reg * 4 + offset + data.len());
-        if start < control + 2 && end > control {
-            let value = u16::from_le_bytes(st.config.bytes_at(control));
-            self.msix.set_control(value);
+        if let Some(cap) = st.msix_cap {
+            let control = cap + 2;
+            let (start, end) = (reg * 4 + offset, reg * 4 + offset + data.len());
+            if start < control + 2 && end > control {
+                let value = u16::from_le_bytes(st.config.bytes_at(control));
+                self.msix.set_control(value);
+            }
         }
         changes
     }
@@ -592,14 +607,16 @@ impl PciDevice for VirtioPciTransport {
         self.msix.reset();
         let mut st = self.pci();
         let cap = st.pci_cfg_cap;
-        let control = st.msix_cap + 2;
-        let table_size = u16::from_le_bytes(st.config.bytes_at(control)) & 0x7ff;
         // Capability bytes the guest can write go back to power-on values too.
         let _ = st.config.set_device_bytes(cap + PCI_CFG_BAR, &[0]);
         let _ = st.config.set_device_bytes(cap + PCI_CFG_OFFSET, &[0; 12]);
-        let _ = st
-            .config
-            .set_device_bytes(control, &table_size.to_le_bytes());
+        if let Some(msix_cap) = st.msix_cap {
+            let control = msix_cap + 2;
+            let table_size = u16::from_le_bytes(st.config.bytes_at(control)) & 0x7ff;
+            let _ = st
+                .config
+                .set_device_bytes(control, &table_size.to_le_bytes());
+        }
         st.config.reset()
     }
 }

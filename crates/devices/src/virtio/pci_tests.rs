@@ -494,3 +494,47 @@ fn legacy_net_driver_uses_the_short_header_without_mrg_rxbuf() {
         assert_eq!(r(0x13, 1), 0, "RX interrupt despite NO_INTERRUPT");
     }
 }
+
+/// virtio-balloon-pci as QEMU 7.2 builds it: transitional, and no MSI-X at all (`nvectors` 0):
+/// no BAR1, no MSI-X capability, vector assignments read back as NO_VECTOR, INTx only.
+#[test]
+fn balloon_pci_has_no_msix() {
+    use super::balloon::{BalloonDevice, BalloonOptions};
+    let mem = memory();
+    let dev = BalloonDevice::new(BalloonOptions::default(), MEM_SIZE).unwrap();
+    let vectors = super::pci::default_vectors(5, 3);
+    assert_eq!(vectors, 0);
+    let t = VirtioPciTransport::new(
+        Box::new(dev),
+        mem,
+        Vec::new(),
+        Arc::new(Routes::default()),
+        true,
+    )
+    .unwrap();
+    assert_eq!(cfg32(&t, 0), 0x1002_1af4);
+    assert_eq!(cfg16(&t, 0x2e), 5, "subsystem: the device type");
+    assert_eq!(cfg16(&t, 0x0a), 0x00ff, "PCI_CLASS_OTHERS");
+    assert_eq!(
+        capabilities(&t),
+        vec![
+            (0x84, 0x09, 5),
+            (0x70, 0x09, 2),
+            (0x60, 0x09, 4),
+            (0x50, 0x09, 3),
+            (0x40, 0x09, 1),
+        ]
+    );
+    let regions: Vec<_> = t.regions().into_iter().map(|(r, _, s)| (r, s)).collect();
+    assert_eq!(
+        regions,
+        // 20 legacy bytes (no MSI-X) + 16 of config (page-poison on) -> 64, as QEMU's query-pci.
+        vec![(PciRegion::Bar(0), 0x40), (PciRegion::Bar(4), 0x4000)]
+    );
+    set_status(&t, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    bar_w(&t, 0x10, &0u16.to_le_bytes());
+    assert_eq!(u16::from_le_bytes(bar_r(&t, 0x10)), VIRTIO_MSI_NO_VECTOR);
+    // A reset with no MSI-X capability to restore.
+    let _ = t.reset();
+    assert_eq!(status(&t), 0);
+}
