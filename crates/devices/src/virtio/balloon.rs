@@ -687,12 +687,13 @@ impl VirtioDevice for BalloonDevice {
             counters: self.counters.clone(),
             discarder: Discarder::new(host_page_size()),
         };
-        // The driver may have posted its first statistics buffer before DRIVER_OK, and a
-        // target set before the driver ran is news to it.
+        // The driver may have posted its first statistics buffer before DRIVER_OK. A target set
+        // before the driver ran needs no interrupt: the driver reads num_pages at probe (QEMU
+        // does not notify config changes before DRIVER_OK either).
         if !held {
             let _ = notify[STATSQ].write(1);
         }
-        let _ = self.shared.config.write(1);
+        let _ = self.shared.config.read();
         let worker = worker::spawn(
             "virtio-balloon".into(),
             notify,
