@@ -5,7 +5,10 @@
 
 mod common;
 
+use common::qmp::Qmp;
 use common::{expect_error, skip_on_qemu, TempDir, VmCommand};
+use serde_json::json;
+use std::time::Duration;
 
 /// What the guest prints with QEMU's default 4 + 4 ports, after its first line.
 const TRANSCRIPT: &str = "\
@@ -139,4 +142,69 @@ fn bad_options_are_refused() {
         "Parameter 'p2' expects uint32_t",
     );
     expect_error(&["-M", "q35", "-device", "qemu-xhci,msi=on"], "msi");
+}
+
+/// Polls `query-migrate` until it says completed.
+fn wait_migrated(q: &mut Qmp) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = q.execute("query-migrate", json!({})).unwrap();
+        match info["status"].as_str() {
+            Some("completed") => return,
+            Some("failed") => panic!("migration failed: {info}"),
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "migration did not complete: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A snapshot of a running controller (rings, event ring segment, interrupter, MSI-X table):
+/// the restored VM's guest rings the doorbell and gets the same completions, by MSI-X.
+#[test]
+fn a_running_controller_survives_a_snapshot() {
+    let dir = TempDir::new("xhci-snap");
+    let state = dir.path().join("state");
+    let vm = |sock: &std::path::Path| {
+        VmCommand::guest("xhci.elf")
+            .stdin_pipe()
+            .append("msix wait")
+            .arg("-device")
+            .arg("qemu-xhci,id=usb")
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", sock.display()))
+    };
+    let sock = dir.path().join("save.sock");
+    let mut saved = vm(&sock).spawn();
+    saved.expect_stdout("xhci: waiting\n");
+    let mut q = Qmp::connect(&sock);
+    q.execute(
+        "migrate",
+        json!({"uri": format!("exec:cat > {}", state.display())}),
+    )
+    .unwrap();
+    wait_migrated(&mut q);
+    let _ = q.execute("quit", json!({}));
+    saved.wait(Duration::from_secs(30));
+
+    let sock = dir.path().join("load.sock");
+    let mut restored = vm(&sock)
+        .arg("-incoming")
+        .arg(format!("exec:cat {}", state.display()))
+        .arg("-S")
+        .spawn();
+    let mut q = Qmp::connect(&sock);
+    wait_migrated(&mut q);
+    q.execute("cont", json!({})).unwrap();
+    restored.write_stdin(b"x");
+    let out = restored.wait(Duration::from_secs(60));
+    out.assert_status(33);
+    // The restored guest printed only what came after the snapshot.
+    out.assert_stdout_lacks("xhci: caps");
+    out.assert_stdout_contains(&format!(
+        "xhci: interrupt on vector 0x30, iman 0x3\n{EVENTS}"
+    ));
 }

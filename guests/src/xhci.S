@@ -10,7 +10,9 @@
  *   "xhci: event type T cc C slot S trb N" (N: the command's index on the ring) for No Op,
  *   Enable Slot twice, Disable Slot 1, Disable Slot 9 (not enabled) and Address Device on slot
  *   2 (no device: TRB Error); a Link TRB with Toggle Cycle back to the start makes a second No
- *   Op (cycle bit 0) run after ERDP moved: one more event line. Stop: "xhci: halted, usbsts
+ *   Op (cycle bit 0) run after ERDP moved: one more event line. With `wait` on the command
+ *   line it prints "xhci: waiting" after Run and waits for a byte on COM1 before the commands
+ *   (tests/xhci.rs snapshots the controller there). Stop: "xhci: halted, usbsts
  *   0x...", "xhci: done", EXIT_OK. Events are polled; with `msix` on the command line the first
  * one arrives by interrupt instead: MSI-X entry 0 -> vector 0x30 on APIC 0, MSI-X Enable,
  * IMAN.IE and USBCMD.INTE, then `sti; hlt` until the handler prints "xhci: interrupt on vector
@@ -52,6 +54,7 @@ slot:       .skip 4
 
     .section .rodata
 k_msix:     .asciz "msix"
+k_wait:     .asciz "wait"
 
     .text
     .code32
@@ -191,6 +194,21 @@ _start:
     mov 4(%edi), %eax
     call puthex32
     call newline32
+    call pvh_cmdline32
+    test %esi, %esi
+    jz 17f
+    push %edi
+    mov $k_wait, %edi
+    mov $CMDLINE_MAX, %ecx
+    call find32
+    pop %edi
+    jne 17f
+    PUTS32 "xhci: waiting\n"
+    mov $(COM1_THR + 5), %dx            /* LSR: bit 0 = data ready */
+18: in %dx, %al
+    test $1, %al
+    jz 18b
+17:
     /* The commands: TRB n at CMD + 16 n, cycle bit 1. */
     mov $CMD, %edx
     xor %eax, %eax
