@@ -618,8 +618,6 @@ impl Pending {
                 })
             }
             "qemu-xhci" => {
-                opts.check_known(&["driver", "id", "addr", "p2", "p3"])
-                    .map_err(opts_err(&option))?;
                 let addr = opts
                     .get("addr")
                     .map(|a| parse_pci_addr(a).ok_or_else(|| CliError::PciAddr(a.to_string())))

@@ -411,6 +411,59 @@ device!(
         VIRTIO_PCI[3],
     ]
 );
+// virtio-balloon (docs/BALLOON.md): the properties rvmm implements, with QEMU 7.2's defaults.
+const BALLOON: [Prop; 3] = [
+    prop_default("deflate-on-oom", PropType::Bool, PropDefault::Bool(false)),
+    prop_default(
+        "free-page-reporting",
+        PropType::Bool,
+        PropDefault::Bool(false),
+    ),
+    prop_default("page-poison", PropType::Bool, PropDefault::Bool(true)),
+];
+device!(
+    VIRTIO_BALLOON_DEVICE,
+    "virtio-balloon-device",
+    "virtio-device",
+    Some("virtio-bus"),
+    Misc,
+    None,
+    true,
+    [BALLOON[0], BALLOON[1], BALLOON[2]]
+);
+device!(
+    VIRTIO_BALLOON_PCI,
+    "virtio-balloon-pci",
+    "virtio-pci",
+    Some("PCI"),
+    Misc,
+    None,
+    true,
+    [
+        BALLOON[0],
+        BALLOON[1],
+        BALLOON[2],
+        VIRTIO_PCI[0],
+        VIRTIO_PCI[1],
+        VIRTIO_PCI[2],
+        VIRTIO_PCI[3],
+    ]
+);
+// The USB 3 controller, with no USB devices yet (docs/USB.md).
+device!(
+    QEMU_XHCI,
+    "qemu-xhci",
+    "pci-xhci",
+    Some("PCI"),
+    Usb,
+    None,
+    true,
+    [
+        PCI_ADDR,
+        prop_default("p2", PropType::Uint32, PropDefault::Int(4)),
+        prop_default("p3", PropType::Uint32, PropDefault::Int(4)),
+    ]
+);
 const IDE: [Prop; 5] = [
     prop("drive", PropType::Str),
     prop("bus", PropType::Str),
@@ -510,6 +563,9 @@ pub static DEVICE_TYPES: &[&DeviceType] = &[
     &VIRTIO_TABLET_PCI,
     &VIRTIO_MOUSE_PCI,
     &VIRTIO_KEYBOARD_PCI,
+    &VIRTIO_BALLOON_DEVICE,
+    &VIRTIO_BALLOON_PCI,
+    &QEMU_XHCI,
     &IDE_HD,
     &IDE_CD,
     &ICH9_LPC,
@@ -527,6 +583,7 @@ pub static ABSTRACT_TYPES: &[(&str, Option<&str>)] = &[
     ("sys-bus-device", Some("device")),
     ("virtio-device", Some("device")),
     ("virtio-pci", Some("pci-device")),
+    ("pci-xhci", Some("pci-device")),
     ("ide-device", Some("device")),
     ("machine", Some("object")),
     ("x86-machine", Some("machine")),

@@ -659,16 +659,7 @@ impl VirtioArgs {
             Some(kind) => (kind, true),
             None => (driver.strip_suffix("-device").unwrap_or(driver), false),
         };
-        // The caller checked the keys against the device's properties (qdev.rs), for the
-        // devices the registry has.
-        let known = |own: &[&str]| {
-            let mut keys = vec!["driver", "id"];
-            keys.extend_from_slice(own);
-            if pci {
-                keys.extend(["addr", "bootindex", "disable-legacy", "disable-modern"]);
-            }
-            opts.check_known(&keys).map_err(opts_err(&option))
-        };
+        // The caller checked the keys against the device's properties (qdev.rs).
         let front = match kind {
             "virtio-blk" => {
                 let drive = opts.get("drive").ok_or(VirtioArgError::MissingParam {
@@ -720,7 +711,6 @@ impl VirtioArgs {
                 }
             }
             "virtio-balloon" => {
-                known(&["deflate-on-oom", "free-page-reporting", "page-poison"])?;
                 if self
                     .fronts
                     .iter()

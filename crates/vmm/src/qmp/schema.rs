@@ -268,6 +268,23 @@ pub static COMMANDS: &[Command] = &[
         Ty::Array(&MIGRATION_CAPABILITY),
     ),
     cmd("quit", &[], EMPTY),
+    // balloon.rs
+    cmd("balloon", &[m("value", Ty::Int)], EMPTY),
+    cmd("query-balloon", &[], Ty::Object(&[m("actual", Ty::Int)])),
+    cmd(
+        "qom-get",
+        &[m("path", Ty::Str), m("property", Ty::Str)],
+        Ty::Any,
+    ),
+    cmd(
+        "qom-set",
+        &[
+            m("path", Ty::Str),
+            m("property", Ty::Str),
+            m("value", Ty::Any),
+        ],
+        EMPTY,
+    ),
     // info.rs
     cmd(
         "query-target",
@@ -390,6 +407,7 @@ pub static EVENTS: &[(&str, &[M])] = &[
     ("SUSPEND", &[]),
     ("WAKEUP", &[]),
     ("MIGRATION", &[m("status", Ty::Enum(MIGRATION_STATES))]),
+    ("BALLOON_CHANGE", &[m("actual", Ty::Int)]),
     (
         "BLOCK_IO_ERROR",
         &[
