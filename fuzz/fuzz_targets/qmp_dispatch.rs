@@ -36,6 +36,9 @@ fn vm_socket() -> &'static PathBuf {
             "-display",
             "none",
             "-S",
+            // The balloon's commands and QOM properties (docs/BALLOON.md) get fuzzed too.
+            "-device",
+            "virtio-balloon-device,id=balloon0",
             "-sandbox",
             "off",
             "-qmp",
