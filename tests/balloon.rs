@@ -307,3 +307,36 @@ fn the_balloon_survives_a_snapshot() {
     vm.write_stdin(b"x");
     vm.wait(Duration::from_secs(60)).assert_status(33);
 }
+
+/// Free page reporting (`free-page-reporting=on`): the guest reports 2 MiB it touched as free;
+/// the pages read zero afterwards and the VMM's RSS drops.
+#[test]
+fn free_page_reporting_returns_memory() {
+    let dir = TempDir::new("balloon-report");
+    let sock = dir.path().join("qmp.sock");
+    let mut vm = VmCommand::guest("balloon.elf")
+        .set_option("-m", "64")
+        .stdin_pipe()
+        .append("report")
+        .arg("-device")
+        .arg("virtio-balloon-pci,id=balloon0,free-page-reporting=on")
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", sock.display()))
+        .spawn();
+    vm.expect_stdout("balloon: touched report area\n");
+    let before = rss(vm.pid());
+    vm.write_stdin(b"x");
+    vm.expect_stdout("balloon: reported 2 MiB, all read zero\n");
+    let after = rss(vm.pid());
+    eprintln!(
+        "free page reporting: RSS {} KiB before reporting 2 MiB, {} KiB after",
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        after + 3 * MIB / 2 <= before,
+        "RSS went from {before} to {after} bytes: the reported 2 MiB were not given back"
+    );
+    vm.write_stdin(b"x");
+    vm.wait(Duration::from_secs(60)).assert_status(33);
+}

@@ -10,6 +10,13 @@
  * polling interval), N goes up by one, "balloon: stats N" is printed and the buffer is posted
  * again. The host sees N in QMP `qom-get guest-stats`.
  *
+ * With `report` on the command line (and VIRTIO_BALLOON_F_REPORTING offered: `-device
+ * virtio-balloon-pci,free-page-reporting=on`) it tests free page reporting instead of the
+ * balloon: after "ready" it touches the 512 pages at 32-34 MiB, prints "balloon: touched report
+ * area", waits for a byte on COM1 (the host measures), reports the 2 MiB as one free range on
+ * the reporting queue (3), and prints "balloon: reported 2 MiB, all read zero" once the
+ * buffer is used and every page reads zero; then it waits for another byte and exits EXIT_OK.
+ *
  * It writes 0xa5 into the first dword of each of the 4096 pages at 16-32 MiB (so they are
  * resident on the host), prints "balloon: touched 4096 pages" and "ready", then polls the
  * config's num_pages until the host sets a target (QMP `balloon`): "balloon: target N", and
@@ -31,6 +38,10 @@
 #define AREA            0x1000000       /* the pages that go into the balloon */
 #define AREA_PAGES      4096
 #define SQAREA          0x230000        /* the statistics queue */
+#define RQAREA          0x250000        /* the reporting queue */
+#define REPORT          0x2000000       /* the range reported free */
+#define REPORT_PAGES    512
+#define CMDLINE_MAX     256
 #define STATS           0x240000        /* its one buffer: 2 x {le16 tag, le64 val} */
 #define CFG_NUM_PAGES   (VM_CONFIG + 0)
 #define CFG_ACTUAL      (VM_CONFIG + 4)
@@ -41,6 +52,8 @@
     .balign 4
 ctx:        .skip VCTX_SIZE
 sctx:       .skip VCTX_SIZE
+rctx:       .skip VCTX_SIZE
+report:     .skip 4         /* 1: test free page reporting */
 count:      .skip 4
 nstats:     .skip 4
 
@@ -49,7 +62,17 @@ nstats:     .skip 4
     .globl _start
 _start:
     START32
-    PUTS32 "balloon\n"
+    call pvh_check32
+    movl $0, report
+    call pvh_cmdline32
+    test %esi, %esi
+    jz 0f
+    mov $k_report, %edi
+    mov $CMDLINE_MAX, %ecx
+    call find32
+    jne 0f
+    movl $1, report
+0:  PUTS32 "balloon\n"
     mov $VIRTIO_ID_BALLOON, %eax
     call virtio_find32
     jz 1f
@@ -63,6 +86,11 @@ _start:
     lea 8(%esi), %eax
     mov %eax, VCTX_BASE(%ebx)
     movl $SQAREA, VCTX_QAREA(%ebx)
+    mov $rctx, %ebx
+    /* Queue 3 notifies at notify + 3 * 4. */
+    lea 12(%esi), %eax
+    mov %eax, VCTX_BASE(%ebx)
+    movl $RQAREA, VCTX_QAREA(%ebx)
     call setup
     jnc 2f
     PUTS32 "balloon: FAIL setup\n"
@@ -77,6 +105,8 @@ _start:
     add $4096, %edi
     loop 3b
     PUTS32 "balloon: touched 4096 pages\nready\n"
+    cmpl $0, report
+    jne do_report
     /* Wait for a target, refreshing the statistics whenever the device asks. */
 4:  call poll_stats
     mov $ctx, %ebx
@@ -178,7 +208,14 @@ setup:
     testl $1, VP_DF(%esi)                        /* VERSION_1 */
     jz 9f
     movl $0, VP_GFSELECT(%esi)
-    movl $2, VP_GF(%esi)
+    movl $2, %eax                                /* STATS_VQ */
+    cmpl $0, report
+    je 1f
+    movl $0, VP_DFSELECT(%esi)
+    testl $0x20, VP_DF(%esi)                     /* REPORTING */
+    jz 9f
+    or $0x20, %eax
+1:  mov %eax, VP_GF(%esi)
     movl $1, VP_GFSELECT(%esi)
     movl $1, VP_GF(%esi)
     movb $(VS_ACKNOWLEDGE | VS_DRIVER | VS_FEATURES_OK), VP_STATUS(%esi)
@@ -192,6 +229,13 @@ setup:
     mov $2, %eax
     call setup_queue
     jc 9f
+    cmpl $0, report
+    je 2f
+    mov $rctx, %ebx
+    mov $3, %eax
+    call setup_queue
+    jc 9f
+2:
     movb $(VS_ACKNOWLEDGE | VS_DRIVER | VS_FEATURES_OK | VS_DRIVER_OK), VP_STATUS(%esi)
     testb $VS_FAILED, VP_STATUS(%esi)
     jnz 9f
@@ -291,6 +335,58 @@ poll_stats:
     pop %ebx
     pop %eax
     ret
+
+/* Free page reporting: touch the range, wait, report it, check it reads zero. */
+do_report:
+    mov $REPORT, %edi
+    mov $REPORT_PAGES, %ecx
+1:  movl $0x5a5a5a5a, (%edi)
+    add $4096, %edi
+    loop 1b
+    PUTS32 "balloon: touched report area\n"
+    call wait_byte
+    mov $rctx, %ebx
+    xor %ecx, %ecx
+    mov $REPORT, %eax
+    mov $(REPORT_PAGES * 4096), %edx
+    mov $2, %esi                         /* VRING_DESC_F_WRITE: the device "writes" the pages */
+    call virtio_desc32
+    xor %eax, %eax
+    call virtio_submit32
+    call virtio_poll32
+    mov $REPORT, %edi
+    mov $REPORT_PAGES, %ecx
+2:  cmpl $0, (%edi)
+    jne 3f
+    add $4096, %edi
+    loop 2b
+    PUTS32 "balloon: reported 2 MiB, all read zero\n"
+    call wait_byte
+    mov $EXIT_OK, %eax
+    jmp exit32
+3:  PUTS32 "balloon: FAIL reported page at "
+    mov %edi, %eax
+    call puthex32
+    PUTS32 " kept its data\n"
+    jmp fail
+
+/* wait_byte: wait for a byte on COM1 and take it. */
+wait_byte:
+    push %eax
+    push %edx
+    mov $(COM1_THR + 5), %dx            /* LSR: bit 0 = data ready */
+1:  in %dx, %al
+    test $1, %al
+    jz 1b
+    mov $COM1_THR, %dx
+    in %dx, %al
+    pop %edx
+    pop %eax
+    ret
+
+    .section .rodata
+k_report:   .asciz "report"
+    .text
 
 fail:
     mov $EXIT_FAIL, %eax
