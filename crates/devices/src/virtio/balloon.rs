@@ -757,6 +757,13 @@ impl VirtioDevice for BalloonDevice {
             return Err("held statistics buffer index past the queue".into());
         }
         let interval = s.poll_interval;
+        let mut s = s;
+        // The held buffer is not kept: the restored transport goes on from the used index and
+        // raises every queue's notification, so the worker takes that buffer from the ring
+        // again (QEMU rewinds its statistics queue by one for the same reason). Keeping it as
+        // well would return one buffer while holding the same one, every time the driver
+        // posts it.
+        s.held_stats = None;
         *self.shared.lock() = s;
         self.shared
             .arm_timer(interval)

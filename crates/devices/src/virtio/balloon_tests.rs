@@ -350,3 +350,43 @@ fn poisoned_free_pages_are_kept() {
     wait("the report", || d.rings[3].used_idx(&d.mem) == 1);
     assert_eq!(d.mem.read_obj::<u8>(GuestAddress(PAGES)).unwrap(), 0xaa);
 }
+
+/// A snapshot taken while the device holds the statistics buffer: the restored device takes it
+/// from the ring again and holds it (nothing returned), gives it back once when polled, and
+/// holds the driver's next posting.
+#[test]
+fn a_held_statistics_buffer_survives_a_snapshot() {
+    use crate::Persist;
+    let mut d = drive(BalloonOptions::default(), 1 << F_STATS_VQ);
+    let buf = stat(4, 0x5000);
+    d.mem.write_slice(&buf, GuestAddress(BUFS)).unwrap();
+    d.rings[2].set_desc(&d.mem, 3, BUFS, buf.len() as u32, 0, 0);
+    d.rings[2].push(&d.mem, 3);
+    notify(&d.t, 2);
+    wait("the statistics", || d.shared.lock().held_stats == Some(3));
+    d.t.pause();
+    let state = d.t.save();
+    let dev = BalloonDevice::new(BalloonOptions::default(), MEM_SIZE).unwrap();
+    let shared = dev.shared();
+    let counters = dev.counters();
+    let t = MmioTransport::new(Box::new(dev), d.mem.clone()).unwrap();
+    t.restore(state).unwrap();
+    wait("the buffer taken again", || {
+        counters.snapshot().requests == 1
+    });
+    assert_eq!(shared.lock().held_stats, Some(3));
+    assert_eq!(d.rings[2].used_idx(&d.mem), 0, "returned at restore");
+    assert_eq!(shared.guest_stats()["stats"]["stat-free-memory"], 0x5000);
+    // Polled: given back once; the driver posts it again and it is held.
+    shared.poll.write(1).unwrap();
+    wait("the poll", || d.rings[2].used_idx(&d.mem) == 1);
+    d.rings[2].push(&d.mem, 3);
+    notify(&t, 2);
+    wait("the new posting", || counters.snapshot().requests == 2);
+    assert_eq!(
+        d.rings[2].used_idx(&d.mem),
+        1,
+        "the new posting came straight back"
+    );
+    assert_eq!(shared.lock().held_stats, Some(3));
+}
