@@ -80,6 +80,23 @@ fn inflating_returns_memory_and_qmp_follows() {
     // libvirt's statistics properties on the device's QOM path: the guest's buffer (free
     // memory 0x1234000, total 64 MiB), and after a polling interval the refreshed one.
     let path = "/machine/peripheral/balloon0";
+    // libvirt finds the balloon's path this way (qemuMonitorJSONFindLinkPath).
+    let peripherals = q
+        .execute("qom-list", json!({"path": "/machine/peripheral"}))
+        .unwrap();
+    assert!(
+        peripherals
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "balloon0" && p["type"] == "child<virtio-balloon-pci>"),
+        "{peripherals}"
+    );
+    assert_eq!(
+        q.execute("qom-get", json!({"path": path, "property": "type"}))
+            .unwrap(),
+        json!("virtio-balloon-pci")
+    );
     let free_memory = |q: &mut Qmp| {
         let stats = q
             .execute("qom-get", json!({"path": path, "property": "guest-stats"}))

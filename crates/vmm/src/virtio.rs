@@ -219,6 +219,8 @@ pub(crate) fn build_device(
             )?;
             counts.balloon = Some(crate::qmp::Balloon {
                 id: b.id.clone(),
+                // virtio_pci.rs renames it when it puts the device on PCI.
+                type_name: "virtio-balloon-device",
                 shared: dev.shared(),
             });
             Box::new(dev)

@@ -96,6 +96,9 @@ pub(crate) fn attach_virtio_pci(
     let mut next_gsi = MSI_GSI_BASE;
     for cfg in devices {
         let device = build_device(&cfg.device, mem, counts, disk_events)?;
+        if let (VirtioDeviceConfig::Balloon(_), Some(b)) = (&cfg.device, counts.balloon.as_mut()) {
+            b.type_name = "virtio-balloon-pci";
+        }
         let name = device.name();
         let io = |what: &str| {
             let name = format!("{name}-pci: {what}");

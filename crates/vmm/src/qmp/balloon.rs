@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub struct Balloon {
     /// `-device ...,id=`: its QOM path is /machine/peripheral/ID.
     pub id: Option<String>,
+    /// `virtio-balloon-pci` or `virtio-balloon-device` (QOM `type`).
+    pub type_name: &'static str,
     pub shared: Arc<BalloonShared>,
 }
 
@@ -113,19 +115,30 @@ fn no_property(property: &str) -> QmpError {
     QmpError::generic(format!("Property '{property}' not found"))
 }
 
-/// `qom-get {"path", "property"}` for the balloon's properties.
-pub(super) fn qom_get(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
-    let (path, property) = path_and_property(args, &[])?;
-    let b = m
-        .balloon
-        .as_ref()
-        .filter(|b| b.is_at(&path))
-        .ok_or_else(|| not_found(&path))?;
-    match property.as_str() {
+/// `qom-get` of the balloon's properties, if `path` is the balloon's (queries.rs serves the
+/// rest of the tree).
+pub(super) fn qom_get_at(
+    m: &Machine,
+    path: &str,
+    property: &str,
+) -> Option<Result<Value, QmpError>> {
+    let b = m.balloon.as_ref().filter(|b| b.is_at(path))?;
+    Some(match property {
+        "type" => Ok(json!(b.type_name)),
         "guest-stats" => Ok(b.shared.guest_stats()),
         "guest-stats-polling-interval" => Ok(json!(b.shared.poll_interval())),
         other => Err(no_property(other)),
-    }
+    })
+}
+
+/// `qom-list` of the balloon's path: the properties [`qom_get_at`] serves.
+pub(super) fn qom_list_at(m: &Machine, path: &str) -> Option<Value> {
+    m.balloon.as_ref().filter(|b| b.is_at(path))?;
+    Some(json!([
+        {"name": "type", "type": "string"},
+        {"name": "guest-stats", "type": "guest statistics"},
+        {"name": "guest-stats-polling-interval", "type": "int"},
+    ]))
 }
 
 /// `qom-set {"path", "property", "value"}`: `guest-stats-polling-interval` (seconds, 0 is off).

@@ -34,7 +34,6 @@ const COMMANDS: &[(&str, Handler)] = &[
     ("screendump", screendump),
     ("balloon", super::balloon::balloon),
     ("query-balloon", super::balloon::query_balloon),
-    ("qom-get", super::balloon::qom_get),
     ("qom-set", super::balloon::qom_set),
     ("migrate", super::migration::migrate),
     ("migrate-incoming", super::migration::migrate_incoming),

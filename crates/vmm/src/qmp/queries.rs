@@ -132,6 +132,9 @@ fn qom_list(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
         );
         return Ok(Value::Array(out));
     }
+    if let Some(list) = super::balloon::qom_list_at(m, path) {
+        return Ok(list);
+    }
     if cpu_index(m, path).is_some() {
         let own = CPU_PROPS
             .iter()
@@ -151,6 +154,10 @@ fn qom_get(m: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
     only(args, &["path", "property"])?;
     let path = string_arg(args, "path")?;
     let property = string_arg(args, "property")?;
+    // The balloon's properties on its /machine/peripheral/ID path (docs/BALLOON.md).
+    if let Some(value) = super::balloon::qom_get_at(m, path, property) {
+        return value;
+    }
     if path == "/machine/peripheral" && property == "type" {
         return Ok(json!("container"));
     }

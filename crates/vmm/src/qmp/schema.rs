@@ -272,11 +272,6 @@ pub static COMMANDS: &[Command] = &[
     cmd("balloon", &[m("value", Ty::Int)], EMPTY),
     cmd("query-balloon", &[], Ty::Object(&[m("actual", Ty::Int)])),
     cmd(
-        "qom-get",
-        &[m("path", Ty::Str), m("property", Ty::Str)],
-        Ty::Any,
-    ),
-    cmd(
         "qom-set",
         &[
             m("path", Ty::Str),
