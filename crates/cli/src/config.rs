@@ -40,6 +40,10 @@ pub enum ConfigError {
     NoPciBus(&'static str),
     #[error("pc-testdev: only one instance is supported")]
     DuplicateTestdev,
+    #[error("-device pcie-root-port: Can't add chassis slot, error -16 (chassis {chassis}, slot {slot} is taken)")]
+    ChassisSlotTaken { chassis: u8, slot: u16 },
+    #[error("-device {driver}: Bus '{bus}' not found")]
+    BusNotFound { driver: String, bus: String },
 }
 
 /// The board model (`-machine type=`).
@@ -176,6 +180,9 @@ pub enum DeviceConfig {
     Display(DisplayDeviceConfig),
     /// `-device qemu-xhci`: a USB 3 controller (no USB devices behind it yet).
     Xhci(XhciConfig),
+    /// QEMU's generic PCIe root port (1b36:000c), a bridge whose secondary bus is named by its
+    /// `id=`.
+    PcieRootPort(PcieRootPortConfig),
 }
 
 /// `-device qemu-xhci[,addr=][,p2=][,p3=]`.
@@ -185,6 +192,24 @@ pub struct XhciConfig {
     /// USB 2 and USB 3 root ports (QEMU's defaults 4 and 4, each capped at 15).
     pub p2: u8,
     pub p3: u8,
+}
+
+/// `-device pcie-root-port[,id=][,bus=][,addr=][,multifunction=][,port=][,chassis=][,slot=]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PcieRootPortConfig {
+    /// `id=`: also the name of the port's secondary bus (`bus=` of the device behind it).
+    pub id: Option<String>,
+    /// `bus=`: the bus the port sits on; None: the root bus.
+    pub bus: Option<String>,
+    /// Slot and function on that bus; None: the first free slot.
+    pub addr: Option<(u8, u8)>,
+    /// `multifunction=on`: the header type's multi-function bit.
+    pub multifunction: bool,
+    /// `port=`: the link's port number.
+    pub port: u8,
+    /// `chassis=` and `slot=`: unique per port, as QEMU's `pcie_chassis_add_slot` demands.
+    pub chassis: u8,
+    pub slot: u16,
 }
 
 /// Which display device.
@@ -203,9 +228,11 @@ pub struct DisplayDeviceConfig {
     pub addr: Option<(u8, u8)>,
 }
 
-/// `-device pci-testdev[,addr=][,romfile=][,membar=]`.
+/// `-device pci-testdev[,bus=][,addr=][,romfile=][,membar=]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PciTestdevConfig {
+    /// `bus=`: a root port's id; None: the root bus.
+    pub bus: Option<String>,
     /// Slot and function; None: the first free slot.
     pub addr: Option<(u8, u8)>,
     /// QEMU's `romfile=` (any PCI device): the expansion ROM's contents.
@@ -236,6 +263,7 @@ impl DeviceConfig {
                 DisplayModel::StdVga => "VGA",
                 DisplayModel::BochsDisplay => "bochs-display",
             },
+            DeviceConfig::PcieRootPort(_) => "pcie-root-port",
         }
     }
 }
@@ -508,9 +536,89 @@ impl VmConfig {
                         return Err(ConfigError::NoPciBus("pci-testdev"));
                     }
                 }
-                DeviceConfig::Display(_) | DeviceConfig::Xhci(_) => {
+                DeviceConfig::Display(_)
+                | DeviceConfig::Xhci(_)
+                | DeviceConfig::PcieRootPort(_) => {
                     if self.machine == MachineKind::Microvm {
                         return Err(ConfigError::NoPciBus(device.driver()));
+                    }
+                }
+            }
+        }
+        self.validate_pci_buses()
+    }
+
+    /// The root bus's name: `pcie.0` on q35, `pci.0` on pc.
+    pub fn root_bus_name(&self) -> &'static str {
+        match self.machine {
+            MachineKind::Q35 => "pcie.0",
+            _ => "pci.0",
+        }
+    }
+
+    /// Root ports: chassis/slot pairs unique (the parser refuses duplicate ids); every `bus=`
+    /// names this machine's root bus or a port.
+    fn validate_pci_buses(&self) -> Result<(), ConfigError> {
+        let ports: Vec<&PcieRootPortConfig> = self
+            .devices
+            .iter()
+            .filter_map(|d| match d {
+                DeviceConfig::PcieRootPort(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        for (i, p) in ports.iter().enumerate() {
+            let earlier = &ports[..i];
+            if earlier
+                .iter()
+                .any(|q| (q.chassis, q.slot) == (p.chassis, p.slot))
+            {
+                return Err(ConfigError::ChassisSlotTaken {
+                    chassis: p.chassis,
+                    slot: p.slot,
+                });
+            }
+        }
+        let root = self.root_bus_name();
+        let known = |bus: &str| bus == root || ports.iter().any(|p| p.id.as_deref() == Some(bus));
+        let buses = self
+            .devices
+            .iter()
+            .filter_map(|d| match d {
+                DeviceConfig::PcieRootPort(p) => Some((d.driver(), p.bus.as_deref())),
+                DeviceConfig::PciTestdev(t) => Some((d.driver(), t.bus.as_deref())),
+                _ => None,
+            })
+            .chain(
+                self.virtio_pci
+                    .iter()
+                    .map(|v| ("virtio-pci", v.pci.bus.as_deref())),
+            );
+        for (driver, bus) in buses {
+            if let Some(bus) = bus.filter(|b| !known(b)) {
+                return Err(ConfigError::BusNotFound {
+                    driver: driver.into(),
+                    bus: bus.into(),
+                });
+            }
+        }
+        // A port on its own bus (or in a cycle) would never be reachable.
+        for p in &ports {
+            let mut bus = p.bus.as_deref();
+            for _ in 0..=ports.len() {
+                match bus.filter(|b| *b != root) {
+                    None => break,
+                    Some(b) if Some(b) == p.id.as_deref() => {
+                        return Err(ConfigError::BusNotFound {
+                            driver: "pcie-root-port".into(),
+                            bus: b.into(),
+                        })
+                    }
+                    Some(b) => {
+                        bus = ports
+                            .iter()
+                            .find(|q| q.id.as_deref() == Some(b))
+                            .and_then(|q| q.bus.as_deref())
                     }
                 }
             }

@@ -35,8 +35,8 @@ pub use boot::{boot_nibble, BootConfig, BootError, FirmwareConfig, DEFAULT_BOOT_
 pub use config::{
     check_memory_size, BzImageDecompress, ConfigError, DeviceConfig, DisplayDeviceConfig,
     DisplayModel, ExitStatsConfig, FwCfgData, FwCfgFile, GlobalProps, IncomingConfig, IrqchipMode,
-    MachineKind, PciTestdevConfig, SerialConfig, SmpConfig, VmConfig, XhciConfig,
-    DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
+    MachineKind, PciTestdevConfig, PcieRootPortConfig, SerialConfig, SmpConfig, VmConfig,
+    XhciConfig, DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES, MEMORY_ALIGNMENT, MIN_MEMORY_BYTES,
 };
 pub use cpu::{cpu_help_text, cpu_properties, CpuArgError, PropError};
 pub use display::{DisplayArgError, VncConfig, VncListen, VNC_BASE_PORT};
@@ -175,7 +175,7 @@ pub enum CliError {
     #[error("-device isa-serial: {0}")]
     IsaSerial(&'static str),
     #[error(
-        "-device {driver}: Bus '{bus}' not found (rvmm's buses: pcie.0 on q35, pci.0 on pc, isa.0)"
+        "-device {driver}: Bus '{bus}' not found (rvmm's buses: pcie.0 on q35, pci.0 on pc, isa.0, and the ids of the pcie-root-ports before it)"
     )]
     PciBus { driver: String, bus: String },
     #[error("{option}: argument '{lossy}' is not valid UTF-8; this option's syntax is text (only paths may be any bytes, and -append passes bytes)")]
@@ -580,7 +580,16 @@ impl Pending {
             let mut keys = d.option_keys();
             keys.push("bus");
             opts.check_known(&keys).map_err(opts_err(&option))?;
-            check_bus(d, opts.get("bus"))?;
+            let ports: Vec<&str> = self
+                .config
+                .devices
+                .iter()
+                .filter_map(|d| match d {
+                    DeviceConfig::PcieRootPort(p) => p.id.as_deref(),
+                    _ => None,
+                })
+                .collect();
+            check_bus(d, opts.get("bus"), &ports)?;
         }
         if let Some(id) = opts.get("id") {
             if self.config.peripherals.iter().any(|(i, _)| i == id) {
@@ -612,6 +621,7 @@ impl Pending {
                     .get_path("romfile")
                     .filter(|f| !f.as_os_str().is_empty());
                 DeviceConfig::PciTestdev(PciTestdevConfig {
+                    bus: opts.get("bus").map(str::to_string),
                     addr,
                     romfile,
                     membar: membar.unwrap_or(0),
@@ -674,6 +684,7 @@ impl Pending {
                 self.monitors.set_serial(chardev);
                 return Ok(None);
             }
+            "pcie-root-port" => root_port(&opts, &option)?,
             d if virtio::is_virtio_driver(d) => {
                 self.virtio.device(&opts)?;
                 return Ok(None);
@@ -794,12 +805,14 @@ impl Pending {
     }
 }
 
-/// `-device ...,bus=NAME`: rvmm has one PCI root bus (`pcie.0` on q35, `pci.0` on pc) and one
-/// ISA bus; IDE buses are checked with the drive (virtio.rs).
-fn check_bus(d: &qdev::DeviceType, bus: Option<&str>) -> Result<(), CliError> {
+/// `-device ...,bus=NAME`: rvmm's PCI buses are the root bus (`pcie.0` on q35, `pci.0` on pc;
+/// `VmConfig::validate` checks it matches the machine) and the secondary bus of each
+/// `pcie-root-port` given before (`ports`, their ids), and it has one ISA bus; IDE buses are
+/// checked with the drive (virtio.rs).
+fn check_bus(d: &qdev::DeviceType, bus: Option<&str>, ports: &[&str]) -> Result<(), CliError> {
     let ok = match (d.bus, bus) {
         (_, None) | (Some("IDE"), _) => true,
-        (Some("PCI"), Some(b)) => b == "pcie.0" || b == "pci.0",
+        (Some("PCI"), Some(b)) => b == "pcie.0" || b == "pci.0" || ports.contains(&b),
         (Some("ISA"), Some(b)) => b == "isa.0",
         _ => false,
     };
@@ -810,6 +823,31 @@ fn check_bus(d: &qdev::DeviceType, bus: Option<&str>) -> Result<(), CliError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// `-device pcie-root-port,...` with QEMU's defaults (port 0, chassis 0, slot 0).
+fn root_port(opts: &QemuOpts, option: &str) -> Result<DeviceConfig, CliError> {
+    let addr = opts
+        .get("addr")
+        .map(|a| parse_pci_addr(a).ok_or_else(|| CliError::PciAddr(a.to_string())))
+        .transpose()?;
+    let u8_prop = |key: &str| {
+        opts.get_number_max(key, u64::from(u8::MAX))
+            .map(|v| v.unwrap_or(0) as u8)
+            .map_err(opts_err(option))
+    };
+    Ok(DeviceConfig::PcieRootPort(PcieRootPortConfig {
+        id: opts.get("id").map(str::to_string),
+        bus: opts.get("bus").map(str::to_string),
+        addr,
+        multifunction: opts
+            .get_bool("multifunction")
+            .map_err(opts_err(option))?
+            .unwrap_or(false),
+        port: u8_prop("port")?,
+        chassis: u8_prop("chassis")?,
+        slot: opts.get_u16("slot").map_err(opts_err(option))?.unwrap_or(0),
+    }))
 }
 
 /// Accepts an accelerator list (`kvm`, or QEMU's `kvm:tcg` fallback form) that includes KVM.
@@ -829,6 +867,7 @@ pub(crate) fn parse_pci_addr(s: &str) -> Option<(u8, u8)> {
     (slot < 32 && function < 8).then_some((slot, function))
 }
 
+/// Accepts an accelerator list (`kvm`, or QEMU's `kvm:tcg` fallback form) that includes KVM.
 fn check_accel_list(option: &'static str, value: &str) -> Result<(), CliError> {
     if value.split(':').any(|a| a == "kvm") {
         Ok(())

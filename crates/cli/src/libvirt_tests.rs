@@ -90,7 +90,7 @@ fn libvirt_spellings_refused_by_name() {
     let e = |args: &[&str]| parse_args(args).unwrap_err().to_string();
     assert_eq!(
         e(&["-device", r#"{"driver":"virtio-blk-pci","bus":"pci.3","drive":"x"}"#]),
-        "-device virtio-blk-pci: Bus 'pci.3' not found (rvmm's buses: pcie.0 on q35, pci.0 on pc, isa.0)"
+        "-device virtio-blk-pci: Bus 'pci.3' not found (rvmm's buses: pcie.0 on q35, pci.0 on pc, isa.0, and the ids of the pcie-root-ports before it)"
     );
     assert!(e(&["-device", "{\"driver\""]).starts_with("-device: JSON argument is not valid"));
     assert_eq!(

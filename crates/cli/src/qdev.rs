@@ -119,10 +119,14 @@ pub struct DeviceType {
 }
 
 impl DeviceType {
-    /// The keys `-device NAME,...` accepts: `driver`, `id` and the properties.
+    /// The keys `-device NAME,...` accepts: `driver`, `id`, `bus` for a device that plugs into
+    /// a bus (QEMU's `qdev_device_add` option, not a property) and the properties.
     pub fn option_keys(&self) -> Vec<&'static str> {
         let mut keys = vec!["driver", "id"];
         keys.extend(self.props.iter().map(|p| p.name));
+        if self.bus.is_some() && !keys.contains(&"bus") {
+            keys.push("bus");
+        }
         keys
     }
 }
@@ -152,6 +156,10 @@ const VIRTIO_PCI: [Prop; 4] = [
         description: None,
     },
 ];
+
+/// `multifunction` of every PCI device (rvmm implements it on pcie-root-port).
+const PCI_MULTIFUNCTION: Prop =
+    prop_default("multifunction", PropType::Bool, PropDefault::Bool(false));
 
 const SHARE_RW: Prop = prop_default("share-rw", PropType::Bool, PropDefault::Bool(false));
 
@@ -241,6 +249,23 @@ device!(
     None,
     true,
     [PCI_ADDR]
+);
+
+device!(
+    PCIE_ROOT_PORT,
+    "pcie-root-port",
+    "pcie-root-port-base",
+    Some("PCI"),
+    Bridge,
+    Some("PCI Express Root Port"),
+    true,
+    [
+        PCI_ADDR,
+        PCI_MULTIFUNCTION,
+        prop_default("port", PropType::Uint8, PropDefault::Int(0)),
+        prop_default("chassis", PropType::Uint8, PropDefault::Int(0)),
+        prop_default("slot", PropType::Uint16, PropDefault::Int(0)),
+    ]
 );
 
 // virtio over virtio-mmio ("-device" form) and over PCI.
@@ -551,6 +576,7 @@ pub static DEVICE_TYPES: &[&DeviceType] = &[
     &PCI_TESTDEV,
     &VGA,
     &BOCHS_DISPLAY,
+    &PCIE_ROOT_PORT,
     &VIRTIO_BLK_DEVICE,
     &VIRTIO_NET_DEVICE,
     &VIRTIO_RNG_DEVICE,
@@ -584,6 +610,10 @@ pub static ABSTRACT_TYPES: &[(&str, Option<&str>)] = &[
     ("virtio-device", Some("device")),
     ("virtio-pci", Some("pci-device")),
     ("pci-xhci", Some("pci-device")),
+    ("pci-bridge", Some("pci-device")),
+    ("pcie-port", Some("pci-bridge")),
+    ("pcie-slot", Some("pcie-port")),
+    ("pcie-root-port-base", Some("pcie-slot")),
     ("ide-device", Some("device")),
     ("machine", Some("object")),
     ("x86-machine", Some("machine")),

@@ -681,6 +681,7 @@ fn devices() {
     ]);
     let testdev = |addr, romfile: Option<&str>, membar| {
         DeviceConfig::PciTestdev(PciTestdevConfig {
+            bus: None,
             addr,
             romfile: romfile.map(PathBuf::from),
             membar,

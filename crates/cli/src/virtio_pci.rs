@@ -8,6 +8,8 @@ use crate::virtio::{opts_err, VirtioArgError, VirtioDeviceConfig};
 /// Where a virtio-pci device sits and how firmware boots from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VirtioPciOptions {
+    /// `bus=`: a root port's id; None: the root bus.
+    pub bus: Option<String>,
     /// `addr=`: slot and function; None: the first free slot.
     pub addr: Option<(u8, u8)>,
     /// `bootindex=` (virtio-blk-pci, virtio-net-pci).
@@ -75,6 +77,7 @@ pub(crate) fn pci_options(
         }
     }
     Ok(VirtioPciOptions {
+        bus: opts.get("bus").map(str::to_string),
         addr,
         bootindex,
         disable_legacy,

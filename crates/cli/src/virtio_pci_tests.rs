@@ -26,6 +26,7 @@ fn virtio_pci_devices_on_pc_and_q35() {
             pci,
             vec![
                 VirtioPciOptions {
+                    bus: None,
                     addr: Some((5, 0)),
                     bootindex: Some(1),
                     disable_legacy: None,
@@ -75,4 +76,64 @@ fn virtio_pci_option_errors() {
         "virtio-rng-pci,disable-legacy=on,disable-modern=off",
     ]);
     assert_eq!(c.virtio_pci.len(), 1);
+}
+
+#[test]
+fn root_ports_and_bus_placement() {
+    let c = run(&[
+        "-M",
+        "q35",
+        "-device",
+        "pcie-root-port,port=0x10,chassis=1,id=pci.1,bus=pcie.0,multifunction=on,addr=0x2",
+        "-device",
+        "pcie-root-port,port=17,chassis=2,id=pci.2,addr=0x2.0x1,slot=3",
+        "-device",
+        "virtio-rng-pci,bus=pci.2,addr=0x0",
+    ]);
+    let ports: Vec<_> = c
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            crate::DeviceConfig::PcieRootPort(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            crate::PcieRootPortConfig {
+                id: Some("pci.1".into()),
+                bus: Some("pcie.0".into()),
+                addr: Some((2, 0)),
+                multifunction: true,
+                port: 0x10,
+                chassis: 1,
+                slot: 0,
+            },
+            crate::PcieRootPortConfig {
+                id: Some("pci.2".into()),
+                bus: None,
+                addr: Some((2, 1)),
+                multifunction: false,
+                port: 17,
+                chassis: 2,
+                slot: 3,
+            },
+        ]
+    );
+    assert_eq!(c.virtio_pci[0].pci.bus.as_deref(), Some("pci.2"));
+    let err = |extra: &[&str]| {
+        let mut a = vec!["-M", "q35", "-device", "pcie-root-port,id=p,chassis=1"];
+        a.extend_from_slice(extra);
+        crate::tests::err(&a)
+    };
+    assert!(err(&["-device", "virtio-rng-pci,bus=pci.9"])
+        .starts_with("-device virtio-rng-pci: Bus 'pci.9' not found"));
+    assert!(err(&["-device", "pcie-root-port,id=q,chassis=1"]).contains("Can't add chassis slot"));
+    assert!(err(&["-device", "pcie-root-port,id=p,chassis=2"]).contains("Duplicate device ID 'p'"));
+    assert!(err(&["-device", "pcie-root-port,id=q,chassis=2,port=300"]).contains("port"));
+    assert!(err(&["-device", "pcie-root-port,id=q,chassis=2,bus=q"]).contains("Bus 'q' not found"));
+    assert!(err(&["-device", "pci-testdev,bus=pci.0"]).contains("Bus 'pci.0' not found"));
+    let microvm = crate::tests::err(&["-M", "microvm", "-device", "pcie-root-port"]);
+    assert!(microvm.contains("No 'PCI' bus"), "{microvm}");
 }

@@ -533,14 +533,8 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         &disk_events,
     )?;
     virtio.add_pci(&virtio_pci.functions);
-    // MSI-X GSIs after the virtio-pci functions' (their routes come later, so free_gsi alone
-    // would hand them out again).
-    let first_xhci_gsi = virtio_pci
-        .functions
-        .iter()
-        .flat_map(|f| f.transport.msix().vectors().iter().map(|v| v.gsi + 1))
-        .max()
-        .unwrap_or(crate::virtio_pci::MSI_GSI_BASE);
+    // Its MSI-X GSIs come after the root ports' and the virtio-pci functions' (their routes come
+    // later, so free_gsi alone would hand them out again): DeviceManager::allocate_msi_gsi.
     let xhci_configs: Vec<rvmm_cli::XhciConfig> = config
         .devices
         .iter()
@@ -549,8 +543,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
             _ => None,
         })
         .collect();
-    let mut usb =
-        crate::device_manager::usb::attach_xhci(&dm, &xhci_configs, &mem, first_xhci_gsi)?;
+    let mut usb = crate::device_manager::usb::attach_xhci(&dm, &xhci_configs, &mem)?;
     let mut boot_order = boot_paths(config.machine, &config.ide);
     boot_order.extend(virtio_pci.boot_paths());
     let fw_cfg = FwCfgConfig {

@@ -35,8 +35,8 @@ pub const VIRTIO_MAX_DEVICES: usize = 8;
 #[derive(Default)]
 pub struct VirtioDevices {
     transports: Vec<(MmioSlot, Arc<MmioTransport>)>,
-    /// virtio-pci functions (devfn, transport), attached after the PCI bus exists.
-    pci: Vec<(u8, Arc<VirtioPciTransport>)>,
+    /// virtio-pci functions (where, transport), attached after the PCI bus exists.
+    pci: Vec<(rvmm_devices::pci::PciLoc, Arc<VirtioPciTransport>)>,
     /// ACPI describes the devices (level-triggered lines); otherwise the command line does.
     acpi: bool,
     /// Device numbering, continued by the virtio-pci devices.
@@ -106,7 +106,7 @@ impl VirtioDevices {
     /// Add the virtio-pci functions (the PCI bus resets them with the machine).
     pub fn add_pci(&mut self, functions: &[crate::virtio_pci::VirtioPciFunction]) {
         self.pci
-            .extend(functions.iter().map(|f| (f.devfn, f.transport.clone())));
+            .extend(functions.iter().map(|f| (f.loc, f.transport.clone())));
     }
 
     /// Every device's counters, for the statistics report.
@@ -122,9 +122,15 @@ impl VirtioDevices {
         let pci = self
             .pci
             .iter()
-            .map(|(devfn, t)| crate::exit_stats::DeviceSource {
+            .map(|(loc, t)| crate::exit_stats::DeviceSource {
                 device: t.device_name(),
-                at: format!("virtio-pci@00:{:02x}.{}", devfn >> 3, devfn & 7),
+                // rvmm's bus index: the guest may number the buses differently.
+                at: format!(
+                    "virtio-pci@{:02x}:{:02x}.{}",
+                    loc.bus,
+                    loc.slot(),
+                    loc.function()
+                ),
                 counters: t.counters().clone(),
             });
         mmio.chain(pci).collect()

@@ -14,7 +14,7 @@ use crate::interrupts::Resampler;
 use crate::virtio::{build_device, Counts};
 use rvmm_block::DiskEvents;
 use rvmm_cli::{VirtioDeviceConfig, VirtioPciDeviceConfig};
-use rvmm_devices::pci::{MsiRoutes, MsixVector};
+use rvmm_devices::pci::{MsiRoutes, MsixVector, PciLoc};
 use rvmm_devices::virtio::pci::{default_vectors, VirtioPciState, VirtioPciTransport};
 use rvmm_devices::{IrqLine, MsiMessage};
 use rvmm_devices::{Persist, StateError};
@@ -28,7 +28,9 @@ pub const MSI_GSI_BASE: u32 = 24;
 
 /// One attached virtio-pci function.
 pub struct VirtioPciFunction {
-    pub devfn: u8,
+    pub loc: PciLoc,
+    /// The bridges above it, as (slot, function) from the root bus down (firmware boot paths).
+    pub path: Vec<(u8, u8)>,
     pub transport: Arc<VirtioPciTransport>,
     /// `bootindex=` of a disk.
     pub bootindex: Option<u32>,
@@ -45,20 +47,31 @@ pub struct VirtioPciAttached {
 
 impl VirtioPciAttached {
     /// SeaBIOS's boot paths of the disks with a `bootindex=` (QEMU's `get_fw_dev_path`:
-    /// `/pci@i0cf8/scsi@SLOT[,FN]/disk@0,0` for virtio-blk-pci on bus 0, which SeaBIOS's
-    /// `bootprio_find_pci_device` matches by its `/pci@i0cf8/*@SLOT[,FN]` prefix).
+    /// `/pci@i0cf8/scsi@SLOT[,FN]/disk@0,0` for virtio-blk-pci on bus 0, each bridge above it
+    /// as `pci-bridge@SLOT[,FN]`, which SeaBIOS's `bootprio_find_pci_device` matches by its
+    /// `/pci@i0cf8/...*@SLOT[,FN]` prefix).
     pub fn boot_paths(&self) -> Vec<(u32, String)> {
+        let at = |slot: u8, func: u8| {
+            if func == 0 {
+                format!("{slot:x}")
+            } else {
+                format!("{slot:x},{func:x}")
+            }
+        };
         self.functions
             .iter()
             .filter(|f| f.is_block)
             .filter_map(|f| {
-                let (slot, func) = (f.devfn >> 3, f.devfn & 7);
-                let at = if func == 0 {
-                    format!("{slot:x}")
-                } else {
-                    format!("{slot:x},{func:x}")
-                };
-                Some((f.bootindex?, format!("/pci@i0cf8/scsi@{at}/disk@0,0")))
+                let bridges: String = f
+                    .path
+                    .iter()
+                    .map(|&(s, fun)| format!("/pci-bridge@{}", at(s, fun)))
+                    .collect();
+                let dev = at(f.loc.slot(), f.loc.function());
+                Some((
+                    f.bootindex?,
+                    format!("/pci@i0cf8{bridges}/scsi@{dev}/disk@0,0"),
+                ))
             })
             .collect()
     }
@@ -93,7 +106,6 @@ pub(crate) fn attach_virtio_pci(
 ) -> Result<VirtioPciAttached, DeviceManagerError> {
     let mut out = VirtioPciAttached::default();
     let routes: Arc<dyn MsiRoutes> = Arc::new(KvmMsiRoutes(dm.vm().clone()));
-    let mut next_gsi = MSI_GSI_BASE;
     for cfg in devices {
         let device = build_device(&cfg.device, mem, counts, disk_events)?;
         if let (VirtioDeviceConfig::Balloon(_), Some(b)) = (&cfg.device, counts.balloon.as_mut()) {
@@ -112,26 +124,27 @@ pub(crate) fn attach_virtio_pci(
         let mut vectors = Vec::with_capacity(count);
         for _ in 0..count {
             // GSIs from MSI_GSI_BASE that no one else routes (the vectors' routes come later).
-            next_gsi = dm
-                .vm()
-                .free_gsi(next_gsi)
+            let gsi = dm
+                .allocate_msi_gsi()
                 .ok_or_else(|| DeviceManagerError::Io {
                     name: format!("{name}-pci"),
                     source: std::io::Error::other("no free GSI for an MSI-X vector"),
                 })?;
             let irqfd = EventFd::new(EFD_NONBLOCK).map_err(io("MSI-X eventfd"))?;
             dm.vm()
-                .register_irqfd(&irqfd, next_gsi)
-                .map_err(hv(format!("MSI-X irqfd on GSI {next_gsi}")))?;
-            vectors.push(MsixVector {
-                gsi: next_gsi,
-                irqfd,
-            });
-            next_gsi += 1;
+                .register_irqfd(&irqfd, gsi)
+                .map_err(hv(format!("MSI-X irqfd on GSI {gsi}")))?;
+            vectors.push(MsixVector { gsi, irqfd });
         }
-        // QEMU's disable-legacy=auto on the root bus of pc and q35: transitional; virtio-input
-        // is modern only in QEMU too (virtio_pci_force_virtio_1).
-        let modern_only = matches!(cfg.device, VirtioDeviceConfig::Input { .. });
+        // QEMU's disable-legacy=auto on the root bus of pc and q35: transitional; behind a PCIe
+        // port modern only (virtio_pci_realize's `pcie_port`); virtio-input is modern only in
+        // QEMU too (virtio_pci_force_virtio_1).
+        let behind_port = cfg
+            .pci
+            .bus
+            .as_deref()
+            .is_some_and(|b| b != "pcie.0" && b != "pci.0");
+        let modern_only = behind_port || matches!(cfg.device, VirtioDeviceConfig::Input { .. });
         let transitional = !modern_only && cfg.pci.disable_legacy != Some(true);
         let t = VirtioPciTransport::new(device, mem.clone(), vectors, routes.clone(), transitional)
             .map_err(|e| DeviceManagerError::Io {
@@ -156,7 +169,8 @@ pub(crate) fn attach_virtio_pci(
                 });
             }
         }
-        let ids = dm.add_pci(
+        let ids = dm.add_pci_on(
+            cfg.pci.bus.as_deref(),
             cfg.pci.addr,
             PciFunctionParts {
                 name: format!("{name}-pci"),
@@ -165,7 +179,7 @@ pub(crate) fn attach_virtio_pci(
             },
         )?;
         let gsi = dm
-            .pci_intx_gsi(ids.devfn, 1)
+            .pci_intx_gsi(ids.loc, 1)
             .ok_or_else(|| DeviceManagerError::NoPciBus {
                 name: format!("{name}-pci"),
             })?;
@@ -184,9 +198,10 @@ pub(crate) fn attach_virtio_pci(
                 .map_err(io("INTx eventfd"))?,
             resample: Some(resample),
         });
-        tracing::debug!(name, devfn = ids.devfn, intx = gsi, "virtio-pci device");
+        tracing::debug!(name, loc = ?ids.loc, intx = gsi, "virtio-pci device");
         out.functions.push(VirtioPciFunction {
-            devfn: ids.devfn,
+            loc: ids.loc,
+            path: dm.pci_path(ids.loc),
             transport: t,
             bootindex: cfg.pci.bootindex,
             is_block: matches!(cfg.device, VirtioDeviceConfig::Block(_)),
@@ -196,7 +211,7 @@ pub(crate) fn attach_virtio_pci(
         let all = out
             .functions
             .iter()
-            .map(|f| (f.devfn, f.transport.clone()))
+            .map(|f| (f.loc, f.transport.clone()))
             .collect();
         dm.states()
             .register("virtio-pci", Arc::new(FunctionStates(all)));
@@ -204,9 +219,12 @@ pub(crate) fn attach_virtio_pci(
     Ok(out)
 }
 
-/// One virtio-pci function's state in a snapshot, by its PCI address.
+/// One virtio-pci function's state in a snapshot, by its PCI address (rvmm's bus index:
+/// 0 is the root bus, older snapshots have none).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct FunctionState {
+    #[serde(default)]
+    bus: u8,
     devfn: u8,
     #[serde(flatten)]
     state: VirtioPciState,
@@ -214,7 +232,7 @@ struct FunctionState {
 
 /// Every virtio-pci function (functions of one type share their bus names). Restored after
 /// "PCI bus 0" (the registry goes by name), so BARs and the MSI-X Enable bit are back first.
-struct FunctionStates(Vec<(u8, Arc<VirtioPciTransport>)>);
+struct FunctionStates(Vec<(PciLoc, Arc<VirtioPciTransport>)>);
 
 impl Persist for FunctionStates {
     type State = Vec<FunctionState>;
@@ -222,16 +240,23 @@ impl Persist for FunctionStates {
     fn save(&self) -> Self::State {
         self.0
             .iter()
-            .map(|(devfn, t)| FunctionState {
-                devfn: *devfn,
+            .map(|(loc, t)| FunctionState {
+                bus: loc.bus,
+                devfn: loc.devfn,
                 state: t.save(),
             })
             .collect()
     }
 
     fn restore(&self, states: Self::State) -> Result<(), StateError> {
-        let ours: Vec<u8> = self.0.iter().map(|(d, _)| *d).collect();
-        let theirs: Vec<u8> = states.iter().map(|s| s.devfn).collect();
+        let ours: Vec<PciLoc> = self.0.iter().map(|(l, _)| *l).collect();
+        let theirs: Vec<PciLoc> = states
+            .iter()
+            .map(|s| PciLoc {
+                bus: s.bus,
+                devfn: s.devfn,
+            })
+            .collect();
         if ours != theirs {
             return Err(StateError::Invalid(format!(
                 "virtio-pci functions at {theirs:02x?} in the snapshot, {ours:02x?} here"

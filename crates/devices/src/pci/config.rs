@@ -651,6 +651,10 @@ fn space(kind: BarKind) -> PciSpace {
     }
 }
 
+#[path = "config_bridge.rs"]
+mod bridge;
+pub use bridge::{BridgeKind, BridgeWindows};
+
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;

@@ -301,8 +301,9 @@ mod tests {
     struct RecordingRelocation(Mutex<Vec<(u8, Vec<BarChange>)>>);
 
     impl BarRelocation for RecordingRelocation {
-        fn relocate(&self, devfn: u8, changes: &[BarChange]) {
-            self.0.lock().unwrap().push((devfn, changes.to_vec()));
+        fn relocate(&self, loc: crate::pci::PciLoc, changes: &[BarChange]) {
+            assert_eq!(loc.bus, 0);
+            self.0.lock().unwrap().push((loc.devfn, changes.to_vec()));
         }
     }
 

@@ -104,7 +104,10 @@ pub fn attach_legacy(
                 dm.add_fixed_mmio(dm.fixed_mmio().pc_testdev_iomem, t.iomem)?;
             }
             // On the PCI bus (device_manager::pci).
-            DeviceConfig::PciTestdev { .. } | DeviceConfig::Display(_) | DeviceConfig::Xhci(_) => {}
+            DeviceConfig::PciTestdev { .. }
+            | DeviceConfig::Display(_)
+            | DeviceConfig::Xhci(_)
+            | DeviceConfig::PcieRootPort(_) => {}
         }
     }
     let mut i8042_irqs = Vec::new();

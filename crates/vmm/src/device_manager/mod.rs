@@ -10,6 +10,7 @@ pub mod display;
 mod firmware;
 mod legacy;
 pub mod pci;
+pub mod pci_bridge;
 pub mod storage;
 pub mod usb;
 
@@ -81,8 +82,10 @@ pub enum DeviceManagerError {
     NoPciBus { name: String },
     #[error("the PCI bus is attached twice")]
     PciBusTwice,
-    #[error("{name}: no free PCI slot on bus 0")]
+    #[error("{name}: no free PCI slot on its bus")]
     NoPciSlot { name: String },
+    #[error("{name}: Bus '{bus}' not found")]
+    NoSuchPciBus { name: String, bus: String },
     #[error("virtio-blk: {0}")]
     Disk(#[source] rvmm_block::BlockError),
     #[error(transparent)]
@@ -133,6 +136,8 @@ pub struct DeviceManager {
     pm_block: OnceLock<Arc<dyn rvmm_devices::chipset::PmBaseRelocation>>,
     /// Each device's snapshot state, by bus name (docs/SNAPSHOT.md).
     states: Arc<DeviceStates>,
+    /// Where the search for the next MSI vector's GSI starts.
+    next_msi_gsi: Mutex<u32>,
 }
 
 impl DeviceManager {
@@ -152,6 +157,7 @@ impl DeviceManager {
             map: Arc::new(Mutex::new(map)),
             pci: OnceLock::new(),
             pm_block: OnceLock::new(),
+            next_msi_gsi: Mutex::new(crate::virtio_pci::MSI_GSI_BASE),
         }
     }
 
@@ -159,10 +165,19 @@ impl DeviceManager {
         &self.vm
     }
 
-    /// The GSI INTx `pin` (1 = INTA) of PCI function `devfn` interrupts on, once the PCI bus
-    /// exists.
-    pub fn pci_intx_gsi(&self, devfn: u8, pin: u8) -> Option<u32> {
-        self.pci.get()?.intx_gsi(devfn, pin)
+    /// The GSI INTx `pin` (1 = INTA) of the PCI function at `loc` interrupts on, once the PCI
+    /// bus exists.
+    pub fn pci_intx_gsi(&self, loc: rvmm_devices::pci::PciLoc, pin: u8) -> Option<u32> {
+        self.pci.get()?.intx_gsi(loc, pin)
+    }
+
+    /// A GSI for an MSI vector (its irqfd's): past the IOAPIC's pins, one no one routes and no
+    /// earlier caller got (their routes come later, when the guest programs the vectors).
+    pub(crate) fn allocate_msi_gsi(&self) -> Option<u32> {
+        let mut next = self.next_msi_gsi.lock().unwrap_or_else(|e| e.into_inner());
+        let gsi = self.vm.free_gsi(*next)?;
+        *next = gsi.checked_add(1)?;
+        Some(gsi)
     }
 
     /// Where devices register their snapshot state.

@@ -22,12 +22,12 @@ use rvmm_devices::chipset::{
 };
 use rvmm_devices::pci::{
     BarChange, BarRelocation, HostBridge, HostBridgeKind, IoEvent, PciBus, PciConfigIo,
-    PciConfigMmio, PciDevice, PciRegion, PciSpace, PciTestdev, PCI_CONFIG_IO_BASE,
-    PCI_CONFIG_IO_LEN,
+    PciConfigMmio, PciDevice, PciLoc, PciRegion, PciSpace, PciTestdev, PcieRootPort,
+    PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN,
 };
 use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, PioBus, VmControl};
 use rvmm_hypervisor::{IoEventAddr, MemoryFlags, Vm};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -179,14 +179,20 @@ pub struct PciRelocator {
     pio: Arc<PioBus>,
     mmio: Arc<MmioBus>,
     map: Arc<Mutex<AddressMap>>,
-    functions: Mutex<BTreeMap<u8, FunctionState>>,
+    functions: Mutex<BTreeMap<PciLoc, FunctionState>>,
 }
+
+/// A bus devices can name: rvmm's bus index and the root port above it (None: the root bus).
+pub type NamedBus = (u8, Option<Arc<PcieRootPort>>);
 
 /// PCI bus 0 and its relocator, kept for the VM's lifetime.
 #[derive(Clone)]
 pub struct PciRoot {
     pub bus: Arc<RwLock<PciBus>>,
     pub relocator: Arc<PciRelocator>,
+    /// The buses devices name with `bus=`: the root bus and each root port's secondary bus, by
+    /// name, with the port behind which each secondary bus sits.
+    pub buses: Arc<Mutex<HashMap<String, NamedBus>>>,
     /// Where the INTx pins of bus 0 interrupt (the DSDT's `_PRT` says the same).
     pub routing: PciIntxRouting,
     /// PC firmware programs the BARs (at every boot); without it rvmm does.
@@ -218,7 +224,7 @@ fn remap<S: AddressSpace>(
 }
 
 impl PciRelocator {
-    fn functions(&self) -> MutexGuard<'_, BTreeMap<u8, FunctionState>> {
+    fn functions(&self) -> MutexGuard<'_, BTreeMap<PciLoc, FunctionState>> {
         self.functions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -404,9 +410,9 @@ impl PciRelocator {
 }
 
 impl BarRelocation for PciRelocator {
-    fn relocate(&self, devfn: u8, changes: &[BarChange]) {
+    fn relocate(&self, loc: PciLoc, changes: &[BarChange]) {
         let mut fns = self.functions();
-        let Some(f) = fns.get_mut(&devfn) else {
+        let Some(f) = fns.get_mut(&loc) else {
             return;
         };
         for c in changes {
@@ -423,20 +429,26 @@ impl BarRelocation for PciRelocator {
     }
 }
 
-/// The PCI `-device`s of `devices`, built.
-fn build_functions(
+/// Attach the PCI `-device`s of `devices` in command-line order (a root port before what its
+/// `bus=` names).
+fn attach_functions(
     dm: &DeviceManager,
     devices: &[DeviceConfig],
     displays: &DisplayFactory,
-) -> Result<Vec<(PciAddr, PciFunctionParts)>, DeviceManagerError> {
-    devices
-        .iter()
-        .filter_map(|d| match d {
-            DeviceConfig::PciTestdev(cfg) => Some(testdev_parts(cfg).map(|p| (cfg.addr, p))),
-            DeviceConfig::Display(cfg) => Some(displays.parts(dm, cfg).map(|p| (cfg.addr, p))),
-            _ => None,
-        })
-        .collect()
+) -> Result<(), DeviceManagerError> {
+    for d in devices {
+        match d {
+            DeviceConfig::PciTestdev(cfg) => {
+                dm.add_pci_on(cfg.bus.as_deref(), cfg.addr, testdev_parts(cfg)?)?;
+            }
+            DeviceConfig::Display(cfg) => {
+                dm.add_pci(cfg.addr, displays.parts(dm, cfg)?)?;
+            }
+            DeviceConfig::PcieRootPort(cfg) => dm.attach_root_port(cfg)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn testdev_parts(cfg: &PciTestdevConfig) -> Result<PciFunctionParts, DeviceManagerError> {
@@ -512,33 +524,43 @@ pub(crate) fn rom_region(device: &str, path: &Path) -> Result<RegionParts, Devic
 
 impl PciRoot {
     /// The GSI INTx `pin` (the interrupt pin register: 1 = INTA ... 4 = INTD) of the function
-    /// at `devfn` raises, as the DSDT's `_PRT` describes it; None for pin 0 (no INTx) or > 4.
-    pub fn intx_gsi(&self, devfn: u8, pin: u8) -> Option<u32> {
-        (1..=4)
-            .contains(&pin)
-            .then(|| self.routing.gsi(devfn >> 3, pin - 1))
+    /// at `loc` raises, as the DSDT's `_PRT` describes it; None for pin 0 (no INTx) or > 4.
+    /// Behind bridges the pin is swizzled at each one (PCI-to-PCI bridge spec 1.2, 9.1:
+    /// (pin + device) mod 4), as QEMU's `pci_swizzle_map_irq_fn`.
+    pub fn intx_gsi(&self, loc: PciLoc, pin: u8) -> Option<u32> {
+        if !(1..=4).contains(&pin) {
+            return None;
+        }
+        let bus = self.bus.read().unwrap_or_else(|e| e.into_inner());
+        let (mut loc, mut pin) = (loc, pin - 1);
+        while let Some(bridge) = bus.bridge_of(loc.bus) {
+            pin = (pin + loc.slot()) % 4;
+            loc = bridge;
+        }
+        Some(self.routing.gsi(loc.slot(), pin))
     }
 
     /// Program every function's regions as firmware would: an address for each from the
     /// machine's windows, then decoding on. Goes through config space, so the relocator maps
     /// them. At start-up and after each reset (no firmware runs under direct kernel boot).
     pub fn program_bars(&self) -> Result<(), DeviceManagerError> {
-        let plan: Vec<(u8, String, Vec<RegionSpec>)> = self
+        super::pci_bridge::number_buses(&self.bus.read().unwrap_or_else(|e| e.into_inner()));
+        let plan: Vec<(PciLoc, String, Vec<RegionSpec>)> = self
             .relocator
             .functions()
             .iter()
-            .map(|(devfn, f)| {
+            .map(|(loc, f)| {
                 let regions = f
                     .regions
                     .iter()
                     .map(|r| (r.parts.region, r.parts.space, r.parts.size))
                     .collect();
-                (*devfn, f.name.clone(), regions)
+                (*loc, f.name.clone(), regions)
             })
             .collect();
         // Every address first, each claimed until all are chosen, so no two regions share one;
         // then released: the relocator claims each as its decoding turns on.
-        let mut placed: Vec<(u8, &str, PciRegion, PciSpace, u64)> = Vec::new();
+        let mut placed: Vec<(PciLoc, &str, PciRegion, PciSpace, u64)> = Vec::new();
         {
             let mut map = self.relocator.map.lock().unwrap_or_else(|e| e.into_inner());
             let mut allocate = |name: &str, region: PciRegion, space, size| {
@@ -552,10 +574,10 @@ impl PciRoot {
                     })
             };
             let mut result = Ok(());
-            'all: for (devfn, name, regions) in &plan {
+            'all: for (loc, name, regions) in &plan {
                 for &(region, space, size) in regions {
                     match allocate(name, region, space, size) {
-                        Ok(addr) => placed.push((*devfn, name, region, space, addr)),
+                        Ok(addr) => placed.push((*loc, name, region, space, addr)),
                         Err(e) => {
                             result = Err(e);
                             break 'all;
@@ -571,22 +593,22 @@ impl PciRoot {
             result?;
         }
         let bus = self.bus.read().unwrap_or_else(|e| e.into_inner());
-        for &(devfn, _, region, _, addr) in &placed {
+        for &(loc, _, region, _, addr) in &placed {
             let reg = match region {
                 PciRegion::Bar(i) => BAR0_REG + usize::from(i),
                 // Placed but not enabled (bit 0), as SeaBIOS leaves ROMs it does not run; the
                 // guest enables it to read it (Linux's pci_map_rom does).
                 PciRegion::Rom => ROM_REG,
             };
-            bus.write_and_relocate(0, devfn, reg, 0, &(addr as u32).to_le_bytes());
+            bus.write_at_and_relocate(loc, reg, 0, &(addr as u32).to_le_bytes());
             if addr > u64::from(u32::MAX) {
                 let high = ((addr >> 32) as u32).to_le_bytes();
-                bus.write_and_relocate(0, devfn, reg + 1, 0, &high);
+                bus.write_at_and_relocate(loc, reg + 1, 0, &high);
             }
         }
-        for (devfn, name, _) in &plan {
-            bus.write_and_relocate(0, *devfn, COMMAND_REG, 0, &COMMAND_DECODE.to_le_bytes());
-            tracing::debug!(name, devfn, "PCI function programmed");
+        for (loc, name, _) in &plan {
+            bus.write_at_and_relocate(*loc, COMMAND_REG, 0, &COMMAND_DECODE.to_le_bytes());
+            tracing::debug!(name, ?loc, "PCI function programmed");
         }
         Ok(())
     }
@@ -608,15 +630,27 @@ impl PciRoot {
 /// A PCI function the device manager attached: where it is and its regions' ids on the buses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciFunctionIds {
-    pub devfn: u8,
+    pub loc: PciLoc,
     pub regions: Vec<(PciRegion, DeviceId)>,
 }
 
 impl DeviceManager {
-    /// Attach a PCI function at `addr` (or the first free slot): its config space on bus 0, each
-    /// region registered on its bus (mapped once its BAR is programmed, by rvmm or the guest).
+    /// Attach a PCI function at `addr` (or the first free slot) of the root bus.
     pub fn add_pci(
         &self,
+        addr: PciAddr,
+        f: PciFunctionParts,
+    ) -> Result<PciFunctionIds, DeviceManagerError> {
+        self.add_pci_on(None, addr, f)
+    }
+
+    /// Attach a PCI function at `addr` (or the first free slot) of the bus named `bus` (None:
+    /// the root bus): its config space on that bus, each region registered on its bus (mapped
+    /// once its BAR is programmed, by rvmm or the guest). Behind a root port, the port's slot
+    /// reports the device present.
+    pub fn add_pci_on(
+        &self,
+        bus_name: Option<&str>,
         addr: PciAddr,
         f: PciFunctionParts,
     ) -> Result<PciFunctionIds, DeviceManagerError> {
@@ -629,20 +663,38 @@ impl DeviceManager {
             .pci
             .get()
             .ok_or_else(|| DeviceManagerError::NoPciBus { name: name.clone() })?;
+        let (index, port) = match bus_name {
+            None => (0, None),
+            Some(b) => root
+                .buses
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(b)
+                .cloned()
+                .ok_or_else(|| DeviceManagerError::NoSuchPciBus {
+                    name: name.clone(),
+                    bus: b.into(),
+                })?,
+        };
         let mut bus = root.bus.write().unwrap_or_else(|e| e.into_inner());
         let (slot, function) = match addr {
             Some(a) => a,
             None => (
-                bus.free_slot()
+                bus.free_slot_on(index)
                     .ok_or_else(|| DeviceManagerError::NoPciSlot { name: name.clone() })?,
                 0,
             ),
         };
-        bus.add_device(slot, function, config)
+        let loc = bus
+            .add_device_on(index, slot, function, config)
             .map_err(|source| DeviceManagerError::Pci {
                 name: name.clone(),
                 source,
             })?;
+        drop(bus);
+        if let Some(port) = port {
+            port.set_populated();
+        }
         let regions: Vec<RegionState> = regions
             .into_iter()
             .map(|parts| {
@@ -659,14 +711,13 @@ impl DeviceManager {
                 }
             })
             .collect();
-        let devfn = slot << 3 | function;
         let ids = PciFunctionIds {
-            devfn,
+            loc,
             regions: regions.iter().map(|r| (r.parts.region, r.id)).collect(),
         };
         root.relocator
             .functions()
-            .insert(devfn, FunctionState { name, regions });
+            .insert(loc, FunctionState { name, regions });
         Ok(ids)
     }
 }
@@ -731,9 +782,17 @@ pub fn attach_pci(
             })?;
     }
     let bus = Arc::new(RwLock::new(bus));
+    let root_name = match kind {
+        HostBridgeKind::Q35 => "pcie.0",
+        HostBridgeKind::I440fx => "pci.0",
+    };
     let root = PciRoot {
         bus: bus.clone(),
         relocator,
+        buses: Arc::new(Mutex::new(HashMap::from([(
+            root_name.to_string(),
+            (0, None),
+        )]))),
         firmware,
         routing: match kind {
             HostBridgeKind::Q35 => PciIntxRouting::Q35,
@@ -751,9 +810,7 @@ pub fn attach_pci(
         };
         dm.add_pci(None, displays.parts(dm, &vga)?)?;
     }
-    for (addr, f) in build_functions(dm, devices, displays)? {
-        dm.add_pci(addr, f)?;
-    }
+    attach_functions(dm, devices, displays)?;
     let config_io = Arc::new(PciConfigIo::new(bus.clone(), control.clone()));
     dm.add_pio(
         "PCI config ports",

@@ -283,7 +283,7 @@ pub fn attach_storage(
             register_controller(dm, name, ahci.clone(), &ahci.regions());
             // INTA through the machine's routing (the DSDT's _PRT says the same).
             let gsi = dm
-                .pci_intx_gsi(ids.devfn, 1)
+                .pci_intx_gsi(ids.loc, 1)
                 .ok_or_else(|| DeviceManagerError::NoPciBus { name: name.into() })?;
             let line = ahci
                 .intx_line(gsi)

@@ -27,7 +27,6 @@ pub fn attach_xhci(
     dm: &DeviceManager,
     configs: &[XhciConfig],
     mem: &Arc<GuestMemoryMmap>,
-    first_gsi: u32,
 ) -> Result<Usb, DeviceManagerError> {
     let mut out = Usb::default();
     let name = "qemu-xhci";
@@ -38,13 +37,12 @@ pub fn attach_xhci(
         }
     };
     let routes: Arc<dyn MsiRoutes> = Arc::new(crate::virtio_pci::KvmMsiRoutes(dm.vm().clone()));
-    let mut next_gsi = first_gsi;
     for (n, cfg) in configs.iter().enumerate() {
         let mut vectors = Vec::with_capacity(INTERRUPTERS);
         for _ in 0..INTERRUPTERS {
-            next_gsi = dm
-                .vm()
-                .free_gsi(next_gsi)
+            // After every GSI handed out so far (root ports, virtio-pci), whose routes come later.
+            let next_gsi = dm
+                .allocate_msi_gsi()
                 .ok_or_else(|| DeviceManagerError::Io {
                     name: name.into(),
                     source: std::io::Error::other("no free GSI for an MSI-X vector"),
@@ -60,7 +58,6 @@ pub fn attach_xhci(
                 gsi: next_gsi,
                 irqfd,
             });
-            next_gsi += 1;
         }
         let xhci = Arc::new(
             Xhci::new(cfg.p2, cfg.p3, mem.clone(), vectors, routes.clone()).map_err(|source| {
@@ -104,7 +101,7 @@ pub fn attach_xhci(
         )?;
         dm.states().register(&label, xhci.clone());
         let gsi = dm
-            .pci_intx_gsi(ids.devfn, 1)
+            .pci_intx_gsi(ids.loc, 1)
             .ok_or_else(|| DeviceManagerError::NoPciBus { name: name.into() })?;
         let line = xhci
             .intx_line(gsi)
@@ -120,7 +117,7 @@ pub fn attach_xhci(
             ));
         }
         out.lines.push(line);
-        tracing::debug!(devfn = ids.devfn, intx = gsi, "qemu-xhci");
+        tracing::debug!(loc = ?ids.loc, intx = gsi, "qemu-xhci");
     }
     Ok(out)
 }

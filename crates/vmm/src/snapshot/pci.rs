@@ -1,4 +1,4 @@
-//! PCI bus 0 in a snapshot: every function's configuration space (the first 256 bytes, where
+//! The PCI buses in a snapshot: every function's configuration space (the first 256 bytes, where
 //! BARs, COMMAND and the capabilities live). Restore replays it as config writes through the
 //! same path the guest's writes take, so BAR mappings, ioeventfds and memory slots follow, and
 //! chipset registers (PAM, PCIEXBAR, the PM base) take effect as when firmware wrote them.
@@ -6,7 +6,7 @@
 //! replayed. What a function keeps outside config space is its own device's state, saved under
 //! its bus name (a function with BARs but no registered state blocks the snapshot by that name).
 
-use rvmm_devices::pci::PciBus;
+use rvmm_devices::pci::{PciBus, PciLoc};
 use rvmm_devices::{Persist, StateError};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
@@ -24,8 +24,12 @@ const REG_ROM: usize = 12;
 /// COMMAND's I/O and memory space enables.
 const COMMAND_DECODE: u16 = 0x3;
 
+/// One function, by where rvmm attached it (`bus` is rvmm's bus index, 0 for the root bus;
+/// snapshots from before bridges have none).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FunctionState {
+    #[serde(default)]
+    pub bus: u8,
     pub devfn: u8,
     pub config: Vec<u32>,
 }
@@ -37,17 +41,18 @@ impl Persist for PciConfigState {
 
     fn save(&self) -> Self::State {
         let bus = self.0.read().unwrap_or_else(|e| e.into_inner());
-        bus.devfns()
+        bus.locations()
             .into_iter()
-            .map(|devfn| FunctionState {
-                devfn,
+            .map(|loc| FunctionState {
+                bus: loc.bus,
+                devfn: loc.devfn,
                 // A window's read would act on the device (reading the ISR clears it).
                 config: (0..DWORDS)
                     .map(|reg| {
-                        if bus.is_window(devfn, reg) {
+                        if bus.is_window(loc, reg) {
                             0
                         } else {
-                            bus.read(0, devfn, reg)
+                            bus.read_at(loc, reg)
                         }
                     })
                     .collect(),
@@ -57,39 +62,46 @@ impl Persist for PciConfigState {
 
     fn restore(&self, saved: Self::State) -> Result<(), StateError> {
         let bus = self.0.read().unwrap_or_else(|e| e.into_inner());
-        let ours = bus.devfns();
-        let theirs: Vec<u8> = saved.iter().map(|f| f.devfn).collect();
+        let loc = |f: &FunctionState| PciLoc {
+            bus: f.bus,
+            devfn: f.devfn,
+        };
+        let ours = bus.locations();
+        let theirs: Vec<PciLoc> = saved.iter().map(loc).collect();
         if ours != theirs {
             return Err(StateError::Invalid(format!(
                 "PCI functions {theirs:02x?} in the snapshot, {ours:02x?} here"
             )));
         }
         for f in &saved {
-            if f.config.len() != DWORDS || f.config[0] != bus.read(0, f.devfn, 0) {
+            if f.config.len() != DWORDS || f.config[0] != bus.read_at(loc(f), 0) {
                 return Err(StateError::Invalid(format!(
-                    "PCI {:02x}.{}: another device or a short config space in the snapshot",
+                    "PCI {:02x}:{:02x}.{}: another device or a short config space in the snapshot",
+                    f.bus,
                     f.devfn >> 3,
                     f.devfn & 7
                 )));
             }
         }
+        // Root bus first (locations are in bus-index order), so bridges are numbered before
+        // what sits behind them.
         for f in &saved {
-            let write =
-                |reg: usize, bytes: &[u8]| bus.write_and_relocate(0, f.devfn, reg, 0, bytes);
+            let at = loc(f);
+            let write = |reg: usize, bytes: &[u8]| bus.write_at_and_relocate(at, reg, 0, bytes);
             // Decoding off while the BARs move, as firmware does; unless they stay where they
             // are (a restore into the VM built from the same command line): unmapping and mapping
             // a BAR again costs KVM a memory-slot change, up to ~15 ms for the VGA framebuffer.
             let decode = |command: u32| command & u32::from(COMMAND_DECODE);
-            let stays = decode(bus.read(0, f.devfn, REG_COMMAND)) == decode(f.config[REG_COMMAND])
+            let stays = decode(bus.read_at(at, REG_COMMAND)) == decode(f.config[REG_COMMAND])
                 && BAR_REGS
                     .clone()
                     .chain([REG_ROM])
-                    .all(|r| bus.read(0, f.devfn, r) == f.config[r]);
+                    .all(|r| bus.read_at(at, r) == f.config[r]);
             if !stays {
                 write(REG_COMMAND, &0u16.to_le_bytes());
             }
             write(REG_HEADER, &f.config[REG_HEADER].to_le_bytes()[..2]);
-            for reg in (4..DWORDS).filter(|&r| !bus.is_window(f.devfn, r)) {
+            for reg in (4..DWORDS).filter(|&r| !bus.is_window(at, r)) {
                 write(reg, &f.config[reg].to_le_bytes());
             }
             // COMMAND last (not STATUS: its bits are write-1-to-clear).
