@@ -57,6 +57,7 @@ pub const ALL: &[&str] = &[
     "timer.elf",
     "serial_irq.elf",
     "pci_scan.elf",
+    "pci_tree.elf",
     "pci_bar.elf",
     "pio_bench.elf",
     "heartbeat.elf",

@@ -146,11 +146,18 @@ pub(crate) fn attach_virtio_pci(
             .is_some_and(|b| b != "pcie.0" && b != "pci.0");
         let modern_only = behind_port || matches!(cfg.device, VirtioDeviceConfig::Input { .. });
         let transitional = !modern_only && cfg.pci.disable_legacy != Some(true);
-        let t = VirtioPciTransport::new(device, mem.clone(), vectors, routes.clone(), transitional)
-            .map_err(|e| DeviceManagerError::Io {
-                name: format!("{name}-pci"),
-                source: std::io::Error::other(e),
-            })?;
+        let t = VirtioPciTransport::with_bus(
+            device,
+            mem.clone(),
+            vectors,
+            routes.clone(),
+            transitional,
+            behind_port,
+        )
+        .map_err(|e| DeviceManagerError::Io {
+            name: format!("{name}-pci"),
+            source: std::io::Error::other(e),
+        })?;
         let t = Arc::new(t);
         let mut regions = Vec::new();
         for (region, space, size) in t.regions() {

@@ -65,6 +65,9 @@ const LNKCAP_BASE: u32 = 0x0400 | 4 | 32 << 4 | 1 << 20 | 1 << 21;
 /// Link status: 16 GT/s, x32; data link layer link active.
 const LNKSTA_BASE: u16 = 4 | 32 << 4;
 const LNKSTA_DLLLA: u16 = 1 << 13;
+const LNKSTA_SPEED: u16 = 0x000f;
+const LNKSTA_WIDTH: u16 = 0x03f0;
+const LNKSTA_SPEED_WIDTH: u16 = LNKSTA_SPEED | LNKSTA_WIDTH;
 /// Slot capabilities: attention button, power controller, attention and power indicators,
 /// hot-plug surprise, hot-plug capable, electromechanical interlock; the physical slot number
 /// goes in bits 19-31.
@@ -238,15 +241,26 @@ impl PcieRootPort {
         &self.msix
     }
 
-    /// A device was attached behind the port before the guest started (QEMU's cold plug):
-    /// presence detect and link active, the slot powered, no event.
-    pub fn set_populated(&self) {
+    /// A device was attached behind the port before the guest started (QEMU's cold plug with
+    /// native hot-plug): presence detect and link active, the slot powered, no event. The
+    /// link runs at what both ends can do (QEMU's `pcie_sync_bridge_lnk`): `device_link`
+    /// is the device's Link Status (speed and width), None for a conventional function.
+    pub fn set_populated(&self, device_link: Option<u16>) {
         let mut st = self.lock();
         st.populated = true;
         let c = &mut st.config;
         let sta = word(c, PCIE_CAP + EXP_SLTSTA) | SLTSTA_PDS;
         let _ = c.set_device_bytes(PCIE_CAP + EXP_SLTSTA, &sta.to_le_bytes());
-        let lnk = word(c, PCIE_CAP + EXP_LNKSTA) | LNKSTA_DLLLA;
+        let cap = u32::from_le_bytes(c.bytes_at::<4>(PCIE_CAP + EXP_LNKCAP)) as u16;
+        let link = match device_link {
+            None => cap & LNKSTA_SPEED_WIDTH,
+            Some(l) => {
+                let width = (l & LNKSTA_WIDTH).clamp(1 << 4, cap & LNKSTA_WIDTH);
+                let speed = (l & LNKSTA_SPEED).clamp(1, cap & LNKSTA_SPEED);
+                width | speed
+            }
+        };
+        let lnk = (word(c, PCIE_CAP + EXP_LNKSTA) & !LNKSTA_SPEED_WIDTH) | link | LNKSTA_DLLLA;
         let _ = c.set_device_bytes(PCIE_CAP + EXP_LNKSTA, &lnk.to_le_bytes());
         let ctl = (word(c, PCIE_CAP + EXP_SLTCTL) & !(SLTCTL_PCC | SLTCTL_PIC)) | SLTCTL_PIC_ON;
         let _ = c.set_device_bytes(PCIE_CAP + EXP_SLTCTL, &ctl.to_le_bytes());

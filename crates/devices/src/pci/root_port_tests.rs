@@ -107,10 +107,14 @@ fn bridge_registers_take_what_seabios_writes() {
 #[test]
 fn populated_slot_and_command_completed() {
     let p = port(0x11, false);
-    p.set_populated();
+    p.set_populated(None);
     p.reset();
     let lnk = p.config_read((PCIE_CAP + 0x10) / 4) >> 16;
-    assert_eq!(lnk, 0x2204, "link active");
+    assert_eq!(lnk, 0x2204, "link active at the port's own speed and width");
+    let p2 = port(0x12, false);
+    p2.set_populated(Some(0x0011));
+    let lnk = p2.config_read((PCIE_CAP + 0x10) / 4) >> 16;
+    assert_eq!(lnk, 0x2011, "x1 at 2.5 GT/s: what a QEMU endpoint has");
     assert_eq!(
         p.slot_registers(),
         (0x01c0, 0x0040),

@@ -186,6 +186,38 @@ fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
     body
 }
 
+/// QEMU's `pcie_endpoint_cap_init` (with `pcie_cap_deverr_init`, `pcie_cap_lnkctl_init` and
+/// `pcie_cap_flr_init`) and the power management capability of `virtio_pci_realize`.
+fn express_endpoint_capabilities(config: &mut PciConfig) -> Result<(), PciConfigError> {
+    const PCI_CAP_ID_EXP: u8 = 0x10;
+    const PCI_CAP_ID_PM: u8 = 0x01;
+    // Body offsets (the capability's register offset - 2).
+    let mut body = [0u8; 0x3a];
+    let mut mask = [0u8; 0x3a];
+    // Version 2, endpoint.
+    body[0..2].copy_from_slice(&0x0002u16.to_le_bytes());
+    // Device capabilities: role-based error reporting, function level reset.
+    body[2..6].copy_from_slice(&(1u32 << 15 | 1 << 28).to_le_bytes());
+    // Device control: the error reporting enables.
+    mask[6..8].copy_from_slice(&0x000fu16.to_le_bytes());
+    // Link capabilities: ASPM L0s, x1, 2.5 GT/s; link status the same.
+    body[0x0a..0x0e].copy_from_slice(&0x0000_0411u32.to_le_bytes());
+    body[0x10..0x12].copy_from_slice(&0x0011u16.to_le_bytes());
+    // Link control: common clock configuration, extended synch.
+    mask[0x0e..0x10].copy_from_slice(&0x00c0u16.to_le_bytes());
+    // Device capabilities 2: extended fmt field, end-end TLP prefix; control 2: prefix blocking.
+    body[0x22..0x26].copy_from_slice(&(1u32 << 20 | 1 << 21).to_le_bytes());
+    mask[0x26..0x28].copy_from_slice(&0x8000u16.to_le_bytes());
+    let exp = usize::from(config.add_capability_with_mask(PCI_CAP_ID_EXP, &body, &mask)?);
+    config.set_w1c_mask(exp + 0x0a, &0x000fu16.to_le_bytes())?;
+    // Power management 1.2, D0; the power state is writable.
+    let pm_body = [0x03, 0x00, 0, 0, 0, 0];
+    let pm_mask = [0, 0, 0x03, 0, 0, 0];
+    // Right after the 0x3c-byte PCI Express capability: 0x7c, as QEMU.
+    config.add_capability_with_mask(PCI_CAP_ID_PM, &pm_body, &pm_mask)?;
+    Ok(())
+}
+
 impl VirtioPciTransport {
     /// `device` behind a modern virtio-pci function with one MSI-X vector per element of
     /// `vectors` (whose GSIs `routes` keeps routed); `transitional` adds the legacy interface
@@ -196,6 +228,21 @@ impl VirtioPciTransport {
         vectors: Vec<MsixVector>,
         routes: Arc<dyn MsiRoutes>,
         transitional: bool,
+    ) -> Result<Self, VirtioPciError> {
+        Self::with_bus(device, mem, vectors, routes, transitional, false)
+    }
+
+    /// As [`new`](Self::new); with `express` the function is a PCIe endpoint, as QEMU makes a
+    /// virtio-pci device behind a PCIe port: 4 KiB of config space, the PCI Express capability
+    /// (v2, endpoint, x1 at 2.5 GT/s, FLR capable) at 0x40 and power management at 0x7c, before
+    /// the virtio capabilities.
+    pub fn with_bus(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemory,
+        vectors: Vec<MsixVector>,
+        routes: Arc<dyn MsiRoutes>,
+        transitional: bool,
+        express: bool,
     ) -> Result<Self, VirtioPciError> {
         let name = device.name();
         let cfg_err = |source| VirtioPciError::Config {
@@ -210,8 +257,15 @@ impl VirtioPciTransport {
         if let Some((class, subclass)) = device.pci_class() {
             (modern.class, modern.subclass) = (class, subclass);
         }
-        let mut config = PciConfig::new(&identity.unwrap_or(modern));
+        let mut config = if express {
+            PciConfig::new_express(&identity.unwrap_or(modern))
+        } else {
+            PciConfig::new(&identity.unwrap_or(modern))
+        };
         config.set_interrupt_pin(1);
+        if express {
+            express_endpoint_capabilities(&mut config).map_err(cfg_err)?;
+        }
         if identity.is_some() {
             let size = (legacy::LEGACY_REGS_SIZE + device.config_size() as u64).next_power_of_two();
             config

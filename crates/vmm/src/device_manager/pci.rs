@@ -685,6 +685,7 @@ impl DeviceManager {
                 0,
             ),
         };
+        let link = express_link_status(&*config);
         let loc = bus
             .add_device_on(index, slot, function, config)
             .map_err(|source| DeviceManagerError::Pci {
@@ -693,7 +694,12 @@ impl DeviceManager {
             })?;
         drop(bus);
         if let Some(port) = port {
-            port.set_populated();
+            // The link is the one to the function at devfn 0 (QEMU's `pcie_sync_bridge_lnk`).
+            if loc.devfn == 0 {
+                port.set_populated(link);
+            } else if !port.populated() {
+                port.set_populated(None);
+            }
         }
         let regions: Vec<RegionState> = regions
             .into_iter()
@@ -720,6 +726,26 @@ impl DeviceManager {
             .insert(loc, FunctionState { name, regions });
         Ok(ids)
     }
+}
+
+/// The Link Status of a function's PCI Express capability; None for a conventional function.
+fn express_link_status(f: &dyn PciDevice) -> Option<u16> {
+    const CAP_ID_EXP: u32 = 0x10;
+    const LNKSTA: usize = 0x12;
+    let mut at = (f.config_read(0x34 / 4) & 0xfc) as usize;
+    // A list longer than the space is a loop.
+    for _ in 0..64 {
+        if at < 0x40 {
+            return None;
+        }
+        let header = f.config_read(at / 4);
+        if header & 0xff == CAP_ID_EXP {
+            let reg = f.config_read((at + LNKSTA) / 4);
+            return Some((reg >> (8 * ((at + LNKSTA) % 4))) as u16);
+        }
+        at = ((header >> 8) & 0xfc) as usize;
+    }
+    None
 }
 
 /// A chipset function: its name, slot and function, config space.
