@@ -15,9 +15,24 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// `machine` may end in "+ports": two of libvirt's root ports (one empty, one with an RNG
+/// behind it) come along, so their state goes through the snapshot too.
 fn snapdisk(machine: &str, disk: &Path, qmp: &Path) -> VmCommand {
-    VmCommand::guest("snapdisk.elf")
-        .without_flag("-nodefaults")
+    let (machine, ports) = match machine.strip_suffix("+ports") {
+        Some(m) => (m, true),
+        None => (machine, false),
+    };
+    let mut cmd = VmCommand::guest("snapdisk.elf");
+    if ports {
+        cmd = cmd
+            .arg("-device")
+            .arg("pcie-root-port,port=0x10,chassis=1,id=pci.1,multifunction=on,addr=0x9")
+            .arg("-device")
+            .arg("pcie-root-port,port=0x11,chassis=2,id=pci.2,addr=0x9.0x1")
+            .arg("-device")
+            .arg("virtio-rng-pci,bus=pci.2,addr=0x0");
+    }
+    cmd.without_flag("-nodefaults")
         .set_option("-M", machine)
         .set_option("-m", "128")
         .arg("-drive")
@@ -155,11 +170,23 @@ fn continues(machine: &str, twice: bool) {
     if skip_on_qemu("rvmm's snapshot files") {
         return;
     }
-    let dir = TempDir::new(&format!("snapshot-pci-{machine}"));
+    let dir = TempDir::new(&format!("snapshot-pci-{}", machine.replace('+', "-")));
     let disk = dir.file("disk.raw", &vec![0u8; 1 << 20]);
     let state = dir.path().join("state");
     let (last, screen) = save(machine, &dir, &disk, &state);
     assert_default_devices(&state);
+    if machine.ends_with("+ports") {
+        let bytes = std::fs::read(&state).unwrap();
+        let v: Value = serde_json::from_slice(&bytes[32..]).unwrap();
+        let text = v.to_string();
+        for needle in [
+            "pcie-root-port Bar(0)",
+            "virtio-rng-pci Bar(4)",
+            "PCIe root ports",
+        ] {
+            assert!(text.contains(needle), "{needle} not in the snapshot");
+        }
+    }
     assert_disk(&disk, last);
     let saved_disk = std::fs::read(&disk).unwrap();
     if twice {
@@ -253,6 +280,11 @@ fn hostile_values_are_refused(machine: &str, dir: &TempDir, disk: &Path, state: 
 #[test]
 fn q35_default_devices_continue_after_restore_twice() {
     continues("q35", true);
+}
+
+#[test]
+fn root_ports_and_a_device_behind_one_continue_after_restore() {
+    continues("q35+ports", false);
 }
 
 #[test]
