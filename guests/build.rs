@@ -196,6 +196,7 @@ const GUESTS: &[Guest] = &[
     guest("serial_irq.elf", "serial_irq.S", Class::Elf32, "pvh.ld"),
     guest("pci_scan.elf", "pci_scan.S", Class::Elf32, "pvh.ld"),
     guest("pci_tree.elf", "pci_tree.S", Class::Elf32, "pvh.ld"),
+    guest("pci_unplug.elf", "pci_unplug.S", Class::Elf32, "pvh.ld"),
     guest("pci_bar.elf", "pci_bar.S", Class::Elf32, "pvh.ld"),
     guest("pio_bench.elf", "pio_bench.S", Class::Elf32, "pvh.ld"),
     guest("heartbeat.elf", "heartbeat.S", Class::Elf32, "pvh.ld"),

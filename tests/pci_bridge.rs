@@ -7,13 +7,18 @@
 //! for the same command line. QEMU's q35 gives cold-plugged root ports to ACPI PCI hot-plug by
 //! default; rvmm has native PCIe hot-plug only, which QEMU gives with
 //! `-global ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off`, so QEMU runs with that.
-//! SeaBIOS boots a disk behind a port by its `bootindex=`.
+//! SeaBIOS boots a disk behind a port by its `bootindex=`. QMP `device_del` of that disk goes
+//! through the port's attention button and the guest powering the slot off
+//! (guests/src/pci_unplug.S), on rvmm and on QEMU.
 
 mod common;
 
+use common::qmp::Qmp;
 use common::{binary, is_qemu, without_escapes, TempDir, VmCommand};
+use serde_json::json;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 /// QEMU's native-hot-plug setting for root ports, which is what rvmm implements.
@@ -160,4 +165,101 @@ fn bad_bus_names_are_refused_by_name() {
         ],
         "Can't add chassis slot",
     );
+}
+
+/// Runs pci_unplug.elf with a disk behind libvirt's second port: QMP `device_del` of the disk
+/// once the guest is ready; returns the guest's output and the QMP events and errors seen.
+fn unplug(program: &Path, dir: &TempDir, disk: &Path) -> (String, Vec<serde_json::Value>) {
+    let qmp = dir.path().join(format!(
+        "{}.qmp",
+        program.file_name().unwrap().to_string_lossy()
+    ));
+    let mut cmd = with_ports(VmCommand::guest("pci_unplug.elf").program(program), disk)
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()));
+    if program.to_string_lossy().contains("qemu") {
+        cmd = cmd
+            .set_option("-cpu", "host,-arch-capabilities")
+            .arg("-global")
+            .arg(QEMU_NATIVE_HOTPLUG);
+    }
+    let mut vm = cmd.spawn();
+    let mut q = Qmp::connect(&qmp);
+    vm.expect_stdout("ready\n");
+    // Unknown devices and devices on the root bus are refused as QEMU refuses them.
+    let e = q.execute("device_del", json!({"id": "nope"})).unwrap_err();
+    assert_eq!(e, "Device 'nope' not found");
+    q.execute("device_del", json!({"id": "virtio-disk0"}))
+        .unwrap();
+    // Refused while the guest works on it, or unknown once it is done (the guest polls).
+    let again = q.execute("device_del", json!({"id": "virtio-disk0"}));
+    assert!(
+        again.as_ref().is_err_and(|e| {
+            e == "Device virtio-disk0 is already in the process of unplug"
+                || e == "Device 'virtio-disk0' not found"
+        }),
+        "{again:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !q
+        .events
+        .iter()
+        .any(|e| e["event"] == "DEVICE_DELETED" && e["data"]["device"] == "virtio-disk0")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no DEVICE_DELETED: {:?}",
+            q.events
+        );
+        let v = q.read();
+        q.events.push(v);
+    }
+    vm.expect_stdout("pci_unplug: done\n");
+    let e = q
+        .execute("device_del", json!({"id": "virtio-disk0"}))
+        .unwrap_err();
+    assert_eq!(e, "Device 'virtio-disk0' not found");
+    q.execute("quit", json!({})).unwrap();
+    let out = vm.wait(Duration::from_secs(60));
+    out.assert_status(0);
+    assert!(
+        !out.stderr.contains("warning") && !out.stderr.contains("error"),
+        "{out}"
+    );
+    let events = q
+        .events
+        .iter()
+        .filter(|e| e["event"] == "DEVICE_DELETED")
+        .map(|e| e["data"].clone())
+        .collect();
+    (out.stdout, events)
+}
+
+#[test]
+fn device_del_presses_the_button_and_the_guest_powering_off_removes_the_disk() {
+    let dir = TempDir::new("pci-bridge-unplug");
+    let disk = boot_disk(&dir, "disk.img", "PORT-MARKER");
+    let (out, events) = unplug(&binary(), &dir, &disk);
+    let steps =
+        "dev 11:00.0 1af4:1042\nready\nbutton\npowered off\ngone\nslot sta 0018\npci_unplug: done\n";
+    assert!(out.contains(steps), "no {steps:?} in:\n{out}");
+    assert_eq!(
+        events,
+        [
+            json!({"path": "/machine/peripheral/virtio-disk0/virtio-backend"}),
+            json!({"device": "virtio-disk0", "path": "/machine/peripheral/virtio-disk0"}),
+        ]
+    );
+    if is_qemu() || !Path::new(QEMU).exists() {
+        return;
+    }
+    let (qout, qevents) = unplug(Path::new(QEMU), &dir, &disk);
+    let guest = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("rvmm: "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(guest(&out), guest(&qout));
+    assert_eq!(events, qevents);
 }

@@ -58,6 +58,7 @@ pub const ALL: &[&str] = &[
     "serial_irq.elf",
     "pci_scan.elf",
     "pci_tree.elf",
+    "pci_unplug.elf",
     "pci_bar.elf",
     "pio_bench.elf",
     "heartbeat.elf",

@@ -16,7 +16,7 @@ pub struct VirtioPciOptions {
     pub bootindex: Option<u32>,
     /// `disable-legacy=`: None for `auto` (QEMU on pc/q35's root bus: a transitional device).
     pub disable_legacy: Option<bool>,
-    /// `id=`: the device's name under `/machine/peripheral`.
+    /// `id=`: the device's name under `/machine/peripheral` (and what QMP `device_del` takes).
     pub id: Option<String>,
 }
 

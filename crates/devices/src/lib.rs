@@ -35,6 +35,9 @@ pub enum VmRequest {
     /// The RTC alarm fired with its interrupt enabled: wakes a suspended VM if the guest enabled
     /// RTC wake-up (PM1_EN.RTC_EN).
     RtcWake,
+    /// The guest powered off the slot of the PCIe root port whose secondary bus has this index
+    /// (rvmm's bus index): what sits behind the port goes away (PCIe native hot-unplug).
+    PciEject(u8),
 }
 
 /// Handed to devices that can stop or reset the VM; implemented by the VMM.

@@ -58,6 +58,9 @@ pub enum Request {
     Wakeup(WakeReason),
     /// A vCPU could not go on; the VM stops with [`FATAL_STATUS`].
     Fatal(crate::vcpu::error::VcpuError),
+    /// Remove the functions on this PCI bus (rvmm's index): its root port's slot was powered
+    /// off by the guest.
+    PciEject(u8),
 }
 
 /// The process exit status for an rvmm failure once the guest is running (setup errors use 2 too;
@@ -126,6 +129,7 @@ impl VmControl for Control {
                 VmRequest::Reset => Request::Reset(Cause::GuestReset),
                 VmRequest::Suspend => Request::Suspend,
                 VmRequest::RtcWake => Request::Wakeup(WakeReason::Rtc),
+                VmRequest::PciEject(bus) => Request::PciEject(bus),
             },
         );
     }

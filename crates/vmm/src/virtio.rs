@@ -109,6 +109,18 @@ impl VirtioDevices {
             .extend(functions.iter().map(|f| (f.loc, f.transport.clone())));
     }
 
+    /// Take a hot-unplugged virtio-pci function out, its worker stopped; None if `loc` is not
+    /// one.
+    pub fn remove_pci(
+        &mut self,
+        loc: rvmm_devices::pci::PciLoc,
+    ) -> Option<Arc<VirtioPciTransport>> {
+        let i = self.pci.iter().position(|(l, _)| *l == loc)?;
+        let (_, t) = self.pci.remove(i);
+        t.shutdown();
+        Some(t)
+    }
+
     /// Every device's counters, for the statistics report.
     pub fn stats_sources(&self) -> Vec<crate::exit_stats::DeviceSource> {
         let mmio = self

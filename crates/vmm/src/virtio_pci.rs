@@ -206,6 +206,9 @@ pub(crate) fn attach_virtio_pci(
             resample: Some(resample),
         });
         tracing::debug!(name, loc = ?ids.loc, intx = gsi, "virtio-pci device");
+        if let Some(id) = &cfg.pci.id {
+            dm.name_pci_function(id, ids.loc);
+        }
         out.functions.push(VirtioPciFunction {
             loc: ids.loc,
             path: dm.pci_path(ids.loc),

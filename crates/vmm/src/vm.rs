@@ -18,8 +18,10 @@
 //! Each vCPU thread answers every request (`vcpu::VcpuHandle`), so when a method here returns,
 //! the vCPUs are where it says.
 
+mod hotplug;
 mod migration;
 
+pub use hotplug::DeviceDelError;
 pub use migration::{Incoming, Migration, MigrationStatus, MigrationTarget};
 
 use crate::control::{Cause, Control, Request, FATAL_STATUS};
@@ -67,9 +69,15 @@ pub enum VmEvent {
     Migration(&'static str),
 }
 
+/// DEVICE_DELETED: a device the guest gave up (hot-unplug) is gone; its `id=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceDeleted(pub String);
+
 /// Where [`VmEvent`]s go.
 pub trait VmEvents: Send + Sync {
     fn emit(&self, event: VmEvent);
+    /// QEMU's DEVICE_DELETED events for a device removed by hot-unplug.
+    fn device_deleted(&self, _event: DeviceDeleted) {}
 }
 
 /// What a reset does besides the vCPUs: reload the guest's images (QEMU reloads -kernel too).
@@ -454,6 +462,7 @@ impl Vmm {
                     let _ = self.wakeup(reason);
                 }
                 Request::Fatal(e) => self.fail(e),
+                Request::PciEject(bus) => self.pci_eject(bus),
             }
         }
         // A request that needed nothing (e.g. a reset while already stopping) must not leave the

@@ -164,6 +164,15 @@ impl PciBus {
         Ok(PciLoc { bus, devfn })
     }
 
+    /// Take the function at `loc` off its bus (hot-unplug); config cycles there read all-ones.
+    pub fn remove(&mut self, loc: PciLoc) -> Option<Arc<dyn PciDevice>> {
+        self.buses
+            .get_mut(usize::from(loc.bus))?
+            .functions
+            .get_mut(usize::from(loc.devfn))?
+            .take()
+    }
+
     /// Give the bridge at `bridge` its secondary bus; returns the new bus's index.
     pub fn add_secondary_bus(&mut self, bridge: PciLoc) -> Result<u8, PciBusError> {
         let is_bridge = self

@@ -32,8 +32,8 @@ pub use msix::{
     MsixVector, MSIX_ENTRY_SIZE, MSIX_MAX_VECTORS, PCI_CAP_ID_MSIX,
 };
 pub use root_port::{
-    PcieRootPort, RootPortSpec, PCIE_CAP, PCI_DEVICE_ID_REDHAT_PCIE_RP, ROOT_PORT_MSIX_BAR,
-    ROOT_PORT_MSIX_REGION,
+    HotplugError, PcieRootPort, RootPortSpec, SlotEjector, UnplugRequest, PCIE_CAP,
+    PCI_DEVICE_ID_REDHAT_PCIE_RP, ROOT_PORT_MSIX_BAR, ROOT_PORT_MSIX_REGION,
 };
 pub use testdev::{
     IoEvent, PciTestdev, PCI_DEVICE_ID_REDHAT_TEST, PCI_TESTDEV_MMIO_SIZE, PCI_TESTDEV_PORTIO_SIZE,

@@ -82,6 +82,7 @@ const SLTCTL_AIC: u16 = 0x00c0;
 const SLTCTL_AIC_OFF: u16 = 0x00c0;
 const SLTCTL_PIC: u16 = 0x0300;
 const SLTCTL_PIC_ON: u16 = 0x0100;
+const SLTCTL_PIC_BLINK: u16 = 0x0200;
 const SLTCTL_PIC_OFF: u16 = 0x0300;
 /// Power controller control: 1 = power off.
 const SLTCTL_PCC: u16 = 0x0400;
@@ -161,10 +162,35 @@ struct PortState {
     notified: bool,
 }
 
+/// Called when the guest powers off the slot of a device it was asked to give up: the VMM
+/// removes what sits behind the port (from a vCPU thread, inside a config write).
+pub type SlotEjector = Arc<dyn Fn() + Send + Sync>;
+
+/// What a hot-unplug request did (QEMU's `pcie_cap_slot_unplug_request_cb`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnplugRequest {
+    /// The attention button was pressed: the guest powers the slot off when it is ready.
+    ButtonPressed,
+    /// The slot was already powered off: the device is gone now, no round trip to the guest.
+    Removed,
+}
+
+/// Why a hot-unplug request is refused (QEMU's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HotplugError {
+    #[error("Hot-unplug failed: guest is busy (power indicator blinking)")]
+    Busy,
+    #[error("slot is electromechanically locked")]
+    Locked,
+    #[error("the slot is empty")]
+    Empty,
+}
+
 /// One `pcie-root-port`.
 pub struct PcieRootPort {
     state: Mutex<PortState>,
     msix: Arc<Msix>,
+    ejector: Mutex<Option<SlotEjector>>,
 }
 
 /// The MSI-X BAR's index.
@@ -227,6 +253,7 @@ impl PcieRootPort {
                 notified: false,
             }),
             msix,
+            ejector: Mutex::new(None),
         };
         port.reset();
         Ok(port)
@@ -271,6 +298,59 @@ impl PcieRootPort {
         self.lock().populated
     }
 
+    /// What removes the device behind the port once the guest powers its slot off.
+    pub fn set_ejector(&self, ejector: SlotEjector) {
+        *self.ejector.lock().unwrap_or_else(|e| e.into_inner()) = Some(ejector);
+    }
+
+    /// QMP `device_del` of the device behind the port (QEMU's
+    /// `pcie_cap_slot_unplug_request_cb`): a powered slot gets an attention button press (and
+    /// its interrupt), a slot the guest already powered off loses its device at once.
+    pub fn request_unplug(&self) -> Result<UnplugRequest, HotplugError> {
+        let mut st = self.lock();
+        if !st.populated {
+            return Err(HotplugError::Empty);
+        }
+        let ctl = word(&st.config, PCIE_CAP + EXP_SLTCTL);
+        let sta = word(&st.config, PCIE_CAP + EXP_SLTSTA);
+        if sta & SLTSTA_EIS != 0 {
+            return Err(HotplugError::Locked);
+        }
+        if ctl & SLTCTL_PIC == SLTCTL_PIC_BLINK {
+            return Err(HotplugError::Busy);
+        }
+        if ctl & SLTCTL_PIC == SLTCTL_PIC_OFF && ctl & SLTCTL_PCC != 0 {
+            self.remove_device(&mut st);
+            self.notify(&mut st);
+            let sta = word(&st.config, PCIE_CAP + EXP_SLTSTA) & !SLTSTA_ABP;
+            let _ = st
+                .config
+                .set_device_bytes(PCIE_CAP + EXP_SLTSTA, &sta.to_le_bytes());
+            return Ok(UnplugRequest::Removed);
+        }
+        self.slot_event(&mut st, SLTSTA_ABP);
+        Ok(UnplugRequest::ButtonPressed)
+    }
+
+    /// QEMU's `pcie_cap_slot_do_unplug`: presence and link gone, presence detect changed; the
+    /// VMM removes the device.
+    fn remove_device(&self, st: &mut PortState) {
+        st.populated = false;
+        let c = &mut st.config;
+        let sta = (word(c, PCIE_CAP + EXP_SLTSTA) & !SLTSTA_PDS) | SLTSTA_PDC;
+        let _ = c.set_device_bytes(PCIE_CAP + EXP_SLTSTA, &sta.to_le_bytes());
+        let lnk = word(c, PCIE_CAP + EXP_LNKSTA) & !LNKSTA_DLLLA;
+        let _ = c.set_device_bytes(PCIE_CAP + EXP_LNKSTA, &lnk.to_le_bytes());
+        if let Some(eject) = self
+            .ejector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            eject();
+        }
+    }
+
     /// Slot Control and Slot Status.
     pub fn slot_registers(&self) -> (u16, u16) {
         let st = self.lock();
@@ -310,7 +390,13 @@ impl PcieRootPort {
     }
 
     /// After a config write of `data` at byte `start`: QEMU's `pcie_cap_slot_write_config`.
-    fn slot_write(&self, st: &mut PortState, old_sta: u16, start: usize, data: &[u8]) {
+    fn slot_write(
+        &self,
+        st: &mut PortState,
+        (old_ctl, old_sta): (u16, u16),
+        start: usize,
+        data: &[u8],
+    ) {
         let sta_at = PCIE_CAP + EXP_SLTSTA;
         let ctl_at = PCIE_CAP + EXP_SLTCTL;
         // The bits written to the 16-bit register at `reg`, if the write touched it.
@@ -344,6 +430,12 @@ impl PcieRootPort {
             let _ = st.config.set_device_bytes(ctl_at, &ctl.to_le_bytes());
             let sta = word(&st.config, sta_at) ^ SLTSTA_EIS;
             let _ = st.config.set_device_bytes(sta_at, &sta.to_le_bytes());
+        }
+        // The guest turned a populated slot's power and power indicator off: the device goes
+        // (not when they were off already: guests rewrite the control of powered-off slots).
+        let off = |c: u16| c & SLTCTL_PCC != 0 && c & SLTCTL_PIC == SLTCTL_PIC_OFF;
+        if st.populated && word(&st.config, sta_at) & SLTSTA_PDS != 0 && off(ctl) && !off(old_ctl) {
+            self.remove_device(st);
         }
         self.notify(st);
         // PCIe base spec 6.7.3.2: every Slot Control write is a command, completed at once.
@@ -425,6 +517,7 @@ impl PciDevice for PcieRootPort {
 
     fn config_write(&self, reg: usize, offset: usize, data: &[u8]) -> Vec<BarChange> {
         let mut st = self.lock();
+        let old_ctl = word(&st.config, PCIE_CAP + EXP_SLTCTL);
         let old_sta = word(&st.config, PCIE_CAP + EXP_SLTSTA);
         let changes = st.config.write(reg, offset, data);
         let start = reg.saturating_mul(4).saturating_add(offset);
@@ -433,7 +526,7 @@ impl PciDevice for PcieRootPort {
             let control = word(&st.config, MSIX_CAP + 2);
             self.msix.set_control(control);
         }
-        self.slot_write(&mut st, old_sta, start, data);
+        self.slot_write(&mut st, (old_ctl, old_sta), start, data);
         changes
     }
 

@@ -209,3 +209,60 @@ fn config_cycles_reach_the_bus_behind_a_numbered_port() {
     bus.read().unwrap().reset_devices();
     assert_eq!(read(5, 0), u32::MAX, "reset unnumbers the port");
 }
+
+#[test]
+fn unplug_goes_through_the_button_and_the_guest_powering_the_slot_off() {
+    let p = port(0x11, false);
+    assert_eq!(p.request_unplug(), Err(HotplugError::Empty));
+    p.set_populated(Some(0x0011));
+    let ejected = Arc::new(Mutex::new(0));
+    let count = ejected.clone();
+    p.set_ejector(Arc::new(move || *count.lock().unwrap() += 1));
+    let ctl_reg = (PCIE_CAP + 0x18) / 4;
+    // pciehp's set-up: hot-plug interrupt, attention button, presence changed, completion.
+    let enables = SLTCTL_HPIE | SLTCTL_ABPE | SLTCTL_PDCE | SLTCTL_CCIE | SLTCTL_PIC_ON | 0xc0;
+    p.config_write(ctl_reg, 0, &enables.to_le_bytes());
+    p.config_write(ctl_reg, 2, &SLTSTA_CC.to_le_bytes());
+    assert_eq!(p.request_unplug(), Ok(UnplugRequest::ButtonPressed));
+    assert_eq!(p.slot_registers().1 & SLTSTA_ABP, SLTSTA_ABP);
+    // Blinking the power indicator: a second request is refused.
+    let blink = (enables & !SLTCTL_PIC) | SLTCTL_PIC_BLINK;
+    p.config_write(ctl_reg, 0, &blink.to_le_bytes());
+    assert_eq!(p.request_unplug(), Err(HotplugError::Busy));
+    assert_eq!(*ejected.lock().unwrap(), 0);
+    // Power off with the indicator off: the device goes, presence detect changed.
+    let off = (enables & !SLTCTL_PIC) | SLTCTL_PIC_OFF | SLTCTL_PCC;
+    p.config_write(ctl_reg, 0, &off.to_le_bytes());
+    assert_eq!(*ejected.lock().unwrap(), 1);
+    let (_, sta) = p.slot_registers();
+    assert_eq!(sta & (SLTSTA_PDS | SLTSTA_PDC), SLTSTA_PDC);
+    assert_eq!(p.config_read((PCIE_CAP + 0x10) / 4) >> 16 & 0x2000, 0);
+    assert!(!p.populated());
+    // Writing the same control again removes nothing more.
+    p.config_write(ctl_reg, 0, &off.to_le_bytes());
+    assert_eq!(*ejected.lock().unwrap(), 1);
+}
+
+#[test]
+fn powering_a_populated_slot_off_removes_its_device_as_on_qemu() {
+    let p = port(0x11, false);
+    p.set_populated(None);
+    let ejected = Arc::new(Mutex::new(0));
+    let count = ejected.clone();
+    p.set_ejector(Arc::new(move || *count.lock().unwrap() += 1));
+    // Power controller off alone keeps it (the indicator is still on).
+    let ctl_reg = (PCIE_CAP + 0x18) / 4;
+    p.config_write(
+        ctl_reg,
+        0,
+        &(SLTCTL_PIC_ON | SLTCTL_PCC | 0xc0).to_le_bytes(),
+    );
+    assert_eq!(*ejected.lock().unwrap(), 0);
+    p.config_write(
+        ctl_reg,
+        0,
+        &(SLTCTL_PIC_OFF | SLTCTL_PCC | 0xc0).to_le_bytes(),
+    );
+    assert_eq!(*ejected.lock().unwrap(), 1);
+    assert_eq!(p.request_unplug(), Err(HotplugError::Empty));
+}

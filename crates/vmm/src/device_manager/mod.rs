@@ -11,6 +11,7 @@ mod firmware;
 mod legacy;
 pub mod pci;
 pub mod pci_bridge;
+mod pci_memory;
 pub mod storage;
 pub mod usb;
 

@@ -1,5 +1,6 @@
-//! PCI bus 0: the host bridge and the configuration mechanisms (ports 0xCF8/0xCFC on pc and q35,
-//! ECAM on q35), the PCI `-device`s, and [`PciRelocator`], which applies the BAR changes a
+//! The PCI bus tree: the host bridge and the configuration mechanisms (ports 0xCF8/0xCFC on pc
+//! and q35, ECAM on q35), the PCI `-device`s (root ports and what sits behind them:
+//! pci_bridge.rs), and [`PciRelocator`], which applies the BAR changes a
 //! function's config writes return.
 //!
 //! A BAR move runs on the vCPU thread that wrote the BAR, before that vCPU resumes: address
@@ -12,6 +13,9 @@
 //! Lock order: PCI bus (read) -> relocator's function table -> address map -> bus writer lock.
 
 use super::display::DisplayFactory;
+pub use super::pci_memory::RegionMemory;
+use super::pci_memory::NO_SLOT;
+pub(crate) use super::pci_memory::{rom_region, RegionMemoryDevice};
 use super::{DeviceManager, DeviceManagerError};
 use rvmm_arch::allocator::{AddressAllocator, AddressMap};
 use rvmm_arch::pci_irq::PciIntxRouting;
@@ -26,12 +30,10 @@ use rvmm_devices::pci::{
     PCI_CONFIG_IO_BASE, PCI_CONFIG_IO_LEN,
 };
 use rvmm_devices::{AddressSpace, Bus, BusDevice, BusError, DeviceId, MmioBus, PioBus, VmControl};
-use rvmm_hypervisor::{IoEventAddr, MemoryFlags, Vm};
+use rvmm_hypervisor::{IoEventAddr, Vm};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use vm_memory::{MmapRegion, VolatileMemory};
 
 /// COMMAND bits firmware sets to enable a function: I/O space, memory space.
 const COMMAND_DECODE: u16 = 0x3;
@@ -39,12 +41,8 @@ const COMMAND_DECODE: u16 = 0x3;
 const COMMAND_REG: usize = 1;
 const BAR0_REG: usize = 4;
 const ROM_REG: usize = 12;
-/// The largest expansion ROM a ROM BAR can decode (2 GiB: `PciConfig::add_rom`'s limit).
-const MAX_ROM_SIZE: u64 = 0x8000_0000;
 /// KVM memory slots are made of whole pages.
 const PAGE_SIZE: u64 = 0x1000;
-/// The smallest expansion ROM (PCI 3.0, 6.2.5.2).
-const MIN_ROM_SIZE: u64 = 0x800;
 
 /// One BAR or ROM of an attached function, as the device manager sees it.
 pub struct RegionParts {
@@ -57,93 +55,6 @@ pub struct RegionParts {
     pub ioevents: Vec<IoEvent>,
     /// Host memory KVM maps at the region (a ROM): reads never leave the guest.
     pub memory: Option<Arc<RegionMemory>>,
-}
-
-/// Host memory behind a region, mapped into the guest as a KVM memory slot that moves with the
-/// region. Read-only regions make guest writes exit (and be dropped).
-pub struct RegionMemory {
-    map: Arc<MmapRegion<()>>,
-    readonly: bool,
-    /// KVM logs the guest's writes (a framebuffer); see [`RegionMemory::dirty_log`].
-    log_dirty: bool,
-    /// The KVM slot while mapped (`NO_SLOT` otherwise), and a count of slot changes.
-    slot: AtomicU32,
-    moves: AtomicU64,
-}
-
-const NO_SLOT: u32 = u32::MAX;
-
-impl RegionMemory {
-    /// `size` bytes (the region's size) starting with `contents`, the rest zero.
-    pub(crate) fn new(contents: &[u8], size: u64, readonly: bool) -> std::io::Result<Self> {
-        let len = usize::try_from(size).map_err(std::io::Error::other)?;
-        let map = MmapRegion::<()>::new(len).map_err(std::io::Error::other)?;
-        let n = contents.len().min(len);
-        map.as_volatile_slice().copy_from(&contents[..n]);
-        Ok(Self::shared(Arc::new(map), readonly, false))
-    }
-
-    /// Memory a device also uses (video memory), optionally dirty-logged.
-    pub(crate) fn shared(map: Arc<MmapRegion<()>>, readonly: bool, log_dirty: bool) -> Self {
-        Self {
-            map,
-            readonly,
-            log_dirty,
-            slot: AtomicU32::new(NO_SLOT),
-            moves: AtomicU64::new(0),
-        }
-    }
-
-    /// The KVM slot the region is mapped as, if any.
-    pub(crate) fn slot(&self) -> Option<u32> {
-        Some(self.slot.load(Ordering::Acquire)).filter(|&s| s != NO_SLOT)
-    }
-
-    /// How many times the slot was added, moved or removed.
-    pub(crate) fn moves(&self) -> u64 {
-        self.moves.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn size(&self) -> u64 {
-        self.map.size() as u64
-    }
-
-    /// The host address of the mapping, for a memory slot.
-    pub(crate) fn host_addr(&self) -> u64 {
-        self.map.as_ptr() as u64
-    }
-
-    /// The region's bytes, for copying out.
-    pub(crate) fn contents(&self) -> vm_memory::VolatileSlice<'_, vm_memory::bitmap::BS<'_, ()>> {
-        self.map.as_volatile_slice()
-    }
-
-    pub(crate) fn flags(&self) -> MemoryFlags {
-        MemoryFlags {
-            readonly: self.readonly,
-            log_dirty: self.log_dirty,
-        }
-    }
-}
-
-/// The bus side of a memory-backed region: its range stays on the MMIO bus, so overlaps are
-/// refused like any device's; reads only arrive while KVM has no slot there, writes to a
-/// read-only slot arrive and are dropped (QEMU's ROMs ignore writes).
-pub(crate) struct RegionMemoryDevice(pub(crate) Arc<RegionMemory>);
-
-impl BusDevice for RegionMemoryDevice {
-    fn read(&self, offset: u64, data: &mut [u8]) {
-        let slice = self.0.map.as_volatile_slice();
-        let ok = usize::try_from(offset)
-            .ok()
-            .and_then(|o| slice.offset(o).ok())
-            .is_some_and(|s| s.copy_to(data) == data.len());
-        if !ok {
-            data.fill(0xff);
-        }
-    }
-
-    fn write(&self, _offset: u64, _data: &[u8]) {}
 }
 
 /// A PCI function to attach: its config space and its regions.
@@ -193,6 +104,10 @@ pub struct PciRoot {
     /// The buses devices name with `bus=`: the root bus and each root port's secondary bus, by
     /// name, with the port behind which each secondary bus sits.
     pub buses: Arc<Mutex<HashMap<String, NamedBus>>>,
+    /// Functions by their `id=` (QMP `device_del`), and the unplug requests under way.
+    pub peripherals: Arc<Mutex<super::pci_bridge::Peripherals>>,
+    /// The snapshot registry: a function that was unplugged blocks `migrate`.
+    pub states: Arc<crate::snapshot::DeviceStates>,
     /// Where the INTx pins of bus 0 interrupt (the DSDT's `_PRT` says the same).
     pub routing: PciIntxRouting,
     /// PC firmware programs the BARs (at every boot); without it rvmm does.
@@ -409,6 +324,22 @@ impl PciRelocator {
     }
 }
 
+impl PciRelocator {
+    /// Forget the function at `loc` (hot-unplug): every region unmapped (bus range, ioeventfds,
+    /// memory slot, window claim).
+    pub(crate) fn remove(&self, loc: PciLoc) {
+        let Some(mut f) = self.functions().remove(&loc) else {
+            return;
+        };
+        for r in &mut f.regions {
+            let name = format!("{} {:?}", f.name, r.parts.region);
+            if let Err(e) = self.apply(&name, r, None) {
+                tracing::warn!("unplugging {name}: {e}");
+            }
+        }
+    }
+}
+
 impl BarRelocation for PciRelocator {
     fn relocate(&self, loc: PciLoc, changes: &[BarChange]) {
         let mut fns = self.functions();
@@ -435,6 +366,7 @@ fn attach_functions(
     dm: &DeviceManager,
     devices: &[DeviceConfig],
     displays: &DisplayFactory,
+    control: &Arc<dyn VmControl>,
 ) -> Result<(), DeviceManagerError> {
     for d in devices {
         match d {
@@ -444,7 +376,7 @@ fn attach_functions(
             DeviceConfig::Display(cfg) => {
                 dm.add_pci(cfg.addr, displays.parts(dm, cfg)?)?;
             }
-            DeviceConfig::PcieRootPort(cfg) => dm.attach_root_port(cfg)?,
+            DeviceConfig::PcieRootPort(cfg) => dm.attach_root_port(cfg, control)?,
             _ => {}
         }
     }
@@ -485,40 +417,6 @@ fn testdev_parts(cfg: &PciTestdevConfig) -> Result<PciFunctionParts, DeviceManag
         name: name.into(),
         config: dev,
         regions,
-    })
-}
-
-/// QEMU's `romfile=`: the file's contents as the function's expansion ROM, sized to the next
-/// power of two (at least the 2 KiB the PCI spec allows), read-only to the guest.
-pub(crate) fn rom_region(device: &str, path: &Path) -> Result<RegionParts, DeviceManagerError> {
-    let io = |source| DeviceManagerError::Io {
-        name: format!("{device}: romfile {}", path.display()),
-        source,
-    };
-    let contents = crate::input::read_input(
-        "romfile",
-        path,
-        MAX_ROM_SIZE,
-        "a PCI expansion ROM can have",
-    )
-    .map_err(|source| DeviceManagerError::Input {
-        name: device.into(),
-        source,
-    })?;
-    if contents.is_empty() {
-        return Err(io(std::io::Error::other("the file is empty")));
-    }
-    let size = (contents.len() as u64)
-        .next_power_of_two()
-        .max(MIN_ROM_SIZE);
-    let memory = Arc::new(RegionMemory::new(&contents, size, true).map_err(io)?);
-    Ok(RegionParts {
-        region: PciRegion::Rom,
-        space: PciSpace::Memory,
-        size,
-        device: Arc::new(RegionMemoryDevice(memory.clone())),
-        ioevents: Vec::new(),
-        memory: Some(memory),
     })
 }
 
@@ -819,6 +717,8 @@ pub fn attach_pci(
             root_name.to_string(),
             (0, None),
         )]))),
+        peripherals: Arc::default(),
+        states: dm.states().clone(),
         firmware,
         routing: match kind {
             HostBridgeKind::Q35 => PciIntxRouting::Q35,
@@ -836,7 +736,7 @@ pub fn attach_pci(
         };
         dm.add_pci(None, displays.parts(dm, &vga)?)?;
     }
-    attach_functions(dm, devices, displays)?;
+    attach_functions(dm, devices, displays, control)?;
     let config_io = Arc::new(PciConfigIo::new(bus.clone(), control.clone()));
     dm.add_pio(
         "PCI config ports",

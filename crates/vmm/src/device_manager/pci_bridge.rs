@@ -1,11 +1,13 @@
 //! PCI bridges in the device manager: `-device pcie-root-port` (a function with a secondary bus
 //! that devices name with `bus=`), bus numbering when rvmm programs the PCI functions itself
-//! (direct kernel boot), and the ports' snapshot state.
+//! (direct kernel boot), the ports' snapshot state, and hot-unplug: QMP `device_del` presses a
+//! port's attention button, the guest powers the slot off, the port asks for the removal
+//! (`VmRequest::PciEject`) and the VMM thread takes the functions off the bus.
 //!
 //! A device behind a port gets its BARs from the same windows and relocator as one on the root
 //! bus; rvmm does not clip them to the port's windows (docs/PCI.md).
 
-use super::pci::{PciFunctionParts, RegionParts};
+use super::pci::{PciFunctionParts, PciRoot, RegionParts};
 use super::{DeviceManager, DeviceManagerError};
 use crate::virtio_pci::KvmMsiRoutes;
 use rvmm_cli::PcieRootPortConfig;
@@ -13,8 +15,10 @@ use rvmm_devices::pci::{
     msix_bar_layout, MsiRoutes, Msix, MsixBar, MsixState, MsixVector, PciBus, PciLoc, PciSpace,
     PcieRootPort, RootPortSpec, ROOT_PORT_MSIX_REGION,
 };
-use rvmm_devices::{Persist, StateError};
+use rvmm_devices::{Persist, StateError, VmControl, VmRequest};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 const NAME: &str = "pcie-root-port";
@@ -22,9 +26,109 @@ const NAME: &str = "pcie-root-port";
 /// 3.2.5.2-3.2.5.5).
 const BUS_NUMBERS_REG: usize = 6;
 
+/// How long an unplug request stays pending (QEMU's `pending_deleted_expires_ms`): a second
+/// `device_del` within it is refused rather than pressing the button again (which the guest
+/// would take as a cancel).
+const UNPLUG_PENDING: Duration = Duration::from_secs(5);
+
+/// PCI functions by `id=`, and the `device_del` requests the guest has not finished.
+#[derive(Default)]
+pub struct Peripherals {
+    by_id: HashMap<String, PciLoc>,
+    pending: HashMap<String, Instant>,
+}
+
+/// Why `device_del` refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UnplugError {
+    #[error("Device '{0}' not found")]
+    NotFound(String),
+    #[error("Bus '{0}' does not support hotplugging")]
+    NotHotpluggable(String),
+    #[error("Device {0} is already in the process of unplug")]
+    Pending(String),
+    #[error("{0}")]
+    Slot(#[from] rvmm_devices::pci::HotplugError),
+}
+
+impl PciRoot {
+    /// QMP `device_del`: press the attention button of the port `id` sits behind.
+    pub fn request_unplug(&self, id: &str) -> Result<(), UnplugError> {
+        let mut p = self.peripherals.lock().unwrap_or_else(|e| e.into_inner());
+        let loc = *p
+            .by_id
+            .get(id)
+            .ok_or_else(|| UnplugError::NotFound(id.into()))?;
+        let port = {
+            let buses = self.buses.lock().unwrap_or_else(|e| e.into_inner());
+            let on_bus = |index: u8| buses.iter().find(|(_, (i, _))| *i == index);
+            match on_bus(loc.bus) {
+                Some((_, (_, Some(port)))) => port.clone(),
+                Some((name, _)) => return Err(UnplugError::NotHotpluggable(name.clone())),
+                None => return Err(UnplugError::NotFound(id.into())),
+            }
+        };
+        if p.pending
+            .get(id)
+            .is_some_and(|t| t.elapsed() < UNPLUG_PENDING)
+        {
+            return Err(UnplugError::Pending(id.into()));
+        }
+        port.request_unplug()?;
+        p.pending.insert(id.into(), Instant::now());
+        Ok(())
+    }
+
+    /// Take every function on bus `index` off it (its port's slot was powered off); returns
+    /// where they were and their `id=`s.
+    pub fn remove_bus_functions(&self, index: u8) -> Vec<(PciLoc, Option<String>)> {
+        let mut bus = self.bus.write().unwrap_or_else(|e| e.into_inner());
+        let locs: Vec<PciLoc> = bus
+            .locations()
+            .into_iter()
+            .filter(|l| l.bus == index)
+            .collect();
+        for &loc in &locs {
+            bus.remove(loc);
+        }
+        drop(bus);
+        let mut p = self.peripherals.lock().unwrap_or_else(|e| e.into_inner());
+        locs.into_iter()
+            .map(|loc| {
+                self.relocator.remove(loc);
+                let id = p
+                    .by_id
+                    .iter()
+                    .find(|(_, l)| **l == loc)
+                    .map(|(i, _)| i.clone());
+                if let Some(id) = &id {
+                    p.by_id.remove(id);
+                    p.pending.remove(id);
+                    // The other side of a migration would still have it.
+                    self.states.block(&format!("{id} (unplugged)"));
+                }
+                (loc, id)
+            })
+            .collect()
+    }
+}
+
 impl DeviceManager {
-    /// Attach a `pcie-root-port` and give it its secondary bus, named by its `id=`.
-    pub fn attach_root_port(&self, cfg: &PcieRootPortConfig) -> Result<(), DeviceManagerError> {
+    /// Name the PCI function at `loc` by its `id=`, for QMP `device_del`.
+    pub fn name_pci_function(&self, id: &str, loc: PciLoc) {
+        if let Some(root) = self.pci.get() {
+            let mut p = root.peripherals.lock().unwrap_or_else(|e| e.into_inner());
+            p.by_id.insert(id.into(), loc);
+        }
+    }
+
+    /// Attach a `pcie-root-port` and give it its secondary bus, named by its `id=`; `control`
+    /// hears when the guest powers its slot off.
+    pub fn attach_root_port(
+        &self,
+        cfg: &PcieRootPortConfig,
+        control: &Arc<dyn VmControl>,
+    ) -> Result<(), DeviceManagerError> {
         let io = |what: &str| {
             let name = format!("{NAME}: {what}");
             move |source| DeviceManagerError::Io { name, source }
@@ -87,6 +191,10 @@ impl DeviceManager {
                 name: NAME.into(),
                 source,
             })?;
+        let control = control.clone();
+        port.set_ejector(Arc::new(move || {
+            control.request(VmRequest::PciEject(index))
+        }));
         let mut buses = root.buses.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(id) = &cfg.id {
             buses.insert(id.clone(), (index, Some(port.clone())));

@@ -46,6 +46,7 @@ const COMMANDS: &[(&str, Handler)] = &[
         "query-migrate-capabilities",
         super::migration::query_capabilities,
     ),
+    ("device_del", device_del),
     // The session shuts the VM down after sending the reply.
     ("quit", |_, _, _| Ok(json!({}))),
 ];
@@ -93,6 +94,31 @@ pub(super) fn command_names() -> Vec<&'static str> {
         .chain(super::queries::COMMANDS.iter().map(|(n, _)| *n))
         .chain(super::info::COMMANDS.iter().map(|(n, _)| *n))
         .collect()
+}
+
+/// `device_del {"id": ID}`: hot-unplug of a device behind a `pcie-root-port` (the guest
+/// finishes it; DEVICE_DELETED follows).
+fn device_del(_: &Machine, vmm: &mut Vmm, args: &Args) -> Result<Value, QmpError> {
+    let mut id = None;
+    for (key, value) in args {
+        match key.as_str() {
+            "id" => {
+                id = Some(value.as_str().ok_or_else(|| {
+                    QmpError::generic("Invalid parameter type for 'id', expected: string")
+                })?)
+            }
+            other => return Err(unexpected(other)),
+        }
+    }
+    let id = id.ok_or_else(|| QmpError::generic("Parameter 'id' is missing"))?;
+    vmm.device_del(id).map_err(|e| match e {
+        crate::vm::DeviceDelError::NotFound(_) => QmpError {
+            class: protocol::ErrorClass::DeviceNotFound,
+            desc: e.to_string(),
+        },
+        other => QmpError::generic(other.to_string()),
+    })?;
+    Ok(json!({}))
 }
 
 pub(super) fn query_version(_: &Machine, _: &mut Vmm, args: &Args) -> Result<Value, QmpError> {

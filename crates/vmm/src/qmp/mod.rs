@@ -160,6 +160,15 @@ impl VmEvents for Events {
             }
         }
     }
+
+    /// As QEMU for a virtio-pci device: its virtio backend first, then the device.
+    fn device_deleted(&self, event: crate::vm::DeviceDeleted) {
+        let path = format!("/machine/peripheral/{}", event.0);
+        let backend = json!({"path": format!("{path}/virtio-backend")});
+        Events::emit(self, "DEVICE_DELETED", Some(backend));
+        let device = json!({"device": event.0, "path": path});
+        Events::emit(self, "DEVICE_DELETED", Some(device));
+    }
 }
 
 /// Each disk's request counters by image path, filled as the disks are opened.
