@@ -5,8 +5,9 @@
 //! suspends to RAM) and \_S5 {0, 0, 0, 0} (SLP_TYP 0 powers off).
 
 use acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Method, Name,
-    Package, Path, ResourceTemplate, Scope, IO,
+    AddressSpace, AddressSpaceCacheable, And, Arg, CreateDWordField, Device, EISAName, Else, Equal,
+    If, Interrupt, Local, Memory32Fixed, Method, Name, NotEqual, One, Or, Package, Path,
+    ResourceTemplate, Return, Scope, Store, Uuid, IO,
 };
 use acpi_tables::Aml;
 
@@ -94,6 +95,11 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
     ];
     let mut pci0_children: Vec<&dyn Aml> = names.iter().map(|n| n as &dyn Aml).collect();
     pci0_children.push(&prt);
+    let osc = osc_aml();
+    let osc = RawAml(&osc);
+    if config.pci == PciHostBridge::Pcie {
+        pci0_children.push(&osc);
+    }
     let pci0 = Device::new("PCI0".into(), pci0_children);
     let links: Vec<Vec<u8>> = (0..routing.pirq_count())
         .map(|pirq| link_aml(routing, pirq))
@@ -121,6 +127,52 @@ pub fn dsdt(config: &AcpiConfig) -> Vec<u8> {
     let mut t = sdt(b"DSDT", 2);
     t.append_slice(&aml);
     t.as_slice().to_vec()
+}
+
+/// The PCI Express root bridge's `_OSC` (PCI Firmware spec 3.3, 4.5; QEMU's
+/// `build_q35_osc_method` with native hot-plug): the OS gets the controls it asks for among
+/// native PCIe hot-plug, SHPC hot-plug, PME, AER and the PCIe capability (not LTR), so Linux's
+/// pcieport services (pciehp, PME, AER) drive `pcie-root-port`s.
+fn osc_aml() -> Vec<u8> {
+    /// The controls the firmware grants (Control field bits 0-4).
+    const GRANTED: u8 = 0x1f;
+    /// Status bits in the first dword: unrecognized UUID, revision, capabilities masked.
+    const UNKNOWN_UUID: u8 = 0x04;
+    const UNKNOWN_REVISION: u8 = 0x08;
+    const MASKED: u8 = 0x10;
+    let (cdw1, cdw2, cdw3) = (Path::new("CDW1"), Path::new("CDW2"), Path::new("CDW3"));
+    let pci_uuid = Uuid::new("33DB4D5B-1FF7-401C-9657-7441C03DD766");
+    let create1 = CreateDWordField::new(&cdw1, &Arg(3), &0u8);
+    let create2 = CreateDWordField::new(&cdw2, &Arg(3), &4u8);
+    let create3 = CreateDWordField::new(&cdw3, &Arg(3), &8u8);
+    let copy = Store::new(&Local(0), &cdw3);
+    let mask = And::new(&Local(0), &Local(0), &GRANTED);
+    let bad_revision = Or::new(&cdw1, &cdw1, &UNKNOWN_REVISION);
+    let revision = NotEqual::new(&Arg(1), &One {});
+    let check_revision = If::new(&revision, vec![&bad_revision]);
+    let masked = Or::new(&cdw1, &cdw1, &MASKED);
+    let changed = NotEqual::new(&cdw3, &Local(0));
+    let check_masked = If::new(&changed, vec![&masked]);
+    let grant = Store::new(&cdw3, &Local(0));
+    let is_pci = Equal::new(&Arg(0), &pci_uuid);
+    let pci = If::new(
+        &is_pci,
+        vec![
+            &create2,
+            &create3,
+            &copy,
+            &mask,
+            &check_revision,
+            &check_masked,
+            &grant,
+        ],
+    );
+    let unknown = Or::new(&cdw1, &cdw1, &UNKNOWN_UUID);
+    let other = Else::new(vec![&unknown]);
+    let ret = Return::new(&Arg(3));
+    let mut out = Vec::new();
+    Method::new("_OSC".into(), 4, false, vec![&create1, &pci, &other, &ret]).to_aml_bytes(&mut out);
+    out
 }
 
 /// `_PRT`: every INTx pin of every slot of bus 0 to the link device of its PIRQ line (ACPI 6.5

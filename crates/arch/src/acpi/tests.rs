@@ -363,6 +363,18 @@ fn iasl_disassembles_every_table_without_errors() {
             );
             let dsl = std::fs::read_to_string(file.with_extension("dsl")).unwrap();
             if t.name == "DSDT" {
+                // q35's root bridge grants native PCIe hot-plug, PME, AER and the PCIe
+                // capability to the OS; pc's conventional one has no _OSC (as QEMU).
+                let osc = dsl.find("Method (_OSC, 4").map(|i| &dsl[i..]);
+                assert_eq!(osc.is_some(), pci == PciHostBridge::Pcie, "{dsl}");
+                if let Some(osc) = osc {
+                    assert!(
+                        osc.contains("33db4d5b-1ff7-401c-9657-7441c03dd766"),
+                        "{osc}"
+                    );
+                    assert!(osc.contains("0x1F"), "{osc}");
+                    assert!(osc.contains("Return (Arg3)"), "{osc}");
+                }
                 assert!(dsl.contains("PNP0501"), "{dsl}");
                 assert!(dsl.contains("PNP0303") && dsl.contains("PNP0F13"), "{dsl}");
                 assert!(dsl.contains("Device (VR01)"), "{dsl}");
