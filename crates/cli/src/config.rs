@@ -221,10 +221,12 @@ pub enum DisplayModel {
     BochsDisplay,
 }
 
-/// `-device VGA|bochs-display[,addr=]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `-device VGA|bochs-display[,bus=][,addr=]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayDeviceConfig {
     pub model: DisplayModel,
+    /// `bus=`: the root bus (libvirt names it) or a root port's id; None: the root bus.
+    pub bus: Option<String>,
     pub addr: Option<(u8, u8)>,
 }
 
@@ -587,6 +589,7 @@ impl VmConfig {
             .filter_map(|d| match d {
                 DeviceConfig::PcieRootPort(p) => Some((d.driver(), p.bus.as_deref())),
                 DeviceConfig::PciTestdev(t) => Some((d.driver(), t.bus.as_deref())),
+                DeviceConfig::Display(v) => Some((d.driver(), v.bus.as_deref())),
                 _ => None,
             })
             .chain(

@@ -661,6 +661,7 @@ impl Pending {
                     } else {
                         DisplayModel::BochsDisplay
                     },
+                    bus: opts.get("bus").map(str::to_string),
                     addr,
                 })
             }

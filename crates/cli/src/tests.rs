@@ -73,6 +73,7 @@ fn vga_default_and_its_removal() {
         c.devices,
         [DeviceConfig::Display(DisplayDeviceConfig {
             model: DisplayModel::StdVga,
+            bus: None,
             addr: Some((5, 0)),
         })]
     );

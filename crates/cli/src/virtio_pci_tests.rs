@@ -122,6 +122,16 @@ fn root_ports_and_bus_placement() {
         ]
     );
     assert_eq!(c.virtio_pci[0].pci.bus.as_deref(), Some("pci.2"));
+    // libvirt names the root bus for the VGA.
+    let c = run(&["-M", "q35", "-device", "VGA,id=video0,bus=pcie.0,addr=0x1"]);
+    assert!(matches!(
+        &c.devices[..],
+        [crate::DeviceConfig::Display(crate::DisplayDeviceConfig { bus: Some(b), addr: Some((1, 0)), .. })] if b == "pcie.0"
+    ));
+    assert!(
+        crate::tests::err(&["-M", "pc", "-device", "VGA,bus=pcie.0"])
+            .contains("Bus 'pcie.0' not found")
+    );
     let err = |extra: &[&str]| {
         let mut a = vec!["-M", "q35", "-device", "pcie-root-port,id=p,chassis=1"];
         a.extend_from_slice(extra);

@@ -374,7 +374,7 @@ fn attach_functions(
                 dm.add_pci_on(cfg.bus.as_deref(), cfg.addr, testdev_parts(cfg)?)?;
             }
             DeviceConfig::Display(cfg) => {
-                dm.add_pci(cfg.addr, displays.parts(dm, cfg)?)?;
+                dm.add_pci_on(cfg.bus.as_deref(), cfg.addr, displays.parts(dm, cfg)?)?;
             }
             DeviceConfig::PcieRootPort(cfg) => dm.attach_root_port(cfg, control)?,
             _ => {}
@@ -732,6 +732,7 @@ pub fn attach_pci(
     if displays.default_vga {
         let vga = DisplayDeviceConfig {
             model: DisplayModel::StdVga,
+            bus: None,
             addr: None,
         };
         dm.add_pci(None, displays.parts(dm, &vga)?)?;
