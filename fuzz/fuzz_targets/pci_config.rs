@@ -2,7 +2,9 @@
 //! window over bus 0 with the host bridge, the chipset functions (PIIX3 and PIIX4 PM, or ICH9
 //! LPC and SMBus), pci-testdev (with its BARs' registers) and a function with every kind of region
 //! and capability (64-bit prefetchable BAR, I/O BAR, ROM, capabilities with write masks, PCIe
-//! extended space). BAR moves are applied to nothing; config writes and resets are the input.
+//! extended space), and on q35 two `pcie-root-port`s (nested: one behind the other) with a
+//! function behind the inner one, so the guest's bus numbering routes config cycles. BAR moves
+//! are applied to nothing; config writes and resets are the input.
 //!
 //! Input: flags (bit 0: q35 instead of pc), then accesses ([`rvmm_fuzz::Access`]) on: 0 the
 //! config ports, 1 ECAM, 2 testdev BAR0, 3 testdev BAR1, 4 a bus reset.
@@ -66,11 +68,24 @@ impl PciDevice for RawFunction {
     }
 }
 
+/// MSI routes that go nowhere.
+struct NoRoutes;
+
+impl MsiRoutes for NoRoutes {
+    fn set_msi_route(
+        &self,
+        _gsi: u32,
+        _msg: Option<rvmm_devices::MsiMessage>,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Reads back what moved, as the VMM's relocator does (it may read config space).
 struct Relocator(Arc<RwLock<Vec<BarChange>>>);
 
 impl BarRelocation for Relocator {
-    fn relocate(&self, _devfn: u8, changes: &[BarChange]) {
+    fn relocate(&self, _loc: PciLoc, changes: &[BarChange]) {
         let mut log = self.0.write().unwrap();
         log.clear();
         log.extend_from_slice(changes);
@@ -89,6 +104,26 @@ fuzz_target!(|data: &[u8]| {
         bus.add_device(0x1f, 0, Arc::new(Ich9Lpc::new(None)))
             .unwrap();
         bus.add_device(0x1f, 3, Arc::new(Ich9Smbus::new())).unwrap();
+        // Root ports whose slots' events raise an MSI-X vector nobody routes.
+        let port = |n: u8| {
+            let vector = MsixVector {
+                gsi: 24 + u32::from(n),
+                irqfd: vmm_sys_util::eventfd::EventFd::new(0).unwrap(),
+            };
+            let msix = Arc::new(Msix::new(vec![vector], Arc::new(NoRoutes)));
+            let spec = RootPortSpec {
+                port: n,
+                slot: u16::from(n),
+                multifunction: false,
+            };
+            Arc::new(PcieRootPort::new(spec, msix).unwrap())
+        };
+        let outer = bus.add_device_on(0, 5, 0, port(0)).unwrap();
+        let below = bus.add_secondary_bus(outer).unwrap();
+        let inner = bus.add_device_on(below, 0, 0, port(1)).unwrap();
+        let below = bus.add_secondary_bus(inner).unwrap();
+        bus.add_device_on(below, 0, 0, Arc::new(RawFunction::new(true)))
+            .unwrap();
     } else {
         bus.add_device(0, 0, Arc::new(HostBridge::new(HostBridgeKind::I440fx)))
             .unwrap();

@@ -95,7 +95,11 @@ fuzz_target!(|data: &[u8]| {
     let interrupt = VirtioInterrupt::new().expect("eventfd");
     let backend = Frames(Mutex::new(frames));
     // Bit 2: a legacy driver's 10-byte header (no VERSION_1, no MRG_RXBUF).
-    let hdr_len = if flags & 4 != 0 && flags & 1 == 0 { 10 } else { 12 };
+    let hdr_len = if flags & 4 != 0 && flags & 1 == 0 {
+        10
+    } else {
+        12
+    };
     let mut rx = Rx::new(flags & 1 != 0, hdr_len, Arc::new(DeviceCounters::default()));
     // A few passes, as the worker makes one per wake-up: a frame left waiting for buffers is
     // offered again.

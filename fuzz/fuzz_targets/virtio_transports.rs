@@ -19,8 +19,8 @@ use libfuzzer_sys::fuzz_target;
 use rvmm_devices::pci::{MsiRoutes, MsixVector, PciDevice, PciRegion};
 use rvmm_devices::virtio::pci::{VirtioPciTransport, LEGACY_BAR, MODERN_BAR, MSIX_BAR};
 use rvmm_devices::virtio::{
-    process_queue, rng, ActivateContext, DeviceCounters, MmioTransport, VirtioDevice,
-    VirtioError, VIRTIO_MMIO_SIZE,
+    process_queue, rng, ActivateContext, DeviceCounters, MmioTransport, VirtioDevice, VirtioError,
+    VIRTIO_MMIO_SIZE,
 };
 use rvmm_devices::{BusDevice, MsiMessage};
 use rvmm_fuzz::{guest_memory, Access, Reader};
