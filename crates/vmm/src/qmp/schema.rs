@@ -267,6 +267,8 @@ pub static COMMANDS: &[Command] = &[
         &[],
         Ty::Array(&MIGRATION_CAPABILITY),
     ),
+    // QEMU's `id` is a device id or QOM path; rvmm takes ids.
+    cmd("device_del", &[m("id", Ty::Str)], EMPTY),
     cmd("quit", &[], EMPTY),
     // balloon.rs
     cmd("balloon", &[m("value", Ty::Int)], EMPTY),
@@ -403,6 +405,10 @@ pub static EVENTS: &[(&str, &[M])] = &[
     ("WAKEUP", &[]),
     ("MIGRATION", &[m("status", Ty::Enum(MIGRATION_STATES))]),
     ("BALLOON_CHANGE", &[m("actual", Ty::Int)]),
+    (
+        "DEVICE_DELETED",
+        &[opt("device", Ty::Str), m("path", Ty::Str)],
+    ),
     (
         "BLOCK_IO_ERROR",
         &[
