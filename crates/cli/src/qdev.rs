@@ -158,8 +158,12 @@ const VIRTIO_PCI: [Prop; 4] = [
 ];
 
 /// `multifunction` of every PCI device (rvmm implements it on pcie-root-port).
-const PCI_MULTIFUNCTION: Prop =
-    prop_default("multifunction", PropType::Bool, PropDefault::Bool(false));
+const PCI_MULTIFUNCTION: Prop = Prop {
+    name: "multifunction",
+    ty: PropType::Bool,
+    default: Some(PropDefault::Bool(false)),
+    description: Some("on/off"),
+};
 
 const SHARE_RW: Prop = prop_default("share-rw", PropType::Bool, PropDefault::Bool(false));
 
