@@ -185,9 +185,11 @@ pub enum DeviceConfig {
     PcieRootPort(PcieRootPortConfig),
 }
 
-/// `-device qemu-xhci[,addr=][,p2=][,p3=]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `-device qemu-xhci[,bus=][,addr=][,p2=][,p3=]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XhciConfig {
+    /// `bus=`: a root port's id (libvirt's place for it); None: the root bus.
+    pub bus: Option<String>,
     pub addr: Option<(u8, u8)>,
     /// USB 2 and USB 3 root ports (QEMU's defaults 4 and 4, each capped at 15).
     pub p2: u8,
@@ -589,6 +591,7 @@ impl VmConfig {
             .filter_map(|d| match d {
                 DeviceConfig::PcieRootPort(p) => Some((d.driver(), p.bus.as_deref())),
                 DeviceConfig::PciTestdev(t) => Some((d.driver(), t.bus.as_deref())),
+                DeviceConfig::Xhci(x) => Some((d.driver(), x.bus.as_deref())),
                 DeviceConfig::Display(v) => Some((d.driver(), v.bus.as_deref())),
                 _ => None,
             })

@@ -645,6 +645,7 @@ impl Pending {
                     }
                 };
                 DeviceConfig::Xhci(XhciConfig {
+                    bus: opts.get("bus").map(str::to_string),
                     addr,
                     p2: ports("p2")?,
                     p3: ports("p3")?,

@@ -539,7 +539,7 @@ pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
         .devices
         .iter()
         .filter_map(|d| match d {
-            rvmm_cli::DeviceConfig::Xhci(x) => Some(*x),
+            rvmm_cli::DeviceConfig::Xhci(x) => Some(x.clone()),
             _ => None,
         })
         .collect();

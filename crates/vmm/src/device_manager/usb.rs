@@ -91,7 +91,8 @@ pub fn attach_xhci(
             dm.states()
                 .register_stateless(&format!("{label} {region:?}"));
         }
-        let ids = dm.add_pci(
+        let ids = dm.add_pci_on(
+            cfg.bus.as_deref(),
             cfg.addr,
             PciFunctionParts {
                 name: label.clone(),
