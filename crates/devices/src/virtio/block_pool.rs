@@ -1,0 +1,354 @@
+//! virtio-blk's request queue served by several threads at once (issue 15), as QEMU's thread pool
+//! (`aio=threads`) serves a virtio-blk queue.
+//!
+//! The device's worker (worker.rs) wakes on the queue's notification, takes the available chains
+//! off the ring and queues them as jobs; it and [`IO_THREADS`] I/O threads run the jobs, so
+//! several requests of the queue are in flight together. Each job goes on the used ring when it
+//! is done, in whatever order jobs finish, with its own head index and length.
+//!
+//! - **Barriers** (a FLUSH): the worker queues one only once every job taken before it is on the
+//!   used ring, so the writes before a FLUSH are in the image before its fdatasync.
+//! - **Interrupts**: a thread that completes a job asks whether the driver wants an interrupt
+//!   (EVENT_IDX's used_event, else VRING_AVAIL_F_NO_INTERRUPT) only when no queued job is left for
+//!   a thread to take; the thread that takes the last one asks for all of them, so a burst of
+//!   completions raises one interrupt.
+//! - **Pausing**: each job holds the transport's pause gate from the moment it is queued until its
+//!   used entry is written, so QMP `stop`, a snapshot or a migration waits for requests in flight,
+//!   and the used index it saves covers every chain the device took.
+//! - **Bounds**: at most a queue's worth of jobs are in flight; the worker waits beyond that (a
+//!   driver that makes the same heads available again and again cannot grow the job list).
+//! - **Stopping** (reset, shutdown): the worker stops first, then the I/O threads finish every
+//!   queued job and end, so a disk flush after [`IoPool::stop`] covers every write.
+
+use super::chain::{ChainError, DescChain};
+use super::worker::{self, PauseGate};
+use super::{driver_wants_interrupt, Drained, GuestMemory, QueueFault, VirtioInterrupt};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+/// I/O threads per device besides its worker (which runs jobs too). The host has few cores and
+/// the guest's vCPU spins on one: more threads only add wake-ups (docs/PERFORMANCE.md).
+pub const IO_THREADS: usize = 3;
+
+/// Serves one request; returns the used length.
+pub type Serve = dyn Fn(&GuestMemoryMmap, Result<DescChain, ChainError>) -> u32 + Send + Sync;
+/// Whether a request must wait for every request before it (a FLUSH).
+pub type IsBarrier = fn(&GuestMemoryMmap, &DescChain) -> bool;
+
+struct Job {
+    head: u16,
+    chain: Result<DescChain, ChainError>,
+}
+
+#[derive(Default)]
+struct Jobs {
+    queued: VecDeque<Job>,
+    /// Queued or running, and not yet on the used ring.
+    in_flight: usize,
+    stopping: bool,
+}
+
+struct Shared {
+    name: &'static str,
+    mem: GuestMemory,
+    queue: Mutex<Queue>,
+    interrupt: Arc<VirtioInterrupt>,
+    gate: Arc<PauseGate>,
+    serve: Box<Serve>,
+    is_barrier: IsBarrier,
+    jobs: Mutex<Jobs>,
+    /// A job was queued, or the pool stops.
+    work: Condvar,
+    /// A job went on the used ring.
+    done: Condvar,
+    /// The used ring failed: the device needs a reset, the worker stops taking chains.
+    broken: AtomicBool,
+    limit: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One virtio-blk queue's jobs and I/O threads.
+pub struct IoPool {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl IoPool {
+    /// Start `threads` I/O threads over `queue`; [`IoPool::dispatch`] (on the worker) feeds them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        name: &'static str,
+        mem: GuestMemory,
+        queue: Queue,
+        interrupt: Arc<VirtioInterrupt>,
+        gate: Arc<PauseGate>,
+        serve: Box<Serve>,
+        is_barrier: IsBarrier,
+        threads: usize,
+    ) -> std::io::Result<Self> {
+        let limit = usize::from(queue.max_size().max(1));
+        let shared = Arc::new(Shared {
+            name,
+            mem,
+            queue: Mutex::new(queue),
+            interrupt,
+            gate,
+            serve,
+            is_barrier,
+            jobs: Mutex::default(),
+            work: Condvar::new(),
+            done: Condvar::new(),
+            broken: AtomicBool::new(false),
+            limit,
+        });
+        let mut pool = Self {
+            shared,
+            threads: Vec::with_capacity(threads),
+        };
+        for i in 0..threads {
+            let sh = pool.shared.clone();
+            // On failure `pool` drops here, which stops the threads already started.
+            let t = rvmm_sandbox::spawn(
+                rvmm_sandbox::ThreadKind::Worker,
+                format!("{name}-io{i}"),
+                move || sh.io_thread(),
+            )?;
+            pool.threads.push(t);
+        }
+        Ok(pool)
+    }
+
+    /// A handle for the worker's handler.
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher(self.shared.clone())
+    }
+
+    /// Finish every queued job and join the I/O threads (stop the worker first).
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        lock(&self.shared.jobs).stopping = true;
+        self.shared.work.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // Without threads (none could start) the jobs still have to end.
+        self.shared.help();
+    }
+}
+
+impl Drop for IoPool {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// The worker's side of an [`IoPool`].
+pub struct Dispatcher(Arc<Shared>);
+
+impl Dispatcher {
+    /// Take the available chains (at most a queue's worth per call) and run them on the pool and
+    /// this thread; returns when no queued job is left for this thread to take.
+    pub fn dispatch(&self) -> Result<Drained, QueueFault> {
+        let sh = &*self.0;
+        if sh.broken.load(Ordering::Acquire) {
+            return Err(QueueFault::Broken);
+        }
+        let mem = &*sh.mem;
+        let mut budget = {
+            let q = lock(&sh.queue);
+            if !q.ready() {
+                return Ok(Drained::All);
+            }
+            q.size().max(1)
+        };
+        // Passes in a row that took no chain although the avail index said there were some.
+        let mut idle = 0;
+        loop {
+            let mut batch = Vec::new();
+            {
+                let mut q = lock(&sh.queue);
+                q.disable_notification(mem).map_err(QueueFault::Used)?;
+                while budget > 0 {
+                    let chain = match q.iter(mem) {
+                        Ok(mut it) => it.next(),
+                        Err(e) => return Err(QueueFault::Avail(e)),
+                    };
+                    let Some(chain) = chain else { break };
+                    let head = chain.head_index();
+                    batch.push(Job {
+                        head,
+                        chain: DescChain::parse(chain, mem),
+                    });
+                    budget -= 1;
+                }
+            }
+            let took = !batch.is_empty();
+            for job in batch {
+                sh.queue_job(job);
+            }
+            sh.help();
+            if sh.broken.load(Ordering::Acquire) {
+                return Err(QueueFault::Broken);
+            }
+            if budget == 0 {
+                return Ok(Drained::Budget);
+            }
+            // Re-enable, then look again: a chain added in between would otherwise wait.
+            if !lock(&sh.queue)
+                .enable_notification(mem)
+                .map_err(QueueFault::Used)?
+            {
+                return Ok(Drained::All);
+            }
+            // Twice nothing: the device's own ring writes move the avail index (a used ring
+            // over it), which no pass will ever satisfy.
+            idle = if took { 0 } else { idle + 1 };
+            if idle == 2 {
+                return Err(QueueFault::NoProgress);
+            }
+        }
+    }
+
+    /// The device's name, for messages.
+    pub fn name(&self) -> &'static str {
+        self.0.name
+    }
+}
+
+impl Shared {
+    /// Queue `job` for the threads (after every earlier job if it is a barrier).
+    fn queue_job(&self, job: Job) {
+        let barrier = job
+            .chain
+            .as_ref()
+            .is_ok_and(|c| (self.is_barrier)(&self.mem, c));
+        if barrier {
+            self.help();
+        }
+        let mut jobs = lock(&self.jobs);
+        while (barrier && jobs.in_flight > 0) || jobs.in_flight >= self.limit {
+            drop(jobs);
+            // Run what is queued here rather than wait for a thread to take it.
+            self.help();
+            jobs = lock(&self.jobs);
+            if (barrier && jobs.in_flight > 0) || jobs.in_flight >= self.limit {
+                jobs = self.done.wait(jobs).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        // Released by whichever thread puts the job on the used ring.
+        self.gate.hold();
+        jobs.in_flight += 1;
+        jobs.queued.push_back(job);
+        // The first queued job is left for the worker itself (a lone request needs no wake-up).
+        let wake = jobs.queued.len() > 1;
+        drop(jobs);
+        if wake {
+            self.work.notify_one();
+        }
+    }
+
+    /// Run queued jobs on this thread until none is left.
+    fn help(&self) {
+        loop {
+            let job = lock(&self.jobs).queued.pop_front();
+            let Some(job) = job else { return };
+            self.run(job);
+        }
+    }
+
+    fn io_thread(&self) {
+        loop {
+            let job = {
+                let mut jobs = lock(&self.jobs);
+                loop {
+                    if let Some(job) = jobs.queued.pop_front() {
+                        break job;
+                    }
+                    if jobs.stopping {
+                        return;
+                    }
+                    jobs = self.work.wait(jobs).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            self.run(job);
+        }
+    }
+
+    /// Serve `job` and put it on the used ring.
+    fn run(&self, job: Job) {
+        let len = (self.serve)(&self.mem, job.chain);
+        if let Err(e) = self.complete(job.head, len) {
+            if !self.broken.swap(true, Ordering::AcqRel) {
+                super::queue_fault(self.name, 0, e, &self.interrupt);
+            }
+        }
+        let mut jobs = lock(&self.jobs);
+        jobs.in_flight -= 1;
+        drop(jobs);
+        self.done.notify_all();
+        self.gate.release();
+    }
+
+    fn complete(&self, head: u16, len: u32) -> Result<(), QueueFault> {
+        let mem = &*self.mem;
+        if self.broken.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        lock(&self.queue)
+            .add_used(mem, head, len)
+            .map_err(QueueFault::Used)?;
+        // A thread will take the next queued job and complete it: its check covers this one.
+        if !lock(&self.jobs).queued.is_empty() {
+            return Ok(());
+        }
+        if driver_wants_interrupt(&mut lock(&self.queue), mem)? {
+            self.interrupt.signal_used_queue(0);
+        }
+        Ok(())
+    }
+}
+
+/// Start `pool`'s worker: it dispatches on every notification of the queue (`notify`).
+pub fn spawn_worker(
+    pool: &IoPool,
+    notify: vmm_sys_util::eventfd::EventFd,
+    gate: &Arc<PauseGate>,
+) -> std::io::Result<worker::Worker> {
+    let again = notify.try_clone()?;
+    let dispatcher = pool.dispatcher();
+    let interrupt = pool.shared.interrupt.clone();
+    worker::spawn(
+        dispatcher.name().into(),
+        vec![notify],
+        Vec::new(),
+        gate,
+        move |ev| {
+            if let worker::WorkerEvent::Queue(0) = ev {
+                match dispatcher.dispatch() {
+                    Ok(Drained::All) => {}
+                    // Come back after a pause had its turn.
+                    Ok(Drained::Budget) => {
+                        let _ = again.write(1);
+                    }
+                    // Already reported by the thread whose used-ring write failed.
+                    Err(QueueFault::Broken) => return worker::Flow::Stop,
+                    Err(e) => {
+                        super::queue_fault(dispatcher.name(), 0, e, &interrupt);
+                        return worker::Flow::Stop;
+                    }
+                }
+            }
+            worker::Flow::Continue
+        },
+    )
+}
