@@ -3,7 +3,10 @@
 //!
 //! The device's worker (worker.rs) wakes on the queue's notification, takes the available chains
 //! off the ring and queues them as jobs; it and [`IO_THREADS`] I/O threads run the jobs, so
-//! several requests of the queue are in flight together. Each job goes on the used ring when it
+//! several requests of the queue are in flight together. While the worker has the queue's
+//! notifications off (it is taking chains or running a job), an I/O thread out of jobs takes the
+//! next chain itself: a driver that keeps its queue full then needs no notification and no
+//! worker wake-up per request. Each job goes on the used ring when it
 //! is done, in whatever order jobs finish, with its own head index and length.
 //!
 //! - **Barriers** (a FLUSH): the worker queues one only once every job taken before it is on the
@@ -12,8 +15,8 @@
 //!   (EVENT_IDX's used_event, else VRING_AVAIL_F_NO_INTERRUPT) only when no queued job is left for
 //!   a thread to take; the thread that takes the last one asks for all of them, so a burst of
 //!   completions raises one interrupt.
-//! - **Pausing**: each job holds the transport's pause gate from the moment it is queued until its
-//!   used entry is written, so QMP `stop`, a snapshot or a migration waits for requests in flight,
+//! - **Pausing**: each job holds the transport's pause gate from the moment it is taken off the
+//!   ring until its used entry is written, so QMP `stop`, a snapshot or a migration waits for requests in flight,
 //!   and the used index it saves covers every chain the device took.
 //! - **Bounds**: at most a queue's worth of jobs are in flight; the worker waits beyond that (a
 //!   driver that makes the same heads available again and again cannot grow the job list).
@@ -24,7 +27,7 @@ use super::chain::{ChainError, DescChain};
 use super::worker::{self, PauseGate};
 use super::{driver_wants_interrupt, Drained, GuestMemory, QueueFault, VirtioInterrupt};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
@@ -67,6 +70,11 @@ struct Shared {
     done: Condvar,
     /// The used ring failed: the device needs a reset, the worker stops taking chains.
     broken: AtomicBool,
+    /// The worker is between disabling the queue's notifications and enabling them again: the
+    /// driver does not notify, so an I/O thread out of jobs takes the next chain itself.
+    dispatching: AtomicBool,
+    /// Chains taken off the ring, by any thread.
+    taken: AtomicU64,
     limit: usize,
 }
 
@@ -106,6 +114,8 @@ impl IoPool {
             work: Condvar::new(),
             done: Condvar::new(),
             broken: AtomicBool::new(false),
+            dispatching: AtomicBool::new(false),
+            taken: AtomicU64::new(0),
             limit,
         });
         let mut pool = Self {
@@ -156,67 +166,18 @@ impl Drop for IoPool {
 pub struct Dispatcher(Arc<Shared>);
 
 impl Dispatcher {
-    /// Take the available chains (at most a queue's worth per call) and run them on the pool and
+    /// Take the available chains (about a queue's worth per call) and run them on the pool and
     /// this thread; returns when no queued job is left for this thread to take.
     pub fn dispatch(&self) -> Result<Drained, QueueFault> {
         let sh = &*self.0;
-        if sh.broken.load(Ordering::Acquire) {
-            return Err(QueueFault::Broken);
-        }
-        let mem = &*sh.mem;
-        let mut budget = {
-            let q = lock(&sh.queue);
-            if !q.ready() {
-                return Ok(Drained::All);
-            }
-            q.size().max(1)
-        };
-        // Passes in a row that took no chain although the avail index said there were some.
-        let mut idle = 0;
-        loop {
-            let mut batch = Vec::new();
-            {
-                let mut q = lock(&sh.queue);
-                q.disable_notification(mem).map_err(QueueFault::Used)?;
-                while budget > 0 {
-                    let chain = match q.iter(mem) {
-                        Ok(mut it) => it.next(),
-                        Err(e) => return Err(QueueFault::Avail(e)),
-                    };
-                    let Some(chain) = chain else { break };
-                    let head = chain.head_index();
-                    batch.push(Job {
-                        head,
-                        chain: DescChain::parse(chain, mem),
-                    });
-                    budget -= 1;
-                }
-            }
-            let took = !batch.is_empty();
-            for job in batch {
-                sh.queue_job(job);
-            }
-            sh.help();
-            if sh.broken.load(Ordering::Acquire) {
-                return Err(QueueFault::Broken);
-            }
-            if budget == 0 {
-                return Ok(Drained::Budget);
-            }
-            // Re-enable, then look again: a chain added in between would otherwise wait.
-            if !lock(&sh.queue)
-                .enable_notification(mem)
-                .map_err(QueueFault::Used)?
-            {
-                return Ok(Drained::All);
-            }
-            // Twice nothing: the device's own ring writes move the avail index (a used ring
-            // over it), which no pass will ever satisfy.
-            idle = if took { 0 } else { idle + 1 };
-            if idle == 2 {
-                return Err(QueueFault::NoProgress);
-            }
-        }
+        sh.dispatching.store(true, Ordering::Release);
+        let res = sh.dispatch();
+        // Under the queue lock: an I/O thread that takes a chain holds the pause gate before
+        // this call (and the handler call the gate counts) can end.
+        let q = lock(&sh.queue);
+        sh.dispatching.store(false, Ordering::Release);
+        drop(q);
+        res
     }
 
     /// The device's name, for messages.
@@ -226,6 +187,95 @@ impl Dispatcher {
 }
 
 impl Shared {
+    fn dispatch(&self) -> Result<Drained, QueueFault> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(QueueFault::Broken);
+        }
+        let mem = &*self.mem;
+        let budget = {
+            let q = lock(&self.queue);
+            if !q.ready() {
+                return Ok(Drained::All);
+            }
+            u64::from(q.size().max(1))
+        };
+        // Chains taken by this call and by I/O threads meanwhile count against the budget.
+        let start = self.taken.load(Ordering::Acquire);
+        let mut seen = start;
+        // Passes in a row that took no chain although the avail index said there were some.
+        let mut idle = 0;
+        loop {
+            let mut batch = Vec::new();
+            {
+                let mut q = lock(&self.queue);
+                q.disable_notification(mem).map_err(QueueFault::Used)?;
+                while self.taken.load(Ordering::Acquire) - start < budget {
+                    match self.pop(&mut q)? {
+                        Some(job) => batch.push(job),
+                        None => break,
+                    }
+                }
+            }
+            for job in batch {
+                self.queue_job(job);
+            }
+            self.help();
+            if self.broken.load(Ordering::Acquire) {
+                return Err(QueueFault::Broken);
+            }
+            let now = self.taken.load(Ordering::Acquire);
+            if now - start >= budget {
+                return Ok(Drained::Budget);
+            }
+            // Re-enable, then look again: a chain added in between would otherwise wait.
+            if !lock(&self.queue)
+                .enable_notification(mem)
+                .map_err(QueueFault::Used)?
+            {
+                return Ok(Drained::All);
+            }
+            // Twice nothing: the device's own ring writes move the avail index (a used ring
+            // over it), which no pass will ever satisfy.
+            idle = if now != seen { 0 } else { idle + 1 };
+            seen = now;
+            if idle == 2 {
+                return Err(QueueFault::NoProgress);
+            }
+        }
+    }
+
+    /// Take the next available chain off the ring.
+    fn pop(&self, q: &mut Queue) -> Result<Option<Job>, QueueFault> {
+        let mem = &*self.mem;
+        let chain = match q.iter(mem) {
+            Ok(mut it) => it.next(),
+            Err(e) => return Err(QueueFault::Avail(e)),
+        };
+        Ok(chain.map(|chain| {
+            self.taken.fetch_add(1, Ordering::AcqRel);
+            // Released by whichever thread puts the job on the used ring. Taken while the
+            // worker's handler call still counts, so a pause cannot have found the gate idle.
+            self.gate.hold();
+            Job {
+                head: chain.head_index(),
+                chain: DescChain::parse(chain, mem),
+            }
+        }))
+    }
+
+    /// An I/O thread out of jobs while the worker dispatches: the next chain, if any (a fault
+    /// is left for the worker to find and report).
+    fn pop_while_dispatching(&self) -> Option<Job> {
+        if !self.dispatching.load(Ordering::Acquire) || self.broken.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut q = lock(&self.queue);
+        if !self.dispatching.load(Ordering::Acquire) || !q.ready() {
+            return None;
+        }
+        self.pop(&mut q).ok().flatten()
+    }
+
     /// Queue `job` for the threads (after every earlier job if it is a barrier).
     fn queue_job(&self, job: Job) {
         let barrier = job
@@ -245,8 +295,6 @@ impl Shared {
                 jobs = self.done.wait(jobs).unwrap_or_else(|e| e.into_inner());
             }
         }
-        // Released by whichever thread puts the job on the used ring.
-        self.gate.hold();
         jobs.in_flight += 1;
         jobs.queued.push_back(job);
         // The first queued job is left for the worker itself (a lone request needs no wake-up).
@@ -268,19 +316,23 @@ impl Shared {
 
     fn io_thread(&self) {
         loop {
-            let job = {
-                let mut jobs = lock(&self.jobs);
-                loop {
-                    if let Some(job) = jobs.queued.pop_front() {
-                        break job;
-                    }
-                    if jobs.stopping {
-                        return;
-                    }
-                    jobs = self.work.wait(jobs).unwrap_or_else(|e| e.into_inner());
+            let job = lock(&self.jobs).queued.pop_front();
+            if let Some(job) = job {
+                self.run(job);
+                continue;
+            }
+            // Out of jobs: the driver may have made chains available without notifying.
+            if let Some(job) = self.pop_while_dispatching() {
+                self.queue_job(job);
+                continue;
+            }
+            let mut jobs = lock(&self.jobs);
+            while jobs.queued.is_empty() {
+                if jobs.stopping {
+                    return;
                 }
-            };
-            self.run(job);
+                jobs = self.work.wait(jobs).unwrap_or_else(|e| e.into_inner());
+            }
         }
     }
 
