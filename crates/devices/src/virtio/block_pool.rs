@@ -9,8 +9,9 @@
 //! worker wake-up per request. Each job goes on the used ring when it
 //! is done, in whatever order jobs finish, with its own head index and length.
 //!
-//! - **Barriers** (a FLUSH): the worker queues one only once every job taken before it is on the
-//!   used ring, so the writes before a FLUSH are in the image before its fdatasync.
+//! - **Barriers** (a FLUSH): a job is numbered as its chain leaves the ring, and a barrier is
+//!   queued only once every job numbered before it is on the used ring, so the writes before a
+//!   FLUSH are in the image before its fdatasync.
 //! - **Interrupts**: a thread that completes a job asks whether the driver wants an interrupt
 //!   (EVENT_IDX's used_event, else VRING_AVAIL_F_NO_INTERRUPT) only when no queued job is left for
 //!   a thread to take; the thread that takes the last one asks for all of them, so a burst of
@@ -18,7 +19,7 @@
 //! - **Pausing**: each job holds the transport's pause gate from the moment it is taken off the
 //!   ring until its used entry is written, so QMP `stop`, a snapshot or a migration waits for requests in flight,
 //!   and the used index it saves covers every chain the device took.
-//! - **Bounds**: at most a queue's worth of jobs are in flight; the worker waits beyond that (a
+//! - **Bounds**: at most a queue's worth of jobs are in flight; no chain is taken beyond that (a
 //!   driver that makes the same heads available again and again cannot grow the job list).
 //! - **Stopping** (reset, shutdown): the worker stops first, then the I/O threads finish every
 //!   queued job and end, so a disk flush after [`IoPool::stop`] covers every write.
@@ -26,7 +27,7 @@
 use super::chain::{ChainError, DescChain};
 use super::worker::{self, PauseGate};
 use super::{driver_wants_interrupt, Drained, GuestMemory, QueueFault, VirtioInterrupt};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -44,15 +45,28 @@ pub type IsBarrier = fn(&GuestMemoryMmap, &DescChain) -> bool;
 
 struct Job {
     head: u16,
+    /// Its place in the order chains left the ring.
+    seq: u64,
     chain: Result<DescChain, ChainError>,
 }
 
 #[derive(Default)]
 struct Jobs {
     queued: VecDeque<Job>,
-    /// Queued or running, and not yet on the used ring.
-    in_flight: usize,
+    /// The jobs taken off the ring and not yet on the used ring, by `seq`.
+    in_flight: BTreeSet<u64>,
+    /// Threads waiting on `done` (a barrier, or the worker at the limit).
+    waiting: usize,
     stopping: bool,
+}
+
+/// What taking a chain found.
+enum Pop {
+    Job(Job),
+    /// No chain available.
+    Empty,
+    /// A queue's worth of jobs in flight already.
+    Full,
 }
 
 struct Shared {
@@ -66,14 +80,14 @@ struct Shared {
     jobs: Mutex<Jobs>,
     /// A job was queued, or the pool stops.
     work: Condvar,
-    /// A job went on the used ring.
+    /// A job went on the used ring, or one was queued (for threads in `Jobs::waiting`).
     done: Condvar,
     /// The used ring failed: the device needs a reset, the worker stops taking chains.
     broken: AtomicBool,
     /// The worker is between disabling the queue's notifications and enabling them again: the
     /// driver does not notify, so an I/O thread out of jobs takes the next chain itself.
     dispatching: AtomicBool,
-    /// Chains taken off the ring, by any thread.
+    /// Chains taken off the ring, by any thread (changed under the queue lock).
     taken: AtomicU64,
     limit: usize,
 }
@@ -206,13 +220,18 @@ impl Shared {
         let mut idle = 0;
         loop {
             let mut batch = Vec::new();
+            let mut full = false;
             {
                 let mut q = lock(&self.queue);
                 q.disable_notification(mem).map_err(QueueFault::Used)?;
                 while self.taken.load(Ordering::Acquire) - start < budget {
                     match self.pop(&mut q)? {
-                        Some(job) => batch.push(job),
-                        None => break,
+                        Pop::Job(job) => batch.push(job),
+                        Pop::Empty => break,
+                        Pop::Full => {
+                            full = true;
+                            break;
+                        }
                     }
                 }
             }
@@ -220,12 +239,18 @@ impl Shared {
                 self.queue_job(job);
             }
             self.help();
+            if full {
+                self.wait_until(|jobs| jobs.in_flight.len() < self.limit);
+            }
             if self.broken.load(Ordering::Acquire) {
                 return Err(QueueFault::Broken);
             }
             let now = self.taken.load(Ordering::Acquire);
             if now - start >= budget {
                 return Ok(Drained::Budget);
+            }
+            if full {
+                continue;
             }
             // Re-enable, then look again: a chain added in between would otherwise wait.
             if !lock(&self.queue)
@@ -244,22 +269,29 @@ impl Shared {
         }
     }
 
-    /// Take the next available chain off the ring.
-    fn pop(&self, q: &mut Queue) -> Result<Option<Job>, QueueFault> {
+    /// Take the next available chain off the ring (`q` is the locked queue).
+    fn pop(&self, q: &mut Queue) -> Result<Pop, QueueFault> {
         let mem = &*self.mem;
+        let mut jobs = lock(&self.jobs);
+        if jobs.in_flight.len() >= self.limit {
+            return Ok(Pop::Full);
+        }
         let chain = match q.iter(mem) {
             Ok(mut it) => it.next(),
             Err(e) => return Err(QueueFault::Avail(e)),
         };
-        Ok(chain.map(|chain| {
-            self.taken.fetch_add(1, Ordering::AcqRel);
-            // Released by whichever thread puts the job on the used ring. Taken while the
-            // worker's handler call still counts, so a pause cannot have found the gate idle.
-            self.gate.hold();
-            Job {
-                head: chain.head_index(),
-                chain: DescChain::parse(chain, mem),
-            }
+        let Some(chain) = chain else {
+            return Ok(Pop::Empty);
+        };
+        let seq = self.taken.fetch_add(1, Ordering::AcqRel);
+        jobs.in_flight.insert(seq);
+        // Released by whichever thread puts the job on the used ring. Taken while the worker's
+        // handler call still counts, so a pause cannot have found the gate idle in between.
+        self.gate.hold();
+        Ok(Pop::Job(Job {
+            head: chain.head_index(),
+            seq,
+            chain: DescChain::parse(chain, mem),
         }))
     }
 
@@ -273,35 +305,50 @@ impl Shared {
         if !self.dispatching.load(Ordering::Acquire) || !q.ready() {
             return None;
         }
-        self.pop(&mut q).ok().flatten()
+        match self.pop(&mut q) {
+            Ok(Pop::Job(job)) => Some(job),
+            _ => None,
+        }
     }
 
-    /// Queue `job` for the threads (after every earlier job if it is a barrier).
+    /// Run queued jobs and wait for completions until `cond` holds.
+    fn wait_until(&self, cond: impl Fn(&Jobs) -> bool) {
+        loop {
+            // Run what is queued here rather than wait for a thread to take it.
+            self.help();
+            let mut jobs = lock(&self.jobs);
+            if cond(&jobs) {
+                return;
+            }
+            if jobs.queued.is_empty() {
+                jobs.waiting += 1;
+                jobs = self.done.wait(jobs).unwrap_or_else(|e| e.into_inner());
+                jobs.waiting -= 1;
+            }
+        }
+    }
+
+    /// Queue `job` for the threads; a barrier only once every job taken before it is done.
     fn queue_job(&self, job: Job) {
         let barrier = job
             .chain
             .as_ref()
             .is_ok_and(|c| (self.is_barrier)(&self.mem, c));
         if barrier {
-            self.help();
+            self.wait_until(|jobs| jobs.in_flight.first() == Some(&job.seq));
         }
         let mut jobs = lock(&self.jobs);
-        while (barrier && jobs.in_flight > 0) || jobs.in_flight >= self.limit {
-            drop(jobs);
-            // Run what is queued here rather than wait for a thread to take it.
-            self.help();
-            jobs = lock(&self.jobs);
-            if (barrier && jobs.in_flight > 0) || jobs.in_flight >= self.limit {
-                jobs = self.done.wait(jobs).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-        jobs.in_flight += 1;
         jobs.queued.push_back(job);
-        // The first queued job is left for the worker itself (a lone request needs no wake-up).
+        // The first queued job is left for this thread (a lone request needs no wake-up).
         let wake = jobs.queued.len() > 1;
+        let waiters = jobs.waiting > 0;
         drop(jobs);
         if wake {
             self.work.notify_one();
+        }
+        if waiters {
+            // A thread waiting for a barrier runs queued jobs too.
+            self.done.notify_all();
         }
     }
 
@@ -338,16 +385,20 @@ impl Shared {
 
     /// Serve `job` and put it on the used ring.
     fn run(&self, job: Job) {
+        let (head, seq) = (job.head, job.seq);
         let len = (self.serve)(&self.mem, job.chain);
-        if let Err(e) = self.complete(job.head, len) {
+        if let Err(e) = self.complete(head, len) {
             if !self.broken.swap(true, Ordering::AcqRel) {
                 super::queue_fault(self.name, 0, e, &self.interrupt);
             }
         }
         let mut jobs = lock(&self.jobs);
-        jobs.in_flight -= 1;
+        jobs.in_flight.remove(&seq);
+        let waiters = jobs.waiting > 0;
         drop(jobs);
-        self.done.notify_all();
+        if waiters {
+            self.done.notify_all();
+        }
         self.gate.release();
     }
 

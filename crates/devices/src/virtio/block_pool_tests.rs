@@ -386,3 +386,47 @@ fn a_driver_reusing_heads_in_flight_is_bounded() {
     assert!((16..=32).contains(&served), "{served}");
     r.stop();
 }
+
+#[test]
+fn flushes_in_a_row_each_wait_for_what_came_before() {
+    let mut r = rig();
+    r.probe.hold(&[tag(0), tag(5)]);
+    // A write, four flushes, a write, four flushes: more barriers than threads.
+    for h in 0..10 {
+        r.submit(h, if h % 5 == 0 { 0 } else { FLUSH }, h == 9);
+    }
+    r.probe.wait_for("the first write", |st| st.running >= 1);
+    std::thread::sleep(Duration::from_millis(100));
+    r.probe.release(&[tag(0)]);
+    // Flushes 1-4 finish; 6-9 wait for write 5, which may run meanwhile but is held.
+    r.probe.wait_for("the first flushes", |st| {
+        (1..5).all(|h| st.log.contains(&Event::Finish(tag(h))))
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        (6..10).all(|h| !r.probe.log().contains(&Event::Start(tag(h)))),
+        "{:?}",
+        r.probe.log()
+    );
+    r.probe.release(&[tag(5)]);
+    r.wait_used(10);
+    let log = r.probe.log();
+    let at = |e| log.iter().position(|x| *x == e).unwrap();
+    for h in 1..10u16 {
+        let write = if h < 5 { 0 } else { 5 };
+        if h != 5 {
+            assert!(
+                at(Event::Finish(tag(write))) < at(Event::Start(tag(h))),
+                "{log:?}"
+            );
+        }
+    }
+    // Each flush also waits for the flushes before it.
+    for h in 2..5u16 {
+        assert!(
+            at(Event::Finish(tag(h - 1))) < at(Event::Start(tag(h))),
+            "{log:?}"
+        );
+    }
+    r.stop();
+}
