@@ -34,9 +34,11 @@ use std::thread::JoinHandle;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-/// I/O threads per device besides its worker (which runs jobs too). The host has few cores and
-/// the guest's vCPU spins on one: more threads only add wake-ups (docs/PERFORMANCE.md).
-pub const IO_THREADS: usize = 3;
+/// I/O threads per device besides its worker (which runs jobs too): eight requests in flight,
+/// what Linux's and the benchmark's queue depth 8 keep available. Idle ones sleep on a condvar;
+/// 7 beat 3 on the 2-core benchmark host (docs/PERFORMANCE.md), where requests wait for a core
+/// more than for the disk. QEMU's thread pool grows to 64 threads.
+pub const IO_THREADS: usize = 7;
 
 /// Serves one request; returns the used length.
 pub type Serve = dyn Fn(&GuestMemoryMmap, Result<DescChain, ChainError>) -> u32 + Send + Sync;
