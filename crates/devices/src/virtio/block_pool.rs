@@ -86,9 +86,13 @@ struct Shared {
     done: Condvar,
     /// The used ring failed: the device needs a reset, the worker stops taking chains.
     broken: AtomicBool,
-    /// The worker is between disabling the queue's notifications and enabling them again: the
-    /// driver does not notify, so an I/O thread out of jobs takes the next chain itself.
+    /// The queue's notifications are off (the worker turned them off and left them off while
+    /// jobs are in flight): the driver does not notify, so a thread that finishes a job takes the
+    /// next chain itself, and the one that finishes the last job wakes the worker (`kick`), which
+    /// turns them on again.
     dispatching: AtomicBool,
+    /// The queue's notification eventfd, to wake the worker.
+    kick: std::sync::OnceLock<vmm_sys_util::eventfd::EventFd>,
     /// Chains taken off the ring, by any thread (changed under the queue lock).
     taken: AtomicU64,
     limit: usize,
@@ -131,6 +135,7 @@ impl IoPool {
             done: Condvar::new(),
             broken: AtomicBool::new(false),
             dispatching: AtomicBool::new(false),
+            kick: std::sync::OnceLock::new(),
             taken: AtomicU64::new(0),
             limit,
         });
@@ -188,11 +193,12 @@ impl Dispatcher {
         let sh = &*self.0;
         sh.dispatching.store(true, Ordering::Release);
         let res = sh.dispatch();
-        // Under the queue lock: an I/O thread that takes a chain holds the pause gate before
-        // this call (and the handler call the gate counts) can end.
-        let q = lock(&sh.queue);
-        sh.dispatching.store(false, Ordering::Release);
-        drop(q);
+        if res.is_err() {
+            // Under the queue lock: no thread takes a chain after this.
+            let q = lock(&sh.queue);
+            sh.dispatching.store(false, Ordering::Release);
+            drop(q);
+        }
         res
     }
 
@@ -254,12 +260,18 @@ impl Shared {
             if full {
                 continue;
             }
-            // Re-enable, then look again: a chain added in between would otherwise wait.
-            if !lock(&self.queue)
-                .enable_notification(mem)
-                .map_err(QueueFault::Used)?
             {
-                return Ok(Drained::All);
+                let mut q = lock(&self.queue);
+                // Jobs in flight: notifications stay off; the threads finishing them take what
+                // the driver adds, and the last one wakes this worker.
+                if !lock(&self.jobs).in_flight.is_empty() {
+                    return Ok(Drained::All);
+                }
+                // Re-enable, then look again: a chain added in between would otherwise wait.
+                if !q.enable_notification(mem).map_err(QueueFault::Used)? {
+                    self.dispatching.store(false, Ordering::Release);
+                    return Ok(Drained::All);
+                }
             }
             // Twice nothing: the device's own ring writes move the avail index (a used ring
             // over it), which no pass will ever satisfy.
@@ -275,6 +287,9 @@ impl Shared {
     fn pop(&self, q: &mut Queue) -> Result<Pop, QueueFault> {
         let mem = &*self.mem;
         let mut jobs = lock(&self.jobs);
+        if jobs.stopping {
+            return Ok(Pop::Empty);
+        }
         if jobs.in_flight.len() >= self.limit {
             return Ok(Pop::Full);
         }
@@ -300,7 +315,10 @@ impl Shared {
     /// An I/O thread out of jobs while the worker dispatches: the next chain, if any (a fault
     /// is left for the worker to find and report).
     fn pop_while_dispatching(&self) -> Option<Job> {
-        if !self.dispatching.load(Ordering::Acquire) || self.broken.load(Ordering::Acquire) {
+        if !self.dispatching.load(Ordering::Acquire)
+            || self.broken.load(Ordering::Acquire)
+            || self.gate.is_paused()
+        {
             return None;
         }
         let mut q = lock(&self.queue);
@@ -359,7 +377,9 @@ impl Shared {
         loop {
             let job = lock(&self.jobs).queued.pop_front();
             let Some(job) = job else { return };
-            self.run(job);
+            if let Some(next) = self.run(job) {
+                self.queue_job(next);
+            }
         }
     }
 
@@ -367,7 +387,9 @@ impl Shared {
         loop {
             let job = lock(&self.jobs).queued.pop_front();
             if let Some(job) = job {
-                self.run(job);
+                if let Some(next) = self.run(job) {
+                    self.queue_job(next);
+                }
                 continue;
             }
             // Out of jobs: the driver may have made chains available without notifying.
@@ -386,7 +408,9 @@ impl Shared {
     }
 
     /// Serve `job` and put it on the used ring.
-    fn run(&self, job: Job) {
+    /// Then, with notifications off, take the next chain (before this job's hold on the pause
+    /// gate ends, so a pause cannot slip in between) or, after the last job, wake the worker.
+    fn run(&self, job: Job) -> Option<Job> {
         let (head, seq) = (job.head, job.seq);
         let len = (self.serve)(&self.mem, job.chain);
         if let Err(e) = self.complete(head, len) {
@@ -401,7 +425,17 @@ impl Shared {
         if waiters {
             self.done.notify_all();
         }
+        let next = self.pop_while_dispatching();
+        if next.is_none()
+            && self.dispatching.load(Ordering::Acquire)
+            && lock(&self.jobs).in_flight.is_empty()
+        {
+            if let Some(kick) = self.kick.get() {
+                let _ = kick.write(1);
+            }
+        }
         self.gate.release();
+        next
     }
 
     fn complete(&self, head: u16, len: u32) -> Result<(), QueueFault> {
@@ -430,6 +464,7 @@ pub fn spawn_worker(
     gate: &Arc<PauseGate>,
 ) -> std::io::Result<worker::Worker> {
     let again = notify.try_clone()?;
+    let _ = pool.shared.kick.set(notify.try_clone()?);
     let dispatcher = pool.dispatcher();
     let interrupt = pool.shared.interrupt.clone();
     worker::spawn(
