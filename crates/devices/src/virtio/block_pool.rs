@@ -3,10 +3,10 @@
 //!
 //! The device's worker (worker.rs) wakes on the queue's notification, takes the available chains
 //! off the ring and queues them as jobs; it and [`IO_THREADS`] I/O threads run the jobs, so
-//! several requests of the queue are in flight together. While the worker has the queue's
-//! notifications off (it is taking chains or running a job), an I/O thread out of jobs takes the
-//! next chain itself: a driver that keeps its queue full then needs no notification and no
-//! worker wake-up per request. Each job goes on the used ring when it
+//! several requests of the queue are in flight together. The worker leaves the queue's
+//! notifications off while jobs are in flight: a thread that finishes a job takes the next chain
+//! itself, and the one that finishes the last job wakes the worker, which turns them on again. A
+//! driver that keeps its queue full then notifies (a guest exit) and wakes the worker never. Each job goes on the used ring when it
 //! is done, in whatever order jobs finish, with its own head index and length.
 //!
 //! - **Barriers** (a FLUSH): a job is numbered as its chain leaves the ring, and a barrier is
