@@ -9,10 +9,14 @@ driver in ring 3 (sysexit): it keeps `qd` read requests of `bs` bytes in flight 
 aligned sectors, or sequential), polls the used ring, and exits through isa-debug-exit after n
 requests. Boot and teardown cost is removed by also timing n=0 runs:
 rate = n / (t(n) - t(0)), medians of alternating runs. The image is a raw file of random data
-(page-cached after the first run, default cache mode on both VMMs).
+(page-cached after the first run, default cache mode on both VMMs), or with --format qcow2 the
+same data converted to a fully allocated qcow2 (64 KiB clusters). QEMU runs with its defaults:
+aio=threads, cache=writeback, no iothread, one queue (num-queues is the vCPU count, 1 here).
+Each workload's per-pass ratio is printed; --passes P repeats the whole table.
 
 Usage: benches/virtio_blk.py [--runs R] [--image PATH] [--size-mib M] [--rvmm PATH] [--qemu PATH]
        [--baseline OTHER_RVMM] [--transport mmio|pci] [--machine q35|pc] [--scale F]
+       [--format raw|qcow2] [--passes P] [--only SUBSTRING]
 """
 
 import argparse
@@ -45,7 +49,7 @@ def find_guest(name):
     return hits[-1]
 
 
-def run(name, binary, kernel, image, guest_args, cpu="host", machine="microvm"):
+def run(name, binary, kernel, image, guest_args, cpu="host", machine="microvm", fmt="raw"):
     device = "virtio-blk-device,drive=d0"
     if machine != "microvm":
         # Modern only on both: QEMU's virtio-blk-pci is transitional by default.
@@ -53,7 +57,7 @@ def run(name, binary, kernel, image, guest_args, cpu="host", machine="microvm"):
     args = [binary, "-M", machine, "-accel", "kvm", "-cpu", cpu, "-m", "256", "-nodefaults",
             "-no-reboot", "-display", "none", "-serial", "stdio",
             "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-kernel", kernel,
-            "-drive", f"file={image},format=raw,if=none,id=d0", "-device", device,
+            "-drive", f"file={image},format={fmt},if=none,id=d0", "-device", device,
             "-append", guest_args]
     if "qemu" in os.path.basename(binary) and machine == "microvm":
         # QEMU's virtio-mmio is legacy (version 1) unless told otherwise; the guest is modern-only.
@@ -81,6 +85,9 @@ def main():
     ap.add_argument("--scale", type=float,
                     help="multiply each workload's request count (default 1; 3 with --transport pci, "
                          "where QEMU's firmware start makes t(0) noisier)")
+    ap.add_argument("--format", choices=["raw", "qcow2"], default="raw")
+    ap.add_argument("--passes", type=int, default=1, help="repeat the whole table")
+    ap.add_argument("--only", help="run only the workloads whose label contains this")
     a = ap.parse_args()
     scale = a.scale if a.scale else (3 if a.transport == "pci" else 1)
     machine = "microvm" if a.transport == "mmio" else a.machine
@@ -89,23 +96,38 @@ def main():
         with open(a.image, "wb") as f:
             for _ in range(a.size_mib):
                 f.write(os.urandom(1 << 20))
+    image = a.image
+    if a.format == "qcow2":
+        image = a.image + ".qcow2"
+        if not os.path.exists(image) or os.path.getmtime(image) < os.path.getmtime(a.image):
+            subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", a.image, image],
+                           check=True)
     vmms = [("rvmm", a.rvmm), ("QEMU", a.qemu)]
     qemu_cpu = qemu_host.qemu_cpu(a.qemu)
     if a.baseline:
         vmms.append(("baseline", a.baseline))
     extra = " | baseline | rvmm/baseline" if a.baseline else ""
-    print(f"virtio-{a.transport} on {machine}: {a.size_mib} MiB raw image, {a.runs} alternating runs, "
-          "medians of t(n) - t(0)")
+    print(f"virtio-{a.transport} on {machine}: {a.size_mib} MiB {a.format} image, {a.runs} alternating "
+          f"runs, medians of t(n) - t(0), load average {os.getloadavg()[0]:.1f}")
+    for p in range(a.passes):
+        print(f"\npass {p + 1} (load average {os.getloadavg()[0]:.1f})")
+        table(a, vmms, kernel, image, machine, scale, qemu_cpu, extra)
+
+
+def table(a, vmms, kernel, image, machine, scale, qemu_cpu, extra):
     print(f"| workload | rvmm | QEMU | rvmm/QEMU{extra} |")
     print("|---|---|---|---" + ("|---|---" if a.baseline else "") + "|")
     for label, guest_args, n, bs in WORKLOADS:
+        if a.only and a.only not in label:
+            continue
         n = int(n * scale)
         times = {name: {0: [], n: []} for name, _ in vmms}
         for _ in range(a.runs):
             for name, binary in vmms:
                 for count in (0, n):
-                    times[name][count].append(run(name, binary, kernel, a.image, f"n={count} {guest_args}",
-                                                  qemu_cpu if name == "QEMU" else "host", machine))
+                    times[name][count].append(run(name, binary, kernel, image, f"n={count} {guest_args}",
+                                                  qemu_cpu if name == "QEMU" else "host", machine,
+                                                  a.format))
         rate = {}
         for name, _ in vmms:
             dt = statistics.median(times[name][n]) - statistics.median(times[name][0])

@@ -13,7 +13,7 @@ use rvmm_devices::virtio::{
     block, net, process_queue, rng, ChainError, DescChain, DeviceCounters, VirtioInterrupt,
 };
 use rvmm_fuzz::{guest_memory, scratch_path, Reader};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{OnceLock, RwLock};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
@@ -21,8 +21,8 @@ const MEM_SIZE: usize = 0x1_0000;
 const DISK_SIZE: u64 = 0x1_0000;
 
 /// One scratch raw disk per process: requests may write it.
-fn disk() -> &'static Mutex<Disk> {
-    static DISK: OnceLock<Mutex<Disk>> = OnceLock::new();
+fn disk() -> &'static RwLock<Disk> {
+    static DISK: OnceLock<RwLock<Disk>> = OnceLock::new();
     DISK.get_or_init(|| {
         let path = scratch_path("virtio-blk.raw");
         let f = std::fs::File::create(&path).expect("scratch disk");
@@ -39,7 +39,7 @@ fn disk() -> &'static Mutex<Disk> {
         .expect("open the scratch disk");
         // Open files stay usable; nothing is left behind in /tmp.
         let _ = std::fs::remove_file(&path);
-        Mutex::new(disk)
+        RwLock::new(disk)
     })
 }
 

@@ -2,13 +2,14 @@
 //! write-zeroes. Every request is checked (sector range, data length, buffer directions) and a bad
 //! one is completed with VIRTIO_BLK_S_IOERR, never acted on in part.
 
+use super::block_pool::{self, IoPool, IO_THREADS};
 use super::worker::Worker;
 use super::{
-    activate_request_queue, ActivateContext, ChainError, DescChain, DeviceCounters, VirtioDevice,
-    VirtioError, COMMON_FEATURES, TYPE_BLOCK,
+    ActivateContext, ChainError, DescChain, DeviceCounters, VirtioDevice, VirtioError,
+    COMMON_FEATURES, TYPE_BLOCK,
 };
 use rvmm_block::Disk;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vm_memory::GuestMemoryMmap;
 
 const QUEUE_SIZE: u16 = 256;
@@ -45,23 +46,38 @@ const CHUNK: usize = 1 << 20;
 const MAX_DISCARD_SECTORS: u32 = u32::MAX / 512;
 
 thread_local! {
-    /// The worker's bounce buffer, kept between requests (a fresh 128 KiB allocation per
+    /// The thread's bounce buffer (worker and I/O threads), kept between requests (a fresh 128 KiB allocation per
     /// request is an mmap, page faults and a munmap).
     static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The block device.
 pub struct BlockDevice {
-    disk: Arc<Mutex<Disk>>,
+    /// Reads, writes and flushes share it (several run at once on the I/O threads); discard and
+    /// write-zeroes, which may unmap clusters under them, take it alone.
+    disk: Arc<RwLock<Disk>>,
     id: [u8; ID_LEN],
     features: u64,
     config: [u8; 60],
+    /// Stopped before `pool`, which then finishes the requests the worker handed it.
     worker: Option<Worker>,
+    pool: Option<IoPool>,
     counters: Arc<DeviceCounters>,
 }
 
-fn lock(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
-    disk.lock().unwrap_or_else(|e| e.into_inner())
+fn shared(disk: &RwLock<Disk>) -> RwLockReadGuard<'_, Disk> {
+    disk.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive(disk: &RwLock<Disk>) -> RwLockWriteGuard<'_, Disk> {
+    disk.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a request is a FLUSH, which waits for every request taken before it (block_pool.rs).
+/// A header the guest left unreadable is no barrier: the request fails on its own.
+fn is_flush(mem: &GuestMemoryMmap, chain: &DescChain) -> bool {
+    let mut kind = [0u8; 4];
+    chain.read_at(mem, 0, &mut kind).is_ok() && u32::from_le_bytes(kind) == T_FLUSH
 }
 
 impl BlockDevice {
@@ -94,17 +110,18 @@ impl BlockDevice {
             id[..n].copy_from_slice(&s.as_bytes()[..n]);
         }
         Self {
-            disk: Arc::new(Mutex::new(disk)),
+            disk: Arc::new(RwLock::new(disk)),
             id,
             features,
             config,
             worker: None,
+            pool: None,
             counters: Arc::default(),
         }
     }
 
     /// The disk, shared with the worker (for flushing at shutdown).
-    pub fn disk(&self) -> &Arc<Mutex<Disk>> {
+    pub fn disk(&self) -> &Arc<RwLock<Disk>> {
         &self.disk
     }
 }
@@ -114,7 +131,7 @@ impl BlockDevice {
 #[doc(hidden)]
 pub fn handle_request(
     mem: &GuestMemoryMmap,
-    disk: &Mutex<Disk>,
+    disk: &RwLock<Disk>,
     id: &[u8; ID_LEN],
     counters: &DeviceCounters,
     chain: Result<DescChain, ChainError>,
@@ -156,7 +173,7 @@ pub fn handle_request(
 /// `Err(status)`.
 fn execute(
     mem: &GuestMemoryMmap,
-    disk: &Mutex<Disk>,
+    disk: &RwLock<Disk>,
     id: &[u8; ID_LEN],
     chain: &DescChain,
     data_in_len: u64,
@@ -194,7 +211,7 @@ fn execute(
             let offset = sector
                 .checked_mul(SECTOR_SIZE)
                 .ok_or_else(|| ioerr(&format_args!("sector {sector} overflows")))?;
-            let d = lock(disk);
+            let d = shared(disk);
             if offset.checked_add(len).is_none_or(|end| end > d.size()) {
                 return Err(ioerr(&format_args!(
                     "sector {sector} + {len} bytes is past the end of the disk"
@@ -225,7 +242,7 @@ fn execute(
             })
         }
         T_FLUSH => {
-            lock(disk).flush().map_err(|e| ioerr(&e))?;
+            shared(disk).flush().map_err(|e| ioerr(&e))?;
             Ok((0, 0))
         }
         T_GET_ID => {
@@ -259,7 +276,7 @@ fn execute(
                 .checked_mul(SECTOR_SIZE)
                 .ok_or_else(|| ioerr(&format_args!("sector {start} overflows")))?;
             let len = u64::from(count) * SECTOR_SIZE;
-            let mut d = lock(disk);
+            let mut d = exclusive(disk);
             if kind == T_DISCARD {
                 d.discard(offset, len).map_err(|e| ioerr(&e))?;
             } else {
@@ -300,16 +317,53 @@ impl VirtioDevice for BlockDevice {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), VirtioError> {
+        let ActivateContext {
+            mem,
+            mut queues,
+            interrupt,
+            pause,
+            ..
+        } = ctx;
+        if queues.len() != 1 {
+            return Err(VirtioError::QueueCount {
+                device: "virtio-blk",
+                expected: 1,
+                got: queues.len(),
+            });
+        }
+        let q = queues.remove(0);
         let (disk, id, counters) = (self.disk.clone(), self.id, self.counters.clone());
-        self.worker = Some(activate_request_queue("virtio-blk", ctx, move |mem, c| {
-            handle_request(mem, &disk, &id, &counters, c)
-        })?);
+        let serve =
+            Box::new(move |mem: &GuestMemoryMmap, c| handle_request(mem, &disk, &id, &counters, c));
+        let io = |what, source| VirtioError::Io {
+            device: "virtio-blk",
+            what,
+            source,
+        };
+        let pool = IoPool::start(
+            "virtio-blk",
+            mem,
+            q.queue,
+            interrupt,
+            pause.clone(),
+            serve,
+            is_flush,
+            IO_THREADS,
+        )
+        .map_err(|e| io("spawn I/O threads", e))?;
+        let worker =
+            block_pool::spawn_worker(&pool, q.notify, &pause).map_err(|e| io("spawn worker", e))?;
+        self.worker = Some(worker);
+        self.pool = Some(pool);
         Ok(())
     }
 
     fn reset(&mut self) {
         if let Some(w) = self.worker.take() {
             w.stop();
+        }
+        if let Some(p) = self.pool.take() {
+            p.stop();
         }
     }
 
@@ -318,7 +372,7 @@ impl VirtioDevice for BlockDevice {
     }
 
     fn flush(&self) {
-        let disk = lock(&self.disk);
+        let disk = shared(&self.disk);
         if let Err(e) = disk.flush() {
             tracing::error!(
                 "virtio-blk: flush of disk image '{}' at shutdown failed: {e}",

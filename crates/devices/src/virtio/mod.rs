@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod balloon;
 pub mod block;
+pub mod block_pool;
 pub mod chain;
 pub mod input;
 pub mod mmio;
@@ -458,6 +459,9 @@ pub enum QueueFault {
         "the available index keeps announcing chains the ring does not give (rings overlapping?)"
     )]
     NoProgress,
+    /// Reported already: another thread's used-ring write failed (block_pool.rs).
+    #[error("the used ring failed earlier")]
+    Broken,
 }
 
 /// What [`process_queue`] left on the ring.
@@ -615,6 +619,8 @@ pub(crate) fn activate_request_queue(
         source,
     })
 }
+#[cfg(test)]
+mod block_pool_tests;
 #[cfg(test)]
 mod block_tests;
 #[cfg(test)]

@@ -98,7 +98,12 @@ impl Ring {
 
     /// Wait until the used index reaches `n` (the device works on its own thread).
     pub fn wait_used(&self, mem: &GuestMemoryMmap, n: u16) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        self.wait_used_within(mem, n, Duration::from_secs(5))
+    }
+
+    /// Wait until the used index reaches `n`, at most `limit`.
+    pub fn wait_used_within(&self, mem: &GuestMemoryMmap, n: u16, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if self.used_idx(mem) == n {
                 return true;

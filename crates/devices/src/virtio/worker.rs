@@ -85,6 +85,18 @@ impl PauseGate {
         true
     }
 
+    /// Count work that goes on after the handler call that started it returned (a virtio-blk
+    /// request on an I/O thread): [`PauseGate::pause`] waits for it as for a handler call. Only
+    /// from a handler call, so the gate cannot have been found idle in between.
+    pub(crate) fn hold(&self) {
+        self.lock().busy += 1;
+    }
+
+    /// End what [`PauseGate::hold`] counted.
+    pub(crate) fn release(&self) {
+        self.leave();
+    }
+
     fn leave(&self) {
         let mut st = self.lock();
         st.busy -= 1;
