@@ -325,6 +325,8 @@ impl Reloader for ImageReloader {
 }
 
 pub fn build_and_run(config: &VmConfig) -> Result<i32, VmmError> {
+    // Before the sandbox: saves find the pages a guest never touched through it.
+    crate::snapshot::memory::open_pagemap();
     // Before anything else: KVM VMs and threads do not survive fork.
     let daemon = config.daemonize.then(daemon::daemonize).transpose()?;
     let _pidfile = config.pidfile.as_deref().map(Pidfile::create).transpose()?;
