@@ -61,6 +61,11 @@ pub enum PasstError {
     Timeout(Duration),
 }
 
+/// A line of passt's stderr that says something to a user (not blank, not [`NOISE`]).
+fn worth_showing(line: &str) -> bool {
+    !line.trim().is_empty() && !NOISE.iter().any(|n| line.starts_with(n))
+}
+
 fn describe_output(output: &str) -> String {
     if output.is_empty() {
         String::new()
@@ -249,7 +254,7 @@ pub fn watch_start(starting: Starting, failed: impl FnOnce(PasstError) + Send + 
                     }
                     let output = output
                         .lines()
-                        .filter(|l| !l.trim().is_empty() && !NOISE.iter().any(|n| l.starts_with(n)))
+                        .filter(|l| worth_showing(l))
                         .collect::<Vec<_>>()
                         .join("; ");
                     failed(match e {
@@ -323,7 +328,7 @@ fn watch(mut child: Child, stderr: Option<std::process::ChildStderr>, label: Arc
             move || {
                 for line in BufReader::new(s).lines() {
                     let Ok(line) = line else { break };
-                    if !line.trim().is_empty() && !NOISE.iter().any(|n| line.starts_with(n)) {
+                    if worth_showing(&line) {
                         eprintln!("rvmm: {label}: passt: {line}");
                     }
                 }
